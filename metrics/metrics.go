@@ -1,0 +1,95 @@
+// Package metrics defines wsgate's Prometheus metrics and the operations
+// HTTP handler (/metrics, /healthz, /readyz). Names follow the Prometheus
+// naming guide with the wsgate_ prefix; no label ever carries a user,
+// session or topic value, so cardinality stays bounded.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handshake outcomes, the values of wsgate_handshakes_total's outcome label.
+const (
+	OutcomeAuthenticated = "authenticated"
+	OutcomeAnonymous     = "anonymous"
+	OutcomeForbidden     = "forbidden_origin"
+	OutcomeRefusedAnon   = "anonymous_refused"
+	OutcomeUnavailable   = "store_unavailable"
+	OutcomeOverloaded    = "overloaded"
+	OutcomeBadRequest    = "bad_request"
+)
+
+// Gateway holds the metrics the gateway updates. A nil *Gateway is not
+// valid; use New.
+type Gateway struct {
+	// Connections is the number of established websocket connections.
+	Connections prometheus.Gauge
+	// Handshakes counts finished handshakes by outcome.
+	Handshakes *prometheus.CounterVec
+	// SessionLookups observes session store reads by result
+	// (authenticated, anonymous, expired, not_found, invalid_id, error).
+	SessionLookups *prometheus.HistogramVec
+	// MessagesReceived counts websocket messages handed to the WAMP layer.
+	MessagesReceived prometheus.Counter
+	// MessagesSent counts websocket messages queued to clients.
+	MessagesSent prometheus.Counter
+	// Disconnects counts closed connections by reason.
+	Disconnects *prometheus.CounterVec
+}
+
+// New creates the gateway metrics and registers them, with the Go runtime
+// and process collectors, on reg.
+func New(reg prometheus.Registerer) *Gateway {
+	g := &Gateway{
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wsgate_connections",
+			Help: "Established websocket connections.",
+		}),
+		Handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_handshakes_total",
+			Help: "Websocket handshakes by outcome.",
+		}, []string{"outcome"}),
+		SessionLookups: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wsgate_session_lookup_duration_seconds",
+			Help:    "Time to read and decode a PHP session, by result.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"result"}),
+		MessagesReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wsgate_messages_received_total",
+			Help: "Websocket messages received from clients.",
+		}),
+		MessagesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wsgate_messages_sent_total",
+			Help: "Websocket messages queued to clients.",
+		}),
+		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_disconnects_total",
+			Help: "Closed websocket connections by reason.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return g
+}
+
+// Handler serves /metrics from g, /healthz (the process answers) and
+// /readyz (ready returns nil: stores reachable and not draining).
+func Handler(g prometheus.Gatherer, ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
