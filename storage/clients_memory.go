@@ -1,0 +1,204 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// ClientEntry describes one websocket connection in the client registry.
+type ClientEntry struct {
+	// ConnID identifies the websocket connection; it is the registry key.
+	ConnID string
+	// WAMPSessionID is the WAMP session id announced to the client.
+	WAMPSessionID string
+	// UserIdentifier is the Symfony user identifier (username) of an
+	// authenticated client.
+	UserIdentifier string
+	// Firewall is the Symfony firewall the client authenticated against.
+	Firewall string
+	// Roles are the user's roles at handshake time.
+	Roles []string
+	// Anonymous is true for clients without an authenticated user.
+	Anonymous bool
+	// ConnectedAt is when the connection was accepted.
+	ConnectedAt time.Time
+}
+
+// clone returns a copy of e that shares no memory with it.
+func (e ClientEntry) clone() ClientEntry {
+	e.Roles = slices.Clone(e.Roles)
+	return e
+}
+
+// ClientStorage is the registry of connected websocket clients, the
+// equivalent of GosWebSocketBundle's ClientStorage/ClientManipulator. It is
+// safe for concurrent use; returned entries are copies.
+type ClientStorage interface {
+	// Add registers a connection, replacing any entry with the same
+	// ConnID.
+	Add(ctx context.Context, e ClientEntry) error
+	// Remove unregisters a connection; removing an unknown ConnID is not
+	// an error, since disconnect paths may race.
+	Remove(ctx context.Context, connID string) error
+	// FindByUsername returns the authenticated connections of user (a user
+	// may have several); anonymous clients are never found by name.
+	FindByUsername(ctx context.Context, user string) ([]ClientEntry, error)
+	// GetAll returns the authenticated connections, and the anonymous ones
+	// too when anonymous is true, like GosWebSocketBundle's
+	// ClientManipulator::getAll($anonymous).
+	GetAll(ctx context.Context, anonymous bool) ([]ClientEntry, error)
+	// Close releases the storage; later calls fail with ErrClosed.
+	Close() error
+}
+
+// ErrInvalidClient is returned by ClientStorage.Add for an entry it cannot
+// register (no ConnID).
+var ErrInvalidClient = errors.New("invalid client entry")
+
+// MemoryClientStorage is a ClientStorage in process memory, for a single
+// gateway instance. Entries are indexed by ConnID and by username, so
+// FindByUsername costs the size of its answer, not of the registry. Results
+// are ordered by ConnectedAt, then ConnID.
+type MemoryClientStorage struct {
+	mu     sync.RWMutex
+	byConn map[string]ClientEntry
+	// byUser indexes authenticated entries: username -> set of ConnIDs.
+	byUser map[string]map[string]struct{}
+	closed bool
+}
+
+var _ ClientStorage = (*MemoryClientStorage)(nil)
+
+// NewMemoryClientStorage returns an empty in-memory client registry.
+func NewMemoryClientStorage() *MemoryClientStorage {
+	return &MemoryClientStorage{
+		byConn: make(map[string]ClientEntry),
+		byUser: make(map[string]map[string]struct{}),
+	}
+}
+
+// indexed reports whether e belongs in the username index.
+func indexed(e ClientEntry) bool { return !e.Anonymous && e.UserIdentifier != "" }
+
+// Add registers e (a copy of it), replacing an entry with the same ConnID.
+func (m *MemoryClientStorage) Add(ctx context.Context, e ClientEntry) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("add client: %w", err)
+	}
+	if e.ConnID == "" {
+		return fmt.Errorf("add client: empty ConnID: %w", ErrInvalidClient)
+	}
+	e = e.clone()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("add client: %w", ErrClosed)
+	}
+	m.removeLocked(e.ConnID)
+	m.byConn[e.ConnID] = e
+	if indexed(e) {
+		set := m.byUser[e.UserIdentifier]
+		if set == nil {
+			set = make(map[string]struct{})
+			m.byUser[e.UserIdentifier] = set
+		}
+		set[e.ConnID] = struct{}{}
+	}
+	return nil
+}
+
+// Remove unregisters connID; unknown ids are ignored.
+func (m *MemoryClientStorage) Remove(ctx context.Context, connID string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove client: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("remove client: %w", ErrClosed)
+	}
+	m.removeLocked(connID)
+	return nil
+}
+
+// removeLocked drops connID from both maps; m.mu must be held.
+func (m *MemoryClientStorage) removeLocked(connID string) {
+	old, ok := m.byConn[connID]
+	if !ok {
+		return
+	}
+	delete(m.byConn, connID)
+	if indexed(old) {
+		set := m.byUser[old.UserIdentifier]
+		delete(set, connID)
+		if len(set) == 0 {
+			delete(m.byUser, old.UserIdentifier)
+		}
+	}
+}
+
+// FindByUsername returns copies of user's authenticated connections, or an
+// empty result when there are none.
+func (m *MemoryClientStorage) FindByUsername(ctx context.Context, user string) ([]ClientEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("find clients: %w", err)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, fmt.Errorf("find clients: %w", ErrClosed)
+	}
+	set := m.byUser[user]
+	out := make([]ClientEntry, 0, len(set))
+	for connID := range set {
+		out = append(out, m.byConn[connID].clone())
+	}
+	sortClients(out)
+	return out, nil
+}
+
+// GetAll returns copies of the authenticated connections, plus the anonymous
+// ones when anonymous is true.
+func (m *MemoryClientStorage) GetAll(ctx context.Context, anonymous bool) ([]ClientEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("get clients: %w", err)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, fmt.Errorf("get clients: %w", ErrClosed)
+	}
+	out := make([]ClientEntry, 0, len(m.byConn))
+	for _, e := range m.byConn {
+		if e.Anonymous && !anonymous {
+			continue
+		}
+		out = append(out, e.clone())
+	}
+	sortClients(out)
+	return out, nil
+}
+
+// Close drops all entries; later calls fail with ErrClosed.
+func (m *MemoryClientStorage) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.byConn, m.byUser = nil, nil
+	return nil
+}
+
+// sortClients orders entries deterministically: oldest connection first.
+func sortClients(es []ClientEntry) {
+	slices.SortFunc(es, func(a, b ClientEntry) int {
+		if c := a.ConnectedAt.Compare(b.ConnectedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ConnID, b.ConnID)
+	})
+}

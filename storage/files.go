@@ -1,0 +1,261 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultFilesDir is where Debian's and Ubuntu's PHP packages keep sessions
+// (session.save_path).
+const DefaultFilesDir = "/var/lib/php/sessions"
+
+// FilesOptions configures a FilesStore after PHP's "files" save handler.
+type FilesOptions struct {
+	// Dir is PHP's session.save_path (without any "N;MODE;" prefix);
+	// default DefaultFilesDir.
+	Dir string
+	// Depth is the N of a save_path of the form "N;/path": PHP then stores
+	// session abc... as Dir/a/b/.../sess_abc... with N single-character
+	// levels. Default 0, the usual flat directory.
+	Depth int
+	// GCMaxLifetime is PHP's session.gc_maxlifetime. PHP never checks expiry
+	// when it reads a file; its garbage collector deletes files whose mtime
+	// is more than gc_maxlifetime ago, so a file that old is judged expired
+	// even if GC has not run yet. It is compared in whole seconds like PHP.
+	// 0 means never judge expiry (leave it to PHP's GC).
+	GCMaxLifetime time.Duration
+	// MaxSize bounds how many bytes a read may return; bigger files fail
+	// with ErrTooLarge without being read. 0 means DefaultMaxSize.
+	MaxSize int64
+}
+
+// FilesStore reads sessions written by PHP's built-in "files" save handler:
+// one file named sess_<id> per session under session.save_path.
+//
+// The process needs search (x) permission on the directory and read
+// permission on the files, which PHP creates mode 0600 (session.save_path is
+// typically 1733, deliberately unlistable): run as PHP's user. A permission
+// error is reported as ErrUnavailable, since it is a deployment problem and
+// says nothing about the session.
+//
+// Consistency: PHP holds an exclusive flock on the file for the whole
+// request and rewrites it with ftruncate+pwrite. FilesStore opens the file
+// O_RDONLY and takes no lock, so it never makes a PHP request wait; the price
+// is that a read can overlap a write. It therefore reads once and checks the
+// file's size and mtime before and after; when the data came back empty (the
+// gap between PHP's truncate and write) or the file changed under the read,
+// it reads again, a few times. A read that keeps colliding fails with
+// ErrUnavailable. A read overlapping a single write still in progress can in
+// theory return a mix of old and new bytes; the serialized session format
+// carries lengths, so its decoder rejects such data rather than misreading
+// it.
+type FilesStore struct {
+	dir         string
+	depth       int
+	maxLifetime int64 // seconds; 0 = never expire
+	maxSize     int64
+	now         func() time.Time // injectable clock for tests
+	closed      atomic.Bool
+}
+
+var _ SessionStore = (*FilesStore)(nil)
+
+// Retries when a read collides with PHP writing the file. PHP's truncate and
+// write follow each other within microseconds, so a short pause is plenty.
+const (
+	filesReadAttempts = 3
+	filesRetryPause   = 2 * time.Millisecond
+)
+
+// NewFilesStore checks the options and that Dir is a directory. It does not
+// need to list Dir.
+func NewFilesStore(o FilesOptions) (*FilesStore, error) {
+	if o.Dir == "" {
+		o.Dir = DefaultFilesDir
+	}
+	if o.Depth < 0 || o.Depth >= MaxSessionIDLength {
+		return nil, fmt.Errorf("files session store: invalid depth %d", o.Depth)
+	}
+	if o.GCMaxLifetime < 0 {
+		return nil, fmt.Errorf("files session store: negative gc max lifetime %v", o.GCMaxLifetime)
+	}
+	if o.MaxSize < 0 {
+		return nil, fmt.Errorf("files session store: negative max size %d", o.MaxSize)
+	}
+	if o.MaxSize == 0 {
+		o.MaxSize = DefaultMaxSize
+	}
+	dir := filepath.Clean(o.Dir)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("files session store: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("files session store: %s is not a directory", dir)
+	}
+	return &FilesStore{
+		dir:         dir,
+		depth:       o.Depth,
+		maxLifetime: int64(o.GCMaxLifetime / time.Second),
+		maxSize:     o.MaxSize,
+		now:         time.Now,
+	}, nil
+}
+
+// path is where PHP's files handler keeps session id (ps_files_path_create).
+// ok is false when id is too short for the configured depth, in which case
+// PHP could not have stored it either.
+func (s *FilesStore) path(id string) (p string, ok bool) {
+	if len(id) <= s.depth {
+		return "", false
+	}
+	parts := make([]string, 0, s.depth+2)
+	parts = append(parts, s.dir)
+	for i := 0; i < s.depth; i++ {
+		parts = append(parts, id[i:i+1])
+	}
+	parts = append(parts, "sess_"+id)
+	return filepath.Join(parts...), true
+}
+
+// Read returns the contents of the session file for id. See FilesStore for
+// how it copes with concurrent writes by PHP.
+func (s *FilesStore) Read(ctx context.Context, id string) ([]byte, error) {
+	if !ValidSessionID(id) {
+		return nil, fmt.Errorf("read session: %w", ErrInvalidID)
+	}
+	if s.closed.Load() {
+		return nil, unavailable("read session", ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, unavailable("read session", err)
+	}
+	p, ok := s.path(id)
+	if !ok {
+		return nil, fmt.Errorf("read session: %w", ErrNotFound)
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|filesOpenFlags, 0)
+	if err != nil {
+		return nil, s.fsError(err)
+	}
+	defer f.Close()
+
+	for attempt := 1; ; attempt++ {
+		data, changed, err := s.readOnce(f)
+		if err != nil {
+			return nil, err
+		}
+		if !changed && len(data) > 0 {
+			return data, nil
+		}
+		if attempt == filesReadAttempts {
+			if changed {
+				return nil, unavailable("read session", errors.New("session file kept changing while being read"))
+			}
+			// PHP creates the file empty when it starts a new session
+			// and only fills it at the end of the request: no session yet.
+			return nil, fmt.Errorf("read session: empty file: %w", ErrNotFound)
+		}
+		t := time.NewTimer(filesRetryPause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, unavailable("read session", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// readOnce reads the whole open file and reports whether it changed (size or
+// mtime) while it was being read.
+func (s *FilesStore) readOnce(f *os.File) (data []byte, changed bool, err error) {
+	before, err := f.Stat()
+	if err != nil {
+		return nil, false, s.fsError(err)
+	}
+	if !before.Mode().IsRegular() {
+		// PHP only ever creates regular files; anything else is not a
+		// session (and reading a FIFO could block).
+		return nil, false, fmt.Errorf("read session: not a regular file: %w", ErrNotFound)
+	}
+	if s.expired(before.ModTime()) {
+		return nil, false, fmt.Errorf("read session: %w", ErrExpired)
+	}
+	if before.Size() > s.maxSize {
+		return nil, false, fmt.Errorf("read session: %d bytes, limit %d: %w", before.Size(), s.maxSize, ErrTooLarge)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(before.Size()) + 1)
+	// Read one byte past the limit to notice a file that grew past it.
+	if _, err := buf.ReadFrom(io.NewSectionReader(f, 0, s.maxSize+1)); err != nil {
+		return nil, false, s.fsError(err)
+	}
+	if int64(buf.Len()) > s.maxSize {
+		return nil, false, fmt.Errorf("read session: more than %d bytes: %w", s.maxSize, ErrTooLarge)
+	}
+	after, err := f.Stat()
+	if err != nil {
+		return nil, false, s.fsError(err)
+	}
+	changed = after.Size() != before.Size() ||
+		!after.ModTime().Equal(before.ModTime()) ||
+		int64(buf.Len()) != after.Size()
+	return buf.Bytes(), changed, nil
+}
+
+// expired applies PHP's GC rule (ps_files_cleanup_dir): a file is garbage
+// when mtime < now - gc_maxlifetime, in whole seconds.
+func (s *FilesStore) expired(mtime time.Time) bool {
+	return s.maxLifetime > 0 && mtime.Unix() < s.now().Unix()-s.maxLifetime
+}
+
+// fsError maps a file system error to the package's sentinels. The path is
+// dropped from the message because it contains the session id.
+func (s *FilesStore) fsError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, errNotDirectory):
+		return fmt.Errorf("read session: %w", ErrNotFound)
+	case isSymlinkError(err):
+		// PHP opens session files with O_NOFOLLOW too and would fail on
+		// a symlink; it is not a session PHP could use.
+		return fmt.Errorf("read session: symlink: %w", ErrNotFound)
+	}
+	return unavailable("read session", err)
+}
+
+// Ping checks that the session directory is still there and reachable.
+func (s *FilesStore) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return unavailable("ping", ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	fi, err := os.Stat(s.dir)
+	if err != nil {
+		return unavailable("ping", err)
+	}
+	if !fi.IsDir() {
+		return unavailable("ping", errors.New(strconv.Quote(s.dir)+" is not a directory"))
+	}
+	return nil
+}
+
+// Close marks the store closed; it holds no open files between reads.
+func (s *FilesStore) Close() error {
+	s.closed.Store(true)
+	return nil
+}
