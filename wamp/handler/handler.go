@@ -1,0 +1,350 @@
+// Package handler is the SDK that RPC and topic handler authors import.
+//
+// It is deliberately the only wsgate package a handler (or, later, a Go
+// plugin) needs: the protocol engine in package wamp depends on it, never
+// the other way round, so a plugin built against this package keeps working
+// while the gateway internals change.
+//
+// The model mirrors GosWebSocketBundle so PHP handlers port one to one:
+//
+//   - An RPC handler (the bundle's RpcInterface) has a Name used as the
+//     `handler` of rpc routes and a set of methods; the route placeholder
+//     `method` selects the method, as in the bundle.
+//   - A Topic handler (the bundle's TopicInterface) has a Name used as the
+//     `handler` of topic routes and receives subscribe, unsubscribe and
+//     publish callbacks with a TopicRef it can Broadcast on (Ratchet's
+//     Topic::broadcast).
+//   - A ClientManipulator (the bundle's ClientManipulator) looks up
+//     connected clients.
+//
+// # Registration
+//
+// A plugin exports a function of this shape and the binary calls it once at
+// start-up, before the wamp node is built:
+//
+//	func Register(r *handler.Registry) error {
+//		clients := r.Clients() // usable as soon as the node is running
+//		if err := r.AddRPC(&myRPC{clients: clients}); err != nil {
+//			return err
+//		}
+//		return r.AddTopic(&myTopic{clients: clients})
+//	}
+//
+// Registry.Clients returns a ClientManipulator at once, even though the node
+// that answers it is created later: the node binds itself to the registry
+// when it is built (Registry.BindClients). This lets plugins capture the
+// manipulator at registration time instead of needing a second hook.
+//
+// # Concurrency
+//
+// Handler methods are called concurrently for different clients (each
+// connection has its own goroutine), but never concurrently for the same
+// client: one client's messages are handled in order. Handlers must be safe
+// for concurrent use and should honour ctx, which is cancelled when the call
+// times out or the client goes away.
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Client is one connected websocket client as handlers see it. Its values
+// come from the PHP session at connect time and do not change for the life
+// of the connection, so a Client may be kept and read from any goroutine.
+type Client interface {
+	// ConnID is the gateway connection id, unique across gateway replicas.
+	// It plays the role of Ratchet's $conn->resourceId.
+	ConnID() string
+	// SessionID is the WAMP session id sent in WELCOME. It is what clients
+	// put in PUBLISH exclude/eligible lists and what TopicRef.Broadcast
+	// filters on.
+	SessionID() string
+	// UserIdentifier is the Symfony username, or "anon-<SessionID>" for an
+	// anonymous client, exactly as GosWebSocketBundle names anonymous
+	// clients.
+	UserIdentifier() string
+	// Anonymous reports whether the client has no authenticated user.
+	Anonymous() bool
+	// Roles are the user's security roles (e.g. "ROLE_USER"). The returned
+	// slice is a copy.
+	Roles() []string
+	// Firewall is the Symfony firewall the session was authenticated on.
+	Firewall() string
+}
+
+// Request describes the route that matched a URI, like the bundle's
+// WampRequest.
+type Request struct {
+	// Route is the route name from the routing configuration.
+	Route string
+	// URI is the full matched URI (after CURIE expansion).
+	URI string
+	// Attributes holds placeholder values from the URI plus route defaults.
+	// For RPC routes the "method" attribute names the method to call.
+	Attributes map[string]string
+}
+
+// Error is an error a handler returns to control the CALLERROR sent to the
+// client. Any other error is reported as code 500 with err.Error() as the
+// description, which is what the bundle does with an exception's message.
+type Error struct {
+	// URI is the error URI of the CALLERROR. Empty means the called
+	// procedure (or topic) URI, which is what the bundle sends.
+	URI string
+	// Desc is the developer-oriented description.
+	Desc string
+	// Code is put in the bundle-shaped details object ({"code": Code, ...})
+	// when Details is nil. Zero means 500.
+	Code int
+	// Details, when non-nil, is sent verbatim as the CALLERROR details
+	// instead of the bundle-shaped object. It must be JSON-encodable.
+	Details any
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	if e.URI != "" {
+		return fmt.Sprintf("wamp call error %s: %s", e.URI, e.Desc)
+	}
+	return "wamp call error: " + e.Desc
+}
+
+// RPCMethod implements one remote procedure. params is the JSON array (or
+// object) of arguments following Ratchet's rule: a CALL with exactly one
+// argument that is an array or object passes that argument, otherwise the
+// list of all arguments is passed.
+//
+// The result is JSON-encoded into the CALLRESULT. As in the bundle, a
+// result that does not encode to a JSON array or object is wrapped in a
+// one-element array, and a nil (or false) result is reported as a
+// CALLERROR "RPC Error" with code 500.
+type RPCMethod func(ctx context.Context, c Client, req Request, params json.RawMessage) (any, error)
+
+// RPC is an RPC handler: the bundle's RpcInterface.
+type RPC interface {
+	// Name is the handler name that rpc routes refer to, e.g. "acme.rpc".
+	Name() string
+	// Methods maps method names to implementations. It is read once when
+	// the node is built. A CALL's "method" attribute is looked up exactly
+	// first, then, like the bundle (snake_case converted to camelCase, and
+	// PHP's case-insensitive method_exists), case-insensitively in camel
+	// case: "get_user" finds "getUser".
+	Methods() map[string]RPCMethod
+}
+
+// Topic is a topic handler: the bundle's TopicInterface. The gateway keeps
+// the subscriber list; the handler decides what to broadcast.
+type Topic interface {
+	// Name is the handler name that topic routes refer to, e.g.
+	// "acme.topic".
+	Name() string
+	// OnSubscribe is called after c was added to the topic, so a broadcast
+	// from here reaches c too (as in Ratchet). Returning an error sends a
+	// CALLERROR to c and undoes the subscription.
+	OnSubscribe(ctx context.Context, c Client, t TopicRef, req Request) error
+	// OnUnsubscribe is called after c was removed from the topic, whether
+	// the client unsubscribed or disconnected.
+	OnUnsubscribe(ctx context.Context, c Client, t TopicRef, req Request) error
+	// OnPublish is called for a client's PUBLISH. The gateway does not
+	// forward the event by itself: the handler broadcasts what it wants.
+	// exclude and eligible are WAMP session ids as sent by the client
+	// (exclude holds c's own session id when the client set excludeMe).
+	OnPublish(ctx context.Context, c Client, t TopicRef, req Request, event json.RawMessage, exclude, eligible []string) error
+}
+
+// TopicRef is a topic as handlers see it: Ratchet's Topic. A TopicRef stays
+// valid after the call returns; it always refers to the topic's current
+// subscribers.
+type TopicRef interface {
+	// ID is the topic URI.
+	ID() string
+	// Broadcast sends EVENT [8, ID, event] to the current subscribers,
+	// skipping session ids in exclude and, when eligible is non-empty, any
+	// session id not in eligible (Ratchet's Topic::broadcast). The event is
+	// encoded once; an error means it could not be JSON-encoded. Delivery
+	// is asynchronous: a slow client is dropped by the gateway rather than
+	// slowing the broadcast.
+	Broadcast(event any, exclude, eligible []string) error
+	// Count is the number of subscribers at this moment.
+	Count() int
+}
+
+// ClientManipulator looks up connected clients, like the bundle's
+// ClientManipulator. It currently sees the clients of this gateway process
+// only; the method set is what a cluster-wide implementation will provide.
+// Results are in no particular order.
+type ClientManipulator interface {
+	// GetClient returns the client with the given gateway connection id.
+	GetClient(connID string) (Client, bool)
+	// FindByUsername returns every connection of the given user identifier.
+	FindByUsername(user string) []Client
+	// GetAll returns authenticated clients, plus anonymous ones when
+	// anonymous is true (the bundle's getAll($topic, $anonymous)).
+	GetAll(anonymous bool) []Client
+}
+
+// Registry collects the handlers that routes can name. Build one, let every
+// plugin Register into it, then hand it to the wamp node, which binds to it
+// and freezes it.
+type Registry struct {
+	mu     sync.Mutex
+	rpcs   map[string]RPC
+	topics map[string]Topic
+	bound  ClientManipulator
+	fwd    forwardingClients
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	r := &Registry{rpcs: map[string]RPC{}, topics: map[string]Topic{}}
+	r.fwd.r = r
+	return r
+}
+
+// ErrFrozen is returned when adding handlers to a registry a node is
+// already using: the node resolved its routes when it was built, so a late
+// handler would silently never be called.
+var ErrFrozen = errors.New("handler registry is already in use by a node")
+
+// AddRPC registers an RPC handler. Names must be non-empty and unique among
+// RPC handlers.
+func (r *Registry) AddRPC(h RPC) error {
+	if h == nil {
+		return errors.New("handler: AddRPC(nil)")
+	}
+	name := h.Name()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bound != nil {
+		return fmt.Errorf("handler: add RPC %q: %w", name, ErrFrozen)
+	}
+	if strings.TrimSpace(name) == "" {
+		return errors.New("handler: RPC handler with empty name")
+	}
+	if _, dup := r.rpcs[name]; dup {
+		return fmt.Errorf("handler: RPC handler %q registered twice", name)
+	}
+	r.rpcs[name] = h
+	return nil
+}
+
+// AddTopic registers a topic handler. Names must be non-empty and unique
+// among topic handlers.
+func (r *Registry) AddTopic(h Topic) error {
+	if h == nil {
+		return errors.New("handler: AddTopic(nil)")
+	}
+	name := h.Name()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bound != nil {
+		return fmt.Errorf("handler: add topic %q: %w", name, ErrFrozen)
+	}
+	if strings.TrimSpace(name) == "" {
+		return errors.New("handler: topic handler with empty name")
+	}
+	if _, dup := r.topics[name]; dup {
+		return fmt.Errorf("handler: topic handler %q registered twice", name)
+	}
+	r.topics[name] = h
+	return nil
+}
+
+// RPC returns the RPC handler registered under name.
+func (r *Registry) RPC(name string) (RPC, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.rpcs[name]
+	return h, ok
+}
+
+// Topic returns the topic handler registered under name.
+func (r *Registry) Topic(name string) (Topic, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.topics[name]
+	return h, ok
+}
+
+// RPCNames lists the registered RPC handler names, sorted.
+func (r *Registry) RPCNames() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return sortedKeys(r.rpcs)
+}
+
+// TopicNames lists the registered topic handler names, sorted.
+func (r *Registry) TopicNames() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return sortedKeys(r.topics)
+}
+
+// Clients returns the client manipulator handlers should use. It may be
+// called before the node exists (typically in a plugin's Register); until a
+// node binds, it finds no clients.
+func (r *Registry) Clients() ClientManipulator { return &r.fwd }
+
+// BindClients is called by the node that serves this registry, once. It
+// makes Clients answer from m and freezes the registry (AddRPC and AddTopic
+// then fail with ErrFrozen). Binding twice is an error so that one registry
+// cannot be shared by two nodes by accident.
+func (r *Registry) BindClients(m ClientManipulator) error {
+	if m == nil {
+		return errors.New("handler: BindClients(nil)")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bound != nil {
+		return errors.New("handler: registry already bound to a node")
+	}
+	r.bound = m
+	return nil
+}
+
+func (r *Registry) boundClients() ClientManipulator {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bound
+}
+
+// forwardingClients is the ClientManipulator handed out by Registry.Clients:
+// it forwards to whatever the node bound, so plugins can capture it before
+// the node exists.
+type forwardingClients struct{ r *Registry }
+
+func (f *forwardingClients) GetClient(connID string) (Client, bool) {
+	if m := f.r.boundClients(); m != nil {
+		return m.GetClient(connID)
+	}
+	return nil, false
+}
+
+func (f *forwardingClients) FindByUsername(user string) []Client {
+	if m := f.r.boundClients(); m != nil {
+		return m.FindByUsername(user)
+	}
+	return nil
+}
+
+func (f *forwardingClients) GetAll(anonymous bool) []Client {
+	if m := f.r.boundClients(); m != nil {
+		return m.GetAll(anonymous)
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,361 @@
+package wamp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// WAMP v1 message type ids.
+const (
+	msgWelcome     = 0
+	msgPrefix      = 1
+	msgCall        = 2
+	msgCallResult  = 3
+	msgCallError   = 4
+	msgSubscribe   = 5
+	msgUnsubscribe = 6
+	msgPublish     = 7
+	msgEvent       = 8
+)
+
+// ErrProtocol is wrapped by every error Session.Handle returns for input
+// that is not valid WAMP v1: malformed JSON, a non-array message, an
+// unknown or server-only message type, wrong arity or element types, and
+// exceeded client limits. Ratchet closes such connections with status 1007
+// and so should the gateway.
+var ErrProtocol = errors.New("wamp protocol error")
+
+// ErrLimit is wrapped (together with ErrProtocol) by errors for a client
+// that exceeded a Limits bound, so the gateway can log or count it apart
+// from garbage input while still closing the connection.
+var ErrLimit = fmt.Errorf("%w: client limit exceeded", ErrProtocol)
+
+func protoErr(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, a...))
+}
+
+// message is one parsed client-to-server WAMP message. URIs are as sent,
+// before CURIE expansion.
+type message struct {
+	typ int
+
+	// PREFIX
+	prefix string
+
+	// PREFIX uri; CALL procURI; SUBSCRIBE/UNSUBSCRIBE/PUBLISH topicURI.
+	uri string
+
+	// CALL: callID is the raw JSON string or number, echoed back verbatim.
+	callID json.RawMessage
+	args   []json.RawMessage
+
+	// PUBLISH
+	event     json.RawMessage
+	excludeMe bool
+	exclude   []string
+	eligible  []string
+}
+
+// parseMessage decodes and validates one client message. Its rules follow
+// Ratchet 0.4's ServerProtocol, made strict where Ratchet would hit a PHP
+// notice or type error: URIs and prefixes must be strings, the call id a
+// string or number, and each type has a fixed arity.
+func parseMessage(data []byte) (message, error) {
+	var m message
+	// PHP's json_decode rejects invalid UTF-8, and echoing raw bytes from
+	// such input would put invalid UTF-8 into a text frame.
+	if !utf8.Valid(data) {
+		return m, protoErr("message is not valid UTF-8")
+	}
+	var arr []json.RawMessage
+	if err := json.Unmarshal(data, &arr); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return m, protoErr("message is not a JSON array")
+		}
+		return m, protoErr("malformed JSON: %v", err)
+	}
+	if len(arr) == 0 {
+		return m, protoErr("empty message")
+	}
+	typ, ok := parseTypeID(arr[0])
+	if !ok {
+		return m, protoErr("message type %.32s is not an integer", arr[0])
+	}
+	m.typ = typ
+	switch typ {
+	case msgPrefix:
+		if len(arr) != 3 {
+			return m, protoErr("PREFIX needs 3 elements, got %d", len(arr))
+		}
+		var err error
+		if m.prefix, err = jsonString(arr[1], "PREFIX prefix"); err != nil {
+			return m, err
+		}
+		if m.uri, err = jsonString(arr[2], "PREFIX uri"); err != nil {
+			return m, err
+		}
+	case msgCall:
+		if len(arr) < 3 {
+			return m, protoErr("CALL needs at least 3 elements, got %d", len(arr))
+		}
+		if !isJSONStringOrNumber(arr[1]) {
+			return m, protoErr("CALL id must be a string or number")
+		}
+		m.callID = arr[1]
+		var err error
+		if m.uri, err = jsonString(arr[2], "CALL procURI"); err != nil {
+			return m, err
+		}
+		m.args = arr[3:]
+	case msgSubscribe, msgUnsubscribe:
+		if len(arr) != 2 {
+			return m, protoErr("%s needs 2 elements, got %d", typeName(typ), len(arr))
+		}
+		var err error
+		if m.uri, err = jsonString(arr[1], typeName(typ)+" topicURI"); err != nil {
+			return m, err
+		}
+	case msgPublish:
+		if len(arr) < 3 || len(arr) > 5 {
+			return m, protoErr("PUBLISH needs 3 to 5 elements, got %d", len(arr))
+		}
+		var err error
+		if m.uri, err = jsonString(arr[1], "PUBLISH topicURI"); err != nil {
+			return m, err
+		}
+		m.event = arr[2]
+		if len(arr) >= 4 {
+			// Ratchet: a list is the exclude list, anything else is the
+			// excludeMe flag.
+			switch x := arr[3]; {
+			case isJSONArray(x):
+				if m.exclude, err = stringList(x, "PUBLISH exclude"); err != nil {
+					return m, err
+				}
+			case bytes.Equal(x, []byte("true")):
+				m.excludeMe = true
+			case bytes.Equal(x, []byte("false")):
+			default:
+				return m, protoErr("PUBLISH excludeMe must be a boolean or a list of session ids")
+			}
+		}
+		if len(arr) == 5 {
+			if m.eligible, err = stringList(arr[4], "PUBLISH eligible"); err != nil {
+				return m, err
+			}
+		}
+	default:
+		return m, protoErr("invalid WAMP message type %d", typ)
+	}
+	return m, nil
+}
+
+func typeName(t int) string {
+	switch t {
+	case msgPrefix:
+		return "PREFIX"
+	case msgCall:
+		return "CALL"
+	case msgSubscribe:
+		return "SUBSCRIBE"
+	case msgUnsubscribe:
+		return "UNSUBSCRIBE"
+	case msgPublish:
+		return "PUBLISH"
+	}
+	return strconv.Itoa(t)
+}
+
+// parseTypeID accepts a plain non-negative JSON integer of at most 3 digits.
+func parseTypeID(raw json.RawMessage) (int, bool) {
+	if len(raw) == 0 || len(raw) > 3 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+func jsonString(raw json.RawMessage, what string) (string, error) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", protoErr("%s must be a string", what)
+	}
+	// Fast path: no escapes.
+	if bytes.IndexByte(raw[1:len(raw)-1], '\\') < 0 {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", protoErr("%s: %v", what, err)
+	}
+	return s, nil
+}
+
+func isJSONStringOrNumber(raw json.RawMessage) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	c := raw[0]
+	return c == '"' || c == '-' || (c >= '0' && c <= '9')
+}
+
+func isJSONArray(raw json.RawMessage) bool { return len(raw) > 0 && raw[0] == '[' }
+
+func isJSONContainer(raw []byte) bool {
+	return len(raw) > 0 && (raw[0] == '[' || raw[0] == '{')
+}
+
+func stringList(raw json.RawMessage, what string) ([]string, error) {
+	if !isJSONArray(raw) {
+		return nil, protoErr("%s must be a list of session ids", what)
+	}
+	var out []string
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, protoErr("%s must be a list of session id strings", what)
+	}
+	return out, nil
+}
+
+// callParams applies Ratchet's rule: exactly one argument that is an array
+// (JSON array or object) becomes the params, otherwise the list of
+// arguments does.
+func callParams(args []json.RawMessage) json.RawMessage {
+	if len(args) == 1 && isJSONContainer(args[0]) {
+		return args[0]
+	}
+	if len(args) == 0 {
+		return json.RawMessage("[]")
+	}
+	n := 2
+	for _, a := range args {
+		n += len(a) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, a := range args {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, a...)
+	}
+	return append(b, ']')
+}
+
+// appendJSON appends the JSON encoding of v without HTML escaping (the
+// output goes to websocket clients, not into HTML) and without the
+// encoder's trailing newline.
+func appendJSON(b []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case json.RawMessage:
+		if !json.Valid(x) {
+			return b, errors.New("invalid json.RawMessage")
+		}
+		return append(b, x...), nil
+	case string:
+		return appendJSONString(b, x), nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return b, err
+	}
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString quotes s as a JSON string. Invalid UTF-8 becomes U+FFFD,
+// as encoding/json does, so the output is always a valid text frame.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c >= 0x20:
+				b = append(b, c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			// Valid JSON, but JavaScript parsers before ES2019 choke.
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+func encodeWelcome(sessionID, serverIdent string) []byte {
+	b := make([]byte, 0, 16+len(sessionID)+len(serverIdent))
+	b = append(b, "[0,"...)
+	b = appendJSONString(b, sessionID)
+	b = append(b, ",1,"...)
+	b = appendJSONString(b, serverIdent)
+	return append(b, ']')
+}
+
+// encodeEvent builds EVENT [8, topicURI, event] once for a whole fan-out.
+func encodeEvent(topicURI string, event any) ([]byte, error) {
+	b := make([]byte, 0, 64+len(topicURI))
+	b = append(b, "[8,"...)
+	b = appendJSONString(b, topicURI)
+	b = append(b, ',')
+	b, err := appendJSON(b, event)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, ']'), nil
+}
+
+func encodeCallResult(callID json.RawMessage, result []byte) []byte {
+	b := make([]byte, 0, 8+len(callID)+len(result))
+	b = append(b, "[3,"...)
+	b = append(b, callID...)
+	b = append(b, ',')
+	b = append(b, result...)
+	return append(b, ']')
+}
+
+func encodeCallError(callID json.RawMessage, errorURI, desc string, details []byte) []byte {
+	b := make([]byte, 0, 16+len(callID)+len(errorURI)+len(desc)+len(details))
+	b = append(b, "[4,"...)
+	b = append(b, callID...)
+	b = append(b, ',')
+	b = appendJSONString(b, errorURI)
+	b = append(b, ',')
+	b = appendJSONString(b, desc)
+	if details != nil {
+		b = append(b, ',')
+		b = append(b, details...)
+	}
+	return append(b, ']')
+}

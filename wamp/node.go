@@ -1,0 +1,359 @@
+// Package wamp implements WAMP v1 as Ratchet 0.4 and GosWebSocketBundle
+// speak it: the message protocol, URI routing to handlers, and the topic
+// broker.
+//
+// The gateway owns sockets and framing. For each websocket connection it
+// calls Node.Open with a Peer (its send side) and the client's PHP-session
+// identity, feeds every incoming text message to Session.Handle from the
+// connection's reader goroutine, and calls Session.Close when the
+// connection ends. Handlers are written against package wamp/handler only.
+package wamp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// Peer is the gateway's send side of one websocket connection.
+type Peer interface {
+	// Send queues one complete WAMP message for the client as one text
+	// frame. It must never block and must not call back into the Session
+	// synchronously. msg must not be modified afterwards: the same bytes
+	// are handed to many peers (fan-out encodes once). It returns false
+	// when the peer is closing or its queue overflowed; the gateway then
+	// closes the connection (and calls Session.Close).
+	Send(msg []byte) bool
+}
+
+// ClientInfo is the identity of a connection, taken by the gateway from the
+// PHP session at connect time.
+type ClientInfo struct {
+	// ConnID is the gateway connection id, unique across replicas.
+	ConnID string
+	// Firewall is the Symfony firewall name.
+	Firewall string
+	// UserIdentifier is the Symfony username. Leave it empty for anonymous
+	// clients: the node names them "anon-<WAMP session id>", as the bundle
+	// does, because only the node knows the session id.
+	UserIdentifier string
+	// Roles are the user's roles.
+	Roles []string
+	// Anonymous marks a client without an authenticated user.
+	Anonymous bool
+}
+
+// Limits bounds what one client can make the node hold. Zero fields take
+// the defaults below. A client that goes over a limit gets an error
+// wrapping ErrLimit (and ErrProtocol) from Handle: the gateway closes it,
+// which is clearer for a misbehaving client than silently dropping part of
+// what it asked for.
+type Limits struct {
+	// MaxURILength bounds every URI and prefix in a message, before and
+	// after CURIE expansion. Default 1024 bytes.
+	MaxURILength int
+	// MaxPrefixes bounds the PREFIX definitions of one session. Default 64.
+	MaxPrefixes int
+	// MaxSubscriptions bounds the topics one session is subscribed to.
+	// Default 1024.
+	MaxSubscriptions int
+}
+
+// Default limits.
+const (
+	DefaultMaxURILength     = 1024
+	DefaultMaxPrefixes      = 64
+	DefaultMaxSubscriptions = 1024
+	DefaultCallTimeout      = 30 * time.Second
+	DefaultServerIdent      = "wsgate"
+)
+
+// NodeConfig configures a Node.
+type NodeConfig struct {
+	// ServerIdent is the server identity in WELCOME (Ratchet sends
+	// "Ratchet/0.4.4"). Default "wsgate".
+	ServerIdent string
+	// Routes maps URIs to handlers.
+	Routes RoutesConfig
+	// Handlers holds the handlers routes name. The node binds to it
+	// (handler.Registry.BindClients), after which it cannot be changed or
+	// used by another node. Nil means no handlers, so any route fails.
+	Handlers *handler.Registry
+	// Logger receives protocol and handler diagnostics. Nil discards them.
+	Logger *slog.Logger
+	// CallTimeout bounds each handler invocation through its context.
+	// Zero means DefaultCallTimeout; negative means no timeout. Handlers
+	// that ignore ctx are not interrupted.
+	CallTimeout time.Duration
+	// Limits bounds per-client state.
+	Limits Limits
+}
+
+// Node is the WAMP engine of one gateway process: compiled routes, the
+// topic broker and the index of connected clients. It is safe for
+// concurrent use.
+type Node struct {
+	ident       string
+	log         *slog.Logger
+	callTimeout time.Duration
+	limits      Limits
+
+	rpcRoutes   *router[*rpcHandler]
+	topicRoutes *router[handler.Topic]
+
+	broker broker
+
+	mu     sync.RWMutex
+	byConn map[string]*Session
+	byUser map[string]map[*Session]struct{}
+
+	clients clientIndex
+}
+
+// rpcHandler is an RPC handler with its methods resolved once at start-up.
+type rpcHandler struct {
+	h       handler.RPC
+	methods map[string]handler.RPCMethod
+	folded  map[string]handler.RPCMethod // lower-cased name -> method
+}
+
+// NewNode compiles the routes against the registered handlers. The error
+// names the offending route and value: a bad pattern, a bad requirement
+// regexp, a requirement for a placeholder the pattern does not have, or an
+// unknown handler name.
+func NewNode(cfg NodeConfig) (*Node, error) {
+	n := &Node{
+		ident:       cfg.ServerIdent,
+		log:         cfg.Logger,
+		callTimeout: cfg.CallTimeout,
+		limits:      cfg.Limits,
+		byConn:      map[string]*Session{},
+		byUser:      map[string]map[*Session]struct{}{},
+	}
+	if n.ident == "" {
+		n.ident = DefaultServerIdent
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if n.callTimeout == 0 {
+		n.callTimeout = DefaultCallTimeout
+	}
+	if n.limits.MaxURILength <= 0 {
+		n.limits.MaxURILength = DefaultMaxURILength
+	}
+	if n.limits.MaxPrefixes <= 0 {
+		n.limits.MaxPrefixes = DefaultMaxPrefixes
+	}
+	if n.limits.MaxSubscriptions <= 0 {
+		n.limits.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	n.broker.topics = map[string]*topicState{}
+	n.clients.n = n
+
+	reg := cfg.Handlers
+	if reg == nil {
+		reg = handler.NewRegistry()
+	}
+	rpcs := map[string]*rpcHandler{}
+	for _, name := range reg.RPCNames() {
+		h, _ := reg.RPC(name)
+		rh, err := newRPCHandler(h)
+		if err != nil {
+			return nil, err
+		}
+		rpcs[name] = rh
+	}
+	var err error
+	n.rpcRoutes, err = compileRoutes("rpc", cfg.Routes.RPC, func(name string) (*rpcHandler, bool) {
+		h, ok := rpcs[name]
+		return h, ok
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.topicRoutes, err = compileRoutes("topic", cfg.Routes.Topics, reg.Topic)
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.BindClients(&n.clients); err != nil {
+		return nil, fmt.Errorf("wamp: %w", err)
+	}
+	return n, nil
+}
+
+func newRPCHandler(h handler.RPC) (*rpcHandler, error) {
+	rh := &rpcHandler{h: h, methods: map[string]handler.RPCMethod{}, folded: map[string]handler.RPCMethod{}}
+	names := make([]string, 0)
+	for name, m := range h.Methods() {
+		if m == nil {
+			return nil, fmt.Errorf("wamp: RPC handler %q: method %q is nil", h.Name(), name)
+		}
+		rh.methods[name] = m
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	seen := map[string]string{}
+	for _, name := range names {
+		low := strings.ToLower(name)
+		if other, dup := seen[low]; dup {
+			return nil, fmt.Errorf("wamp: RPC handler %q: methods %q and %q differ only in case, which PHP-style method lookup cannot tell apart", h.Name(), other, name)
+		}
+		seen[low] = name
+		rh.folded[low] = rh.methods[name]
+	}
+	return rh, nil
+}
+
+// lookup finds the method for a route's "method" attribute: exact name
+// first, then the bundle's rule (snake_case to camelCase, then PHP's
+// case-insensitive method_exists).
+func (rh *rpcHandler) lookup(method string) (handler.RPCMethod, bool) {
+	if method == "" {
+		return nil, false
+	}
+	if m, ok := rh.methods[method]; ok {
+		return m, true
+	}
+	m, ok := rh.folded[strings.ToLower(camelCase(method))]
+	return m, ok
+}
+
+// camelCase converts "_x" to "X" as the bundle's toCamelCase does.
+func camelCase(s string) string {
+	if !strings.Contains(s, "_") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '_' && i+1 < len(s) && s[i+1] >= 'a' && s[i+1] <= 'z' {
+			b.WriteByte(s[i+1] - 'a' + 'A')
+			i++
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Open registers a new session for a connection and sends WELCOME
+// [0, sessionId, 1, serverIdent] through p. The session is visible to
+// handlers (ClientManipulator) from now until Close.
+func (n *Node) Open(p Peer, info ClientInfo) *Session {
+	s := &Session{
+		node:     n,
+		peer:     p,
+		id:       newSessionID(),
+		connID:   info.ConnID,
+		firewall: info.Firewall,
+		roles:    append([]string(nil), info.Roles...),
+		anon:     info.Anonymous,
+		prefixes: map[string]string{},
+		subs:     map[string]subscription{},
+	}
+	s.user = info.UserIdentifier
+	if s.anon || s.user == "" {
+		s.anon = true
+		s.user = "anon-" + s.id
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.log = n.log.With("session", s.id, "conn", s.connID)
+
+	n.mu.Lock()
+	if old := n.byConn[s.connID]; old != nil {
+		n.log.Warn("wamp: duplicate connection id, newer session wins in lookups", "conn", s.connID, "old_session", old.id, "session", s.id)
+	}
+	n.byConn[s.connID] = s
+	set := n.byUser[s.user]
+	if set == nil {
+		set = map[*Session]struct{}{}
+		n.byUser[s.user] = set
+	}
+	set[s] = struct{}{}
+	n.mu.Unlock()
+
+	p.Send(encodeWelcome(s.id, n.ident))
+	return s
+}
+
+func (n *Node) forget(s *Session) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.byConn[s.connID] == s {
+		delete(n.byConn, s.connID)
+	}
+	if set := n.byUser[s.user]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(n.byUser, s.user)
+		}
+	}
+}
+
+// Clients returns the node's view of connected clients. It is the same
+// manipulator handlers get from handler.Registry.Clients.
+func (n *Node) Clients() handler.ClientManipulator { return &n.clients }
+
+// clientIndex implements handler.ClientManipulator over the node's
+// sessions.
+type clientIndex struct{ n *Node }
+
+func (c *clientIndex) GetClient(connID string) (handler.Client, bool) {
+	c.n.mu.RLock()
+	defer c.n.mu.RUnlock()
+	s, ok := c.n.byConn[connID]
+	if !ok {
+		return nil, false
+	}
+	return s, true
+}
+
+func (c *clientIndex) FindByUsername(user string) []handler.Client {
+	c.n.mu.RLock()
+	defer c.n.mu.RUnlock()
+	set := c.n.byUser[user]
+	out := make([]handler.Client, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (c *clientIndex) GetAll(anonymous bool) []handler.Client {
+	c.n.mu.RLock()
+	defer c.n.mu.RUnlock()
+	out := make([]handler.Client, 0, len(c.n.byConn))
+	for _, s := range c.n.byConn {
+		if s.anon && !anonymous {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// newSessionID returns 128 random bits in hex: unguessable, because clients
+// use session ids of others in PUBLISH exclude/eligible lists and the
+// anonymous user name is derived from it.
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+// ErrClosed is returned by Handle after Close.
+var ErrClosed = errors.New("wamp: session closed")
+
+// errConcurrentHandle reports gateway misuse: Handle must be called from
+// one goroutine at a time per session.
+var errConcurrentHandle = errors.New("wamp: concurrent Handle calls on one session")

@@ -1,0 +1,316 @@
+package wamp
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// RouteConfig is one route, in the shape of a GosPubSubRouterBundle route.
+type RouteConfig struct {
+	// Pattern is the URI pattern: "/"-separated segments, where a segment
+	// is either literal text or a whole-segment placeholder "{name}", e.g.
+	// "acme/channel/{room}". A placeholder matches exactly one non-empty
+	// segment (unless its requirement accepts the empty string); it never
+	// spans "/".
+	Pattern string `yaml:"pattern"`
+	// Handler is the name of the RPC or topic handler (handler.RPC.Name or
+	// handler.Topic.Name) that serves the route.
+	Handler string `yaml:"handler"`
+	// Requirements maps a placeholder name to a Go regular expression
+	// (RE2 syntax) that the whole segment must match; it is anchored for
+	// you. A placeholder without a requirement matches any non-empty
+	// segment.
+	Requirements map[string]string `yaml:"requirements"`
+	// Defaults gives placeholder values used when the placeholder is
+	// absent. Trailing placeholders that all have defaults are optional in
+	// the URI. Defaults for names that are not placeholders are passed to
+	// the handler as extra attributes (Symfony routing behaviour).
+	Defaults map[string]string `yaml:"defaults"`
+}
+
+// RoutesConfig holds the RPC and topic routes, each keyed by route name.
+// The gateway's YAML configuration embeds it under `routes:`.
+type RoutesConfig struct {
+	RPC    map[string]RouteConfig `yaml:"rpc"`
+	Topics map[string]RouteConfig `yaml:"topics"`
+}
+
+// Limits on placeholder names, as in GosPubSubRouterBundle's compiler.
+const maxVarNameLen = 32
+
+var varNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// route is one compiled route.
+type route[H any] struct {
+	name     string
+	pattern  string
+	handler  H
+	defaults map[string]string
+	// nvars is the number of placeholders, to size attribute maps.
+	nvars int
+}
+
+// trieNode is one segment position of the route trie.
+//
+// Matching precedence, at every segment: the static child with the exact
+// segment text is tried first; then placeholder edges in order of the
+// smallest route name that uses them. The first complete match wins; when
+// several routes end at the same node, the smallest route name wins. The
+// trie is a tree and each node is entered at most once per match, so
+// matching cost is bounded by the size of the configuration, not
+// exponential in the URI.
+type trieNode[H any] struct {
+	static map[string]*trieNode[H]
+	params []*paramEdge[H]
+	// ends are the routes that can finish at this node, best first, with
+	// the placeholder names they leave unmatched (filled from defaults).
+	ends []routeEnd[H]
+}
+
+type paramEdge[H any] struct {
+	name  string
+	reSrc string // requirement source; "" = any non-empty segment
+	re    *regexp.Regexp
+	child *trieNode[H]
+}
+
+type routeEnd[H any] struct {
+	r *route[H]
+	// names of the placeholders along the path, in order, so attribute
+	// values can be assigned after a successful match.
+	vars []string
+}
+
+// router matches URIs against compiled routes.
+type router[H any] struct {
+	root     *trieNode[H]
+	maxDepth int
+}
+
+// compileRoutes builds a router. lookup resolves a handler name; kind is
+// "rpc" or "topic" for error messages.
+func compileRoutes[H any](kind string, routes map[string]RouteConfig, lookup func(string) (H, bool)) (*router[H], error) {
+	rt := &router[H]{root: &trieNode[H]{}}
+	names := make([]string, 0, len(routes))
+	for n := range routes {
+		names = append(names, n)
+	}
+	// Insertion in name order makes edge order, and so precedence, a
+	// function of route names only, not of map iteration.
+	sort.Strings(names)
+	for _, name := range names {
+		rc := routes[name]
+		if err := rt.add(kind, name, rc, lookup); err != nil {
+			return nil, err
+		}
+	}
+	return rt, nil
+}
+
+type segSpec struct {
+	static string
+	param  string // placeholder name when non-empty
+}
+
+func parsePattern(pattern string) ([]segSpec, error) {
+	if pattern == "" {
+		return nil, fmt.Errorf("empty pattern")
+	}
+	parts := strings.Split(pattern, "/")
+	out := make([]segSpec, len(parts))
+	seen := map[string]bool{}
+	for i, p := range parts {
+		if strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}") && len(p) >= 2 {
+			name := p[1 : len(p)-1]
+			if !varNameRE.MatchString(name) {
+				return nil, fmt.Errorf("placeholder %q: name must be letters, digits and _ and not start with a digit", p)
+			}
+			if len(name) > maxVarNameLen {
+				return nil, fmt.Errorf("placeholder %q: name longer than %d characters", p, maxVarNameLen)
+			}
+			if seen[name] {
+				return nil, fmt.Errorf("placeholder {%s} used more than once", name)
+			}
+			seen[name] = true
+			out[i] = segSpec{param: name}
+			continue
+		}
+		if strings.ContainsAny(p, "{}") {
+			// Mixed segments like "user-{id}" are legal in the PHP router
+			// but not supported here: one placeholder per whole segment is
+			// what lets us match with a trie instead of a regex per route.
+			return nil, fmt.Errorf("segment %q: placeholders must be whole segments ({name} between slashes)", p)
+		}
+		out[i] = segSpec{static: p}
+	}
+	return out, nil
+}
+
+func (rt *router[H]) add(kind, name string, rc RouteConfig, lookup func(string) (H, bool)) error {
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("wamp: %s route %q: %s", kind, name, fmt.Sprintf(format, a...))
+	}
+	if rc.Handler == "" {
+		return fail("no handler")
+	}
+	h, ok := lookup(rc.Handler)
+	if !ok {
+		return fail("unknown %s handler %q", kind, rc.Handler)
+	}
+	segs, err := parsePattern(rc.Pattern)
+	if err != nil {
+		return fail("pattern %q: %v", rc.Pattern, err)
+	}
+	vars := map[string]bool{}
+	for _, s := range segs {
+		if s.param != "" {
+			vars[s.param] = true
+		}
+	}
+	reqs := map[string]*regexp.Regexp{}
+	for v, src := range rc.Requirements {
+		if !vars[v] {
+			return fail("requirement for %q, which is not a placeholder in pattern %q", v, rc.Pattern)
+		}
+		re, err := regexp.Compile(`^(?:` + src + `)$`)
+		if err != nil {
+			return fail("requirement for {%s}: bad regexp %q: %v", v, src, err)
+		}
+		reqs[v] = re
+	}
+	r := &route[H]{name: name, pattern: rc.Pattern, handler: h, defaults: rc.Defaults}
+	// First optional segment: the start of the trailing run of
+	// placeholders that all have defaults.
+	firstOpt := len(segs)
+	for i := len(segs) - 1; i >= 0; i-- {
+		if segs[i].param == "" {
+			break
+		}
+		if _, ok := rc.Defaults[segs[i].param]; !ok {
+			break
+		}
+		firstOpt = i
+	}
+	if firstOpt == 0 {
+		// Keep at least one segment so that the empty URI never matches.
+		firstOpt = 1
+	}
+	n := rt.root
+	var path []string
+	for i, s := range segs {
+		if i >= firstOpt {
+			n.addEnd(r, path)
+		}
+		if s.param == "" {
+			if n.static == nil {
+				n.static = map[string]*trieNode[H]{}
+			}
+			c := n.static[s.static]
+			if c == nil {
+				c = &trieNode[H]{}
+				n.static[s.static] = c
+			}
+			n = c
+			continue
+		}
+		re := reqs[s.param]
+		src := ""
+		if re != nil {
+			src = rc.Requirements[s.param]
+		}
+		var edge *paramEdge[H]
+		for _, e := range n.params {
+			if e.name == s.param && e.reSrc == src {
+				edge = e
+				break
+			}
+		}
+		if edge == nil {
+			edge = &paramEdge[H]{name: s.param, reSrc: src, re: re, child: &trieNode[H]{}}
+			n.params = append(n.params, edge)
+		}
+		path = append(path, s.param)
+		n = edge.child
+	}
+	n.addEnd(r, path)
+	r.nvars = len(path)
+	if len(segs) > rt.maxDepth {
+		rt.maxDepth = len(segs)
+	}
+	return nil
+}
+
+func (n *trieNode[H]) addEnd(r *route[H], path []string) {
+	// Routes are added in name order, so appending keeps ends sorted.
+	n.ends = append(n.ends, routeEnd[H]{r: r, vars: append([]string(nil), path...)})
+}
+
+// match finds the route for uri. It returns the route and the placeholder
+// attributes merged with the route's defaults.
+func (rt *router[H]) match(uri string) (*route[H], map[string]string, bool) {
+	if rt == nil {
+		return nil, nil, false
+	}
+	// Split without allocating for typical URIs.
+	var buf [16]string
+	segs := buf[:0]
+	start := 0
+	for i := 0; i < len(uri); i++ {
+		if uri[i] == '/' {
+			segs = append(segs, uri[start:i])
+			start = i + 1
+			if len(segs) > rt.maxDepth {
+				return nil, nil, false
+			}
+		}
+	}
+	segs = append(segs, uri[start:])
+	if len(segs) > rt.maxDepth {
+		return nil, nil, false
+	}
+	var valsBuf [16]string
+	end, vals := rt.root.find(segs, valsBuf[:0])
+	if end == nil {
+		return nil, nil, false
+	}
+	attrs := make(map[string]string, len(end.vars)+len(end.r.defaults))
+	for k, v := range end.r.defaults {
+		attrs[k] = v
+	}
+	for i, name := range end.vars {
+		attrs[name] = vals[i]
+	}
+	return end.r, attrs, true
+}
+
+// find walks the trie depth-first; vals collects placeholder values along
+// the current path.
+func (n *trieNode[H]) find(segs []string, vals []string) (*routeEnd[H], []string) {
+	if len(segs) == 0 {
+		if len(n.ends) > 0 {
+			return &n.ends[0], vals
+		}
+		return nil, nil
+	}
+	seg := segs[0]
+	if c := n.static[seg]; c != nil {
+		if e, v := c.find(segs[1:], vals); e != nil {
+			return e, v
+		}
+	}
+	for _, p := range n.params {
+		if p.re == nil {
+			if seg == "" {
+				continue
+			}
+		} else if !p.re.MatchString(seg) {
+			continue
+		}
+		if e, v := p.child.find(segs[1:], append(vals, seg)); e != nil {
+			return e, v
+		}
+	}
+	return nil, nil
+}

@@ -1,0 +1,469 @@
+package wamp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// Session is one client's WAMP session. It implements handler.Client.
+//
+// Handle is called by the connection's reader goroutine, one message at a
+// time. Close may be called from any goroutine, at any time, any number of
+// times.
+type Session struct {
+	node *Node
+	peer Peer
+	log  *slog.Logger
+
+	// Identity: set in Open, never changed, so it is read without locks.
+	id, connID, firewall, user string
+	roles                      []string
+	anon                       bool
+
+	// ctx is cancelled by Close so in-flight handler calls see it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	inHandle bool
+	closing  bool
+	cleaned  sync.Once
+
+	// prefixes and subs are touched only inside Handle or by cleanup, and
+	// the inHandle/closing protocol makes those mutually exclusive.
+	prefixes map[string]string
+	subs     map[string]subscription
+}
+
+type subscription struct {
+	h   handler.Topic
+	req handler.Request
+}
+
+var _ handler.Client = (*Session)(nil)
+
+// ID returns the WAMP session id sent in WELCOME.
+func (s *Session) ID() string { return s.id }
+
+// ConnID implements handler.Client.
+func (s *Session) ConnID() string { return s.connID }
+
+// SessionID implements handler.Client; it equals ID.
+func (s *Session) SessionID() string { return s.id }
+
+// UserIdentifier implements handler.Client.
+func (s *Session) UserIdentifier() string { return s.user }
+
+// Anonymous implements handler.Client.
+func (s *Session) Anonymous() bool { return s.anon }
+
+// Roles implements handler.Client; the slice is a copy.
+func (s *Session) Roles() []string { return append([]string(nil), s.roles...) }
+
+// Firewall implements handler.Client.
+func (s *Session) Firewall() string { return s.firewall }
+
+// Handle processes one incoming text message. It returns an error wrapping
+// ErrProtocol for input that is not valid WAMP v1 (the gateway should close
+// with 1007, as Ratchet does), ErrClosed after Close, and nil otherwise:
+// routing misses and handler failures are reported to the client as
+// CALLERROR or logged, never returned. ctx should be the connection's
+// context; handler calls derive from it.
+func (s *Session) Handle(ctx context.Context, msg []byte) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.inHandle {
+		s.mu.Unlock()
+		return errConcurrentHandle
+	}
+	s.inHandle = true
+	s.mu.Unlock()
+	defer s.endHandle()
+
+	m, err := parseMessage(msg)
+	if err != nil {
+		return err
+	}
+	switch m.typ {
+	case msgPrefix:
+		return s.handlePrefix(m)
+	case msgCall:
+		return s.handleCall(ctx, m)
+	case msgSubscribe:
+		return s.handleSubscribe(ctx, m)
+	case msgUnsubscribe:
+		return s.handleUnsubscribe(ctx, m)
+	case msgPublish:
+		return s.handlePublish(ctx, m)
+	}
+	return protoErr("invalid WAMP message type %d", m.typ)
+}
+
+func (s *Session) endHandle() {
+	s.mu.Lock()
+	s.inHandle = false
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		s.cleanup()
+	}
+}
+
+// Close ends the session: it cancels in-flight handler calls, unsubscribes
+// every topic (calling each topic handler's OnUnsubscribe, as the bundle
+// does on disconnect) and removes the client from the ClientManipulator. If
+// a Handle call is in flight, that cleanup runs when it returns, so Close
+// never waits for a handler. Idempotent.
+func (s *Session) Close() {
+	s.cancel()
+	s.mu.Lock()
+	s.closing = true
+	busy := s.inHandle
+	s.mu.Unlock()
+	if !busy {
+		s.cleanup()
+	}
+}
+
+func (s *Session) cleanup() {
+	s.cleaned.Do(func() {
+		ids := make([]string, 0, len(s.subs))
+		for id := range s.subs {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			sub := s.subs[id]
+			delete(s.subs, id)
+			s.node.broker.remove(id, s)
+			// The session context is cancelled by now; the handler still
+			// gets a bounded context of its own to announce the leave.
+			err := s.invoke(context.Background(), "onUnSubscribe", id, func(ctx context.Context) error {
+				return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: id}, sub.req)
+			})
+			if err != nil {
+				s.log.Warn("wamp: topic handler failed on disconnect", "topic", id, "route", sub.req.Route, "err", err)
+			}
+		}
+		s.node.forget(s)
+	})
+}
+
+// resolve expands a CURIE exactly as Ratchet 0.4's WampConnection::getUri:
+// URIs containing "http://" or "https://" are left alone; otherwise
+// "prefix:action" becomes prefixes[prefix] + "#" + action when the prefix
+// is known. Like PHP's explode/list, only the text up to a second ':' is
+// kept as the action.
+func (s *Session) resolve(uri string) string {
+	if len(s.prefixes) == 0 || containsHTTPScheme(uri) {
+		return uri
+	}
+	i := strings.IndexByte(uri, ':')
+	if i < 0 {
+		return uri
+	}
+	base, ok := s.prefixes[uri[:i]]
+	if !ok {
+		return uri
+	}
+	action := uri[i+1:]
+	if j := strings.IndexByte(action, ':'); j >= 0 {
+		action = action[:j]
+	}
+	return base + "#" + action
+}
+
+// containsHTTPScheme reports whether s matches Ratchet's unanchored
+// /http(s*):\/\// anywhere.
+func containsHTTPScheme(s string) bool {
+	for {
+		i := strings.Index(s, "http")
+		if i < 0 {
+			return false
+		}
+		rest := s[i+4:]
+		rest = strings.TrimLeft(rest, "s")
+		if strings.HasPrefix(rest, "://") {
+			return true
+		}
+		s = s[i+4:]
+	}
+}
+
+func (s *Session) checkURI(what, uri string) error {
+	if len(uri) > s.node.limits.MaxURILength {
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrLimit, what, s.node.limits.MaxURILength)
+	}
+	return nil
+}
+
+// expand validates the raw URI, resolves CURIEs and validates the result.
+func (s *Session) expand(what, raw string) (string, error) {
+	if err := s.checkURI(what, raw); err != nil {
+		return "", err
+	}
+	uri := s.resolve(raw)
+	if err := s.checkURI(what, uri); err != nil {
+		return "", err
+	}
+	return uri, nil
+}
+
+func (s *Session) handlePrefix(m message) error {
+	if err := s.checkURI("PREFIX prefix", m.prefix); err != nil {
+		return err
+	}
+	if err := s.checkURI("PREFIX uri", m.uri); err != nil {
+		return err
+	}
+	if _, exists := s.prefixes[m.prefix]; !exists && len(s.prefixes) >= s.node.limits.MaxPrefixes {
+		return fmt.Errorf("%w: more than %d prefixes", ErrLimit, s.node.limits.MaxPrefixes)
+	}
+	s.prefixes[m.prefix] = m.uri
+	return nil
+}
+
+func (s *Session) handleCall(ctx context.Context, m message) error {
+	uri, err := s.expand("CALL procURI", m.uri)
+	if err != nil {
+		return err
+	}
+	params := callParams(m.args)
+	r, attrs, ok := s.node.rpcRoutes.match(uri)
+	if !ok {
+		// The bundle throws here and the client never gets an answer;
+		// answering 404 keeps the client's call from hanging forever.
+		s.log.Info("wamp: no rpc route", "uri", uri)
+		s.send(encodeCallError(m.callID, uri, fmt.Sprintf("Unable to find route for %q", uri), rpcDetails(404, params)))
+		return nil
+	}
+	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
+	method, ok := r.handler.lookup(attrs["method"])
+	if !ok {
+		s.log.Info("wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
+		s.send(encodeCallError(m.callID, uri, "Could not execute RPC callback, method not found", rpcDetails(404, params)))
+		return nil
+	}
+	var result any
+	err = s.invoke(ctx, "call", uri, func(ctx context.Context) error {
+		var err error
+		result, err = method(ctx, s, req, params)
+		return err
+	})
+	if err != nil {
+		s.log.Warn("wamp: rpc handler failed", "uri", uri, "route", r.name, "err", err)
+		s.send(s.errorMessage(m.callID, uri, err, func(code int) []byte { return rpcDetails(code, params) }))
+		return nil
+	}
+	out, encErr := appendJSON(nil, result)
+	if encErr != nil || string(out) == "null" || string(out) == "false" {
+		// The bundle treats null and false as a failed call; an
+		// unencodable result is a handler bug of the same kind.
+		if encErr != nil {
+			s.log.Warn("wamp: rpc result not JSON-encodable", "uri", uri, "route", r.name, "err", encErr)
+		} else {
+			s.log.Warn("wamp: rpc handler returned "+string(out), "uri", uri, "route", r.name)
+		}
+		s.send(encodeCallError(m.callID, uri, "RPC Error", rpcDetails(500, params)))
+		return nil
+	}
+	if !isJSONContainer(out) {
+		// The bundle wraps scalar results: return 5 sends [5].
+		out = append(append([]byte{'['}, out...), ']')
+	}
+	s.send(encodeCallResult(m.callID, out))
+	return nil
+}
+
+func (s *Session) handleSubscribe(ctx context.Context, m message) error {
+	uri, err := s.expand("SUBSCRIBE topicURI", m.uri)
+	if err != nil {
+		return err
+	}
+	if _, dup := s.subs[uri]; dup {
+		return nil // Ratchet ignores duplicate subscriptions
+	}
+	r, attrs, ok := s.node.topicRoutes.match(uri)
+	if !ok {
+		// The bundle fails to route and only logs; nobody could ever
+		// publish to an unrouted topic, so there is nothing to keep.
+		s.log.Info("wamp: no topic route for subscribe", "uri", uri)
+		return nil
+	}
+	if len(s.subs) >= s.node.limits.MaxSubscriptions {
+		return fmt.Errorf("%w: more than %d subscriptions", ErrLimit, s.node.limits.MaxSubscriptions)
+	}
+	sub := subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}}
+	s.subs[uri] = sub
+	s.node.broker.add(uri, s)
+	ref := topicRef{n: s.node, id: uri}
+	err = s.invoke(ctx, "onSubscribe", uri, func(ctx context.Context) error {
+		return sub.h.OnSubscribe(ctx, s, ref, sub.req)
+	})
+	if err != nil {
+		// Undo, so a handler can refuse a subscription by failing. (Ratchet
+		// would keep the client subscribed after the handler threw.)
+		delete(s.subs, uri)
+		s.node.broker.remove(uri, s)
+		s.log.Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
+		s.send(s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
+	}
+	return nil
+}
+
+func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
+	uri, err := s.expand("UNSUBSCRIBE topicURI", m.uri)
+	if err != nil {
+		return err
+	}
+	sub, ok := s.subs[uri]
+	if !ok {
+		return nil // not subscribed: Ratchet ignores it
+	}
+	delete(s.subs, uri)
+	s.node.broker.remove(uri, s)
+	err = s.invoke(ctx, "onUnSubscribe", uri, func(ctx context.Context) error {
+		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
+	})
+	if err != nil {
+		s.log.Warn("wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+		s.send(s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
+	}
+	return nil
+}
+
+func (s *Session) handlePublish(ctx context.Context, m message) error {
+	uri, err := s.expand("PUBLISH topicURI", m.uri)
+	if err != nil {
+		return err
+	}
+	r, attrs, ok := s.node.topicRoutes.match(uri)
+	if !ok {
+		s.log.Info("wamp: no topic route for publish", "uri", uri)
+		return nil
+	}
+	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
+	exclude := m.exclude
+	if m.excludeMe {
+		exclude = []string{s.id}
+	}
+	err = s.invoke(ctx, "onPublish", uri, func(ctx context.Context) error {
+		return r.handler.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, m.event, exclude, m.eligible)
+	})
+	if err != nil {
+		s.log.Warn("wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
+		s.send(s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
+	}
+	return nil
+}
+
+func (s *Session) send(msg []byte) {
+	if !s.peer.Send(msg) {
+		s.log.Debug("wamp: peer refused message")
+	}
+}
+
+// errPanic marks a recovered handler panic; its text is not sent to the
+// client because it may expose internals.
+var errPanic = errors.New("handler panicked")
+
+// invoke runs a handler callback with a bounded context that also ends when
+// the session closes, and turns a panic into an error so one faulty plugin
+// cannot take the gateway down.
+func (s *Session) invoke(parent context.Context, what, uri string, fn func(ctx context.Context) error) (err error) {
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if s.node.callTimeout > 0 {
+		ctx, cancel = context.WithTimeout(parent, s.node.callTimeout)
+	} else {
+		ctx, cancel = context.WithCancel(parent)
+	}
+	stop := func() bool { return false }
+	if s.ctx.Err() == nil {
+		// Not for the disconnect callbacks, which run after Close.
+		stop = context.AfterFunc(s.ctx, cancel)
+	}
+	defer func() {
+		stop()
+		cancel()
+		if p := recover(); p != nil {
+			s.log.Error("wamp: handler panic", "what", what, "uri", uri, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = errPanic
+		}
+	}()
+	return fn(ctx)
+}
+
+// errorMessage builds the CALLERROR for a handler error: a *handler.Error
+// controls URI, description, code and details; any other error is code 500
+// with its message, as the bundle reports an exception.
+func (s *Session) errorMessage(callID json.RawMessage, uri string, err error, details func(code int) []byte) []byte {
+	var he *handler.Error
+	if errors.As(err, &he) {
+		errURI := he.URI
+		if errURI == "" {
+			errURI = uri
+		}
+		code := he.Code
+		if code == 0 {
+			code = 500
+		}
+		d := details(code)
+		if he.Details != nil {
+			b, encErr := appendJSON(nil, he.Details)
+			if encErr != nil {
+				s.log.Warn("wamp: handler error details not JSON-encodable", "uri", uri, "err", encErr)
+			} else {
+				d = b
+			}
+		}
+		return encodeCallError(callID, errURI, he.Desc, d)
+	}
+	desc := err.Error()
+	if errors.Is(err, errPanic) {
+		desc = "Internal Server Error"
+	}
+	return encodeCallError(callID, uri, desc, details(500))
+}
+
+// rpcDetails is the bundle's CALLERROR details for RPC calls. "rpc" and
+// "request" are PHP objects with only private properties, which
+// json_encode renders as {}.
+func rpcDetails(code int, params json.RawMessage) []byte {
+	b := make([]byte, 0, 48+len(params))
+	b = append(b, `{"code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, `,"rpc":{},"params":`...)
+	b = append(b, params...)
+	return append(b, `,"request":{}}`...)
+}
+
+// topicDetails is the bundle's CALLERROR details for topic callbacks; the
+// event names are those of the bundle's TopicDispatcher.
+func topicDetails(event string) func(code int) []byte {
+	return func(code int) []byte {
+		b := make([]byte, 0, 64)
+		b = append(b, `{"code":`...)
+		b = strconv.AppendInt(b, int64(code), 10)
+		b = append(b, `,"topic":{},"request":{},"event":`...)
+		b = appendJSONString(b, event)
+		return append(b, '}')
+	}
+}
+
+// topicCallID: the bundle uses the topic id as the call id of a topic
+// CALLERROR.
+func topicCallID(uri string) json.RawMessage { return appendJSONString(nil, uri) }
