@@ -1,0 +1,283 @@
+<?php
+/*
+ * write-session.php — write ONE PHP session the way a Symfony 5.4 app does,
+ * through Symfony's own session classes and save handlers, so that wsgate's
+ * tests read bytes produced by real PHP rather than by a Go imitation.
+ *
+ * Usage (one JSON argument, result JSON on stdout, errors on stderr + exit 1):
+ *
+ *   php test/php/write-session.php '{"store":"files","dir":"/tmp/x","user":"bob","roles":["ROLE_USER"],"firewall":"main"}'
+ *   php test/php/write-session.php '{"store":"pdo","dsn":"mysql:host=127.0.0.1;dbname=test","db_user":"root","db_password":"","table":"t1","create_table":true,"user":"alice","roles":["ROLE_USER","ROLE_ADMIN"],"firewall":"main","ttl":1440}'
+ *
+ * prints {"id":"<session id>","name":"<session cookie name>"}.
+ *
+ * Requires PHP 8.2 CLI and Debian's Symfony 5.4 packages under
+ * /usr/share/php/Symfony (php-symfony-http-foundation, php-symfony-security-core,
+ * php-symfony-security-http for post_authentication tokens) and, for
+ * "store":"pdo" with MySQL/MariaDB, php8.2-mysql.
+ *
+ * Input fields:
+ *   store            "files" (NativeFileSessionHandler) or "pdo" (PdoSessionHandler)
+ *   dir              files: save directory (created if missing)
+ *   dsn, db_user, db_password, table, create_table
+ *                    pdo: PDO DSN, credentials, table (default "sessions"),
+ *                    create_table=true runs PdoSessionHandler::createTable()
+ *                    (Symfony's real schema); "already exists" is ignored
+ *   ttl              session.gc_maxlifetime in seconds (PdoSessionHandler
+ *                    stores it as the row lifetime)
+ *   name             session cookie name (default PHPSESSID)
+ *   id               session id to use (default: PHP generates one)
+ *   serialize_handler  session.serialize_handler: php (default), php_binary,
+ *                    php_serialize
+ *   user             user identifier; null = anonymous visitor: no security
+ *                    token is stored, only an ordinary attribute
+ *   roles            token roles (list of strings)
+ *   firewall         firewall (context) name; the token goes to _security_<firewall>
+ *   token            username_password (default), anonymous, post_authentication,
+ *                    remember_me, pre_authenticated, switch_user
+ *   user_class       in_memory (default: Symfony's InMemoryUser) or string
+ *                    (the plain-string user AbstractToken::setUser() accepts)
+ *   tokens           list of {firewall,user,roles,token,user_class} objects:
+ *                    several firewalls in one session (replaces the single
+ *                    firewall/user/roles/token/user_class fields)
+ *   attributes_before, attributes_after
+ *                    objects of extra AttributeBag attributes set before and
+ *                    after the security tokens
+ *   flashes          object type => [messages] added to the FlashBag
+ *
+ * Tokens are stored exactly as Symfony's ContextListener::onKernelResponse
+ * does: $session->set('_security_'.$firewall, serialize($token)).
+ */
+
+declare(strict_types=1);
+
+use Symfony\Component\HttpFoundation\Session\Session;
+use Symfony\Component\HttpFoundation\Session\Storage\Handler\NativeFileSessionHandler;
+use Symfony\Component\HttpFoundation\Session\Storage\Handler\PdoSessionHandler;
+use Symfony\Component\HttpFoundation\Session\Storage\NativeSessionStorage;
+use Symfony\Component\Security\Core\Authentication\Token\AnonymousToken;
+use Symfony\Component\Security\Core\Authentication\Token\PreAuthenticatedToken;
+use Symfony\Component\Security\Core\Authentication\Token\RememberMeToken;
+use Symfony\Component\Security\Core\Authentication\Token\SwitchUserToken;
+use Symfony\Component\Security\Core\Authentication\Token\UsernamePasswordToken;
+use Symfony\Component\Security\Core\User\InMemoryUser;
+
+const WSGATE_SYMFONY = '/usr/share/php/Symfony/Component';
+
+/**
+ * Loads Symfony's autoloaders; Security/Http is optional because only the
+ * post_authentication token needs it.
+ */
+function wsgate_autoload(): void
+{
+    foreach (['HttpFoundation', 'Security/Core'] as $c) {
+        $f = WSGATE_SYMFONY.'/'.$c.'/autoload.php';
+        if (!is_file($f)) {
+            throw new RuntimeException("Symfony component missing: $f (install php-symfony-*)");
+        }
+        require_once $f;
+    }
+    $http = WSGATE_SYMFONY.'/Security/Http/autoload.php';
+    if (is_file($http)) {
+        require_once $http;
+    }
+}
+
+/** Builds the user a token holds: Symfony's InMemoryUser or a plain string. */
+function wsgate_user(string $id, array $roles, string $userClass)
+{
+    switch ($userClass) {
+        case 'in_memory':
+            // A password hash is what a real provider loads; User::eraseCredentials()
+            // is a no-op, so it really ends up in the session.
+            return new InMemoryUser($id, '$2y$04$wsgatefixturehashwsgatefixturehashwsgatefixtureha', $roles);
+        case 'string':
+            return $id;
+    }
+    throw new InvalidArgumentException("unknown user_class \"$userClass\"");
+}
+
+/** Builds the security token for one firewall as the Symfony authenticators do. */
+function wsgate_token(array $t)
+{
+    $firewall = (string) ($t['firewall'] ?? 'main');
+    $roles = array_values(array_map('strval', $t['roles'] ?? []));
+    $kind = $t['token'] ?? 'username_password';
+    $userClass = $t['user_class'] ?? 'in_memory';
+    $id = $t['user'] ?? null;
+
+    if ('anonymous' === $kind) {
+        // AnonymousListener's token: secret, user "anon." (or the given id), no roles.
+        return new AnonymousToken('wsgate-fixture-secret', null === $id ? 'anon.' : (string) $id, $roles);
+    }
+    if (null === $id) {
+        throw new InvalidArgumentException("token \"$kind\" needs a user");
+    }
+    $user = wsgate_user((string) $id, $roles, $userClass);
+    switch ($kind) {
+        case 'username_password':
+            return new UsernamePasswordToken($user, $firewall, $roles);
+        case 'pre_authenticated':
+            return new PreAuthenticatedToken($user, $firewall, $roles);
+        case 'post_authentication':
+            $cls = 'Symfony\\Component\\Security\\Http\\Authenticator\\Token\\PostAuthenticationToken';
+            if (!class_exists($cls)) {
+                throw new RuntimeException('post_authentication needs php-symfony-security-http');
+            }
+            return new $cls($user, $firewall, $roles);
+        case 'remember_me':
+            // RememberMeToken takes its roles from the user.
+            return new RememberMeToken($user, $firewall, 'wsgate-fixture-secret');
+        case 'switch_user':
+            $admin = new InMemoryUser('admin-'.$id, null, ['ROLE_ADMIN', 'ROLE_ALLOWED_TO_SWITCH']);
+            $original = new UsernamePasswordToken($admin, $firewall, ['ROLE_ADMIN', 'ROLE_ALLOWED_TO_SWITCH']);
+            return new SwitchUserToken($user, $firewall, $roles, $original, '/admin');
+    }
+    throw new InvalidArgumentException("unknown token \"$kind\"");
+}
+
+/** Creates the save handler the input asks for. */
+function wsgate_handler(array $in)
+{
+    switch ($in['store'] ?? '') {
+        case 'files':
+            if (empty($in['dir'])) {
+                throw new InvalidArgumentException('store "files" needs "dir"');
+            }
+            return new NativeFileSessionHandler((string) $in['dir']);
+        case 'pdo':
+            if (empty($in['dsn'])) {
+                throw new InvalidArgumentException('store "pdo" needs "dsn"');
+            }
+            $handler = new PdoSessionHandler((string) $in['dsn'], [
+                'db_table' => (string) ($in['table'] ?? 'sessions'),
+                'db_username' => (string) ($in['db_user'] ?? ''),
+                'db_password' => (string) ($in['db_password'] ?? ''),
+            ]);
+            if (!empty($in['create_table'])) {
+                try {
+                    $handler->createTable();
+                } catch (PDOException $e) {
+                    // 42S01 (MySQL) / 42P07 (PostgreSQL): the table already exists,
+                    // which is what a second writer into the same table sees.
+                    $state = $e->errorInfo[0] ?? $e->getCode();
+                    if (!in_array($state, ['42S01', '42P07'], true) && false === stripos($e->getMessage(), 'already exists')) {
+                        throw $e;
+                    }
+                }
+            }
+            return $handler;
+    }
+    throw new InvalidArgumentException('"store" must be "files" or "pdo"');
+}
+
+/**
+ * Writes one session and returns ['id' => ..., 'name' => ...].
+ */
+function wsgate_write_session(array $in): array
+{
+    wsgate_autoload();
+
+    $options = [
+        // CLI has no HTTP response: no cookie, no cache headers, and the id we
+        // are given (or PHP's fresh one) must be accepted as is.
+        'use_cookies' => 0,
+        'use_only_cookies' => 0,
+        'use_trans_sid' => 0,
+        'use_strict_mode' => 0,
+        'cache_limiter' => '',
+        'lazy_write' => 0,
+        'gc_probability' => 0,
+        'name' => (string) ($in['name'] ?? 'PHPSESSID'),
+        'serialize_handler' => (string) ($in['serialize_handler'] ?? 'php'),
+    ];
+    if (isset($in['ttl'])) {
+        $options['gc_maxlifetime'] = (int) $in['ttl'];
+    }
+    if (!in_array($options['serialize_handler'], ['php', 'php_binary', 'php_serialize'], true)) {
+        throw new InvalidArgumentException('serialize_handler must be php, php_binary or php_serialize');
+    }
+
+    $storage = new NativeSessionStorage($options, wsgate_handler($in));
+    // setOptions() silently does nothing once output started; check it took.
+    if (ini_get('session.serialize_handler') !== $options['serialize_handler']) {
+        throw new RuntimeException('could not set session.serialize_handler (output already sent?)');
+    }
+    $session = new Session($storage);
+    if (!empty($in['id'])) {
+        $session->setId((string) $in['id']);
+    }
+    $session->start();
+
+    foreach ((array) ($in['attributes_before'] ?? []) as $k => $v) {
+        $session->set((string) $k, $v);
+    }
+
+    if (isset($in['tokens'])) {
+        $tokens = $in['tokens'];
+    } elseif (array_key_exists('user', $in) && null === $in['user'] && 'anonymous' !== ($in['token'] ?? null)) {
+        $tokens = [];
+        // An anonymous visitor still has a session: give it something.
+        $session->set('_wsgate_visitor', 'anonymous|visitor');
+    } else {
+        $tokens = [[
+            'firewall' => $in['firewall'] ?? 'main',
+            'user' => $in['user'] ?? null,
+            'roles' => $in['roles'] ?? [],
+            'token' => $in['token'] ?? 'username_password',
+            'user_class' => $in['user_class'] ?? 'in_memory',
+        ]];
+    }
+    foreach ($tokens as $t) {
+        $firewall = (string) ($t['firewall'] ?? 'main');
+        // Exactly ContextListener::onKernelResponse().
+        $session->set('_security_'.$firewall, serialize(wsgate_token($t)));
+    }
+
+    foreach ((array) ($in['attributes_after'] ?? []) as $k => $v) {
+        $session->set((string) $k, $v);
+    }
+    foreach ((array) ($in['flashes'] ?? []) as $type => $msgs) {
+        foreach ((array) $msgs as $m) {
+            $session->getFlashBag()->add((string) $type, $m);
+        }
+    }
+
+    $id = $session->getId();
+    $name = $session->getName();
+    $session->save();
+
+    return ['id' => $id, 'name' => $name];
+}
+
+/** CLI entry point: strict errors, JSON in, JSON out. */
+function wsgate_main(array $argv): int
+{
+    set_error_handler(function (int $no, string $msg, string $file, int $line): bool {
+        if ($no & (E_DEPRECATED | E_USER_DEPRECATED)) {
+            return true; // Symfony 5.4 deprecations are expected noise here.
+        }
+        throw new ErrorException($msg, 0, $no, $file, $line);
+    });
+    try {
+        if (2 !== count($argv)) {
+            throw new InvalidArgumentException('usage: php write-session.php \'<json>\'');
+        }
+        $in = json_decode($argv[1], true, 64, JSON_THROW_ON_ERROR);
+        if (!is_array($in)) {
+            throw new InvalidArgumentException('argument must be a JSON object');
+        }
+        $out = wsgate_write_session($in);
+        fwrite(STDOUT, json_encode($out, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES)."\n");
+
+        return 0;
+    } catch (Throwable $e) {
+        fwrite(STDERR, 'write-session: '.get_class($e).': '.$e->getMessage()."\n");
+
+        return 1;
+    }
+}
+
+if (PHP_SAPI === 'cli' && isset($_SERVER['SCRIPT_FILENAME']) && realpath($_SERVER['SCRIPT_FILENAME']) === __FILE__) {
+    exit(wsgate_main($argv));
+}
