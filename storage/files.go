@@ -226,7 +226,7 @@ func (s *FilesStore) fsError(err error) error {
 		err = pe.Err
 	}
 	switch {
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, errNotDirectory):
+	case errors.Is(err, fs.ErrNotExist), isNoSuchPath(err):
 		return fmt.Errorf("read session: %w", ErrNotFound)
 	case isSymlinkError(err):
 		// PHP opens session files with O_NOFOLLOW too and would fail on

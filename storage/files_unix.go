@@ -14,9 +14,13 @@ import (
 // reader; it has no effect on the regular files PHP writes.
 const filesOpenFlags = syscall.O_NOFOLLOW | syscall.O_NONBLOCK
 
-// errNotDirectory is what opening Dir/a/b/sess_ab... returns when a level is
-// a file: no session there.
-var errNotDirectory error = syscall.ENOTDIR
+// isNoSuchPath reports the errors that mean no session file can exist there:
+// ENOTDIR when a level of Dir/a/b/sess_ab... is a file, ENAMETOOLONG for ids
+// over 250 characters, whose sess_<id> name exceeds NAME_MAX (PHP cannot
+// store those with the files handler either).
+func isNoSuchPath(err error) bool {
+	return errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ENAMETOOLONG)
+}
 
 // isSymlinkError reports the error O_NOFOLLOW gives for a symlink.
 func isSymlinkError(err error) bool {
