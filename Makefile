@@ -1,0 +1,49 @@
+# wsgate developer entry points. `make run` and `make test` are the two
+# commands of the README; .ci/run calls `make test`.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/wsgate/wsgate/gateway.Version=$(VERSION)
+# The race detector is part of every test run (DEVELOPERS.md).
+TESTFLAGS ?= -race -count=1 -timeout 15m
+
+.PHONY: all build run test services vet gotest fuzz-smoke bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/wsgate ./cmd/wsgate
+
+# Runs the gateway on its embedded default: PHP files sessions from
+# /var/lib/php/sessions, in-memory client storage, ws on 127.0.0.1:8080,
+# metrics on 127.0.0.1:9090.
+run: build
+	./bin/wsgate serve
+
+# Everything CI runs: install/start MariaDB, PostgreSQL, Redis and PHP when
+# missing, then vet and the whole suite under the race detector.
+test: services vet gotest
+
+services:
+	bash test/setup-services.sh
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+gotest:
+	$(GO) test $(TESTFLAGS) ./...
+
+# A few seconds of every fuzz target, as a smoke check beyond the seed corpus
+# that `go test` already runs.
+fuzz-smoke:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$pkg; \
+	  done; done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,186 @@
+// Command wsgate is the websocket gateway for PHP Symfony applications.
+//
+//	wsgate serve [--config FILE]
+//	wsgate config check [--config FILE]
+//	wsgate session inspect [--config FILE] SESSION_ID
+//	wsgate version
+//
+// Without --config the embedded default configuration is used. Every key can
+// also be set from the environment (WSGATE_SESSION_COOKIE=... style); see
+// docs/configuration.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/wsgate/wsgate/examples/acme"
+	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/storage"
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitUsage       = 1 // bad arguments or configuration
+	exitUnavailable = 2 // the session store could not be read
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  wsgate serve [--config FILE]
+  wsgate config check [--config FILE]
+  wsgate session inspect [--config FILE] SESSION_ID
+  wsgate version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "wsgate", gateway.Version)
+		return exitOK
+	case "serve":
+		return serve(args[1:], stderr)
+	case "config":
+		if len(args) > 1 && args[1] == "check" {
+			return configCheck(args[2:], stdout, stderr)
+		}
+	case "session":
+		if len(args) > 1 && args[1] == "inspect" {
+			return sessionInspect(args[2:], stdout, stderr)
+		}
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprint(stderr, usage)
+	return exitUsage
+}
+
+// loadConfig parses the --config flag and the remaining arguments.
+func loadConfig(name string, args []string, stderr io.Writer) (gateway.Config, []string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "YAML configuration file (default: the embedded default)")
+	if err := fs.Parse(args); err != nil {
+		return gateway.Config{}, nil, false
+	}
+	cfg, err := gateway.LoadConfig(*path, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return cfg, nil, false
+	}
+	return cfg, fs.Args(), true
+}
+
+// handlers is the set of compiled-in handlers.
+func handlers() (*handler.Registry, error) {
+	reg := handler.NewRegistry()
+	if err := acme.Register(reg); err != nil {
+		return nil, fmt.Errorf("register example handlers: %w", err)
+	}
+	return reg, nil
+}
+
+func newLogger(cfg gateway.LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.Level)) // validated by the config
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(args []string, stderr io.Writer) int {
+	cfg, rest, ok := loadConfig("serve", args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	reg, err := handlers()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := gateway.Run(ctx, cfg, gateway.Options{Logger: log, Handlers: reg}); err != nil {
+		log.Error("gateway stopped", "err", err)
+		return exitUsage
+	}
+	return exitOK
+}
+
+func configCheck(args []string, stdout, stderr io.Writer) int {
+	cfg, rest, ok := loadConfig("config check", args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "config check: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	reg, err := handlers()
+	if err == nil {
+		err = gateway.CheckConfig(cfg, reg)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	fmt.Fprintln(stdout, "config ok")
+	return exitOK
+}
+
+// sessionInspect prints what the gateway recovers from one session as JSON
+// (gateway.Resolution). Its output is read by scripts: keep it stable.
+func sessionInspect(args []string, stdout, stderr io.Writer) int {
+	cfg, rest, ok := loadConfig("session inspect", args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(rest) != 1 {
+		fmt.Fprint(stderr, "usage: wsgate session inspect [--config FILE] SESSION_ID\n")
+		return exitUsage
+	}
+	res, err := gateway.NewSessionResolver(cfg.Session)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	defer res.Close()
+	out, err := res.Resolve(context.Background(), rest[0])
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		if errors.Is(err, storage.ErrUnavailable) {
+			return exitUnavailable
+		}
+		return exitUnavailable
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
+	return exitOK
+}

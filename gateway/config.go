@@ -1,0 +1,329 @@
+package gateway
+
+import (
+	_ "embed"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/wamp"
+)
+
+// DefaultConfigYAML is the configuration `wsgate serve` runs with when no
+// --config is given: PHP `files` sessions in Debian's default directory,
+// in-memory client storage and the example routes. It doubles as the
+// commented sample shipped to operators.
+//
+//go:embed default.yaml
+var DefaultConfigYAML []byte
+
+// Config is the whole gateway configuration. Every field is settable from
+// YAML (by its `yaml` tag path) and from the environment (by EnvName of that
+// path); see docs/configuration.md.
+type Config struct {
+	// Listen is the TCP address of the websocket listener.
+	Listen string `yaml:"listen"`
+	// AllowAnonymous admits clients without an authenticated session, as
+	// GosWebSocketBundle does by default; false refuses them with 403.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// Origins is the browser Origin policy of the handshake.
+	Origins OriginsConfig `yaml:"origins"`
+	// Session says where and how the PHP sessions are read.
+	Session SessionConfig `yaml:"session"`
+	// ClientStorage is the registry of connected clients (the bundle's
+	// client.storage).
+	ClientStorage ClientStorageConfig `yaml:"client_storage"`
+	// Limits bounds what one client or handshake may cost.
+	Limits LimitsConfig `yaml:"limits"`
+	// Metrics is the separate listener for /metrics and health probes.
+	Metrics MetricsConfig `yaml:"metrics"`
+	// Log selects log level and format.
+	Log LogConfig `yaml:"log"`
+	// Routes maps WAMP topic and procedure URIs to handlers.
+	Routes wamp.RoutesConfig `yaml:"routes"`
+}
+
+// OriginsConfig is the Origin allow-list. A handshake without an Origin
+// header (not a browser) is always admitted: the check exists to stop other
+// sites' pages from riding the user's cookie (cross-site websocket hijacking),
+// and only browsers send cookies on their own.
+type OriginsConfig struct {
+	// Allowed lists exact origins ("https://app.example.com") and host
+	// wildcards ("*.example.com" or "https://*.example.com"). A browser
+	// origin whose host equals the request's Host is always allowed.
+	Allowed []string `yaml:"allowed"`
+	// AllowAny turns the check off (any cross-origin page may connect).
+	AllowAny bool `yaml:"allow_any"`
+}
+
+// SessionConfig selects the PHP session store and decoder.
+type SessionConfig struct {
+	// Cookie is the PHP session cookie name (session.name).
+	Cookie string `yaml:"cookie"`
+	// Store is "files" or "pdo_mysql".
+	Store string `yaml:"store"`
+	// SerializeHandler is PHP's session.serialize_handler ("php").
+	SerializeHandler string `yaml:"serialize_handler"`
+	// Firewalls are the Symfony firewalls whose `_security_<name>` token is
+	// read, in order: the first authenticated one identifies the client.
+	Firewalls []string `yaml:"firewalls"`
+	// LookupTimeout bounds one session read during a handshake.
+	LookupTimeout time.Duration `yaml:"lookup_timeout"`
+	// Files configures the PHP native files store.
+	Files FilesConfig `yaml:"files"`
+	// PDO configures Symfony's PdoSessionHandler table.
+	PDO PDOConfig `yaml:"pdo"`
+}
+
+// FilesConfig configures PHP's native `files` session handler store.
+type FilesConfig struct {
+	// Path is session.save_path.
+	Path string `yaml:"path"`
+	// GCMaxLifetime is session.gc_maxlifetime: a file not modified for this
+	// long is expired, as PHP's garbage collector judges it. 0 never expires.
+	GCMaxLifetime time.Duration `yaml:"gc_maxlifetime"`
+}
+
+// PDOConfig configures Symfony's PdoSessionHandler table on MySQL/MariaDB.
+type PDOConfig struct {
+	// DSN is a go-sql-driver/mysql DSN, e.g. "app:secret@tcp(db:3306)/app".
+	DSN string `yaml:"dsn"`
+	// Table is db_table.
+	Table string `yaml:"table"`
+	// IDColumn is db_id_col.
+	IDColumn string `yaml:"id_column"`
+	// DataColumn is db_data_col.
+	DataColumn string `yaml:"data_column"`
+	// LifetimeColumn is db_lifetime_col.
+	LifetimeColumn string `yaml:"lifetime_column"`
+	// TimeColumn is db_time_col.
+	TimeColumn string `yaml:"time_column"`
+	// MaxOpenConns bounds the connection pool.
+	MaxOpenConns int `yaml:"max_open_conns"`
+}
+
+// ClientStorageConfig is the bundle's client.storage.
+type ClientStorageConfig struct {
+	// Driver is "memory".
+	Driver string `yaml:"driver"`
+	// TTL is how long an entry outlives a replica that stopped refreshing it.
+	TTL time.Duration `yaml:"ttl"`
+	// Prefix namespaces the keys of shared drivers.
+	Prefix string `yaml:"prefix"`
+}
+
+// LimitsConfig bounds the cost of handshakes and connections.
+type LimitsConfig struct {
+	// HandshakeTimeout bounds the whole upgrade, session lookup included.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// MaxHandshakes bounds handshakes in progress; past it new connections
+	// get 503.
+	MaxHandshakes int `yaml:"max_handshakes"`
+	// MaxConnections bounds established connections; past it handshakes get
+	// 503.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxMessageSize bounds one incoming websocket message in bytes.
+	MaxMessageSize int `yaml:"max_message_size"`
+	// OutboundQueueBytes bounds the bytes queued to one client; a client that
+	// falls further behind is closed as a slow consumer.
+	OutboundQueueBytes int `yaml:"outbound_queue_bytes"`
+	// WriteTimeout bounds one socket write.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a connection that sent nothing for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// CallTimeout bounds one RPC or topic handler call.
+	CallTimeout time.Duration `yaml:"call_timeout"`
+	// DrainTimeout bounds the graceful shutdown.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// MetricsConfig configures the operations listener.
+type MetricsConfig struct {
+	// Listen is the address of /metrics, /healthz and /readyz; empty
+	// disables the listener.
+	Listen string `yaml:"listen"`
+}
+
+// LogConfig configures log/slog output on stderr.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Session store names accepted by SessionConfig.Store.
+const (
+	StoreFiles    = "files"
+	StorePDOMySQL = "pdo_mysql"
+)
+
+// DefaultConfig is the configuration before any file or environment is
+// applied.
+func DefaultConfig() Config {
+	return Config{
+		Listen:         "127.0.0.1:8080",
+		AllowAnonymous: true,
+		Session: SessionConfig{
+			Cookie:           "PHPSESSID",
+			Store:            StoreFiles,
+			SerializeHandler: "php",
+			Firewalls:        []string{"main"},
+			LookupTimeout:    2 * time.Second,
+			Files:            FilesConfig{Path: "/var/lib/php/sessions", GCMaxLifetime: 1440 * time.Second},
+			PDO: PDOConfig{
+				Table:          "sessions",
+				IDColumn:       "sess_id",
+				DataColumn:     "sess_data",
+				LifetimeColumn: "sess_lifetime",
+				TimeColumn:     "sess_time",
+				MaxOpenConns:   16,
+			},
+		},
+		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second},
+		Limits: LimitsConfig{
+			HandshakeTimeout:   10 * time.Second,
+			MaxHandshakes:      1024,
+			MaxConnections:     100000,
+			MaxMessageSize:     64 << 10,
+			OutboundQueueBytes: 1 << 20,
+			WriteTimeout:       10 * time.Second,
+			IdleTimeout:        5 * time.Minute,
+			CallTimeout:        10 * time.Second,
+			DrainTimeout:       20 * time.Second,
+		},
+		Log: LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// ConfigError is a configuration value that cannot be used. It names the key
+// (its YAML path), the offending value and where it came from, so that an
+// operator can fix it without reading code.
+type ConfigError struct {
+	Key    string // YAML path, e.g. "session.files.gc_maxlifetime"
+	Value  string // the bad value as written, or "" when the key is unknown
+	Source string // "line 12" of the file, or the environment variable
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("config: ")
+	b.WriteString(e.Key)
+	if e.Value != "" {
+		fmt.Fprintf(&b, ": %q", e.Value)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Reason)
+	if e.Source != "" {
+		fmt.Fprintf(&b, " (%s)", e.Source)
+	}
+	return b.String()
+}
+
+var (
+	cookieNameRe = regexp.MustCompile(`^[!#$%&'*+\-.^_` + "`" + `|~0-9A-Za-z]+$`)
+	firewallRe   = regexp.MustCompile(`^[A-Za-z0-9_\-.]+$`)
+)
+
+// Validate checks values that are well-typed but impossible. It returns the
+// first problem found as a *ConfigError.
+func (c *Config) Validate() error {
+	bad := func(key, value, reason string) error {
+		return &ConfigError{Key: key, Value: value, Reason: reason}
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return bad("listen", c.Listen, "not a host:port address")
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			return bad("metrics.listen", c.Metrics.Listen, "not a host:port address")
+		}
+	}
+	for _, o := range c.Origins.Allowed {
+		if _, err := parseOriginPattern(o); err != nil {
+			return bad("origins.allowed", o, err.Error())
+		}
+	}
+	s := &c.Session
+	if !cookieNameRe.MatchString(s.Cookie) {
+		return bad("session.cookie", s.Cookie, "not a valid cookie name")
+	}
+	switch s.Store {
+	case StoreFiles:
+		if s.Files.Path == "" {
+			return bad("session.files.path", "", "must not be empty with store files")
+		}
+	case StorePDOMySQL:
+		if s.PDO.DSN == "" {
+			return bad("session.pdo.dsn", "", "must be set with store pdo_mysql")
+		}
+	default:
+		return bad("session.store", s.Store, "must be one of files, pdo_mysql")
+	}
+	if s.SerializeHandler != "php" {
+		return bad("session.serialize_handler", s.SerializeHandler, "must be php")
+	}
+	if len(s.Firewalls) == 0 {
+		return bad("session.firewalls", "", "must name at least one firewall")
+	}
+	for _, f := range s.Firewalls {
+		if !firewallRe.MatchString(f) {
+			return bad("session.firewalls", f, "not a firewall name")
+		}
+	}
+	if s.Files.GCMaxLifetime < 0 {
+		return bad("session.files.gc_maxlifetime", s.Files.GCMaxLifetime.String(), "must not be negative")
+	}
+	if s.PDO.MaxOpenConns < 1 || s.PDO.MaxOpenConns > 1024 {
+		return bad("session.pdo.max_open_conns", fmt.Sprint(s.PDO.MaxOpenConns), "must be between 1 and 1024")
+	}
+	if c.ClientStorage.Driver != "memory" {
+		return bad("client_storage.driver", c.ClientStorage.Driver, "must be memory")
+	}
+	durations := []struct {
+		key string
+		d   time.Duration
+	}{
+		{"session.lookup_timeout", s.LookupTimeout},
+		{"client_storage.ttl", c.ClientStorage.TTL},
+		{"limits.handshake_timeout", c.Limits.HandshakeTimeout},
+		{"limits.write_timeout", c.Limits.WriteTimeout},
+		{"limits.idle_timeout", c.Limits.IdleTimeout},
+		{"limits.call_timeout", c.Limits.CallTimeout},
+		{"limits.drain_timeout", c.Limits.DrainTimeout},
+	}
+	for _, d := range durations {
+		if d.d <= 0 {
+			return bad(d.key, d.d.String(), "must be positive")
+		}
+	}
+	ints := []struct {
+		key      string
+		v        int
+		min, max int
+	}{
+		{"limits.max_handshakes", c.Limits.MaxHandshakes, 1, 1 << 20},
+		{"limits.max_connections", c.Limits.MaxConnections, 1, 1 << 24},
+		{"limits.max_message_size", c.Limits.MaxMessageSize, 64, 64 << 20},
+		{"limits.outbound_queue_bytes", c.Limits.OutboundQueueBytes, 1024, 1 << 30},
+	}
+	for _, i := range ints {
+		if i.v < i.min || i.v > i.max {
+			return bad(i.key, fmt.Sprint(i.v), fmt.Sprintf("must be between %d and %d", i.min, i.max))
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", c.Log.Level, "must be one of debug, info, warn, error")
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format", c.Log.Format, "must be text or json")
+	}
+	return nil
+}

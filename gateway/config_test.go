@@ -1,0 +1,193 @@
+package gateway
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEmbeddedDefaultIsValid(t *testing.T) {
+	cfg, err := ParseConfig(DefaultConfigYAML, "embedded", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := DefaultConfig()
+	if cfg.Session.Cookie != def.Session.Cookie || cfg.Session.Store != StoreFiles ||
+		cfg.Session.Files.Path != "/var/lib/php/sessions" || cfg.Session.Files.GCMaxLifetime != 1440*time.Second {
+		t.Fatalf("embedded default disagrees with DefaultConfig: %+v", cfg.Session)
+	}
+	if len(cfg.Routes.RPC) != 1 || len(cfg.Routes.Topics) != 1 {
+		t.Fatalf("embedded default routes: %+v", cfg.Routes)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		yaml  string
+		env   []string
+		check func(t *testing.T, c Config)
+	}{
+		{"empty file keeps defaults", "", nil, func(t *testing.T, c Config) {
+			if c.Session.Cookie != "PHPSESSID" || !c.AllowAnonymous {
+				t.Errorf("%+v", c.Session)
+			}
+		}},
+		{"null value keeps default", "session:\n  cookie:\n", nil, func(t *testing.T, c Config) {
+			if c.Session.Cookie != "PHPSESSID" {
+				t.Errorf("cookie %q", c.Session.Cookie)
+			}
+		}},
+		{"duration as seconds and as string", "client_storage: {ttl: 60}\nlimits: {idle_timeout: 90s}\n", nil, func(t *testing.T, c Config) {
+			if c.ClientStorage.TTL != time.Minute || c.Limits.IdleTimeout != 90*time.Second {
+				t.Errorf("ttl %v idle %v", c.ClientStorage.TTL, c.Limits.IdleTimeout)
+			}
+		}},
+		{"env overrides file", "session: {cookie: A}\n", []string{"WSGATE_SESSION_COOKIE=B", "OTHER=1"}, func(t *testing.T, c Config) {
+			if c.Session.Cookie != "B" {
+				t.Errorf("cookie %q", c.Session.Cookie)
+			}
+		}},
+		{"env list comma separated", "", []string{"WSGATE_ORIGINS_ALLOWED=https://a.example.com, *.b.example.com"}, func(t *testing.T, c Config) {
+			if strings.Join(c.Origins.Allowed, "|") != "https://a.example.com|*.b.example.com" {
+				t.Errorf("%q", c.Origins.Allowed)
+			}
+		}},
+		{"env list yaml", "", []string{"WSGATE_SESSION_FIREWALLS=[main, admin]"}, func(t *testing.T, c Config) {
+			if strings.Join(c.Session.Firewalls, "|") != "main|admin" {
+				t.Errorf("%q", c.Session.Firewalls)
+			}
+		}},
+		{"env bool and int", "", []string{"WSGATE_ALLOW_ANONYMOUS=false", "WSGATE_LIMITS_MAX_CONNECTIONS=500"}, func(t *testing.T, c Config) {
+			if c.AllowAnonymous || c.Limits.MaxConnections != 500 {
+				t.Errorf("anon %v max %d", c.AllowAnonymous, c.Limits.MaxConnections)
+			}
+		}},
+		{"env string stays literal", "", []string{"WSGATE_SESSION_PDO_DSN=yes", "WSGATE_SESSION_STORE=pdo_mysql"}, func(t *testing.T, c Config) {
+			if c.Session.PDO.DSN != "yes" {
+				t.Errorf("dsn %q", c.Session.PDO.DSN)
+			}
+		}},
+		{"env routes as JSON", "", []string{`WSGATE_ROUTES={"rpc":{"r":{"pattern":"x/{method}","handler":"h"}}}`}, func(t *testing.T, c Config) {
+			if c.Routes.RPC["r"].Pattern != "x/{method}" || c.Routes.RPC["r"].Handler != "h" {
+				t.Errorf("%+v", c.Routes)
+			}
+		}},
+		{"env nested key into missing section", "listen: \"127.0.0.1:1\"\n", []string{"WSGATE_SESSION_FILES_PATH=/srv/sess"}, func(t *testing.T, c Config) {
+			if c.Session.Files.Path != "/srv/sess" || c.Listen != "127.0.0.1:1" {
+				t.Errorf("%+v", c)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tc.yaml), "test.yaml", tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		yaml     string
+		env      []string
+		key, val string
+		inMsg    string
+	}{
+		{"unknown top key", "listn: x\n", nil, "listn", "", "line 1"},
+		{"unknown nested key", "session:\n  files:\n    pth: /x\n", nil, "session.files.pth", "", "line 3"},
+		{"duplicate key", "listen: a\nlisten: b\n", nil, "listen", "", "twice"},
+		{"string where mapping", "session: files\n", nil, "session", "files", "mapping"},
+		{"mapping where string", "listen: {a: b}\n", nil, "listen", "", "single value"},
+		{"list where string", "session:\n  cookie: [a]\n", nil, "session.cookie", "", "single value"},
+		{"bad bool", "allow_anonymous: maybe\n", nil, "allow_anonymous", "maybe", "boolean"},
+		{"quoted bool", "allow_anonymous: \"true\"\n", nil, "allow_anonymous", "true", "boolean"},
+		{"bad int", "limits: {max_connections: many}\n", nil, "limits.max_connections", "many", "integer"},
+		{"huge int", "limits: {max_connections: 99999999999999999999999}\n", nil, "limits.max_connections", "99999999999999999999999", "range"},
+		{"bad duration", "limits: {write_timeout: 5 parsecs}\n", nil, "limits.write_timeout", "5 parsecs", "duration"},
+		{"negative duration", "limits: {write_timeout: -5s}\n", nil, "limits.write_timeout", "-5s", "positive"},
+		{"zero ints", "limits: {max_handshakes: 0}\n", nil, "limits.max_handshakes", "0", "between"},
+		{"bad store", "session: {store: mongo}\n", nil, "session.store", "mongo", "files, pdo_mysql"},
+		{"pdo without dsn", "session: {store: pdo_mysql}\n", nil, "session.pdo.dsn", "", "must be set"},
+		{"bad cookie name", "session: {cookie: \"a b\"}\n", nil, "session.cookie", "a b", "cookie name"},
+		{"no firewall", "session: {firewalls: []}\n", nil, "session.firewalls", "", "at least one"},
+		{"bad listen", "listen: nowhere\n", nil, "listen", "nowhere", "host:port"},
+		{"bad origin", "origins: {allowed: [\"ftp://x\"]}\n", nil, "origins.allowed", "ftp://x", "scheme"},
+		{"alias", "listen: &x \"127.0.0.1:1\"\n", nil, "listen", "", "anchors"},
+		{"bad log level", "log: {level: loud}\n", nil, "log.level", "loud", "debug"},
+		{"env unknown", "", []string{"WSGATE_LISTN=x"}, "WSGATE_LISTN", "", "unknown variable"},
+		{"env bad bool", "", []string{"WSGATE_ALLOW_ANONYMOUS=perhaps"}, "allow_anonymous", "perhaps", "from WSGATE_ALLOW_ANONYMOUS"},
+		{"env bad yaml", "", []string{"WSGATE_ROUTES={rpc: [}"}, "routes", "{rpc: [}", "YAML"},
+		{"env routes wrong shape", "", []string{"WSGATE_ROUTES=[1,2]"}, "routes", "", "mapping"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.yaml), "test.yaml", tc.env)
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a *ConfigError", err)
+			}
+			if ce.Key != tc.key || ce.Value != tc.val {
+				t.Errorf("key %q value %q, want key %q value %q (%v)", ce.Key, ce.Value, tc.key, tc.val, err)
+			}
+			if !strings.Contains(err.Error(), tc.inMsg) {
+				t.Errorf("%q lacks %q", err, tc.inMsg)
+			}
+		})
+	}
+}
+
+func TestParseConfigNotYAML(t *testing.T) {
+	if _, err := ParseConfig([]byte("a: [\n"), "x.yaml", nil); err == nil || !strings.Contains(err.Error(), "x.yaml") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := ParseConfig([]byte("a: 1\n---\nb: 2\n"), "x.yaml", nil); err == nil {
+		t.Fatal("two documents accepted")
+	}
+}
+
+// Every environment variable name must be unique, or one key would shadow
+// another.
+func TestEnvNamesUnique(t *testing.T) {
+	seen := map[string]string{}
+	for _, k := range ConfigKeys() {
+		if prev, dup := seen[k.Env]; dup {
+			t.Errorf("%s and %s share %s", prev, k.Path, k.Env)
+		}
+		seen[k.Env] = k.Path
+	}
+}
+
+// docs/configuration.md must list every key, so the reference cannot drift
+// from the struct.
+func TestConfigurationDocListsEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range ConfigKeys() {
+		if !strings.Contains(string(doc), "`"+k.Path+"`") || !strings.Contains(string(doc), k.Env) {
+			t.Errorf("docs/configuration.md lacks %s / %s", k.Path, k.Env)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add(string(DefaultConfigYAML), "")
+	f.Add("session: {store: pdo_mysql, pdo: {dsn: x}}\n", "WSGATE_SESSION_COOKIE=A")
+	f.Add("a: &x [1]\nb: *x\n", "")
+	f.Add("routes: {rpc: {r: {pattern: 'a/{b}', requirements: {b: '\\d+'}}}}", "WSGATE_ROUTES={}")
+	f.Add("limits: {max_connections: 0x10}", "WSGATE_LIMITS_IDLE_TIMEOUT=1")
+	f.Fuzz(func(t *testing.T, yaml, env string) {
+		cfg, err := ParseConfig([]byte(yaml), "fuzz", strings.Split(env, "\n"))
+		if err == nil {
+			if verr := cfg.Validate(); verr != nil {
+				t.Fatalf("accepted config fails validation: %v", verr)
+			}
+		}
+	})
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/wamp"
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// CheckConfig does every check `serve` does before it touches the network:
+// the configuration's own validation (done by LoadConfig), the origin
+// patterns, and the routes against the registered handlers.
+func CheckConfig(cfg Config, handlers *handler.Registry) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if _, err := NewOriginPolicy(cfg.Origins); err != nil {
+		return err
+	}
+	if handlers == nil {
+		handlers = handler.NewRegistry()
+	}
+	if _, err := wamp.NewNode(wamp.NodeConfig{ServerIdent: ServerIdent(), Routes: cfg.Routes, Handlers: handlers, Logger: slog.New(slog.DiscardHandler), CallTimeout: cfg.Limits.CallTimeout}); err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	return nil
+}
+
+// Run serves the gateway until ctx is cancelled, then drains it within
+// limits.drain_timeout. It owns the websocket accept loop and the metrics
+// listener and stops both before it returns.
+func Run(ctx context.Context, cfg Config, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+		opts.Logger = log
+	}
+	reg := prometheus.NewRegistry()
+	opts.Metrics = reg
+	srv, err := New(cfg, opts)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, cfg.Session.LookupTimeout)
+	if err := srv.resolver.Ping(pingCtx); err != nil {
+		// Not fatal: the store may come up after us. Handshakes answer 503
+		// and /readyz says why until it does.
+		log.Warn("session store not reachable yet", "store", cfg.Session.Store, "err", err)
+	}
+	cancel()
+
+	var ops *http.Server
+	opsErr := make(chan error, 1)
+	if cfg.Metrics.Listen != "" {
+		ops = &http.Server{
+			Addr:              cfg.Metrics.Listen,
+			Handler:           metrics.Handler(reg, srv.Ready),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			ln.Close()
+			srv.Shutdown(context.Background())
+			return fmt.Errorf("listen metrics %s: %w", cfg.Metrics.Listen, err)
+		}
+		go func() { opsErr <- ops.Serve(mln) }()
+		log.Info("metrics listener ready", "addr", mln.Addr().String())
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("websocket listener ready", "addr", ln.Addr().String(), "version", Version,
+		"session_store", cfg.Session.Store, "firewalls", cfg.Session.Firewalls)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("draining", "timeout", cfg.Limits.DrainTimeout)
+	case runErr = <-serveErr:
+		log.Error("websocket listener failed", "err", runErr)
+	case err := <-opsErr:
+		runErr = fmt.Errorf("metrics listener: %w", err)
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), cfg.Limits.DrainTimeout)
+	defer dcancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
+	if ops != nil {
+		ops.Shutdown(dctx)
+	}
+	if runErr == nil {
+		if err := <-serveErr; err != nil && !errors.Is(err, net.ErrClosed) {
+			runErr = err
+		}
+	}
+	log.Info("stopped")
+	return runErr
+}

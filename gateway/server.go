@@ -1,0 +1,392 @@
+// Package gateway owns the websocket connections: it accepts TCP, runs the
+// gobwas/ws zero-copy upgrade, identifies the client from its PHP session
+// (via storage and phpsession), and hands each message to the WAMP layer
+// (wamp). It also holds the configuration and wires every other package.
+// docs/architecture.md describes the whole path.
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/storage"
+	"github.com/wsgate/wsgate/wamp"
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// Version is the gateway version, set at build time with
+// -ldflags "-X github.com/wsgate/wsgate/gateway.Version=...".
+var Version = "dev"
+
+// ServerIdent is what WAMP WELCOME messages name as the server.
+func ServerIdent() string { return "wsgate/" + Version }
+
+// Options are the parts of a Server that are not configuration.
+type Options struct {
+	// Logger receives the gateway's logs; nil uses slog.Default().
+	Logger *slog.Logger
+	// Handlers holds the topic and RPC handlers the routes name.
+	Handlers *handler.Registry
+	// Metrics registers the gateway's metrics; nil uses a private registry.
+	Metrics prometheus.Registerer
+}
+
+// Server is one gateway instance: its listener's accept loop, its
+// connections, and the session resolver and WAMP node they share.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	resolver *SessionResolver
+	origins  *OriginPolicy
+	node     *wamp.Node
+	clients  storage.ClientStorage
+	metrics  *metrics.Gateway
+
+	nodeID     string // prefixes connection ids so replicas never collide
+	connSeq    atomic.Uint64
+	handshakes chan struct{} // semaphore bounding handshakes in progress
+
+	baseCtx context.Context // cancelled when the server is forced down
+	cancel  context.CancelFunc
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*conn]struct{}
+	draining bool
+
+	wg sync.WaitGroup // every goroutine a connection runs
+}
+
+// New builds a Server from a validated configuration. It opens the session
+// store (without requiring it to answer yet: a store that is down makes
+// handshakes fail with 503 until it is back) and compiles the routes.
+func New(cfg Config, opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := opts.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	handlers := opts.Handlers
+	if handlers == nil {
+		handlers = handler.NewRegistry()
+	}
+	origins, err := NewOriginPolicy(cfg.Origins)
+	if err != nil {
+		return nil, err
+	}
+	node, err := wamp.NewNode(wamp.NodeConfig{
+		ServerIdent: ServerIdent(),
+		Routes:      cfg.Routes,
+		Handlers:    handlers,
+		Logger:      log,
+		CallTimeout: cfg.Limits.CallTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	resolver, err := NewSessionResolver(cfg.Session)
+	if err != nil {
+		return nil, err
+	}
+	var idb [4]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		resolver.Close()
+		return nil, fmt.Errorf("node id: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:        cfg,
+		log:        log,
+		resolver:   resolver,
+		origins:    origins,
+		node:       node,
+		clients:    storage.NewMemoryClientStorage(),
+		metrics:    metrics.New(reg),
+		nodeID:     hex.EncodeToString(idb[:]),
+		handshakes: make(chan struct{}, cfg.Limits.MaxHandshakes),
+		baseCtx:    ctx,
+		cancel:     cancel,
+		conns:      make(map[*conn]struct{}),
+	}, nil
+}
+
+// Serve accepts connections on ln until Shutdown closes it; each connection
+// gets a goroutine that runs its handshake and then reads it. It returns nil
+// after Shutdown and the accept error otherwise.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return errors.New("gateway: serve after shutdown")
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			draining := s.draining
+			s.mu.Unlock()
+			if draining {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors: back off instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed, backing off", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go s.serveConn(nc)
+	}
+}
+
+// Ready reports whether the gateway should receive new clients: not
+// draining and the session store answers.
+func (s *Server) Ready() error {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		return errors.New("draining")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Session.LookupTimeout)
+	defer cancel()
+	if err := s.resolver.Ping(ctx); err != nil {
+		return fmt.Errorf("session store: %w", err)
+	}
+	return nil
+}
+
+// Shutdown drains the gateway: it stops accepting, sends close 1001 to every
+// client and waits for their goroutines until ctx ends, then closes what is
+// left. The session store is released afterwards.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.closeWith(closeGoingAway, "server shutting down", "drain")
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("drain: %w", ctx.Err())
+		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.cancel()
+	s.clients.Close()
+	s.resolver.Close()
+	return err
+}
+
+// handshake collects what the upgrade callbacks see. The callbacks run on
+// the connection's goroutine, one after the other, so no lock is needed.
+type handshake struct {
+	host      string
+	origin    string
+	sessionID string
+	cookieSet bool
+	offered   bool // client offered a subprotocol
+	matched   bool // and it was "wamp"
+	info      wamp.ClientInfo
+	outcome   string
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	select {
+	case s.handshakes <- struct{}{}:
+	default:
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOverloaded).Inc()
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"))
+		nc.Close()
+		return
+	}
+	deadline := time.Now().Add(s.cfg.Limits.HandshakeTimeout)
+	nc.SetDeadline(deadline)
+	h := handshake{outcome: metrics.OutcomeBadRequest}
+	cookie := []byte(s.cfg.Session.Cookie)
+	up := ws.Upgrader{
+		Protocol: func(p []byte) bool {
+			h.offered = true
+			h.matched = string(p) == "wamp"
+			return h.matched
+		},
+		OnHost: func(host []byte) error {
+			h.host = string(host)
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			switch {
+			case bytes.EqualFold(key, []byte("Cookie")):
+				// PHP keeps the first cookie of a name; so do we.
+				if !h.cookieSet {
+					if v, ok := cookieValue(value, cookie); ok {
+						h.sessionID, h.cookieSet = string(v), true
+					}
+				}
+			case bytes.EqualFold(key, []byte("Origin")):
+				h.origin = string(value)
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			ctx, cancel := context.WithDeadline(s.baseCtx, deadline)
+			defer cancel()
+			return nil, s.admit(ctx, &h)
+		},
+	}
+	_, err := up.Upgrade(nc)
+	<-s.handshakes
+	s.metrics.Handshakes.WithLabelValues(h.outcome).Inc()
+	if err != nil {
+		s.log.Debug("handshake refused", "remote", nc.RemoteAddr().String(), "outcome", h.outcome, "err", err)
+		nc.Close()
+		return
+	}
+	nc.SetDeadline(time.Time{})
+	s.runConn(nc, &h)
+}
+
+func reject(status int, reason string) error {
+	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
+}
+
+// admit decides whether the handshake may complete and who the client is.
+func (s *Server) admit(ctx context.Context, h *handshake) error {
+	if h.offered && !h.matched {
+		return reject(400, "unsupported subprotocol: this gateway speaks wamp")
+	}
+	if !s.origins.Allowed(h.origin, h.host) {
+		h.outcome = metrics.OutcomeForbidden
+		return reject(403, "origin not allowed")
+	}
+	s.mu.Lock()
+	full := len(s.conns) >= s.cfg.Limits.MaxConnections
+	draining := s.draining
+	s.mu.Unlock()
+	if full || draining {
+		h.outcome = metrics.OutcomeOverloaded
+		return reject(503, "gateway at capacity")
+	}
+	res := Resolution{Status: StatusAnonymous, Reason: "no session cookie"}
+	if h.cookieSet {
+		start := time.Now()
+		var err error
+		res, err = s.resolver.Resolve(ctx, h.sessionID)
+		result := res.Status
+		if err != nil {
+			result = "error"
+		}
+		s.metrics.SessionLookups.WithLabelValues(result).Observe(time.Since(start).Seconds())
+		if err != nil {
+			h.outcome = metrics.OutcomeUnavailable
+			s.log.Warn("session lookup failed", "err", err)
+			return reject(503, "session store unavailable")
+		}
+	}
+	id := res.Identity()
+	if id == nil {
+		if !s.cfg.AllowAnonymous {
+			h.outcome = metrics.OutcomeRefusedAnon
+			return reject(403, "authentication required")
+		}
+		h.outcome = metrics.OutcomeAnonymous
+		h.info = wamp.ClientInfo{Anonymous: true}
+		return nil
+	}
+	h.outcome = metrics.OutcomeAuthenticated
+	h.info = wamp.ClientInfo{
+		Firewall:       id.Firewall,
+		UserIdentifier: id.Token.UserIdentifier,
+		Roles:          id.Token.Roles,
+	}
+	return nil
+}
+
+// runConn serves an upgraded connection until it ends.
+func (s *Server) runConn(nc net.Conn, h *handshake) {
+	c := &conn{srv: s, nc: nc, id: fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))}
+	h.info.ConnID = c.id
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.Connections.Inc()
+
+	c.sess = s.node.Open(c, h.info)
+	ctx := s.baseCtx
+	entry := storage.ClientEntry{
+		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: h.info.UserIdentifier,
+		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: time.Now(),
+	}
+	if err := s.clients.Add(ctx, entry); err != nil {
+		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
+	}
+	s.log.Debug("client connected", "conn", c.id, "anonymous", h.info.Anonymous, "firewall", h.info.Firewall)
+
+	c.readLoop(ctx, bufio.NewReaderSize(nc, 4096))
+
+	c.sess.Close()
+	if err := s.clients.Remove(context.WithoutCancel(ctx), c.id); err != nil {
+		s.log.Warn("client storage remove failed", "conn", c.id, "err", err)
+	}
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.metrics.Connections.Dec()
+	c.mu.Lock()
+	reason := c.reason
+	c.mu.Unlock()
+	if reason == "" {
+		reason = "connection_lost"
+	}
+	s.metrics.Disconnects.WithLabelValues(reason).Inc()
+	s.log.Debug("client disconnected", "conn", c.id, "reason", reason)
+}

@@ -1,0 +1,208 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wsgate/wsgate/test/testenv"
+)
+
+// wsgateBin is the gateway binary built once by TestMain.
+var wsgateBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wsgate-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	wsgateBin = filepath.Join(dir, "wsgate")
+	args := []string{"build", "-o", wsgateBin, "-ldflags", "-X github.com/wsgate/wsgate/gateway.Version=e2e"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "../cmd/wsgate")...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build wsgate:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freeAddr returns a loopback address nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// gatewayProcess is a running wsgate binary.
+type gatewayProcess struct {
+	Addr        string // websocket listener
+	MetricsAddr string
+	Config      string // path of its config file
+	cmd         *exec.Cmd
+	stderr      *syncBuffer
+	done        chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startGateway writes config (YAML with %LISTEN% and %METRICS% placeholders)
+// to a file, starts `wsgate serve` on it and waits until /readyz answers 200.
+// The process is stopped with SIGTERM when the test ends.
+func startGateway(t *testing.T, config string) *gatewayProcess {
+	t.Helper()
+	g := &gatewayProcess{Addr: freeAddr(t), MetricsAddr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	config = strings.ReplaceAll(config, "%LISTEN%", g.Addr)
+	config = strings.ReplaceAll(config, "%METRICS%", g.MetricsAddr)
+	g.Config = filepath.Join(t.TempDir(), "wsgate.yaml")
+	if err := os.WriteFile(g.Config, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.cmd = exec.Command(wsgateBin, "serve", "--config", g.Config)
+	g.cmd.Env = cleanEnv()
+	g.cmd.Stderr = g.stderr
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { g.done <- g.cmd.Wait() }()
+	t.Cleanup(func() {
+		g.stop(t)
+		if t.Failed() {
+			t.Logf("wsgate log:\n%s", g.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + g.MetricsAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return g
+			}
+		}
+		select {
+		case err := <-g.done:
+			t.Fatalf("wsgate exited before ready: %v\n%s", err, g.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wsgate not ready after 20s\n%s", g.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (g *gatewayProcess) stop(t *testing.T) error {
+	if g.cmd.ProcessState != nil {
+		return nil
+	}
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-g.done:
+		g.done <- err // let a second stop see it
+		return err
+	case <-time.After(30 * time.Second):
+		g.cmd.Process.Kill()
+		t.Errorf("wsgate did not stop within 30s after SIGTERM")
+		return <-g.done
+	}
+}
+
+// cleanEnv drops WSGATE_* variables of the test's own environment so that
+// each gateway runs on exactly the config the test wrote.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WSGATE_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// runWsgate runs a wsgate subcommand and returns stdout, stderr, exit code.
+func runWsgate(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, wsgateBin, args...)
+	cmd.Env = cleanEnv(env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run wsgate %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// phpSession is a session written by real PHP through Symfony's handlers.
+type phpSession struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// writePHPSession runs test/php/write-session.php with spec (see the script
+// for its keys) and returns the session it wrote.
+func writePHPSession(t *testing.T, spec map[string]any) phpSession {
+	t.Helper()
+	php := testenv.PHP(t)
+	arg, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, php, "php/write-session.php", string(arg))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("write-session.php %s: %v\n%s", arg, err, errb.String())
+	}
+	var s phpSession
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil || s.ID == "" {
+		t.Fatalf("write-session.php printed %q: %v", out.String(), err)
+	}
+	return s
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs and starts what wsgate's tests talk to, when it is missing:
+# MariaDB (root, no password, database `test`), PostgreSQL (trust auth on
+# loopback, database `test`), Redis on 6379, PHP 8.2 CLI with Debian's
+# Symfony 5.4 packages. Idempotent: on a machine that has everything it only
+# checks. Debian 12 (bookworm), run as root.
+#
+# Under CI=true a service that still does not answer afterwards fails the
+# run (exit 1): a CI run that silently skips integration tests proves nothing.
+set -uo pipefail
+
+log() { printf 'setup-services: %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(
+  mariadb-server mariadb-client
+  postgresql postgresql-client
+  redis-server redis-tools
+  php8.2-cli php8.2-mysql php8.2-pgsql php8.2-redis
+  php-symfony-http-foundation php-symfony-security-core php-symfony-security-http
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+wait_for() { # name, command...
+  local name=$1; shift
+  for _ in $(seq 1 60); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  log "$name does not answer"; return 1
+}
+
+# MariaDB
+if ! mysqladmin -uroot -h127.0.0.1 ping >/dev/null 2>&1; then
+  if ! mysqladmin --protocol=socket -uroot ping >/dev/null 2>&1; then
+    log "starting MariaDB"
+    as_root install -d -o mysql -g mysql /run/mysqld
+    as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+    wait_for "MariaDB socket" mysqladmin --protocol=socket -uroot ping
+  fi
+  # Debian's root logs in by unix socket only; the tests connect over TCP.
+  as_root mysql --protocol=socket -uroot -e "
+    CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+    GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+    FLUSH PRIVILEGES;" || log "could not grant root@127.0.0.1"
+fi
+mysql -uroot -h127.0.0.1 -e "CREATE DATABASE IF NOT EXISTS test" >/dev/null 2>&1 || true
+
+# PostgreSQL
+if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+  log "starting PostgreSQL"
+  ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
+  if [ -n "$ver" ]; then
+    hba=/etc/postgresql/$ver/main/pg_hba.conf
+    if ! grep -q "^host all all 127.0.0.1/32 trust" "$hba"; then
+      as_root sed -i '1i local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    fi
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start
+    wait_for PostgreSQL pg_isready -q -h 127.0.0.1
+  fi
+fi
+psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" 2>/dev/null | grep -q 1 ||
+  psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE test" >/dev/null 2>&1 || true
+
+# Redis
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting Redis"
+  as_root install -d /var/lib/redis /var/log/redis
+  as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
+fi
+
+# Final check: what the tests will find.
+status=0
+check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then log "$name ok"; else log "$name UNAVAILABLE"; status=1; fi; }
+check MariaDB mysql -uroot -h127.0.0.1 test -e "SELECT 1"
+check PostgreSQL psql -h 127.0.0.1 -U postgres -d test -c "SELECT 1"
+check Redis redis-cli -h 127.0.0.1 -p 6379 ping
+check PHP php -r 'require "/usr/share/php/Symfony/Component/HttpFoundation/autoload.php"; require "/usr/share/php/Symfony/Component/Security/Core/autoload.php";'
+if [ $status != 0 ]; then
+  case "${CI:-}" in true|1) log "CI=true: a missing service is a failure"; exit 1 ;; esac
+  log "some services are missing: their tests will be skipped"
+fi
+exit 0
