@@ -3,6 +3,7 @@ package wamp
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -32,6 +33,13 @@ type RouteConfig struct {
 
 // RoutesConfig holds the RPC and topic routes, each keyed by route name.
 // The gateway's YAML configuration embeds it under `routes:`.
+//
+// CALL URIs are matched against RPC routes only, and SUBSCRIBE, UNSUBSCRIBE
+// and PUBLISH URIs against topic routes only. When patterns overlap, the
+// most specific wins segment by segment: a literal segment beats a
+// placeholder with a requirement, which beats a placeholder without one;
+// ties go to the route whose name sorts first. (The PHP router used
+// configuration order, which a YAML map does not preserve.)
 type RoutesConfig struct {
 	RPC    map[string]RouteConfig `yaml:"rpc"`
 	Topics map[string]RouteConfig `yaml:"topics"`
@@ -55,9 +63,17 @@ type route[H any] struct {
 // trieNode is one segment position of the route trie.
 //
 // Matching precedence, at every segment: the static child with the exact
-// segment text is tried first; then placeholder edges in order of the
-// smallest route name that uses them. The first complete match wins; when
-// several routes end at the same node, the smallest route name wins. The
+// segment text is tried first; then placeholders that have a requirement;
+// then placeholders without one (which accept any non-empty segment).
+// Within each group, placeholders are tried in order of the smallest route
+// name that uses them. The search backtracks: if a branch cannot complete,
+// the next candidate at that segment is tried. The first complete match
+// wins; when several routes end at the same node, the smallest route name
+// wins.
+//
+// The PHP router tries routes in configuration order; YAML maps have no
+// order we can rely on, so this fixed specificity-then-name order replaces
+// it. Name routes accordingly when two patterns overlap. The
 // trie is a tree and each node is entered at most once per match, so
 // matching cost is bounded by the size of the configuration, not
 // exponential in the URI.
@@ -229,7 +245,18 @@ func (rt *router[H]) add(kind, name string, rc RouteConfig, lookup func(string) 
 		}
 		if edge == nil {
 			edge = &paramEdge[H]{name: s.param, reSrc: src, re: re, child: &trieNode[H]{}}
-			n.params = append(n.params, edge)
+			// Constrained edges go before unconstrained ones; within each
+			// group, insertion (= route name) order is kept.
+			at := len(n.params)
+			if re != nil {
+				for i, e := range n.params {
+					if e.re == nil {
+						at = i
+						break
+					}
+				}
+			}
+			n.params = slices.Insert(n.params, at, edge)
 		}
 		path = append(path, s.param)
 		n = edge.child

@@ -1,0 +1,233 @@
+package wamp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// fakePeer records what the node sends.
+type fakePeer struct {
+	mu     sync.Mutex
+	msgs   [][]byte
+	refuse bool
+}
+
+func (p *fakePeer) Send(m []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refuse {
+		return false
+	}
+	p.msgs = append(p.msgs, m)
+	return true
+}
+
+// take returns and clears the recorded messages.
+func (p *fakePeer) take() [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.msgs
+	p.msgs = nil
+	return out
+}
+
+// nopPeer accepts and discards, for benchmarks.
+type nopPeer struct{}
+
+func (nopPeer) Send([]byte) bool { return true }
+
+// testRPC is an RPC handler whose methods exercise every result path.
+type testRPC struct{}
+
+func (testRPC) Name() string { return "test.rpc" }
+
+func (testRPC) Methods() map[string]handler.RPCMethod {
+	return map[string]handler.RPCMethod{
+		"echo": func(_ context.Context, _ handler.Client, _ handler.Request, p json.RawMessage) (any, error) {
+			return p, nil
+		},
+		"fail": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			return nil, errors.New("boom")
+		},
+		"custom": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			return nil, &handler.Error{URI: "err:x", Desc: "nope", Details: map[string]int{"a": 1}}
+		},
+		"customcode": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			// Wrapped, to check errors.As is used.
+			return nil, fmt.Errorf("wrapped: %w", &handler.Error{Desc: "forbidden", Code: 403})
+		},
+		"nil": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			return nil, nil
+		},
+		"false": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			return false, nil
+		},
+		"unencodable": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			return make(chan int), nil
+		},
+		"scalar": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			return 5, nil
+		},
+		"html": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			return map[string]string{"h": "<b>&"}, nil
+		},
+		"panic": func(context.Context, handler.Client, handler.Request, json.RawMessage) (any, error) {
+			panic("secret internal detail")
+		},
+		"getUser": func(_ context.Context, _ handler.Client, r handler.Request, _ json.RawMessage) (any, error) {
+			return []string{"getUser", r.Route, r.URI, r.Attributes["method"]}, nil
+		},
+		"whoami": func(_ context.Context, c handler.Client, _ handler.Request, _ json.RawMessage) (any, error) {
+			return map[string]any{"conn": c.ConnID(), "user": c.UserIdentifier(), "anon": c.Anonymous(),
+				"roles": c.Roles(), "firewall": c.Firewall(), "session": c.SessionID()}, nil
+		},
+		"slow": func(ctx context.Context, _ handler.Client, _ handler.Request, _ json.RawMessage) (any, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+	}
+}
+
+// testTopic broadcasts like the bundle's sample topic and records calls.
+type testTopic struct {
+	mu    sync.Mutex
+	calls []string
+	// slowSubscribe blocks OnSubscribe until ctx ends.
+	slowSubscribe bool
+}
+
+func (*testTopic) Name() string { return "test.topic" }
+
+func (t *testTopic) record(s string) {
+	t.mu.Lock()
+	t.calls = append(t.calls, s)
+	t.mu.Unlock()
+}
+
+func (t *testTopic) takeCalls() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := t.calls
+	t.calls = nil
+	return out
+}
+
+func (t *testTopic) OnSubscribe(ctx context.Context, c handler.Client, ref handler.TopicRef, req handler.Request) error {
+	t.record("sub " + c.ConnID() + " " + ref.ID() + " " + req.Route + " room=" + req.Attributes["room"])
+	if req.Route == "deny" {
+		return errors.New("denied")
+	}
+	if req.Route == "denycustom" {
+		return &handler.Error{Desc: "not allowed", Code: 401}
+	}
+	if t.slowSubscribe {
+		<-ctx.Done()
+		return nil
+	}
+	return ref.Broadcast(map[string]string{"msg": c.ConnID() + " has joined " + ref.ID()}, nil, nil)
+}
+
+func (t *testTopic) OnUnsubscribe(_ context.Context, c handler.Client, ref handler.TopicRef, _ handler.Request) error {
+	t.record("unsub " + c.ConnID() + " " + ref.ID())
+	return ref.Broadcast(map[string]string{"msg": c.ConnID() + " has left " + ref.ID()}, nil, nil)
+}
+
+func (t *testTopic) OnPublish(_ context.Context, c handler.Client, ref handler.TopicRef, _ handler.Request, event json.RawMessage, exclude, eligible []string) error {
+	t.record("pub " + c.ConnID() + " " + ref.ID() + " " + string(event))
+	if string(event) == `"fail"` {
+		return errors.New("publish failed")
+	}
+	return ref.Broadcast(map[string]json.RawMessage{"msg": event}, exclude, eligible)
+}
+
+func testRoutes() RoutesConfig {
+	return RoutesConfig{
+		RPC: map[string]RouteConfig{
+			"sample": {Pattern: "sample/{method}", Handler: "test.rpc"},
+			"calc":   {Pattern: "http://example.com/calc#sum", Handler: "test.rpc", Defaults: map[string]string{"method": "echo"}},
+		},
+		Topics: map[string]RouteConfig{
+			"chan":       {Pattern: "chan/{room}", Handler: "test.topic"},
+			"deny":       {Pattern: "deny/{x}", Handler: "test.topic"},
+			"denycustom": {Pattern: "denycustom/{x}", Handler: "test.topic"},
+		},
+	}
+}
+
+type fixture struct {
+	node  *Node
+	topic *testTopic
+	reg   *handler.Registry
+}
+
+func newFixture(t testing.TB, mod func(*NodeConfig)) *fixture {
+	t.Helper()
+	reg := handler.NewRegistry()
+	tt := &testTopic{}
+	if err := reg.AddRPC(testRPC{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.AddTopic(tt); err != nil {
+		t.Fatal(err)
+	}
+	cfg := NodeConfig{ServerIdent: "test-ident", Routes: testRoutes(), Handlers: reg}
+	if mod != nil {
+		mod(&cfg)
+	}
+	n, err := NewNode(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{node: n, topic: tt, reg: reg}
+}
+
+// open opens a session and discards its WELCOME.
+func (f *fixture) open(t testing.TB, connID string, info ...ClientInfo) (*Session, *fakePeer) {
+	t.Helper()
+	p := &fakePeer{}
+	ci := ClientInfo{ConnID: connID, UserIdentifier: "user-" + connID, Firewall: "main", Roles: []string{"ROLE_USER"}}
+	if len(info) > 0 {
+		ci = info[0]
+	}
+	s := f.node.Open(p, ci)
+	if got := p.take(); len(got) != 1 {
+		t.Fatalf("want 1 WELCOME, got %q", got)
+	}
+	return s, p
+}
+
+// jsonEqual compares two JSON texts semantically.
+func jsonEqual(t testing.TB, got []byte, want string) bool {
+	t.Helper()
+	var g, w any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Errorf("output %q is not JSON: %v", got, err)
+		return false
+	}
+	if err := json.Unmarshal([]byte(want), &w); err != nil {
+		t.Fatalf("bad expectation %q: %v", want, err)
+	}
+	return reflect.DeepEqual(g, w)
+}
+
+func expectMsgs(t testing.TB, got [][]byte, want []string, sid string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("got %d messages %q, want %d %q", len(got), got, len(want), want)
+		return
+	}
+	for i := range want {
+		w := strings.ReplaceAll(want[i], "$SID", sid)
+		if !jsonEqual(t, got[i], w) {
+			t.Errorf("message %d: got %s, want %s", i, got[i], w)
+		}
+	}
+}
