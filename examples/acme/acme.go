@@ -1,0 +1,168 @@
+// Package acme is the GosWebSocketBundle sample application ported to the
+// wsgate handler SDK: an RPC handler "acme.rpc" with a "sum" method and a
+// chat-like topic handler "acme.topic".
+//
+// It is compiled into the gateway binary for now; it imports only
+// wamp/handler so it can become a Go plugin without changes. Routes for it
+// are in routes.yaml beside this file:
+//
+//	routes:
+//	  rpc:
+//	    acme_rpc:
+//	      pattern: "sample/{method}"
+//	      handler: acme.rpc
+//	  topics:
+//	    acme_topic:
+//	      pattern: "acme/channel/{room}"
+//	      handler: acme.topic
+package acme
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// Register adds the acme handlers to r. This is the shape every plugin
+// exports.
+func Register(r *handler.Registry) error {
+	if err := r.AddRPC(RPC{}); err != nil {
+		return err
+	}
+	return r.AddTopic(Topic{})
+}
+
+// RPC is the bundle's sample RPC service.
+type RPC struct{}
+
+// Name is the handler name routes refer to.
+func (RPC) Name() string { return "acme.rpc" }
+
+// Methods exposes "sum".
+func (RPC) Methods() map[string]handler.RPCMethod {
+	return map[string]handler.RPCMethod{"sum": Sum}
+}
+
+// Sum adds up the call's parameters like PHP's array_sum and returns
+// {"result": sum}. Anonymous clients get the bundle sample's refusal as a
+// normal result (not a CALLERROR), which is what existing clients expect.
+func Sum(_ context.Context, c handler.Client, _ handler.Request, params json.RawMessage) (any, error) {
+	if c.Anonymous() {
+		return map[string]any{"error": true, "msg": "You must be authenticated to use this function."}, nil
+	}
+	return map[string]any{"result": arraySum(params)}, nil
+}
+
+// arraySum follows PHP's array_sum on a decoded JSON array or object:
+// numbers and numeric strings add up, true counts 1, false/null/other
+// strings count 0, nested arrays are skipped. The result stays an integer
+// while every term is an integer and nothing overflows.
+func arraySum(params json.RawMessage) json.Number {
+	var values []json.RawMessage
+	if len(params) > 0 && params[0] == '{' {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(params, &obj) != nil {
+			return "0"
+		}
+		for _, v := range obj {
+			values = append(values, v)
+		}
+	} else if json.Unmarshal(params, &values) != nil {
+		return "0"
+	}
+	var isum int64
+	var fsum float64
+	isInt := true
+	for _, raw := range values {
+		term, ok := phpNumber(raw)
+		if !ok {
+			continue
+		}
+		if isInt {
+			if i, err := strconv.ParseInt(term, 10, 64); err == nil {
+				if s := isum + i; (i > 0 && s < isum) || (i < 0 && s > isum) {
+					// int64 overflow: PHP switches to float too.
+					isInt = false
+					fsum = float64(isum) + float64(i)
+				} else {
+					isum = s
+				}
+				continue
+			}
+			isInt = false
+			fsum = float64(isum)
+		}
+		f, err := strconv.ParseFloat(term, 64)
+		if err != nil {
+			continue
+		}
+		fsum += f
+	}
+	if isInt {
+		return json.Number(strconv.FormatInt(isum, 10))
+	}
+	if math.IsInf(fsum, 0) || math.IsNaN(fsum) {
+		return "0" // JSON cannot carry them; PHP's json_encode fails too
+	}
+	return json.Number(strconv.FormatFloat(fsum, 'g', -1, 64))
+}
+
+// numericString is PHP's numeric-string grammar (no hex, inf or nan,
+// which Go's ParseFloat would accept).
+var numericString = regexp.MustCompile(`^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$`)
+
+// phpNumber returns the numeric text of a JSON value as PHP's + sees it.
+func phpNumber(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 {
+		return "", false
+	}
+	switch raw[0] {
+	case 't':
+		return "1", true
+	case 'f', 'n', '[', '{':
+		return "", false
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		// PHP 8 numeric strings allow surrounding whitespace.
+		s = strings.TrimSpace(s)
+		if !numericString.MatchString(s) {
+			return "", false
+		}
+		return s, true
+	default:
+		return string(raw), true
+	}
+}
+
+// Topic is the bundle's sample topic: it announces joins and leaves and
+// relays published events, each wrapped as {"msg": ...}.
+type Topic struct{}
+
+// Name is the handler name routes refer to.
+func (Topic) Name() string { return "acme.topic" }
+
+// OnSubscribe broadcasts "<connID> has joined <topic>" to every subscriber,
+// the new one included.
+func (Topic) OnSubscribe(_ context.Context, c handler.Client, t handler.TopicRef, _ handler.Request) error {
+	return t.Broadcast(map[string]string{"msg": c.ConnID() + " has joined " + t.ID()}, nil, nil)
+}
+
+// OnUnsubscribe broadcasts "<connID> has left <topic>" to the remaining
+// subscribers.
+func (Topic) OnUnsubscribe(_ context.Context, c handler.Client, t handler.TopicRef, _ handler.Request) error {
+	return t.Broadcast(map[string]string{"msg": c.ConnID() + " has left " + t.ID()}, nil, nil)
+}
+
+// OnPublish relays the event as {"msg": event}, honouring the publisher's
+// exclude and eligible lists.
+func (Topic) OnPublish(_ context.Context, _ handler.Client, t handler.TopicRef, _ handler.Request, event json.RawMessage, exclude, eligible []string) error {
+	return t.Broadcast(map[string]json.RawMessage{"msg": event}, exclude, eligible)
+}

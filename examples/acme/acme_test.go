@@ -1,0 +1,185 @@
+package acme
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/wsgate/wsgate/wamp"
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+type peer struct {
+	mu   sync.Mutex
+	msgs [][]byte
+}
+
+func (p *peer) Send(m []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.msgs = append(p.msgs, m)
+	return true
+}
+
+func (p *peer) take() [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.msgs
+	p.msgs = nil
+	return out
+}
+
+func newNode(t *testing.T) *wamp.Node {
+	t.Helper()
+	reg := handler.NewRegistry()
+	if err := Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	n, err := wamp.NewNode(wamp.NodeConfig{
+		Handlers: reg,
+		Routes: wamp.RoutesConfig{
+			RPC:    map[string]wamp.RouteConfig{"acme_rpc": {Pattern: "sample/{method}", Handler: "acme.rpc"}},
+			Topics: map[string]wamp.RouteConfig{"acme_topic": {Pattern: "acme/channel/{room}", Handler: "acme.topic"}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func open(t *testing.T, n *wamp.Node, info wamp.ClientInfo) (*wamp.Session, *peer) {
+	t.Helper()
+	p := &peer{}
+	s := n.Open(p, info)
+	p.take() // WELCOME
+	return s, p
+}
+
+func send(t *testing.T, s *wamp.Session, msg string) {
+	t.Helper()
+	if err := s.Handle(context.Background(), []byte(msg)); err != nil {
+		t.Fatalf("%s: %v", msg, err)
+	}
+}
+
+func expect(t *testing.T, got [][]byte, want ...string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	for i := range want {
+		var g, w any
+		if err := json.Unmarshal(got[i], &g); err != nil {
+			t.Fatalf("%s: %v", got[i], err)
+		}
+		if err := json.Unmarshal([]byte(want[i]), &w); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("message %d: got %s, want %s", i, got[i], want[i])
+		}
+	}
+}
+
+func TestSum(t *testing.T) {
+	n := newNode(t)
+	user, pu := open(t, n, wamp.ClientInfo{ConnID: "u1", UserIdentifier: "alice", Roles: []string{"ROLE_USER"}})
+	anon, pa := open(t, n, wamp.ClientInfo{ConnID: "a1", Anonymous: true})
+	cases := []struct {
+		call string
+		want string
+	}{
+		{`[2,"1","sample/sum",1,2,3]`, `[3,"1",{"result":6}]`},
+		{`[2,"2","sample/sum",[1,2,3]]`, `[3,"2",{"result":6}]`},
+		{`[2,"3","sample/sum",[1.5,2]]`, `[3,"3",{"result":3.5}]`},
+		{`[2,"4","sample/sum"]`, `[3,"4",{"result":0}]`},
+		{`[2,"5","sample/sum",{"a":2,"b":"3"}]`, `[3,"5",{"result":5}]`},
+		{`[2,"6","sample/sum",["4"," 1 ","x",null,true,[9],{"z":1}]]`, `[3,"6",{"result":6}]`},
+	}
+	for _, tc := range cases {
+		send(t, user, tc.call)
+		expect(t, pu.take(), tc.want)
+	}
+	send(t, anon, `[2,"9","sample/sum",1,2]`)
+	expect(t, pa.take(), `[3,"9",{"error":true,"msg":"You must be authenticated to use this function."}]`)
+	send(t, user, `[2,"10","sample/nope"]`)
+	expect(t, pu.take(), `[4,"10","sample/nope","Could not execute RPC callback, method not found",{"code":404,"rpc":{},"params":[],"request":{}}]`)
+}
+
+func TestArraySum(t *testing.T) {
+	cases := map[string]string{
+		`[]`:                         "0",
+		`[1,2,3]`:                    "6",
+		`[1,-1]`:                     "0",
+		`[0.1,0.2]`:                  "0.30000000000000004",
+		`[1,"2.5"]`:                  "3.5",
+		`["1e3"]`:                    "1000",
+		`["0x10","inf","nan","1_0"]`: "0",
+		`[9223372036854775807,1]`:    "9.223372036854776e+18",
+		`{"a":1,"b":[1],"c":"2"}`:    "3",
+		`[1e308,1e308]`:              "0",
+		`not json`:                   "0",
+	}
+	for in, want := range cases {
+		if got := arraySum(json.RawMessage(in)); string(got) != want {
+			t.Errorf("arraySum(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestTopic(t *testing.T) {
+	n := newNode(t)
+	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", UserIdentifier: "alice"})
+	b, pb := open(t, n, wamp.ClientInfo{ConnID: "conn-b", UserIdentifier: "bob"})
+	const topic = "acme/channel/lobby"
+
+	send(t, a, `[5,"`+topic+`"]`)
+	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":"conn-a has joined acme/channel/lobby"}]`)
+	send(t, b, `[5,"`+topic+`"]`)
+	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":"conn-b has joined acme/channel/lobby"}]`)
+	expect(t, pb.take(), `[8,"acme/channel/lobby",{"msg":"conn-b has joined acme/channel/lobby"}]`)
+
+	send(t, a, `[7,"`+topic+`",{"text":"hi"}]`)
+	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":{"text":"hi"}}]`)
+	expect(t, pb.take(), `[8,"acme/channel/lobby",{"msg":{"text":"hi"}}]`)
+
+	send(t, a, `[7,"`+topic+`","only others",true]`)
+	expect(t, pa.take())
+	expect(t, pb.take(), `[8,"acme/channel/lobby",{"msg":"only others"}]`)
+
+	send(t, a, `[7,"`+topic+`","only a",[],["`+a.ID()+`"]]`)
+	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":"only a"}]`)
+	expect(t, pb.take())
+
+	send(t, a, `[7,"`+topic+`","not b",["`+b.ID()+`"]]`)
+	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":"not b"}]`)
+	expect(t, pb.take())
+
+	send(t, b, `[6,"`+topic+`"]`)
+	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":"conn-b has left acme/channel/lobby"}]`)
+	expect(t, pb.take())
+
+	// Disconnect announces the leave too.
+	send(t, b, `[5,"`+topic+`"]`)
+	pa.take()
+	pb.take()
+	b.Close()
+	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":"conn-b has left acme/channel/lobby"}]`)
+
+	// Rooms are separate topics.
+	send(t, a, `[7,"acme/channel/other","x"]`)
+	expect(t, pa.take())
+}
+
+func TestRegisterTwiceFails(t *testing.T) {
+	reg := handler.NewRegistry()
+	if err := Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := Register(reg); err == nil {
+		t.Error("duplicate registration accepted")
+	}
+}
