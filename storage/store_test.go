@@ -82,8 +82,9 @@ func testSessionStoreContract(t *testing.T, newFixture func(t *testing.T) sessio
 		{name: "found", put: true, id: "contractFound01", data: php, want: php},
 		{name: "binary data round-trips", put: true, id: "contractBinary01", data: binary, want: binary},
 		{name: "id alphabet with comma and dash", put: true, id: "a,b-C9zz", data: php, want: php},
-		// 250 is the longest id whose sess_<id> file name fits NAME_MAX (255).
-		{name: "long id", put: true, id: strings.Repeat("L", 250), data: php, want: php},
+		// 128 fits every backend: Symfony's sess_id is VARBINARY(128), and
+		// sess_<id> fits NAME_MAX for ids up to 250.
+		{name: "long id", put: true, id: strings.Repeat("L", 128), data: php, want: php},
 		{name: "not found", id: "contractMissing01", wantErr: ErrNotFound},
 		{name: "ids are case-sensitive", put: true, putID: "contractCase01", id: "CONTRACTCASE01", data: php, wantErr: ErrNotFound},
 		{name: "empty data is no session", put: true, id: "contractEmpty01", data: []byte{}, wantErr: ErrNotFound},
