@@ -1,0 +1,135 @@
+package wamp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+// seedMessages are well-formed and malformed messages for the fuzz
+// corpora.
+var seedMessages = []string{
+	`[1,"calc","http://example.com/calc"]`,
+	`[2,"c","calc:sum",1]`,
+	`[2,"c","sample/echo",[1,2]]`,
+	`[2,7,"sample/echo",{"a":1},"x"]`,
+	`[2,"c","sample/get_user"]`,
+	`[2,"c","sample/panic"]`,
+	`[2,"c","sample/custom"]`,
+	`[2,"c","sample/slow"]`,
+	`[2,"c","nope/x"]`,
+	`[5,"chan/a"]`,
+	`[5,"deny/a"]`,
+	`[6,"chan/a"]`,
+	`[7,"chan/a",{"x":1}]`,
+	`[7,"chan/a","x",true]`,
+	`[7,"chan/a","x",["a"],["b"]]`,
+	`[7,"chan/a","fail"]`,
+	`[0,"x",1,"y"]`,
+	`[9]`,
+	`{}`,
+	`[2,"\u2028",` + "\"sample/echo\"]",
+	"[5,\"\xff\"]",
+	`[1e0,"p","u"]`,
+}
+
+func FuzzParseMessage(f *testing.F) {
+	for _, s := range seedMessages {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := parseMessage(data)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("error %v does not wrap ErrProtocol", err)
+			}
+			return
+		}
+		switch m.typ {
+		case msgPrefix, msgCall, msgSubscribe, msgUnsubscribe, msgPublish:
+		default:
+			t.Fatalf("accepted message type %d", m.typ)
+		}
+		if m.typ == msgCall {
+			// Everything echoed back verbatim must stay valid JSON.
+			out := encodeCallResult(m.callID, callParams(m.args))
+			if !json.Valid(out) || !utf8.Valid(out) {
+				t.Fatalf("CALLRESULT %q is not valid JSON", out)
+			}
+			out = encodeCallError(m.callID, m.uri, m.uri, rpcDetails(500, callParams(m.args)))
+			if !json.Valid(out) {
+				t.Fatalf("CALLERROR %q is not valid JSON", out)
+			}
+		}
+		if m.typ == msgPublish {
+			out, err := encodeEvent(m.uri, m.event)
+			if err != nil || !json.Valid(out) {
+				t.Fatalf("EVENT %q: %v", out, err)
+			}
+		}
+	})
+}
+
+// FuzzSessionHandle feeds a sequence of newline-separated messages to one
+// session and checks that nothing panics, every error is a protocol error,
+// everything sent is valid JSON in valid UTF-8, and Close leaves no state
+// behind.
+func FuzzSessionHandle(f *testing.F) {
+	for _, s := range seedMessages {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`[1,"p","chan"]` + "\n" + `[5,"p:a"]` + "\n" + `[5,"chan/b"]` + "\n" + `[7,"chan/b","hi",true]`))
+	f.Add([]byte(`[5,"chan/a"]` + "\n" + `[5,"chan/a"]` + "\n" + `[6,"chan/a"]` + "\n" + `[6,"chan/a"]`))
+
+	var (
+		once sync.Once
+		fx   *fixture
+	)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		once.Do(func() {
+			fx = newFixture(t, func(c *NodeConfig) {
+				c.CallTimeout = time.Millisecond
+				c.Limits = Limits{MaxURILength: 64, MaxPrefixes: 4, MaxSubscriptions: 4}
+			})
+		})
+		p := &fakePeer{}
+		s := fx.node.Open(p, ClientInfo{ConnID: "fuzz"})
+		other := &fakePeer{}
+		o := fx.node.Open(other, ClientInfo{ConnID: "other"})
+		_ = o.Handle(context.Background(), []byte(`[5,"chan/a"]`))
+		for i, msg := range bytes.Split(data, []byte("\n")) {
+			if i >= 32 {
+				break
+			}
+			err := s.Handle(context.Background(), msg)
+			if err != nil {
+				if !errors.Is(err, ErrProtocol) {
+					t.Fatalf("message %q: error %v is not a protocol error", msg, err)
+				}
+				break // the gateway closes the connection here
+			}
+		}
+		s.Close()
+		o.Close()
+		for _, out := range append(p.take(), other.take()...) {
+			if !utf8.Valid(out) || !json.Valid(out) {
+				t.Fatalf("sent invalid JSON %q", out)
+			}
+			var arr []json.RawMessage
+			if json.Unmarshal(out, &arr) != nil || len(arr) < 3 {
+				t.Fatalf("sent non-WAMP message %q", out)
+			}
+		}
+		if n := fx.node.broker.topicCount(); n != 0 {
+			t.Fatalf("%d topics left after Close", n)
+		}
+		if n := len(fx.node.Clients().GetAll(true)); n != 0 {
+			t.Fatalf("%d clients left after Close", n)
+		}
+	})
+}
