@@ -16,9 +16,11 @@ import (
 	"fmt"
 )
 
-// Sentinel errors. Every error a store returns wraps at most one of these, so
-// callers can map them with errors.Is (the gateway answers 401 for
-// ErrNotFound, ErrExpired and ErrInvalidID, and 503 for ErrUnavailable).
+// Sentinel errors, matched with errors.Is. ErrNotFound, ErrExpired,
+// ErrInvalidID and ErrTooLarge say something about the session (it identifies
+// nobody); ErrUnavailable says the store failed and nothing is known about the
+// session, so the caller should answer 503 rather than treat the user as
+// logged out.
 var (
 	// ErrNotFound means the store holds no session under the id, or holds
 	// one with empty data, which PHP treats as no session either.
@@ -36,7 +38,8 @@ var (
 	ErrUnavailable = errors.New("session store unavailable")
 	// ErrTooLarge means the stored session is bigger than the store's
 	// MaxSize; it is refused rather than read so that one huge session cannot
-	// exhaust the gateway's memory.
+	// exhaust the gateway's memory. It is a property of that session, not a
+	// store failure: treat it like a session that cannot be decoded.
 	ErrTooLarge = errors.New("session data too large")
 	// ErrClosed is returned (wrapped) by stores used after Close. Session
 	// stores wrap it together with ErrUnavailable.
