@@ -1,0 +1,126 @@
+package phpsession
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/wsgate/wsgate/test/testenv"
+)
+
+// fixture is the .json written by test/php/gen-fixtures.php next to each
+// .sess: what PHP put into the session, in Result's JSON shape.
+type fixture struct {
+	Description      string           `json:"description"`
+	SerializeHandler Format           `json:"serialize_handler"`
+	Firewalls        []FirewallResult `json:"firewalls"`
+}
+
+func loadFixture(t *testing.T, sessPath string) ([]byte, fixture) {
+	t.Helper()
+	data, err := os.ReadFile(sessPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(strings.TrimSuffix(sessPath, ".sess") + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fx fixture
+	if err := json.Unmarshal(raw, &fx); err != nil {
+		t.Fatalf("%s: %v", sessPath, err)
+	}
+	if len(fx.Firewalls) == 0 {
+		t.Fatalf("%s: fixture lists no firewalls", sessPath)
+	}
+	return data, fx
+}
+
+// checkFixtureDir checks that every <case>.sess in dir reads to exactly
+// what its <case>.json says PHP stored.
+func checkFixtureDir(t *testing.T, dir string) int {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.sess"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".sess")
+		t.Run(name, func(t *testing.T) {
+			data, fx := loadFixture(t, f)
+			var fws []string
+			for _, fr := range fx.Firewalls {
+				fws = append(fws, fr.Firewall)
+			}
+			r, err := NewReader(Options{Format: fx.SerializeHandler, Firewalls: fws})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := r.Read(data)
+			if err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+			got := normalizeResult(res.Firewalls)
+			want := normalizeResult(fx.Firewalls)
+			if !reflect.DeepEqual(got, want) {
+				gj, _ := json.MarshalIndent(got, "", "  ")
+				wj, _ := json.MarshalIndent(want, "", "  ")
+				t.Errorf("%s\ngot  %s\nwant %s", fx.Description, gj, wj)
+			}
+			// The generic layers must agree with the Symfony layer too.
+			sess, err := DecodeSession(data, fx.SerializeHandler, Limits{})
+			if err != nil {
+				t.Fatalf("DecodeSession: %v", err)
+			}
+			if _, ok := sess.Get(AttributesKey); !ok && fws[0] != "" && fx.Firewalls[0].Authenticated {
+				t.Errorf("DecodeSession: no %s", AttributesKey)
+			}
+		})
+	}
+	return len(files)
+}
+
+// normalizeResult drops what JSON cannot carry (Err) and treats nil and
+// empty role lists alike.
+func normalizeResult(in []FirewallResult) []FirewallResult {
+	out := make([]FirewallResult, len(in))
+	for i, fr := range in {
+		fr.Err = nil
+		if fr.Token != nil {
+			tk := *fr.Token
+			if tk.Roles == nil {
+				tk.Roles = []string{}
+			}
+			fr.Token = &tk
+		}
+		out[i] = fr
+	}
+	return out
+}
+
+// TestFixtures runs without PHP on the committed fixtures.
+func TestFixtures(t *testing.T) {
+	if n := checkFixtureDir(t, "testdata"); n < 10 {
+		t.Fatalf("only %d fixtures in testdata; run php test/php/gen-fixtures.php", n)
+	}
+}
+
+// TestFreshFixturesFromPHP regenerates the fixtures with the real PHP and
+// Symfony into a temporary directory and checks them, so the decoder is
+// tested against what the installed PHP writes today, not only against
+// what it wrote when testdata was committed.
+func TestFreshFixturesFromPHP(t *testing.T) {
+	php := testenv.PHP(t)
+	dir := t.TempDir()
+	cmd := exec.Command(php, filepath.Join("..", "test", "php", "gen-fixtures.php"), dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gen-fixtures.php: %v\n%s", err, out)
+	}
+	if n := checkFixtureDir(t, dir); n < 10 {
+		t.Fatalf("gen-fixtures.php produced only %d sessions", n)
+	}
+}

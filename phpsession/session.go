@@ -1,0 +1,144 @@
+package phpsession
+
+import "fmt"
+
+// Format names a PHP session.serialize_handler: how the whole $_SESSION
+// array is laid out in the stored session record.
+type Format string
+
+// Session serialize handlers. Only php, php_binary and php_serialize are
+// decoded; the others are reserved names so configuration can be validated
+// today and implemented later.
+const (
+	// FormatPHP is PHP's default handler: name|<serialized value> repeated.
+	// Names cannot contain '|', but values can, so records are parsed by
+	// the lengths inside the values, never by splitting on '|'.
+	FormatPHP Format = "php"
+	// FormatPHPBinary is <name length byte><name><serialized value> repeated.
+	FormatPHPBinary Format = "php_binary"
+	// FormatPHPSerialize is serialize($_SESSION): one a:<n>:{...} array.
+	FormatPHPSerialize Format = "php_serialize"
+	// FormatAuto would detect the handler from the data (not implemented).
+	FormatAuto Format = "auto"
+	// FormatIgbinary is the igbinary extension's handler (not implemented).
+	FormatIgbinary Format = "igbinary"
+)
+
+// checkFormat maps "" to the PHP default and rejects unknown or not yet
+// implemented handlers.
+func checkFormat(f Format) (Format, error) {
+	switch f {
+	case "":
+		return FormatPHP, nil
+	case FormatPHP, FormatPHPBinary, FormatPHPSerialize:
+		return f, nil
+	}
+	return f, fmt.Errorf("%w %q (supported: php, php_binary, php_serialize)", ErrUnsupportedFormat, string(f))
+}
+
+// DecodeSession decodes a whole session record written with the given
+// serialize handler ("" means php) and returns its variables as an Array
+// value whose entries are in stored order. Back-reference slots are numbered
+// across all variables, as PHP's session decoder does.
+//
+// The input is copied once; decoded strings alias that copy.
+func DecodeSession(data []byte, f Format, lim Limits) (*Value, error) {
+	f, err := checkFormat(f)
+	if err != nil {
+		return nil, err
+	}
+	l, err := lim.normalized()
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > l.MaxInput {
+		return nil, limitErr(l.MaxInput, "input of %d bytes exceeds MaxInput %d", len(data), l.MaxInput)
+	}
+	var d decoder
+	d.reset(string(data), l)
+	items, err := d.session(f)
+	if err != nil {
+		return nil, err
+	}
+	return &Value{kind: Array, items: items}, nil
+}
+
+// session decodes d.s (already reset) as a session record in format f and
+// returns its variables with references resolved.
+func (d *decoder) session(f Format) ([]Entry, error) {
+	switch f {
+	case FormatPHPSerialize:
+		return d.sessionSerialize()
+	case FormatPHPBinary:
+		return d.sessionVars(d.binaryName)
+	default:
+		return d.sessionVars(d.phpName)
+	}
+}
+
+// sessionVars decodes the name/value sequences of the php and php_binary
+// handlers; name consumes one variable name.
+func (d *decoder) sessionVars(name func() (string, error)) ([]Entry, error) {
+	base := len(d.stack)
+	for !d.eof() {
+		n, err := name()
+		if err != nil {
+			return nil, err
+		}
+		var v Value
+		if err := d.value(&v); err != nil {
+			return nil, err
+		}
+		d.stack = append(d.stack, Entry{Key: Key{str: n}, Value: v})
+	}
+	items := make([]Entry, len(d.stack)-base)
+	copy(items, d.stack[base:])
+	clear(d.stack[base:])
+	d.stack = d.stack[:base]
+	d.resolveEntries(items)
+	return items, nil
+}
+
+// phpName reads "name|". PHP's encoder refuses names containing '|', so the
+// first '|' ends the name; the value after it is then parsed by its lengths.
+// PHP silently ignores a trailing fragment without '|'; we reject it,
+// because a record PHP wrote never has one.
+func (d *decoder) phpName() (string, error) {
+	start := d.pos
+	for i := d.pos; i < len(d.s); i++ {
+		if d.s[i] == '|' {
+			d.pos = i + 1
+			return d.s[start:i], nil
+		}
+	}
+	return "", malformed(start, "session variable name without '|' (%d trailing bytes)", len(d.s)-start)
+}
+
+// binaryName reads php_binary's length byte and name. Like PHP, the high bit
+// (the PHP 5 "undefined variable" marker) is masked off, and a name must be
+// followed by at least one byte.
+func (d *decoder) binaryName() (string, error) {
+	start := d.pos
+	n := int(d.s[d.pos] & 0x7f)
+	if d.pos+1+n >= len(d.s) {
+		return "", malformed(start, "php_binary variable name of %d bytes runs past the end", n)
+	}
+	d.pos += 1 + n
+	return d.s[start+1 : d.pos], nil
+}
+
+// sessionSerialize decodes php_serialize: serialize($_SESSION). An empty
+// record is an empty session (what PHP stores for a fresh one).
+func (d *decoder) sessionSerialize() ([]Entry, error) {
+	if d.eof() {
+		return nil, nil
+	}
+	if d.s[0] != 'a' {
+		return nil, malformed(0, "php_serialize session must be an array, found %q", d.s[0])
+	}
+	var v Value
+	if err := d.one(&v); err != nil {
+		return nil, err
+	}
+	return v.items, nil
+}

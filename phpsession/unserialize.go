@@ -1,0 +1,769 @@
+package phpsession
+
+import (
+	"math"
+	"strconv"
+)
+
+// Unserialize decodes exactly one value in PHP's serialize() format, as
+// PHP 8's unserialize() would, within lim (zero fields mean defaults).
+//
+// It is stricter than PHP where PHP is lenient in ways no serializer
+// produces: bytes after the value are an error (PHP ignores them), integers
+// outside int64 are an error (PHP clamps), and E: enum values are accepted
+// without knowing whether the class exists.
+//
+// The input is copied once into a string that all decoded strings alias.
+func Unserialize(data []byte, lim Limits) (*Value, error) {
+	l, err := lim.normalized()
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > l.MaxInput {
+		return nil, limitErr(l.MaxInput, "input of %d bytes exceeds MaxInput %d", len(data), l.MaxInput)
+	}
+	return unserializeString(string(data), l)
+}
+
+// UnserializeString is [Unserialize] for input already held in a string; it
+// does not copy the input, and decoded strings alias s.
+func UnserializeString(s string, lim Limits) (*Value, error) {
+	l, err := lim.normalized()
+	if err != nil {
+		return nil, err
+	}
+	if len(s) > l.MaxInput {
+		return nil, limitErr(l.MaxInput, "input of %d bytes exceeds MaxInput %d", len(s), l.MaxInput)
+	}
+	return unserializeString(s, l)
+}
+
+func unserializeString(s string, l Limits) (*Value, error) {
+	d := decoder{}
+	d.reset(s, l)
+	v := new(Value)
+	if err := d.one(v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// decoder holds the state of one unserialize() call: PHP numbers values in
+// "slots" across the whole call, which for the php session handlers spans
+// every session variable.
+//
+// Entries of arrays under construction go to a shared stack; when an array
+// ends, exactly its entries are copied into an arena chunk. So memory grows
+// only with values actually decoded, never with counts the input claims,
+// and a typical session costs a handful of allocations.
+type decoder struct {
+	s     string
+	pos   int
+	lim   Limits
+	depth int
+	elems int
+	// slotKinds[i] is the kind of the value in slot i+1. r: needs it to check
+	// that its target is an object; its length is the slot counter.
+	slotKinds []Kind
+	refs      int // r:/R: seen; the resolve pass runs only if non-zero
+	stack     []Entry
+	arena     []Entry
+	table     []*Value // resolve pass scratch
+}
+
+// reset prepares d for a new unserialize() call on s, keeping its buffers.
+func (d *decoder) reset(s string, l Limits) {
+	d.s, d.pos, d.lim = s, 0, l
+	d.depth, d.elems, d.refs = 0, 0, 0
+	d.slotKinds = d.slotKinds[:0]
+	d.stack = d.stack[:0]
+}
+
+// one decodes a single complete value that must span all of d.s.
+func (d *decoder) one(v *Value) error {
+	if err := d.value(v); err != nil {
+		return err
+	}
+	if d.pos != len(d.s) {
+		return malformed(d.pos, "%d unexpected bytes after the value", len(d.s)-d.pos)
+	}
+	d.resolve(v)
+	return nil
+}
+
+// resolve points every r:/R: in v (decoded by one call) at its slot's
+// value; see resolveEntries.
+func (d *decoder) resolve(v *Value) {
+	if d.refs == 0 {
+		return
+	}
+	d.table = d.table[:0]
+	d.walk(v)
+	clear(d.table)
+	d.table = d.table[:0]
+}
+
+// resolveEntries points every r:/R: among the values of es (decoded in one
+// call, in order) at its slot's value. Decoding already checked every slot
+// number, so this only rebuilds PHP's numbering: pre-order over values,
+// skipping R: (keys are not values). It runs after decoding because entries
+// move when their array is finished, and only when the input had any r:/R:.
+func (d *decoder) resolveEntries(es []Entry) {
+	if d.refs == 0 {
+		return
+	}
+	d.table = d.table[:0]
+	for i := range es {
+		d.walk(&es[i].Value)
+	}
+	clear(d.table)
+	d.table = d.table[:0]
+}
+
+// walk recurses at most MaxDepth levels (decoding enforced it).
+func (d *decoder) walk(v *Value) {
+	if v.kind != Reference {
+		d.table = append(d.table, v)
+	}
+	switch v.kind {
+	case ObjectRef, Reference:
+		if i := v.num - 1; i < uint64(len(d.table)) {
+			v.ref = d.table[i]
+		}
+	case Array, Object:
+		for i := range v.items {
+			d.walk(&v.items[i].Value)
+		}
+	}
+}
+
+func (d *decoder) eof() bool { return d.pos >= len(d.s) }
+
+// expect consumes byte c or fails saying what it was looking for.
+func (d *decoder) expect(c byte, what string) error {
+	if d.pos >= len(d.s) {
+		return malformed(d.pos, "unexpected end of input, expected %q %s", c, what)
+	}
+	if d.s[d.pos] != c {
+		return malformed(d.pos, "expected %q %s, found %q", c, what, d.s[d.pos])
+	}
+	d.pos++
+	return nil
+}
+
+// uint parses PHP's uiv ([0-9]+) used for lengths, counts and slots. Values
+// beyond any possible input size saturate; callers compare them against the
+// remaining input before using them.
+func (d *decoder) uint(what string) (int, error) {
+	start := d.pos
+	n := 0
+	for d.pos < len(d.s) {
+		c := d.s[d.pos]
+		if c < '0' || c > '9' {
+			break
+		}
+		if n < 1<<40 {
+			n = n*10 + int(c-'0')
+		}
+		d.pos++
+	}
+	if d.pos == start {
+		if d.eof() {
+			return 0, malformed(start, "unexpected end of input, expected digits of %s", what)
+		}
+		return 0, malformed(start, "expected digits of %s, found %q", what, d.s[start])
+	}
+	return n, nil
+}
+
+// int parses PHP's iv ([+-]?[0-9]+) as an int64.
+func (d *decoder) int() (int64, error) {
+	start := d.pos
+	neg := false
+	if d.pos < len(d.s) && (d.s[d.pos] == '+' || d.s[d.pos] == '-') {
+		neg = d.s[d.pos] == '-'
+		d.pos++
+	}
+	digits := d.pos
+	var u uint64
+	over := false
+	for d.pos < len(d.s) {
+		c := d.s[d.pos]
+		if c < '0' || c > '9' {
+			break
+		}
+		if u > (math.MaxUint64-9)/10 {
+			over = true
+		} else {
+			u = u*10 + uint64(c-'0')
+		}
+		d.pos++
+	}
+	if d.pos == digits {
+		if d.eof() {
+			return 0, malformed(d.pos, "unexpected end of input in integer")
+		}
+		return 0, malformed(d.pos, "expected digits of integer, found %q", d.s[d.pos])
+	}
+	if neg {
+		if over || u > 1<<63 {
+			return 0, malformed(start, "integer %s below int64 range", d.s[start:d.pos])
+		}
+		return int64(-u), nil //nolint:gosec // -(1<<63) wraps to MinInt64 as intended
+	}
+	if over || u > math.MaxInt64 {
+		return 0, malformed(start, "integer %s above int64 range", d.s[start:d.pos])
+	}
+	return int64(u), nil
+}
+
+// pushSlot gives the value being decoded its PHP slot.
+func (d *decoder) pushSlot(k Kind) { d.slotKinds = append(d.slotKinds, k) }
+
+// value decodes one value at d.pos into v.
+func (d *decoder) value(v *Value) error {
+	start := d.pos
+	if d.pos >= len(d.s) {
+		return malformed(start, "unexpected end of input, expected a value")
+	}
+	d.elems++
+	if d.elems > d.lim.MaxElements {
+		return limitErr(start, "more than MaxElements %d values", d.lim.MaxElements)
+	}
+	tag := d.s[d.pos]
+	if tag == 'N' {
+		d.pos++
+		if err := d.expect(';', "after N"); err != nil {
+			return err
+		}
+		d.pushSlot(Null)
+		*v = Value{}
+		return nil
+	}
+	switch tag {
+	case 'b', 'i', 'd', 's', 'S', 'a', 'O', 'C', 'E', 'r', 'R':
+	default:
+		return malformed(start, "unknown type tag %q", tag)
+	}
+	d.pos++
+	if err := d.expect(':', "after type tag"); err != nil {
+		return err
+	}
+	switch tag {
+	case 'b':
+		d.pushSlot(Bool)
+		if d.pos >= len(d.s) || (d.s[d.pos] != '0' && d.s[d.pos] != '1') {
+			return malformed(d.pos, "boolean must be 0 or 1")
+		}
+		*v = Value{kind: Bool, num: uint64(d.s[d.pos] - '0')}
+		d.pos++
+		return d.expect(';', "after boolean")
+	case 'i':
+		d.pushSlot(Int)
+		n, err := d.int()
+		if err != nil {
+			return err
+		}
+		*v = Value{kind: Int, num: uint64(n)}
+		return d.expect(';', "after integer")
+	case 'd':
+		d.pushSlot(Float)
+		f, err := d.float()
+		if err != nil {
+			return err
+		}
+		*v = Value{kind: Float, num: math.Float64bits(f)}
+		return d.expect(';', "after float")
+	case 's':
+		d.pushSlot(String)
+		off, s, err := d.quoted("string")
+		if err != nil {
+			return err
+		}
+		*v = Value{kind: String, str: s, num: uint64(off)}
+		return d.expect(';', "after string")
+	case 'S':
+		d.pushSlot(String)
+		s, err := d.escaped()
+		if err != nil {
+			return err
+		}
+		*v = Value{kind: String, str: s, num: noOffset}
+		return d.expect(';', "after string")
+	case 'a':
+		d.pushSlot(Array)
+		return d.array(v, start)
+	case 'O':
+		d.pushSlot(Object)
+		return d.object(v, start)
+	case 'C':
+		d.pushSlot(Custom)
+		return d.custom(v)
+	case 'E':
+		d.pushSlot(Enum)
+		return d.enum(v)
+	case 'r':
+		// r: takes a slot of its own before it is resolved, so r:<own slot>
+		// is the self-reference PHP rejects.
+		d.pushSlot(ObjectRef)
+		return d.ref(v, ObjectRef, start)
+	default: // 'R': the only value that takes no slot
+		return d.ref(v, Reference, start)
+	}
+}
+
+// quoted parses `<len>:"<len bytes>"` and returns the payload offset and the
+// payload, which aliases the input.
+func (d *decoder) quoted(what string) (int, string, error) {
+	n, err := d.uint("length of " + what)
+	if err != nil {
+		return 0, "", err
+	}
+	if err := d.expect(':', "after length of "+what); err != nil {
+		return 0, "", err
+	}
+	if err := d.expect('"', "opening "+what); err != nil {
+		return 0, "", err
+	}
+	// Check the claim against what is really there before slicing; the +1
+	// is the closing quote.
+	if rem := len(d.s) - d.pos; n >= rem {
+		return 0, "", malformed(d.pos, "%s length %d exceeds the %d bytes left", what, n, max(rem-1, 0))
+	}
+	if n > d.lim.MaxString {
+		return 0, "", limitErr(d.pos, "%s length %d exceeds MaxString %d", what, n, d.lim.MaxString)
+	}
+	off := d.pos
+	s := d.s[off : off+n]
+	d.pos += n
+	if err := d.expect('"', "closing "+what+" (length mismatch?)"); err != nil {
+		return 0, "", err
+	}
+	return off, s, nil
+}
+
+// escaped parses the body of S:<len>:"..." where a byte may be written as
+// \xx (two hex digits) and <len> counts decoded bytes.
+func (d *decoder) escaped() (string, error) {
+	n, err := d.uint("length of escaped string")
+	if err != nil {
+		return "", err
+	}
+	if err := d.expect(':', "after length of escaped string"); err != nil {
+		return "", err
+	}
+	if err := d.expect('"', "opening escaped string"); err != nil {
+		return "", err
+	}
+	// Every decoded byte needs at least one input byte.
+	if rem := len(d.s) - d.pos; n >= rem {
+		return "", malformed(d.pos, "escaped string length %d exceeds the %d bytes left", n, max(rem-1, 0))
+	}
+	if n > d.lim.MaxString {
+		return "", limitErr(d.pos, "escaped string length %d exceeds MaxString %d", n, d.lim.MaxString)
+	}
+	buf := make([]byte, n)
+	for i := range buf {
+		if d.pos >= len(d.s) {
+			return "", malformed(d.pos, "unexpected end of input in escaped string")
+		}
+		c := d.s[d.pos]
+		if c != '\\' {
+			buf[i] = c
+			d.pos++
+			continue
+		}
+		if d.pos+2 >= len(d.s) {
+			return "", malformed(d.pos, "unexpected end of input in escape sequence")
+		}
+		hi, ok1 := unhex(d.s[d.pos+1])
+		lo, ok2 := unhex(d.s[d.pos+2])
+		if !ok1 || !ok2 {
+			return "", malformed(d.pos, "invalid escape sequence in escaped string")
+		}
+		buf[i] = hi<<4 | lo
+		d.pos += 3
+	}
+	if err := d.expect('"', "closing escaped string (length mismatch?)"); err != nil {
+		return "", err
+	}
+	return string(buf), nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// float parses d:'s grammar exactly as PHP's re2c rules do:
+//
+//	iv    = [+-]? [0-9]+
+//	nv    = [+-]? ([0-9]* "." [0-9]+ | [0-9]+ "." [0-9]*)
+//	nvexp = (iv | nv) [eE] iv
+//	"NAN" | "-"? "INF"
+//
+// and only then lets strconv convert, because ParseFloat accepts more
+// ("Inf", "0x1p3", "infinity") than PHP does.
+func (d *decoder) float() (float64, error) {
+	start := d.pos
+	rest := d.s[d.pos:]
+	switch {
+	case hasPrefix(rest, "NAN;"):
+		d.pos += 3
+		return math.NaN(), nil
+	case hasPrefix(rest, "INF;"):
+		d.pos += 3
+		return math.Inf(1), nil
+	case hasPrefix(rest, "-INF;"):
+		d.pos += 4
+		return math.Inf(-1), nil
+	}
+	p := d.pos
+	if p < len(d.s) && (d.s[p] == '+' || d.s[p] == '-') {
+		p++
+	}
+	intDigits := 0
+	for p < len(d.s) && isDigit(d.s[p]) {
+		p++
+		intDigits++
+	}
+	fracDigits := 0
+	if p < len(d.s) && d.s[p] == '.' {
+		p++
+		for p < len(d.s) && isDigit(d.s[p]) {
+			p++
+			fracDigits++
+		}
+	}
+	if intDigits+fracDigits == 0 {
+		return 0, malformed(start, "invalid float")
+	}
+	if p < len(d.s) && (d.s[p] == 'e' || d.s[p] == 'E') {
+		p++
+		if p < len(d.s) && (d.s[p] == '+' || d.s[p] == '-') {
+			p++
+		}
+		expDigits := 0
+		for p < len(d.s) && isDigit(d.s[p]) {
+			p++
+			expDigits++
+		}
+		if expDigits == 0 {
+			return 0, malformed(start, "invalid float exponent")
+		}
+	}
+	f, err := strconv.ParseFloat(d.s[start:p], 64)
+	if err != nil {
+		// Only ErrRange is possible after the grammar check: PHP's strtod
+		// saturates to ±INF (or 0) the same way, so keep ParseFloat's value.
+		if ne, ok := err.(*strconv.NumError); !ok || ne.Err != strconv.ErrRange {
+			return 0, malformed(start, "invalid float")
+		}
+	}
+	d.pos = p
+	return f, nil
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+// ref parses the slot of r:/R: and checks it the way PHP does: slots start
+// at 1, must already exist, r: may not name its own slot and must name an
+// object (objects are the only values PHP's serializer writes r: for).
+func (d *decoder) ref(v *Value, k Kind, start int) error {
+	at := d.pos
+	n, err := d.uint("back-reference")
+	if err != nil {
+		return err
+	}
+	if err := d.expect(';', "after back-reference"); err != nil {
+		return err
+	}
+	avail := len(d.slotKinds) // R: has no slot of its own
+	if k == ObjectRef {
+		avail-- // exclude r:'s own slot
+	}
+	if n < 1 || n > avail {
+		return malformed(at, "back-reference %c:%d to a slot that does not exist (%d so far)", d.s[start], n, avail)
+	}
+	if k == ObjectRef {
+		switch d.slotKinds[n-1] {
+		case Object, Custom, Enum, ObjectRef:
+		default:
+			return malformed(at, "r:%d points at a %v, not an object", n, d.slotKinds[n-1])
+		}
+	}
+	d.refs++
+	*v = Value{kind: k, num: uint64(n)}
+	return nil
+}
+
+// enter/leave bound nesting before recursing.
+func (d *decoder) enter(start int) error {
+	d.depth++
+	if d.depth > d.lim.MaxDepth {
+		return limitErr(start, "nesting deeper than MaxDepth %d", d.lim.MaxDepth)
+	}
+	return nil
+}
+
+// count parses the entry count of a:/O: and rejects counts the remaining
+// input cannot possibly hold (each entry needs at least "i:0;N;", 6 bytes,
+// and the closing brace 1); PHP applies a similar plausibility check.
+func (d *decoder) count(what string, allowPlus bool) (int, error) {
+	if allowPlus && d.pos < len(d.s) && d.s[d.pos] == '+' {
+		d.pos++ // PHP parses the object property count with a signed parser
+	}
+	at := d.pos
+	n, err := d.uint("count of " + what)
+	if err != nil {
+		return 0, err
+	}
+	if err := d.expect(':', "after count of "+what); err != nil {
+		return 0, err
+	}
+	if err := d.expect('{', "opening "+what); err != nil {
+		return 0, err
+	}
+	if rem := len(d.s) - d.pos; n > (rem-1)/6 {
+		return 0, malformed(at, "%s claims %d entries but only %d bytes are left", what, n, rem)
+	}
+	return n, nil
+}
+
+// entries decodes n key/value pairs onto the stack and then moves them into
+// an exactly-sized arena slice.
+func (d *decoder) entries(n int, isArray bool, what string) ([]Entry, error) {
+	base := len(d.stack)
+	for range n {
+		k, err := d.key(isArray, what)
+		if err != nil {
+			return nil, err
+		}
+		var ev Value
+		if err := d.value(&ev); err != nil {
+			return nil, err
+		}
+		// Append only now: d.value may have grown (moved) the stack.
+		d.stack = append(d.stack, Entry{Key: k, Value: ev})
+	}
+	if err := d.expect('}', "closing "+what+" (more entries than its count?)"); err != nil {
+		return nil, err
+	}
+	items := d.alloc(len(d.stack) - base)
+	copy(items, d.stack[base:])
+	clear(d.stack[base:])
+	d.stack = d.stack[:base]
+	return items, nil
+}
+
+// arenaChunk is the size of shared entry slabs; a typical Symfony session
+// fits in one or two.
+const arenaChunk = 64
+
+// alloc returns an exactly-sized slice for n entries, carved from a shared
+// slab so small arrays do not each cost an allocation. The three-index
+// slice keeps later appends from touching neighbours.
+func (d *decoder) alloc(n int) []Entry {
+	if n == 0 {
+		return nil
+	}
+	if n > arenaChunk/2 {
+		return make([]Entry, n)
+	}
+	if cap(d.arena)-len(d.arena) < n {
+		d.arena = make([]Entry, 0, arenaChunk)
+	}
+	l := len(d.arena)
+	d.arena = d.arena[:l+n]
+	return d.arena[l : l+n : l+n]
+}
+
+// key decodes an array key or property name: i:, s: or S:. PHP turns
+// decimal string array keys into integers ("5" and 5 are the same key), so
+// do that here once instead of at every lookup.
+func (d *decoder) key(isArray bool, what string) (Key, error) {
+	start := d.pos
+	if d.pos+1 >= len(d.s) {
+		return Key{}, malformed(start, "unexpected end of input, expected a key in %s", what)
+	}
+	tag := d.s[d.pos]
+	if tag != 'i' && tag != 's' && tag != 'S' {
+		return Key{}, malformed(start, "%s key must be an integer or a string, found %q", what, tag)
+	}
+	d.pos++
+	if err := d.expect(':', "after key type tag"); err != nil {
+		return Key{}, err
+	}
+	var s string
+	switch tag {
+	case 'i':
+		n, err := d.int()
+		if err != nil {
+			return Key{}, err
+		}
+		if err := d.expect(';', "after integer key"); err != nil {
+			return Key{}, err
+		}
+		return Key{num: n, isInt: true}, nil
+	case 's':
+		_, q, err := d.quoted("string key")
+		if err != nil {
+			return Key{}, err
+		}
+		s = q
+	default:
+		q, err := d.escaped()
+		if err != nil {
+			return Key{}, err
+		}
+		s = q
+	}
+	if err := d.expect(';', "after string key"); err != nil {
+		return Key{}, err
+	}
+	if isArray {
+		if n, ok := numericKey(s); ok {
+			return Key{num: n, isInt: true}, nil
+		}
+	}
+	return Key{str: s}, nil
+}
+
+func (d *decoder) array(v *Value, start int) error {
+	n, err := d.count("array", false)
+	if err != nil {
+		return err
+	}
+	if err := d.enter(start); err != nil {
+		return err
+	}
+	items, err := d.entries(n, true, "array")
+	if err != nil {
+		return err
+	}
+	d.depth--
+	*v = Value{kind: Array, items: items}
+	return nil
+}
+
+// className parses `<len>:"Name"` and checks PHP's class-name alphabet.
+func (d *decoder) className() (string, error) {
+	_, name, err := d.quoted("class name")
+	if err != nil {
+		return "", err
+	}
+	if name == "" {
+		return "", malformed(d.pos-1, "empty class name")
+	}
+	if i := invalidClassByte(name); i >= 0 {
+		return "", malformed(d.pos-1-len(name)+i, "invalid byte %q in class name", name[i])
+	}
+	return name, nil
+}
+
+// invalidClassByte returns the index of the first byte PHP does not allow in
+// a class name ([A-Za-z0-9_\\\x80-\xff]), or -1.
+func invalidClassByte(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 || c == '_' || c == '\\' || isDigit(c) || (c|0x20 >= 'a' && c|0x20 <= 'z') {
+			continue
+		}
+		return i
+	}
+	return -1
+}
+
+func (d *decoder) object(v *Value, start int) error {
+	class, err := d.className()
+	if err != nil {
+		return err
+	}
+	if err := d.expect(':', "after class name"); err != nil {
+		return err
+	}
+	n, err := d.count("object", true)
+	if err != nil {
+		return err
+	}
+	if err := d.enter(start); err != nil {
+		return err
+	}
+	items, err := d.entries(n, false, "object")
+	if err != nil {
+		return err
+	}
+	d.depth--
+	*v = Value{kind: Object, class: class, items: items}
+	return nil
+}
+
+// custom parses C:<len>:"Class":<len>:{payload}: the payload is whatever the
+// class's Serializable::serialize() returned and is kept opaque.
+func (d *decoder) custom(v *Value) error {
+	class, err := d.className()
+	if err != nil {
+		return err
+	}
+	if err := d.expect(':', "after class name"); err != nil {
+		return err
+	}
+	n, err := d.uint("length of custom payload")
+	if err != nil {
+		return err
+	}
+	if err := d.expect(':', "after length of custom payload"); err != nil {
+		return err
+	}
+	if err := d.expect('{', "opening custom payload"); err != nil {
+		return err
+	}
+	if rem := len(d.s) - d.pos; n >= rem {
+		return malformed(d.pos, "custom payload length %d exceeds the %d bytes left", n, max(rem-1, 0))
+	}
+	if n > d.lim.MaxString {
+		return limitErr(d.pos, "custom payload length %d exceeds MaxString %d", n, d.lim.MaxString)
+	}
+	payload := d.s[d.pos : d.pos+n]
+	d.pos += n
+	if err := d.expect('}', "closing custom payload (length mismatch?)"); err != nil {
+		return err
+	}
+	*v = Value{kind: Custom, class: class, str: payload}
+	return nil
+}
+
+// enum parses E:<len>:"Class:Case"; (PHP 8.1 enums).
+func (d *decoder) enum(v *Value) error {
+	off, s, err := d.quoted("enum")
+	if err != nil {
+		return err
+	}
+	colon := -1
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			colon = i
+			break
+		}
+	}
+	if colon <= 0 || colon == len(s)-1 {
+		return malformed(off, "enum must be \"Class:Case\"")
+	}
+	if i := invalidClassByte(s[:colon]); i >= 0 {
+		return malformed(off+i, "invalid byte %q in enum class name", s[i])
+	}
+	if err := d.expect(';', "after enum"); err != nil {
+		return err
+	}
+	*v = Value{kind: Enum, class: s[:colon], str: s[colon+1:]}
+	return nil
+}
