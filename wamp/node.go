@@ -1,12 +1,3 @@
-// Package wamp implements WAMP v1 as Ratchet 0.4 and GosWebSocketBundle
-// speak it: the message protocol, URI routing to handlers, and the topic
-// broker.
-//
-// The gateway owns sockets and framing. For each websocket connection it
-// calls Node.Open with a Peer (its send side) and the client's PHP-session
-// identity, feeds every incoming text message to Session.Handle from the
-// connection's reader goroutine, and calls Session.Close when the
-// connection ends. Handlers are written against package wamp/handler only.
 package wamp
 
 import (

@@ -92,6 +92,9 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 	s.inHandle = true
 	s.mu.Unlock()
 	defer s.endHandle()
+	if ctx == nil {
+		ctx = context.Background()
+	}
 
 	m, err := parseMessage(msg)
 	if err != nil {
@@ -151,7 +154,7 @@ func (s *Session) cleanup() {
 			s.node.broker.remove(id, s)
 			// The session context is cancelled by now; the handler still
 			// gets a bounded context of its own to announce the leave.
-			err := s.invoke(context.Background(), "onUnSubscribe", id, func(ctx context.Context) error {
+			err := s.invoke(context.Background(), false, "onUnSubscribe", id, func(ctx context.Context) error {
 				return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: id}, sub.req)
 			})
 			if err != nil {
@@ -258,7 +261,7 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 		return nil
 	}
 	var result any
-	err = s.invoke(ctx, "call", uri, func(ctx context.Context) error {
+	err = s.invoke(ctx, true, "call", uri, func(ctx context.Context) error {
 		var err error
 		result, err = method(ctx, s, req, params)
 		return err
@@ -310,7 +313,7 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 	s.subs[uri] = sub
 	s.node.broker.add(uri, s)
 	ref := topicRef{n: s.node, id: uri}
-	err = s.invoke(ctx, "onSubscribe", uri, func(ctx context.Context) error {
+	err = s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
 		return sub.h.OnSubscribe(ctx, s, ref, sub.req)
 	})
 	if err != nil {
@@ -335,7 +338,7 @@ func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
 	}
 	delete(s.subs, uri)
 	s.node.broker.remove(uri, s)
-	err = s.invoke(ctx, "onUnSubscribe", uri, func(ctx context.Context) error {
+	err = s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
 		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
 	})
 	if err != nil {
@@ -360,7 +363,7 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 	if m.excludeMe {
 		exclude = []string{s.id}
 	}
-	err = s.invoke(ctx, "onPublish", uri, func(ctx context.Context) error {
+	err = s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
 		return r.handler.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, m.event, exclude, m.eligible)
 	})
 	if err != nil {
@@ -383,7 +386,10 @@ var errPanic = errors.New("handler panicked")
 // invoke runs a handler callback with a bounded context that also ends when
 // the session closes, and turns a panic into an error so one faulty plugin
 // cannot take the gateway down.
-func (s *Session) invoke(parent context.Context, what, uri string, fn func(ctx context.Context) error) (err error) {
+//
+// linked ties the call to the session's lifetime; the disconnect callbacks
+// run after Close and are not linked, or they would start cancelled.
+func (s *Session) invoke(parent context.Context, linked bool, what, uri string, fn func(ctx context.Context) error) (err error) {
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if s.node.callTimeout > 0 {
@@ -392,8 +398,9 @@ func (s *Session) invoke(parent context.Context, what, uri string, fn func(ctx c
 		ctx, cancel = context.WithCancel(parent)
 	}
 	stop := func() bool { return false }
-	if s.ctx.Err() == nil {
-		// Not for the disconnect callbacks, which run after Close.
+	if linked {
+		// If Close already happened this cancels at once, which is right:
+		// nobody is left to receive the answer.
 		stop = context.AfterFunc(s.ctx, cancel)
 	}
 	defer func() {
