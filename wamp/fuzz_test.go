@@ -36,6 +36,8 @@ var seedMessages = []string{
 	`[2,"\u2028",` + "\"sample/echo\"]",
 	"[5,\"\xff\"]",
 	`[1e0,"p","u"]`,
+	" [ 2 , \"c\" ,\t\"sample/echo\" , [ 1 , \"a]\\\"[\" ] , { \"k\" : [ ] } , -1.5e3 , true ] ",
+	`[[],{},"",0]`,
 }
 
 func FuzzParseMessage(f *testing.F) {
@@ -43,6 +45,26 @@ func FuzzParseMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Differential check of the hand-written splitter against
+		// encoding/json on valid input.
+		if json.Valid(data) {
+			var want []json.RawMessage
+			werr := json.Unmarshal(data, &want)
+			got, ok := splitArray(data)
+			if ok != (werr == nil) {
+				t.Fatalf("splitArray ok=%v, json.Unmarshal err=%v", ok, werr)
+			}
+			if ok {
+				if len(got) != len(want) {
+					t.Fatalf("splitArray %d elements, json %d", len(got), len(want))
+				}
+				for i := range want {
+					if !bytes.Equal(got[i], want[i]) {
+						t.Fatalf("element %d: %q vs %q", i, got[i], want[i])
+					}
+				}
+			}
+		}
 		m, err := parseMessage(data)
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) {

@@ -71,13 +71,15 @@ func parseMessage(data []byte) (message, error) {
 	if !utf8.Valid(data) {
 		return m, protoErr("message is not valid UTF-8")
 	}
-	var arr []json.RawMessage
-	if err := json.Unmarshal(data, &arr); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			return m, protoErr("message is not a JSON array")
-		}
-		return m, protoErr("malformed JSON: %v", err)
+	if !json.Valid(data) {
+		return m, protoErr("malformed JSON")
+	}
+	// One private copy: the raw elements below (params, event) are handed
+	// to handlers, which may keep them, while the gateway may reuse its
+	// read buffer as soon as Handle returns.
+	arr, ok := splitArray(bytes.Clone(data))
+	if !ok {
+		return m, protoErr("message is not a JSON array")
 	}
 	if len(arr) == 0 {
 		return m, protoErr("empty message")
@@ -153,6 +155,95 @@ func parseMessage(data []byte) (message, error) {
 		return m, protoErr("invalid WAMP message type %d", typ)
 	}
 	return m, nil
+}
+
+// splitArray returns the raw top-level elements of data, which must be
+// valid JSON (json.Valid), or false if it is not an array. It is the
+// allocation-light equivalent of json.Unmarshal into []json.RawMessage; the
+// elements alias data.
+func splitArray(data []byte) ([]json.RawMessage, bool) {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return nil, false
+	}
+	i = skipSpace(data, i+1)
+	out := make([]json.RawMessage, 0, 8)
+	if i < len(data) && data[i] == ']' {
+		return out, true
+	}
+	for i < len(data) {
+		start := i
+		i = skipValue(data, i)
+		out = append(out, json.RawMessage(data[start:i:i]))
+		i = skipSpace(data, i)
+		if i >= len(data) {
+			break
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case ']':
+			return out, true
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+func skipSpace(d []byte, i int) int {
+	for i < len(d) && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value starting at d[i].
+func skipValue(d []byte, i int) int {
+	switch d[i] {
+	case '"':
+		return skipString(d, i)
+	case '[', '{':
+		depth := 0
+		for i < len(d) {
+			switch d[i] {
+			case '"':
+				i = skipString(d, i)
+				continue
+			case '[', '{':
+				depth++
+			case ']', '}':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	default: // number, true, false, null
+		for i < len(d) {
+			switch d[i] {
+			case ',', ']', '}', ' ', '\t', '\n', '\r':
+				return i
+			}
+			i++
+		}
+		return i
+	}
+}
+
+// skipString returns the index just past the string starting at d[i].
+func skipString(d []byte, i int) int {
+	for i++; i < len(d); i++ {
+		switch d[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
 }
 
 func typeName(t int) string {
