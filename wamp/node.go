@@ -156,31 +156,49 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if reg == nil {
 		reg = handler.NewRegistry()
 	}
-	rpcs := map[string]*rpcHandler{}
-	for _, name := range reg.RPCNames() {
-		h, _ := reg.RPC(name)
-		rh, err := newRPCHandler(h)
-		if err != nil {
-			return nil, err
-		}
-		rpcs[name] = rh
-	}
 	var err error
-	n.rpcRoutes, err = compileRoutes("rpc", cfg.Routes.RPC, func(name string) (*rpcHandler, bool) {
-		h, ok := rpcs[name]
-		return h, ok
-	})
-	if err != nil {
-		return nil, err
-	}
-	n.topicRoutes, err = compileRoutes("topic", cfg.Routes.Topics, reg.Topic)
-	if err != nil {
+	if n.rpcRoutes, n.topicRoutes, err = compileAll(cfg.Routes, reg); err != nil {
 		return nil, err
 	}
 	if err := reg.BindClients(&n.clients); err != nil {
 		return nil, fmt.Errorf("wamp: %w", err)
 	}
 	return n, nil
+}
+
+// CheckRoutes reports the error NewNode would give for these routes and
+// handlers, without building a node or binding the registry, so a config
+// check can run before (or instead of) serving with the same registry.
+func CheckRoutes(routes RoutesConfig, handlers *handler.Registry) error {
+	if handlers == nil {
+		handlers = handler.NewRegistry()
+	}
+	_, _, err := compileAll(routes, handlers)
+	return err
+}
+
+func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler], *router[handler.Topic], error) {
+	rpcs := map[string]*rpcHandler{}
+	for _, name := range reg.RPCNames() {
+		h, _ := reg.RPC(name)
+		rh, err := newRPCHandler(h)
+		if err != nil {
+			return nil, nil, err
+		}
+		rpcs[name] = rh
+	}
+	rpcRoutes, err := compileRoutes("rpc", routes.RPC, func(name string) (*rpcHandler, bool) {
+		h, ok := rpcs[name]
+		return h, ok
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	topicRoutes, err := compileRoutes("topic", routes.Topics, reg.Topic)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rpcRoutes, topicRoutes, nil
 }
 
 func newRPCHandler(h handler.RPC) (*rpcHandler, error) {

@@ -41,7 +41,11 @@ type RouteConfig struct {
 // ties go to the route whose name sorts first. (The PHP router used
 // configuration order, which a YAML map does not preserve.)
 type RoutesConfig struct {
-	RPC    map[string]RouteConfig `yaml:"rpc"`
+	// RPC routes, matched against CALL procedure URIs. Their handler is an
+	// RPC handler; the "method" attribute selects its method.
+	RPC map[string]RouteConfig `yaml:"rpc"`
+	// Topics routes, matched against SUBSCRIBE/UNSUBSCRIBE/PUBLISH topic
+	// URIs. Their handler is a topic handler.
 	Topics map[string]RouteConfig `yaml:"topics"`
 }
 

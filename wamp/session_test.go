@@ -560,6 +560,10 @@ func TestRegistry(t *testing.T) {
 	if err := r.AddRPC(nil); err == nil {
 		t.Error("nil RPC accepted")
 	}
+	// CheckRoutes must not bind: a node can still be built afterwards.
+	if err := CheckRoutes(RoutesConfig{RPC: map[string]RouteConfig{"r": {Pattern: "a/{method}", Handler: "test.rpc"}}}, r); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := NewNode(NodeConfig{Handlers: r}); err != nil {
 		t.Fatal(err)
 	}
@@ -609,9 +613,13 @@ func TestNewNodeErrors(t *testing.T) {
 			reg := handler.NewRegistry()
 			_ = reg.AddRPC(testRPC{})
 			_ = reg.AddTopic(&testTopic{})
+			checkErr := CheckRoutes(tc.routes, reg)
 			_, err := NewNode(NodeConfig{Routes: tc.routes, Handlers: reg})
 			if err == nil {
 				t.Fatal("no error")
+			}
+			if checkErr == nil || checkErr.Error() != err.Error() {
+				t.Errorf("CheckRoutes = %v, NewNode = %v", checkErr, err)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
