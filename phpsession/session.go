@@ -91,7 +91,7 @@ func (d *decoder) sessionVars(name func() (string, error)) ([]Entry, error) {
 		}
 		d.stack = append(d.stack, Entry{Key: Key{str: n}, Value: v})
 	}
-	items := make([]Entry, len(d.stack)-base)
+	items := d.alloc(len(d.stack) - base)
 	copy(items, d.stack[base:])
 	clear(d.stack[base:])
 	d.stack = d.stack[:base]

@@ -179,6 +179,7 @@ func (r *Reader) Read(data []byte) (*Result, error) {
 // pool should hold what typical sessions need, not the worst case.
 func (r *Reader) put(d *decoder) {
 	d.s = ""
+	d.top = Value{}
 	clear(d.arena)
 	d.arena = d.arena[:0]
 	if cap(d.stack) > 4096 || cap(d.slotKinds) > 1<<16 || cap(d.table) > 4096 {
@@ -203,13 +204,15 @@ func (r *Reader) firewall(d *decoder, fr *FirewallResult, attrs *Value, key stri
 	// A fresh unserialize() call: new slot numbering, fresh counters; the
 	// arena keeps growing, so the session values stay valid.
 	d.reset(sv.str, r.lim)
-	var tok Value
-	if err := d.one(&tok); err != nil {
+	// The token lives in the pooled decoder so it does not escape per Read.
+	tok := &d.top
+	*tok = Value{}
+	if err := d.one(tok); err != nil {
 		fr.Err = tokenDecodeError(err, key, sv)
 		fr.Reason = fr.Err.Error()
 		return
 	}
-	info, reason, err := extractToken(&tok, r.idProps)
+	info, reason, err := extractToken(tok, r.idProps)
 	if reason != "" || err != nil {
 		fr.Reason, fr.Err = reason, err
 		if err != nil && reason == "" {
@@ -242,23 +245,24 @@ func tokenDecodeError(err error, key string, sv *Value) error {
 // until detach copies them.
 type tokenInfo struct {
 	class, userID, userClass string
-	roles                    []*Value
+	roles                    *Value // Array of String values (checked)
 }
 
 // detach copies all strings of t into one fresh allocation so the Result
 // does not keep the whole session record alive.
 func (t *tokenInfo) detach() *Token {
+	roles := t.roles.Entries()
 	n := len(t.class) + len(t.userID) + len(t.userClass)
-	for _, r := range t.roles {
-		n += len(r.str)
+	for i := range roles {
+		n += len(roles[i].Value.Deref().str)
 	}
 	var b strings.Builder
 	b.Grow(n)
 	b.WriteString(t.class)
 	b.WriteString(t.userID)
 	b.WriteString(t.userClass)
-	for _, r := range t.roles {
-		b.WriteString(r.str)
+	for i := range roles {
+		b.WriteString(roles[i].Value.Deref().str)
 	}
 	all := b.String()
 	cut := func(n int) string { s := all[:n]; all = all[n:]; return s }
@@ -266,10 +270,10 @@ func (t *tokenInfo) detach() *Token {
 		Class:          cut(len(t.class)),
 		UserIdentifier: cut(len(t.userID)),
 		UserClass:      cut(len(t.userClass)),
-		Roles:          make([]string, len(t.roles)),
+		Roles:          make([]string, len(roles)),
 	}
-	for i, r := range t.roles {
-		out.Roles[i] = cut(len(r.str))
+	for i := range roles {
+		out.Roles[i] = cut(len(roles[i].Value.Deref().str))
 	}
 	return out
 }
@@ -322,9 +326,7 @@ func extractToken(tok *Value, idProps []string) (tokenInfo, string, error) {
 		return tokenInfo{}, "", err
 	}
 	// AbstractToken::__serialize(): [user, authenticated, null, attributes, roleNames]
-	user, _ := abs.GetInt(0)
-	authn, _ := abs.GetInt(1)
-	roleNames, _ := abs.GetInt(4)
+	user, authn, roleNames := &abs[0].Value, &abs[1].Value, &abs[4].Value
 	if authn = authn.Deref(); authn.kind != Bool {
 		return unsupported("%s: authenticated flag is a %v", class, authn.kind)
 	}
@@ -342,8 +344,8 @@ func extractToken(tok *Value, idProps []string) (tokenInfo, string, error) {
 		if rv.kind != String {
 			return unsupported("%s: role %d is a %v, not a string", class, i, rv.kind)
 		}
-		info.roles = append(info.roles, rv)
 	}
+	info.roles = roleNames
 	user = user.Deref()
 	switch user.kind {
 	case Null:
@@ -368,9 +370,10 @@ func unsupported(format string, args ...any) (tokenInfo, string, error) {
 }
 
 // abstractTokenData finds AbstractToken's own __serialize() array inside a
-// token's data by following the parent-data position of each level.
-func abstractTokenData(tok *Value) (*Value, error) {
-	data := &Value{kind: Array, items: tok.items}
+// token's data by following the parent-data position of each level, and
+// returns its entries (exactly 5, keys 0..4).
+func abstractTokenData(tok *Value) ([]Entry, error) {
+	data := tok.items
 	idx, known := parentIndex[tok.class]
 	for hop := 0; hop <= maxParentHops; hop++ {
 		if isAbstractTokenData(data) {
@@ -378,37 +381,39 @@ func abstractTokenData(tok *Value) (*Value, error) {
 		}
 		var next *Value
 		if known {
-			next, _ = data.GetInt(int64(idx))
-		} else if n := len(data.items); n > 0 {
-			next = &data.items[n-1].Value
+			if idx < len(data) && data[idx].Key.isInt && data[idx].Key.num == int64(idx) {
+				next = &data[idx].Value
+			}
+		} else if n := len(data); n > 0 {
+			next = &data[n-1].Value
 		}
 		next = next.Deref()
 		if next == nil || next.kind != Array {
 			break
 		}
-		data = next
+		data = next.items
 		// Below the first level the parent is a Symfony class whose layout
 		// we know only by its shape; e.g. SwitchUserToken's parent is
-		// UsernamePasswordToken, which also keeps its parent at 2.
+		// UsernamePasswordToken, which also keeps its parent last.
 		known = false
 	}
 	return nil, fmt.Errorf("%w: %s: no AbstractToken data [user, authenticated, null, attributes, roleNames] found", ErrUnsupportedToken, tok.class)
 }
 
-// isAbstractTokenData reports whether a has AbstractToken::__serialize()'s
+// isAbstractTokenData reports whether entries have AbstractToken::__serialize()'s
 // shape: exactly keys 0..4 with a bool at 1 and arrays at 3 and 4.
-func isAbstractTokenData(a *Value) bool {
-	if a.kind != Array || len(a.items) != 5 {
+func isAbstractTokenData(a []Entry) bool {
+	if len(a) != 5 {
 		return false
 	}
-	for i := range a.items {
-		if k := a.items[i].Key; !k.isInt || k.num != int64(i) {
+	for i := range a {
+		if k := a[i].Key; !k.isInt || k.num != int64(i) {
 			return false
 		}
 	}
-	return a.items[1].Value.Deref().kind == Bool &&
-		a.items[3].Value.Deref().kind == Array &&
-		a.items[4].Value.Deref().kind == Array
+	return a[1].Value.Deref().kind == Bool &&
+		a[3].Value.Deref().kind == Array &&
+		a[4].Value.Deref().kind == Array
 }
 
 // userIdentifier looks for the first configured property holding a string

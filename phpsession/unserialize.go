@@ -69,6 +69,7 @@ type decoder struct {
 	stack     []Entry
 	arena     []Entry
 	table     []*Value // resolve pass scratch
+	top       Value    // Reader's token root, kept here so it does not escape per Read
 }
 
 // reset prepares d for a new unserialize() call on s, keeping its buffers.
@@ -141,20 +142,34 @@ func (d *decoder) eof() bool { return d.pos >= len(d.s) }
 
 // expect consumes byte c or fails saying what it was looking for.
 func (d *decoder) expect(c byte, what string) error {
+	if d.pos < len(d.s) && d.s[d.pos] == c {
+		d.pos++
+		return nil
+	}
+	return d.expectErr(c, what, "", "")
+}
+
+// expectIn is expect with a description assembled only on failure, so the
+// hot path never concatenates strings.
+func (d *decoder) expectIn(c byte, pre, what, post string) error {
+	if d.pos < len(d.s) && d.s[d.pos] == c {
+		d.pos++
+		return nil
+	}
+	return d.expectErr(c, pre, what, post)
+}
+
+func (d *decoder) expectErr(c byte, pre, what, post string) error {
 	if d.pos >= len(d.s) {
-		return malformed(d.pos, "unexpected end of input, expected %q %s", c, what)
+		return malformed(d.pos, "unexpected end of input, expected %q %s%s%s", c, pre, what, post)
 	}
-	if d.s[d.pos] != c {
-		return malformed(d.pos, "expected %q %s, found %q", c, what, d.s[d.pos])
-	}
-	d.pos++
-	return nil
+	return malformed(d.pos, "expected %q %s%s%s, found %q", c, pre, what, post, d.s[d.pos])
 }
 
 // uint parses PHP's uiv ([0-9]+) used for lengths, counts and slots. Values
 // beyond any possible input size saturate; callers compare them against the
 // remaining input before using them.
-func (d *decoder) uint(what string) (int, error) {
+func (d *decoder) uint(pre, what string) (int, error) {
 	start := d.pos
 	n := 0
 	for d.pos < len(d.s) {
@@ -169,9 +184,9 @@ func (d *decoder) uint(what string) (int, error) {
 	}
 	if d.pos == start {
 		if d.eof() {
-			return 0, malformed(start, "unexpected end of input, expected digits of %s", what)
+			return 0, malformed(start, "unexpected end of input, expected digits of %s%s", pre, what)
 		}
-		return 0, malformed(start, "expected digits of %s, found %q", what, d.s[start])
+		return 0, malformed(start, "expected digits of %s%s, found %q", pre, what, d.s[start])
 	}
 	return n, nil
 }
@@ -315,14 +330,14 @@ func (d *decoder) value(v *Value) error {
 // quoted parses `<len>:"<len bytes>"` and returns the payload offset and the
 // payload, which aliases the input.
 func (d *decoder) quoted(what string) (int, string, error) {
-	n, err := d.uint("length of " + what)
+	n, err := d.uint("length of ", what)
 	if err != nil {
 		return 0, "", err
 	}
-	if err := d.expect(':', "after length of "+what); err != nil {
+	if err := d.expectIn(':', "after length of ", what, ""); err != nil {
 		return 0, "", err
 	}
-	if err := d.expect('"', "opening "+what); err != nil {
+	if err := d.expectIn('"', "opening ", what, ""); err != nil {
 		return 0, "", err
 	}
 	// Check the claim against what is really there before slicing; the +1
@@ -336,7 +351,7 @@ func (d *decoder) quoted(what string) (int, string, error) {
 	off := d.pos
 	s := d.s[off : off+n]
 	d.pos += n
-	if err := d.expect('"', "closing "+what+" (length mismatch?)"); err != nil {
+	if err := d.expectIn('"', "closing ", what, " (length mismatch?)"); err != nil {
 		return 0, "", err
 	}
 	return off, s, nil
@@ -345,7 +360,7 @@ func (d *decoder) quoted(what string) (int, string, error) {
 // escaped parses the body of S:<len>:"..." where a byte may be written as
 // \xx (two hex digits) and <len> counts decoded bytes.
 func (d *decoder) escaped() (string, error) {
-	n, err := d.uint("length of escaped string")
+	n, err := d.uint("length of escaped string", "")
 	if err != nil {
 		return "", err
 	}
@@ -480,7 +495,7 @@ func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 // object (objects are the only values PHP's serializer writes r: for).
 func (d *decoder) ref(v *Value, k Kind, start int) error {
 	at := d.pos
-	n, err := d.uint("back-reference")
+	n, err := d.uint("back-reference", "")
 	if err != nil {
 		return err
 	}
@@ -523,14 +538,14 @@ func (d *decoder) count(what string, allowPlus bool) (int, error) {
 		d.pos++ // PHP parses the object property count with a signed parser
 	}
 	at := d.pos
-	n, err := d.uint("count of " + what)
+	n, err := d.uint("count of ", what)
 	if err != nil {
 		return 0, err
 	}
-	if err := d.expect(':', "after count of "+what); err != nil {
+	if err := d.expectIn(':', "after count of ", what, ""); err != nil {
 		return 0, err
 	}
-	if err := d.expect('{', "opening "+what); err != nil {
+	if err := d.expectIn('{', "opening ", what, ""); err != nil {
 		return 0, err
 	}
 	if rem := len(d.s) - d.pos; n > (rem-1)/6 {
@@ -555,7 +570,7 @@ func (d *decoder) entries(n int, isArray bool, what string) ([]Entry, error) {
 		// Append only now: d.value may have grown (moved) the stack.
 		d.stack = append(d.stack, Entry{Key: k, Value: ev})
 	}
-	if err := d.expect('}', "closing "+what+" (more entries than its count?)"); err != nil {
+	if err := d.expectIn('}', "closing ", what, " (more entries than its count?)"); err != nil {
 		return nil, err
 	}
 	items := d.alloc(len(d.stack) - base)
@@ -580,7 +595,9 @@ func (d *decoder) alloc(n int) []Entry {
 		return make([]Entry, n)
 	}
 	if cap(d.arena)-len(d.arena) < n {
-		d.arena = make([]Entry, 0, arenaChunk)
+		// No input can hold more than len/6 entries, so small inputs get
+		// small slabs (n <= len/6 by the count check in count).
+		d.arena = make([]Entry, 0, max(n, min(arenaChunk, len(d.s)/6+1)))
 	}
 	l := len(d.arena)
 	d.arena = d.arena[:l+n]
@@ -717,7 +734,7 @@ func (d *decoder) custom(v *Value) error {
 	if err := d.expect(':', "after class name"); err != nil {
 		return err
 	}
-	n, err := d.uint("length of custom payload")
+	n, err := d.uint("length of custom payload", "")
 	if err != nil {
 		return err
 	}
