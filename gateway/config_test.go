@@ -108,7 +108,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad bool", "allow_anonymous: maybe\n", nil, "allow_anonymous", "maybe", "boolean"},
 		{"quoted bool", "allow_anonymous: \"true\"\n", nil, "allow_anonymous", "true", "boolean"},
 		{"bad int", "limits: {max_connections: many}\n", nil, "limits.max_connections", "many", "integer"},
-		{"huge int", "limits: {max_connections: 99999999999999999999999}\n", nil, "limits.max_connections", "99999999999999999999999", "range"},
+		{"huge int", "limits: {max_connections: 99999999999999999999999}\n", nil, "limits.max_connections", "99999999999999999999999", "integer"},
 		{"bad duration", "limits: {write_timeout: 5 parsecs}\n", nil, "limits.write_timeout", "5 parsecs", "duration"},
 		{"negative duration", "limits: {write_timeout: -5s}\n", nil, "limits.write_timeout", "-5s", "positive"},
 		{"zero ints", "limits: {max_handshakes: 0}\n", nil, "limits.max_handshakes", "0", "between"},

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/wsgate/wsgate/wamp"
 )
 
 // EnvPrefix starts every environment variable that sets a configuration key.
@@ -105,7 +107,10 @@ func (d *decoder) errAt(key string, n *yaml.Node, value, reason string) error {
 	return &ConfigError{Key: key, Value: value, Source: src, Reason: reason}
 }
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	routesType   = reflect.TypeOf(wamp.RoutesConfig{})
+)
 
 func join(path, key string) string {
 	if path == "" {
@@ -300,7 +305,9 @@ func ConfigKeys() []ConfigKey {
 	var keys []ConfigKey
 	var walk func(path string, t reflect.Type)
 	walk = func(path string, t reflect.Type) {
-		if t.Kind() == reflect.Struct && t != durationType {
+		// Routes are one key: route names are the user's, so there is no
+		// fixed variable per route; WSGATE_ROUTES takes the whole mapping.
+		if t.Kind() == reflect.Struct && t != durationType && t != routesType {
 			for i := 0; i < t.NumField(); i++ {
 				name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
 				if name == "" || name == "-" {

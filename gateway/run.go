@@ -29,7 +29,7 @@ func CheckConfig(cfg Config, handlers *handler.Registry) error {
 	if handlers == nil {
 		handlers = handler.NewRegistry()
 	}
-	if _, err := wamp.NewNode(wamp.NodeConfig{ServerIdent: ServerIdent(), Routes: cfg.Routes, Handlers: handlers, Logger: slog.New(slog.DiscardHandler), CallTimeout: cfg.Limits.CallTimeout}); err != nil {
+	if err := wamp.CheckRoutes(cfg.Routes, handlers); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
 	return nil

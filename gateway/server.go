@@ -363,7 +363,7 @@ func (s *Server) runConn(nc net.Conn, h *handshake) {
 	c.sess = s.node.Open(c, h.info)
 	ctx := s.baseCtx
 	entry := storage.ClientEntry{
-		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: h.info.UserIdentifier,
+		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
 		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: time.Now(),
 	}
 	if err := s.clients.Add(ctx, entry); err != nil {

@@ -109,6 +109,10 @@ func (r *SessionResolver) Resolve(ctx context.Context, id string) (Resolution, e
 		return Resolution{Status: StatusExpired}, nil
 	case errors.Is(err, storage.ErrInvalidID):
 		return Resolution{Status: StatusInvalidID}, nil
+	case errors.Is(err, storage.ErrTooLarge):
+		// Over the decoder's input limit: it identifies nobody, and the
+		// store is fine, so this is no reason for a 503.
+		return Resolution{Status: StatusAnonymous, Reason: "session data too large"}, nil
 	case err != nil:
 		return Resolution{}, fmt.Errorf("read session: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -19,6 +20,7 @@ import (
 type wampV1Client struct {
 	t         *testing.T
 	conn      net.Conn
+	rw        io.ReadWriter // conn, behind the dialer's buffered reader when it holds data
 	SessionID string
 	Server    string
 }
@@ -61,14 +63,20 @@ func dialWAMP(t *testing.T, addr string, o dialOptions) (*wampV1Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The server may send WELCOME right behind the 101; then the dialer
+	// hands back a reader that already holds it.
+	var rw io.ReadWriter = conn
 	if br != nil {
-		ws.PutReader(br)
+		rw = struct {
+			io.Reader
+			io.Writer
+		}{br, conn}
 	}
 	if len(protos) > 0 && hs.Protocol != "wamp" {
 		conn.Close()
 		return nil, fmt.Errorf("negotiated subprotocol %q, want wamp", hs.Protocol)
 	}
-	c := &wampV1Client{t: t, conn: conn}
+	c := &wampV1Client{t: t, conn: conn, rw: rw}
 	t.Cleanup(func() { conn.Close() })
 	var welcome []any
 	if err := c.readJSON(&welcome); err != nil {
@@ -107,7 +115,7 @@ func (c *wampV1Client) sendRaw(b []byte) {
 // wsutil.ClosedError carrying its code.
 func (c *wampV1Client) readJSON(v any) error {
 	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	msg, op, err := wsutil.ReadServerData(c.conn)
+	msg, op, err := wsutil.ReadServerData(c.rw)
 	if err != nil {
 		return err
 	}
@@ -139,7 +147,7 @@ func (c *wampV1Client) expectClose() ws.StatusCode {
 	c.t.Helper()
 	for {
 		c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, _, err := wsutil.ReadServerData(c.conn)
+		_, _, err := wsutil.ReadServerData(c.rw)
 		var ce wsutil.ClosedError
 		if errors.As(err, &ce) {
 			return ce.Code
