@@ -1,0 +1,315 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wsgate/wsgate/examples/acme"
+	"github.com/wsgate/wsgate/wamp"
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// startServer runs an in-process gateway on a files store in a temp dir
+// (empty: every client is anonymous) and returns its address.
+func startServer(t *testing.T, mutate func(*Config)) (string, *Server) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Session.Files.Path = t.TempDir()
+	cfg.Routes.RPC = map[string]wamp.RouteConfig{"acme_rpc": {Pattern: "sample/{method}", Handler: "acme.rpc"}}
+	cfg.Routes.Topics = map[string]wamp.RouteConfig{"acme_topic": {Pattern: "acme/channel/{room}", Handler: "acme.topic"}}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	reg := handler.NewRegistry()
+	if err := acme.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Handlers: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return ln.Addr().String(), srv
+}
+
+// rawClient is a websocket client that writes frames by hand, to test the
+// server's RFC 6455 behaviour.
+type rawClient struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string, header http.Header) (*rawClient, error) {
+	t.Helper()
+	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(header), Protocols: []string{"wamp"}, Timeout: 5 * time.Second}
+	nc, br, _, err := d.Dial(context.Background(), "ws://"+addr+"/")
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { nc.Close() })
+	if br == nil {
+		br = bufio.NewReader(nc)
+	}
+	c := &rawClient{t: t, nc: nc, br: br}
+	if f := c.readFrame(); f.Header.OpCode != ws.OpText || !bytes.HasPrefix(f.Payload, []byte("[0,")) {
+		t.Fatalf("want WELCOME, got %v %q", f.Header.OpCode, f.Payload)
+	}
+	return c, nil
+}
+
+func (c *rawClient) write(f ws.Frame) {
+	c.t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := ws.WriteFrame(c.nc, ws.MaskFrameInPlace(f)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+func (c *rawClient) readFrame() ws.Frame {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	f, err := ws.ReadFrame(c.br)
+	if err != nil {
+		c.t.Fatalf("read frame: %v", err)
+	}
+	return f
+}
+
+// expectClose reads frames until a close frame and returns its code; the
+// server must then close the TCP connection.
+func (c *rawClient) expectClose() ws.StatusCode {
+	c.t.Helper()
+	for {
+		f := c.readFrame()
+		if f.Header.OpCode == ws.OpClose {
+			code, _ := ws.ParseCloseFrameData(f.Payload)
+			c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.br.ReadByte(); err != io.EOF {
+				c.t.Errorf("after close frame: want EOF, got %v", err)
+			}
+			return code
+		}
+	}
+}
+
+func TestConnFraming(t *testing.T) {
+	addr, _ := startServer(t, func(c *Config) { c.Limits.MaxMessageSize = 1024 })
+	call := []byte(`[2,"c1","sample/sum",[1,2]]`)
+	anonResult := `[3,"c1",{"error":true,"msg":"You must be authenticated to use this function."}]`
+
+	t.Run("ping gets pong with the same payload", func(t *testing.T) {
+		c, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.write(ws.NewPingFrame([]byte("hi")))
+		if f := c.readFrame(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "hi" {
+			t.Fatalf("got %v %q", f.Header.OpCode, f.Payload)
+		}
+	})
+	t.Run("fragmented message with a ping between fragments", func(t *testing.T) {
+		c, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.write(ws.Frame{Header: ws.Header{OpCode: ws.OpText, Length: 10}, Payload: call[:10]})
+		c.write(ws.NewPingFrame(nil))
+		rest := call[10:]
+		c.write(ws.Frame{Header: ws.Header{OpCode: ws.OpContinuation, Fin: true, Length: int64(len(rest))}, Payload: rest})
+		if f := c.readFrame(); f.Header.OpCode != ws.OpPong {
+			t.Fatalf("want pong first, got %v", f.Header.OpCode)
+		}
+		if f := c.readFrame(); string(f.Payload) != anonResult {
+			t.Fatalf("got %q", f.Payload)
+		}
+	})
+	t.Run("client close is echoed", func(t *testing.T) {
+		c, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")))
+		if code := c.expectClose(); code != ws.StatusNormalClosure {
+			t.Fatalf("code %d", code)
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		frame ws.Frame
+		want  ws.StatusCode
+	}{
+		{"binary is unsupported", ws.NewBinaryFrame([]byte("[2]")), ws.StatusUnsupportedData},
+		{"too big", ws.NewTextFrame(bytes.Repeat([]byte("a"), 2000)), ws.StatusMessageTooBig},
+		{"invalid UTF-8", ws.NewTextFrame([]byte("[2,\"\xff\"]")), ws.StatusInvalidFramePayloadData},
+		{"malformed WAMP", ws.NewTextFrame([]byte("{}")), ws.StatusInvalidFramePayloadData},
+		{"continuation without start", ws.Frame{Header: ws.Header{OpCode: ws.OpContinuation, Fin: true, Length: 1}, Payload: []byte("x")}, ws.StatusProtocolError},
+		{"reserved opcode", ws.Frame{Header: ws.Header{OpCode: 0x3, Fin: true}}, ws.StatusProtocolError},
+		{"bad close code", ws.NewCloseFrame([]byte{0x03, 0xe7}), ws.StatusProtocolError}, // 999
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := dialRaw(t, addr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.write(tc.frame)
+			if code := c.expectClose(); code != tc.want {
+				t.Fatalf("close code %d, want %d", code, tc.want)
+			}
+		})
+	}
+	t.Run("unmasked client frame is a protocol error", func(t *testing.T) {
+		c, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.WriteFrame(c.nc, ws.NewTextFrame(call))
+		if code := c.expectClose(); code != ws.StatusProtocolError {
+			t.Fatalf("close code %d", code)
+		}
+	})
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	addr, _ := startServer(t, func(c *Config) {
+		c.AllowAnonymous = false
+		c.Origins.Allowed = []string{"https://app.example.com"}
+	})
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		protos []string
+		want   int
+	}{
+		{"anonymous refused", http.Header{"Origin": {"https://app.example.com"}}, []string{"wamp"}, 403},
+		{"foreign origin", http.Header{"Origin": {"https://evil.example.org"}}, []string{"wamp"}, 403},
+		{"unknown session is anonymous", http.Header{"Cookie": {"PHPSESSID=abcdef0123456789"}}, []string{"wamp"}, 403},
+		{"impossible session id", http.Header{"Cookie": {"PHPSESSID=../../etc/passwd"}}, []string{"wamp"}, 403},
+		{"other subprotocol only", nil, []string{"wamp.2.json"}, 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(tc.header), Protocols: tc.protos, Timeout: 5 * time.Second}
+			nc, _, _, err := d.Dial(context.Background(), "ws://"+addr+"/")
+			if nc != nil {
+				nc.Close()
+			}
+			var se ws.StatusError
+			if !errors.As(err, &se) || int(se) != tc.want {
+				t.Fatalf("got %v, want HTTP %d", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	addr, _ := startServer(t, func(c *Config) { c.Limits.HandshakeTimeout = 300 * time.Millisecond })
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")) // and never finish
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(nc); err != nil {
+		t.Fatalf("server should close a stalled handshake, got %v", err)
+	}
+}
+
+func TestSlowConsumerIsClosed(t *testing.T) {
+	addr, srv := startServer(t, func(c *Config) { c.Limits.OutboundQueueBytes = 4096 })
+	c, err := dialRaw(t, addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.write(ws.NewTextFrame([]byte(`[5,"acme/channel/flood"]`)))
+	c.readFrame() // own join event
+	// Stop reading and flood the topic from the server side until the
+	// client's queue overflows; the kernel buffers absorb the first part.
+	topic := srv.node.Topic("acme/channel/flood")
+	big := strings.Repeat("x", 1000)
+	deadline := time.Now().Add(10 * time.Second)
+	for topic.Count() > 0 && time.Now().Before(deadline) {
+		topic.Broadcast(big, nil, nil)
+	}
+	if topic.Count() != 0 {
+		t.Fatal("slow consumer still subscribed after 10s of flooding")
+	}
+	// The client finds, after the events that made it through, close 1008.
+	if code := c.expectClose(); code != ws.StatusPolicyViolation {
+		t.Fatalf("close code %d, want 1008", code)
+	}
+}
+
+func TestShutdownClosesClientsWith1001(t *testing.T) {
+	addr, srv := startServer(t, nil)
+	c, err := dialRaw(t, addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Ready(); err != nil {
+		t.Fatalf("ready before drain: %v", err)
+	}
+	go srv.Shutdown(context.Background())
+	if code := c.expectClose(); code != ws.StatusGoingAway {
+		t.Fatalf("close code %d", code)
+	}
+	if srv.Ready() == nil {
+		t.Fatal("ready while draining")
+	}
+}
+
+// A publish reaches every subscriber with the bytes encoded once.
+func TestPublishFanOut(t *testing.T) {
+	addr, _ := startServer(t, nil)
+	var clients []*rawClient
+	for i := 0; i < 3; i++ {
+		c, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.write(ws.NewTextFrame([]byte(`[5,"acme/channel/r1"]`)))
+		for _, prev := range append(clients, c) {
+			prev.readFrame() // join events
+		}
+		clients = append(clients, c)
+	}
+	clients[0].write(ws.NewTextFrame([]byte(`[7,"acme/channel/r1",{"x":1}]`)))
+	for i, c := range clients {
+		f := c.readFrame()
+		var m []json.RawMessage
+		if err := json.Unmarshal(f.Payload, &m); err != nil || string(m[0]) != "8" || string(m[2]) != `{"msg":{"x":1}}` {
+			t.Fatalf("client %d got %q", i, f.Payload)
+		}
+	}
+}
