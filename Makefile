@@ -16,7 +16,10 @@ build:
 # Runs the gateway on its embedded default: PHP files sessions from
 # /var/lib/php/sessions, in-memory client storage, ws on 127.0.0.1:8080,
 # metrics on 127.0.0.1:9090.
+# PHP's Debian package creates the session directory; on a machine without
+# PHP it is created here, with PHP's mode, so the default store can open it.
 run: build
+	@[ -d /var/lib/php/sessions ] || install -d -m 1733 /var/lib/php/sessions
 	./bin/wsgate serve
 
 # Everything CI runs: install/start MariaDB, PostgreSQL, Redis and PHP when
