@@ -80,7 +80,9 @@ func (d *decoder) session(f Format) ([]Entry, error) {
 // handlers; name consumes one variable name.
 func (d *decoder) sessionVars(name func() (string, error)) ([]Entry, error) {
 	base := len(d.stack)
+	d.nameAt = d.nameAt[:0]
 	for !d.eof() {
+		at := d.pos
 		n, err := name()
 		if err != nil {
 			return nil, err
@@ -90,12 +92,15 @@ func (d *decoder) sessionVars(name func() (string, error)) ([]Entry, error) {
 			return nil, err
 		}
 		d.stack = append(d.stack, Entry{Key: Key{str: n}, Value: v})
+		d.nameAt = append(d.nameAt, at)
 	}
 	items := d.alloc(len(d.stack) - base)
 	copy(items, d.stack[base:])
 	clear(d.stack[base:])
 	d.stack = d.stack[:base]
-	d.resolveEntries(items)
+	if err := d.resolveEntries(items, d.nameAt); err != nil {
+		return nil, err
+	}
 	return items, nil
 }
 

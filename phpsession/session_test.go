@@ -61,6 +61,7 @@ func TestDecodeSessionErrors(t *testing.T) {
 		{"php R at start", FormatPHP, `a|R:1;`, Limits{}, ErrMalformed, 4, "does not exist"},
 		{"php elements", FormatPHP, `a|N;b|N;c|N;`, Limits{MaxElements: 2}, ErrLimit, 10, "MaxElements"},
 		{"php input", FormatPHP, `a|N;`, Limits{MaxInput: 3}, ErrLimit, 3, "MaxInput"},
+		{"php duplicate names with refs", FormatPHP, `a|O:1:"A":0:{}b|N;a|i:1;c|r:1;`, Limits{}, ErrMalformed, 18, "duplicate key \"a\""},
 		{"binary name past end", FormatPHPBinary, "\x05ab", Limits{}, ErrMalformed, 0, "past the end"},
 		{"binary name without value", FormatPHPBinary, "\x01a", Limits{}, ErrMalformed, 0, "past the end"},
 		{"binary bad value", FormatPHPBinary, "\x01ax", Limits{}, ErrMalformed, 2, "unknown type tag"},

@@ -8,10 +8,21 @@ import (
 // Unserialize decodes exactly one value in PHP's serialize() format, as
 // PHP 8's unserialize() would, within lim (zero fields mean defaults).
 //
-// It is stricter than PHP where PHP is lenient in ways no serializer
+// Back-references follow PHP's numbering: every value takes a slot, from 1,
+// in input order (depth first, a container before its contents), including
+// r: itself; R: and array keys/property names take none. r: must name an
+// earlier object (Object, Custom, Enum or another r:), R: any earlier value
+// including a container that encloses it (so trees can be cyclic through
+// [Value.Target]).
+//
+// It is stricter than PHP where PHP is lenient in ways its serializer never
 // produces: bytes after the value are an error (PHP ignores them), integers
-// outside int64 are an error (PHP clamps), and E: enum values are accepted
-// without knowing whether the class exists.
+// outside int64 are an error (PHP clamps them), and duplicate keys in input
+// that also has back-references are an error (PHP's result then depends on
+// its hash-bucket memory model). E: enum values are accepted without
+// knowing whether the class exists. A differential test against PHP 8.2's
+// unserialize() (test/php/unserialize-dump.php) checks everything else
+// matches.
 //
 // The input is copied once into a string that all decoded strings alias.
 func Unserialize(data []byte, lim Limits) (*Value, error) {
@@ -70,6 +81,7 @@ type decoder struct {
 	arena     []Entry
 	table     []*Value // resolve pass scratch
 	top       Value    // Reader's token root, kept here so it does not escape per Read
+	nameAt    []int    // offsets of session variable names, for errors
 }
 
 // reset prepares d for a new unserialize() call on s, keeping its buffers.
@@ -88,20 +100,20 @@ func (d *decoder) one(v *Value) error {
 	if d.pos != len(d.s) {
 		return malformed(d.pos, "%d unexpected bytes after the value", len(d.s)-d.pos)
 	}
-	d.resolve(v)
-	return nil
+	return d.resolve(v)
 }
 
 // resolve points every r:/R: in v (decoded by one call) at its slot's
 // value; see resolveEntries.
-func (d *decoder) resolve(v *Value) {
+func (d *decoder) resolve(v *Value) error {
 	if d.refs == 0 {
-		return
+		return nil
 	}
 	d.table = d.table[:0]
-	d.walk(v)
+	err := d.walk(v)
 	clear(d.table)
 	d.table = d.table[:0]
+	return err
 }
 
 // resolveEntries points every r:/R: among the values of es (decoded in one
@@ -109,20 +121,34 @@ func (d *decoder) resolve(v *Value) {
 // number, so this only rebuilds PHP's numbering: pre-order over values,
 // skipping R: (keys are not values). It runs after decoding because entries
 // move when their array is finished, and only when the input had any r:/R:.
-func (d *decoder) resolveEntries(es []Entry) {
+func (d *decoder) resolveEntries(es []Entry, at []int) error {
 	if d.refs == 0 {
-		return
+		return nil
+	}
+	if i, j := duplicateKey(es, false); i >= 0 {
+		return errDuplicateWithRefs(at[j], es[j].Key)
 	}
 	d.table = d.table[:0]
+	var err error
 	for i := range es {
-		d.walk(&es[i].Value)
+		if err = d.walk(&es[i].Value); err != nil {
+			break
+		}
 	}
 	clear(d.table)
 	d.table = d.table[:0]
+	return err
 }
 
 // walk recurses at most MaxDepth levels (decoding enforced it).
-func (d *decoder) walk(v *Value) {
+//
+// It also rejects duplicate keys in any array or object, because only in
+// combination with back-references do they change the result: PHP numbers
+// the slot of an overwritten value by the hash bucket, so later r:/R: see
+// the replacing value (or fail), while earlier ones keep the old one. PHP's
+// serializer never writes duplicate keys, so instead of emulating PHP's
+// memory model such input is refused.
+func (d *decoder) walk(v *Value) error {
 	if v.kind != Reference {
 		d.table = append(d.table, v)
 	}
@@ -132,10 +158,55 @@ func (d *decoder) walk(v *Value) {
 			v.ref = d.table[i]
 		}
 	case Array, Object:
+		if _, j := duplicateKey(v.items, v.kind == Object); j >= 0 {
+			return errDuplicateWithRefs(int(v.num), v.items[j].Key)
+		}
 		for i := range v.items {
-			d.walk(&v.items[i].Value)
+			if err := d.walk(&v.items[i].Value); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
+}
+
+func errDuplicateWithRefs(off int, k Key) error {
+	return malformed(off, "duplicate key %q in a value that also uses back-references", k.String())
+}
+
+// duplicateKey returns the indexes of the first and a later entry with the
+// same key, or -1, -1. Object property names compare as strings (PHP turns
+// integer property names into strings). Quadratic for small containers,
+// hashed for large ones, so it stays linear overall.
+func duplicateKey(es []Entry, asString bool) (int, int) {
+	same := func(a, b Key) bool {
+		if asString {
+			return a.String() == b.String()
+		}
+		return a == b
+	}
+	if len(es) <= 16 {
+		for j := 1; j < len(es); j++ {
+			for i := 0; i < j; i++ {
+				if same(es[i].Key, es[j].Key) {
+					return i, j
+				}
+			}
+		}
+		return -1, -1
+	}
+	seen := make(map[Key]int, len(es))
+	for j := range es {
+		k := es[j].Key
+		if asString {
+			k = Key{str: k.String()}
+		}
+		if i, ok := seen[k]; ok {
+			return i, j
+		}
+		seen[k] = j
+	}
+	return -1, -1
 }
 
 func (d *decoder) eof() bool { return d.pos >= len(d.s) }
@@ -533,12 +604,15 @@ func (d *decoder) enter(start int) error {
 // count parses the entry count of a:/O: and rejects counts the remaining
 // input cannot possibly hold (each entry needs at least "i:0;N;", 6 bytes,
 // and the closing brace 1); PHP applies a similar plausibility check.
-func (d *decoder) count(what string, allowPlus bool) (int, error) {
-	if allowPlus && d.pos < len(d.s) && d.s[d.pos] == '+' {
-		d.pos++ // PHP parses the object property count with a signed parser
-	}
+func (d *decoder) count(what string, signed bool) (int, error) {
 	at := d.pos
-	n, err := d.uint("count of ", what)
+	var n int
+	var err error
+	if signed {
+		n, err = d.signedCount("count of ", what)
+	} else {
+		n, err = d.uint("count of ", what)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -550,6 +624,29 @@ func (d *decoder) count(what string, allowPlus bool) (int, error) {
 	}
 	if rem := len(d.s) - d.pos; n > (rem-1)/6 {
 		return 0, malformed(at, "%s claims %d entries but only %d bytes are left", what, n, rem)
+	}
+	return n, nil
+}
+
+// signedCount parses the property count of O: and the payload length of
+// C: the way PHP does (parse_iv2): an optional sign and zero or more digits,
+// so "", "+0" and "-0" all mean 0; a negative value is an error.
+func (d *decoder) signedCount(pre, what string) (int, error) {
+	at := d.pos
+	neg := false
+	if d.pos < len(d.s) && (d.s[d.pos] == '+' || d.s[d.pos] == '-') {
+		neg = d.s[d.pos] == '-'
+		d.pos++
+	}
+	n := 0
+	for d.pos < len(d.s) && isDigit(d.s[d.pos]) {
+		if n < 1<<40 {
+			n = n*10 + int(d.s[d.pos]-'0')
+		}
+		d.pos++
+	}
+	if neg && n != 0 {
+		return 0, malformed(at, "negative %s%s", pre, what)
 	}
 	return n, nil
 }
@@ -668,7 +765,7 @@ func (d *decoder) array(v *Value, start int) error {
 		return err
 	}
 	d.depth--
-	*v = Value{kind: Array, items: items}
+	*v = Value{kind: Array, items: items, num: uint64(start)}
 	return nil
 }
 
@@ -683,6 +780,9 @@ func (d *decoder) className() (string, error) {
 	}
 	if i := invalidClassByte(name); i >= 0 {
 		return "", malformed(d.pos-1-len(name)+i, "invalid byte %q in class name", name[i])
+	}
+	if name[0] == '\\' {
+		return "", malformed(d.pos-1-len(name), "class name starts with a backslash")
 	}
 	return name, nil
 }
@@ -720,7 +820,7 @@ func (d *decoder) object(v *Value, start int) error {
 		return err
 	}
 	d.depth--
-	*v = Value{kind: Object, class: class, items: items}
+	*v = Value{kind: Object, class: class, items: items, num: uint64(start)}
 	return nil
 }
 
@@ -734,7 +834,7 @@ func (d *decoder) custom(v *Value) error {
 	if err := d.expect(':', "after class name"); err != nil {
 		return err
 	}
-	n, err := d.uint("length of custom payload", "")
+	n, err := d.signedCount("length of custom payload", "")
 	if err != nil {
 		return err
 	}
@@ -777,6 +877,9 @@ func (d *decoder) enum(v *Value) error {
 	}
 	if i := invalidClassByte(s[:colon]); i >= 0 {
 		return malformed(off+i, "invalid byte %q in enum class name", s[i])
+	}
+	if s[0] == '\\' {
+		return malformed(off, "enum class name starts with a backslash")
 	}
 	if err := d.expect(';', "after enum"); err != nil {
 		return err

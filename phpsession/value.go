@@ -46,7 +46,8 @@ type Value struct {
 	kind Kind
 	// num holds: Bool 0/1; Int the int64 bits; Float the float64 bits;
 	// String the byte offset of its payload in the input (noOffset when it
-	// was unescaped from S:); ObjectRef/Reference the slot number.
+	// was unescaped from S:); Array/Object the offset of its type tag;
+	// ObjectRef/Reference the slot number.
 	num   uint64
 	str   string  // String payload; Custom payload; Enum case name
 	class string  // Object, Custom, Enum class name
