@@ -3,6 +3,7 @@ package phpsession
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // ErrMalformed is wrapped by every error caused by input that is not valid
@@ -61,4 +62,14 @@ func malformed(off int, format string, args ...any) *DecodeError {
 
 func limitErr(off int, format string, args ...any) *DecodeError {
 	return &DecodeError{Offset: off, Reason: fmt.Sprintf(format, args...), Err: ErrLimit}
+}
+
+// clip shortens input-controlled text quoted in messages: a 4 MiB class name
+// must not become a 4 MiB log line.
+func clip(s string) string {
+	const max = 120
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "...(" + strconv.Itoa(len(s)) + " bytes)"
 }

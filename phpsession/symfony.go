@@ -108,8 +108,12 @@ type Result struct {
 
 // FirewallResult is the authentication state of one firewall.
 type FirewallResult struct {
-	Firewall      string `json:"firewall"`
-	Authenticated bool   `json:"authenticated"`
+	// Firewall is the configured firewall (context) name.
+	Firewall string `json:"firewall"`
+	// Authenticated is true when the session holds a token Symfony would
+	// treat as logged in for this firewall (not anonymous, authenticated
+	// flag set, with a user).
+	Authenticated bool `json:"authenticated"`
 	// Token is nil unless Authenticated.
 	Token *Token `json:"token,omitempty"`
 	// Reason says why the firewall is not authenticated, e.g. "no
@@ -328,7 +332,7 @@ func extractToken(tok *Value, idProps []string) (tokenInfo, string, error) {
 	// AbstractToken::__serialize(): [user, authenticated, null, attributes, roleNames]
 	user, authn, roleNames := &abs[0].Value, &abs[1].Value, &abs[4].Value
 	if authn = authn.Deref(); authn.kind != Bool {
-		return unsupported("%s: authenticated flag is a %v", class, authn.kind)
+		return unsupported("%s: authenticated flag is a %v", clip(class), authn.kind)
 	}
 	if !authn.Bool() {
 		// Symfony 5.4 ContextListener never treats such a token as logged in.
@@ -337,12 +341,12 @@ func extractToken(tok *Value, idProps []string) (tokenInfo, string, error) {
 	info := tokenInfo{class: class}
 	roleNames = roleNames.Deref()
 	if roleNames.kind != Array {
-		return unsupported("%s: roleNames is a %v", class, roleNames.kind)
+		return unsupported("%s: roleNames is a %v", clip(class), roleNames.kind)
 	}
 	for i := range roleNames.items {
 		rv := roleNames.items[i].Value.Deref()
 		if rv.kind != String {
-			return unsupported("%s: role %d is a %v, not a string", class, i, rv.kind)
+			return unsupported("%s: role %d is a %v, not a string", clip(class), i, rv.kind)
 		}
 	}
 	info.roles = roleNames
@@ -355,11 +359,11 @@ func extractToken(tok *Value, idProps []string) (tokenInfo, string, error) {
 	case Object:
 		id, ok := userIdentifier(user, idProps)
 		if !ok {
-			return unsupported("user class %s has none of the identifier properties %v", user.class, idProps)
+			return unsupported("user class %s has none of the identifier properties %v", clip(user.class), idProps)
 		}
 		info.userID, info.userClass = id, user.class
 	default:
-		return unsupported("user is a %v (class %q)", user.kind, user.Class())
+		return unsupported("user is a %v (class %q)", user.kind, clip(user.Class()))
 	}
 	return info, "", nil
 }
@@ -397,7 +401,7 @@ func abstractTokenData(tok *Value) ([]Entry, error) {
 		// UsernamePasswordToken, which also keeps its parent last.
 		known = false
 	}
-	return nil, fmt.Errorf("%w: %s: no AbstractToken data [user, authenticated, null, attributes, roleNames] found", ErrUnsupportedToken, tok.class)
+	return nil, fmt.Errorf("%w: %s: no AbstractToken data [user, authenticated, null, attributes, roleNames] found", ErrUnsupportedToken, clip(tok.class))
 }
 
 // isAbstractTokenData reports whether entries have AbstractToken::__serialize()'s

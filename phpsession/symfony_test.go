@@ -354,3 +354,21 @@ func TestReaderConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestMessagesStayShort checks that input-controlled text is clipped in
+// reasons and errors, so a hostile session cannot flood the logs.
+func TestMessagesStayShort(t *testing.T) {
+	long := strings.Repeat("A", 10000)
+	r, _ := NewReader(Options{Firewalls: []string{"main"}})
+	res, err := r.Read(session(1, securityEntry("main", uptOf(objectOf(long), "b:1;", roleList()))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fr := res.Firewalls[0]; fr.Authenticated || len(fr.Reason) > 400 || !strings.Contains(fr.Reason, "(10000 bytes)") {
+		t.Errorf("reason of %d bytes: %.200s", len(fr.Reason), fr.Reason)
+	}
+	_, err = UnserializeString("i:"+strings.Repeat("9", 10000)+";", Limits{})
+	if err == nil || len(err.Error()) > 400 {
+		t.Errorf("int overflow error of %d bytes", len(err.Error()))
+	}
+}

@@ -171,7 +171,7 @@ func (d *decoder) walk(v *Value) error {
 }
 
 func errDuplicateWithRefs(off int, k Key) error {
-	return malformed(off, "duplicate key %q in a value that also uses back-references", k.String())
+	return malformed(off, "duplicate key %q in a value that also uses back-references", clip(k.String()))
 }
 
 // duplicateKey returns the indexes of the first and a later entry with the
@@ -293,12 +293,12 @@ func (d *decoder) int() (int64, error) {
 	}
 	if neg {
 		if over || u > 1<<63 {
-			return 0, malformed(start, "integer %s below int64 range", d.s[start:d.pos])
+			return 0, malformed(start, "integer %s below int64 range", clip(d.s[start:d.pos]))
 		}
 		return int64(-u), nil //nolint:gosec // -(1<<63) wraps to MinInt64 as intended
 	}
 	if over || u > math.MaxInt64 {
-		return 0, malformed(start, "integer %s above int64 range", d.s[start:d.pos])
+		return 0, malformed(start, "integer %s above int64 range", clip(d.s[start:d.pos]))
 	}
 	return int64(u), nil
 }

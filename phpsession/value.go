@@ -59,8 +59,8 @@ const noOffset = math.MaxUint64
 
 // Entry is one array element or object property, in input order.
 type Entry struct {
-	Key   Key
-	Value Value
+	Key   Key   // array key or (mangled) property name
+	Value Value // the element; may be an ObjectRef/Reference, see Deref
 }
 
 // Key is an array key (int or string) or an object property name (string
@@ -117,8 +117,8 @@ func (v Visibility) String() string {
 
 // Property is an unmangled object property name.
 type Property struct {
-	Name       string
-	Visibility Visibility
+	Name       string     // the property name without PHP's mangling
+	Visibility Visibility // declared visibility
 	// Class is the declaring class of a private property ("" otherwise).
 	// Symfony's InMemoryUser, for example, keeps its username in the private
 	// property of its parent class User.
