@@ -248,9 +248,7 @@ func (d *decoder) uint(pre, what string) (int, error) {
 		if c < '0' || c > '9' {
 			break
 		}
-		if n < 1<<40 {
-			n = n*10 + int(c-'0')
-		}
+		n = satMulAdd(n, c)
 		d.pos++
 	}
 	if d.pos == start {
@@ -260,6 +258,16 @@ func (d *decoder) uint(pre, what string) (int, error) {
 		return 0, malformed(start, "expected digits of %s%s, found %q", pre, what, d.s[start])
 	}
 	return n, nil
+}
+
+// satMulAdd appends decimal digit c to n, saturating at math.MaxInt (on
+// any platform) instead of overflowing: a saturated length or count is far
+// beyond the input and rejected by the caller.
+func satMulAdd(n int, c byte) int {
+	if n > (math.MaxInt-9)/10 {
+		return math.MaxInt
+	}
+	return n*10 + int(c-'0')
 }
 
 // int parses PHP's iv ([+-]?[0-9]+) as an int64.
@@ -640,9 +648,7 @@ func (d *decoder) signedCount(pre, what string) (int, error) {
 	}
 	n := 0
 	for d.pos < len(d.s) && isDigit(d.s[d.pos]) {
-		if n < 1<<40 {
-			n = n*10 + int(d.s[d.pos]-'0')
-		}
+		n = satMulAdd(n, d.s[d.pos])
 		d.pos++
 	}
 	if neg && n != 0 {
