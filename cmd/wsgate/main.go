@@ -13,7 +13,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,7 +23,6 @@ import (
 
 	"github.com/wsgate/wsgate/examples/acme"
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
 
@@ -173,10 +171,9 @@ func sessionInspect(args []string, stdout, stderr io.Writer) int {
 	defer res.Close()
 	out, err := res.Resolve(context.Background(), rest[0])
 	if err != nil {
+		// Only a store failure gets here: a missing, expired or undecodable
+		// session is a status in the output.
 		fmt.Fprintln(stderr, err)
-		if errors.Is(err, storage.ErrUnavailable) {
-			return exitUnavailable
-		}
 		return exitUnavailable
 	}
 	enc := json.NewEncoder(stdout)
