@@ -71,12 +71,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-// loadConfig parses the --config flag and the remaining arguments.
-func loadConfig(name string, args []string, stderr io.Writer) (gateway.Config, []string, bool) {
+// loadConfig parses the --config flag, checks that exactly operands
+// positional arguments follow (named in usage), and loads the config.
+func loadConfig(name, usage string, operands int, args []string, stderr io.Writer) (gateway.Config, []string, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "YAML configuration file (default: the embedded default)")
 	if err := fs.Parse(args); err != nil {
+		return gateway.Config{}, nil, false
+	}
+	if fs.NArg() != operands {
+		fmt.Fprintf(stderr, "usage: wsgate %s\n", usage)
 		return gateway.Config{}, nil, false
 	}
 	cfg, err := gateway.LoadConfig(*path, os.Environ())
@@ -107,12 +112,8 @@ func newLogger(cfg gateway.LogConfig, w io.Writer) *slog.Logger {
 }
 
 func serve(args []string, stderr io.Writer) int {
-	cfg, rest, ok := loadConfig("serve", args, stderr)
+	cfg, _, ok := loadConfig("serve", "serve [--config FILE]", 0, args, stderr)
 	if !ok {
-		return exitUsage
-	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
 	reg, err := handlers()
@@ -132,12 +133,8 @@ func serve(args []string, stderr io.Writer) int {
 }
 
 func configCheck(args []string, stdout, stderr io.Writer) int {
-	cfg, rest, ok := loadConfig("config check", args, stderr)
+	cfg, _, ok := loadConfig("config check", "config check [--config FILE]", 0, args, stderr)
 	if !ok {
-		return exitUsage
-	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "config check: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
 	reg, err := handlers()
@@ -155,12 +152,8 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 // sessionInspect prints what the gateway recovers from one session as JSON
 // (gateway.Resolution). Its output is read by scripts: keep it stable.
 func sessionInspect(args []string, stdout, stderr io.Writer) int {
-	cfg, rest, ok := loadConfig("session inspect", args, stderr)
+	cfg, rest, ok := loadConfig("session inspect", "session inspect [--config FILE] SESSION_ID", 1, args, stderr)
 	if !ok {
-		return exitUsage
-	}
-	if len(rest) != 1 {
-		fmt.Fprint(stderr, "usage: wsgate session inspect [--config FILE] SESSION_ID\n")
 		return exitUsage
 	}
 	res, err := gateway.NewSessionResolver(cfg.Session)
