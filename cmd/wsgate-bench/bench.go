@@ -1,0 +1,762 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// bench is one run of one scenario.
+type bench struct {
+	cfg *config
+	log io.Writer
+	gw  gateway
+
+	srcNext atomic.Uint64
+
+	errMu sync.Mutex
+	errs  map[string]int64
+
+	closing atomic.Bool    // set before the tool closes its own connections
+	readers sync.WaitGroup // every per-connection goroutine
+	dead    atomic.Int64   // connections lost before the tool closed them
+}
+
+func newBench(cfg *config, log io.Writer) *bench {
+	return &bench{
+		cfg:  cfg,
+		log:  log,
+		errs: map[string]int64{},
+		gw: gateway{
+			pid:     cfg.GatewayPID,
+			metrics: cfg.Metrics,
+			hc:      &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}},
+		},
+	}
+}
+
+// report is what a run prints.
+type report struct {
+	Scenario string  `json:"scenario"`
+	Params   *config `json:"params"`
+	Gateway  struct {
+		PID       int    `json:"pid,omitempty"`
+		PIDSource string `json:"pid_source"`
+	} `json:"gateway"`
+	Results     results          `json:"results"`
+	Errors      map[string]int64 `json:"errors"`
+	ErrorsTotal int64            `json:"errors_total"`
+	// Before and After bound the measured window (see each scenario).
+	Before *sample `json:"before,omitempty"`
+	After  *sample `json:"after,omitempty"`
+	// End is idle's sample at the end of the hold (--duration).
+	End               *sample  `json:"end,omitempty"`
+	WindowSeconds     float64  `json:"window_s"`
+	GatewayCPUSeconds *float64 `json:"gateway_cpu_seconds,omitempty"`
+	ToolCPUSeconds    float64  `json:"tool_cpu_seconds"`
+}
+
+// results holds every scenario's figures; each fills its own.
+type results struct {
+	ConnectionsOpened int64        `json:"connections_opened"`
+	ConnectSeconds    float64      `json:"connect_s"`
+	HandshakesPerSec  float64      `json:"handshakes_per_s"`
+	Handshake         *percentiles `json:"handshake_latency,omitempty"` // dial to WELCOME
+	ConnectionsLost   int64        `json:"connections_lost"`
+
+	// idle
+	RSSPerConnBytes       *float64 `json:"rss_per_conn_bytes,omitempty"`
+	HeapInusePerConnBytes *float64 `json:"heap_inuse_per_conn_bytes,omitempty"`
+	GoroutinesPerConn     *float64 `json:"goroutines_per_conn,omitempty"`
+	ThreadsDelta          *int     `json:"threads_delta,omitempty"`
+
+	// connect
+	CPUPerHandshakeUs *float64 `json:"cpu_per_handshake_us,omitempty"`
+
+	// broadcast
+	Subscribers        int64        `json:"subscribers,omitempty"`
+	SetupSeconds       float64      `json:"setup_s,omitempty"`
+	JoinEventsIgnored  int64        `json:"join_events_ignored,omitempty"`
+	Published          int64        `json:"published,omitempty"`
+	ExpectedDeliveries int64        `json:"expected_deliveries,omitempty"`
+	Delivered          int64        `json:"delivered,omitempty"`
+	Lost               int64        `json:"lost,omitempty"`
+	OutOfOrder         int64        `json:"out_of_order,omitempty"`
+	DeliveriesPerSec   float64      `json:"deliveries_per_s,omitempty"`
+	Delivery           *percentiles `json:"delivery_latency,omitempty"` // publish write to EVENT read
+	CPUPerDeliveryUs   *float64     `json:"cpu_per_delivery_us,omitempty"`
+
+	// rpc
+	Calls        int64        `json:"calls,omitempty"`
+	CallsPerSec  float64      `json:"calls_per_s,omitempty"`
+	Call         *percentiles `json:"call_latency,omitempty"` // CALL write to CALLRESULT read
+	CPUPerCallUs *float64     `json:"cpu_per_call_us,omitempty"`
+}
+
+func (b *bench) fail(kind string) {
+	b.errMu.Lock()
+	b.errs[kind]++
+	b.errMu.Unlock()
+}
+
+func (b *bench) failN(kind string, n int64) {
+	if n > 0 {
+		b.errMu.Lock()
+		b.errs[kind] += n
+		b.errMu.Unlock()
+	}
+}
+
+func (b *bench) source() net.IP {
+	ips := b.cfg.sourceIPs
+	return ips[int(b.srcNext.Add(1)-1)%len(ips)]
+}
+
+func (b *bench) run(ctx context.Context) (*report, error) {
+	rep := &report{Scenario: b.cfg.Scenario, Params: b.cfg}
+	switch {
+	case b.cfg.GatewayPID > 0:
+		rep.Gateway.PID, rep.Gateway.PIDSource = b.cfg.GatewayPID, "flag"
+	default:
+		pid, err := findListener(b.cfg.port)
+		if err != nil {
+			rep.Gateway.PIDSource = "not found: " + err.Error()
+			fmt.Fprintln(b.log, "wsgate-bench: gateway process:", err, "(no CPU/RSS figures)")
+		} else {
+			b.gw.pid = pid
+			rep.Gateway.PID, rep.Gateway.PIDSource = pid, "listening port"
+		}
+	}
+	var err error
+	switch b.cfg.Scenario {
+	case "idle":
+		err = b.idle(ctx, rep)
+	case "connect":
+		err = b.connect(ctx, rep)
+	case "broadcast":
+		err = b.broadcast(ctx, rep)
+	case "rpc":
+		err = b.rpc(ctx, rep)
+	}
+	rep.Results.ConnectionsLost = b.dead.Load()
+	b.errMu.Lock()
+	rep.Errors = b.errs
+	for _, n := range b.errs {
+		rep.ErrorsTotal += n
+	}
+	b.errMu.Unlock()
+	if rep.Before != nil && rep.After != nil && rep.Before.CPUSeconds != nil && rep.After.CPUSeconds != nil {
+		d := *rep.After.CPUSeconds - *rep.Before.CPUSeconds
+		rep.GatewayCPUSeconds = &d
+		rep.WindowSeconds = rep.After.At.Sub(rep.Before.At).Seconds()
+	}
+	return rep, err
+}
+
+// opener opens connections [from, from+n) with cfg.Concurrency workers,
+// paced to rate per second when rate > 0, until ctx ends. onOpen runs on the
+// worker for each connection that reached WELCOME; it takes ownership.
+type opener struct {
+	from, n int
+	rate    float64
+	onOpen  func(c *client)
+}
+
+// open returns the number of connections opened and how long it took.
+// Connections not attempted before ctx ended count as errors of kind
+// "not_attempted"; failed ones under their own kind.
+func (b *bench) open(ctx context.Context, o opener, hs *hist) (int64, time.Duration) {
+	var next, opened, attempted atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	workers := min(b.cfg.Concurrency, o.n)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= o.n {
+					return
+				}
+				if o.rate > 0 {
+					at := start.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))
+					if !sleepUntil(ctx, at) {
+						return
+					}
+				}
+				t0 := time.Now()
+				c, err := dial(ctx, b.cfg, o.from+i, b.source())
+				if err != nil {
+					if ctx.Err() == nil {
+						attempted.Add(1)
+						b.fail(kindOf(err))
+					}
+					continue
+				}
+				attempted.Add(1)
+				hs.record(time.Since(t0))
+				opened.Add(1)
+				o.onOpen(c)
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	b.failN("not_attempted", int64(o.n)-attempted.Load())
+	return opened.Load(), took
+}
+
+// sleepUntil waits until t; false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// pool keeps the open connections so they can be closed at the end.
+type pool struct {
+	mu sync.Mutex
+	cs []*client
+}
+
+func (p *pool) add(c *client) {
+	p.mu.Lock()
+	p.cs = append(p.cs, c)
+	p.mu.Unlock()
+}
+
+// closeAll closes every connection (RST) and waits, at most 10 s, for their
+// goroutines.
+func (b *bench) closeAll(p *pool) {
+	b.closing.Store(true)
+	p.mu.Lock()
+	cs := p.cs
+	p.cs = nil
+	p.mu.Unlock()
+	for _, c := range cs {
+		c.closeAbort()
+	}
+	done := make(chan struct{})
+	go func() { b.readers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		fmt.Fprintln(b.log, "wsgate-bench: some connection goroutines did not end")
+	}
+}
+
+// drainLoop reads and discards messages until the connection ends; handle,
+// when set, sees each message.
+func (b *bench) drainLoop(c *client, handle func(msg []byte)) {
+	defer b.readers.Done()
+	for {
+		msg, err := c.readMessage()
+		if err != nil {
+			if !b.closing.Load() {
+				b.dead.Add(1)
+				b.fail(kindOf(err))
+			}
+			return
+		}
+		if handle != nil {
+			handle(msg)
+		}
+	}
+}
+
+// callMsg is the CALL sent by rpc and auth checks: sample/sum of 1 and 2.
+func callMsg(id string) []byte {
+	return []byte(`[2,"` + id + `","sample/sum",[1,2]]`)
+}
+
+// callResult classifies msg as the answer to call id: "" (not an answer to
+// it), "ok", "auth_failure" (the anonymous refusal) or "bad_result".
+func callResult(msg []byte, id string) string {
+	if bytes.HasPrefix(msg, []byte(`[3,"`+id+`",`)) {
+		switch {
+		case bytes.Contains(msg, []byte(`"result":3`)):
+			return "ok"
+		case bytes.Contains(msg, []byte(`"error":true`)):
+			return "auth_failure"
+		}
+		return "bad_result"
+	}
+	if bytes.HasPrefix(msg, []byte(`[4,"`+id+`",`)) {
+		return "call_error"
+	}
+	return ""
+}
+
+// syncCall sends one CALL and reads until its answer or the deadline; it
+// returns "ok" or an error kind. Only for connections whose reads this
+// goroutine owns.
+func syncCall(c *client, id string, deadline time.Time) string {
+	if err := c.writeText(callMsg(id)); err != nil {
+		return kindOf(err)
+	}
+	c.nc.SetReadDeadline(deadline)
+	defer c.nc.SetReadDeadline(time.Time{})
+	for {
+		msg, err := c.readMessage()
+		if err != nil {
+			return kindOf(err)
+		}
+		if r := callResult(msg, id); r != "" {
+			return r
+		}
+	}
+}
+
+// settleConnections waits (at most 5 s) until the gateway's connection gauge
+// is back to want, so the after sample includes the teardown work.
+func (b *bench) settleConnections(ctx context.Context, want *float64) {
+	if want == nil || b.gw.metrics == "" {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		m, err := b.gw.scrape(ctx, "wsgate_connections")
+		if err != nil || m["wsgate_connections"] == nil || *m["wsgate_connections"] <= *want {
+			return
+		}
+		sleepUntil(ctx, time.Now().Add(50*time.Millisecond))
+	}
+}
+
+func perUnit(before, after *sample, units int64, get func(*sample) *float64, scale float64) *float64 {
+	if before == nil || after == nil || units <= 0 {
+		return nil
+	}
+	a, bf := get(after), get(before)
+	if a == nil || bf == nil {
+		return nil
+	}
+	v := (*a - *bf) / float64(units) * scale
+	return &v
+}
+
+func cpuOf(s *sample) *float64 { return s.CPUSeconds }
+func goroutinesOf(s *sample) *float64 {
+	return s.Goroutines
+}
+func heapOf(s *sample) *float64 { return s.HeapInuse }
+func rssOf(s *sample) *float64 {
+	if s.RSSBytes == 0 {
+		return nil
+	}
+	v := float64(s.RSSBytes)
+	return &v
+}
+
+// idle opens cfg.Conns connections and holds them. Before: just before the
+// first connection; After: --settle after the last; End: after holding
+// --duration more.
+func (b *bench) idle(ctx context.Context, rep *report) error {
+	cfg := b.cfg
+	var p pool
+	defer b.closeAll(&p)
+	hs := &hist{}
+	rep.Before = b.gw.take(ctx)
+	tool0 := selfCPU()
+	setup, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
+	defer cancel()
+	n, took := b.open(setup, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, onOpen: func(c *client) {
+		if cfg.VerifyAuth {
+			if r := syncCall(c, "auth", time.Now().Add(10*time.Second)); r != "ok" {
+				b.fail(r)
+				c.closeAbort()
+				return
+			}
+		}
+		p.add(c)
+		b.readers.Add(1)
+		go b.drainLoop(c, nil)
+	}}, hs)
+	b.fillConnect(rep, n, took, hs)
+	sleepUntil(ctx, time.Now().Add(cfg.Settle))
+	rep.After = b.gw.take(ctx)
+	rep.ToolCPUSeconds = selfCPU() - tool0
+	alive := n - b.dead.Load()
+	r := &rep.Results
+	r.RSSPerConnBytes = perUnit(rep.Before, rep.After, alive, rssOf, 1)
+	r.HeapInusePerConnBytes = perUnit(rep.Before, rep.After, alive, heapOf, 1)
+	r.GoroutinesPerConn = perUnit(rep.Before, rep.After, alive, goroutinesOf, 1)
+	if rep.Before.Threads > 0 && rep.After.Threads > 0 {
+		d := rep.After.Threads - rep.Before.Threads
+		r.ThreadsDelta = &d
+	}
+	if cfg.Duration > 0 {
+		sleepUntil(ctx, time.Now().Add(cfg.Duration))
+		rep.End = b.gw.take(ctx)
+	}
+	return ctx.Err()
+}
+
+func (b *bench) fillConnect(rep *report, n int64, took time.Duration, hs *hist) {
+	r := &rep.Results
+	r.ConnectionsOpened = n
+	r.ConnectSeconds = took.Seconds()
+	if took > 0 {
+		r.HandshakesPerSec = float64(n) / took.Seconds()
+	}
+	r.Handshake = hs.summary()
+}
+
+// connect performs cfg.Conns handshakes, each closed (RST) right after
+// WELCOME, within --duration. Before/After bound the handshakes and the
+// gateway's teardown of the last connections.
+func (b *bench) connect(ctx context.Context, rep *report) error {
+	cfg := b.cfg
+	hs := &hist{}
+	rep.Before = b.gw.take(ctx)
+	tool0 := selfCPU()
+	run, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	n, took := b.open(run, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, onOpen: func(c *client) {
+		if cfg.VerifyAuth {
+			if r := syncCall(c, "auth", time.Now().Add(10*time.Second)); r != "ok" {
+				b.fail(r)
+			}
+		}
+		c.closeAbort()
+	}}, hs)
+	b.settleConnections(ctx, rep.Before.Connections)
+	rep.After = b.gw.take(ctx)
+	rep.ToolCPUSeconds = selfCPU() - tool0
+	b.fillConnect(rep, n, took, hs)
+	rep.Results.CPUPerHandshakeUs = perUnit(rep.Before, rep.After, n, cpuOf, 1e6)
+	return ctx.Err()
+}
+
+// Broadcast event: the published event is the JSON string
+// "B|<seq>|<unix ns>|xxx…", padded to --payload-bytes.
+const (
+	eventMarker = `"B|`
+	minPayload  = 48
+)
+
+func eventJSON(seq int64, ts time.Time, size int) []byte {
+	e := make([]byte, 0, size)
+	e = append(e, eventMarker...)
+	e = strconv.AppendInt(e, seq, 10)
+	e = append(e, '|')
+	e = strconv.AppendInt(e, ts.UnixNano(), 10)
+	e = append(e, '|')
+	for len(e) < size-1 {
+		e = append(e, 'x')
+	}
+	return append(e, '"')
+}
+
+// parseEvent finds a bench event in an EVENT message.
+func parseEvent(msg []byte) (seq, ts int64, ok bool) {
+	i := bytes.Index(msg, []byte(eventMarker))
+	if i < 0 || !bytes.HasPrefix(msg, []byte("[8,")) {
+		return 0, 0, false
+	}
+	rest := msg[i+len(eventMarker):]
+	a := bytes.IndexByte(rest, '|')
+	if a < 0 {
+		return 0, 0, false
+	}
+	bb := bytes.IndexByte(rest[a+1:], '|')
+	if bb < 0 {
+		return 0, 0, false
+	}
+	seq, err1 := strconv.ParseInt(string(rest[:a]), 10, 64)
+	ts, err2 := strconv.ParseInt(string(rest[a+1:a+1+bb]), 10, 64)
+	return seq, ts, err1 == nil && err2 == nil
+}
+
+// broadcast subscribes cfg.Conns clients to cfg.Topic, then one more client
+// publishes cfg.PublishRate events/s for cfg.Duration. Before: after every
+// subscriber confirmed and the join announcements went quiet; After: when
+// every delivery arrived or --drain-timeout after the last publish.
+func (b *bench) broadcast(ctx context.Context, rep *report) error {
+	cfg := b.cfg
+	var p pool
+	defer b.closeAll(&p)
+	hs, lat := &hist{}, &hist{}
+	var subscribed, setupDone, delivered, outOfOrder, joins atomic.Int64
+	var lastJoin, lastDelivery atomic.Int64
+	subscribe := []byte(`[5,"` + cfg.Topic + `"]`)
+
+	setupStart := time.Now()
+	setup, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
+	defer cancel()
+	n, took := b.open(setup, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, onOpen: func(c *client) {
+		p.add(c)
+		if err := c.writeText(subscribe); err != nil {
+			b.fail(kindOf(err))
+			setupDone.Add(1)
+			return
+		}
+		// WAMP v1 does not acknowledge SUBSCRIBE; a CALL sent after it is
+		// answered after the subscription is in place (one connection's
+		// messages are handled in order), and proves authentication.
+		if err := c.writeText(callMsg("sub")); err != nil {
+			b.fail(kindOf(err))
+			setupDone.Add(1)
+			return
+		}
+		var last int64
+		confirmed := false
+		b.readers.Add(1)
+		go b.drainLoop(c, func(msg []byte) {
+			if seq, ts, ok := parseEvent(msg); ok {
+				now := time.Now()
+				lat.record(now.Sub(time.Unix(0, ts)))
+				delivered.Add(1)
+				lastDelivery.Store(now.UnixNano())
+				if seq <= last {
+					outOfOrder.Add(1)
+				}
+				last = seq
+				return
+			}
+			if bytes.HasPrefix(msg, []byte("[8,")) {
+				joins.Add(1)
+				lastJoin.Store(time.Now().UnixNano())
+				return
+			}
+			if r := callResult(msg, "sub"); r != "" && !confirmed {
+				confirmed = true
+				if r == "ok" {
+					subscribed.Add(1)
+				} else {
+					b.fail(r)
+				}
+				setupDone.Add(1)
+			}
+		})
+	}}, hs)
+	b.fillConnect(rep, n, took, hs)
+	// Wait for every subscription, then for the join storm to end.
+	for setup.Err() == nil && setupDone.Load() < n-b.dead.Load() {
+		sleepUntil(setup, time.Now().Add(20*time.Millisecond))
+	}
+	for setup.Err() == nil && time.Since(time.Unix(0, lastJoin.Load())) < cfg.Settle {
+		sleepUntil(setup, time.Now().Add(20*time.Millisecond))
+	}
+	if setup.Err() != nil && ctx.Err() == nil {
+		b.fail("setup_timeout")
+	}
+	rep.Results.Subscribers = subscribed.Load()
+	rep.Results.SetupSeconds = time.Since(setupStart).Seconds()
+	rep.Results.JoinEventsIgnored = joins.Load()
+	if ctx.Err() != nil || subscribed.Load() == 0 {
+		return ctx.Err()
+	}
+
+	// The publisher: one more client, subscribed to nothing.
+	var pub *client
+	pn, _ := b.open(setup, opener{from: cfg.Conns, n: 1, onOpen: func(c *client) {
+		pub = c
+		p.add(c)
+	}}, &hist{})
+	if pn != 1 {
+		b.fail("publisher_not_opened")
+		return nil
+	}
+	b.readers.Add(1)
+	go b.drainLoop(pub, nil)
+
+	subs := subscribed.Load()
+	joinsBefore := joins.Load()
+	total := max(int64(cfg.PublishRate*cfg.Duration.Seconds()), 1)
+	prefix := []byte(`[7,"` + cfg.Topic + `",`)
+	rep.Before = b.gw.take(ctx)
+	tool0 := selfCPU()
+	start := time.Now()
+	var published int64
+	for seq := int64(1); seq <= total && ctx.Err() == nil; seq++ {
+		if !sleepUntil(ctx, start.Add(time.Duration(float64(seq-1)/cfg.PublishRate*float64(time.Second)))) {
+			break
+		}
+		msg := append(append([]byte(nil), prefix...), eventJSON(seq, time.Now(), cfg.PayloadBytes)...)
+		msg = append(msg, ",true]"...)
+		if err := pub.writeText(msg); err != nil {
+			b.fail("publish_" + kindOf(err))
+			break
+		}
+		published++
+	}
+	lastPublish := time.Now()
+	expected := published * subs
+	for delivered.Load() < expected && time.Since(lastPublish) < cfg.DrainTimeout && ctx.Err() == nil {
+		sleepUntil(ctx, time.Now().Add(5*time.Millisecond))
+	}
+	rep.After = b.gw.take(ctx)
+	rep.ToolCPUSeconds = selfCPU() - tool0
+
+	r := &rep.Results
+	r.Published = published
+	r.ExpectedDeliveries = expected
+	r.Delivered = delivered.Load()
+	r.OutOfOrder = outOfOrder.Load()
+	r.Lost = max(expected-r.Delivered, 0)
+	b.failN("lost_deliveries", r.Lost)
+	b.failN("out_of_order", r.OutOfOrder)
+	if extra := joins.Load() - joinsBefore; extra > 0 {
+		// Other EVENTs during the window (joins or leaves): not counted.
+		fmt.Fprintf(b.log, "wsgate-bench: %d join/leave events during the window\n", extra)
+	}
+	if ld := lastDelivery.Load(); ld > 0 && r.Delivered > 0 {
+		if d := time.Unix(0, ld).Sub(start).Seconds(); d > 0 {
+			r.DeliveriesPerSec = float64(r.Delivered) / d
+		}
+	}
+	r.Delivery = lat.summary()
+	r.CPUPerDeliveryUs = perUnit(rep.Before, rep.After, r.Delivered, cpuOf, 1e6)
+	return ctx.Err()
+}
+
+// rpc runs cfg.Conns clients each calling sample/sum in a closed loop for
+// cfg.Duration (paced to cfg.Rate calls/s in total when set). Before/After
+// bound the calls.
+func (b *bench) rpc(ctx context.Context, rep *report) error {
+	cfg := b.cfg
+	var p pool
+	defer b.closeAll(&p)
+	hs := &hist{}
+	setup, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
+	defer cancel()
+	var cs []*client
+	var mu sync.Mutex
+	n, took := b.open(setup, opener{from: 0, n: cfg.Conns, onOpen: func(c *client) {
+		p.add(c)
+		mu.Lock()
+		cs = append(cs, c)
+		mu.Unlock()
+	}}, hs)
+	b.fillConnect(rep, n, took, hs)
+	if ctx.Err() != nil || len(cs) == 0 {
+		return ctx.Err()
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].idx < cs[j].idx })
+
+	lat := &hist{}
+	var calls, ticket atomic.Int64
+	maxTickets := int64(-1)
+	if cfg.Rate > 0 {
+		maxTickets = max(int64(cfg.Rate*cfg.Duration.Seconds()), 1)
+	}
+	rep.Before = b.gw.take(ctx)
+	tool0 := selfCPU()
+	start := time.Now()
+	end := start.Add(cfg.Duration)
+	run, cancelRun := context.WithDeadline(ctx, end)
+	defer cancelRun()
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for k := 0; run.Err() == nil; k++ {
+				if maxTickets >= 0 {
+					t := ticket.Add(1) - 1
+					if t >= maxTickets {
+						return
+					}
+					if !sleepUntil(run, start.Add(time.Duration(float64(t)/cfg.Rate*float64(time.Second)))) {
+						return
+					}
+				}
+				buf = strconv.AppendInt(buf[:0], int64(k), 36)
+				t0 := time.Now()
+				r := syncCall(c, string(buf), t0.Add(10*time.Second))
+				if r != "ok" {
+					b.fail(r)
+					if r != "auth_failure" && r != "bad_result" && r != "call_error" {
+						b.dead.Add(1)
+						return // the connection is unusable
+					}
+					continue
+				}
+				lat.record(time.Since(t0))
+				calls.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	took = time.Since(start)
+	rep.After = b.gw.take(ctx)
+	rep.ToolCPUSeconds = selfCPU() - tool0
+	r := &rep.Results
+	r.Calls = calls.Load()
+	r.CallsPerSec = float64(r.Calls) / took.Seconds()
+	r.Call = lat.summary()
+	r.CPUPerCallUs = perUnit(rep.Before, rep.After, r.Calls, cpuOf, 1e6)
+	return ctx.Err()
+}
+
+// writeText prints the report's main figures for a human.
+func (rep *report) writeText(w io.Writer) {
+	r := rep.Results
+	fmt.Fprintf(w, "scenario %s, target %s, gateway pid %d (%s)\n", rep.Scenario, rep.Params.Target, rep.Gateway.PID, rep.Gateway.PIDSource)
+	fmt.Fprintf(w, "connections opened %d in %.2fs (%.0f/s), lost %d\n", r.ConnectionsOpened, r.ConnectSeconds, r.HandshakesPerSec, r.ConnectionsLost)
+	pct := func(name string, p *percentiles) {
+		if p != nil && p.Count > 0 {
+			fmt.Fprintf(w, "%s: n=%d p50 %.0fµs p90 %.0fµs p99 %.0fµs max %.0fµs\n", name, p.Count, p.P50Us, p.P90Us, p.P99Us, p.MaxUs)
+		}
+	}
+	f := func(name string, v *float64, unit string) {
+		if v != nil {
+			fmt.Fprintf(w, "%s: %.2f%s\n", name, *v, unit)
+		}
+	}
+	pct("handshake latency", r.Handshake)
+	f("gateway RSS per connection", r.RSSPerConnBytes, " B")
+	f("gateway heap in use per connection", r.HeapInusePerConnBytes, " B")
+	f("gateway goroutines per connection", r.GoroutinesPerConn, "")
+	f("gateway CPU per handshake", r.CPUPerHandshakeUs, " µs")
+	if rep.Scenario == "broadcast" {
+		fmt.Fprintf(w, "subscribers %d, published %d, delivered %d of %d (lost %d), %.0f deliveries/s\n",
+			r.Subscribers, r.Published, r.Delivered, r.ExpectedDeliveries, r.Lost, r.DeliveriesPerSec)
+		pct("delivery latency", r.Delivery)
+		f("gateway CPU per delivery", r.CPUPerDeliveryUs, " µs")
+	}
+	if rep.Scenario == "rpc" {
+		fmt.Fprintf(w, "calls %d, %.0f calls/s\n", r.Calls, r.CallsPerSec)
+		pct("call latency", r.Call)
+		f("gateway CPU per call", r.CPUPerCallUs, " µs")
+	}
+	f("gateway CPU over the window", rep.GatewayCPUSeconds, " s")
+	fmt.Fprintf(w, "tool CPU over the window: %.2f s\n", rep.ToolCPUSeconds)
+	for _, s := range []struct {
+		name string
+		s    *sample
+	}{{"before", rep.Before}, {"after", rep.After}, {"end", rep.End}} {
+		if s.s == nil {
+			continue
+		}
+		fmt.Fprintf(w, "%s: rss %d B, threads %d", s.name, s.s.RSSBytes, s.s.Threads)
+		if s.s.Goroutines != nil {
+			fmt.Fprintf(w, ", goroutines %.0f", *s.s.Goroutines)
+		}
+		if s.s.Connections != nil {
+			fmt.Fprintf(w, ", connections %.0f", *s.s.Connections)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "errors %d %v\n", rep.ErrorsTotal, rep.Errors)
+}

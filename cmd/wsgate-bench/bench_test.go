@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestRefusesNonLoopback(t *testing.T) {
+	for _, args := range [][]string{
+		{"--scenario", "idle", "--target", "ws://10.0.0.1:8080/"},
+		{"--scenario", "idle", "--target", "ws://example.com:8080/"},
+		{"--scenario", "idle", "--target", "wss://127.0.0.1:8080/"},
+		{"--scenario", "idle", "--sources", "127.0.0.1,192.168.1.2"},
+		{"--scenario", "idle", "--metrics", "http://10.1.1.1:9090/metrics"},
+		{"--scenario", "nope"},
+		{"--scenario", "rpc", "--conns", "0"},
+	} {
+		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
+			t.Errorf("parseFlags(%q) accepted", args)
+		}
+	}
+	if _, err := parseFlags([]string{"--scenario", "idle", "--target", "ws://localhost:1/", "--sources", "127.0.0.9"}, &bytes.Buffer{}); err != nil {
+		t.Errorf("loopback refused: %v", err)
+	}
+}
+
+func TestSessionFor(t *testing.T) {
+	for _, user := range []string{"a", "bench7", "bench123456789"} {
+		s, err := sessionFor(sessionTemplate, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The token string's length prefix must match its content.
+		const key = `s:14:"_security_main";s:`
+		i := bytes.Index(s, []byte(key)) + len(key)
+		var n int
+		if _, err := fmt.Sscanf(string(s[i:]), "%d:", &n); err != nil {
+			t.Fatal(err)
+		}
+		start := bytes.IndexByte(s[i:], '"') + i + 1
+		if start+n+2 > len(s) || string(s[start+n:start+n+2]) != `";` {
+			t.Fatalf("%s: token length %d does not end at the closing quote", user, n)
+		}
+		want := fmt.Sprintf("\x00username\";s:%d:\"%s\";", len(user), user)
+		if !bytes.Contains(s[start:start+n], []byte(want)) {
+			t.Fatalf("%s: username not rewritten", user)
+		}
+	}
+}
+
+func TestHist(t *testing.T) {
+	h := &hist{}
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	s := h.summary()
+	near := func(got, want float64) bool { return got >= want*0.99-1 && got <= want*1.01+1 }
+	if s.Count != 1000 || !near(s.P50Us, 500) || !near(s.P90Us, 900) || !near(s.P99Us, 990) || s.MaxUs != 1000 {
+		t.Fatalf("summary %+v", s)
+	}
+	for _, v := range []uint64{0, 1, 127, 128, 255, 256, 1 << 40, 1<<64 - 1} {
+		i := histIndex(v)
+		if i < 0 || i >= histBuckets || histLow(i) > v {
+			t.Fatalf("value %d: bucket %d low %d", v, i, histLow(i))
+		}
+	}
+}
+
+func TestEventRoundTrip(t *testing.T) {
+	ts := time.Unix(1800000000, 123456789)
+	e := eventJSON(42, ts, 100)
+	if len(e) != 100 || !json.Valid(e) {
+		t.Fatalf("event %q: len %d", e, len(e))
+	}
+	msg := []byte(`[8,"acme/channel/bench",{"msg":` + string(e) + `}]`)
+	seq, got, ok := parseEvent(msg)
+	if !ok || seq != 42 || got != ts.UnixNano() {
+		t.Fatalf("parseEvent = %d %d %v", seq, got, ok)
+	}
+	if _, _, ok := parseEvent([]byte(`[8,"acme/channel/bench",{"msg":"x-1 has joined acme/channel/bench"}]`)); ok {
+		t.Fatal("join event parsed as a bench event")
+	}
+}
+
+// TestScenariosAgainstGateway builds the real wsgate binary, runs it on a
+// files store seeded by the tool, and runs every scenario tiny against it.
+func TestScenariosAgainstGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gateway")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "wsgate")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/wsgate")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the gateway: %v\n%s", err, out)
+	}
+	sessDir := filepath.Join(dir, "sessions")
+	wsAddr, metricsAddr := freePort(t), freePort(t)
+	cfgPath := filepath.Join(dir, "wsgate.yaml")
+	cfg := fmt.Sprintf(`listen: %q
+allow_anonymous: false
+session:
+  store: files
+  files: {path: %q, gc_maxlifetime: 0}
+limits: {idle_timeout: 10m}
+metrics: {listen: %q}
+log: {level: warn}
+routes:
+  rpc:
+    acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}
+  topics:
+    acme_topic: {pattern: "acme/channel/{room}", handler: acme.topic}
+`, wsAddr, sessDir, metricsAddr)
+	if err := os.MkdirAll(sessDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var gwLog bytes.Buffer
+	gw := exec.Command(bin, "serve", "--config", cfgPath)
+	gw.Stderr = &gwLog
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		gw.Process.Kill()
+		gw.Wait()
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", gwLog.String())
+		}
+	})
+	waitReady(t, "http://"+metricsAddr+"/readyz")
+
+	common := []string{
+		"--target", "ws://" + wsAddr + "/", "--metrics", "http://" + metricsAddr + "/metrics",
+		"--gateway-pid", fmt.Sprint(gw.Process.Pid), "--session-dir", sessDir,
+		"--sources", "127.0.0.1,127.0.0.2", "--json",
+	}
+	const conns = 20
+	runScenario := func(t *testing.T, extra ...string) *report {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		code := run(ctx, append(append([]string{}, common...), extra...), &out, &errOut)
+		var rep report
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			t.Fatalf("exit %d, output %q, stderr %s: %v", code, out.String(), errOut.String(), err)
+		}
+		if code != 0 || rep.ErrorsTotal != 0 {
+			t.Fatalf("exit %d, errors %v, stderr %s", code, rep.Errors, errOut.String())
+		}
+		if rep.Results.ConnectionsOpened != conns && rep.Scenario != "broadcast" {
+			t.Errorf("opened %d connections, want %d", rep.Results.ConnectionsOpened, conns)
+		}
+		if rep.Before == nil || rep.After == nil || rep.Before.CPUSeconds == nil || rep.After.RSSBytes == 0 || rep.After.Goroutines == nil {
+			t.Errorf("gateway samples missing: before %+v after %+v", rep.Before, rep.After)
+		}
+		return &rep
+	}
+	n := fmt.Sprint(conns)
+
+	t.Run("idle", func(t *testing.T) {
+		rep := runScenario(t, "--scenario", "idle", "--conns", n, "--settle", "200ms", "--duration", "0", "--verify-auth")
+		if c := rep.After.Connections; c == nil || *c < conns {
+			t.Errorf("gateway connections after = %v, want ≥ %d", c, conns)
+		}
+		if rep.Results.RSSPerConnBytes == nil || rep.Results.GoroutinesPerConn == nil {
+			t.Error("per-connection figures missing")
+		}
+	})
+	t.Run("connect", func(t *testing.T) {
+		rep := runScenario(t, "--scenario", "connect", "--conns", n, "--duration", "5s", "--verify-auth")
+		if rep.Results.CPUPerHandshakeUs == nil || rep.Results.Handshake.Count != conns {
+			t.Errorf("handshake figures: %+v", rep.Results)
+		}
+	})
+	t.Run("rpc", func(t *testing.T) {
+		rep := runScenario(t, "--scenario", "rpc", "--conns", n, "--duration", "1s", "--rate", "200")
+		if r := rep.Results; r.Calls < 150 || r.Calls > 200 || r.Call.Count != uint64(r.Calls) {
+			t.Errorf("calls %d (latency count %d), want 150..200", r.Calls, r.Call.Count)
+		}
+	})
+	t.Run("broadcast", func(t *testing.T) {
+		rep := runScenario(t, "--scenario", "broadcast", "--conns", n, "--duration", "1s", "--publish-rate", "10", "--settle", "200ms")
+		r := rep.Results
+		if r.Subscribers != conns || r.Published != 10 || r.Delivered != 10*conns || r.Lost != 0 || r.Delivery.Count != 10*conns {
+			t.Errorf("broadcast: %+v", r)
+		}
+		if r.JoinEventsIgnored < conns {
+			t.Errorf("join events ignored %d, want ≥ %d", r.JoinEventsIgnored, conns)
+		}
+	})
+	t.Run("anonymous is an auth failure", func(t *testing.T) {
+		var out bytes.Buffer
+		args := []string{"--target", "ws://" + wsAddr + "/", "--metrics", "", "--json",
+			"--scenario", "connect", "--conns", "2", "--cookie", "OTHER"}
+		if code := run(context.Background(), args, &out, &bytes.Buffer{}); code != 1 {
+			t.Fatalf("exit %d, want 1", code)
+		}
+		var rep report
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Errors["handshake_status_403"] != 2 {
+			t.Errorf("errors %v, want 2 handshake_status_403", rep.Errors)
+		}
+	})
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("gateway not ready at %s", url)
+}

@@ -1,0 +1,291 @@
+// Command wsgate-bench is the load tool of issue 5: it drives a wsgate
+// gateway on this machine with many authenticated WAMP v1 websocket clients
+// and reports what the gateway spent doing it.
+//
+//	wsgate-bench --scenario idle|connect|broadcast|rpc [flags]
+//
+// Scenarios:
+//
+//   - idle: open --conns authenticated connections and hold them; report the
+//     gateway's RSS, threads and goroutines before and after (per connection).
+//   - connect: perform --conns authenticated handshakes (--concurrency at a
+//     time, optionally paced by --rate), each closed right after WELCOME;
+//     report handshakes/s, handshake latency and gateway CPU per handshake.
+//   - broadcast: subscribe --conns clients to one topic, publish --publish-rate
+//     events/s of --payload-bytes for --duration from a separate client;
+//     report deliveries/s, loss, delivery latency (a send timestamp travels in
+//     the event) and gateway CPU per delivered message.
+//   - rpc: --conns clients call sample/sum in a closed loop for --duration
+//     (optionally paced to --rate calls/s in total); report calls/s, call
+//     latency and gateway CPU per call.
+//
+// Sessions: with --session-dir the tool writes one PHP files-store session
+// (a real Symfony 5.4 session, user bench<i>) per client id into that
+// directory; point the gateway's session.files.path at it.
+//
+// The gateway's CPU time, RSS and threads come from /proc/<pid> (--gateway-pid,
+// or the process listening on the target port), its goroutines and
+// connections from --metrics. Every target must be loopback (127.0.0.0/8):
+// this tool refuses anything else. Every phase is bounded in count and time.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// config is the parsed command line.
+type config struct {
+	Target       string        `json:"target"`
+	Scenario     string        `json:"scenario"`
+	Conns        int           `json:"conns"`
+	Duration     time.Duration `json:"-"`
+	Rate         float64       `json:"rate,omitempty"`
+	Concurrency  int           `json:"concurrency"`
+	Sources      []string      `json:"sources"`
+	SessionDir   string        `json:"session_dir,omitempty"`
+	SessionIDs   int           `json:"session_ids"`
+	Cookie       string        `json:"cookie"`
+	Metrics      string        `json:"metrics,omitempty"`
+	GatewayPID   int           `json:"gateway_pid,omitempty"`
+	PublishRate  float64       `json:"publish_rate,omitempty"`
+	PayloadBytes int           `json:"payload_bytes,omitempty"`
+	Topic        string        `json:"topic,omitempty"`
+	Settle       time.Duration `json:"-"`
+	SetupTimeout time.Duration `json:"-"`
+	DrainTimeout time.Duration `json:"-"`
+	VerifyAuth   bool          `json:"verify_auth"`
+	JSON         bool          `json:"-"`
+
+	// Seconds, for the JSON report.
+	DurationS     float64 `json:"duration_s"`
+	SettleS       float64 `json:"settle_s"`
+	SetupTimeoutS float64 `json:"setup_timeout_s"`
+	DrainTimeoutS float64 `json:"drain_timeout_s"`
+
+	sourceIPs []net.IP
+	dialAddr  string // host:port of the target
+	port      int
+}
+
+// Upper bounds that keep every run finite.
+const (
+	maxConns       = 200000
+	maxDuration    = time.Hour
+	maxPublishRate = 100000
+	maxPayload     = 60000
+)
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("wsgate-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sources string
+	fs.StringVar(&c.Target, "target", "ws://127.0.0.1:8080/", "gateway websocket URL (loopback only)")
+	fs.StringVar(&c.Scenario, "scenario", "", "idle | connect | broadcast | rpc")
+	fs.IntVar(&c.Conns, "conns", 100, "connections (idle, broadcast subscribers, rpc clients) or handshakes (connect)")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured phase: hold (idle), publish (broadcast), call (rpc), upper bound (connect)")
+	fs.Float64Var(&c.Rate, "rate", 0, "connect: handshakes/s; rpc: total calls/s; idle/broadcast: connections opened/s (0 = as fast as possible)")
+	fs.IntVar(&c.Concurrency, "concurrency", 64, "handshakes in flight at once")
+	fs.StringVar(&sources, "sources", "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4", "local source addresses, used round-robin (127.0.0.0/8)")
+	fs.StringVar(&c.SessionDir, "session-dir", "", "seed sess_<id> files here (the gateway's session.files.path); empty = sessions already exist")
+	fs.IntVar(&c.SessionIDs, "session-ids", 0, "distinct session ids bench<i> to use and seed (default: enough for every client)")
+	fs.StringVar(&c.Cookie, "cookie", "PHPSESSID", "session cookie name (session.cookie)")
+	fs.StringVar(&c.Metrics, "metrics", "http://127.0.0.1:9090/metrics", "gateway /metrics URL (loopback; empty = none)")
+	fs.IntVar(&c.GatewayPID, "gateway-pid", 0, "gateway process id (default: the process listening on the target port)")
+	fs.Float64Var(&c.PublishRate, "publish-rate", 1, "broadcast: publishes/s (deliveries/s = this × --conns)")
+	fs.IntVar(&c.PayloadBytes, "payload-bytes", 100, "broadcast: bytes of the published event (its JSON text)")
+	fs.StringVar(&c.Topic, "topic", "acme/channel/bench", "broadcast: topic URI (served by acme.topic)")
+	fs.DurationVar(&c.Settle, "settle", 0, "idle: wait after the last connection before sampling (default 10s); broadcast: quiet period ending the join storm (default 1s)")
+	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 5*time.Minute, "bound of the setup phase (connecting, subscribing)")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 5*time.Second, "broadcast: wait for outstanding deliveries after the last publish")
+	fs.BoolVar(&c.VerifyAuth, "verify-auth", false, "idle/connect: make one sample/sum call per connection to check it is authenticated (broadcast and rpc always check)")
+	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	switch c.Scenario {
+	case "idle", "connect", "broadcast", "rpc":
+	default:
+		return nil, fmt.Errorf("--scenario must be idle, connect, broadcast or rpc, not %q", c.Scenario)
+	}
+	if c.Conns < 1 || c.Conns > maxConns {
+		return nil, fmt.Errorf("--conns must be 1..%d", maxConns)
+	}
+	if c.Duration < 0 || c.Duration > maxDuration {
+		return nil, fmt.Errorf("--duration must be 0..%s", maxDuration)
+	}
+	if c.Concurrency < 1 || c.Concurrency > 10000 {
+		return nil, errors.New("--concurrency must be 1..10000")
+	}
+	if c.Rate < 0 || c.PublishRate <= 0 || c.PublishRate > maxPublishRate {
+		return nil, fmt.Errorf("--rate must be ≥ 0, --publish-rate 0..%d", maxPublishRate)
+	}
+	if c.PayloadBytes < minPayload || c.PayloadBytes > maxPayload {
+		return nil, fmt.Errorf("--payload-bytes must be %d..%d", minPayload, maxPayload)
+	}
+	if c.SetupTimeout <= 0 || c.SetupTimeout > maxDuration || c.DrainTimeout <= 0 || c.DrainTimeout > maxDuration || c.Settle < 0 || c.Settle > maxDuration {
+		return nil, errors.New("--setup-timeout, --drain-timeout and --settle must be positive and at most an hour")
+	}
+	if c.Settle == 0 {
+		c.Settle = time.Second
+		if c.Scenario == "idle" {
+			c.Settle = 10 * time.Second
+		}
+	}
+	if c.SessionIDs < 0 || c.SessionIDs > maxConns+16 {
+		return nil, errors.New("--session-ids out of range")
+	}
+	if c.SessionIDs == 0 {
+		c.SessionIDs = c.clientsNeeded()
+	}
+	if c.Cookie == "" || strings.ContainsAny(c.Cookie, "=; \t\r\n,") {
+		return nil, fmt.Errorf("--cookie %q is not a cookie name", c.Cookie)
+	}
+	if !strings.HasPrefix(c.Topic, "acme/channel/") && c.Scenario == "broadcast" {
+		// Only the acme.topic handler relays publishes as {"msg": event}.
+		fmt.Fprintf(stderr, "warning: topic %q may not be served by acme.topic\n", c.Topic)
+	}
+	if err := c.checkTarget(); err != nil {
+		return nil, err
+	}
+	for _, s := range strings.Split(sources, ",") {
+		s = strings.TrimSpace(s)
+		ip := net.ParseIP(s)
+		if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+			return nil, fmt.Errorf("--sources: %q is not an IPv4 loopback address", s)
+		}
+		c.Sources = append(c.Sources, s)
+		c.sourceIPs = append(c.sourceIPs, ip)
+	}
+	if c.Metrics != "" {
+		u, err := url.Parse(c.Metrics)
+		if err != nil || u.Scheme != "http" || !loopbackHost(u.Hostname()) {
+			return nil, fmt.Errorf("--metrics %q must be an http:// URL on a loopback address", c.Metrics)
+		}
+	}
+	c.DurationS = c.Duration.Seconds()
+	c.SettleS = c.Settle.Seconds()
+	c.SetupTimeoutS = c.SetupTimeout.Seconds()
+	c.DrainTimeoutS = c.DrainTimeout.Seconds()
+	return c, nil
+}
+
+// clientsNeeded is the number of distinct clients a run opens (broadcast adds
+// its publisher).
+func (c *config) clientsNeeded() int {
+	if c.Scenario == "broadcast" {
+		return c.Conns + 1
+	}
+	return c.Conns
+}
+
+// checkTarget accepts only ws:// URLs whose host is a loopback address.
+func (c *config) checkTarget() error {
+	u, err := url.Parse(c.Target)
+	if err != nil || u.Scheme != "ws" || u.Host == "" {
+		return fmt.Errorf("--target %q must be a ws:// URL", c.Target)
+	}
+	if !loopbackHost(u.Hostname()) {
+		return fmt.Errorf("--target %q: only loopback targets (127.0.0.0/8) are allowed", c.Target)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	p, err := net.LookupPort("tcp", port)
+	if err != nil {
+		return fmt.Errorf("--target %q: bad port", c.Target)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	c.port = p
+	c.dialAddr = net.JoinHostPort(host, fmt.Sprint(p))
+	return nil
+}
+
+// loopbackHost reports whether host is "localhost" or an IPv4 address in
+// 127.0.0.0/8 (no name resolution: names could point elsewhere).
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.To4() != nil && ip.IsLoopback()
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "wsgate-bench:", err)
+		}
+		return 2
+	}
+	raiseNoFile(stderr)
+	if cfg.SessionDir != "" {
+		if err := seedSessions(cfg.SessionDir, cfg.SessionIDs); err != nil {
+			fmt.Fprintln(stderr, "wsgate-bench: seeding sessions:", err)
+			return 1
+		}
+	}
+	b := newBench(cfg, stderr)
+	rep, err := b.run(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "wsgate-bench:", err)
+		if rep == nil {
+			return 1
+		}
+	}
+	if cfg.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintln(stderr, "wsgate-bench:", err)
+			return 1
+		}
+	} else {
+		rep.writeText(stdout)
+	}
+	if err != nil || rep.ErrorsTotal > 0 {
+		return 1
+	}
+	return 0
+}
+
+// raiseNoFile lifts the soft RLIMIT_NOFILE to the hard limit.
+func raiseNoFile(stderr io.Writer) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			fmt.Fprintln(stderr, "wsgate-bench: raising RLIMIT_NOFILE:", err)
+		}
+	}
+}
