@@ -35,6 +35,8 @@ type Config struct {
 	// ClientStorage is the registry of connected clients (the bundle's
 	// client.storage).
 	ClientStorage ClientStorageConfig `yaml:"client_storage"`
+	// Transport selects how connections are served.
+	Transport TransportConfig `yaml:"transport"`
 	// Limits bounds what one client or handshake may cost.
 	Limits LimitsConfig `yaml:"limits"`
 	// Metrics is the separate listener for /metrics and health probes.
@@ -114,10 +116,33 @@ type ClientStorageConfig struct {
 	Prefix string `yaml:"prefix"`
 }
 
+// TransportConfig selects the I/O model.
+type TransportConfig struct {
+	// Mode is "epoll" (Linux: an event loop, no goroutine or buffer per idle
+	// connection) or "goroutine" (portable: a goroutine per connection).
+	Mode string `yaml:"mode"`
+	// Workers is the number of event loop workers that read, decode and
+	// dispatch messages of readable connections; 0 picks 16 per CPU. A
+	// handler that blocks holds one worker, so size it for blocking handlers.
+	Workers int `yaml:"workers"`
+	// Writers is the number of goroutines that flush outbound queues in
+	// epoll mode; 0 picks 2 per CPU.
+	Writers int `yaml:"writers"`
+}
+
+// Transport modes.
+const (
+	ModeEpoll     = "epoll"
+	ModeGoroutine = "goroutine"
+)
+
 // LimitsConfig bounds the cost of handshakes and connections.
 type LimitsConfig struct {
 	// HandshakeTimeout bounds the whole upgrade, session lookup included.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// MaxHeaderBytes bounds the handshake request (request line and
+	// headers); a larger one gets 431.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// MaxHandshakes bounds handshakes in progress; past it new connections
 	// get 503.
 	MaxHandshakes int `yaml:"max_handshakes"`
@@ -183,8 +208,10 @@ func DefaultConfig() Config {
 			},
 		},
 		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second},
+		Transport:     TransportConfig{Mode: defaultMode},
 		Limits: LimitsConfig{
 			HandshakeTimeout:   10 * time.Second,
+			MaxHeaderBytes:     16 << 10,
 			MaxHandshakes:      1024,
 			MaxConnections:     100000,
 			MaxMessageSize:     64 << 10,
@@ -306,6 +333,7 @@ func (c *Config) Validate() error {
 		min, max int
 	}{
 		{"limits.max_handshakes", c.Limits.MaxHandshakes, 1, 1 << 20},
+		{"limits.max_header_bytes", c.Limits.MaxHeaderBytes, 1024, 1 << 20},
 		{"limits.max_connections", c.Limits.MaxConnections, 1, 1 << 24},
 		{"limits.max_message_size", c.Limits.MaxMessageSize, 64, 64 << 20},
 		{"limits.outbound_queue_bytes", c.Limits.OutboundQueueBytes, 1024, 1 << 30},
@@ -314,6 +342,21 @@ func (c *Config) Validate() error {
 		if i.v < i.min || i.v > i.max {
 			return bad(i.key, fmt.Sprint(i.v), fmt.Sprintf("must be between %d and %d", i.min, i.max))
 		}
+	}
+	switch c.Transport.Mode {
+	case ModeGoroutine:
+	case ModeEpoll:
+		if !epollSupported {
+			return bad("transport.mode", c.Transport.Mode, "epoll needs Linux; use goroutine")
+		}
+	default:
+		return bad("transport.mode", c.Transport.Mode, "must be epoll or goroutine")
+	}
+	if c.Transport.Workers < 0 || c.Transport.Workers > 65536 {
+		return bad("transport.workers", fmt.Sprint(c.Transport.Workers), "must be between 0 and 65536")
+	}
+	if c.Transport.Writers < 0 || c.Transport.Writers > 4096 {
+		return bad("transport.writers", fmt.Sprint(c.Transport.Writers), "must be between 0 and 4096")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

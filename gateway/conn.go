@@ -1,16 +1,13 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
-	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 
 	"github.com/wsgate/wsgate/wamp"
 )
@@ -27,25 +24,46 @@ const (
 	closeTooBig      = ws.StatusMessageTooBig           // 1009 message over limits.max_message_size
 )
 
-// conn is one established websocket connection. Its reader goroutine (the
-// one that ran the handshake) owns reading and the WAMP session; writes go
-// through a bounded queue drained by a writer goroutine that exists only
-// while there is something to write, so an idle connection holds one
-// goroutine and no write buffer.
+// transport is how a connection's bytes move: a goroutine per connection
+// (goroutineTransport, portable) or the epoll event loop (Linux). Everything
+// above it — the frame reader, the write queue, the WAMP session — is the
+// same in both modes, so both pass the same tests.
+type transport interface {
+	// kick arranges for the queued data of c to be written soon, by a
+	// goroutine that may block on the socket. It is called with c.mu held,
+	// at most once until that goroutine calls c.flushDone.
+	kick(c *conn)
+	// closeSocket closes c's socket; it must be safe to call more than once
+	// and from any goroutine.
+	closeSocket(c *conn)
+}
+
+// conn is one established websocket connection: the WAMP session, the
+// incremental frame reader, and a bounded outbound queue. Reads are done by
+// one goroutine at a time (the connection's own in goroutine mode, an event
+// loop worker in epoll mode); writes by whichever goroutine the transport
+// kicks.
 type conn struct {
 	srv  *Server
-	nc   net.Conn
 	id   string
 	sess *wamp.Session
+	tr   transport
+	fr   frameReader
+	ctx  context.Context
+
+	lastRead atomic.Int64 // unix nanoseconds of the last bytes read (idle timeout)
 
 	mu       sync.Mutex
-	out      net.Buffers // queued frames: header and payload slices, never copied
-	spare    net.Buffers // the writer's last batch, reused to avoid allocation
-	queued   int         // bytes in out
-	writing  bool        // a writer goroutine is running
-	closing  bool        // a close frame is queued: accept nothing more
-	reason   string      // disconnect reason for metrics
-	closedNC bool
+	out      [][]byte // queued frames: header and payload slices, never copied
+	queued   int      // bytes in out
+	flushing bool     // the transport was kicked and has not reported back
+	closing  bool     // a close frame is queued: accept nothing more
+	dead     bool     // the socket is closed
+	reason   string   // disconnect reason for metrics
+
+	registered     bool // Server.register finished: teardown may run
+	teardownWanted bool // the socket closed before that
+	torndown       bool
 }
 
 // Send implements wamp.Peer: it queues msg as one text frame. It never
@@ -56,7 +74,7 @@ func (c *conn) Send(msg []byte) bool {
 	var hb [ws.MaxHeaderSize]byte
 	h := appendHeader(hb[:0], ws.OpText, len(msg))
 	c.mu.Lock()
-	if c.closing {
+	if c.closing || c.dead {
 		c.mu.Unlock()
 		return false
 	}
@@ -65,14 +83,32 @@ func (c *conn) Send(msg []byte) bool {
 		c.closeWith(closePolicy, "slow consumer", "slow_consumer")
 		return false
 	}
-	hdr := make([]byte, len(h))
-	copy(hdr, h)
-	c.out = append(c.out, hdr, msg)
-	c.queued += len(hdr) + len(msg)
-	c.startWriterLocked()
+	c.out = append(c.out, append([]byte(nil), h...), msg)
+	c.queued += len(h) + len(msg)
+	c.kickLocked()
 	c.mu.Unlock()
 	c.srv.metrics.MessagesSent.Inc()
 	return true
+}
+
+// sendRaw queues bytes as they are (the 101 response, control frames),
+// bypassing the byte limit: they are small and the protocol requires them.
+func (c *conn) sendRaw(b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.dead {
+		return
+	}
+	c.out = append(c.out, b)
+	c.queued += len(b)
+	c.kickLocked()
+}
+
+func (c *conn) kickLocked() {
+	if !c.flushing && !c.dead {
+		c.flushing = true
+		c.tr.kick(c)
+	}
 }
 
 // appendHeader appends an unmasked server frame header.
@@ -89,230 +125,175 @@ func appendHeader(dst []byte, op ws.OpCode, n int) []byte {
 	}
 }
 
-// sendControl queues a control frame (pong); it bypasses the byte limit
-// because control frames are tiny and the protocol requires them.
-func (c *conn) sendControl(op ws.OpCode, payload []byte) {
-	frame := appendHeader(make([]byte, 0, 2+len(payload)), op, len(payload))
-	frame = append(frame, payload...)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing {
-		return
-	}
-	c.out = append(c.out, frame)
-	c.queued += len(frame)
-	c.startWriterLocked()
+func controlFrame(op ws.OpCode, payload []byte) []byte {
+	f := appendHeader(make([]byte, 0, 2+len(payload)), op, len(payload))
+	return append(f, payload...)
 }
 
-// closeWith queues a close frame and stops accepting messages. The writer
-// closes the socket once the frame is out: per RFC 6455 §7.1.1 the server
+// closeWith queues a close frame and stops accepting messages. Once the
+// frame is written the socket is closed: per RFC 6455 §7.1.1 the server
 // closes the TCP connection first. reason labels the disconnect metric.
 func (c *conn) closeWith(code ws.StatusCode, text, reason string) {
-	frame := appendHeader(make([]byte, 0, 4+len(text)), ws.OpClose, 2+len(text))
-	frame = append(frame, byte(code>>8), byte(code))
-	frame = append(frame, text...)
+	body := make([]byte, 2, 2+len(text))
+	body[0], body[1] = byte(code>>8), byte(code)
+	frame := controlFrame(ws.OpClose, append(body, text...))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing {
+	if c.closing || c.dead {
 		return
 	}
 	c.closing = true
 	c.reason = reason
 	c.out = append(c.out, frame)
-	c.startWriterLocked()
+	c.kickLocked()
 }
 
-func (c *conn) startWriterLocked() {
-	if c.writing || c.closedNC {
-		return
-	}
-	c.writing = true
-	c.srv.wg.Add(1)
-	go c.writeLoop()
-}
-
-// writeLoop drains the queue with one writev per batch and exits when the
-// queue is empty. No lock is held across the socket write.
-func (c *conn) writeLoop() {
-	defer c.srv.wg.Done()
-	for {
-		c.mu.Lock()
-		if len(c.out) == 0 || c.closedNC {
-			c.writing = false
-			done := c.closing && !c.closedNC
-			c.mu.Unlock()
-			if done {
-				c.closeSocket()
-			}
-			return
-		}
-		batch := c.out
-		c.out, c.spare = c.spare[:0], nil
-		c.queued = 0
-		c.mu.Unlock()
-
-		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout))
-		toWrite := batch
-		_, err := toWrite.WriteTo(c.nc)
-		clear(batch) // drop references to payloads shared with other clients
-		c.mu.Lock()
-		c.spare = batch[:0]
-		c.mu.Unlock()
-		if err != nil {
-			c.mu.Lock()
-			if c.reason == "" {
-				c.reason = "write_error"
-			}
-			c.writing = false
-			c.mu.Unlock()
-			c.closeSocket()
-			return
-		}
-	}
-}
-
-func (c *conn) closeSocket() {
+// takeBatch hands the writer everything queued. ok is false when there is
+// nothing to write; then the writer is done (flushing is cleared) and, if a
+// close frame went out, the socket must be closed (closeAfter).
+func (c *conn) takeBatch() (batch [][]byte, closeAfter bool) {
 	c.mu.Lock()
-	already := c.closedNC
-	c.closedNC = true
+	defer c.mu.Unlock()
+	if len(c.out) == 0 || c.dead {
+		c.flushing = false
+		return nil, c.closing && !c.dead
+	}
+	batch, c.out = c.out, nil
+	c.queued = 0
+	return batch, false
+}
+
+// requeue puts back what a non-blocking write could not write, in front.
+func (c *conn) requeue(rest [][]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, b := range rest {
+		n += len(b)
+	}
+	c.out = append(rest, c.out...)
+	c.queued += n
+}
+
+// markDead records that the socket is gone; it returns false if it already
+// was, so the caller closes it exactly once.
+func (c *conn) markDead(reason string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return false
+	}
+	c.dead = true
 	c.out = nil
-	c.mu.Unlock()
-	if !already {
-		c.nc.Close()
+	if c.reason == "" {
+		c.reason = reason
+	}
+	return true
+}
+
+// kill closes the socket now, without a close frame.
+func (c *conn) kill(reason string) {
+	if c.markDead(reason) {
+		c.tr.closeSocket(c)
 	}
 }
 
-// readLoop reads messages until the connection ends and hands each one to
-// the WAMP session. It runs on the connection's own goroutine.
-func (c *conn) readLoop(ctx context.Context, br *bufio.Reader) {
-	limits := c.srv.cfg.Limits
-	rd := &wsutil.Reader{
-		Source:         br,
-		State:          ws.StateServerSide,
-		CheckUTF8:      true,
-		MaxFrameSize:   int64(limits.MaxMessageSize),
-		MaxMessageSize: int64(limits.MaxMessageSize),
-		OnIntermediate: c.onControl,
+// onMessage implements frameSink: a complete text message for WAMP.
+func (c *conn) onMessage(payload []byte) error {
+	c.srv.metrics.MessagesReceived.Inc()
+	err := c.sess.Handle(c.ctx, payload)
+	if err == nil {
+		return nil
 	}
-	buf := make([]byte, 0, 512)
-	for {
-		c.nc.SetReadDeadline(time.Now().Add(limits.IdleTimeout))
-		hdr, err := rd.NextFrame()
-		if err != nil {
-			c.readFailed(err)
-			return
-		}
-		if hdr.OpCode.IsControl() {
-			if err := c.onControl(hdr, rd); err != nil {
-				c.readFailed(err)
-				return
-			}
-			continue
-		}
-		if hdr.OpCode == ws.OpBinary {
-			c.closeWith(closeUnsupported, "binary messages are not supported", "protocol_error")
-			return
-		}
-		buf, err = readMessage(buf[:0], rd)
-		if err != nil {
-			c.readFailed(err)
-			return
-		}
-		c.srv.metrics.MessagesReceived.Inc()
-		if err := c.sess.Handle(ctx, buf); err != nil {
-			if errors.Is(err, wamp.ErrProtocol) {
-				c.srv.log.Debug("closing client after malformed WAMP message", "conn", c.id, "err", err)
-				c.closeWith(closeInvalid, "malformed WAMP message", "protocol_error")
-				return
-			}
-			c.srv.log.Warn("wamp handler failed", "conn", c.id, "err", err)
-		}
-		if cap(buf) > 64<<10 {
-			buf = make([]byte, 0, 512) // don't pin one big message's buffer forever
-		}
+	if errors.Is(err, wamp.ErrProtocol) {
+		c.srv.log.Debug("closing client after malformed WAMP message", "conn", c.id, "err", err)
+		c.closeWith(closeInvalid, "malformed WAMP message", "protocol_error")
+		return errStopReading
 	}
+	if errors.Is(err, wamp.ErrClosed) {
+		return errStopReading
+	}
+	c.srv.log.Warn("wamp handler failed", "conn", c.id, "err", err)
+	return nil
 }
 
-// readMessage appends the rest of the current message to dst. The reader
-// enforces the size limit and UTF-8 validity.
-func readMessage(dst []byte, rd io.Reader) ([]byte, error) {
-	for {
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := rd.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
-	}
-}
-
-// onControl answers ping, ignores pong and completes the close handshake.
-// Control frames may arrive between fragments, so wsutil calls it for those
-// too; replies go through the queue so that they never interleave with a
-// data frame being written.
-func (c *conn) onControl(h ws.Header, r io.Reader) error {
-	var p [125]byte
-	if h.Length > int64(len(p)) {
-		return ws.ErrProtocolControlPayloadOverflow
-	}
-	payload := p[:h.Length]
-	if _, err := io.ReadFull(r, payload); err != nil {
-		return err
-	}
-	switch h.OpCode {
+// onControl implements frameSink: answer ping, ignore pong, complete the
+// close handshake. Replies go through the queue so that they never
+// interleave with a data frame being written.
+func (c *conn) onControl(op ws.OpCode, payload []byte) error {
+	switch op {
 	case ws.OpPing:
-		c.sendControl(ws.OpPong, payload)
-		return nil
-	case ws.OpPong:
-		return nil
+		c.sendRaw(controlFrame(ws.OpPong, payload))
 	case ws.OpClose:
 		if len(payload) == 0 { // no status code: answer with a plain normal close
 			c.closeWith(closeNormal, "", "client_close")
-			return errClosed
+			return errStopReading
 		}
 		code, text := ws.ParseCloseFrameData(payload)
 		if err := ws.CheckCloseFrameData(code, text); err != nil {
 			c.closeWith(closeProtocol, err.Error(), "protocol_error")
-			return errClosed
+			return errStopReading
 		}
 		c.closeWith(code, "", "client_close")
-		return errClosed
+		return errStopReading
 	}
-	return ws.ErrProtocolOpCodeReserved
+	return nil
 }
 
-var errClosed = errors.New("connection closed by client")
+// errStopReading ends the read side: the connection is closing.
+var errStopReading = errors.New("stop reading")
 
-// readFailed maps a read error to the close the client gets.
-func (c *conn) readFailed(err error) {
-	var timeout interface{ Timeout() bool }
-	switch {
-	case errors.Is(err, errClosed):
-	case errors.Is(err, wsutil.ErrFrameTooLarge), errors.Is(err, wsutil.ErrMessageTooLarge):
-		c.closeWith(closeTooBig, "message too big", "protocol_error")
-	case errors.Is(err, wsutil.ErrInvalidUTF8):
-		c.closeWith(closeInvalid, "invalid UTF-8", "protocol_error")
-	case errors.As(err, &timeout) && timeout.Timeout():
-		c.closeWith(closeGoingAway, "idle timeout", "idle_timeout")
-	case isProtocolError(err):
-		c.closeWith(closeProtocol, err.Error(), "protocol_error")
-	default:
-		// EOF, reset, or our own close: the socket is gone or going.
-		c.mu.Lock()
-		if c.reason == "" {
-			c.reason = "connection_lost"
-		}
+// feed passes bytes read from the socket to the frame reader. It returns
+// false when reading must stop; the connection is then closing.
+func (c *conn) feed(data []byte) bool {
+	c.lastRead.Store(time.Now().UnixNano())
+	err := c.fr.feed(data, c)
+	if err == nil {
+		return true
+	}
+	if code, text := closeCodeFor(err); code != 0 {
+		c.closeWith(code, text, "protocol_error")
+	}
+	return false
+}
+
+// readEnded handles the end of the read side through an I/O error: EOF,
+// reset, or our own close.
+func (c *conn) readEnded() {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
+		c.kill("connection_lost")
+	}
+}
+
+// teardown runs once when the connection is finished: it ends the WAMP
+// session, removes the client from storage, and updates the metrics.
+func (c *conn) teardown() {
+	c.mu.Lock()
+	if c.torndown {
 		c.mu.Unlock()
-		c.closeSocket()
+		return
 	}
-}
-
-func isProtocolError(err error) bool {
-	var pe ws.ProtocolError
-	return errors.As(err, &pe)
+	if !c.registered {
+		c.teardownWanted = true
+		c.mu.Unlock()
+		return
+	}
+	c.torndown = true
+	reason := c.reason
+	c.mu.Unlock()
+	if reason == "" {
+		reason = "connection_lost"
+	}
+	s := c.srv
+	c.sess.Close()
+	if err := s.clients.Remove(context.WithoutCancel(c.ctx), c.id); err != nil {
+		s.log.Warn("client storage remove failed", "conn", c.id, "err", err)
+	}
+	s.untrack(c)
+	s.metrics.Connections.Dec()
+	s.metrics.Disconnects.WithLabelValues(reason).Inc()
+	s.log.Debug("client disconnected", "conn", c.id, "reason", reason)
 }

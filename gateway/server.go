@@ -6,7 +6,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -17,7 +16,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -64,12 +62,14 @@ type Server struct {
 	baseCtx context.Context // cancelled when the server is forced down
 	cancel  context.CancelFunc
 
+	loop *eventLoop // the epoll loop in epoll mode, nil otherwise
+
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[*conn]struct{}
 	draining bool
 
-	wg sync.WaitGroup // every goroutine a connection runs
+	wg sync.WaitGroup // every goroutine the server starts: accept, handshakes, readers, writers, loop workers
 }
 
 // New builds a Server from a validated configuration. It opens the session
@@ -128,9 +128,10 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}, nil
 }
 
-// Serve accepts connections on ln until Shutdown closes it; each connection
-// gets a goroutine that runs its handshake and then reads it. It returns nil
-// after Shutdown and the accept error otherwise.
+// Serve accepts connections on ln until Shutdown closes it. With
+// transport.mode epoll and a TCP listener, connections are served by the
+// epoll event loop; otherwise each gets a goroutine. It returns nil after
+// Shutdown and the accept error otherwise.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.draining {
@@ -139,30 +140,20 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			draining := s.draining
-			s.mu.Unlock()
-			if draining {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of descriptors: back off instead of spinning.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed, backing off", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
+	if s.cfg.Transport.Mode == ModeEpoll {
+		tl, ok := ln.(*net.TCPListener)
+		if !ok {
+			return fmt.Errorf("transport.mode epoll needs a TCP listener, got %T", ln)
 		}
-		backoff = 0
-		s.wg.Add(1)
-		go s.serveConn(nc)
+		return s.serveEpoll(tl)
 	}
+	return s.serveGoroutines(ln)
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
 }
 
 // Ready reports whether the gateway should receive new clients: not
@@ -183,41 +174,54 @@ func (s *Server) Ready() error {
 }
 
 // Shutdown drains the gateway: it stops accepting, sends close 1001 to every
-// client and waits for their goroutines until ctx ends, then closes what is
-// left. The session store is released afterwards.
+// client and waits for them to go until ctx ends, then closes what is left.
+// The event loop (if any) and the session store are released afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
 	if s.ln != nil {
 		s.ln.Close()
 	}
+	if s.loop != nil {
+		s.loop.stopAccepting()
+	}
+	s.mu.Unlock()
+	for _, c := range s.snapshotConns() {
+		c.closeWith(closeGoingAway, "server shutting down", "drain")
+	}
+	var err error
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for len(s.snapshotConns()) > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			err = fmt.Errorf("drain: %w", ctx.Err())
+			break wait
+		}
+	}
+	s.cancel() // handler calls and session lookups still running end now
+	for _, c := range s.snapshotConns() {
+		c.kill("drain")
+	}
+	if s.loop != nil {
+		s.loop.stop()
+	}
+	s.wg.Wait()
+	s.clients.Close()
+	s.resolver.Close()
+	return err
+}
+
+func (s *Server) snapshotConns() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.closeWith(closeGoingAway, "server shutting down", "drain")
-	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("drain: %w", ctx.Err())
-		s.cancel()
-		s.mu.Lock()
-		for c := range s.conns {
-			c.nc.Close()
-		}
-		s.mu.Unlock()
-		<-done
-	}
-	s.cancel()
-	s.clients.Close()
-	s.resolver.Close()
-	return err
+	return conns
 }
 
 // handshake collects what the upgrade callbacks see. The callbacks run on
@@ -233,22 +237,11 @@ type handshake struct {
 	outcome   string
 }
 
-func (s *Server) serveConn(nc net.Conn) {
-	defer s.wg.Done()
-	select {
-	case s.handshakes <- struct{}{}:
-	default:
-		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOverloaded).Inc()
-		nc.SetWriteDeadline(time.Now().Add(time.Second))
-		nc.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"))
-		nc.Close()
-		return
-	}
-	deadline := time.Now().Add(s.cfg.Limits.HandshakeTimeout)
-	nc.SetDeadline(deadline)
-	h := handshake{outcome: metrics.OutcomeBadRequest}
+// newUpgrader returns the gobwas/ws upgrader whose callbacks fill h and
+// whose last callback admits or refuses the client (Server.admit).
+func (s *Server) newUpgrader(h *handshake, deadline time.Time) ws.Upgrader {
 	cookie := []byte(s.cfg.Session.Cookie)
-	up := ws.Upgrader{
+	return ws.Upgrader{
 		Protocol: func(p []byte) bool {
 			h.offered = true
 			h.matched = string(p) == "wamp"
@@ -275,20 +268,25 @@ func (s *Server) serveConn(nc net.Conn) {
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			ctx, cancel := context.WithDeadline(s.baseCtx, deadline)
 			defer cancel()
-			return nil, s.admit(ctx, &h)
+			return nil, s.admit(ctx, h)
 		},
 	}
-	_, err := up.Upgrade(nc)
-	<-s.handshakes
-	s.metrics.Handshakes.WithLabelValues(h.outcome).Inc()
-	if err != nil {
-		s.log.Debug("handshake refused", "remote", nc.RemoteAddr().String(), "outcome", h.outcome, "err", err)
-		nc.Close()
-		return
-	}
-	nc.SetDeadline(time.Time{})
-	s.runConn(nc, &h)
 }
+
+// acquireHandshake takes a slot of the handshake semaphore, or returns
+// false when limits.max_handshakes are in progress.
+func (s *Server) acquireHandshake() bool {
+	select {
+	case s.handshakes <- struct{}{}:
+		return true
+	default:
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOverloaded).Inc()
+		return false
+	}
+}
+
+// overloadedResponse answers a connection refused before its handshake.
+var overloadedResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n")
 
 func reject(status int, reason string) error {
 	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
@@ -346,47 +344,46 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 	return nil
 }
 
-// runConn serves an upgraded connection until it ends.
-func (s *Server) runConn(nc net.Conn, h *handshake) {
-	c := &conn{srv: s, nc: nc, id: fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))}
+// register makes an upgraded connection live: it is tracked for drain,
+// gets its WAMP session (which queues WELCOME) and its client storage
+// entry. It returns false when the server is draining; then c is closed.
+func (s *Server) register(c *conn, h *handshake) bool {
+	c.id = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))
+	c.ctx = s.baseCtx
+	c.fr.maxMessage = s.cfg.Limits.MaxMessageSize
+	c.lastRead.Store(time.Now().UnixNano())
 	h.info.ConnID = c.id
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
-		nc.Close()
-		return
+		return false
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.metrics.Connections.Inc()
-
 	c.sess = s.node.Open(c, h.info)
-	ctx := s.baseCtx
 	entry := storage.ClientEntry{
 		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
 		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: time.Now(),
 	}
-	if err := s.clients.Add(ctx, entry); err != nil {
+	if err := s.clients.Add(c.ctx, entry); err != nil {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
 	}
 	s.log.Debug("client connected", "conn", c.id, "anonymous", h.info.Anonymous, "firewall", h.info.Firewall)
-
-	c.readLoop(ctx, bufio.NewReaderSize(nc, 4096))
-
-	c.sess.Close()
-	if err := s.clients.Remove(context.WithoutCancel(ctx), c.id); err != nil {
-		s.log.Warn("client storage remove failed", "conn", c.id, "err", err)
+	// The socket may have died while we registered (WELCOME's write can
+	// fail at once); its teardown waited for this point.
+	c.mu.Lock()
+	c.registered = true
+	wanted := c.teardownWanted
+	c.mu.Unlock()
+	if wanted {
+		c.teardown()
 	}
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.metrics.Connections.Dec()
-	c.mu.Lock()
-	reason := c.reason
-	c.mu.Unlock()
-	if reason == "" {
-		reason = "connection_lost"
-	}
-	s.metrics.Disconnects.WithLabelValues(reason).Inc()
-	s.log.Debug("client disconnected", "conn", c.id, "reason", reason)
 }

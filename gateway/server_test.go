@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -23,9 +24,10 @@ import (
 
 // startServer runs an in-process gateway on a files store in a temp dir
 // (empty: every client is anonymous) and returns its address.
-func startServer(t *testing.T, mutate func(*Config)) (string, *Server) {
+func startServer(t *testing.T, mode string, mutate func(*Config)) (string, *Server) {
 	t.Helper()
 	cfg := DefaultConfig()
+	cfg.Transport.Mode = mode
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Session.Files.Path = t.TempDir()
 	cfg.Routes.RPC = map[string]wamp.RouteConfig{"acme_rpc": {Pattern: "sample/{method}", Handler: "acme.rpc"}}
@@ -61,6 +63,18 @@ func startServer(t *testing.T, mutate func(*Config)) (string, *Server) {
 		}
 	})
 	return ln.Addr().String(), srv
+}
+
+// forEachMode runs f once per transport mode this platform has: both
+// modes must pass the same tests.
+func forEachMode(t *testing.T, f func(t *testing.T, mode string)) {
+	modes := []string{ModeGoroutine}
+	if epollSupported {
+		modes = append(modes, ModeEpoll)
+	}
+	for _, m := range modes {
+		t.Run(m, func(t *testing.T) { f(t, m) })
+	}
 }
 
 // rawClient is a websocket client that writes frames by hand, to test the
@@ -125,191 +139,268 @@ func (c *rawClient) expectClose() ws.StatusCode {
 }
 
 func TestConnFraming(t *testing.T) {
-	addr, _ := startServer(t, func(c *Config) { c.Limits.MaxMessageSize = 1024 })
-	call := []byte(`[2,"c1","sample/sum",[1,2]]`)
-	anonResult := `[3,"c1",{"error":true,"msg":"You must be authenticated to use this function."}]`
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, _ := startServer(t, mode, func(c *Config) { c.Limits.MaxMessageSize = 1024 })
+		call := []byte(`[2,"c1","sample/sum",[1,2]]`)
+		anonResult := `[3,"c1",{"error":true,"msg":"You must be authenticated to use this function."}]`
 
-	t.Run("ping gets pong with the same payload", func(t *testing.T) {
-		c, err := dialRaw(t, addr, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.write(ws.NewPingFrame([]byte("hi")))
-		if f := c.readFrame(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "hi" {
-			t.Fatalf("got %v %q", f.Header.OpCode, f.Payload)
-		}
-	})
-	t.Run("fragmented message with a ping between fragments", func(t *testing.T) {
-		c, err := dialRaw(t, addr, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.write(ws.Frame{Header: ws.Header{OpCode: ws.OpText, Length: 10}, Payload: call[:10]})
-		c.write(ws.NewPingFrame(nil))
-		rest := call[10:]
-		c.write(ws.Frame{Header: ws.Header{OpCode: ws.OpContinuation, Fin: true, Length: int64(len(rest))}, Payload: rest})
-		if f := c.readFrame(); f.Header.OpCode != ws.OpPong {
-			t.Fatalf("want pong first, got %v", f.Header.OpCode)
-		}
-		if f := c.readFrame(); string(f.Payload) != anonResult {
-			t.Fatalf("got %q", f.Payload)
-		}
-	})
-	t.Run("client close is echoed", func(t *testing.T) {
-		c, err := dialRaw(t, addr, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")))
-		if code := c.expectClose(); code != ws.StatusNormalClosure {
-			t.Fatalf("code %d", code)
-		}
-	})
-	for _, tc := range []struct {
-		name  string
-		frame ws.Frame
-		want  ws.StatusCode
-	}{
-		{"binary is unsupported", ws.NewBinaryFrame([]byte("[2]")), ws.StatusUnsupportedData},
-		{"too big", ws.NewTextFrame(bytes.Repeat([]byte("a"), 2000)), ws.StatusMessageTooBig},
-		{"invalid UTF-8", ws.NewTextFrame([]byte("[2,\"\xff\"]")), ws.StatusInvalidFramePayloadData},
-		{"malformed WAMP", ws.NewTextFrame([]byte("{}")), ws.StatusInvalidFramePayloadData},
-		{"continuation without start", ws.Frame{Header: ws.Header{OpCode: ws.OpContinuation, Fin: true, Length: 1}, Payload: []byte("x")}, ws.StatusProtocolError},
-		{"reserved opcode", ws.Frame{Header: ws.Header{OpCode: 0x3, Fin: true}}, ws.StatusProtocolError},
-		{"bad close code", ws.NewCloseFrame([]byte{0x03, 0xe7}), ws.StatusProtocolError}, // 999
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run("ping gets pong with the same payload", func(t *testing.T) {
 			c, err := dialRaw(t, addr, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.write(tc.frame)
-			if code := c.expectClose(); code != tc.want {
-				t.Fatalf("close code %d, want %d", code, tc.want)
+			c.write(ws.NewPingFrame([]byte("hi")))
+			if f := c.readFrame(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "hi" {
+				t.Fatalf("got %v %q", f.Header.OpCode, f.Payload)
 			}
 		})
-	}
-	t.Run("unmasked client frame is a protocol error", func(t *testing.T) {
-		c, err := dialRaw(t, addr, nil)
-		if err != nil {
-			t.Fatal(err)
+		t.Run("fragmented message with a ping between fragments", func(t *testing.T) {
+			c, err := dialRaw(t, addr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.write(ws.Frame{Header: ws.Header{OpCode: ws.OpText, Length: 10}, Payload: call[:10]})
+			c.write(ws.NewPingFrame(nil))
+			rest := call[10:]
+			c.write(ws.Frame{Header: ws.Header{OpCode: ws.OpContinuation, Fin: true, Length: int64(len(rest))}, Payload: rest})
+			if f := c.readFrame(); f.Header.OpCode != ws.OpPong {
+				t.Fatalf("want pong first, got %v", f.Header.OpCode)
+			}
+			if f := c.readFrame(); string(f.Payload) != anonResult {
+				t.Fatalf("got %q", f.Payload)
+			}
+		})
+		t.Run("client close is echoed", func(t *testing.T) {
+			c, err := dialRaw(t, addr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")))
+			if code := c.expectClose(); code != ws.StatusNormalClosure {
+				t.Fatalf("code %d", code)
+			}
+		})
+		for _, tc := range []struct {
+			name  string
+			frame ws.Frame
+			want  ws.StatusCode
+		}{
+			{"binary is unsupported", ws.NewBinaryFrame([]byte("[2]")), ws.StatusUnsupportedData},
+			{"too big", ws.NewTextFrame(bytes.Repeat([]byte("a"), 2000)), ws.StatusMessageTooBig},
+			{"invalid UTF-8", ws.NewTextFrame([]byte("[2,\"\xff\"]")), ws.StatusInvalidFramePayloadData},
+			{"malformed WAMP", ws.NewTextFrame([]byte("{}")), ws.StatusInvalidFramePayloadData},
+			{"continuation without start", ws.Frame{Header: ws.Header{OpCode: ws.OpContinuation, Fin: true, Length: 1}, Payload: []byte("x")}, ws.StatusProtocolError},
+			{"reserved opcode", ws.Frame{Header: ws.Header{OpCode: 0x3, Fin: true}}, ws.StatusProtocolError},
+			{"bad close code", ws.NewCloseFrame([]byte{0x03, 0xe7}), ws.StatusProtocolError}, // 999
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				c, err := dialRaw(t, addr, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.write(tc.frame)
+				if code := c.expectClose(); code != tc.want {
+					t.Fatalf("close code %d, want %d", code, tc.want)
+				}
+			})
 		}
-		ws.WriteFrame(c.nc, ws.NewTextFrame(call))
-		if code := c.expectClose(); code != ws.StatusProtocolError {
-			t.Fatalf("close code %d", code)
-		}
+		t.Run("unmasked client frame is a protocol error", func(t *testing.T) {
+			c, err := dialRaw(t, addr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws.WriteFrame(c.nc, ws.NewTextFrame(call))
+			if code := c.expectClose(); code != ws.StatusProtocolError {
+				t.Fatalf("close code %d", code)
+			}
+		})
 	})
 }
 
 func TestHandshakeRefusals(t *testing.T) {
-	addr, _ := startServer(t, func(c *Config) {
-		c.AllowAnonymous = false
-		c.Origins.Allowed = []string{"https://app.example.com"}
-	})
-	for _, tc := range []struct {
-		name   string
-		header http.Header
-		protos []string
-		want   int
-	}{
-		{"anonymous refused", http.Header{"Origin": {"https://app.example.com"}}, []string{"wamp"}, 403},
-		{"foreign origin", http.Header{"Origin": {"https://evil.example.org"}}, []string{"wamp"}, 403},
-		{"unknown session is anonymous", http.Header{"Cookie": {"PHPSESSID=abcdef0123456789"}}, []string{"wamp"}, 403},
-		{"impossible session id", http.Header{"Cookie": {"PHPSESSID=../../etc/passwd"}}, []string{"wamp"}, 403},
-		{"other subprotocol only", nil, []string{"wamp.2.json"}, 400},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(tc.header), Protocols: tc.protos, Timeout: 5 * time.Second}
-			nc, _, _, err := d.Dial(context.Background(), "ws://"+addr+"/")
-			if nc != nil {
-				nc.Close()
-			}
-			var se ws.StatusError
-			if !errors.As(err, &se) || int(se) != tc.want {
-				t.Fatalf("got %v, want HTTP %d", err, tc.want)
-			}
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, _ := startServer(t, mode, func(c *Config) {
+			c.AllowAnonymous = false
+			c.Origins.Allowed = []string{"https://app.example.com"}
 		})
-	}
+		for _, tc := range []struct {
+			name   string
+			header http.Header
+			protos []string
+			want   int
+		}{
+			{"anonymous refused", http.Header{"Origin": {"https://app.example.com"}}, []string{"wamp"}, 403},
+			{"foreign origin", http.Header{"Origin": {"https://evil.example.org"}}, []string{"wamp"}, 403},
+			{"unknown session is anonymous", http.Header{"Cookie": {"PHPSESSID=abcdef0123456789"}}, []string{"wamp"}, 403},
+			{"impossible session id", http.Header{"Cookie": {"PHPSESSID=../../etc/passwd"}}, []string{"wamp"}, 403},
+			{"other subprotocol only", nil, []string{"wamp.2.json"}, 400},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(tc.header), Protocols: tc.protos, Timeout: 5 * time.Second}
+				nc, _, _, err := d.Dial(context.Background(), "ws://"+addr+"/")
+				if nc != nil {
+					nc.Close()
+				}
+				var se ws.StatusError
+				if !errors.As(err, &se) || int(se) != tc.want {
+					t.Fatalf("got %v, want HTTP %d", err, tc.want)
+				}
+			})
+		}
+	})
 }
 
 func TestHandshakeTimeout(t *testing.T) {
-	addr, _ := startServer(t, func(c *Config) { c.Limits.HandshakeTimeout = 300 * time.Millisecond })
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")) // and never finish
-	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadAll(nc); err != nil {
-		t.Fatalf("server should close a stalled handshake, got %v", err)
-	}
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, _ := startServer(t, mode, func(c *Config) { c.Limits.HandshakeTimeout = 300 * time.Millisecond })
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")) // and never finish
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(nc); err != nil {
+			t.Fatalf("server should close a stalled handshake, got %v", err)
+		}
+	})
 }
 
 func TestSlowConsumerIsClosed(t *testing.T) {
-	addr, srv := startServer(t, func(c *Config) { c.Limits.OutboundQueueBytes = 4096 })
-	c, err := dialRaw(t, addr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.write(ws.NewTextFrame([]byte(`[5,"acme/channel/flood"]`)))
-	c.readFrame() // own join event
-	// Stop reading and flood the topic from the server side until the
-	// client's queue overflows; the kernel buffers absorb the first part.
-	topic := srv.node.Topic("acme/channel/flood")
-	big := strings.Repeat("x", 1000)
-	deadline := time.Now().Add(10 * time.Second)
-	for topic.Count() > 0 && time.Now().Before(deadline) {
-		topic.Broadcast(big, nil, nil)
-	}
-	if topic.Count() != 0 {
-		t.Fatal("slow consumer still subscribed after 10s of flooding")
-	}
-	// The client finds, after the events that made it through, close 1008.
-	if code := c.expectClose(); code != ws.StatusPolicyViolation {
-		t.Fatalf("close code %d, want 1008", code)
-	}
-}
-
-func TestShutdownClosesClientsWith1001(t *testing.T) {
-	addr, srv := startServer(t, nil)
-	c, err := dialRaw(t, addr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Ready(); err != nil {
-		t.Fatalf("ready before drain: %v", err)
-	}
-	go srv.Shutdown(context.Background())
-	if code := c.expectClose(); code != ws.StatusGoingAway {
-		t.Fatalf("close code %d", code)
-	}
-	if srv.Ready() == nil {
-		t.Fatal("ready while draining")
-	}
-}
-
-// A publish reaches every subscriber with the bytes encoded once.
-func TestPublishFanOut(t *testing.T) {
-	addr, _ := startServer(t, nil)
-	var clients []*rawClient
-	for i := 0; i < 3; i++ {
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, srv := startServer(t, mode, func(c *Config) { c.Limits.OutboundQueueBytes = 4096 })
 		c, err := dialRaw(t, addr, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.write(ws.NewTextFrame([]byte(`[5,"acme/channel/r1"]`)))
-		for _, prev := range append(clients, c) {
-			prev.readFrame() // join events
+		c.write(ws.NewTextFrame([]byte(`[5,"acme/channel/flood"]`)))
+		c.readFrame() // own join event
+		// Stop reading and flood the topic from the server side until the
+		// client's queue overflows; the kernel buffers absorb the first part.
+		topic := srv.node.Topic("acme/channel/flood")
+		big := strings.Repeat("x", 1000)
+		deadline := time.Now().Add(10 * time.Second)
+		for topic.Count() > 0 && time.Now().Before(deadline) {
+			topic.Broadcast(big, nil, nil)
 		}
-		clients = append(clients, c)
+		if topic.Count() != 0 {
+			t.Fatal("slow consumer still subscribed after 10s of flooding")
+		}
+		// The client finds, after the events that made it through, close 1008.
+		if code := c.expectClose(); code != ws.StatusPolicyViolation {
+			t.Fatalf("close code %d, want 1008", code)
+		}
+	})
+}
+
+func TestShutdownClosesClientsWith1001(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, srv := startServer(t, mode, nil)
+		c, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Ready(); err != nil {
+			t.Fatalf("ready before drain: %v", err)
+		}
+		go srv.Shutdown(context.Background())
+		if code := c.expectClose(); code != ws.StatusGoingAway {
+			t.Fatalf("close code %d", code)
+		}
+		if srv.Ready() == nil {
+			t.Fatal("ready while draining")
+		}
+	})
+}
+
+// A publish reaches every subscriber with the bytes encoded once.
+func TestPublishFanOut(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, _ := startServer(t, mode, nil)
+		var clients []*rawClient
+		for i := 0; i < 3; i++ {
+			c, err := dialRaw(t, addr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.write(ws.NewTextFrame([]byte(`[5,"acme/channel/r1"]`)))
+			for _, prev := range append(clients, c) {
+				prev.readFrame() // join events
+			}
+			clients = append(clients, c)
+		}
+		clients[0].write(ws.NewTextFrame([]byte(`[7,"acme/channel/r1",{"x":1}]`)))
+		for i, c := range clients {
+			f := c.readFrame()
+			var m []json.RawMessage
+			if err := json.Unmarshal(f.Payload, &m); err != nil || string(m[0]) != "8" || string(m[2]) != `{"msg":{"x":1}}` {
+				t.Fatalf("client %d got %q", i, f.Payload)
+			}
+		}
+	})
+}
+
+// With a single worker, a client that sends half a frame or half a
+// handshake must not hold it: others are still served.
+func TestEpollHalfFrameDoesNotPinWorker(t *testing.T) {
+	if !epollSupported {
+		t.Skip("epoll mode needs Linux")
 	}
-	clients[0].write(ws.NewTextFrame([]byte(`[7,"acme/channel/r1",{"x":1}]`)))
-	for i, c := range clients {
-		f := c.readFrame()
-		var m []json.RawMessage
-		if err := json.Unmarshal(f.Payload, &m); err != nil || string(m[0]) != "8" || string(m[2]) != `{"msg":{"x":1}}` {
-			t.Fatalf("client %d got %q", i, f.Payload)
+	addr, _ := startServer(t, ModeEpoll, func(c *Config) { c.Transport.Workers = 1 })
+	stalled, err := dialRaw(t, addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := clientFrame(t, true, ws.OpText, []byte(`[2,"c1","sample/sum",[1,2]]`))
+	stalled.nc.Write(frame[:7]) // header and a bit of payload, then silence
+	half, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	half.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\nUpgr"))
+	time.Sleep(50 * time.Millisecond)
+
+	c, err := dialRaw(t, addr, nil)
+	if err != nil {
+		t.Fatalf("a second client could not connect past a stalled one: %v", err)
+	}
+	c.write(ws.NewTextFrame([]byte(`[2,"c2","sample/sum",[3]]`)))
+	if f := c.readFrame(); !bytes.HasPrefix(f.Payload, []byte(`[3,"c2"`)) {
+		t.Fatalf("got %q", f.Payload)
+	}
+	// The stalled client finishes its frame and is answered in turn.
+	stalled.nc.Write(frame[7:])
+	if f := stalled.readFrame(); !bytes.HasPrefix(f.Payload, []byte(`[3,"c1"`)) {
+		t.Fatalf("stalled client got %q", f.Payload)
+	}
+}
+
+// In epoll mode an idle established connection holds no goroutine.
+func TestEpollIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	if !epollSupported {
+		t.Skip("epoll mode needs Linux")
+	}
+	addr, _ := startServer(t, ModeEpoll, nil)
+	// Warm up: the loop, workers and writers exist before we count.
+	if _, err := dialRaw(t, addr, nil); err != nil {
+		t.Fatal(err)
+	}
+	settle := func() int {
+		time.Sleep(100 * time.Millisecond)
+		return runtime.NumGoroutine()
+	}
+	before := settle()
+	const n = 200
+	for i := 0; i < n; i++ {
+		if _, err := dialRaw(t, addr, nil); err != nil {
+			t.Fatal(err)
 		}
+	}
+	after := settle()
+	// The test's own client side holds no goroutines either (the dialer
+	// returns plain connections), so any growth is the server's.
+	if after-before > n/20 {
+		t.Fatalf("goroutines grew from %d to %d for %d idle connections", before, after, n)
 	}
 }

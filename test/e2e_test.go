@@ -68,8 +68,15 @@ func (f pdoFixture) write(t *testing.T, user string, roles ...string) phpSession
 func cookie(s phpSession) string { return s.Name + "=" + s.ID }
 
 // TestEndToEndPDO drives the real wsgate binary reading Symfony's
-// PdoSessionHandler table in MariaDB, with sessions written by real PHP.
+// PdoSessionHandler table in MariaDB, with sessions written by real PHP,
+// once per transport mode: both must behave the same.
 func TestEndToEndPDO(t *testing.T) {
+	for _, mode := range []string{"epoll", "goroutine"} {
+		t.Run(mode, func(t *testing.T) { testEndToEndPDO(t, mode) })
+	}
+}
+
+func testEndToEndPDO(t *testing.T, mode string) {
 	f := newPDOFixture(t)
 	alice := f.write(t, "alice", "ROLE_USER", "ROLE_ADMIN")
 	visitor := f.write(t, "")
@@ -85,6 +92,7 @@ func TestEndToEndPDO(t *testing.T) {
 listen: "%%LISTEN%%"
 metrics: {listen: "%%METRICS%%"}
 log: {level: debug}
+transport: {mode: %s}
 origins:
   allowed: ["%s"]
 session:
@@ -98,7 +106,7 @@ routes:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}
   topics:
     acme_topic: {pattern: "acme/channel/{room}", handler: acme.topic}
-`, appOrigin, f.DSN, f.Table)
+`, mode, appOrigin, f.DSN, f.Table)
 	g := startGateway(t, config)
 
 	t.Run("authenticated user gets the sum", func(t *testing.T) {

@@ -1,0 +1,704 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/metrics"
+)
+
+// Epoll mode. One event loop goroutine waits in epoll_wait on the listener
+// and every connection (edge-triggered). A readable connection is put on the
+// read queue, where one of transport.workers goroutines reads it until
+// EAGAIN into that worker's own buffer and feeds the connection's
+// incremental frame reader; a connection with queued output is put on the
+// write queue, where one of transport.writers goroutines writes it with
+// writev until done or EAGAIN (then EPOLLOUT brings it back). Handshakes
+// are read the same way and, once the request is complete, upgraded on a
+// short-lived goroutine bounded by limits.max_handshakes (the session lookup
+// may block). So an idle connection holds no goroutine and no buffer: only
+// its conn, epConn and WAMP session.
+//
+// Both queues hold each connection at most once, so they are bounded by the
+// number of connections, and pushing never blocks the pusher.
+
+const (
+	epollSupported = true
+	defaultMode    = ModeEpoll
+)
+
+// Phases of an epConn.
+const (
+	phaseRequest int32 = iota // reading the HTTP upgrade request
+	phaseUpgrade              // upgrading on a handshake goroutine
+	phaseOpen                 // websocket established
+)
+
+// Read scheduling states of an epConn (epConn.rstate).
+const (
+	readIdle    int32 = iota // waiting for EPOLLIN
+	readQueued               // on the read queue or being read
+	readPending              // being read, and another EPOLLIN came meanwhile
+)
+
+// eventLoop is the epoll machinery of one Server.
+type eventLoop struct {
+	srv    *Server
+	epfd   int
+	wakefd int   // eventfd: written to stop the loop
+	lfd    int   // our dup of the listener's descriptor; -1 once closed; guarded by lmu
+	lfdNum int32 // lfd's number, fixed, to recognise its events without the lock
+
+	mu    sync.Mutex
+	conns map[int32]*epConn // by descriptor
+	gen   uint32
+
+	reads, writes readyQueue
+	stopping      atomic.Bool
+	done          chan struct{} // closed by stop: ends the sweeper
+	lmu           sync.Mutex // guards lfd
+}
+
+// epConn is the epoll transport of one connection.
+type epConn struct {
+	loop  *eventLoop
+	fd    int
+	gen   int32
+	phase atomic.Int32
+	c     atomic.Pointer[conn] // set when the websocket is established
+
+	request    []byte // the upgrade request so far (phaseRequest only)
+	reqStarted time.Time
+
+	rstate    atomic.Int32
+	outEvents atomic.Uint32 // EPOLLOUT edges seen; see flush
+	blocked   bool          // waiting for EPOLLOUT; guarded by c.mu
+	blockedAt atomic.Int64  // unix nanoseconds when the last write hit EAGAIN, 0 when not blocked
+
+	fdMu     sync.Mutex
+	fdRefs   int
+	fdClosed bool
+}
+
+// serveEpoll runs the event loop on ln until Shutdown.
+func (s *Server) serveEpoll(ln *net.TCPListener) error {
+	l, err := newEventLoop(s, ln)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		l.closeAll()
+		return nil
+	}
+	s.loop = l
+	s.mu.Unlock()
+
+	workers := s.cfg.Transport.Workers
+	if workers == 0 {
+		workers = 16 * runtime.GOMAXPROCS(0)
+	}
+	writers := s.cfg.Transport.Writers
+	if writers == 0 {
+		writers = 2 * runtime.GOMAXPROCS(0)
+	}
+	s.wg.Add(workers + writers + 1)
+	for range workers {
+		go l.readWorker()
+	}
+	for range writers {
+		go l.writeWorker()
+	}
+	go l.sweep()
+	return l.run()
+}
+
+func newEventLoop(s *Server, ln *net.TCPListener) (*eventLoop, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("epoll: listener descriptor: %w", err)
+	}
+	lfd := -1
+	var dupErr error
+	if err := rc.Control(func(fd uintptr) {
+		// A dup shares the open file (and its O_NONBLOCK) with the runtime's
+		// descriptor; ours is closed when accepting stops.
+		lfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("epoll: listener descriptor: %w", err)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("epoll: dup listener: %w", dupErr)
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		unix.Close(lfd)
+		return nil, fmt.Errorf("epoll: create: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(lfd)
+		unix.Close(epfd)
+		return nil, fmt.Errorf("epoll: eventfd: %w", err)
+	}
+	l := &eventLoop{srv: s, epfd: epfd, wakefd: wakefd, lfd: lfd, lfdNum: int32(lfd), conns: make(map[int32]*epConn), done: make(chan struct{})}
+	l.reads.init()
+	l.writes.init()
+	for _, fd := range []int{wakefd, lfd} {
+		// Level-triggered: a listener whose accept failed for lack of
+		// descriptors is retried on the next wait.
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			l.closeAll()
+			return nil, fmt.Errorf("epoll: register: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// run is the event loop goroutine: it waits for events and routes them.
+func (l *eventLoop) run() error {
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(l.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		for i := range n {
+			ev := &events[i]
+			switch ev.Fd {
+			case int32(l.wakefd):
+				if l.stopping.Load() {
+					return nil
+				}
+				continue
+			case l.lfdNum:
+				l.accept()
+				continue
+			}
+			l.mu.Lock()
+			ec := l.conns[ev.Fd]
+			l.mu.Unlock()
+			if ec == nil || ec.gen != ev.Pad {
+				continue // closed since; the descriptor may be reused
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				ec.scheduleRead()
+			}
+			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				ec.onWritable()
+			}
+		}
+	}
+}
+
+// accept takes every pending connection off the listener.
+func (l *eventLoop) accept() {
+	l.lmu.Lock()
+	defer l.lmu.Unlock()
+	for l.lfd >= 0 {
+		fd, _, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			switch {
+			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+				if errors.Is(err, unix.EAGAIN) {
+					return
+				}
+				continue
+			case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
+				// Out of descriptors: the listener stays readable, so
+				// slow the retry instead of spinning.
+				l.srv.log.Warn("accept failed, backing off", "err", err)
+				time.Sleep(10 * time.Millisecond)
+				return
+			default:
+				l.srv.log.Error("accept failed", "err", err)
+				return
+			}
+		}
+		if l.srv.isDraining() {
+			unix.Close(fd)
+			continue
+		}
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		l.mu.Lock()
+		l.gen++
+		ec := &epConn{loop: l, fd: fd, gen: int32(l.gen), reqStarted: time.Now()}
+		l.conns[int32(fd)] = ec
+		l.mu.Unlock()
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd), Pad: ec.gen}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			l.srv.log.Error("epoll register failed", "err", err)
+			ec.closeFD()
+		}
+	}
+}
+
+// stopAccepting closes our listener descriptor; Shutdown calls it first.
+func (l *eventLoop) stopAccepting() {
+	l.lmu.Lock()
+	defer l.lmu.Unlock()
+	if l.lfd >= 0 {
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
+		unix.Close(l.lfd)
+		l.lfd = -1
+	}
+}
+
+// stop ends the loop, its workers and every connection still open.
+func (l *eventLoop) stop() {
+	l.stopAccepting()
+	if l.stopping.Swap(true) {
+		return
+	}
+	close(l.done)
+	var one [8]byte
+	one[7] = 1 // eventfd counter, native (little) endian is fine for any nonzero value
+	unix.Write(l.wakefd, one[:])
+	l.reads.close()
+	l.writes.close()
+	l.mu.Lock()
+	conns := make([]*epConn, 0, len(l.conns))
+	for _, ec := range l.conns {
+		conns = append(conns, ec)
+	}
+	l.mu.Unlock()
+	for _, ec := range conns {
+		if c := ec.c.Load(); c != nil {
+			c.kill("drain")
+		} else {
+			ec.closeFD()
+		}
+	}
+}
+
+// closeAll releases the loop's own descriptors; the loop goroutine has
+// ended or never started.
+func (l *eventLoop) closeAll() {
+	l.stopAccepting()
+	unix.Close(l.wakefd)
+	unix.Close(l.epfd)
+}
+
+// scheduleRead puts ec on the read queue unless it is already there or
+// being read; then it only records that more arrived.
+func (ec *epConn) scheduleRead() {
+	for {
+		switch ec.rstate.Load() {
+		case readIdle:
+			if ec.rstate.CompareAndSwap(readIdle, readQueued) {
+				ec.loop.reads.push(ec)
+				return
+			}
+		case readQueued:
+			if ec.rstate.CompareAndSwap(readQueued, readPending) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// readWorker is one of transport.workers goroutines.
+func (l *eventLoop) readWorker() {
+	defer l.srv.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		ec, ok := l.reads.pop()
+		if !ok {
+			return
+		}
+		l.read(ec, buf)
+	}
+}
+
+// maxReadsPerTurn bounds how long one busy connection keeps a worker before
+// it goes to the back of the queue.
+const maxReadsPerTurn = 16
+
+// read reads ec until EAGAIN (or its turn ends) and hands the bytes on.
+func (l *eventLoop) read(ec *epConn, buf []byte) {
+	for turn := 0; ; turn++ {
+		if turn == maxReadsPerTurn {
+			l.reads.push(ec) // still readQueued: requeue for fairness
+			return
+		}
+		if !ec.acquire() {
+			return
+		}
+		n, err := unix.Read(ec.fd, buf)
+		ec.release()
+		if n > 0 {
+			if !l.consume(ec, buf[:n]) {
+				return // closing or upgrading: no more reads are scheduled here
+			}
+			continue
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			// Drained. Go idle unless an edge came while reading.
+			if ec.rstate.CompareAndSwap(readQueued, readIdle) {
+				return
+			}
+			ec.rstate.Store(readQueued)
+			continue
+		}
+		// EOF (n == 0) or a socket error.
+		if c := ec.c.Load(); c != nil {
+			c.readEnded()
+		} else {
+			ec.closeFD()
+		}
+		return
+	}
+}
+
+// consume handles bytes read from ec. It returns false when this worker
+// must stop reading ec.
+func (l *eventLoop) consume(ec *epConn, data []byte) bool {
+	switch ec.phase.Load() {
+	case phaseOpen:
+		return ec.c.Load().feed(data)
+	case phaseRequest:
+		return l.consumeRequest(ec, data)
+	}
+	return false // bytes before our 101: dropped, as the client must wait for it
+}
+
+var headerEnd = []byte("\r\n\r\n")
+
+// consumeRequest collects the upgrade request; once complete it starts the
+// handshake goroutine.
+func (l *eventLoop) consumeRequest(ec *epConn, data []byte) bool {
+	s := l.srv
+	from := max(len(ec.request)-3, 0)
+	ec.request = append(ec.request, data...)
+	if !bytes.Contains(ec.request[from:], headerEnd) {
+		if len(ec.request) > s.cfg.Limits.MaxHeaderBytes {
+			s.metrics.Handshakes.WithLabelValues(metrics.OutcomeBadRequest).Inc()
+			ec.writeAndClose([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+			return false
+		}
+		return true
+	}
+	if !s.acquireHandshake() {
+		ec.writeAndClose(overloadedResponse)
+		return false
+	}
+	ec.phase.Store(phaseUpgrade)
+	s.wg.Add(1)
+	go l.upgrade(ec)
+	return false
+}
+
+// upgrade runs the gobwas/ws upgrade on the collected request; it is the
+// only goroutine that may block on the session store for ec.
+func (l *eventLoop) upgrade(ec *epConn) {
+	s := l.srv
+	defer s.wg.Done()
+	deadline := ec.reqStarted.Add(s.cfg.Limits.HandshakeTimeout)
+	h := handshake{outcome: metrics.OutcomeBadRequest}
+	up := s.newUpgrader(&h, deadline)
+	var resp bytes.Buffer
+	_, err := up.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(ec.request), &resp})
+	<-s.handshakes
+	ec.request = nil
+	s.metrics.Handshakes.WithLabelValues(h.outcome).Inc()
+	if err != nil {
+		s.log.Debug("handshake refused", "outcome", h.outcome, "err", err)
+		ec.writeAndClose(resp.Bytes())
+		return
+	}
+	c := &conn{srv: s, tr: ec}
+	ec.c.Store(c)
+	c.sendRaw(resp.Bytes()) // the 101 goes out before WELCOME
+	if !s.register(c, &h) {
+		c.kill("drain")
+		return
+	}
+	ec.phase.Store(phaseOpen)
+	// Bytes may have arrived while we upgraded, and with edge triggering
+	// no new event announces them: read now.
+	ec.rstate.Store(readQueued)
+	l.reads.push(ec)
+}
+
+// writeAndClose answers a refused handshake and closes the socket. The
+// answer is small; if the socket cannot take it at once it is dropped.
+func (ec *epConn) writeAndClose(b []byte) {
+	if ec.acquire() {
+		unix.Write(ec.fd, b)
+		ec.release()
+	}
+	ec.closeFD()
+}
+
+// kick implements transport: queue ec for a writer.
+func (ec *epConn) kick(c *conn) {
+	if ec.blocked {
+		return // EPOLLOUT will bring it back
+	}
+	ec.loop.writes.push(ec)
+}
+
+// onWritable handles an EPOLLOUT edge.
+func (ec *epConn) onWritable() {
+	ec.outEvents.Add(1)
+	c := ec.c.Load()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	if ec.blocked {
+		ec.blocked = false
+		ec.blockedAt.Store(0)
+		ec.loop.writes.push(ec)
+	}
+	c.mu.Unlock()
+}
+
+// writeWorker is one of transport.writers goroutines.
+func (l *eventLoop) writeWorker() {
+	defer l.srv.wg.Done()
+	for {
+		ec, ok := l.writes.pop()
+		if !ok {
+			return
+		}
+		ec.flush()
+	}
+}
+
+// flush writes the queue of ec until it is empty or the socket is full.
+func (ec *epConn) flush() {
+	c := ec.c.Load() // set before anything can be queued
+	for {
+		batch, closeAfter := c.takeBatch()
+		if batch == nil {
+			if closeAfter {
+				c.kill("")
+			}
+			return
+		}
+		seen := ec.outEvents.Load()
+		rest, err := ec.writev(batch)
+		if err != nil {
+			c.kill("write_error")
+			return
+		}
+		if len(rest) == 0 {
+			continue
+		}
+		c.requeue(rest)
+		c.mu.Lock()
+		if ec.outEvents.Load() != seen {
+			// The socket became writable while we wrote: go on.
+			c.mu.Unlock()
+			continue
+		}
+		ec.blocked = true // flushing stays set: Send will not kick again
+		ec.blockedAt.Store(time.Now().UnixNano())
+		c.mu.Unlock()
+		return
+	}
+}
+
+// iovMax is Linux's IOV_MAX: the most slices one writev takes.
+const iovMax = 1024
+
+// writev writes batch until done or EAGAIN and returns what is left.
+func (ec *epConn) writev(batch [][]byte) ([][]byte, error) {
+	for len(batch) > 0 {
+		if !ec.acquire() {
+			return nil, net.ErrClosed
+		}
+		n, err := unix.Writev(ec.fd, batch[:min(len(batch), iovMax)])
+		ec.release()
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				return batch, nil
+			}
+			return nil, err
+		}
+		for n > 0 {
+			if n >= len(batch[0]) {
+				n -= len(batch[0])
+				batch[0] = nil // drop the reference to a shared payload
+				batch = batch[1:]
+			} else {
+				batch[0] = batch[0][n:]
+				n = 0
+			}
+		}
+	}
+	return nil, nil
+}
+
+// closeSocket implements transport.
+func (ec *epConn) closeSocket(c *conn) {
+	ec.closeFD()
+	c.teardown()
+}
+
+// acquire takes a reference on the descriptor for one system call, so that
+// it is not closed (and its number reused by another connection) meanwhile.
+func (ec *epConn) acquire() bool {
+	ec.fdMu.Lock()
+	defer ec.fdMu.Unlock()
+	if ec.fdClosed {
+		return false
+	}
+	ec.fdRefs++
+	return true
+}
+
+func (ec *epConn) release() {
+	ec.fdMu.Lock()
+	defer ec.fdMu.Unlock()
+	ec.fdRefs--
+	if ec.fdClosed && ec.fdRefs == 0 {
+		unix.Close(ec.fd)
+	}
+}
+
+func (ec *epConn) isClosed() bool {
+	ec.fdMu.Lock()
+	defer ec.fdMu.Unlock()
+	return ec.fdClosed
+}
+
+// closeFD unregisters and closes the descriptor (once the last system call
+// on it returns) and forgets ec.
+func (ec *epConn) closeFD() {
+	ec.fdMu.Lock()
+	if ec.fdClosed {
+		ec.fdMu.Unlock()
+		return
+	}
+	ec.fdClosed = true
+	l := ec.loop
+	l.mu.Lock()
+	if l.conns[int32(ec.fd)] == ec {
+		delete(l.conns, int32(ec.fd))
+	}
+	l.mu.Unlock()
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ec.fd, nil)
+	if ec.fdRefs == 0 {
+		unix.Close(ec.fd)
+	}
+	ec.fdMu.Unlock()
+}
+
+// sweep enforces the deadlines that have no goroutine waiting on them: the
+// handshake deadline of requests still arriving, the idle timeout, and the
+// write timeout of connections blocked on a full socket.
+func (l *eventLoop) sweep() {
+	defer l.srv.wg.Done()
+	lim := l.srv.cfg.Limits
+	period := min(lim.HandshakeTimeout, lim.IdleTimeout, lim.WriteTimeout) / 4
+	period = min(max(period, 10*time.Millisecond), time.Second)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	var all []*epConn
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-tick.C:
+		}
+		l.mu.Lock()
+		all = all[:0]
+		for _, ec := range l.conns {
+			all = append(all, ec)
+		}
+		l.mu.Unlock()
+		now := time.Now()
+		for _, ec := range all {
+			switch ec.phase.Load() {
+			case phaseRequest:
+				if now.Sub(ec.reqStarted) > lim.HandshakeTimeout {
+					l.srv.metrics.Handshakes.WithLabelValues(metrics.OutcomeBadRequest).Inc()
+					ec.closeFD()
+				}
+			case phaseOpen:
+				c := ec.c.Load()
+				if at := ec.blockedAt.Load(); at != 0 && now.Sub(time.Unix(0, at)) > lim.WriteTimeout {
+					c.kill("write_timeout")
+				} else if now.Sub(time.Unix(0, c.lastRead.Load())) > lim.IdleTimeout {
+					c.closeWith(closeGoingAway, "idle timeout", "idle_timeout")
+				}
+			}
+		}
+		clear(all)
+	}
+}
+
+// readyQueue is a FIFO of connections that need a worker. Each connection
+// is in it at most once (the read state or the write flag guarantees that),
+// so its length is bounded by the number of connections and push never
+// blocks.
+type readyQueue struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	items  []*epConn
+	head   int
+	closed bool
+}
+
+func (q *readyQueue) init() { q.cond.L = &q.mu }
+
+func (q *readyQueue) push(ec *epConn) {
+	q.mu.Lock()
+	q.items = append(q.items, ec)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// pop waits for a connection; ok is false once the queue is closed.
+func (q *readyQueue) pop() (*epConn, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.head == len(q.items) {
+		if q.closed {
+			return nil, false
+		}
+		q.cond.Wait()
+	}
+	ec := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	return ec, true
+}
+
+func (q *readyQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}

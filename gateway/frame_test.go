@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+// recordingSink collects what a frameReader delivers.
+type recordingSink struct {
+	messages []string
+	controls []string
+}
+
+func (r *recordingSink) onMessage(p []byte) error {
+	r.messages = append(r.messages, string(p))
+	return nil
+}
+
+func (r *recordingSink) onControl(op ws.OpCode, p []byte) error {
+	r.controls = append(r.controls, string([]byte{byte('0' + op)})+":"+string(p))
+	return nil
+}
+
+// clientFrame encodes a masked client frame.
+func clientFrame(t testing.TB, fin bool, op ws.OpCode, payload []byte) []byte {
+	var b bytes.Buffer
+	f := ws.NewFrame(op, fin, append([]byte(nil), payload...))
+	f = ws.MaskFrameInPlace(f)
+	if err := ws.WriteFrame(&b, f); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestFrameReader(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 300) // 16-bit length form
+	for _, tc := range []struct {
+		name     string
+		frames   [][]byte
+		messages []string
+		controls []string
+		err      error
+	}{
+		{"one text frame", [][]byte{clientFrame(t, true, ws.OpText, []byte("[1]"))}, []string{"[1]"}, nil, nil},
+		{"16-bit length", [][]byte{clientFrame(t, true, ws.OpText, big)}, []string{string(big)}, nil, nil},
+		{"two frames", [][]byte{clientFrame(t, true, ws.OpText, []byte("a")), clientFrame(t, true, ws.OpText, []byte("b"))}, []string{"a", "b"}, nil, nil},
+		{"fragments with ping between (§5.4)", [][]byte{
+			clientFrame(t, false, ws.OpText, []byte("ab")),
+			clientFrame(t, true, ws.OpPing, []byte("p")),
+			clientFrame(t, false, ws.OpContinuation, []byte("cd")),
+			clientFrame(t, true, ws.OpContinuation, []byte("e")),
+		}, []string{"abcde"}, []string{"9:p"}, nil},
+		{"empty text", [][]byte{clientFrame(t, true, ws.OpText, nil)}, []string{""}, nil, nil},
+		{"close passes to sink (§5.5.1)", [][]byte{clientFrame(t, true, ws.OpClose, []byte{3, 232})}, nil, []string{"8:\x03\xe8"}, nil},
+		{"utf-8 split across fragments is fine", [][]byte{
+			clientFrame(t, false, ws.OpText, []byte("\xc3")),
+			clientFrame(t, true, ws.OpContinuation, []byte("\xa9")),
+		}, []string{"é"}, nil, nil},
+		{"binary refused", [][]byte{clientFrame(t, true, ws.OpBinary, []byte("x"))}, nil, nil, errFrameBinary},
+		{"invalid utf-8 (§8.1)", [][]byte{clientFrame(t, true, ws.OpText, []byte("\xff"))}, nil, nil, errFrameUTF8},
+		{"unmasked (§5.1)", [][]byte{{0x81, 0x01, 'a'}}, nil, nil, errFrameProtocol},
+		{"reserved bits (§5.2)", [][]byte{{0xc1, 0x80, 0, 0, 0, 0}}, nil, nil, errFrameProtocol},
+		{"reserved opcode (§5.2)", [][]byte{{0x83, 0x80, 0, 0, 0, 0}}, nil, nil, errFrameProtocol},
+		{"reserved control opcode", [][]byte{{0x8b, 0x80, 0, 0, 0, 0}}, nil, nil, errFrameProtocol},
+		{"fragmented control (§5.5)", [][]byte{clientFrame(t, false, ws.OpPing, nil)}, nil, nil, errFrameProtocol},
+		{"control over 125 (§5.5)", [][]byte{clientFrame(t, true, ws.OpPing, big)}, nil, nil, errFrameProtocol},
+		{"continuation first (§5.4)", [][]byte{clientFrame(t, true, ws.OpContinuation, []byte("a"))}, nil, nil, errFrameProtocol},
+		{"new message inside fragmented (§5.4)", [][]byte{
+			clientFrame(t, false, ws.OpText, []byte("a")),
+			clientFrame(t, true, ws.OpText, []byte("b")),
+		}, nil, nil, errFrameProtocol},
+		{"frame over limit", [][]byte{clientFrame(t, true, ws.OpText, bytes.Repeat([]byte("x"), 1025))}, nil, nil, errFrameTooBig},
+		{"fragments over limit", [][]byte{
+			clientFrame(t, false, ws.OpText, bytes.Repeat([]byte("x"), 600)),
+			clientFrame(t, true, ws.OpContinuation, bytes.Repeat([]byte("x"), 600)),
+		}, nil, nil, errFrameTooBig},
+		{"64-bit length claims the moon", [][]byte{{0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}, nil, nil, errFrameTooBig},
+	} {
+		stream := bytes.Join(tc.frames, nil)
+		// Whole, and byte by byte: the result must not depend on how the
+		// bytes arrive.
+		for _, chunk := range []int{len(stream), 1, 3} {
+			r := frameReader{maxMessage: 1024}
+			sink := &recordingSink{}
+			var err error
+			data := append([]byte(nil), stream...)
+			for len(data) > 0 && err == nil {
+				n := min(chunk, len(data))
+				err = r.feed(data[:n], sink)
+				data = data[n:]
+			}
+			if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+				t.Errorf("%s (chunks of %d): err %v, want %v", tc.name, chunk, err, tc.err)
+				continue
+			}
+			if tc.err == nil {
+				if len(r.pending) != 0 || r.inMessage {
+					t.Errorf("%s (chunks of %d): left pending %d bytes, inMessage %v", tc.name, chunk, len(r.pending), r.inMessage)
+				}
+			}
+			if !equalStrings(sink.messages, tc.messages) || !equalStrings(sink.controls, tc.controls) {
+				t.Errorf("%s (chunks of %d): messages %q controls %q, want %q %q", tc.name, chunk, sink.messages, sink.controls, tc.messages, tc.controls)
+			}
+		}
+	}
+}
+
+// A header announcing a big frame must not make the reader reserve it.
+func TestFrameReaderBuffersOnlyWhatArrived(t *testing.T) {
+	r := frameReader{maxMessage: 64 << 20}
+	hdr := []byte{0x81, 0xff, 0, 0, 0, 0, 0x03, 0, 0, 0, 1, 2, 3, 4} // 48 MiB, masked
+	if err := r.feed(append(hdr, 'x'), &recordingSink{}); err != nil {
+		t.Fatal(err)
+	}
+	if cap(r.pending) > 1024 {
+		t.Fatalf("reserved %d bytes for a frame of which 15 arrived", cap(r.pending))
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzFrameReader feeds arbitrary bytes in arbitrary chunks: the reader
+// must never panic, never deliver more than the limit, and never hold more
+// pending bytes than one frame of the limit.
+func FuzzFrameReader(f *testing.F) {
+	f.Add(clientFrame(f, true, ws.OpText, []byte(`[2,"c","sample/sum",[1,2]]`)), uint8(1))
+	f.Add(append(clientFrame(f, false, ws.OpText, []byte("ab")), clientFrame(f, true, ws.OpContinuation, []byte("c"))...), uint8(2))
+	f.Add(clientFrame(f, true, ws.OpPing, []byte("p")), uint8(3))
+	f.Add([]byte{0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, uint8(5))
+	f.Add([]byte{0x81, 0xfe, 0x01, 0x00, 1, 2, 3, 4}, uint8(7))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		const limit = 512
+		r := frameReader{maxMessage: limit}
+		sink := &limitSink{t: t, limit: limit}
+		step := int(chunk%16) + 1
+		for len(data) > 0 {
+			n := min(step, len(data))
+			if err := r.feed(data[:n], sink); err != nil {
+				return
+			}
+			data = data[n:]
+			if len(r.pending) > limit+ws.MaxHeaderSize || len(r.msg) > limit {
+				t.Fatalf("buffered %d pending, %d message bytes over a %d limit", len(r.pending), len(r.msg), limit)
+			}
+		}
+	})
+}
+
+type limitSink struct {
+	t     *testing.T
+	limit int
+}
+
+func (s *limitSink) onMessage(p []byte) error {
+	if len(p) > s.limit {
+		s.t.Fatalf("delivered %d bytes over a %d limit", len(p), s.limit)
+	}
+	return nil
+}
+
+func (s *limitSink) onControl(op ws.OpCode, p []byte) error {
+	if len(p) > 125 {
+		s.t.Fatalf("control payload of %d bytes", len(p))
+	}
+	return nil
+}
