@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"testing"
+
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // BenchmarkHandleCall measures parse + route + dispatch + encode of one
@@ -39,7 +41,7 @@ func BenchmarkFanout10k(b *testing.B) {
 	f := newFixture(b, nil)
 	for i := 0; i < 10000; i++ {
 		s := f.node.Open(nopPeer{}, ClientInfo{ConnID: "c" + strconv.Itoa(i)})
-		f.node.broker.add("chan/big", s)
+		f.node.broker.add(f.node, "chan/big", s, f.topic, handler.Request{})
 	}
 	ref := f.node.Topic("chan/big")
 	event := map[string]string{"msg": "hello everyone"}
@@ -58,7 +60,7 @@ func BenchmarkPublish10k(b *testing.B) {
 	var pub *Session
 	for i := 0; i < 10000; i++ {
 		s := f.node.Open(nopPeer{}, ClientInfo{ConnID: "c" + strconv.Itoa(i)})
-		f.node.broker.add("chan/big", s)
+		f.node.broker.add(f.node, "chan/big", s, f.topic, handler.Request{})
 		if pub == nil {
 			pub = s
 		}

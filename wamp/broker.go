@@ -1,8 +1,12 @@
 package wamp
 
 import (
+	"context"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -18,29 +22,48 @@ import (
 type broker struct {
 	mu     sync.RWMutex
 	topics map[string]*topicState
+	// subscriptions is the sum of len(subs) over topics.
+	subscriptions int
 }
 
 type topicState struct {
 	subs map[*Session]struct{}
 	// snap is an immutable []*Session of subs, or nil when stale.
 	snap atomic.Pointer[[]*Session]
+	// subID is the WAMP v2 subscription id of the topic: router scope,
+	// shared by every v2 subscriber of the topic so that one EVENT
+	// encoding serves them all. A topic that empties and comes back gets
+	// a new one.
+	subID uint64
+	// stopTimer stops the PeriodicTopic goroutine, if one runs.
+	stopTimer context.CancelFunc
 }
 
-// add subscribes s to id.
-func (b *broker) add(id string, s *Session) {
+// add subscribes s to id and returns the topic's v2 subscription id. The
+// first subscriber of a topic served by a PeriodicTopic handler starts its
+// timer.
+func (b *broker) add(n *Node, id string, s *Session, h handler.Topic, req handler.Request) uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t := b.topics[id]
 	if t == nil {
-		t = &topicState{subs: map[*Session]struct{}{}}
+		t = &topicState{subs: map[*Session]struct{}{}, subID: n.subSeq.Add(1)}
 		b.topics[id] = t
+		if p, ok := h.(handler.PeriodicTopic); ok {
+			t.stopTimer = n.startTimer(p, id, req)
+		}
 	}
-	t.subs[s] = struct{}{}
-	t.snap.Store(nil)
+	if _, dup := t.subs[s]; !dup {
+		t.subs[s] = struct{}{}
+		b.subscriptions++
+		t.snap.Store(nil)
+	}
+	return t.subID
 }
 
 // remove unsubscribes s from id and deletes the topic when it is empty, so
-// topics do not accumulate as clients come and go.
+// topics do not accumulate as clients come and go; that stops the topic's
+// timer.
 func (b *broker) remove(id string, s *Session) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -48,10 +71,17 @@ func (b *broker) remove(id string, s *Session) {
 	if t == nil {
 		return
 	}
+	if _, ok := t.subs[s]; !ok {
+		return
+	}
 	delete(t.subs, s)
+	b.subscriptions--
 	t.snap.Store(nil)
 	if len(t.subs) == 0 {
 		delete(b.topics, id)
+		if t.stopTimer != nil {
+			t.stopTimer()
+		}
 	}
 }
 
@@ -70,17 +100,17 @@ func (b *broker) topicCount() int {
 	return len(b.topics)
 }
 
-// snapshot returns the current subscribers of id. The slice must not be
-// modified.
-func (b *broker) snapshot(id string) []*Session {
+// snapshot returns the current subscribers of id and the topic's v2
+// subscription id. The slice must not be modified.
+func (b *broker) snapshot(id string) ([]*Session, uint64) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	t := b.topics[id]
 	if t == nil {
-		return nil
+		return nil, 0
 	}
 	if p := t.snap.Load(); p != nil {
-		return *p
+		return *p, t.subID
 	}
 	// Concurrent readers may both build; both results are identical
 	// because writers are excluded by the read lock.
@@ -89,7 +119,54 @@ func (b *broker) snapshot(id string) []*Session {
 		list = append(list, s)
 	}
 	t.snap.Store(&list)
-	return list
+	return list, t.subID
+}
+
+// startTimer starts the PeriodicTopic goroutine of a topic that just got
+// its first subscriber; it is called with the broker's write lock held and
+// must not take it. The goroutine belongs to the node (counted in
+// n.timers); it ends when the returned cancel is called, which remove does
+// when the topic empties. OnTick runs without any node lock held, so it
+// may broadcast.
+func (n *Node) startTimer(p handler.PeriodicTopic, id string, req handler.Request) context.CancelFunc {
+	period := p.Period()
+	if period <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ref := topicRef{n: n, id: id}
+	n.timers.Add(1)
+	go func() {
+		defer n.timers.Done()
+		tk := time.NewTicker(period)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			n.runTick(ctx, p, ref, req)
+		}
+	}()
+	return cancel
+}
+
+func (n *Node) runTick(ctx context.Context, p handler.PeriodicTopic, ref topicRef, req handler.Request) {
+	defer func() {
+		if r := recover(); r != nil {
+			n.log.Error("wamp: periodic topic handler panic", "topic", ref.id, "route", req.Route, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	if n.callTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.callTimeout)
+		defer cancel()
+	}
+	p.OnTick(ctx, ref)
 }
 
 // topicRef implements handler.TopicRef by topic URI, so it stays valid
@@ -114,20 +191,24 @@ func (t topicRef) Broadcast(event any, exclude, eligible []string) error {
 // for broadcasting from outside a handler callback, e.g. a server-side push.
 func (n *Node) Topic(uri string) handler.TopicRef { return topicRef{n: n, id: uri} }
 
-// broadcast encodes EVENT once and hands the same bytes to every selected
-// subscriber. It returns how many peers accepted the message.
+// broadcast encodes the event payload once, wraps it once per protocol
+// that has a selected subscriber (v1 EVENT, v2 EVENT with the topic's
+// subscription id and a fresh publication id), and hands the same bytes to
+// every selected subscriber of that protocol. It returns how many peers
+// accepted the message.
 func (n *Node) broadcast(id string, event any, exclude, eligible []string) (int, error) {
-	msg, err := encodeEvent(id, event)
+	payload, err := appendJSON(make([]byte, 0, 64), event)
 	if err != nil {
 		return 0, err
 	}
-	subs := n.broker.snapshot(id)
+	subs, subID := n.broker.snapshot(id)
 	if len(subs) == 0 {
 		return 0, nil
 	}
 	ex := newIDSet(exclude)
 	el := newIDSet(eligible)
-	sent := 0
+	var v1, v2 []byte
+	sent1, sent2 := 0, 0
 	for _, s := range subs {
 		if ex.has(s.id) {
 			continue
@@ -135,11 +216,29 @@ func (n *Node) broadcast(id string, event any, exclude, eligible []string) (int,
 		if el.n > 0 && !el.has(s.id) {
 			continue
 		}
-		if s.peer.Send(msg) {
-			sent++
+		if s.proto == ProtocolV2JSON {
+			if v2 == nil {
+				v2 = encodeEventV2(subID, newGlobalID(), payload)
+			}
+			if s.peer.Send(v2) {
+				sent2++
+			}
+			continue
+		}
+		if v1 == nil {
+			v1 = encodeEventRaw(id, payload)
+		}
+		if s.peer.Send(v1) {
+			sent1++
 		}
 	}
-	return sent, nil
+	if sent1 > 0 {
+		n.obs.MessagesOut(ProtocolV1, "EVENT", sent1)
+	}
+	if sent2 > 0 {
+		n.obs.MessagesOut(ProtocolV2JSON, "EVENT", sent2)
+	}
+	return sent1 + sent2, nil
 }
 
 // idSet is a small set of session ids: linear for the usual handful, a map

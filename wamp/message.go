@@ -416,15 +416,21 @@ func encodeWelcome(sessionID, serverIdent string) []byte {
 
 // encodeEvent builds EVENT [8, topicURI, event] once for a whole fan-out.
 func encodeEvent(topicURI string, event any) ([]byte, error) {
-	b := make([]byte, 0, 64+len(topicURI))
-	b = append(b, "[8,"...)
-	b = appendJSONString(b, topicURI)
-	b = append(b, ',')
-	b, err := appendJSON(b, event)
+	payload, err := appendJSON(nil, event)
 	if err != nil {
 		return nil, err
 	}
-	return append(b, ']'), nil
+	return encodeEventRaw(topicURI, payload), nil
+}
+
+// encodeEventRaw builds EVENT [8, topicURI, payload] from encoded JSON.
+func encodeEventRaw(topicURI string, payload []byte) []byte {
+	b := make([]byte, 0, 8+len(topicURI)+len(payload))
+	b = append(b, "[8,"...)
+	b = appendJSONString(b, topicURI)
+	b = append(b, ',')
+	b = append(b, payload...)
+	return append(b, ']')
 }
 
 func encodeCallResult(callID json.RawMessage, result []byte) []byte {

@@ -3,14 +3,19 @@ package wamp
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -88,6 +93,12 @@ type NodeConfig struct {
 	CallTimeout time.Duration
 	// Limits bounds per-client state.
 	Limits Limits
+	// Realm is the WAMP v2 realm clients must name in HELLO; a HELLO for
+	// another realm gets ABORT wamp.error.no_such_realm. Empty accepts any
+	// realm (and WELCOME echoes it). WAMP v1 has no realms.
+	Realm string
+	// Observer receives metrics events; nil discards them.
+	Observer Observer
 }
 
 // Node is the WAMP engine of one gateway process: compiled routes, the
@@ -95,7 +106,9 @@ type NodeConfig struct {
 // concurrent use.
 type Node struct {
 	ident       string
+	realm       string
 	log         *slog.Logger
+	obs         Observer
 	callTimeout time.Duration
 	limits      Limits
 
@@ -104,9 +117,17 @@ type Node struct {
 
 	broker broker
 
-	mu     sync.RWMutex
-	byConn map[string]*Session
-	byUser map[string]map[*Session]struct{}
+	mu       sync.RWMutex
+	byConn   map[string]*Session
+	byUser   map[string]map[*Session]struct{}
+	sessions map[Protocol]int
+	seq      uint64 // session open order, for FindByUsername
+
+	// subSeq numbers v2 subscriptions (router scope, sequential).
+	subSeq atomic.Uint64
+
+	// timers counts running PeriodicTopic goroutines.
+	timers sync.WaitGroup
 
 	clients clientIndex
 }
@@ -125,7 +146,10 @@ type rpcHandler struct {
 func NewNode(cfg NodeConfig) (*Node, error) {
 	n := &Node{
 		ident:       cfg.ServerIdent,
+		realm:       cfg.Realm,
 		log:         cfg.Logger,
+		obs:         cfg.Observer,
+		sessions:    map[Protocol]int{},
 		callTimeout: cfg.CallTimeout,
 		limits:      cfg.Limits,
 		byConn:      map[string]*Session{},
@@ -136,6 +160,9 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if n.obs == nil {
+		n.obs = nopObserver{}
 	}
 	if n.callTimeout == 0 {
 		n.callTimeout = DefaultCallTimeout
@@ -255,20 +282,38 @@ func camelCase(s string) string {
 	return b.String()
 }
 
-// Open registers a new session for a connection and sends WELCOME
+// Open registers a new WAMP v1 session for a connection and sends WELCOME
 // [0, sessionId, 1, serverIdent] through p. The session is visible to
-// handlers (ClientManipulator) from now until Close.
+// handlers (ClientManipulator) from now until Close. It is
+// OpenProtocol(p, info, ProtocolV1).
 func (n *Node) Open(p Peer, info ClientInfo) *Session {
+	return n.OpenProtocol(p, info, ProtocolV1)
+}
+
+// OpenProtocol registers a new session speaking proto for a connection.
+// For ProtocolV1 it sends WELCOME at once. For ProtocolV2JSON it sends
+// nothing: the client speaks first with HELLO, which Handle answers with
+// WELCOME or ABORT. Either way the session is visible to handlers from
+// now until Close, and Close must be called however the connection ends.
+func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	s := &Session{
 		node:     n,
 		peer:     p,
-		id:       newSessionID(),
+		proto:    proto,
 		connID:   info.ConnID,
 		firewall: info.Firewall,
 		roles:    append([]string(nil), info.Roles...),
 		anon:     info.Anonymous,
-		prefixes: map[string]string{},
 		subs:     map[string]subscription{},
+	}
+	if proto == ProtocolV2JSON {
+		s.numID = newGlobalID()
+		s.id = strconv.FormatUint(s.numID, 10)
+		s.subIDs = map[uint64]string{}
+	} else {
+		s.proto = ProtocolV1
+		s.id = newSessionID()
+		s.prefixes = map[string]string{}
 	}
 	s.user = info.UserIdentifier
 	if s.anon || s.user == "" {
@@ -276,12 +321,14 @@ func (n *Node) Open(p Peer, info ClientInfo) *Session {
 		s.user = "anon-" + s.id
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.log = n.log.With("session", s.id, "conn", s.connID)
+	s.log = n.log.With("session", s.id, "conn", s.connID, "protocol", s.proto.String())
 
 	n.mu.Lock()
 	if old := n.byConn[s.connID]; old != nil {
 		n.log.Warn("wamp: duplicate connection id, newer session wins in lookups", "conn", s.connID, "old_session", old.id, "session", s.id)
 	}
+	n.seq++
+	s.seq = n.seq
 	n.byConn[s.connID] = s
 	set := n.byUser[s.user]
 	if set == nil {
@@ -289,9 +336,12 @@ func (n *Node) Open(p Peer, info ClientInfo) *Session {
 		n.byUser[s.user] = set
 	}
 	set[s] = struct{}{}
+	n.sessions[s.proto]++
 	n.mu.Unlock()
 
-	p.Send(encodeWelcome(s.id, n.ident))
+	if s.proto == ProtocolV1 {
+		s.send("WELCOME", encodeWelcome(s.id, n.ident))
+	}
 	return s
 }
 
@@ -302,6 +352,9 @@ func (n *Node) forget(s *Session) {
 		delete(n.byConn, s.connID)
 	}
 	if set := n.byUser[s.user]; set != nil {
+		if _, ok := set[s]; ok {
+			n.sessions[s.proto]--
+		}
 		delete(set, s)
 		if len(set) == 0 {
 			delete(n.byUser, s.user)
@@ -327,13 +380,40 @@ func (c *clientIndex) GetClient(connID string) (handler.Client, bool) {
 	return s, true
 }
 
-func (c *clientIndex) FindByUsername(user string) []handler.Client {
+func (c *clientIndex) FindByUsername(user string) (handler.Client, bool) {
+	c.n.mu.RLock()
+	defer c.n.mu.RUnlock()
+	var first *Session
+	for s := range c.n.byUser[user] {
+		if first == nil || s.seq < first.seq {
+			first = s
+		}
+	}
+	if first == nil {
+		return nil, false
+	}
+	return first, true
+}
+
+func (c *clientIndex) FindAllByUsername(user string) []handler.Client {
 	c.n.mu.RLock()
 	defer c.n.mu.RUnlock()
 	set := c.n.byUser[user]
 	out := make([]handler.Client, 0, len(set))
 	for s := range set {
 		out = append(out, s)
+	}
+	return out
+}
+
+func (c *clientIndex) FindByRoles(roles []string) []handler.Client {
+	c.n.mu.RLock()
+	defer c.n.mu.RUnlock()
+	var out []handler.Client
+	for _, s := range c.n.byConn {
+		if !s.anon && (accessRule{roles: roles}).allows(false, s.roles) && len(roles) > 0 {
+			out = append(out, s)
+		}
 	}
 	return out
 }
@@ -360,9 +440,69 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// ErrClosed is returned by Handle after Close.
+// newGlobalID returns a random id in [1, 2^53], the WAMP v2 global scope
+// (session and publication ids).
+func newGlobalID() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:])
+		id := binary.LittleEndian.Uint64(b[:]) & (1<<53 - 1)
+		if id != 0 {
+			return id
+		}
+	}
+}
+
+// ErrClosed is returned by Handle after Close, and wrapped by ErrGoodbye.
 var ErrClosed = errors.New("wamp: session closed")
+
+// ErrGoodbye is returned by Handle when a WAMP v2 session ended normally:
+// the client said GOODBYE (and got GOODBYE back) or ABORT, or its HELLO
+// was answered with ABORT. The gateway should close the websocket with
+// 1000. It wraps ErrClosed.
+var ErrGoodbye = fmt.Errorf("%w: WAMP session ended", ErrClosed)
 
 // errConcurrentHandle reports gateway misuse: Handle must be called from
 // one goroutine at a time per session.
 var errConcurrentHandle = errors.New("wamp: concurrent Handle calls on one session")
+
+// ErrNoRoute is returned by Push for a URI no topic route matches.
+var ErrNoRoute = errors.New("wamp: no topic route for the URI")
+
+// ErrNotPushable is returned by Push when the topic handler of the URI
+// does not implement handler.PushableTopic.
+var ErrNotPushable = errors.New("wamp: topic handler does not accept pushes")
+
+// Push delivers an application push (the bundle's pusher) to the topic
+// handler of uri: it matches uri against the topic routes and calls the
+// handler's OnPush, which broadcasts what it wants. Access rules do not
+// apply (the push comes from the application, not a client). provider
+// names the source for the handler ("http", "redis", ...). The call is
+// bounded by NodeConfig.CallTimeout; a handler panic is recovered and
+// returned as an error. Push is safe for concurrent use.
+func (n *Node) Push(ctx context.Context, uri string, payload json.RawMessage, provider string) (err error) {
+	if !json.Valid(payload) {
+		return errors.New("wamp: push payload is not valid JSON")
+	}
+	r, attrs, ok := n.topicRoutes.match(uri)
+	if !ok {
+		n.obs.RoutingMiss("topic")
+		return fmt.Errorf("%w: %q", ErrNoRoute, uri)
+	}
+	p, ok := r.handler.(handler.PushableTopic)
+	if !ok {
+		return fmt.Errorf("%w: route %q, handler %q", ErrNotPushable, r.name, r.handler.Name())
+	}
+	if n.callTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.callTimeout)
+		defer cancel()
+	}
+	defer func() {
+		if rec := recover(); rec != nil {
+			n.log.Error("wamp: push handler panic", "uri", uri, "route", r.name, "panic", fmt.Sprint(rec), "stack", string(debug.Stack()))
+			err = fmt.Errorf("wamp: push to %q: %w", uri, errPanic)
+		}
+	}()
+	return p.OnPush(ctx, topicRef{n: n, id: uri}, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, payload, provider)
+}

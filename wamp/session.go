@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -21,9 +22,14 @@ import (
 // time. Close may be called from any goroutine, at any time, any number of
 // times.
 type Session struct {
-	node *Node
-	peer Peer
-	log  *slog.Logger
+	node  *Node
+	peer  Peer
+	log   *slog.Logger
+	proto Protocol
+	// numID is the WAMP v2 session id (id is its decimal form); 0 for v1.
+	numID uint64
+	// seq is the node-wide open order.
+	seq uint64
 
 	// Identity: set in Open, never changed, so it is read without locks.
 	id, connID, firewall, user string
@@ -39,21 +45,30 @@ type Session struct {
 	closing  bool
 	cleaned  sync.Once
 
-	// prefixes and subs are touched only inside Handle or by cleanup, and
-	// the inHandle/closing protocol makes those mutually exclusive.
-	prefixes map[string]string
-	subs     map[string]subscription
+	// prefixes, subs, subIDs and joined are touched only inside Handle
+	// or by cleanup, and the inHandle/closing protocol makes those
+	// mutually exclusive.
+	prefixes map[string]string       // v1 CURIE prefixes
+	subs     map[string]subscription // by topic URI
+	subIDs   map[uint64]string       // v2: subscription id -> topic URI
+	joined   bool                    // v2: WELCOME sent
 }
 
 type subscription struct {
-	h   handler.Topic
-	req handler.Request
+	h     handler.Topic
+	req   handler.Request
+	subID uint64 // v2 subscription id
 }
 
 var _ handler.Client = (*Session)(nil)
 
-// ID returns the WAMP session id sent in WELCOME.
+// ID returns the WAMP session id sent in WELCOME: 128 random bits in hex
+// for WAMP v1, the decimal form of the random integer id in [1, 2^53] for
+// v2.
 func (s *Session) ID() string { return s.id }
+
+// Protocol returns the protocol the session speaks.
+func (s *Session) Protocol() Protocol { return s.proto }
 
 // ConnID implements handler.Client.
 func (s *Session) ConnID() string { return s.connID }
@@ -95,11 +110,16 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	if s.proto == ProtocolV2JSON {
+		return s.handleV2(ctx, msg)
+	}
 
 	m, err := parseMessage(msg)
 	if err != nil {
+		s.node.obs.MessageIn(ProtocolV1, "INVALID")
 		return err
 	}
+	s.node.obs.MessageIn(ProtocolV1, typeName(m.typ))
 	switch m.typ {
 	case msgPrefix:
 		return s.handlePrefix(m)
@@ -152,6 +172,7 @@ func (s *Session) cleanup() {
 			sub := s.subs[id]
 			delete(s.subs, id)
 			s.node.broker.remove(id, s)
+			delete(s.subIDs, sub.subID)
 			// The session context is cancelled by now; the handler still
 			// gets a bounded context of its own to announce the leave.
 			err := s.invoke(context.Background(), false, "onUnSubscribe", id, func(ctx context.Context) error {
@@ -250,45 +271,72 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 		// The bundle throws here and the client never gets an answer;
 		// answering 404 keeps the client's call from hanging forever.
 		s.log.Info("wamp: no rpc route", "uri", uri)
-		s.send(encodeCallError(m.callID, uri, fmt.Sprintf("Unable to find route for %q", uri), rpcDetails(404, params)))
+		s.node.obs.RoutingMiss("rpc")
+		s.send("CALLERROR", encodeCallError(m.callID, uri, fmt.Sprintf("Unable to find route for %q", uri), rpcDetails(404, params)))
+		return nil
+	}
+	if !r.access.allows(s.anon, s.roles) {
+		s.log.Info("wamp: rpc access denied", "uri", uri, "route", r.name)
+		s.node.obs.AccessDenied("rpc")
+		s.send("CALLERROR", encodeCallError(m.callID, uri, "Access denied", rpcDetails(403, params)))
 		return nil
 	}
 	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
 	method, ok := r.handler.lookup(attrs["method"])
 	if !ok {
 		s.log.Info("wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
-		s.send(encodeCallError(m.callID, uri, "Could not execute RPC callback, method not found", rpcDetails(404, params)))
+		s.node.obs.RoutingMiss("rpc")
+		s.send("CALLERROR", encodeCallError(m.callID, uri, "Could not execute RPC callback, method not found", rpcDetails(404, params)))
 		return nil
 	}
-	var result any
-	err = s.invoke(ctx, true, "call", uri, func(ctx context.Context) error {
-		var err error
-		result, err = method(ctx, s, req, params)
-		return err
-	})
+	out, err := s.callMethod(ctx, r, method, req, params)
 	if err != nil {
-		s.log.Warn("wamp: rpc handler failed", "uri", uri, "route", r.name, "err", err)
-		s.send(s.errorMessage(m.callID, uri, err, func(code int) []byte { return rpcDetails(code, params) }))
+		s.send("CALLERROR", s.errorMessage(m.callID, uri, err, func(code int) []byte { return rpcDetails(code, params) }))
 		return nil
 	}
-	out, encErr := appendJSON(nil, result)
-	if encErr != nil || string(out) == "null" || string(out) == "false" {
-		// The bundle treats null and false as a failed call; an
-		// unencodable result is a handler bug of the same kind.
-		if encErr != nil {
-			s.log.Warn("wamp: rpc result not JSON-encodable", "uri", uri, "route", r.name, "err", encErr)
-		} else {
-			s.log.Warn("wamp: rpc handler returned "+string(out), "uri", uri, "route", r.name)
-		}
-		s.send(encodeCallError(m.callID, uri, "RPC Error", rpcDetails(500, params)))
+	if out == nil {
+		s.send("CALLERROR", encodeCallError(m.callID, uri, "RPC Error", rpcDetails(500, params)))
 		return nil
 	}
 	if !isJSONContainer(out) {
 		// The bundle wraps scalar results: return 5 sends [5].
 		out = append(append([]byte{'['}, out...), ']')
 	}
-	s.send(encodeCallResult(m.callID, out))
+	s.send("CALLRESULT", encodeCallResult(m.callID, out))
 	return nil
+}
+
+// callMethod runs an RPC method and encodes its result. It returns the
+// handler's error, or a nil result for what the bundle treats as a failed
+// call (null, false, or a result that cannot be encoded), and reports the
+// call to the observer.
+func (s *Session) callMethod(ctx context.Context, r *route[*rpcHandler], method handler.RPCMethod, req handler.Request, params json.RawMessage) ([]byte, error) {
+	var result any
+	start := time.Now()
+	err := s.invoke(ctx, true, "call", req.URI, func(ctx context.Context) error {
+		var err error
+		result, err = method(ctx, s, req, params)
+		return err
+	})
+	if err != nil {
+		s.node.obs.Call(r.handler.h.Name(), time.Since(start), true)
+		s.log.Warn("wamp: rpc handler failed", "uri", req.URI, "route", r.name, "err", err)
+		return nil, err
+	}
+	out, encErr := appendJSON(nil, result)
+	failed := encErr != nil || string(out) == "null" || string(out) == "false"
+	s.node.obs.Call(r.handler.h.Name(), time.Since(start), failed)
+	if failed {
+		// The bundle treats null and false as a failed call; an
+		// unencodable result is a handler bug of the same kind.
+		if encErr != nil {
+			s.log.Warn("wamp: rpc result not JSON-encodable", "uri", req.URI, "route", r.name, "err", encErr)
+		} else {
+			s.log.Warn("wamp: rpc handler returned "+string(out), "uri", req.URI, "route", r.name)
+		}
+		return nil, nil
+	}
+	return out, nil
 }
 
 func (s *Session) handleSubscribe(ctx context.Context, m message) error {
@@ -304,6 +352,13 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 		// The bundle fails to route and only logs; nobody could ever
 		// publish to an unrouted topic, so there is nothing to keep.
 		s.log.Info("wamp: no topic route for subscribe", "uri", uri)
+		s.node.obs.RoutingMiss("topic")
+		return nil
+	}
+	if !r.access.allows(s.anon, s.roles) {
+		s.log.Info("wamp: subscribe access denied", "uri", uri, "route", r.name)
+		s.node.obs.AccessDenied("topic")
+		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onSubscribe")(403)))
 		return nil
 	}
 	if len(s.subs) >= s.node.limits.MaxSubscriptions {
@@ -311,7 +366,7 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 	}
 	sub := subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}}
 	s.subs[uri] = sub
-	s.node.broker.add(uri, s)
+	s.node.broker.add(s.node, uri, s, sub.h, sub.req)
 	ref := topicRef{n: s.node, id: uri}
 	err = s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
 		return sub.h.OnSubscribe(ctx, s, ref, sub.req)
@@ -322,7 +377,7 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 		delete(s.subs, uri)
 		s.node.broker.remove(uri, s)
 		s.log.Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
-		s.send(s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
+		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
 	}
 	return nil
 }
@@ -343,7 +398,7 @@ func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
 	})
 	if err != nil {
 		s.log.Warn("wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
-		s.send(s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
+		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
 	}
 	return nil
 }
@@ -356,6 +411,13 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 	r, attrs, ok := s.node.topicRoutes.match(uri)
 	if !ok {
 		s.log.Info("wamp: no topic route for publish", "uri", uri)
+		s.node.obs.RoutingMiss("topic")
+		return nil
+	}
+	if !r.access.allows(s.anon, s.roles) {
+		s.log.Info("wamp: publish access denied", "uri", uri, "route", r.name)
+		s.node.obs.AccessDenied("topic")
+		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onPublish")(403)))
 		return nil
 	}
 	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
@@ -368,15 +430,18 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 	})
 	if err != nil {
 		s.log.Warn("wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
-		s.send(s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
+		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
 	}
 	return nil
 }
 
-func (s *Session) send(msg []byte) {
+// send sends one message of type typ (for the observer) to the client.
+func (s *Session) send(typ string, msg []byte) {
 	if !s.peer.Send(msg) {
-		s.log.Debug("wamp: peer refused message")
+		s.log.Debug("wamp: peer refused message", "type", typ)
+		return
 	}
+	s.node.obs.MessagesOut(s.proto, typ, 1)
 }
 
 // errPanic marks a recovered handler panic; its text is not sent to the

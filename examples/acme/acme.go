@@ -34,7 +34,7 @@ func Register(r *handler.Registry) error {
 	if err := r.AddRPC(RPC{}); err != nil {
 		return err
 	}
-	return r.AddTopic(Topic{})
+	return r.AddTopic(Topic{Clients: r.Clients()})
 }
 
 // RPC is the bundle's sample RPC service.
@@ -143,8 +143,18 @@ func phpNumber(raw json.RawMessage) (string, bool) {
 }
 
 // Topic is the bundle's sample topic: it announces joins and leaves and
-// relays published events, each wrapped as {"msg": ...}.
-type Topic struct{}
+// relays published events, each wrapped as {"msg": ...}. An event that is
+// an object with a "username" string goes only to that user's connections
+// (found with the ClientManipulator, as in the bundle's documentation), and
+// the publisher gets an error when that user has no connection. It also
+// accepts application pushes (handler.PushableTopic).
+type Topic struct {
+	// Clients finds the connections of a username; Register sets it from
+	// the registry.
+	Clients handler.ClientManipulator
+}
+
+var _ handler.PushableTopic = Topic{}
 
 // Name is the handler name routes refer to.
 func (Topic) Name() string { return "acme.topic" }
@@ -162,7 +172,44 @@ func (Topic) OnUnsubscribe(_ context.Context, c handler.Client, t handler.TopicR
 }
 
 // OnPublish relays the event as {"msg": event}, honouring the publisher's
-// exclude and eligible lists.
-func (Topic) OnPublish(_ context.Context, _ handler.Client, t handler.TopicRef, _ handler.Request, event json.RawMessage, exclude, eligible []string) error {
+// exclude and eligible lists. When the event is an object naming a
+// "username", only that user's connections are eligible; a username
+// without connections is refused with a 404 handler.Error, which the
+// publisher receives (CALLERROR for WAMP v1, ERROR for an acknowledged v2
+// publish).
+func (tp Topic) OnPublish(_ context.Context, _ handler.Client, t handler.TopicRef, _ handler.Request, event json.RawMessage, exclude, eligible []string) error {
+	if user, ok := targetUser(event); ok {
+		var conns []handler.Client
+		if tp.Clients != nil {
+			conns = tp.Clients.FindAllByUsername(user)
+		}
+		if len(conns) == 0 {
+			return &handler.Error{Desc: "user " + strconv.Quote(user) + " is not connected", Code: 404}
+		}
+		eligible = make([]string, 0, len(conns))
+		for _, c := range conns {
+			eligible = append(eligible, c.SessionID())
+		}
+	}
 	return t.Broadcast(map[string]json.RawMessage{"msg": event}, exclude, eligible)
+}
+
+// OnPush broadcasts an application push as {"msg": payload} to every
+// subscriber.
+func (Topic) OnPush(_ context.Context, t handler.TopicRef, _ handler.Request, payload json.RawMessage, _ string) error {
+	return t.Broadcast(map[string]json.RawMessage{"msg": payload}, nil, nil)
+}
+
+// targetUser returns the "username" of an event object.
+func targetUser(event json.RawMessage) (string, bool) {
+	if len(event) == 0 || event[0] != '{' {
+		return "", false
+	}
+	var e struct {
+		Username *string `json:"username"`
+	}
+	if json.Unmarshal(event, &e) != nil || e.Username == nil {
+		return "", false
+	}
+	return *e.Username, true
 }

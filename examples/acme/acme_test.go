@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -182,4 +183,63 @@ func TestRegisterTwiceFails(t *testing.T) {
 	if err := Register(reg); err == nil {
 		t.Error("duplicate registration accepted")
 	}
+}
+
+func TestTopicUsername(t *testing.T) {
+	n := newNode(t)
+	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", UserIdentifier: "alice"})
+	b1, pb1 := open(t, n, wamp.ClientInfo{ConnID: "conn-b1", UserIdentifier: "bob"})
+	b2, pb2 := open(t, n, wamp.ClientInfo{ConnID: "conn-b2", UserIdentifier: "bob"})
+	// carol speaks WAMP v2 and is bob's audience too when she is bob.
+	pc := &peer{}
+	c := n.OpenProtocol(pc, wamp.ClientInfo{ConnID: "conn-c", UserIdentifier: "bob"}, wamp.ProtocolV2JSON)
+	send(t, c, `[1,"realm1",{}]`)
+	const topic = "acme/channel/lobby"
+	for _, s := range []*wamp.Session{a, b1, b2} {
+		send(t, s, `[5,"`+topic+`"]`)
+	}
+	send(t, c, `[32,1,{},"`+topic+`"]`)
+	for _, p := range []*peer{pa, pb1, pb2, pc} {
+		p.take()
+	}
+
+	send(t, a, `[7,"`+topic+`",{"username":"bob","text":"psst"}]`)
+	expect(t, pa.take())
+	want := `[8,"acme/channel/lobby",{"msg":{"username":"bob","text":"psst"}}]`
+	expect(t, pb1.take(), want)
+	expect(t, pb2.take(), want)
+	if got := pc.take(); len(got) != 1 || !strings.Contains(string(got[0]), `[{"msg":{"username":"bob","text":"psst"}}]]`) {
+		t.Errorf("v2 connection of bob got %q", got)
+	}
+
+	// Unknown user: the publisher gets the error, nobody gets the event.
+	send(t, a, `[7,"`+topic+`",{"username":"zed","text":"psst"}]`)
+	expect(t, pa.take(), `[4,"acme/channel/lobby","acme/channel/lobby","user \"zed\" is not connected",{"code":404,"topic":{},"request":{},"event":"onPublish"}]`)
+	expect(t, pb1.take())
+	send(t, c, `[16,2,{"acknowledge":true},"`+topic+`",[{"username":"zed"}]]`)
+	expect(t, pc.take(), `[8,16,2,{},"wamp.error.runtime_error",["user \"zed\" is not connected"],{"code":404}]`)
+
+	// Pushes reach everyone.
+	if err := n.Push(context.Background(), topic, json.RawMessage(`"server says hi"`), "test"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":"server says hi"}]`)
+	expect(t, pb1.take(), `[8,"acme/channel/lobby",{"msg":"server says hi"}]`)
+}
+
+func TestSumV2(t *testing.T) {
+	n := newNode(t)
+	p := &peer{}
+	s := n.OpenProtocol(p, wamp.ClientInfo{ConnID: "c", UserIdentifier: "alice"}, wamp.ProtocolV2JSON)
+	send(t, s, `[1,"realm1",{}]`)
+	p.take()
+	send(t, s, `[48,1,{},"sample/sum",[1,2,3]]`)
+	expect(t, p.take(), `[50,1,{},[{"result":6}]]`)
+	send(t, s, `[48,2,{},"sample/sum",[[4,5]]]`)
+	expect(t, p.take(), `[50,2,{},[{"result":9}]]`)
+	anon := n.OpenProtocol(p, wamp.ClientInfo{ConnID: "n", Anonymous: true}, wamp.ProtocolV2JSON)
+	send(t, anon, `[1,"realm1",{}]`)
+	p.take()
+	send(t, anon, `[48,1,{},"sample/sum",[1]]`)
+	expect(t, p.take(), `[50,1,{},[{"error":true,"msg":"You must be authenticated to use this function."}]]`)
 }

@@ -52,6 +52,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Client is one connected websocket client as handlers see it. Its values
@@ -88,6 +89,11 @@ type Request struct {
 	// Attributes holds placeholder values from the URI plus route defaults.
 	// For RPC routes the "method" attribute names the method to call.
 	Attributes map[string]string
+	// Kwargs is the WAMP v2 ArgumentsKw dictionary of a CALL or PUBLISH
+	// as sent (a JSON object), or nil: always nil for WAMP v1 clients,
+	// which have no keyword arguments. See RPCMethod and Topic.OnPublish
+	// for how v2 positional arguments are mapped.
+	Kwargs json.RawMessage
 }
 
 // Error is an error a handler returns to control the CALLERROR sent to the
@@ -120,10 +126,17 @@ func (e *Error) Error() string {
 // argument that is an array or object passes that argument, otherwise the
 // list of all arguments is passed.
 //
+// WAMP v2 CALLs apply the same rule to their positional Arguments list;
+// a v2 CALL with no positional arguments but a non-empty ArgumentsKw
+// passes that dictionary as params. The dictionary is also in
+// req.Kwargs.
+//
 // The result is JSON-encoded into the CALLRESULT. As in the bundle, a
 // result that does not encode to a JSON array or object is wrapped in a
 // one-element array, and a nil (or false) result is reported as a
-// CALLERROR "RPC Error" with code 500.
+// CALLERROR "RPC Error" with code 500. A v2 client gets RESULT with the
+// result as the single positional argument (autobahn resolves the call's
+// promise with it), and ERROR wamp.error.runtime_error for nil or false.
 type RPCMethod func(ctx context.Context, c Client, req Request, params json.RawMessage) (any, error)
 
 // RPC is an RPC handler: the bundle's RpcInterface.
@@ -155,6 +168,18 @@ type Topic interface {
 	// forward the event by itself: the handler broadcasts what it wants.
 	// exclude and eligible are WAMP session ids as sent by the client
 	// (exclude holds c's own session id when the client set excludeMe).
+	//
+	// For a WAMP v2 PUBLISH, event is the single positional argument when
+	// there is exactly one, the ArgumentsKw dictionary when there are no
+	// positional arguments, null when there is neither, and the list of
+	// positional arguments otherwise; req.Kwargs has the dictionary.
+	// exclude holds the v2 "exclude" session ids, the sessions of the
+	// "exclude_authid" users and, unless the publisher set exclude_me to
+	// false (v2's default is true), the publisher. eligible holds the
+	// "eligible" session ids and the sessions of the "eligible_authid"
+	// users; when the publisher gave an eligible list that names nobody
+	// connected, eligible is [""], which matches no session, so that a
+	// Broadcast with it reaches nobody rather than everyone.
 	OnPublish(ctx context.Context, c Client, t TopicRef, req Request, event json.RawMessage, exclude, eligible []string) error
 }
 
@@ -166,8 +191,10 @@ type TopicRef interface {
 	ID() string
 	// Broadcast sends EVENT [8, ID, event] to the current subscribers,
 	// skipping session ids in exclude and, when eligible is non-empty, any
-	// session id not in eligible (Ratchet's Topic::broadcast). The event is
-	// encoded once; an error means it could not be JSON-encoded. Delivery
+	// session id not in eligible (Ratchet's Topic::broadcast). WAMP v2
+	// subscribers get EVENT [36, subscriptionId, publicationId, {},
+	// [event]]. The event is encoded once per protocol, not per
+	// subscriber; an error means it could not be JSON-encoded. Delivery
 	// is asynchronous: a slow client is dropped by the gateway rather than
 	// slowing the broadcast.
 	Broadcast(event any, exclude, eligible []string) error
@@ -175,15 +202,50 @@ type TopicRef interface {
 	Count() int
 }
 
+// PushableTopic is implemented by topic handlers that accept pushes from
+// the application (the bundle's PushableTopicInterface). The gateway calls
+// OnPush when something pushes to a URI routed to the handler (see
+// wamp.Node.Push); the handler broadcasts what it wants, typically with
+// t.Broadcast. provider names the push source (e.g. "http", "redis").
+// Topic handlers that do not implement it refuse pushes.
+type PushableTopic interface {
+	Topic
+	OnPush(ctx context.Context, t TopicRef, req Request, payload json.RawMessage, provider string) error
+}
+
+// PeriodicTopic is implemented by topic handlers that want a timer per
+// topic (the bundle's TopicPeriodicTimerInterface). When a topic routed to
+// the handler gets its first subscriber, the node starts one goroutine for
+// it that calls OnTick every Period, and stops it when the topic has no
+// subscribers left; ctx is cancelled then. OnTick calls for one topic never
+// overlap; a tick that runs late is skipped, not queued. A Period of zero
+// or less disables the timer.
+type PeriodicTopic interface {
+	Topic
+	Period() time.Duration
+	OnTick(ctx context.Context, t TopicRef)
+}
+
 // ClientManipulator looks up connected clients, like the bundle's
 // ClientManipulator. It currently sees the clients of this gateway process
-// only; the method set is what a cluster-wide implementation will provide.
-// Results are in no particular order.
+// only, WAMP v1 and v2 alike; the method set is what a cluster-wide
+// implementation will provide. Unlike the bundle's, the lookups are not
+// limited to one topic's subscribers: pass the session ids found to
+// TopicRef.Broadcast as eligible to reach only those that subscribed.
+// Slices are in no particular order.
 type ClientManipulator interface {
 	// GetClient returns the client with the given gateway connection id.
 	GetClient(connID string) (Client, bool)
-	// FindByUsername returns every connection of the given user identifier.
-	FindByUsername(user string) []Client
+	// FindByUsername returns the oldest connection of the given user
+	// identifier (the bundle's findByUsername, which returns the first
+	// match), or false when the user has none.
+	FindByUsername(user string) (Client, bool)
+	// FindAllByUsername returns every connection of the given user
+	// identifier (the bundle's findAllByUsername).
+	FindAllByUsername(user string) []Client
+	// FindByRoles returns the authenticated clients that have at least
+	// one of roles (the bundle's findByRoles).
+	FindByRoles(roles []string) []Client
 	// GetAll returns authenticated clients, plus anonymous ones when
 	// anonymous is true (the bundle's getAll($topic, $anonymous)).
 	GetAll(anonymous bool) []Client
@@ -326,9 +388,23 @@ func (f *forwardingClients) GetClient(connID string) (Client, bool) {
 	return nil, false
 }
 
-func (f *forwardingClients) FindByUsername(user string) []Client {
+func (f *forwardingClients) FindByUsername(user string) (Client, bool) {
 	if m := f.r.boundClients(); m != nil {
 		return m.FindByUsername(user)
+	}
+	return nil, false
+}
+
+func (f *forwardingClients) FindAllByUsername(user string) []Client {
+	if m := f.r.boundClients(); m != nil {
+		return m.FindAllByUsername(user)
+	}
+	return nil
+}
+
+func (f *forwardingClients) FindByRoles(roles []string) []Client {
+	if m := f.r.boundClients(); m != nil {
+		return m.FindByRoles(roles)
 	}
 	return nil
 }

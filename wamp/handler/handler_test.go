@@ -36,9 +36,11 @@ func (c fakeClient) Firewall() string       { return "main" }
 
 type fakeManipulator struct{}
 
-func (fakeManipulator) GetClient(id string) (Client, bool) { return fakeClient{id}, true }
-func (fakeManipulator) FindByUsername(string) []Client     { return []Client{fakeClient{"x"}} }
-func (fakeManipulator) GetAll(bool) []Client               { return []Client{fakeClient{"y"}} }
+func (fakeManipulator) GetClient(id string) (Client, bool)   { return fakeClient{id}, true }
+func (fakeManipulator) FindByUsername(string) (Client, bool) { return fakeClient{"x"}, true }
+func (fakeManipulator) FindAllByUsername(string) []Client    { return []Client{fakeClient{"x"}} }
+func (fakeManipulator) FindByRoles([]string) []Client        { return []Client{fakeClient{"r"}} }
+func (fakeManipulator) GetAll(bool) []Client                 { return []Client{fakeClient{"y"}} }
 
 func TestRegistry(t *testing.T) {
 	r := NewRegistry()
@@ -77,7 +79,7 @@ func TestRegistry(t *testing.T) {
 
 	// Captured before binding, answers after binding.
 	m := r.Clients()
-	if _, ok := m.GetClient("c"); ok || m.FindByUsername("u") != nil || m.GetAll(true) != nil {
+	if _, ok := m.GetClient("c"); ok || m.FindAllByUsername("u") != nil || m.GetAll(true) != nil || m.FindByRoles([]string{"R"}) != nil {
 		t.Error("unbound manipulator returned clients")
 	}
 	if err := r.BindClients(nil); err == nil {
@@ -89,7 +91,7 @@ func TestRegistry(t *testing.T) {
 	if c, ok := m.GetClient("c"); !ok || c.ConnID() != "c" {
 		t.Error("bound manipulator not used")
 	}
-	if len(m.FindByUsername("u")) != 1 || len(m.GetAll(false)) != 1 {
+	if c, ok := m.FindByUsername("u"); !ok || c.ConnID() != "x" || len(m.FindAllByUsername("u")) != 1 || len(m.FindByRoles(nil)) != 1 || len(m.GetAll(false)) != 1 {
 		t.Error("bound manipulator not used")
 	}
 	if err := r.BindClients(fakeManipulator{}); err == nil {

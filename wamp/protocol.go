@@ -1,0 +1,125 @@
+package wamp
+
+import (
+	"fmt"
+	"time"
+)
+
+// Protocol is the WAMP version and serialization a session speaks,
+// chosen by the gateway from the websocket subprotocol.
+type Protocol uint8
+
+const (
+	// ProtocolV1 is WAMP v1 as Ratchet 0.4 speaks it: subprotocol "wamp",
+	// or no subprotocol at all.
+	ProtocolV1 Protocol = iota
+	// ProtocolV2JSON is the WAMP v2 basic profile (caller, publisher,
+	// subscriber) with JSON serialization: subprotocol "wamp.2.json".
+	ProtocolV2JSON
+)
+
+// Subprotocol names.
+const (
+	SubprotocolV1     = "wamp"
+	SubprotocolV2JSON = "wamp.2.json"
+)
+
+// ProtocolFor maps an offered websocket subprotocol to the protocol it
+// selects, or false when the node does not speak it (e.g.
+// "wamp.2.msgpack"). The gateway should accept the first offered
+// subprotocol for which it returns true, serve ProtocolV1 when none was
+// offered, and refuse the handshake when only unsupported ones were.
+func ProtocolFor(subprotocol string) (Protocol, bool) {
+	switch subprotocol {
+	case SubprotocolV1:
+		return ProtocolV1, true
+	case SubprotocolV2JSON:
+		return ProtocolV2JSON, true
+	}
+	return 0, false
+}
+
+// String returns a short label: "wamp1" or "wamp2json". It is meant for
+// metric labels and logs.
+func (p Protocol) String() string {
+	switch p {
+	case ProtocolV1:
+		return "wamp1"
+	case ProtocolV2JSON:
+		return "wamp2json"
+	}
+	return fmt.Sprintf("wamp-protocol-%d", uint8(p))
+}
+
+// Subprotocol returns the websocket subprotocol name of p.
+func (p Protocol) Subprotocol() string {
+	if p == ProtocolV2JSON {
+		return SubprotocolV2JSON
+	}
+	return SubprotocolV1
+}
+
+// Observer receives the node's metrics events; the gateway implements it
+// with Prometheus so that this package does not depend on a metrics
+// library. Every label value passed is bounded: protocols, message type
+// names ("CALL", "EVENT", ..., "INVALID"), the kinds "rpc" and "topic",
+// and handler names from the registry; never URIs, users or session ids.
+//
+// Methods are called synchronously on hot paths (every message, every
+// fan-out) from many goroutines at once, so they must be cheap, safe for
+// concurrent use and must not call back into the node.
+//
+// Gauges (sessions, topics, subscriptions) are not pushed through the
+// observer: read them with Node.Stats, e.g. from a GaugeFunc.
+type Observer interface {
+	// MessageIn counts one message received from a client. msgType is the
+	// upper-case message type name, or "INVALID" for input that was not a
+	// valid message of the protocol.
+	MessageIn(p Protocol, msgType string)
+	// MessagesOut counts n messages of one type sent to clients: n is the
+	// number of recipients of a fan-out, 1 otherwise.
+	MessagesOut(p Protocol, msgType string, n int)
+	// Call reports one RPC handler invocation: handler is the RPC
+	// handler's Name, d the time the method took, failed whether the
+	// client got an error.
+	Call(handler string, d time.Duration, failed bool)
+	// RoutingMiss counts a URI no route matched; kind is "rpc" or
+	// "topic".
+	RoutingMiss(kind string)
+	// AccessDenied counts a request refused by a route's access rules;
+	// kind is "rpc" or "topic".
+	AccessDenied(kind string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) MessageIn(Protocol, string)        {}
+func (nopObserver) MessagesOut(Protocol, string, int) {}
+func (nopObserver) Call(string, time.Duration, bool)  {}
+func (nopObserver) RoutingMiss(string)                {}
+func (nopObserver) AccessDenied(string)               {}
+
+// Stats is a snapshot of the node's gauges.
+type Stats struct {
+	// Sessions is the number of open sessions per protocol.
+	Sessions map[Protocol]int
+	// Topics is the number of topics with at least one subscriber.
+	Topics int
+	// Subscriptions is the number of (session, topic) subscriptions.
+	Subscriptions int
+}
+
+// Stats returns the current gauges. It takes the node's locks briefly.
+func (n *Node) Stats() Stats {
+	st := Stats{Sessions: map[Protocol]int{}}
+	n.mu.RLock()
+	for p, c := range n.sessions {
+		st.Sessions[p] = c
+	}
+	n.mu.RUnlock()
+	n.broker.mu.RLock()
+	st.Topics = len(n.broker.topics)
+	st.Subscriptions = n.broker.subscriptions
+	n.broker.mu.RUnlock()
+	return st
+}

@@ -1,0 +1,382 @@
+package wamp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// handleV2 processes one WAMP v2 message. See doc.go for the behaviour.
+func (s *Session) handleV2(ctx context.Context, msg []byte) error {
+	m, err := parseMessageV2(msg)
+	if err != nil {
+		s.node.obs.MessageIn(ProtocolV2JSON, "INVALID")
+		return s.violation(err)
+	}
+	s.node.obs.MessageIn(ProtocolV2JSON, typeNameV2(m.typ))
+	if !s.joined {
+		switch m.typ {
+		case v2Hello:
+			return s.handleHello(m)
+		case v2Abort:
+			return ErrGoodbye
+		}
+		return s.violation(protoErr("%s before HELLO", typeNameV2(m.typ)))
+	}
+	switch m.typ {
+	case v2Hello:
+		return s.violation(protoErr("HELLO in an established session"))
+	case v2Goodbye:
+		s.send("GOODBYE", encodeCloseV2(v2Goodbye, "", closeGoodbyeAndOut))
+		s.leave()
+		return ErrGoodbye
+	case v2Abort:
+		s.leave()
+		return ErrGoodbye
+	case v2Subscribe:
+		return s.subscribeV2(ctx, m)
+	case v2Unsubscribe:
+		return s.unsubscribeV2(ctx, m)
+	case v2Publish:
+		return s.publishV2(ctx, m)
+	case v2Call:
+		return s.callV2(ctx, m)
+	case v2Cancel:
+		// Calls run to completion before the next message is read, so
+		// there is never a pending call to cancel.
+		return nil
+	case v2Register, v2Unregister:
+		if err := s.checkReqID(m); err != nil {
+			return err
+		}
+		s.sendErrorV2(m.typ, m.reqID, errURINotAuthorized, "this router does not accept callees", nil)
+		return nil
+	}
+	return s.violation(protoErr("unexpected message type %d", m.typ))
+}
+
+// violation sends ABORT wamp.error.protocol_violation, ends the session and
+// returns err (which wraps ErrProtocol): the gateway closes the
+// connection.
+func (s *Session) violation(err error) error {
+	s.send("ABORT", encodeCloseV2(v2Abort, clip(err.Error(), 200), errURIProtocolViolation))
+	s.joined = false
+	return err
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// leave ends a joined session's realm membership: its subscriptions go as
+// on Close. Further messages are refused with ErrClosed.
+func (s *Session) leave() {
+	s.joined = false
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.cancel()
+	// cleanup runs in endHandle, once Handle returns.
+}
+
+func (s *Session) checkReqID(m message2) error {
+	if m.reqID == 0 {
+		return s.violation(protoErr("%s request id 0 is outside [1, 2^53]", typeNameV2(m.typ)))
+	}
+	return nil
+}
+
+func (s *Session) handleHello(m message2) error {
+	if err := s.checkURI("HELLO realm", m.uri); err != nil {
+		return s.violation(err)
+	}
+	if s.node.realm != "" && m.uri != s.node.realm {
+		s.send("ABORT", encodeCloseV2(v2Abort, "no such realm", errURINoSuchRealm))
+		s.leave()
+		return ErrGoodbye
+	}
+	role := "authenticated"
+	switch {
+	case s.anon:
+		role = "anonymous"
+	case len(s.roles) > 0:
+		role = s.roles[0]
+	}
+	roles := s.roles
+	if roles == nil {
+		roles = []string{}
+	}
+	s.joined = true
+	s.send("WELCOME", encodeWelcomeV2(s.numID, welcomeDetails{
+		Realm: m.uri, AuthID: s.user, AuthRole: role,
+		AuthMethod: "cookie", AuthProvider: "symfony",
+		AuthExtra: welcomeExtra{Roles: roles, Firewall: s.firewall, Anonymous: s.anon},
+		Agent:     s.node.ident, Roles: routerRoles,
+	}))
+	return nil
+}
+
+func (s *Session) sendErrorV2(reqType int, reqID uint64, errURI, desc string, kwargs []byte) {
+	s.send("ERROR", encodeErrorV2(reqType, reqID, errURI, desc, kwargs))
+}
+
+// handlerErrorV2 sends the ERROR for a handler failure: a *handler.Error
+// controls the URI (default wamp.error.runtime_error), the description
+// (the single positional argument) and kwargs {"code": Code, "details":
+// Details}; other errors give their text and code 500; panics give
+// "Internal Server Error".
+func (s *Session) handlerErrorV2(reqType int, reqID uint64, err error) {
+	uri, desc, code := errURIRuntime, err.Error(), 500
+	var details any
+	var he *handler.Error
+	switch {
+	case errors.As(err, &he):
+		if he.URI != "" {
+			uri = he.URI
+		}
+		desc = he.Desc
+		if he.Code != 0 {
+			code = he.Code
+		}
+		details = he.Details
+	case errors.Is(err, errPanic):
+		desc = "Internal Server Error"
+	}
+	kw := []byte(`{"code":` + strconv.Itoa(code))
+	if details != nil {
+		if b, encErr := appendJSON(nil, details); encErr == nil {
+			kw = append(append(kw, `,"details":`...), b...)
+		} else {
+			s.log.Warn("wamp: handler error details not JSON-encodable", "err", encErr)
+		}
+	}
+	kw = append(kw, '}')
+	s.sendErrorV2(reqType, reqID, uri, desc, kw)
+}
+
+func (s *Session) subscribeV2(ctx context.Context, m message2) error {
+	if err := s.checkReqID(m); err != nil {
+		return err
+	}
+	if err := s.checkURI("SUBSCRIBE topic", m.uri); err != nil {
+		return s.violation(err)
+	}
+	uri := m.uri
+	if !isEmptyContainer(m.dict) {
+		var o struct {
+			Match string `json:"match"`
+		}
+		if json.Unmarshal(m.dict, &o) != nil || (o.Match != "" && o.Match != "exact") {
+			s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidArgument, "only exact topic matching is supported", nil)
+			return nil
+		}
+	}
+	if sub, dup := s.subs[uri]; dup {
+		// The spec: subscribing again returns the existing subscription.
+		s.send("SUBSCRIBED", encodeV2IDs(v2Subscribed, m.reqID, sub.subID))
+		return nil
+	}
+	r, attrs, ok := s.node.topicRoutes.match(uri)
+	if !ok {
+		s.log.Info("wamp: no topic route for subscribe", "uri", uri)
+		s.node.obs.RoutingMiss("topic")
+		s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
+		return nil
+	}
+	if !r.access.allows(s.anon, s.roles) {
+		s.log.Info("wamp: subscribe access denied", "uri", uri, "route", r.name)
+		s.node.obs.AccessDenied("topic")
+		s.sendErrorV2(v2Subscribe, m.reqID, errURINotAuthorized, "Access denied", nil)
+		return nil
+	}
+	if len(s.subs) >= s.node.limits.MaxSubscriptions {
+		return s.violation(fmt.Errorf("%w: more than %d subscriptions", ErrLimit, s.node.limits.MaxSubscriptions))
+	}
+	sub := subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}}
+	sub.subID = s.node.broker.add(s.node, uri, s, sub.h, sub.req)
+	s.subs[uri] = sub
+	s.subIDs[sub.subID] = uri
+	// SUBSCRIBED goes out before OnSubscribe so that the client knows the
+	// subscription id when the handler's join broadcast reaches it, as a
+	// v1 client sees its own join.
+	s.send("SUBSCRIBED", encodeV2IDs(v2Subscribed, m.reqID, sub.subID))
+	ref := topicRef{n: s.node, id: uri}
+	err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
+		return sub.h.OnSubscribe(ctx, s, ref, sub.req)
+	})
+	if err != nil {
+		// The handler refused: undo and revoke the subscription with the
+		// advanced profile's router-initiated UNSUBSCRIBED (request 0),
+		// which autobahn understands.
+		delete(s.subs, uri)
+		delete(s.subIDs, sub.subID)
+		s.node.broker.remove(uri, s)
+		s.log.Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
+		reason := errURIRuntime
+		var he *handler.Error
+		if errors.As(err, &he) && he.URI != "" {
+			reason = he.URI
+		}
+		b := []byte(`[35,0,{"subscription":`)
+		b = appendID(b, sub.subID)
+		b = append(b, `,"reason":`...)
+		b = appendJSONString(b, reason)
+		s.send("UNSUBSCRIBED", append(b, "}]"...))
+	}
+	return nil
+}
+
+func (s *Session) unsubscribeV2(ctx context.Context, m message2) error {
+	if err := s.checkReqID(m); err != nil {
+		return err
+	}
+	uri, ok := s.subIDs[m.subID]
+	if !ok {
+		s.sendErrorV2(v2Unsubscribe, m.reqID, errURINoSuchSubscription, "no such subscription", nil)
+		return nil
+	}
+	sub := s.subs[uri]
+	delete(s.subs, uri)
+	delete(s.subIDs, m.subID)
+	s.node.broker.remove(uri, s)
+	s.send("UNSUBSCRIBED", encodeV2IDs(v2Unsubscribed, m.reqID))
+	err := s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
+		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
+	})
+	if err != nil {
+		s.log.Warn("wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+	}
+	return nil
+}
+
+func (s *Session) publishV2(ctx context.Context, m message2) error {
+	if err := s.checkReqID(m); err != nil {
+		return err
+	}
+	if err := s.checkURI("PUBLISH topic", m.uri); err != nil {
+		return s.violation(err)
+	}
+	uri := m.uri
+	opts, err := parsePublishOptions(m.dict)
+	if err != nil {
+		// Options the client got wrong are its error, not a violation.
+		s.sendErrorV2(v2Publish, m.reqID, errURIInvalidArgument, "invalid PUBLISH options", nil)
+		return nil
+	}
+	r, attrs, ok := s.node.topicRoutes.match(uri)
+	if !ok {
+		s.log.Info("wamp: no topic route for publish", "uri", uri)
+		s.node.obs.RoutingMiss("topic")
+		if opts.Acknowledge {
+			s.sendErrorV2(v2Publish, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
+		}
+		return nil
+	}
+	if !r.access.allows(s.anon, s.roles) {
+		s.log.Info("wamp: publish access denied", "uri", uri, "route", r.name)
+		s.node.obs.AccessDenied("topic")
+		if opts.Acknowledge {
+			s.sendErrorV2(v2Publish, m.reqID, errURINotAuthorized, "Access denied", nil)
+		}
+		return nil
+	}
+	exclude, eligible := s.node.receivers(s, opts)
+	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs, Kwargs: m.kwargs}
+	event := eventFromArgs(m.args, m.kwargs)
+	err = s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
+		return r.handler.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, event, exclude, eligible)
+	})
+	if err != nil {
+		s.log.Warn("wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
+		if opts.Acknowledge {
+			s.handlerErrorV2(v2Publish, m.reqID, err)
+		}
+		return nil
+	}
+	if opts.Acknowledge {
+		s.send("PUBLISHED", encodeV2IDs(v2Published, m.reqID, newGlobalID()))
+	}
+	return nil
+}
+
+// receivers turns v2 PUBLISH options into the handler's exclude and
+// eligible session id lists (see handler.Topic.OnPublish).
+func (n *Node) receivers(pub *Session, o publishOptions) (exclude, eligible []string) {
+	for _, id := range o.Exclude {
+		exclude = append(exclude, strconv.FormatUint(id, 10))
+	}
+	if o.ExcludeMe == nil || *o.ExcludeMe {
+		exclude = append(exclude, pub.id)
+	}
+	named := o.Eligible != nil || o.EligibleAuthID != nil
+	for _, id := range o.Eligible {
+		eligible = append(eligible, strconv.FormatUint(id, 10))
+	}
+	if len(o.ExcludeAuthID) > 0 || len(o.EligibleAuthID) > 0 {
+		n.mu.RLock()
+		for _, u := range o.ExcludeAuthID {
+			for s := range n.byUser[u] {
+				exclude = append(exclude, s.id)
+			}
+		}
+		for _, u := range o.EligibleAuthID {
+			for s := range n.byUser[u] {
+				eligible = append(eligible, s.id)
+			}
+		}
+		n.mu.RUnlock()
+	}
+	if named && len(eligible) == 0 {
+		eligible = []string{""} // named nobody: reach nobody
+	}
+	return exclude, eligible
+}
+
+func (s *Session) callV2(ctx context.Context, m message2) error {
+	if err := s.checkReqID(m); err != nil {
+		return err
+	}
+	if err := s.checkURI("CALL procedure", m.uri); err != nil {
+		return s.violation(err)
+	}
+	uri := m.uri
+	r, attrs, ok := s.node.rpcRoutes.match(uri)
+	if !ok {
+		s.log.Info("wamp: no rpc route", "uri", uri)
+		s.node.obs.RoutingMiss("rpc")
+		s.sendErrorV2(v2Call, m.reqID, errURINoSuchProcedure, fmt.Sprintf("Unable to find route for %q", uri), nil)
+		return nil
+	}
+	if !r.access.allows(s.anon, s.roles) {
+		s.log.Info("wamp: rpc access denied", "uri", uri, "route", r.name)
+		s.node.obs.AccessDenied("rpc")
+		s.sendErrorV2(v2Call, m.reqID, errURINotAuthorized, "Access denied", nil)
+		return nil
+	}
+	method, ok := r.handler.lookup(attrs["method"])
+	if !ok {
+		s.log.Info("wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
+		s.node.obs.RoutingMiss("rpc")
+		s.sendErrorV2(v2Call, m.reqID, errURINoSuchProcedure, "Could not execute RPC callback, method not found", nil)
+		return nil
+	}
+	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs, Kwargs: m.kwargs}
+	out, err := s.callMethod(ctx, r, method, req, paramsFromArgs(m.args, m.kwargs))
+	if err != nil {
+		s.handlerErrorV2(v2Call, m.reqID, err)
+		return nil
+	}
+	if out == nil {
+		s.sendErrorV2(v2Call, m.reqID, errURIRuntime, "RPC Error", []byte(`{"code":500}`))
+		return nil
+	}
+	s.send("RESULT", encodeResultV2(m.reqID, out))
+	return nil
+}
