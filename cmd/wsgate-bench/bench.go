@@ -375,6 +375,9 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 	defer b.closeAll(&p)
 	hs := &hist{}
 	rep.Before = b.gw.take(ctx)
+	if c := rep.Before.Connections; c != nil && *c > 0 {
+		fmt.Fprintf(b.log, "wsgate-bench: warning: the gateway already has %.0f connections; per-connection figures need a fresh gateway\n", *c)
+	}
 	tool0 := selfCPU()
 	setup, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
 	defer cancel()
@@ -730,6 +733,7 @@ func (rep *report) writeText(w io.Writer) {
 	f("gateway goroutines per connection", r.GoroutinesPerConn, "")
 	f("gateway CPU per handshake", r.CPUPerHandshakeUs, " µs")
 	if rep.Scenario == "broadcast" {
+		fmt.Fprintf(w, "setup %.1fs (join/leave events ignored: %d)\n", r.SetupSeconds, r.JoinEventsIgnored)
 		fmt.Fprintf(w, "subscribers %d, published %d, delivered %d of %d (lost %d), %.0f deliveries/s\n",
 			r.Subscribers, r.Published, r.Delivered, r.ExpectedDeliveries, r.Lost, r.DeliveriesPerSec)
 		pct("delivery latency", r.Delivery)
