@@ -73,3 +73,9 @@ func clip(s string) string {
 	}
 	return s[:max] + "...(" + strconv.Itoa(len(s)) + " bytes)"
 }
+
+// isMalformed reports whether err is a *DecodeError for malformed input.
+func isMalformed(err error) bool {
+	de, ok := err.(*DecodeError)
+	return ok && de.Err == ErrMalformed
+}

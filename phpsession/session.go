@@ -6,9 +6,7 @@ import "fmt"
 // array is laid out in the stored session record.
 type Format string
 
-// Session serialize handlers. Only php, php_binary and php_serialize are
-// decoded; the others are reserved names so configuration can be validated
-// today and implemented later.
+// Session serialize handlers.
 const (
 	// FormatPHP is PHP's default handler: name|<serialized value> repeated.
 	// Names cannot contain '|', but values can, so records are parsed by
@@ -18,9 +16,12 @@ const (
 	FormatPHPBinary Format = "php_binary"
 	// FormatPHPSerialize is serialize($_SESSION): one a:<n>:{...} array.
 	FormatPHPSerialize Format = "php_serialize"
-	// FormatAuto would detect the handler from the data (not implemented).
+	// FormatAuto detects which of the other handlers wrote each record
+	// (see [DetectFormat]); the detected one is reported in Result.Format.
 	FormatAuto Format = "auto"
-	// FormatIgbinary is the igbinary extension's handler (not implemented).
+	// FormatIgbinary is the igbinary extension's handler (php-redis
+	// installs it): a 4-byte version header and igbinary_serialize() of the
+	// variables array. Symfony's token inside stays serialize() text.
 	FormatIgbinary Format = "igbinary"
 )
 
@@ -30,37 +31,97 @@ func checkFormat(f Format) (Format, error) {
 	switch f {
 	case "":
 		return FormatPHP, nil
-	case FormatPHP, FormatPHPBinary, FormatPHPSerialize:
+	case FormatPHP, FormatPHPBinary, FormatPHPSerialize, FormatIgbinary, FormatAuto:
 		return f, nil
 	}
-	return f, fmt.Errorf("%w %q (supported: php, php_binary, php_serialize)", ErrUnsupportedFormat, string(f))
+	return f, fmt.Errorf("%w %q (supported: php, php_binary, php_serialize, igbinary, auto)", ErrUnsupportedFormat, string(f))
 }
 
 // DecodeSession decodes a whole session record written with the given
-// serialize handler ("" means php) and returns its variables as an Array
-// value whose entries are in stored order. Back-reference slots are numbered
-// across all variables, as PHP's session decoder does.
+// serialize handler ("" means php, auto detects it) and returns its
+// variables as an Array value whose entries are in stored order.
+// Back-reference slots are numbered across all variables, as PHP's session
+// decoder does.
 //
 // The input is copied once; decoded strings alias that copy.
 func DecodeSession(data []byte, f Format, lim Limits) (*Value, error) {
+	v, _, err := DecodeSessionAuto(data, f, lim)
+	return v, err
+}
+
+// DecodeSessionAuto is [DecodeSession] that also returns the handler that
+// decoded the record: f itself, or the detected one for [FormatAuto].
+func DecodeSessionAuto(data []byte, f Format, lim Limits) (*Value, Format, error) {
 	f, err := checkFormat(f)
 	if err != nil {
-		return nil, err
+		return nil, f, err
 	}
 	l, err := lim.normalized()
 	if err != nil {
-		return nil, err
+		return nil, f, err
 	}
 	if len(data) > l.MaxInput {
-		return nil, limitErr(l.MaxInput, "input of %d bytes exceeds MaxInput %d", len(data), l.MaxInput)
+		return nil, f, limitErr(l.MaxInput, "input of %d bytes exceeds MaxInput %d", len(data), l.MaxInput)
 	}
+	s := string(data)
 	var d decoder
-	d.reset(string(data), l)
-	items, err := d.session(f)
-	if err != nil {
-		return nil, err
+	var items []Entry
+	if f == FormatAuto {
+		var firstErr error
+		for _, c := range candidates(s) {
+			d.reset(s, l)
+			items, err = d.session(c)
+			if err == nil {
+				f = c
+				break
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		if f == FormatAuto {
+			return nil, f, firstErr
+		}
+	} else {
+		d.reset(s, l)
+		if items, err = d.session(f); err != nil {
+			return nil, f, err
+		}
 	}
-	return &Value{kind: Array, items: items}, nil
+	return &Value{kind: Array, items: items}, f, nil
+}
+
+// DetectFormat returns the serialize handler that wrote a session record:
+// the first of the candidates (see below) that decodes the whole record,
+// or the error of the most likely one. Detection is unambiguous for the
+// records PHP writes, except that an empty record is an empty session in
+// every format (reported as php).
+//
+// Candidates, in order: igbinary when the record starts with igbinary's
+// version header (no other handler can start with a NUL byte); php_serialize
+// when it starts with "a:"; then php and php_binary, php_binary first when
+// the first byte is not printable (it is a name length there, and PHP
+// session names are printable in practice).
+func DetectFormat(data []byte, lim Limits) (Format, error) {
+	_, f, err := DecodeSessionAuto(data, FormatAuto, lim)
+	return f, err
+}
+
+// candidates lists the handlers worth trying on s, most likely first.
+func candidates(s string) []Format {
+	switch {
+	case s == "":
+		return []Format{FormatPHP}
+	case len(s) >= 4 && s[:4] == igbinaryHeader:
+		return []Format{FormatIgbinary}
+	case s[0] == 0:
+		return []Format{FormatPHPBinary}
+	case len(s) >= 2 && s[0] == 'a' && s[1] == ':':
+		return []Format{FormatPHPSerialize, FormatPHP, FormatPHPBinary}
+	case s[0] < 0x20 || s[0] >= 0x7f:
+		return []Format{FormatPHPBinary, FormatPHP}
+	}
+	return []Format{FormatPHP, FormatPHPBinary}
 }
 
 // session decodes d.s (already reset) as a session record in format f and
@@ -69,6 +130,8 @@ func (d *decoder) session(f Format) ([]Entry, error) {
 	switch f {
 	case FormatPHPSerialize:
 		return d.sessionSerialize()
+	case FormatIgbinary:
+		return d.sessionIgbinary()
 	case FormatPHPBinary:
 		return d.sessionVars(d.binaryName)
 	default:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // Symfony class names the token layer recognises.
@@ -16,7 +17,14 @@ const (
 	classPreAuthenticatedToken   = `Symfony\Component\Security\Core\Authentication\Token\PreAuthenticatedToken`
 	classSwitchUserToken         = `Symfony\Component\Security\Core\Authentication\Token\SwitchUserToken`
 	classPostAuthenticationToken = `Symfony\Component\Security\Http\Authenticator\Token\PostAuthenticationToken`
+	classPostAuthGuardToken      = `Symfony\Component\Security\Guard\Token\PostAuthenticationGuardToken`
+	classRole                    = `Symfony\Component\Security\Core\Role\Role`
+	classSwitchUserRole          = `Symfony\Component\Security\Core\Role\SwitchUserRole`
 )
+
+// MetaKey is the session variable holding Symfony's MetadataBag
+// (MetadataBag::$storageKey default).
+const MetaKey = "_sf2_meta"
 
 // AttributesKey is the session variable holding Symfony's AttributeBag
 // (AttributeBag::$storageKey default).
@@ -47,6 +55,13 @@ type Options struct {
 	// user object to find its identifier (any visibility, any declaring
 	// class). Empty means DefaultUserIdentifierProperties().
 	UserIdentifierProperties []string
+	// UserIdentifierPropertiesByClass overrides UserIdentifierProperties
+	// for the user classes it names (exact FQCN as PHP writes it, without
+	// a leading backslash). For a user that implements \Serializable (C:,
+	// e.g. the classic serialize([$this->id, $this->username, ...]) of
+	// Symfony <= 4 entities) the names are keys of the payload array, so
+	// "1" picks the second element.
+	UserIdentifierPropertiesByClass map[string][]string
 }
 
 // Reader extracts Symfony security tokens from session records. It is
@@ -57,6 +72,8 @@ type Reader struct {
 	fws     []string
 	keys    []string // "_security_" + fws[i]
 	idProps []string
+	byClass map[string][]string
+	nested  bool      // a key contains '/': NamespacedAttributeBag lookups
 	pool    sync.Pool // *decoder, reused so a Read allocates little
 }
 
@@ -85,25 +102,62 @@ func NewReader(opt Options) (*Reader, error) {
 		seen[fw] = true
 		r.fws = append(r.fws, fw)
 		r.keys = append(r.keys, SecurityKeyPrefix+fw)
+		r.nested = r.nested || strings.Contains(fw, "/")
 	}
 	r.idProps = opt.UserIdentifierProperties
 	if len(r.idProps) == 0 {
 		r.idProps = DefaultUserIdentifierProperties()
 	}
-	for _, p := range r.idProps {
-		if p == "" {
-			return nil, errors.New("phpsession: empty user identifier property name")
-		}
+	if err := checkProps(r.idProps); err != nil {
+		return nil, err
 	}
 	r.idProps = append([]string(nil), r.idProps...)
+	if len(opt.UserIdentifierPropertiesByClass) > 0 {
+		r.byClass = make(map[string][]string, len(opt.UserIdentifierPropertiesByClass))
+		for class, props := range opt.UserIdentifierPropertiesByClass {
+			if class == "" || class[0] == '\\' {
+				return nil, fmt.Errorf("phpsession: user class %q must be a FQCN without leading backslash", class)
+			}
+			if len(props) == 0 {
+				return nil, fmt.Errorf("phpsession: no identifier properties for user class %q", class)
+			}
+			if err := checkProps(props); err != nil {
+				return nil, err
+			}
+			r.byClass[class] = append([]string(nil), props...)
+		}
+	}
 	r.pool.New = func() any { return new(decoder) }
 	return r, nil
 }
 
+func checkProps(props []string) error {
+	for _, p := range props {
+		if p == "" {
+			return errors.New("phpsession: empty user identifier property name")
+		}
+	}
+	return nil
+}
+
 // Result is what one session says about each configured firewall.
 type Result struct {
+	// Format is the serialize handler that decoded the record: the
+	// configured one, or the detected one when it is auto.
+	Format Format `json:"format,omitempty"`
+	// Meta is Symfony's MetadataBag (_sf2_meta), nil when absent.
+	Meta *Meta `json:"meta,omitempty"`
 	// Firewalls has one entry per configured firewall, in configured order.
 	Firewalls []FirewallResult `json:"firewalls"`
+}
+
+// Meta is Symfony's session MetadataBag: Unix times of the session's
+// creation and last write, and the cookie lifetime in seconds (0: until the
+// browser closes).
+type Meta struct {
+	Created  int64 `json:"created"`
+	Updated  int64 `json:"updated"`
+	Lifetime int64 `json:"lifetime"`
 }
 
 // FirewallResult is the authentication state of one firewall.
@@ -136,31 +190,131 @@ type Token struct {
 	UserIdentifier string `json:"user_identifier"`
 	// UserClass is the user's FQCN, or "string" for a plain-string user.
 	UserClass string `json:"user_class"`
-	// Roles are the token's role names (AbstractToken::$roleNames).
+	// Roles are the token's role names (AbstractToken::$roleNames, the
+	// Role objects of Symfony <= 4.2, or the user's roles where Symfony 7.3+
+	// leaves them out of the token).
 	Roles []string `json:"roles"`
+	// Impersonator is the identifier of the user who switched to this one
+	// (SwitchUserToken's original token, or the SwitchUserRole of Symfony
+	// <= 4.0); empty when nobody impersonates.
+	Impersonator string `json:"impersonator,omitempty"`
+	// ImpersonatorClass is the impersonating user's class ("string" for a
+	// plain-string user), empty with Impersonator.
+	ImpersonatorClass string `json:"impersonator_class,omitempty"`
+	// Layout says how the token was stored: "__serialize" (O:, Symfony >=
+	// 4.3 on PHP >= 7.4) or "Serializable" (C:, Symfony <= 4.2, or any
+	// version on PHP < 7.4).
+	Layout string `json:"layout,omitempty"`
+	// BestEffort is true when the token class is not one Symfony ships and
+	// was read by AbstractToken's documented layout (parent data last).
+	BestEffort bool `json:"best_effort,omitempty"`
 }
+
+// Token layouts.
+const (
+	LayoutSerialize    = "__serialize"
+	LayoutSerializable = "Serializable"
+)
 
 // Read decodes one session record and reports every configured firewall.
 // It returns an error (wrapping ErrMalformed or ErrLimit) only when the
 // record as a whole cannot be decoded; everything firewall-specific is in
-// the Result. Strings in the Result do not alias data.
+// the Result. Strings in the Result do not alias data, and data is not
+// retained or modified.
+//
+// The common case costs one pass over the record that builds nothing but
+// the token: other session variables and attributes are validated and
+// skipped by their lengths. A record with back-references (r:/R:) outside
+// the token, or an unusual shape, takes the full decode.
 func (r *Reader) Read(data []byte) (*Result, error) {
 	if len(data) > r.lim.MaxInput {
 		return nil, limitErr(r.lim.MaxInput, "session of %d bytes exceeds MaxInput %d", len(data), r.lim.MaxInput)
 	}
 	d := r.pool.Get().(*decoder)
 	defer r.put(d)
-	d.reset(string(data), r.lim)
-	vars, err := d.session(r.format)
-	if err != nil {
-		return nil, err
+	// No copy: every string that leaves Read is detached (copied), and
+	// nothing decoded here outlives the call (put clears the decoder).
+	s := ""
+	if len(data) > 0 {
+		s = unsafe.String(unsafe.SliceData(data), len(data))
 	}
+	format := r.format
+	var cands []Format
+	if format == FormatAuto {
+		cands = candidates(s)
+	} else {
+		cands = []Format{format}
+	}
+	res := newResult(len(r.fws))
+	var firstErr error
+	for _, f := range cands {
+		d.reset(s, r.lim)
+		ok := f != FormatIgbinary && !r.nested && r.scan(d, f, res)
+		if ok {
+			res.Format = f
+			return res, nil
+		}
+		d.reset(s, r.lim)
+		vars, err := d.session(f)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		res.Format = f
+		r.fromVars(d, vars, res)
+		return res, nil
+	}
+	return nil, firstErr
+}
 
-	res := &Result{Firewalls: make([]FirewallResult, len(r.fws))}
+// newResult allocates a Result and its firewall slice together.
+func newResult(n int) *Result {
+	if n == 1 {
+		x := &struct {
+			r   Result
+			fws [1]FirewallResult
+		}{}
+		x.r.Firewalls = x.fws[:]
+		return &x.r
+	}
+	return &Result{Firewalls: make([]FirewallResult, n)}
+}
+
+// put returns d to the pool unless a huge session grew its buffers; the
+// pool should hold what typical sessions need, not the worst case.
+func (r *Reader) put(d *decoder) {
+	d.s = ""
+	d.top = Value{}
+	clear(d.arena)
+	d.arena = d.arena[:0]
+	clear(d.found)
+	clear(d.roleBuf)
+	d.roleBuf = d.roleBuf[:0]
+	clear(d.roots)
+	d.roots = d.roots[:0]
+	clear(d.strs)
+	d.strs = d.strs[:0]
+	d.skipping = false
+	if cap(d.stack) > 4096 || cap(d.slotKinds) > 1<<16 || cap(d.table) > 4096 || cap(d.strs) > 4096 {
+		return
+	}
+	r.pool.Put(d)
+}
+
+// fromVars fills res from fully decoded session variables.
+func (r *Reader) fromVars(d *decoder, vars []Entry, res *Result) {
 	var attrs *Value
 	for i := len(vars) - 1; i >= 0; i-- { // last one wins, as in PHP
 		if !vars[i].Key.isInt && vars[i].Key.str == AttributesKey {
 			attrs = vars[i].Value.Deref()
+			break
+		}
+	}
+	for i := len(vars) - 1; i >= 0; i-- {
+		if !vars[i].Key.isInt && vars[i].Key.str == MetaKey {
+			res.Meta = metaOf(vars[i].Value.Deref())
 			break
 		}
 	}
@@ -173,33 +327,266 @@ func (r *Reader) Read(data []byte) (*Result, error) {
 		case attrs.kind != Array:
 			fr.Reason = AttributesKey + " is not an array"
 		default:
-			r.firewall(d, fr, attrs, r.keys[i])
+			sv, ok := attrs.Get(r.keys[i])
+			if !ok && strings.Contains(r.keys[i], "/") {
+				sv, ok = namespacedGet(attrs, r.keys[i])
+			}
+			if !ok {
+				fr.Reason = "no " + r.keys[i] + " attribute"
+				continue
+			}
+			r.firewall(d, fr, sv.Deref(), r.keys[i])
 		}
 	}
-	return res, nil
 }
 
-// put returns d to the pool unless a huge session grew its buffers; the
-// pool should hold what typical sessions need, not the worst case.
-func (r *Reader) put(d *decoder) {
-	d.s = ""
-	d.top = Value{}
-	clear(d.arena)
-	d.arena = d.arena[:0]
-	if cap(d.stack) > 4096 || cap(d.slotKinds) > 1<<16 || cap(d.table) > 4096 {
-		return
+// namespacedGet looks key up the way NamespacedAttributeBag stores it:
+// "a/b/c" lives at ['a']['b']['c'].
+func namespacedGet(attrs *Value, key string) (*Value, bool) {
+	v := attrs
+	for {
+		part, rest, more := strings.Cut(key, "/")
+		e, ok := v.Get(part)
+		if !ok {
+			return nil, false
+		}
+		if !more {
+			return e, true
+		}
+		if v = e.Deref(); v.kind != Array {
+			return nil, false
+		}
+		key = rest
 	}
-	r.pool.Put(d)
 }
 
-// firewall fills fr from the AttributeBag entry key.
-func (r *Reader) firewall(d *decoder, fr *FirewallResult, attrs *Value, key string) {
-	sv, ok := attrs.Get(key)
-	if !ok {
-		fr.Reason = "no " + key + " attribute"
+// metaOf reads MetadataBag's array {u: updated, c: created, l: lifetime}.
+func metaOf(v *Value) *Meta {
+	if v.kind != Array {
+		return nil
+	}
+	m := &Meta{}
+	for i := range v.items {
+		e := &v.items[i]
+		if e.Key.isInt {
+			continue
+		}
+		setMeta(m, e.Key.str, e.Value.Deref())
+	}
+	return m
+}
+
+func setMeta(m *Meta, k string, v *Value) {
+	if v.kind != Int {
 		return
 	}
-	sv = sv.Deref()
+	switch k {
+	case "u":
+		m.Updated = v.Int()
+	case "c":
+		m.Created = v.Int()
+	case "l":
+		m.Lifetime = v.Int()
+	}
+}
+
+// scan is Read's fast path: one validating pass over the record that
+// numbers and checks every value like the full decode but builds only the
+// attributes it needs. It returns false when the full decode must decide:
+// the record is malformed (the full decode reports the error), it has
+// back-references (whose targets the skipped values would be), or
+// _sf2_attributes is not a plain array.
+func (r *Reader) scan(d *decoder, f Format, res *Result) bool {
+	d.skipping = true
+	defer func() { d.skipping = false }()
+	if cap(d.found) < len(r.keys) {
+		d.found = make([]Value, len(r.keys))
+	}
+	d.found = d.found[:len(r.keys)]
+	clear(d.found)
+	var meta Meta
+	attrsSeen, metaSeen := false, false
+	visit := func(name string) (bool, error) {
+		switch name {
+		case AttributesKey:
+			attrsSeen = true
+			clear(d.found) // a later _sf2_attributes replaces an earlier one
+			return true, r.scanAttrs(d)
+		case MetaKey:
+			metaSeen = true
+			meta = Meta{}
+			return true, d.scanMeta(&meta)
+		}
+		return false, nil
+	}
+	switch f {
+	case FormatPHPSerialize:
+		if d.eof() {
+			break
+		}
+		if d.s[0] != 'a' {
+			return false
+		}
+		n, err := d.scanArrayOpen()
+		if err != nil {
+			return false
+		}
+		for range n {
+			k, err := d.key(true, "array")
+			if err != nil {
+				return false
+			}
+			if !k.isInt {
+				if done, err := visit(k.str); err != nil {
+					return false
+				} else if done {
+					continue
+				}
+			}
+			var v Value
+			if d.value(&v) != nil {
+				return false
+			}
+		}
+		if d.scanArrayClose() != nil || d.pos != len(d.s) {
+			return false
+		}
+	default:
+		name := d.phpName
+		if f == FormatPHPBinary {
+			name = d.binaryName
+		}
+		for !d.eof() {
+			n, err := name()
+			if err != nil {
+				return false
+			}
+			if done, err := visit(n); err != nil {
+				return false
+			} else if done {
+				continue
+			}
+			var v Value
+			if d.value(&v) != nil {
+				return false
+			}
+		}
+	}
+	if d.refs > 0 {
+		return false
+	}
+	d.skipping = false
+	if metaSeen {
+		m := meta
+		res.Meta = &m
+	}
+	for i, fw := range r.fws {
+		fr := &res.Firewalls[i]
+		fr.Firewall = fw
+		switch sv := &d.found[i]; {
+		case !attrsSeen:
+			fr.Reason = "no " + AttributesKey
+		case sv.flag == 0:
+			fr.Reason = "no " + r.keys[i] + " attribute"
+		default:
+			r.firewall(d, fr, sv, r.keys[i])
+		}
+	}
+	return true
+}
+
+// scanArrayOpen consumes "a:<n>:{" like value/array do (slot, counters,
+// depth) and returns n.
+func (d *decoder) scanArrayOpen() (int, error) {
+	start := d.pos
+	d.elems++
+	if d.elems > d.lim.MaxElements {
+		return 0, limitErr(start, "more than MaxElements %d values", d.lim.MaxElements)
+	}
+	if !hasPrefix(d.s[d.pos:], "a:") {
+		return 0, malformed(start, "expected an array")
+	}
+	d.pos += 2
+	d.pushSlot(Array)
+	n, err := d.count("array", false)
+	if err != nil {
+		return 0, err
+	}
+	return n, d.enter(start)
+}
+
+func (d *decoder) scanArrayClose() error {
+	if err := d.expectIn('}', "closing ", "array", " (more entries than its count?)"); err != nil {
+		return err
+	}
+	d.depth--
+	return nil
+}
+
+// scanAttrs scans the AttributeBag array, keeping the values stored under
+// the firewall keys (found[i].flag = 1 marks "present").
+func (r *Reader) scanAttrs(d *decoder) error {
+	if d.eof() || d.s[d.pos] != 'a' {
+		return malformed(d.pos, "not an array") // the full decode decides
+	}
+	n, err := d.scanArrayOpen()
+	if err != nil {
+		return err
+	}
+	for range n {
+		k, err := d.key(true, "array")
+		if err != nil {
+			return err
+		}
+		idx := -1
+		if !k.isInt && len(k.str) > len(SecurityKeyPrefix) && k.str[:len(SecurityKeyPrefix)] == SecurityKeyPrefix {
+			for i, key := range r.keys {
+				if key == k.str {
+					idx = i
+					break
+				}
+			}
+		}
+		var v Value
+		if err := d.value(&v); err != nil {
+			return err
+		}
+		if idx >= 0 {
+			v.flag = 1
+			d.found[idx] = v
+		}
+	}
+	return d.scanArrayClose()
+}
+
+// scanMeta scans the MetadataBag array for its integers.
+func (d *decoder) scanMeta(m *Meta) error {
+	if d.eof() || d.s[d.pos] != 'a' {
+		var v Value
+		return d.value(&v)
+	}
+	n, err := d.scanArrayOpen()
+	if err != nil {
+		return err
+	}
+	for range n {
+		k, err := d.key(true, "array")
+		if err != nil {
+			return err
+		}
+		var v Value
+		if err := d.value(&v); err != nil {
+			return err
+		}
+		if !k.isInt {
+			setMeta(m, k.str, &v)
+		}
+	}
+	return d.scanArrayClose()
+}
+
+// firewall fills fr from the attribute value sv (dereferenced).
+func (r *Reader) firewall(d *decoder, fr *FirewallResult, sv *Value, key string) {
 	if sv.kind != String {
 		fr.Reason = key + " is not a string but " + sv.kind.String()
 		fr.Err = fmt.Errorf("%w: %s", ErrUnsupportedToken, fr.Reason)
@@ -208,6 +595,7 @@ func (r *Reader) firewall(d *decoder, fr *FirewallResult, attrs *Value, key stri
 	// A fresh unserialize() call: new slot numbering, fresh counters; the
 	// arena keeps growing, so the session values stay valid.
 	d.reset(sv.str, r.lim)
+	d.roots = d.roots[:0]
 	// The token lives in the pooled decoder so it does not escape per Read.
 	tok := &d.top
 	*tok = Value{}
@@ -216,7 +604,9 @@ func (r *Reader) firewall(d *decoder, fr *FirewallResult, attrs *Value, key stri
 		fr.Reason = fr.Err.Error()
 		return
 	}
-	info, reason, err := extractToken(tok, r.idProps)
+	d.roots = append(d.roots, tok)
+	x := extractor{d: d, r: r}
+	info, reason, err := x.token(tok, 0)
 	if reason != "" || err != nil {
 		fr.Reason, fr.Err = reason, err
 		if err != nil && reason == "" {
@@ -249,121 +639,205 @@ func tokenDecodeError(err error, key string, sv *Value) error {
 // until detach copies them.
 type tokenInfo struct {
 	class, userID, userClass string
-	roles                    *Value // Array of String values (checked)
+	roles                    []string // in the decoder's roleBuf
+	impID, impClass          string
+	layout                   string
+	bestEffort               bool
 }
 
 // detach copies all strings of t into one fresh allocation so the Result
 // does not keep the whole session record alive.
 func (t *tokenInfo) detach() *Token {
-	roles := t.roles.Entries()
-	n := len(t.class) + len(t.userID) + len(t.userClass)
-	for i := range roles {
-		n += len(roles[i].Value.Deref().str)
+	n := len(t.class) + len(t.userID) + len(t.userClass) + len(t.impID) + len(t.impClass)
+	for _, r := range t.roles {
+		n += len(r)
 	}
 	var b strings.Builder
 	b.Grow(n)
-	b.WriteString(t.class)
-	b.WriteString(t.userID)
-	b.WriteString(t.userClass)
-	for i := range roles {
-		b.WriteString(roles[i].Value.Deref().str)
+	for _, s := range [...]string{t.class, t.userID, t.userClass, t.impID, t.impClass} {
+		b.WriteString(s)
+	}
+	for _, r := range t.roles {
+		b.WriteString(r)
 	}
 	all := b.String()
 	cut := func(n int) string { s := all[:n]; all = all[n:]; return s }
-	out := &Token{
-		Class:          cut(len(t.class)),
-		UserIdentifier: cut(len(t.userID)),
-		UserClass:      cut(len(t.userClass)),
-		Roles:          make([]string, len(roles)),
+	// One allocation for the Token and a small role list.
+	x := &struct {
+		t Token
+		r [6]string
+	}{}
+	out := &x.t
+	out.Class = cut(len(t.class))
+	out.UserIdentifier = cut(len(t.userID))
+	out.UserClass = cut(len(t.userClass))
+	out.Impersonator = cut(len(t.impID))
+	out.ImpersonatorClass = cut(len(t.impClass))
+	out.Layout = t.layout
+	out.BestEffort = t.bestEffort
+	if len(t.roles) <= len(x.r) {
+		out.Roles = x.r[:len(t.roles):len(t.roles)]
+	} else {
+		out.Roles = make([]string, len(t.roles))
 	}
-	for i := range roles {
-		out.Roles[i] = cut(len(roles[i].Value.Deref().str))
+	for i, r := range t.roles {
+		out.Roles[i] = cut(len(r))
 	}
 	return out
 }
 
-// parentIndex says where each known token class's __serialize() puts
-// parent::__serialize() in its data array (Symfony 5.4 sources):
+// knownTokens are the token classes Symfony ships, with where each one's
+// data puts its parent class data (Symfony sources 2.8 to 7.x):
 //
-//	UsernamePasswordToken, PreAuthenticatedToken: [credentials, firewallName, parent]
-//	RememberMeToken:         [secret, firewallName, parent]
-//	SwitchUserToken:         [originalToken, originatedFromUri, parent(UsernamePasswordToken)]
-//	PostAuthenticationToken: [firewallName, parent]
-//	AnonymousToken:          [secret, parent]
+//	__serialize (O:), 4.3+:
+//	  UsernamePasswordToken, PreAuthenticatedToken: [credentials|null, firewallName, parent]
+//	  RememberMeToken:         [secret|null, firewallName, parent]
+//	  SwitchUserToken:         [originalToken, originatedFromUri, parent]  (4.3: [originalToken, parent])
+//	  PostAuthenticationToken: [firewallName, parent]  (6.x+: [null, firewallName, parent])
+//	  AnonymousToken:          [secret, parent]
+//	  AbstractToken:           [user, authenticated, roles|null, attributes, roleNames]
+//	                           (6.x+: authenticated is always true; 7.3+ drops roleNames
+//	                           when the user is EquatableInterface)
+//	Serializable (C:), <= 4.2 and PHP < 7.4: the same lists, serialized, with
+//	  the parent data as a nested serialize() string (<= 4.1) or array (4.2+);
+//	  AbstractToken: [user, authenticated, roles (Role objects), attributes].
 //
-// Unknown (application) token classes follow Symfony's documented rule of
-// appending parent data last, which is also the fallback.
-var parentIndex = map[string]int{
-	classUsernamePasswordToken:   2,
-	classPreAuthenticatedToken:   2,
-	classRememberMeToken:         2,
-	classSwitchUserToken:         2,
-	classPostAuthenticationToken: 1,
-	classAnonymousToken:          1,
+// The parent is the last element in every one of them; the table only
+// says which classes are Symfony's own (not best effort).
+var knownTokens = map[string]bool{
+	classUsernamePasswordToken:   true,
+	classPreAuthenticatedToken:   true,
+	classRememberMeToken:         true,
+	classSwitchUserToken:         true,
+	classPostAuthenticationToken: true,
+	classPostAuthGuardToken:      true,
+	classAnonymousToken:          true,
+	classNullToken:               true,
 }
 
 // maxParentHops bounds the descent through nested parent data
 // (SwitchUserToken -> UsernamePasswordToken -> AbstractToken is 2).
 const maxParentHops = 8
 
-// extractToken turns a decoded token into tokenInfo. It returns a non-empty
-// reason when the token is valid but not an authenticated one, and an error
-// (with reason) when the layout is not understood.
-//
-// Only the PHP >= 7.4 __serialize() layout (O:Class:n:{i:0;...}) of Symfony
-// >= 4.3 is handled; the Serializable (C:) layouts of older Symfony versions
-// and PHP < 7.4 plug in here later.
-func extractToken(tok *Value, idProps []string) (tokenInfo, string, error) {
+// maxTokenNesting bounds the descent into original tokens of
+// SwitchUserToken (a switched user switching again nests twice).
+const maxTokenNesting = 4
+
+// extractor turns a decoded token into tokenInfo.
+type extractor struct {
+	d *decoder
+	r *Reader
+}
+
+// token returns the token's facts, or a non-empty reason when it is valid
+// but not an authenticated one, or an error (with reason) when its layout
+// is not understood.
+func (x *extractor) token(tok *Value, nesting int) (tokenInfo, string, error) {
 	tok = tok.Deref()
-	switch tok.Class() {
+	class := tok.Class()
+	switch class {
 	case classAnonymousToken:
 		return tokenInfo{}, "AnonymousToken", nil
 	case classNullToken:
 		return tokenInfo{}, "NullToken", nil
 	}
-	if tok.kind != Object {
+	var data []Entry
+	info := tokenInfo{class: class, bestEffort: !knownTokens[class]}
+	switch tok.kind {
+	case Object:
+		data, info.layout = tok.items, LayoutSerialize
+	case Custom:
+		in := tok.Inner()
+		if in == nil || in.Deref().kind != Array {
+			return unsupported("%s: Serializable payload is not a serialized array", clip(class))
+		}
+		data, info.layout = in.Deref().items, LayoutSerializable
+	default:
 		return unsupported("token is a %v, not an object", tok.kind)
 	}
-	class := tok.class
-	abs, err := abstractTokenData(tok)
+	abs, err := x.abstractTokenData(class, data)
 	if err != nil {
 		return tokenInfo{}, "", err
 	}
-	// AbstractToken::__serialize(): [user, authenticated, null, attributes, roleNames]
-	user, authn, roleNames := &abs[0].Value, &abs[1].Value, &abs[4].Value
-	if authn = authn.Deref(); authn.kind != Bool {
-		return unsupported("%s: authenticated flag is a %v", clip(class), authn.kind)
-	}
+	// [user, authenticated, roles|null, attributes, roleNames?]
+	user, authn := abs[0].Value.Deref(), abs[1].Value.Deref()
 	if !authn.Bool() {
-		// Symfony 5.4 ContextListener never treats such a token as logged in.
+		// Symfony <= 5.4 never treats such a token as logged in.
 		return tokenInfo{}, "token not authenticated", nil
 	}
-	info := tokenInfo{class: class}
-	roleNames = roleNames.Deref()
-	if roleNames.kind != Array {
-		return unsupported("%s: roleNames is a %v", clip(class), roleNames.kind)
-	}
-	for i := range roleNames.items {
-		rv := roleNames.items[i].Value.Deref()
-		if rv.kind != String {
-			return unsupported("%s: role %d is a %v, not a string", clip(class), i, rv.kind)
-		}
-	}
-	info.roles = roleNames
-	user = user.Deref()
 	switch user.kind {
 	case Null:
 		return tokenInfo{}, "token has no user", nil
 	case String:
 		info.userID, info.userClass = user.str, "string"
-	case Object:
-		id, ok := userIdentifier(user, idProps)
+	case Object, Custom:
+		id, ok := x.userIdentifier(user)
 		if !ok {
-			return unsupported("user class %s has none of the identifier properties %v", clip(user.class), idProps)
+			return unsupported("user class %s has none of the identifier properties %v", clip(user.class), x.propsFor(user.class))
 		}
 		info.userID, info.userClass = id, user.class
 	default:
 		return unsupported("user is a %v (class %q)", user.kind, clip(user.Class()))
+	}
+	rolesAt := len(x.d.roleBuf)
+	var roles *Value
+	switch {
+	case len(abs) == 5:
+		roles = abs[4].Value.Deref()
+	case abs[2].Value.Deref().kind == Array:
+		roles = abs[2].Value.Deref()
+	default: // Symfony 7.3+: the token takes its roles from the user
+		if user.kind == Object {
+			if rv, _, ok := user.Prop("roles"); ok {
+				roles = rv.Deref()
+			}
+		}
+		if roles == nil {
+			return unsupported("%s: no role names in the token and no roles on the user", clip(class))
+		}
+	}
+	if roles.kind != Array {
+		return unsupported("%s: roles are a %v", clip(class), roles.kind)
+	}
+	var switchRole *Value
+	for i := range roles.items {
+		rv := roles.items[i].Value.Deref()
+		switch rv.kind {
+		case String:
+			x.d.roleBuf = append(x.d.roleBuf, rv.str)
+			continue
+		case Object: // Symfony <= 4.x Role / SwitchUserRole objects
+			if name, _, ok := rv.Prop("role"); ok && name.Deref().kind == String {
+				x.d.roleBuf = append(x.d.roleBuf, name.Deref().str)
+				if rv.class == classSwitchUserRole {
+					switchRole = rv
+				}
+				continue
+			}
+		}
+		return unsupported("%s: role %d is a %v, not a role name", clip(class), i, rv.kind)
+	}
+	info.roles = x.d.roleBuf[rolesAt:]
+
+	// Impersonation: SwitchUserToken keeps the original token first;
+	// Symfony <= 4.0 kept it in a SwitchUserRole's $source.
+	var orig *Value
+	if class == classSwitchUserToken && len(data) > 0 {
+		orig = data[0].Value.Deref()
+	} else if switchRole != nil {
+		if src, _, ok := switchRole.Prop("source"); ok {
+			orig = src.Deref()
+		}
+	}
+	if orig != nil && (orig.kind == Object || orig.kind == Custom) && nesting < maxTokenNesting {
+		oi, reason, err := x.token(orig, nesting+1)
+		switch {
+		case err != nil:
+			return tokenInfo{}, "", fmt.Errorf("original token of %s: %w", clip(class), err)
+		case reason != "":
+			return unsupported("original token of %s: %s", clip(class), reason)
+		}
+		info.impID, info.impClass = oi.userID, oi.userClass
 	}
 	return info, "", nil
 }
@@ -373,41 +847,40 @@ func unsupported(format string, args ...any) (tokenInfo, string, error) {
 	return tokenInfo{}, err.Error(), err
 }
 
-// abstractTokenData finds AbstractToken's own __serialize() array inside a
-// token's data by following the parent-data position of each level, and
-// returns its entries (exactly 5, keys 0..4).
-func abstractTokenData(tok *Value) ([]Entry, error) {
-	data := tok.items
-	idx, known := parentIndex[tok.class]
-	for hop := 0; hop <= maxParentHops; hop++ {
+// abstractTokenData finds AbstractToken's own data inside a token's data
+// by following the parent data, always the last element, through arrays
+// (__serialize, Symfony 4.2+ Serializable) and nested serialize() strings
+// (Symfony <= 4.1 Serializable), and returns its entries.
+func (x *extractor) abstractTokenData(class string, data []Entry) ([]Entry, error) {
+	for range maxParentHops {
 		if isAbstractTokenData(data) {
 			return data, nil
 		}
-		var next *Value
-		if known {
-			if idx < len(data) && data[idx].Key.isInt && data[idx].Key.num == int64(idx) {
-				next = &data[idx].Value
-			}
-		} else if n := len(data); n > 0 {
-			next = &data[n-1].Value
+		n := len(data)
+		if n == 0 {
+			break
 		}
-		next = next.Deref()
-		if next == nil || next.kind != Array {
+		next := data[n-1].Value.Deref()
+		if next.kind == String {
+			v, err := x.d.continued(next.str)
+			if err != nil {
+				return nil, fmt.Errorf("parent data of %s: %w", clip(class), err)
+			}
+			next = v.Deref()
+		}
+		if next.kind != Array {
 			break
 		}
 		data = next.items
-		// Below the first level the parent is a Symfony class whose layout
-		// we know only by its shape; e.g. SwitchUserToken's parent is
-		// UsernamePasswordToken, which also keeps its parent last.
-		known = false
 	}
-	return nil, fmt.Errorf("%w: %s: no AbstractToken data [user, authenticated, null, attributes, roleNames] found", ErrUnsupportedToken, clip(tok.class))
+	return nil, fmt.Errorf("%w: %s: no AbstractToken data [user, authenticated, roles, attributes, roleNames] found", ErrUnsupportedToken, clip(class))
 }
 
-// isAbstractTokenData reports whether entries have AbstractToken::__serialize()'s
-// shape: exactly keys 0..4 with a bool at 1 and arrays at 3 and 4.
+// isAbstractTokenData reports whether entries have the shape of
+// AbstractToken's data: keys 0..3 or 0..4, a bool at 1, an array or null at
+// 2, an array at 3 and, when present, at 4.
 func isAbstractTokenData(a []Entry) bool {
-	if len(a) != 5 {
+	if len(a) != 4 && len(a) != 5 {
 		return false
 	}
 	for i := range a {
@@ -415,16 +888,42 @@ func isAbstractTokenData(a []Entry) bool {
 			return false
 		}
 	}
+	if k := a[2].Value.Deref().kind; k != Array && k != Null {
+		return false
+	}
 	return a[1].Value.Deref().kind == Bool &&
 		a[3].Value.Deref().kind == Array &&
-		a[4].Value.Deref().kind == Array
+		(len(a) == 4 || a[4].Value.Deref().kind == Array)
+}
+
+// propsFor returns the identifier properties configured for class.
+func (x *extractor) propsFor(class string) []string {
+	if p, ok := x.r.byClass[class]; ok {
+		return p
+	}
+	return x.r.idProps
 }
 
 // userIdentifier looks for the first configured property holding a string
-// (or integer, for numeric ids) on a user object.
-func userIdentifier(user *Value, props []string) (string, bool) {
+// (or integer, for numeric ids) on a user object, or the first configured
+// key of a Serializable user's payload array.
+func (x *extractor) userIdentifier(user *Value) (string, bool) {
+	props := x.propsFor(user.class)
+	var arr *Value
+	if user.kind == Custom {
+		if arr = user.Inner(); arr == nil || arr.Deref().kind != Array {
+			return "", false
+		}
+		arr = arr.Deref()
+	}
 	for _, name := range props {
-		v, _, ok := user.Prop(name)
+		var v *Value
+		var ok bool
+		if arr != nil {
+			v, ok = arr.Get(name)
+		} else {
+			v, _, ok = user.Prop(name)
+		}
 		if !ok {
 			continue
 		}

@@ -62,18 +62,18 @@ func TestReaderTokens(t *testing.T) {
 		{
 			name:  "UsernamePasswordToken with InMemoryUser",
 			token: uptOf(inMemory, "b:1;", roleList("ROLE_USER", "ROLE_ADMIN")),
-			want:  &Token{Class: classUsernamePasswordToken, UserIdentifier: "alice", UserClass: `Symfony\Component\Security\Core\User\InMemoryUser`, Roles: []string{"ROLE_USER", "ROLE_ADMIN"}},
+			want:  &Token{Class: classUsernamePasswordToken, UserIdentifier: "alice", UserClass: `Symfony\Component\Security\Core\User\InMemoryUser`, Roles: []string{"ROLE_USER", "ROLE_ADMIN"}, Layout: LayoutSerialize},
 		},
 		{
 			name:  "custom user class found by protected email",
 			token: uptOf(appUser, "b:1;", roleList("ROLE_USER")),
-			want:  &Token{Class: classUsernamePasswordToken, UserIdentifier: "a@example.org", UserClass: `App\Entity\User`, Roles: []string{"ROLE_USER"}},
+			want:  &Token{Class: classUsernamePasswordToken, UserIdentifier: "a@example.org", UserClass: `App\Entity\User`, Roles: []string{"ROLE_USER"}, Layout: LayoutSerialize},
 		},
 		{
 			name:    "configured identifier property, integer value",
 			token:   uptOf(appUser, "b:1;", roleList()),
 			idProps: []string{"id"},
-			want:    &Token{Class: classUsernamePasswordToken, UserIdentifier: "7", UserClass: `App\Entity\User`, Roles: []string{}},
+			want:    &Token{Class: classUsernamePasswordToken, UserIdentifier: "7", UserClass: `App\Entity\User`, Roles: []string{}, Layout: LayoutSerialize},
 		},
 		{
 			name:      "user without identifier property",
@@ -84,13 +84,13 @@ func TestReaderTokens(t *testing.T) {
 		{
 			name:  "plain string user",
 			token: uptOf(ser("bob"), "b:1;", roleList("ROLE_USER")),
-			want:  &Token{Class: classUsernamePasswordToken, UserIdentifier: "bob", UserClass: "string", Roles: []string{"ROLE_USER"}},
+			want:  &Token{Class: classUsernamePasswordToken, UserIdentifier: "bob", UserClass: "string", Roles: []string{"ROLE_USER"}, Layout: LayoutSerialize},
 		},
 		{
 			name: "application token class: parent data found by Symfony's append-last rule",
 			token: objectOf(`App\Security\ApiToken`, "i:0;", ser("key|123"), "i:1;",
 				abstractData(ser("svc"), "b:1;", roleList("ROLE_API"))),
-			want: &Token{Class: `App\Security\ApiToken`, UserIdentifier: "svc", UserClass: "string", Roles: []string{"ROLE_API"}},
+			want: &Token{Class: `App\Security\ApiToken`, UserIdentifier: "svc", UserClass: "string", Roles: []string{"ROLE_API"}, Layout: LayoutSerialize, BestEffort: true},
 		},
 		{
 			name:   "not authenticated",
@@ -115,19 +115,30 @@ func TestReaderTokens(t *testing.T) {
 		{
 			name:  "user via object back-reference",
 			token: objectOf(`App\Token`, "i:0;", inMemory, "i:1;", abstractData("r:2;", "b:1;", roleList("ROLE_USER"))),
-			want:  &Token{Class: `App\Token`, UserIdentifier: "alice", UserClass: `Symfony\Component\Security\Core\User\InMemoryUser`, Roles: []string{"ROLE_USER"}},
+			want:  &Token{Class: `App\Token`, UserIdentifier: "alice", UserClass: `Symfony\Component\Security\Core\User\InMemoryUser`, Roles: []string{"ROLE_USER"}, Layout: LayoutSerialize, BestEffort: true},
 		},
 		{
-			name:      "Role objects (Symfony < 4.3) are not handled yet",
-			token:     uptOf(ser("bob"), "b:1;", "a:1:{i:0;"+objectOf(`Symfony\Component\Security\Core\Role\Role`, ser("\x00Symfony\\Component\\Security\\Core\\Role\\Role\x00role"), ser("ROLE_USER"))+"}"),
+			name:  "Role objects (Symfony < 4.3) in roleNames",
+			token: uptOf(ser("bob"), "b:1;", "a:1:{i:0;"+objectOf(`Symfony\Component\Security\Core\Role\Role`, ser("\x00Symfony\\Component\\Security\\Core\\Role\\Role\x00role"), ser("ROLE_USER"))+"}"),
+			want:  &Token{Class: classUsernamePasswordToken, UserIdentifier: "bob", UserClass: "string", Roles: []string{"ROLE_USER"}, Layout: LayoutSerialize},
+		},
+		{
+			name:      "role of an unexpected kind",
+			token:     uptOf(ser("bob"), "b:1;", "a:1:{i:0;i:5;}"),
 			errIs:     ErrUnsupportedToken,
-			reasonHas: "role 0 is a object",
+			reasonHas: "role 0 is a int",
 		},
 		{
-			name:      "Serializable C: token (PHP < 7.4) is not handled yet",
+			name:      "Serializable C: token whose payload is no token data",
 			token:     fmt.Sprintf(`C:%d:"%s":6:{a:0:{}}`, len(classUsernamePasswordToken), classUsernamePasswordToken),
 			errIs:     ErrUnsupportedToken,
-			reasonHas: "token is a custom",
+			reasonHas: "no AbstractToken data",
+		},
+		{
+			name:      "Serializable C: token with an opaque payload",
+			token:     fmt.Sprintf(`C:%d:"%s":3:{abc}`, len(classUsernamePasswordToken), classUsernamePasswordToken),
+			errIs:     ErrUnsupportedToken,
+			reasonHas: "payload is not a serialized array",
 		},
 		{
 			name:      "object without AbstractToken data",
@@ -287,7 +298,9 @@ func TestNewReaderValidation(t *testing.T) {
 		{Firewalls: []string{}},
 		{Firewalls: []string{""}},
 		{Firewalls: []string{"main", "main"}},
-		{Firewalls: []string{"main"}, Format: "igbinary"},
+		{Firewalls: []string{"main"}, Format: "wddx"},
+		{Firewalls: []string{"main"}, UserIdentifierPropertiesByClass: map[string][]string{`\App\User`: {"id"}}},
+		{Firewalls: []string{"main"}, UserIdentifierPropertiesByClass: map[string][]string{`App\User`: {}}},
 		{Firewalls: []string{"main"}, Limits: Limits{MaxDepth: -1}},
 		{Firewalls: []string{"main"}, UserIdentifierProperties: []string{"username", ""}},
 	}
@@ -296,7 +309,7 @@ func TestNewReaderValidation(t *testing.T) {
 			t.Errorf("NewReader(%+v) accepted", o)
 		}
 	}
-	for _, f := range []Format{"", FormatPHP, FormatPHPBinary, FormatPHPSerialize} {
+	for _, f := range []Format{"", FormatPHP, FormatPHPBinary, FormatPHPSerialize, FormatIgbinary, FormatAuto} {
 		if _, err := NewReader(Options{Format: f, Firewalls: []string{"main"}}); err != nil {
 			t.Errorf("NewReader(format %q): %v", f, err)
 		}

@@ -82,6 +82,11 @@ type decoder struct {
 	table     []*Value // resolve pass scratch
 	top       Value    // Reader's token root, kept here so it does not escape per Read
 	nameAt    []int    // offsets of session variable names, for errors
+	strs      []string // igbinary string table
+	skipping  bool     // validate and number values without building them
+	found     []Value  // Reader.scan: the firewall attributes
+	roleBuf   []string // Reader: role names of the tokens being extracted
+	roots     []*Value // values decoded so far in one shared numbering
 }
 
 // reset prepares d for a new unserialize() call on s, keeping its buffers.
@@ -101,6 +106,38 @@ func (d *decoder) one(v *Value) error {
 		return malformed(d.pos, "%d unexpected bytes after the value", len(d.s)-d.pos)
 	}
 	return d.resolve(v)
+}
+
+// continued decodes s as one value that continues the numbering of the
+// values in d.roots (PHP's nested unserialize() inside a Serializable
+// class's unserialize(), e.g. Symfony <= 4.1 tokens that keep their parent
+// data as a serialize() string): its first value takes the slot after the
+// last one decoded so far, and r:/R: may point back into d.roots. The value
+// is appended to d.roots; errors are relative to s.
+func (d *decoder) continued(s string) (*Value, error) {
+	d.s, d.pos, d.depth = s, 0, 0
+	refs := d.refs
+	v := &d.alloc(1)[0].Value
+	if err := d.value(v); err != nil {
+		return nil, err
+	}
+	if d.pos != len(d.s) {
+		return nil, malformed(d.pos, "%d unexpected bytes after the value", len(d.s)-d.pos)
+	}
+	d.roots = append(d.roots, v)
+	if d.refs == refs {
+		return v, nil
+	}
+	d.table = d.table[:0]
+	var err error
+	for _, r := range d.roots {
+		if err = d.walk(r); err != nil {
+			break
+		}
+	}
+	clear(d.table)
+	d.table = d.table[:0]
+	return v, err
 }
 
 // resolve points every r:/R: in v (decoded by one call) at its slot's
@@ -156,6 +193,12 @@ func (d *decoder) walk(v *Value) error {
 	case ObjectRef, Reference:
 		if i := v.num - 1; i < uint64(len(d.table)) {
 			v.ref = d.table[i]
+		}
+	case Custom: // the decoded payload follows its C: value
+		for i := range v.items {
+			if err := d.walk(&v.items[i].Value); err != nil {
+				return err
+			}
 		}
 	case Array, Object:
 		if _, j := duplicateKey(v.items, v.kind == Object); j >= 0 {
@@ -392,7 +435,7 @@ func (d *decoder) value(v *Value) error {
 		return d.object(v, start)
 	case 'C':
 		d.pushSlot(Custom)
-		return d.custom(v)
+		return d.custom(v, start)
 	case 'E':
 		d.pushSlot(Enum)
 		return d.enum(v)
@@ -660,6 +703,9 @@ func (d *decoder) signedCount(pre, what string) (int, error) {
 // entries decodes n key/value pairs onto the stack and then moves them into
 // an exactly-sized arena slice.
 func (d *decoder) entries(n int, isArray bool, what string) ([]Entry, error) {
+	if n <= arenaChunk/2 && !d.skipping {
+		return d.entriesInPlace(n, isArray, what)
+	}
 	base := len(d.stack)
 	for range n {
 		k, err := d.key(isArray, what)
@@ -670,16 +716,45 @@ func (d *decoder) entries(n int, isArray bool, what string) ([]Entry, error) {
 		if err := d.value(&ev); err != nil {
 			return nil, err
 		}
+		if d.skipping {
+			continue
+		}
 		// Append only now: d.value may have grown (moved) the stack.
 		d.stack = append(d.stack, Entry{Key: k, Value: ev})
 	}
 	if err := d.expectIn('}', "closing ", what, " (more entries than its count?)"); err != nil {
 		return nil, err
 	}
+	if d.skipping {
+		return nil, nil
+	}
 	items := d.alloc(len(d.stack) - base)
 	copy(items, d.stack[base:])
 	clear(d.stack[base:])
 	d.stack = d.stack[:base]
+	return items, nil
+}
+
+// entriesInPlace is entries for small containers: their count, already
+// checked against the bytes left, is at most arenaChunk/2, so the entries
+// are decoded straight into their final arena slice instead of going
+// through the stack (one write per entry instead of three).
+func (d *decoder) entriesInPlace(n int, isArray bool, what string) ([]Entry, error) {
+	items := d.alloc(n)
+	for i := range items {
+		e := &items[i]
+		k, err := d.key(isArray, what)
+		if err != nil {
+			return nil, err
+		}
+		e.Key = k
+		if err := d.value(&e.Value); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.expectIn('}', "closing ", what, " (more entries than its count?)"); err != nil {
+		return nil, err
+	}
 	return items, nil
 }
 
@@ -797,14 +872,20 @@ func (d *decoder) className() (string, error) {
 // a class name ([A-Za-z0-9_\\\x80-\xff]), or -1.
 func invalidClassByte(s string) int {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x80 || c == '_' || c == '\\' || isDigit(c) || (c|0x20 >= 'a' && c|0x20 <= 'z') {
-			continue
+		if !classByte[s[i]] {
+			return i
 		}
-		return i
 	}
 	return -1
 }
+
+var classByte = func() (t [256]bool) {
+	for c := range t {
+		b := byte(c)
+		t[c] = b >= 0x80 || b == '_' || b == '\\' || isDigit(b) || (b|0x20 >= 'a' && b|0x20 <= 'z')
+	}
+	return t
+}()
 
 func (d *decoder) object(v *Value, start int) error {
 	class, err := d.className()
@@ -830,9 +911,26 @@ func (d *decoder) object(v *Value, start int) error {
 	return nil
 }
 
-// custom parses C:<len>:"Class":<len>:{payload}: the payload is whatever the
-// class's Serializable::serialize() returned and is kept opaque.
-func (d *decoder) custom(v *Value) error {
+// custom parses C:<len>:"Class":<len>:{payload}: the payload is whatever
+// the class's Serializable::serialize() returned.
+//
+// Almost every such class (Symfony's tokens up to 4.2, ArrayObject's
+// inner values, Doctrine entities) builds the payload with a nested
+// serialize() call, and restores it with a nested unserialize() call. PHP
+// shares the back-reference table with nested calls in both directions, so
+// the payload's values take the slots right after the C: value itself, and
+// everything after the C: value is numbered after them. The decoder does
+// the same: when the whole payload is exactly one serialized value it is
+// decoded in place (see [Value.Inner]) with the shared numbering, and r:/R:
+// inside it may point at values outside it. A payload that is not one
+// serialized value (a class writing its own text) stays opaque and takes no
+// slots, which is what PHP does for a class whose unserialize() does not
+// call unserialize().
+//
+// A failed attempt is undone; it costs one extra scan of the payload per
+// enclosing C: level, which MaxDepth bounds (a C: payload counts as a
+// nesting level).
+func (d *decoder) custom(v *Value, start int) error {
 	class, err := d.className()
 	if err != nil {
 		return err
@@ -856,13 +954,52 @@ func (d *decoder) custom(v *Value) error {
 	if n > d.lim.MaxString {
 		return limitErr(d.pos, "custom payload length %d exceeds MaxString %d", n, d.lim.MaxString)
 	}
-	payload := d.s[d.pos : d.pos+n]
-	d.pos += n
+	p := d.pos
+	payload := d.s[p : p+n]
+	var items []Entry
+	if n > 0 {
+		if err := d.enter(start); err != nil {
+			return err
+		}
+		inner, ok, err := d.nested(p + n)
+		if err != nil {
+			return err
+		}
+		d.depth--
+		if ok && !d.skipping {
+			items = d.alloc(1)
+			items[0].Value = inner
+		}
+	}
+	d.pos = p + n
 	if err := d.expect('}', "closing custom payload (length mismatch?)"); err != nil {
 		return err
 	}
-	*v = Value{kind: Custom, class: class, str: payload}
+	*v = Value{kind: Custom, class: class, str: payload, items: items, num: uint64(start)}
 	return nil
+}
+
+// nested tries to decode d.s[d.pos:end] as exactly one value sharing the
+// slot numbering. On success it returns the value; when the bytes are not
+// one serialized value it undoes every effect on the numbering and reports
+// ok=false. Limit errors are returned: they are about the input's size, not
+// its shape, and must not be hidden by a fallback.
+func (d *decoder) nested(end int) (v Value, ok bool, err error) {
+	full, slots, refs, base, depth := d.s, len(d.slotKinds), d.refs, len(d.stack), d.depth
+	d.s = full[:end] // offsets stay absolute; the payload cannot run past its end
+	err = d.value(&v)
+	complete := err == nil && d.pos == end
+	d.s = full
+	if complete {
+		return v, true, nil
+	}
+	if err != nil && !isMalformed(err) {
+		return Value{}, false, err
+	}
+	d.slotKinds, d.refs, d.depth = d.slotKinds[:slots], refs, depth
+	clear(d.stack[base:])
+	d.stack = d.stack[:base]
+	return Value{}, false, nil
 }
 
 // enum parses E:<len>:"Class:Case"; (PHP 8.1 enums).

@@ -44,14 +44,15 @@ func (k Kind) String() string {
 // and safe for concurrent reads.
 type Value struct {
 	kind Kind
+	flag uint8 // flagRefd (igbinary numbering)
 	// num holds: Bool 0/1; Int the int64 bits; Float the float64 bits;
 	// String the byte offset of its payload in the input (noOffset when it
-	// was unescaped from S:); Array/Object the offset of its type tag;
+	// was unescaped from S:); Array/Object/Custom the offset of its type tag;
 	// ObjectRef/Reference the slot number.
 	num   uint64
 	str   string  // String payload; Custom payload; Enum case name
 	class string  // Object, Custom, Enum class name
-	items []Entry // Array entries; Object properties
+	items []Entry // Array entries; Object properties; Custom: decoded payload
 	ref   *Value  // ObjectRef/Reference: the value at the slot
 }
 
@@ -193,7 +194,21 @@ func (v *Value) Class() string {
 }
 
 // Len returns the number of entries of an Array or properties of an Object.
-func (v *Value) Len() int { return len(v.items) }
+func (v *Value) Len() int { return len(v.Entries()) }
+
+// Inner returns the decoded payload of a Custom (C:) value whose payload is
+// itself one serialized value (what a nested serialize() call writes, e.g.
+// Symfony tokens up to 4.2), or nil: for other kinds, and for payloads in a
+// class's own text format, which stay available through [Value.Str].
+//
+// The payload shares the back-reference numbering with the enclosing input,
+// as in PHP, so r:/R: inside it resolve to the values PHP would give them.
+func (v *Value) Inner() *Value {
+	if v.kind != Custom || len(v.items) == 0 {
+		return nil
+	}
+	return &v.items[0].Value
+}
 
 // Entries returns the entries of an Array or the properties of an Object in
 // input order (nil for other kinds). The slice is shared: do not modify it.

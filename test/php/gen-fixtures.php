@@ -21,6 +21,14 @@
  * (get_class, getUserIdentifier(), getRoleNames()); the "reason" strings of
  * unauthenticated firewalls mirror phpsession's wording.
  *
+ * Besides the hand-picked cases, a matrix writes every token kind and every
+ * user kind through every serialize handler (php, php_binary, php_serialize
+ * and, when the extension is loaded, igbinary): m_<kind>_<handler>.
+ *
+ * Older Symfony layouts (2.8 to 4.4 on PHP 5/7, 6.x, 7.x) come from
+ * test/php/gen-legacy.php, run once per layout in its own process because
+ * it defines look-alike classes under Symfony's own names: legacy_*.
+ *
  * The .sess files contain Symfony's _sf2_meta timestamps, so every run
  * changes them; the .json files only change when the cases do.
  *
@@ -32,14 +40,52 @@ declare(strict_types=1);
 require_once __DIR__.'/write-session.php'; // for wsgate_token(); its main() does not run
 
 use Symfony\Component\Security\Core\Authentication\Token\AnonymousToken;
+use Symfony\Component\Security\Core\Authentication\Token\SwitchUserToken;
 use Symfony\Component\Security\Core\User\UserInterface;
+
+/** The serialize handlers this PHP can write. */
+function wsgate_handlers(): array
+{
+    $h = ['php', 'php_binary', 'php_serialize'];
+    if (extension_loaded('igbinary')) {
+        $h[] = 'igbinary';
+    }
+
+    return $h;
+}
+
+/** Identifier configuration the decoder needs for the app user classes. */
+const WSGATE_BY_CLASS = ['App\\Entity\\SerializableUser' => ['1']];
+
+/** The matrix: every token kind and every user kind through every handler. */
+function wsgate_matrix(): array
+{
+    $cases = [];
+    $tokens = ['username_password', 'remember_me', 'post_authentication', 'pre_authenticated', 'switch_user', 'anonymous'];
+    $users = ['in_memory', 'legacy_user', 'string', 'entity', 'serializable_entity'];
+    foreach (wsgate_handlers() as $h) {
+        foreach ($tokens as $t) {
+            $cases["m_{$t}_{$h}"] = ["$t token, InMemoryUser, handler $h",
+                ['user' => 'anonymous' === $t ? null : 'u-'.$t, 'roles' => ['ROLE_USER', 'ROLE_X'], 'firewall' => 'main', 'token' => $t, 'serialize_handler' => $h,
+                 'attributes_before' => ['before|1' => 'x|y'], 'attributes_after' => ['after' => ['a|b' => 1.5]]],
+                [], ];
+        }
+        foreach ($users as $u) {
+            $cases["m_user_{$u}_{$h}"] = ["UsernamePasswordToken, user kind $u, handler $h",
+                ['user' => 'user-'.$u.'@example.org', 'roles' => ['ROLE_USER'], 'firewall' => 'main', 'user_class' => $u, 'serialize_handler' => $h],
+                [], ];
+        }
+    }
+
+    return $cases;
+}
 
 /** The cases: name => [description, write-session.php input, extra firewalls to query]. */
 function wsgate_cases(): array
 {
     $weird = 'bob|x;y"z ünïcødé 😀 {s:1:"a";}';
 
-    return [
+    return wsgate_matrix() + [
         'upt_inmemory_roles' => [
             'UsernamePasswordToken around InMemoryUser with several roles (the typical ~1 KiB session)',
             ['user' => 'alice', 'roles' => ['ROLE_USER', 'ROLE_ADMIN', 'ROLE_EDITOR'], 'firewall' => 'main'],
@@ -141,17 +187,21 @@ function wsgate_expect_token(string $firewall, $token): array
         return ['firewall' => $firewall, 'authenticated' => false, 'reason' => 'token not authenticated'];
     }
     $user = $token->getUser();
-
-    return [
-        'firewall' => $firewall,
-        'authenticated' => true,
-        'token' => [
-            'token_class' => get_class($token),
-            'user_identifier' => $user instanceof UserInterface ? $user->getUserIdentifier() : (string) $user,
-            'user_class' => is_string($user) ? 'string' : get_class($user),
-            'roles' => array_values($token->getRoleNames()),
-        ],
+    $t = [
+        'token_class' => get_class($token),
+        'user_identifier' => $user instanceof UserInterface ? $user->getUserIdentifier() : (string) $user,
+        'user_class' => is_string($user) ? 'string' : get_class($user),
+        'roles' => array_values($token->getRoleNames()),
     ];
+    if ($token instanceof SwitchUserToken) {
+        $o = $token->getOriginalToken()->getUser();
+        $t['impersonator'] = $o instanceof UserInterface ? $o->getUserIdentifier() : (string) $o;
+        $t['impersonator_class'] = is_string($o) ? 'string' : get_class($o);
+    }
+    // Symfony 5.4 on PHP 8 always stores tokens through __serialize().
+    $t['layout'] = '__serialize';
+
+    return ['firewall' => $firewall, 'authenticated' => true, 'token' => $t];
 }
 
 /** Runs write-session.php in its own process and returns its JSON output. */
@@ -212,11 +262,24 @@ function wsgate_gen(string $outDir): void
             $expect = [
                 'description' => $desc,
                 'serialize_handler' => $in['serialize_handler'] ?? 'php',
+                'user_identifier_properties_by_class' => WSGATE_BY_CLASS,
                 'firewalls' => $firewalls,
             ];
             file_put_contents("$outDir/$case.sess", $data);
             file_put_contents("$outDir/$case.json", json_encode($expect, JSON_THROW_ON_ERROR | JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE)."\n");
             fwrite(STDERR, sprintf("%-24s %5d bytes\n", $case, strlen($data)));
+        }
+        foreach (['sf28', 'sf34', 'sf41', 'sf42', 'sf44', 'sf44_php73', 'sf6', 'sf7'] as $layout) {
+            $cmd = [PHP_BINARY, __DIR__.'/gen-legacy.php', $layout, $outDir];
+            $proc = proc_open($cmd, [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
+            $out = stream_get_contents($pipes[1]);
+            $err = stream_get_contents($pipes[2]);
+            fclose($pipes[1]);
+            fclose($pipes[2]);
+            if (0 !== ($rc = proc_close($proc))) {
+                throw new RuntimeException("gen-legacy.php $layout exited $rc: $err");
+            }
+            fwrite(STDERR, $out);
         }
     } finally {
         foreach (glob($tmp.'/*') ?: [] as $f) {

@@ -28,15 +28,20 @@
  *   name             session cookie name (default PHPSESSID)
  *   id               session id to use (default: PHP generates one)
  *   serialize_handler  session.serialize_handler: php (default), php_binary,
- *                    php_serialize
+ *                    php_serialize, igbinary (needs the igbinary extension)
  *   user             user identifier; null = anonymous visitor: no security
  *                    token is stored, only an ordinary attribute
  *   roles            token roles (list of strings)
  *   firewall         firewall (context) name; the token goes to _security_<firewall>
  *   token            username_password (default), anonymous, post_authentication,
  *                    remember_me, pre_authenticated, switch_user
- *   user_class       in_memory (default: Symfony's InMemoryUser) or string
- *                    (the plain-string user AbstractToken::setUser() accepts)
+ *   user_class       in_memory (default: Symfony's InMemoryUser), legacy_user
+ *                    (Symfony's deprecated User), string (the plain-string
+ *                    user AbstractToken::setUser() accepts), entity (an
+ *                    application entity App\Entity\Customer whose login is
+ *                    its private $email) or serializable_entity (an entity
+ *                    implementing \Serializable the way Symfony <= 4 docs
+ *                    taught: serialize([$this->id, $this->username, ...]))
  *   tokens           list of {firewall,user,roles,token,user_class} objects:
  *                    several firewalls in one session (replaces the single
  *                    firewall/user/roles/token/user_class fields)
@@ -83,10 +88,61 @@ function wsgate_autoload(): void
     }
 }
 
-/** Builds the user a token holds: Symfony's InMemoryUser or a plain string. */
+/** Application user classes as a Symfony app defines them. */
+function wsgate_app_classes(): void
+{
+    if (class_exists('App\\Entity\\Customer', false)) {
+        return;
+    }
+    eval(<<<'PHP'
+        namespace App\Entity;
+
+        use Symfony\Component\Security\Core\User\UserInterface;
+
+        class Customer implements UserInterface
+        {
+            private $id = 4711;
+            private $email;
+            private $roles;
+            public function __construct(string $email, array $roles) { $this->email = $email; $this->roles = $roles; }
+            public function getUserIdentifier(): string { return $this->email; }
+            public function getUsername(): string { return $this->email; }
+            public function getRoles(): array { return $this->roles; }
+            public function getPassword(): ?string { return null; }
+            public function getSalt(): ?string { return null; }
+            public function eraseCredentials() {}
+        }
+
+        class SerializableUser implements UserInterface, \Serializable
+        {
+            private $id = 42;
+            private $username;
+            private $password = '$2y$04$hash';
+            private $roles;
+            public function __construct(string $username, array $roles) { $this->username = $username; $this->roles = $roles; }
+            public function getUserIdentifier(): string { return $this->username; }
+            public function getUsername(): string { return $this->username; }
+            public function getRoles(): array { return $this->roles; }
+            public function getPassword(): ?string { return $this->password; }
+            public function getSalt(): ?string { return null; }
+            public function eraseCredentials() {}
+            public function serialize() { return serialize([$this->id, $this->username, $this->password]); }
+            public function unserialize($data) { [$this->id, $this->username, $this->password] = unserialize($data); }
+        }
+        PHP);
+}
+
+/** Builds the user a token holds. */
 function wsgate_user(string $id, array $roles, string $userClass)
 {
+    wsgate_app_classes();
     switch ($userClass) {
+        case 'legacy_user':
+            return new \Symfony\Component\Security\Core\User\User($id, 'secret-hash', $roles);
+        case 'entity':
+            return new \App\Entity\Customer($id, $roles);
+        case 'serializable_entity':
+            return new \App\Entity\SerializableUser($id, $roles);
         case 'in_memory':
             // A password hash is what a real provider loads; User::eraseCredentials()
             // is a no-op, so it really ends up in the session.
@@ -194,8 +250,8 @@ function wsgate_write_session(array $in): array
     if (isset($in['ttl'])) {
         $options['gc_maxlifetime'] = (int) $in['ttl'];
     }
-    if (!in_array($options['serialize_handler'], ['php', 'php_binary', 'php_serialize'], true)) {
-        throw new InvalidArgumentException('serialize_handler must be php, php_binary or php_serialize');
+    if (!in_array($options['serialize_handler'], ['php', 'php_binary', 'php_serialize', 'igbinary'], true)) {
+        throw new InvalidArgumentException('serialize_handler must be php, php_binary, php_serialize or igbinary');
     }
 
     $storage = new NativeSessionStorage($options, wsgate_handler($in));
