@@ -39,6 +39,8 @@ type Config struct {
 	Transport TransportConfig `yaml:"transport"`
 	// Limits bounds what one client or handshake may cost.
 	Limits LimitsConfig `yaml:"limits"`
+	// Keepalive sends websocket pings, as the bundle's keepalive_ping.
+	Keepalive KeepaliveConfig `yaml:"keepalive"`
 	// Metrics is the separate listener for /metrics and health probes.
 	Metrics MetricsConfig `yaml:"metrics"`
 	// Log selects log level and format.
@@ -149,6 +151,13 @@ type LimitsConfig struct {
 	// MaxConnections bounds established connections; past it handshakes get
 	// 503.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerUser bounds one authenticated user's connections on
+	// this gateway; past it handshakes get 429. 0 is no limit.
+	MaxConnectionsPerUser int `yaml:"max_connections_per_user"`
+	// AcceptRatePerIP bounds new connections per second from one client IP
+	// (a token bucket with a burst of the same size); past it they get 429.
+	// 0 is no limit. Behind a proxy every client has the proxy's IP.
+	AcceptRatePerIP int `yaml:"accept_rate_per_ip"`
 	// MaxMessageSize bounds one incoming websocket message in bytes.
 	MaxMessageSize int `yaml:"max_message_size"`
 	// OutboundQueueBytes bounds the bytes queued to one client; a client that
@@ -162,6 +171,16 @@ type LimitsConfig struct {
 	CallTimeout time.Duration `yaml:"call_timeout"`
 	// DrainTimeout bounds the graceful shutdown.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// KeepaliveConfig is the bundle's server.keepalive_ping and
+// server.keepalive_interval: pings keep proxies and NATs from dropping idle
+// connections, and the pongs count as activity for limits.idle_timeout.
+type KeepaliveConfig struct {
+	// Ping turns the pings on.
+	Ping bool `yaml:"ping"`
+	// Interval is the time between two pings to a client.
+	Interval time.Duration `yaml:"interval"`
 }
 
 // MetricsConfig configures the operations listener.
@@ -209,6 +228,7 @@ func DefaultConfig() Config {
 		},
 		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second},
 		Transport:     TransportConfig{Mode: defaultMode},
+		Keepalive:     KeepaliveConfig{Ping: false, Interval: 30 * time.Second},
 		Limits: LimitsConfig{
 			HandshakeTimeout:   10 * time.Second,
 			MaxHeaderBytes:     16 << 10,
@@ -321,6 +341,7 @@ func (c *Config) Validate() error {
 		{"limits.idle_timeout", c.Limits.IdleTimeout},
 		{"limits.call_timeout", c.Limits.CallTimeout},
 		{"limits.drain_timeout", c.Limits.DrainTimeout},
+		{"keepalive.interval", c.Keepalive.Interval},
 	}
 	for _, d := range durations {
 		if d.d <= 0 {
@@ -337,6 +358,8 @@ func (c *Config) Validate() error {
 		{"limits.max_connections", c.Limits.MaxConnections, 1, 1 << 24},
 		{"limits.max_message_size", c.Limits.MaxMessageSize, 64, 64 << 20},
 		{"limits.outbound_queue_bytes", c.Limits.OutboundQueueBytes, 1024, 1 << 30},
+		{"limits.max_connections_per_user", c.Limits.MaxConnectionsPerUser, 0, 1 << 20},
+		{"limits.accept_rate_per_ip", c.Limits.AcceptRatePerIP, 0, 1 << 20},
 	}
 	for _, i := range ints {
 		if i.v < i.min || i.v > i.max {

@@ -61,6 +61,8 @@ type conn struct {
 	dead     bool     // the socket is closed
 	reason   string   // disconnect reason for metrics
 
+	userKey string // counted in Server.userConns under this key; "" when not
+
 	registered     bool // Server.register finished: teardown may run
 	teardownWanted bool // the socket closed before that
 	torndown       bool
@@ -76,10 +78,12 @@ func (c *conn) Send(msg []byte) bool {
 	c.mu.Lock()
 	if c.closing || c.dead {
 		c.mu.Unlock()
+		c.srv.metrics.Dropped.WithLabelValues("closing").Inc()
 		return false
 	}
 	if c.queued+len(h)+len(msg) > c.srv.cfg.Limits.OutboundQueueBytes {
 		c.mu.Unlock()
+		c.srv.metrics.Dropped.WithLabelValues("slow_consumer").Inc()
 		c.closeWith(closePolicy, "slow consumer", "slow_consumer")
 		return false
 	}
@@ -200,8 +204,17 @@ func (c *conn) kill(reason string) {
 
 // onMessage implements frameSink: a complete text message for WAMP.
 func (c *conn) onMessage(payload []byte) error {
-	c.srv.metrics.MessagesReceived.Inc()
+	s := c.srv
+	s.metrics.MessagesReceived.Inc()
+	// A draining gateway lets calls in flight finish but takes no new
+	// ones: the client is about to get 1001 and reconnect elsewhere.
+	s.inflight.Add(1)
+	if s.drain.Load() {
+		s.inflight.Add(-1)
+		return nil
+	}
 	err := c.sess.Handle(c.ctx, payload)
+	s.inflight.Add(-1)
 	if err == nil {
 		return nil
 	}
@@ -247,6 +260,7 @@ var errStopReading = errors.New("stop reading")
 // false when reading must stop; the connection is then closing.
 func (c *conn) feed(data []byte) bool {
 	c.lastRead.Store(time.Now().UnixNano())
+	c.srv.metrics.ReceivedBytes.Add(float64(len(data)))
 	err := c.fr.feed(data, c)
 	if err == nil {
 		return true
@@ -293,6 +307,7 @@ func (c *conn) teardown() {
 		s.log.Warn("client storage remove failed", "conn", c.id, "err", err)
 	}
 	s.untrack(c)
+	s.releaseUser(c.userKey)
 	s.metrics.Connections.Dec()
 	s.metrics.Disconnects.WithLabelValues(reason).Inc()
 	s.log.Debug("client disconnected", "conn", c.id, "reason", reason)

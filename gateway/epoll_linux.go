@@ -67,7 +67,7 @@ type eventLoop struct {
 	reads, writes readyQueue
 	stopping      atomic.Bool
 	done          chan struct{} // closed by stop: ends the sweeper
-	lmu           sync.Mutex // guards lfd
+	lmu           sync.Mutex    // guards lfd
 }
 
 // epConn is the epoll transport of one connection.
@@ -211,7 +211,7 @@ func (l *eventLoop) accept() {
 	l.lmu.Lock()
 	defer l.lmu.Unlock()
 	for l.lfd >= 0 {
-		fd, _, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
 			switch {
 			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
@@ -231,6 +231,11 @@ func (l *eventLoop) accept() {
 			}
 		}
 		if l.srv.isDraining() {
+			unix.Close(fd)
+			continue
+		}
+		if !l.srv.acceptFrom(sockaddrToAddr(sa)) {
+			unix.Write(fd, rateLimitedResponse) // a fresh socket takes this at once
 			unix.Close(fd)
 			continue
 		}
@@ -425,6 +430,7 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	ec.request = nil
 	s.metrics.Handshakes.WithLabelValues(h.outcome).Inc()
 	if err != nil {
+		s.releaseUser(h.userKey)
 		s.log.Debug("handshake refused", "outcome", h.outcome, "err", err)
 		ec.writeAndClose(resp.Bytes())
 		return
@@ -532,8 +538,14 @@ func (ec *epConn) writev(batch [][]byte) ([][]byte, error) {
 		if !ec.acquire() {
 			return nil, net.ErrClosed
 		}
+		start := time.Now()
 		n, err := unix.Writev(ec.fd, batch[:min(len(batch), iovMax)])
 		ec.release()
+		m := ec.loop.srv.metrics
+		m.WriteDuration.Observe(time.Since(start).Seconds())
+		if n > 0 {
+			m.SentBytes.Add(float64(n))
+		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -701,4 +713,14 @@ func (q *readyQueue) close() {
 	q.closed = true
 	q.mu.Unlock()
 	q.cond.Broadcast()
+}
+
+func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return nil
 }

@@ -33,9 +33,13 @@ func (t *goTransport) writeLoop(c *conn) {
 			}
 			return
 		}
-		t.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Limits.WriteTimeout))
+		start := time.Now()
+		t.nc.SetWriteDeadline(start.Add(c.srv.cfg.Limits.WriteTimeout))
 		bufs := net.Buffers(batch)
-		if _, err := bufs.WriteTo(t.nc); err != nil {
+		n, err := bufs.WriteTo(t.nc)
+		c.srv.metrics.SentBytes.Add(float64(n))
+		c.srv.metrics.WriteDuration.Observe(time.Since(start).Seconds())
+		if err != nil {
 			c.kill("write_error")
 			return
 		}
@@ -67,6 +71,12 @@ func (s *Server) serveGoroutines(ln net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		backoff = 0
+		if !s.acceptFrom(nc.RemoteAddr()) {
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			nc.Write(rateLimitedResponse)
+			nc.Close()
+			continue
+		}
 		s.wg.Add(1)
 		go s.serveConn(nc)
 	}
@@ -89,6 +99,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	<-s.handshakes
 	s.metrics.Handshakes.WithLabelValues(h.outcome).Inc()
 	if err != nil {
+		s.releaseUser(h.userKey)
 		s.log.Debug("handshake refused", "remote", nc.RemoteAddr().String(), "outcome", h.outcome, "err", err)
 		nc.Close()
 		return

@@ -64,10 +64,17 @@ type Server struct {
 
 	loop *eventLoop // the epoll loop in epoll mode, nil otherwise
 
-	mu       sync.Mutex
-	ln       net.Listener
-	conns    map[*conn]struct{}
-	draining bool
+	drain    atomic.Bool  // set first thing by Shutdown; read per message
+	inflight atomic.Int64 // messages being handled, for the drain
+	rate     *ipRateLimiter
+	pingStop chan struct{} // closed by Shutdown: ends the keepalive goroutine
+
+	mu        sync.Mutex
+	ln        net.Listener
+	conns     map[*conn]struct{}
+	userConns map[string]int // connections per authenticated user (limits.max_connections_per_user)
+	draining  bool
+	pinging   bool
 
 	wg sync.WaitGroup // every goroutine the server starts: accept, handshakes, readers, writers, loop workers
 }
@@ -125,6 +132,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		baseCtx:    ctx,
 		cancel:     cancel,
 		conns:      make(map[*conn]struct{}),
+		userConns:  make(map[string]int),
+		rate:       newIPRateLimiter(cfg.Limits.AcceptRatePerIP),
+		pingStop:   make(chan struct{}),
 	}, nil
 }
 
@@ -139,7 +149,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("gateway: serve after shutdown")
 	}
 	s.ln = ln
+	startPing := s.cfg.Keepalive.Ping && !s.pinging
+	s.pinging = true
 	s.mu.Unlock()
+	if startPing {
+		s.wg.Add(1)
+		go s.keepalive()
+	}
 	if s.cfg.Transport.Mode == ModeEpoll {
 		tl, ok := ln.(*net.TCPListener)
 		if !ok {
@@ -177,7 +193,11 @@ func (s *Server) Ready() error {
 // client and waits for them to go until ctx ends, then closes what is left.
 // The event loop (if any) and the session store are released afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.drain.Store(true)
 	s.mu.Lock()
+	if !s.draining {
+		close(s.pingStop)
+	}
 	s.draining = true
 	if s.ln != nil {
 		s.ln.Close()
@@ -186,12 +206,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.loop.stopAccepting()
 	}
 	s.mu.Unlock()
-	for _, c := range s.snapshotConns() {
-		c.closeWith(closeGoingAway, "server shutting down", "drain")
-	}
 	var err error
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	// Calls in flight finish and send their results before the clients
+	// are told to go; new messages are not taken (conn.onMessage).
+inflight:
+	for s.inflight.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			break inflight
+		}
+	}
+	for _, c := range s.snapshotConns() {
+		c.closeWith(closeGoingAway, "server shutting down", "drain")
+	}
 wait:
 	for len(s.snapshotConns()) > 0 {
 		select {
@@ -235,6 +265,7 @@ type handshake struct {
 	matched   bool // and it was "wamp"
 	info      wamp.ClientInfo
 	outcome   string
+	userKey   string // reserved in Server.userConns by admit
 }
 
 // newUpgrader returns the gobwas/ws upgrader whose callbacks fill h and
@@ -335,6 +366,11 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		h.info = wamp.ClientInfo{Anonymous: true}
 		return nil
 	}
+	if !s.reserveUser(id.Firewall + "\x00" + id.Token.UserIdentifier) {
+		h.outcome = metrics.OutcomeRateLimited
+		return reject(429, "too many connections for this user")
+	}
+	h.userKey = id.Firewall + "\x00" + id.Token.UserIdentifier
 	h.outcome = metrics.OutcomeAuthenticated
 	h.info = wamp.ClientInfo{
 		Firewall:       id.Firewall,
@@ -349,6 +385,7 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 // entry. It returns false when the server is draining; then c is closed.
 func (s *Server) register(c *conn, h *handshake) bool {
 	c.id = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))
+	c.userKey = h.userKey
 	c.ctx = s.baseCtx
 	c.fr.maxMessage = s.cfg.Limits.MaxMessageSize
 	c.lastRead.Store(time.Now().UnixNano())
@@ -380,6 +417,70 @@ func (s *Server) register(c *conn, h *handshake) bool {
 		c.teardown()
 	}
 	return true
+}
+
+// reserveUser counts one more connection for key, or returns false when
+// the user is at limits.max_connections_per_user.
+func (s *Server) reserveUser(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit := s.cfg.Limits.MaxConnectionsPerUser; limit > 0 && s.userConns[key] >= limit {
+		return false
+	}
+	s.userConns[key]++
+	return true
+}
+
+// releaseUser gives back what reserveUser counted; "" is no reservation.
+func (s *Server) releaseUser(key string) {
+	if key == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.userConns[key] <= 1 {
+		delete(s.userConns, key)
+	} else {
+		s.userConns[key]--
+	}
+}
+
+// rateLimitedResponse answers a connection over limits.accept_rate_per_ip.
+var rateLimitedResponse = []byte("HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n")
+
+// acceptFrom applies limits.accept_rate_per_ip to a new connection.
+func (s *Server) acceptFrom(addr net.Addr) bool {
+	if s.rate == nil {
+		return true
+	}
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return true
+	}
+	if s.rate.allow(tcp.IP, time.Now()) {
+		return true
+	}
+	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeRateLimited).Inc()
+	return false
+}
+
+// keepalive pings every client each keepalive.interval, as the bundle's
+// keepalive_ping. It is owned by the Server and ends at Shutdown.
+func (s *Server) keepalive() {
+	defer s.wg.Done()
+	tick := time.NewTicker(s.cfg.Keepalive.Interval)
+	defer tick.Stop()
+	ping := controlFrame(ws.OpPing, nil) // shared: queued bytes are never modified
+	for {
+		select {
+		case <-s.pingStop:
+			return
+		case <-tick.C:
+			for _, c := range s.snapshotConns() {
+				c.sendRaw(ping)
+			}
+		}
+	}
 }
 
 func (s *Server) untrack(c *conn) {

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -40,6 +42,25 @@ func startServer(t *testing.T, mode string, mutate func(*Config)) (string, *Serv
 	}
 	reg := handler.NewRegistry()
 	if err := acme.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	return serveConfig(t, cfg, reg)
+}
+
+// startServerWith is startServer with the caller's handlers.
+func startServerWith(t *testing.T, mode string, reg *handler.Registry, mutate func(*Config)) (string, *Server) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Transport.Mode = mode
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Session.Files.Path = t.TempDir()
+	mutate(&cfg)
+	return serveConfig(t, cfg, reg)
+}
+
+func serveConfig(t *testing.T, cfg Config, reg *handler.Registry) (string, *Server) {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Handlers: reg})
@@ -403,4 +424,129 @@ func TestEpollIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	if after-before > n/20 {
 		t.Fatalf("goroutines grew from %d to %d for %d idle connections", before, after, n)
 	}
+}
+
+// seedSession copies a PHP-written Symfony session (phpsession's fixture,
+// user "alice") into the files store of cfg under id.
+func seedSession(t *testing.T, dir, id string) {
+	t.Helper()
+	data, err := os.ReadFile("../phpsession/testdata/upt_inmemory_roles.sess")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sess_"+id), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLimitsPerUserAndPerIP(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		dir := t.TempDir()
+		seedSession(t, dir, "sessA1")
+		seedSession(t, dir, "sessA2")
+		addr, _ := startServer(t, mode, func(c *Config) {
+			c.Session.Files.Path = dir
+			c.Session.Files.GCMaxLifetime = 0
+			c.Limits.MaxConnectionsPerUser = 1
+		})
+		alice := http.Header{"Cookie": {"PHPSESSID=sessA1"}}
+		first, err := dialRaw(t, addr, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{"Cookie": {"PHPSESSID=sessA2"}}), Protocols: []string{"wamp"}}
+		_, _, _, err = d.Dial(context.Background(), "ws://"+addr+"/")
+		var se ws.StatusError
+		if !errors.As(err, &se) || se != 429 {
+			t.Fatalf("second connection of the same user: %v, want 429", err)
+		}
+		// Anonymous clients are not counted per user.
+		if _, err := dialRaw(t, addr, nil); err != nil {
+			t.Fatal(err)
+		}
+		// When the first goes, the user may connect again.
+		first.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
+		first.expectClose()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_, err := dialRaw(t, addr, alice)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("user could not reconnect after closing: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, _ := startServer(t, mode, func(c *Config) { c.Limits.AcceptRatePerIP = 3 })
+		refused := 0
+		for i := 0; i < 10; i++ {
+			_, err := dialRaw(t, addr, nil)
+			var se ws.StatusError
+			if errors.As(err, &se) && se == 429 {
+				refused++
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if refused < 5 {
+			t.Fatalf("%d of 10 rapid connections refused with a rate of 3/s, want at least 5", refused)
+		}
+	})
+}
+
+func TestKeepalivePings(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, _ := startServer(t, mode, func(c *Config) {
+			c.Keepalive = KeepaliveConfig{Ping: true, Interval: 50 * time.Millisecond}
+		})
+		c, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := c.readFrame(); f.Header.OpCode != ws.OpPing {
+			t.Fatalf("got %v, want a ping", f.Header.OpCode)
+		}
+	})
+}
+
+// Drain lets a call in flight answer before the client gets 1001.
+func TestDrainFinishesInflightCalls(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		reg := handler.NewRegistry()
+		started := make(chan struct{})
+		if err := reg.AddRPC(slowRPC{started: started}); err != nil {
+			t.Fatal(err)
+		}
+		addr, srv := startServerWith(t, mode, reg, func(c *Config) {
+			c.Routes.RPC = map[string]wamp.RouteConfig{"slow": {Pattern: "slow/{method}", Handler: "test.slow"}}
+			c.Routes.Topics = nil
+		})
+		c, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.write(ws.NewTextFrame([]byte(`[2,"c1","slow/wait"]`)))
+		<-started
+		go srv.Shutdown(context.Background())
+		if f := c.readFrame(); string(f.Payload) != `[3,"c1",["done"]]` {
+			t.Fatalf("in-flight call answered %q", f.Payload)
+		}
+		if code := c.expectClose(); code != ws.StatusGoingAway {
+			t.Fatalf("close code %d", code)
+		}
+	})
+}
+
+type slowRPC struct{ started chan struct{} }
+
+func (slowRPC) Name() string { return "test.slow" }
+func (r slowRPC) Methods() map[string]handler.RPCMethod {
+	return map[string]handler.RPCMethod{"wait": func(ctx context.Context, _ handler.Client, _ handler.Request, _ json.RawMessage) (any, error) {
+		close(r.started)
+		time.Sleep(200 * time.Millisecond)
+		return "done", nil
+	}}
 }

@@ -21,6 +21,7 @@ const (
 	OutcomeUnavailable   = "store_unavailable"
 	OutcomeOverloaded    = "overloaded"
 	OutcomeBadRequest    = "bad_request"
+	OutcomeRateLimited   = "rate_limited"
 )
 
 // Gateway holds the metrics the gateway updates. A nil *Gateway is not
@@ -39,6 +40,15 @@ type Gateway struct {
 	MessagesSent prometheus.Counter
 	// Disconnects counts closed connections by reason.
 	Disconnects *prometheus.CounterVec
+	// ReceivedBytes counts websocket bytes read from clients.
+	ReceivedBytes prometheus.Counter
+	// SentBytes counts bytes written to clients.
+	SentBytes prometheus.Counter
+	// Dropped counts messages not queued to a client, by reason
+	// (slow_consumer: its queue was full; closing: it was going away).
+	Dropped *prometheus.CounterVec
+	// WriteDuration observes one socket write of a batch.
+	WriteDuration prometheus.Histogram
 }
 
 // New creates the gateway metrics and registers them, with the Go runtime
@@ -71,7 +81,25 @@ func New(reg prometheus.Registerer) *Gateway {
 			Help: "Closed websocket connections by reason.",
 		}, []string{"reason"}),
 	}
+	g.ReceivedBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsgate_received_bytes_total",
+		Help: "Bytes read from websocket clients.",
+	})
+	g.SentBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsgate_sent_bytes_total",
+		Help: "Bytes written to websocket clients.",
+	})
+	g.Dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_dropped_messages_total",
+		Help: "Messages not queued to a client, by reason.",
+	}, []string{"reason"})
+	g.WriteDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "wsgate_write_duration_seconds",
+		Help:    "Duration of one socket write of queued frames.",
+		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
+	})
 	reg.MustRegister(g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
+		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return g
 }
