@@ -130,6 +130,11 @@ type TransportConfig struct {
 	// Writers is the number of goroutines that flush outbound queues in
 	// epoll mode; 0 picks 2 per CPU.
 	Writers int `yaml:"writers"`
+	// PermessageDeflate accepts RFC 7692 compression from clients that
+	// offer it (inflated size bounded by limits.max_message_size). The
+	// gateway's own messages stay uncompressed, so a fan-out is still
+	// encoded once for all subscribers.
+	PermessageDeflate bool `yaml:"permessage_deflate"`
 }
 
 // Transport modes.

@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/flate"
 	"encoding/binary"
 	"errors"
+	"io"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -10,10 +14,11 @@ import (
 
 // Frame errors, each mapped to the close code the client gets (closeCodeFor).
 var (
-	errFrameProtocol = errors.New("websocket protocol error")      // 1002
-	errFrameBinary   = errors.New("binary messages unsupported")   // 1003
-	errFrameUTF8     = errors.New("invalid UTF-8 in text message") // 1007
-	errFrameTooBig   = errors.New("message too big")               // 1009
+	errFrameProtocol = errors.New("websocket protocol error")       // 1002
+	errFrameBinary   = errors.New("binary messages unsupported")    // 1003
+	errFrameUTF8     = errors.New("invalid UTF-8 in text message")  // 1007
+	errFrameBadData  = errors.New("undecodable compressed message") // 1007
+	errFrameTooBig   = errors.New("message too big")                // 1009
 )
 
 // frameError is a protocol violation with its detail; it wraps one of the
@@ -46,6 +51,8 @@ type frameSink interface {
 // single goroutine that reads the connection at a time.
 type frameReader struct {
 	maxMessage int
+	deflate    bool      // permessage-deflate was negotiated (RFC 7692)
+	compressed bool      // the unfinished message has RSV1: inflate it when complete
 	pending    []byte    // an incomplete frame, nil when none
 	msg        []byte    // fragments of an unfinished message, nil when none
 	msgOp      ws.OpCode // opcode of the unfinished message
@@ -145,13 +152,15 @@ func (r *frameReader) frameLen(b []byte) (int, error) {
 // checkHeader applies RFC 6455 §5.2, §5.4 and §5.5 rules and the size limit
 // before any payload is buffered.
 func (r *frameReader) checkHeader(b0 byte, masked bool, n int64) error {
-	if b0&0x70 != 0 {
+	op := ws.OpCode(b0 & 0x0f)
+	if b0&0x30 != 0 || b0&0x40 != 0 && !(r.deflate && (op == ws.OpText || op == ws.OpBinary)) {
+		// RSV1 marks a compressed message, only on its first frame and
+		// only when permessage-deflate was negotiated (RFC 7692 §6).
 		return protoErr("reserved bits set without a negotiated extension")
 	}
 	if !masked {
 		return protoErr("client frames must be masked")
 	}
-	op := ws.OpCode(b0 & 0x0f)
 	fin := b0&0x80 != 0
 	if op.IsControl() {
 		if !op.IsReserved() && n > 125 {
@@ -170,6 +179,8 @@ func (r *frameReader) checkHeader(b0 byte, masked bool, n int64) error {
 	if op == ws.OpContinuation && !r.inMessage {
 		return protoErr("continuation frame without a message")
 	}
+	// For a compressed message this bounds the compressed bytes; the
+	// inflated size is bounded again when it is inflated.
 	if !op.IsControl() && int64(len(r.msg))+n > int64(r.maxMessage) {
 		return &frameError{errFrameTooBig, "message over the size limit"}
 	}
@@ -198,6 +209,9 @@ func (r *frameReader) frame(frame []byte, sink frameSink) error {
 	if op == ws.OpBinary {
 		return &frameError{errFrameBinary, "WAMP v1 speaks JSON text"}
 	}
+	if op == ws.OpText {
+		r.compressed = b0&0x40 != 0
+	}
 	if op == ws.OpText && fin {
 		return r.deliver(payload, sink)
 	}
@@ -214,6 +228,13 @@ func (r *frameReader) frame(frame []byte, sink frameSink) error {
 }
 
 func (r *frameReader) deliver(payload []byte, sink frameSink) error {
+	if r.compressed {
+		r.compressed = false
+		var err error
+		if payload, err = inflate(payload, r.maxMessage); err != nil {
+			return err
+		}
+	}
 	if !utf8.Valid(payload) {
 		return &frameError{errFrameUTF8, "text message is not UTF-8"}
 	}
@@ -229,8 +250,38 @@ func closeCodeFor(err error) (ws.StatusCode, string) {
 		return closeUnsupported, "binary messages are not supported"
 	case errors.Is(err, errFrameUTF8):
 		return closeInvalid, "invalid UTF-8"
+	case errors.Is(err, errFrameBadData):
+		return closeInvalid, "undecodable compressed message"
 	case errors.Is(err, errFrameProtocol):
 		return closeProtocol, err.Error()
 	}
 	return 0, ""
+}
+
+// inflaters are pooled: a flate reader holds tens of KiB of state, which an
+// idle connection must not keep.
+var inflaters = sync.Pool{New: func() any { return flate.NewReader(nil) }}
+
+// deflateTail ends every compressed message (RFC 7692 §7.2.2): the sender
+// strips it, the receiver appends it.
+var deflateTail = []byte{0x00, 0x00, 0xff, 0xff}
+
+// inflate decompresses one message with no context takeover (the gateway
+// negotiates client_no_context_takeover), refusing output over limit: a
+// small compressed message can claim gigabytes.
+func inflate(payload []byte, limit int) ([]byte, error) {
+	fr := inflaters.Get().(io.ReadCloser)
+	defer inflaters.Put(fr)
+	if err := fr.(flate.Resetter).Reset(io.MultiReader(bytes.NewReader(payload), bytes.NewReader(deflateTail)), nil); err != nil {
+		return nil, protoErr("bad compressed message")
+	}
+	var out bytes.Buffer
+	n, err := io.Copy(&out, io.LimitReader(fr, int64(limit)+1))
+	if n > int64(limit) {
+		return nil, &frameError{errFrameTooBig, "inflated message over the size limit"}
+	}
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, &frameError{errFrameBadData, err.Error()}
+	}
+	return out.Bytes(), nil
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"compress/flate"
 	"errors"
 	"testing"
 
@@ -176,4 +177,63 @@ func (s *limitSink) onControl(op ws.OpCode, p []byte) error {
 		s.t.Fatalf("control payload of %d bytes", len(p))
 	}
 	return nil
+}
+
+// deflateMessage compresses msg as RFC 7692 senders do: raw deflate, sync
+// flush, the 4-byte tail stripped.
+func deflateMessage(t testing.TB, msg []byte) []byte {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestSpeed)
+	w.Write(msg)
+	w.Flush()
+	out := b.Bytes()
+	if !bytes.HasSuffix(out, deflateTail) {
+		t.Fatalf("flush did not end in the sync tail")
+	}
+	return out[:len(out)-4]
+}
+
+func compressedFrame(t testing.TB, fin bool, op ws.OpCode, payload []byte) []byte {
+	f := clientFrame(t, fin, op, payload)
+	f[0] |= 0x40 // RSV1
+	return f
+}
+
+func TestFrameReaderPermessageDeflate(t *testing.T) {
+	msg := []byte(`[2,"c1","sample/sum",[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]]`)
+	z := deflateMessage(t, msg)
+	bomb := deflateMessage(t, bytes.Repeat([]byte("a"), 1<<20)) // ~1 KiB that inflates to 1 MiB
+	for _, tc := range []struct {
+		name    string
+		deflate bool
+		frames  [][]byte
+		want    []string
+		err     error
+	}{
+		{"compressed single frame", true, [][]byte{compressedFrame(t, true, ws.OpText, z)}, []string{string(msg)}, nil},
+		{"compressed in fragments (RSV1 on the first only)", true, [][]byte{
+			compressedFrame(t, false, ws.OpText, z[:5]),
+			clientFrame(t, true, ws.OpContinuation, z[5:]),
+		}, []string{string(msg)}, nil},
+		{"uncompressed message is still fine", true, [][]byte{clientFrame(t, true, ws.OpText, msg)}, []string{string(msg)}, nil},
+		{"RSV1 without negotiation", false, [][]byte{compressedFrame(t, true, ws.OpText, z)}, nil, errFrameProtocol},
+		{"RSV1 on a continuation", true, [][]byte{
+			clientFrame(t, false, ws.OpText, []byte("a")),
+			compressedFrame(t, true, ws.OpContinuation, []byte("b")),
+		}, nil, errFrameProtocol},
+		{"RSV1 on a control frame", true, [][]byte{compressedFrame(t, true, ws.OpPing, nil)}, nil, errFrameProtocol},
+		{"decompression bomb", true, [][]byte{compressedFrame(t, true, ws.OpText, bomb)}, nil, errFrameTooBig},
+		{"garbage", true, [][]byte{compressedFrame(t, true, ws.OpText, []byte{0xff, 0xff, 0xff})}, nil, errFrameBadData},
+	} {
+		r := frameReader{maxMessage: 4096, deflate: tc.deflate}
+		sink := &recordingSink{}
+		err := r.feed(bytes.Join(tc.frames, nil), sink)
+		if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+			t.Errorf("%s: err %v, want %v", tc.name, err, tc.err)
+			continue
+		}
+		if !equalStrings(sink.messages, tc.want) {
+			t.Errorf("%s: got %q, want %q", tc.name, sink.messages, tc.want)
+		}
+	}
 }

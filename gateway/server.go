@@ -18,7 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsgate/wsgate/metrics"
@@ -266,13 +268,34 @@ type handshake struct {
 	info      wamp.ClientInfo
 	outcome   string
 	userKey   string // reserved in Server.userConns by admit
+	deflate   *wsflate.Extension
+}
+
+// compressed reports whether permessage-deflate was agreed.
+func (h *handshake) compressed() bool {
+	if h.deflate == nil {
+		return false
+	}
+	_, ok := h.deflate.Accepted()
+	return ok
 }
 
 // newUpgrader returns the gobwas/ws upgrader whose callbacks fill h and
 // whose last callback admits or refuses the client (Server.admit).
 func (s *Server) newUpgrader(h *handshake, deadline time.Time) ws.Upgrader {
 	cookie := []byte(s.cfg.Session.Cookie)
+	var negotiate func(httphead.Option) (httphead.Option, error)
+	if s.cfg.Transport.PermessageDeflate {
+		h.deflate = &wsflate.Extension{Parameters: wsflate.Parameters{
+			// Every message stands alone: no inflate window is kept
+			// per connection between messages.
+			ServerNoContextTakeover: true,
+			ClientNoContextTakeover: true,
+		}}
+		negotiate = h.deflate.Negotiate
+	}
 	return ws.Upgrader{
+		Negotiate: negotiate,
 		Protocol: func(p []byte) bool {
 			h.offered = true
 			h.matched = string(p) == "wamp"
@@ -388,6 +411,7 @@ func (s *Server) register(c *conn, h *handshake) bool {
 	c.userKey = h.userKey
 	c.ctx = s.baseCtx
 	c.fr.maxMessage = s.cfg.Limits.MaxMessageSize
+	c.fr.deflate = h.compressed()
 	c.lastRead.Store(time.Now().UnixNano())
 	h.info.ConnID = c.id
 	s.mu.Lock()

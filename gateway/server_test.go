@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 
 	"github.com/wsgate/wsgate/examples/acme"
 	"github.com/wsgate/wsgate/wamp"
@@ -549,4 +551,30 @@ func (r slowRPC) Methods() map[string]handler.RPCMethod {
 		time.Sleep(200 * time.Millisecond)
 		return "done", nil
 	}}
+}
+
+func TestPermessageDeflateNegotiated(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		addr, _ := startServer(t, mode, func(c *Config) { c.Transport.PermessageDeflate = true })
+		ext := wsflate.Extension{Parameters: wsflate.DefaultParameters}
+		d := ws.Dialer{Protocols: []string{"wamp"}, Extensions: []httphead.Option{ext.Parameters.Option()}, Timeout: 5 * time.Second}
+		nc, br, hs, err := d.Dial(context.Background(), "ws://"+addr+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if len(hs.Extensions) != 1 || string(hs.Extensions[0].Name) != "permessage-deflate" {
+			t.Fatalf("extensions %v, want permessage-deflate", hs.Extensions)
+		}
+		if br == nil {
+			br = bufio.NewReader(nc)
+		}
+		c := &rawClient{t: t, nc: nc, br: br}
+		c.readFrame() // WELCOME, uncompressed
+		c.nc.Write(compressedFrame(t, true, ws.OpText, deflateMessage(t, []byte(`[2,"c1","sample/sum",[1,2]]`))))
+		f := c.readFrame()
+		if f.Header.Rsv != 0 || !bytes.HasPrefix(f.Payload, []byte(`[3,"c1"`)) {
+			t.Fatalf("got rsv %d %q", f.Header.Rsv, f.Payload)
+		}
+	})
 }
