@@ -218,3 +218,158 @@ func readCorpusBytes(path string) (string, bool) {
 	}
 	return "", false
 }
+
+// TestDifferentialRandomPHP has PHP generate random nested values (every
+// serialize() element, shared objects, PHP references, \Serializable
+// payloads with nested serialize() and so PHP's shared back-reference
+// numbering, __serialize, enums), serialize them, and unserialize them again
+// with the classes loaded (test/php/random-values.php). The decoder must
+// yield exactly what PHP's unserialize() did, floats bit for bit.
+//
+// WSGATE_DIFF_RANDOM_N (default 2000) and WSGATE_DIFF_SEED scale and vary
+// the run.
+func TestDifferentialRandomPHP(t *testing.T) {
+	php := testenv.PHP(t)
+	n, seed := 2000, 1
+	if v, err := strconv.Atoi(os.Getenv("WSGATE_DIFF_RANDOM_N")); err == nil && v > 0 {
+		n = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("WSGATE_DIFF_SEED")); err == nil {
+		seed = v
+	}
+	cmd := exec.Command(php, filepath.Join("..", "test", "php", "random-values.php"), strconv.Itoa(n), strconv.Itoa(seed))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("random-values.php: %v", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	lines, bad, refs, customs, igbinaryValues := 0, 0, 0, 0, 0
+	for sc.Scan() {
+		lines++
+		fields := strings.Split(sc.Text(), " ")
+		if len(fields) != 2 && len(fields) != 4 {
+			t.Fatalf("line %d: %d fields", lines, len(fields))
+		}
+		in, err := hex.DecodeString(fields[0])
+		want := fields[1]
+		if err != nil {
+			t.Fatalf("line %d: bad line", lines)
+		}
+		if len(fields) == 4 {
+			igIn, _ := hex.DecodeString(fields[2])
+			igbinaryValues++
+			iv, err := UnserializeIgbinary(igIn, Limits{MaxDepth: 4096})
+			switch {
+			case err != nil:
+				bad++
+				if bad <= 10 {
+					t.Errorf("igbinary %x: PHP accepts %s, Go rejects: %v", igIn, fields[3], err)
+				}
+			case phpDumpLoaded(iv, 0) != fields[3]:
+				bad++
+				if bad <= 10 {
+					t.Errorf("igbinary %x:\n go  %s\n php %s", igIn, phpDumpLoaded(iv, 0), fields[3])
+				}
+			}
+		}
+		if bytes.Contains(in, []byte("R:")) || bytes.Contains(in, []byte("r:")) {
+			refs++
+		}
+		if bytes.Contains(in, []byte("C:")) {
+			customs++
+		}
+		v, err := Unserialize(in, Limits{MaxDepth: 4096})
+		if err != nil {
+			bad++
+			if bad <= 10 {
+				t.Errorf("input %q: PHP accepts %s, Go rejects: %v", in, want, err)
+			}
+			continue
+		}
+		if got := phpDumpLoaded(v, 0); got != want {
+			bad++
+			if bad <= 10 {
+				t.Errorf("input %q:\n go  %s\n php %s", in, got, want)
+			}
+		}
+	}
+	if lines != n {
+		t.Fatalf("PHP wrote %d values, want %d", lines, n)
+	}
+	t.Logf("%d random values (%d with back-references, %d with C: payloads; %d also through igbinary), %d mismatches", lines, refs, customs, igbinaryValues, bad)
+}
+
+// phpDumpLoaded renders v like random-values.php renders PHP's
+// unserialize() with its classes loaded: WsgSer (Serializable) exposes its
+// decoded payload as property d, WsgMagic (__unserialize) keeps the whole
+// data array in x, enums print as E<Class:Case>.
+func phpDumpLoaded(v *Value, depth int) string {
+	if depth > 6 {
+		return "~"
+	}
+	d := v.Deref()
+	switch d.Kind() {
+	case Custom:
+		inner := "N"
+		if in := d.Inner(); in != nil {
+			inner = phpDumpLoaded(in, depth+1)
+		}
+		return "O" + hex.EncodeToString([]byte(d.Class())) + "[s64=" + inner + ",]"
+	case Object:
+		if d.Class() == "WsgMagic" {
+			arr := &Value{kind: Array, items: d.items}
+			return "O" + hex.EncodeToString([]byte(d.Class())) + "[s78=" + phpDumpLoadedArray(arr, depth+1) + ",]"
+		}
+		return phpDumpLoadedArray(d, depth)
+	case Array:
+		return phpDumpLoadedArray(d, depth)
+	}
+	return phpDump(d, depth)
+}
+
+// phpDumpLoadedArray is phpDump's array/object rendering recursing into
+// phpDumpLoaded.
+func phpDumpLoadedArray(v *Value, depth int) string {
+	if depth > 6 {
+		return "~"
+	}
+	type kv struct {
+		key string
+		val *Value
+	}
+	var order []string
+	m := map[string]*kv{}
+	for i := range v.Entries() {
+		e := &v.Entries()[i]
+		k := e.Key
+		if !k.IsInt() {
+			if n, ok := numericKey(k.String()); ok {
+				k = IntKey(n)
+			}
+		}
+		var ks string
+		if k.IsInt() {
+			ks = "i" + k.String()
+		} else {
+			ks = "s" + hex.EncodeToString([]byte(k.String()))
+		}
+		if p, ok := m[ks]; ok {
+			p.val = &e.Value
+			continue
+		}
+		m[ks] = &kv{ks, &e.Value}
+		order = append(order, ks)
+	}
+	var b strings.Builder
+	if v.Kind() == Object {
+		b.WriteString("O" + hex.EncodeToString([]byte(v.Class())))
+	}
+	b.WriteString("[")
+	for _, ks := range order {
+		b.WriteString(ks + "=" + phpDumpLoaded(m[ks].val, depth+1) + ",")
+	}
+	b.WriteString("]")
+	return b.String()
+}

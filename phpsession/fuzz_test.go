@@ -1,7 +1,9 @@
 package phpsession
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -93,18 +95,39 @@ func FuzzReader(f *testing.F) {
 		f.Add(uint8(1), []byte("\x0f_sf2_attributes"+s))
 	}
 	f.Add(uint8(0), []byte(`_sf2_attributes|a:1:{s:14:"_security_main";s:5:"i:1;x";}`))
-	formats := []Format{FormatPHP, FormatPHPBinary, FormatPHPSerialize}
+	formats := []Format{FormatPHP, FormatPHPBinary, FormatPHPSerialize, FormatIgbinary, FormatAuto}
 	readers := make([]*Reader, len(formats))
+	full := make([]*Reader, len(formats))
 	for i, fm := range formats {
 		r, err := NewReader(Options{Format: fm, Firewalls: []string{"main", "admin"}, Limits: fuzzLimits})
 		if err != nil {
 			f.Fatal(err)
 		}
 		readers[i] = r
+		r2, _ := NewReader(Options{Format: fm, Firewalls: []string{"main", "admin"}, Limits: fuzzLimits})
+		r2.noScan = true
+		full[i] = r2
 	}
 	f.Fuzz(func(t *testing.T, fm uint8, data []byte) {
 		r := readers[int(fm)%len(readers)]
 		res, err := r.Read(data)
+		// The fast path must say exactly what the full decode says.
+		res2, err2 := full[int(fm)%len(readers)].Read(data)
+		if (err == nil) != (err2 == nil) || (err != nil && err.Error() != err2.Error()) {
+			t.Fatalf("fast path error %v, full decode %v", err, err2)
+		}
+		if err == nil {
+			a, _ := json.Marshal(res)
+			b, _ := json.Marshal(res2)
+			if string(a) != string(b) {
+				t.Fatalf("fast path %s, full decode %s", a, b)
+			}
+			for i := range res.Firewalls {
+				if fmt.Sprint(res.Firewalls[i].Err) != fmt.Sprint(res2.Firewalls[i].Err) {
+					t.Fatalf("fast path err %v, full decode %v", res.Firewalls[i].Err, res2.Firewalls[i].Err)
+				}
+			}
+		}
 		if err != nil {
 			checkFuzzError(t, err, len(data))
 			return
@@ -160,4 +183,64 @@ func checkTree(t *testing.T, v *Value, depth int) {
 			checkTree(t, &v.Entries()[i].Value, depth+1)
 		}
 	}
+}
+
+// fuzzSession checks one session handler: DecodeSession never panics, errors
+// are *DecodeError within the input, and auto detection decodes whatever
+// the handler decodes (possibly as another handler, but never failing).
+func fuzzSession(f *testing.F, format Format) {
+	sessions, _ := fixtureSeeds(f)
+	for _, s := range sessions {
+		f.Add(s)
+	}
+	for _, s := range trickySeeds {
+		f.Add([]byte("a|" + s))
+		f.Add([]byte("\x01a" + s))
+		f.Add([]byte(igbinaryHeader + "\x14\x01\x11\x01a" + "\x06\x01"))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := DecodeSession(data, format, fuzzLimits)
+		if err != nil {
+			checkFuzzError(t, err, len(data))
+			return
+		}
+		if v.Kind() != Array {
+			t.Fatalf("session is a %v", v.Kind())
+		}
+		for i := range v.Entries() {
+			checkTree(t, &v.Entries()[i].Value, 1)
+		}
+		if _, f2, err := DecodeSessionAuto(data, FormatAuto, fuzzLimits); err != nil {
+			t.Fatalf("%s decodes it, auto fails: %v", format, err)
+		} else if f2 == FormatAuto {
+			t.Fatal("auto reported auto")
+		}
+	})
+}
+
+func FuzzSessionPHP(f *testing.F)          { fuzzSession(f, FormatPHP) }
+func FuzzSessionPHPBinary(f *testing.F)    { fuzzSession(f, FormatPHPBinary) }
+func FuzzSessionPHPSerialize(f *testing.F) { fuzzSession(f, FormatPHPSerialize) }
+func FuzzSessionIgbinary(f *testing.F)     { fuzzSession(f, FormatIgbinary) }
+
+// FuzzUnserializeIgbinary checks the igbinary value decoder alone.
+func FuzzUnserializeIgbinary(f *testing.F) {
+	sessions, _ := fixtureSeeds(f)
+	for _, s := range sessions {
+		if len(s) > 4 && string(s[:4]) == igbinaryHeader {
+			f.Add(s)
+		}
+	}
+	for _, s := range []string{"\x00", "\x14\x02\x06\x00\x25\x06\x05\x06\x01\x25\x01\x01", "\x17\x01S\x1d\x04i:1;",
+		"\x14\x02\x06\x00\x17\x04Suit\x27\x11\x01H\x06\x01\x22\x01", "\x0c\x7f\xf8\x00\x00\x00\x00\x00\x01", "\x21\x80\x00\x00\x00\x00\x00\x00\x00"} {
+		f.Add([]byte(igbinaryHeader + s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := UnserializeIgbinary(data, fuzzLimits)
+		if err != nil {
+			checkFuzzError(t, err, len(data))
+			return
+		}
+		checkTree(t, v, 0)
+	})
 }

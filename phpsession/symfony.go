@@ -74,6 +74,7 @@ type Reader struct {
 	idProps []string
 	byClass map[string][]string
 	nested  bool      // a key contains '/': NamespacedAttributeBag lookups
+	noScan  bool      // tests: always take the full decode
 	pool    sync.Pool // *decoder, reused so a Read allocates little
 }
 
@@ -249,7 +250,7 @@ func (r *Reader) Read(data []byte) (*Result, error) {
 	var firstErr error
 	for _, f := range cands {
 		d.reset(s, r.lim)
-		ok := f != FormatIgbinary && !r.nested && r.scan(d, f, res)
+		ok := f != FormatIgbinary && !r.nested && !r.noScan && r.scan(d, f, res)
 		if ok {
 			res.Format = f
 			return res, nil

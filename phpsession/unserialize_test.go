@@ -413,3 +413,45 @@ func TestFloatSpecials(t *testing.T) {
 		t.Errorf("underflow: %v", v.Float())
 	}
 }
+
+// TestCustomPayloadSharesNumbering pins PHP's shared back-reference table
+// between a serialization and the nested serialize() inside a
+// \Serializable payload (bytes written by PHP 8.2 for
+// serialize([$o, new S([new stdClass, $o]), $p, $p]) where S::serialize()
+// returns serialize($this->d)): r:2 inside the payload is the outer $o, and
+// the payload's values shift the slots after it, so r:8 is $p. A parser that
+// treated the payload as opaque or restarted its numbering would resolve
+// r:8 to "outer"'s string or fail.
+func TestCustomPayloadSharesNumbering(t *testing.T) {
+	in := `a:4:{i:0;O:8:"stdClass":1:{s:1:"n";s:5:"outer";}i:1;C:1:"S":37:{a:2:{i:0;O:8:"stdClass":0:{}i:1;r:2;}}i:2;O:8:"stdClass":1:{s:1:"n";s:5:"after";}i:3;r:8;}`
+	v, err := UnserializeString(in, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := v.GetInt(1)
+	inner := c.Inner()
+	if inner == nil || inner.Len() != 2 {
+		t.Fatalf("payload not decoded: %s", dump(c))
+	}
+	outer, _ := v.GetInt(0)
+	if got := inner.Entries()[1].Value.Deref(); got != outer {
+		t.Errorf("r:2 inside the payload resolved to %s, want the outer object", dump(got))
+	}
+	last, _ := v.GetInt(3)
+	p, _ := v.GetInt(2)
+	if last.Deref() != p {
+		t.Errorf("r:8 resolved to %s, want the object after the payload", dump(last.Deref()))
+	}
+	// A payload that is not one serialized value stays opaque and takes no
+	// slots: r:3 is then the object after it.
+	v, err = UnserializeString(`a:3:{i:0;C:1:"S":3:{x:1}i:1;O:8:"stdClass":0:{}i:2;r:3;}`, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := v.GetInt(0); c.Inner() != nil || c.Str() != "x:1" {
+		t.Errorf("opaque payload: %s", dump(c))
+	}
+	if r, _ := v.GetInt(2); r.Deref().Kind() != Object {
+		t.Errorf("r:3 after an opaque payload: %s", dump(r))
+	}
+}
