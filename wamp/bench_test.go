@@ -74,3 +74,44 @@ func BenchmarkPublish10k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHandleCallV2 is BenchmarkHandleCall for a WAMP v2 CALL with
+// positional arguments: parse + route + dispatch + RESULT.
+func BenchmarkHandleCallV2(b *testing.B) {
+	f := newFixture(b, nil)
+	s := f.node.OpenProtocol(nopPeer{}, ClientInfo{ConnID: "bench"}, ProtocolV2JSON)
+	ctx := context.Background()
+	if err := s.Handle(ctx, []byte(`[1,"realm1",{}]`)); err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte(`[48,1,{},"sample/echo",[1,2,3]]`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Handle(ctx, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFanoutMixed10k is one broadcast to 10,000 subscribers, half
+// WAMP v1 and half v2: the payload is encoded once and wrapped once per
+// protocol, whatever the number of subscribers.
+func BenchmarkFanoutMixed10k(b *testing.B) {
+	f := newFixture(b, nil)
+	for i := 0; i < 10000; i++ {
+		proto := ProtocolV1
+		if i%2 == 1 {
+			proto = ProtocolV2JSON
+		}
+		s := f.node.OpenProtocol(nopPeer{}, ClientInfo{ConnID: "c" + strconv.Itoa(i)}, proto)
+		f.node.broker.add(f.node, "chan/big", s, f.topic, handler.Request{})
+	}
+	ref := f.node.Topic("chan/big")
+	event := map[string]string{"msg": "hello everyone"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ref.Broadcast(event, nil, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

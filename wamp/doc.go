@@ -1,6 +1,9 @@
 // Package wamp implements WAMP v1 as Ratchet 0.4 and GosWebSocketBundle
-// speak it: the message protocol, URI routing to handlers, and the topic
-// broker. Handlers are written against package wamp/handler only.
+// speak it, and the WAMP v2 basic profile for callers, publishers and
+// subscribers (JSON serialization), on one router: the message protocols,
+// URI routing to handlers with access rules, and the topic broker. A v1
+// publisher reaches v2 subscribers of the same topic and the other way
+// round. Handlers are written against package wamp/handler only.
 //
 // # Use from the gateway
 //
@@ -13,26 +16,99 @@
 //		Routes:      cfg.Routes,        // wamp.RoutesConfig from YAML `routes:`
 //		Handlers:    reg,
 //		Logger:      logger,
+//		Realm:       cfg.WAMP.Realm,    // v2 realm; "" accepts any
+//		Observer:    promObserver,      // metrics; nil discards
 //	})                                  // fail start-up on err: it names the bad route
 //
-// Per websocket connection (subprotocol "wamp"):
+// Gauges (sessions per protocol, topics, subscriptions) come from
+// Node.Stats; application pushes go through Node.Push.
 //
-//	s := node.Open(peer, wamp.ClientInfo{...})  // sends WELCOME through peer
+// Per websocket connection, the subprotocol picks the protocol: accept the
+// first offered subprotocol for which ProtocolFor returns true ("wamp" or
+// "wamp.2.json"), serve ProtocolV1 when none is offered (as Ratchet does),
+// and refuse the handshake when only others are offered. Then:
+//
+//	s := node.OpenProtocol(peer, wamp.ClientInfo{...}, proto)
+//	                                             // v1: sends WELCOME; v2: waits for HELLO
 //	defer s.Close()                              // always, however the connection ends
 //	for each text message msg {
 //		if err := s.Handle(connCtx, msg); err != nil {
 //			if errors.Is(err, wamp.ErrProtocol) { close with 1007 }  // as Ratchet
+//			if errors.Is(err, wamp.ErrGoodbye) { close with 1000 }   // v2 GOODBYE/ABORT
 //			break                                 // ErrClosed: already closing
 //		}
 //	}
+//
+// Node.Open(peer, info) is OpenProtocol(peer, info, ProtocolV1).
 //
 // Handle must be called from one goroutine per session (the reader) and
 // may block while a handler runs, bounded by NodeConfig.CallTimeout;
 // replies to one client therefore keep Ratchet's in-order behaviour.
 // Peer.Send must never block and must not call back into the Session; it
 // may be called from any goroutine, including other sessions' readers
-// during a broadcast. Binary messages are not WAMP v1; the gateway should
-// treat them as Ratchet does (close).
+// during a broadcast. Binary messages are neither WAMP v1 nor
+// wamp.2.json; the gateway should treat them as Ratchet does (close).
+//
+// # Goroutines
+//
+// The node starts goroutines only for handler.PeriodicTopic handlers: one
+// per topic that has subscribers, started by the first SUBSCRIBE and
+// stopped (its context cancelled) when the last subscriber leaves; it
+// never holds a node lock while OnTick runs. Everything else runs on the
+// caller's goroutine: Handle on the connection reader, Push on the pusher.
+//
+// # WAMP v2
+//
+//   - HELLO must be the first message; WELCOME [2, session, details] gives
+//     the realm, authid (the Symfony username, or "anon-<session>"),
+//     authrole (the first Symfony role, "anonymous" for anonymous
+//     clients, "authenticated" for a user without roles), authmethod
+//     "cookie", authextra {roles, firewall, anonymous} and the broker and
+//     dealer roles. A HELLO for another realm than NodeConfig.Realm gets
+//     ABORT wamp.error.no_such_realm and Handle returns ErrGoodbye.
+//   - Ids: session and publication ids are random in [1, 2^53] (global
+//     scope); subscription ids are sequential per node (router scope) and
+//     shared by all subscribers of a topic, so one EVENT encoding serves
+//     them all; request ids from the client must be in [1, 2^53].
+//   - GOODBYE is answered with GOODBYE wamp.close.goodbye_and_out, ABORT
+//     is accepted; both end the session (its subscriptions are dropped as
+//     on Close) and Handle returns ErrGoodbye.
+//   - Input that is not valid v2 JSON, an unknown or router-only message
+//     type, callee messages (ERROR, YIELD), a second HELLO, or anything
+//     before HELLO gets ABORT wamp.error.protocol_violation and an error
+//     wrapping ErrProtocol. REGISTER and UNREGISTER get ERROR
+//     wamp.error.not_authorized: the node is not a dealer for callees.
+//     CANCEL is ignored (calls run to completion before the next message
+//     is read).
+//   - CALL: routing as for v1 (rpc routes, method from the route's method
+//     attribute). Params follow Ratchet's rule on the positional
+//     arguments, or are the keyword arguments when there are no
+//     positional ones (also in handler.Request.Kwargs). RESULT carries the
+//     handler's result as its single positional argument. Errors: no
+//     route or no method → wamp.error.no_such_procedure; access rule →
+//     wamp.error.not_authorized; handler error → its handler.Error URI or
+//     wamp.error.runtime_error, with [description] and kwargs {"code",
+//     "details"}; a nil or false result → wamp.error.runtime_error "RPC
+//     Error".
+//   - SUBSCRIBE: only exact matching (other match policies get
+//     wamp.error.invalid_argument); no route → wamp.error.invalid_uri;
+//     access rule → wamp.error.not_authorized. SUBSCRIBED is sent before
+//     the topic handler's OnSubscribe, so the client sees its own join
+//     broadcast as a v1 client does; if OnSubscribe fails, the
+//     subscription is revoked with UNSUBSCRIBED [35, 0, {"subscription",
+//     "reason"}] (which autobahn understands). Subscribing again returns
+//     the same subscription id. UNSUBSCRIBE of an unknown id →
+//     wamp.error.no_such_subscription.
+//   - PUBLISH goes through the topic handler's OnPublish like a v1
+//     PUBLISH (see handler.Topic for how arguments map to the event and
+//     exclude/eligible options to session ids); exclude_me defaults to
+//     true as the spec says. Errors (no route → wamp.error.invalid_uri,
+//     access → wamp.error.not_authorized, handler failure, invalid
+//     options → wamp.error.invalid_argument) and PUBLISHED (with a random
+//     publication id) are sent only when the publisher asked for
+//     acknowledge.
+//   - EVENT [36, subscription, publication, {}, [event]] carries the
+//     handler's broadcast value as the single positional argument.
 //
 // # Behaviour
 //
@@ -56,6 +132,12 @@
 //   - A failing topic callback gets the bundle's CALLERROR with the topic
 //     URI as call id and details {"code", "topic": {}, "request": {},
 //     "event": "onSubscribe"|"onUnSubscribe"|"onPublish"}.
+//   - Route access rules (RouteConfig.Roles, RouteConfig.Anonymous) are
+//     checked before any handler: a refused CALL gets CALLERROR "Access
+//     denied" with code 403; a refused SUBSCRIBE or PUBLISH gets the topic
+//     CALLERROR above with code 403 and no subscription is kept (v1 has no
+//     acknowledgement, and this is what a bundle client saw when a topic
+//     handler refused by throwing).
 //
 // Deliberate differences from the PHP stack, each because the PHP
 // behaviour was a bug or a hazard:
@@ -70,6 +152,9 @@
 //     topic handler failed; that bypasses the handler, so it is not done.
 //   - Handler panics are recovered and reported as "Internal Server Error"
 //     without the panic text.
+//   - The ClientManipulator looks across all connections, not one topic's
+//     subscribers; Broadcast's eligible list restricts delivery to
+//     subscribers anyway.
 //   - Malformed input is rejected more strictly than PHP's loose typing:
 //     URIs must be strings, message types plain integers, arities exact.
 //   - Placeholders are whole path segments; the PHP router also allowed

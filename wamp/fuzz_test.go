@@ -155,3 +155,140 @@ func FuzzSessionHandle(f *testing.F) {
 		}
 	})
 }
+
+// seedMessagesV2 are well-formed and malformed WAMP v2 messages.
+var seedMessagesV2 = []string{
+	`[1,"realm1",{"roles":{"caller":{},"publisher":{},"subscriber":{}}}]`,
+	`[1,"other",{}]`,
+	`[6,{},"wamp.close.close_realm"]`,
+	`[3,{"message":"x"},"wamp.error.x"]`,
+	`[48,1,{},"sample/echo",[1,2],{"a":1}]`,
+	`[48,2,{},"sample/echo",[[1]]]`,
+	`[48,3,{},"sample/echo",[],{}]`,
+	`[48,4,{},"sample/fail"]`,
+	`[48,5,{},"sample/panic"]`,
+	`[48,6,{},"sample/custom"]`,
+	`[48,0,{},"sample/echo"]`,
+	`[48,9007199254740993,{},"x"]`,
+	`[32,7,{},"chan/a"]`,
+	`[32,8,{"match":"prefix"},"chan"]`,
+	`[32,9,{},"deny/x"]`,
+	`[34,10,1]`,
+	`[34,11,99]`,
+	`[16,12,{"acknowledge":true},"chan/a",["hi"]]`,
+	`[16,13,{"exclude_me":false,"eligible":[1,2],"exclude_authid":["u"]},"chan/a",[],{"k":1}]`,
+	`[16,14,{"eligible_authid":"x"},"chan/a"]`,
+	`[16,15,{},"chan/a","notalist"]`,
+	`[49,1,{}]`,
+	`[64,16,{},"p"]`,
+	`[8,68,1,{},"x"]`,
+	`[70,1,{}]`,
+	`[2,"c","sample/echo"]`,
+	`[1.0,"r",{}]`,
+	`[]`,
+}
+
+func FuzzParseMessageV2(f *testing.F) {
+	for _, s := range seedMessagesV2 {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := parseMessageV2(data)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("error %v does not wrap ErrProtocol", err)
+			}
+			return
+		}
+		switch m.typ {
+		case v2Hello, v2Abort, v2Goodbye, v2Publish, v2Subscribe, v2Unsubscribe, v2Call, v2Cancel, v2Register, v2Unregister:
+		default:
+			t.Fatalf("accepted message type %d", m.typ)
+		}
+		if m.reqID > maxV2ID || m.subID > maxV2ID {
+			t.Fatalf("id out of range: %d %d", m.reqID, m.subID)
+		}
+		if m.args != nil && !isJSONArray(m.args) {
+			t.Fatalf("args %q not a list", m.args)
+		}
+		if m.kwargs != nil && (len(m.kwargs) == 0 || m.kwargs[0] != '{') {
+			t.Fatalf("kwargs %q not a dict", m.kwargs)
+		}
+		// What is echoed back must stay valid JSON.
+		for _, out := range [][]byte{
+			encodeResultV2(m.reqID, paramsFromArgs(m.args, m.kwargs)),
+			encodeEventV2(1, 2, eventFromArgs(m.args, m.kwargs)),
+			encodeErrorV2(m.typ, m.reqID, m.uri, m.uri, nil),
+			encodeCloseV2(v2Abort, m.uri, m.uri),
+		} {
+			if !json.Valid(out) || !utf8.Valid(out) {
+				t.Fatalf("output %q is not valid JSON", out)
+			}
+		}
+	})
+}
+
+// FuzzSessionHandleV2 is FuzzSessionHandle for a WAMP v2 session that has
+// joined, beside a v1 and a v2 subscriber of the same topic.
+func FuzzSessionHandleV2(f *testing.F) {
+	for _, s := range seedMessagesV2 {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[16,2,{"acknowledge":true,"exclude_me":false},"chan/a",[1]]` + "\n" + `[34,3,1]` + "\n" + `[6,{},"x"]`))
+	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[32,2,{},"chan/a"]` + "\n" + `[34,3,1]` + "\n" + `[34,4,1]`))
+
+	var (
+		once sync.Once
+		fx   *fixture
+	)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		once.Do(func() {
+			fx = newFixture(t, func(c *NodeConfig) {
+				accessRoutes(c)
+				c.CallTimeout = time.Millisecond
+				c.Limits = Limits{MaxURILength: 64, MaxPrefixes: 4, MaxSubscriptions: 4}
+			})
+		})
+		p := &fakePeer{}
+		s := fx.node.OpenProtocol(p, ClientInfo{ConnID: "fuzz", UserIdentifier: "u"}, ProtocolV2JSON)
+		if err := s.Handle(context.Background(), []byte(`[1,"realm1",{}]`)); err != nil {
+			t.Fatal(err)
+		}
+		o1p, o2p := &fakePeer{}, &fakePeer{}
+		o1 := fx.node.Open(o1p, ClientInfo{ConnID: "other1"})
+		o2 := fx.node.OpenProtocol(o2p, ClientInfo{ConnID: "other2"}, ProtocolV2JSON)
+		_ = o2.Handle(context.Background(), []byte(`[1,"realm1",{}]`))
+		_ = o1.Handle(context.Background(), []byte(`[5,"chan/a"]`))
+		_ = o2.Handle(context.Background(), []byte(`[32,1,{},"chan/a"]`))
+		for i, msg := range bytes.Split(data, []byte("\n")) {
+			if i >= 32 {
+				break
+			}
+			err := s.Handle(context.Background(), msg)
+			if err != nil {
+				if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrClosed) {
+					t.Fatalf("message %q: error %v is neither a protocol error nor the end of the session", msg, err)
+				}
+				break // the gateway closes the connection here
+			}
+		}
+		s.Close()
+		o1.Close()
+		o2.Close()
+		for _, out := range append(append(p.take(), o1p.take()...), o2p.take()...) {
+			if !utf8.Valid(out) || !json.Valid(out) {
+				t.Fatalf("sent invalid JSON %q", out)
+			}
+			var arr []json.RawMessage
+			if json.Unmarshal(out, &arr) != nil || len(arr) < 2 {
+				t.Fatalf("sent non-WAMP message %q", out)
+			}
+		}
+		if n := fx.node.broker.topicCount(); n != 0 {
+			t.Fatalf("%d topics left after Close", n)
+		}
+		if n := len(fx.node.Clients().GetAll(true)); n != 0 {
+			t.Fatalf("%d clients left after Close", n)
+		}
+	})
+}

@@ -62,8 +62,9 @@ type Client interface {
 	// ConnID is the gateway connection id, unique across gateway replicas.
 	// It plays the role of Ratchet's $conn->resourceId.
 	ConnID() string
-	// SessionID is the WAMP session id sent in WELCOME. It is what clients
-	// put in PUBLISH exclude/eligible lists and what TopicRef.Broadcast
+	// SessionID is the WAMP session id sent in WELCOME (for a WAMP v2
+	// client, the decimal form of its integer id). It is what clients put
+	// in PUBLISH exclude/eligible lists and what TopicRef.Broadcast
 	// filters on.
 	SessionID() string
 	// UserIdentifier is the Symfony username, or "anon-<SessionID>" for an

@@ -1,0 +1,188 @@
+// WAMP v2 end-to-end client for wsgate, driven by test/wamp2_e2e_test.go.
+//
+//   node client.mjs <scenario> '<json options>'
+//
+// options: {url, realm, cookie, origin, topic, ...scenario-specific}.
+// It prints one JSON object per line on stdout: progress lines
+// ({"ready": ...}) the Go test may wait for, then a final
+// {"result": {...}} or {"error": "..."}. Exit status 0 means the scenario
+// ran to its end (the Go test checks the values), 1 means it could not.
+//
+// autobahn 26 uses the global WebSocket (Node 22+, or Node 20 with
+// --experimental-websocket). Browsers send the session cookie with the
+// handshake; here a WebSocket subclass adds Cookie and Origin headers,
+// which Node's WebSocket accepts in its init object.
+import autobahn from 'autobahn';
+import readline from 'node:readline';
+
+const [scenario, rawOpts] = process.argv.slice(2);
+const opts = JSON.parse(rawOpts || '{}');
+
+if (typeof globalThis.WebSocket !== 'function') {
+  out({ error: 'no global WebSocket: run node >= 22 or with --experimental-websocket' });
+  process.exit(1);
+}
+const NativeWebSocket = globalThis.WebSocket;
+globalThis.WebSocket = class extends NativeWebSocket {
+  constructor(url, protocols) {
+    const headers = {};
+    if (opts.cookie) headers.Cookie = opts.cookie;
+    if (opts.origin) headers.Origin = opts.origin;
+    super(url, { protocols, headers });
+  }
+};
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function errInfo(e) {
+  // autobahn rejects with autobahn.Error {error, args, kwargs}.
+  if (e && typeof e === 'object' && 'error' in e) {
+    return { error: e.error, args: e.args, kwargs: e.kwargs };
+  }
+  return { error: String(e) };
+}
+
+// settle reports a promise's outcome as {ok: value} or {err: {...}};
+// autobahn's Publication and Subscription objects become {id}.
+async function settle(p) {
+  try {
+    let v = await p;
+    if (v && typeof v === 'object' && v.constructor && !['Object', 'Array'].includes(v.constructor.name)) {
+      v = { id: v.id };
+    }
+    return { ok: v === undefined ? null : v };
+  } catch (e) {
+    return { err: errInfo(e) };
+  }
+}
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// waitFor resolves when pred() is true, or after ms.
+async function waitFor(pred, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!pred() && Date.now() < end) await sleep(10);
+  return pred();
+}
+
+function connect() {
+  return new Promise((resolve, reject) => {
+    const connection = new autobahn.Connection({
+      url: opts.url,
+      realm: opts.realm,
+      max_retries: 0,
+      retry_if_unreachable: false,
+    });
+    const closed = new Promise((r) => {
+      connection.onclose = (reason, details) => {
+        r({ reason, details: { reason: details.reason, message: details.message } });
+        reject(new Error('connection closed before open: ' + reason + ' ' + JSON.stringify(details)));
+        return true; // do not retry
+      };
+    });
+    connection.onopen = (session, details) => resolve({ connection, session, details, closed });
+    connection.open();
+  });
+}
+
+const scenarios = {
+  // basic: the caller, subscriber and publisher paths and their errors,
+  // then GOODBYE.
+  async basic() {
+    const { connection, session, details, closed } = await connect();
+    const r = {
+      session: session.id,
+      authid: details.authid,
+      authrole: details.authrole,
+      realm: details.realm,
+      protocol: connection.transport ? connection.transport.info.protocol : null,
+    };
+    r.sum = await settle(session.call('sample/sum', [1, 2, 3]));
+    r.sumList = await settle(session.call('sample/sum', [[4, 5]]));
+    r.noRoute = await settle(session.call('nowhere/x'));
+    r.noMethod = await settle(session.call('sample/nope'));
+    r.denied = await settle(session.call('admin/sum', [1]));
+
+    const topic = opts.topic;
+    const events = [];
+    let sub = null;
+    try {
+      sub = await session.subscribe(topic, (args, kwargs) => events.push({ args, kwargs }));
+    } catch (e) {
+      r.subscribeError = errInfo(e);
+    }
+    r.subscribed = sub !== null;
+    await waitFor(() => events.length >= 1);
+    r.pubAck = await settle(session.publish(topic, ['hello v2'], {}, { acknowledge: true, exclude_me: false }));
+    await waitFor(() => events.length >= 2);
+    r.pubNoUser = await settle(session.publish(topic, [{ username: 'nobody-here', text: 'x' }], {}, { acknowledge: true }));
+    r.pubDenied = await settle(session.publish('private/room', ['x'], {}, { acknowledge: true }));
+    r.subDenied = await settle(session.subscribe('private/room', () => {}));
+    r.events = events;
+    if (sub) r.unsubscribed = await settle(sub.unsubscribe());
+    connection.close(); // GOODBYE
+    r.close = await closed;
+    return r;
+  },
+
+  // listen: subscribe, report ready, wait for an event carrying
+  // opts.expect, then publish opts.publish (acknowledged) and leave.
+  async listen() {
+    const { connection, session, closed } = await connect();
+    const events = [];
+    await session.subscribe(opts.topic, (args, kwargs) => events.push({ args, kwargs }));
+    out({ ready: true, session: session.id });
+    const seen = () => events.some((e) => JSON.stringify(e.args).includes(opts.expect));
+    const got = await waitFor(seen, 5000);
+    const r = { events, gotExpected: got };
+    if (opts.publish) {
+      r.pubAck = await settle(session.publish(opts.topic, [opts.publish], {}, { acknowledge: true }));
+    }
+    // Stay until the Go side says so (stdin line or EOF), so the v1
+    // client sees this session's events before the leave.
+    await new Promise((res) => {
+      const rl = readline.createInterface({ input: process.stdin });
+      rl.on('line', () => { rl.close(); res(); });
+      rl.on('close', res);
+    });
+    if (opts.awaitBeforeLeave) {
+      await waitFor(() => events.some((e) => JSON.stringify(e.args).includes(opts.awaitBeforeLeave)), 5000);
+    }
+    connection.close();
+    r.close = await closed;
+    return r;
+  },
+
+  // hello: only connect and report the WELCOME, then leave.
+  async hello() {
+    const { connection, details, closed } = await connect();
+    const r = { authid: details.authid, authrole: details.authrole, authextra: details.authextra, realm: details.realm };
+    connection.close();
+    r.close = await closed;
+    return r;
+  },
+};
+
+const run = scenarios[scenario];
+if (!run) {
+  out({ error: 'unknown scenario ' + scenario });
+  process.exit(1);
+}
+const timer = setTimeout(() => {
+  out({ error: 'scenario timed out' });
+  process.exit(1);
+}, opts.timeoutMs || 20000);
+try {
+  const result = await run();
+  clearTimeout(timer);
+  out({ result });
+  process.exit(0);
+} catch (e) {
+  clearTimeout(timer);
+  out({ error: String(e && e.stack ? e.stack : e) });
+  process.exit(1);
+}
