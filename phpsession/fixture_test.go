@@ -78,6 +78,21 @@ func checkFixtureDir(t *testing.T, dir string) int {
 				wj, _ := json.MarshalIndent(want, "", "  ")
 				t.Errorf("%s\ngot  %s\nwant %s", fx.Description, gj, wj)
 			}
+			if res.Format != fx.SerializeHandler {
+				t.Errorf("Result.Format %q, want %q", res.Format, fx.SerializeHandler)
+			}
+			// auto must detect the handler and read the same.
+			ra, err := NewReader(Options{Format: FormatAuto, Firewalls: fws, UserIdentifierPropertiesByClass: fx.ByClass})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resA, err := ra.Read(data); err != nil || resA.Format != fx.SerializeHandler ||
+				!reflect.DeepEqual(normalizeResult(resA.Firewalls), normalizeResult(res.Firewalls)) {
+				t.Errorf("auto: format %v, err %v", resA, err)
+			}
+			if res.Meta == nil || res.Meta.Created == 0 || res.Meta.Updated < res.Meta.Created {
+				t.Errorf("meta %+v", res.Meta)
+			}
 			// The generic layers must agree with the Symfony layer too.
 			sess, err := DecodeSession(data, fx.SerializeHandler, Limits{})
 			if err != nil {

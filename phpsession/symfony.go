@@ -246,11 +246,12 @@ func (r *Reader) Read(data []byte) (*Result, error) {
 	} else {
 		cands = []Format{format}
 	}
-	res := newResult(len(r.fws))
+	res, meta, tb := newResult(len(r.fws))
+	d.tokSpare = tb
 	var firstErr error
 	for _, f := range cands {
 		d.reset(s, r.lim)
-		ok := f != FormatIgbinary && !r.nested && !r.noScan && r.scan(d, f, res)
+		ok := f != FormatIgbinary && !r.nested && !r.noScan && r.scan(d, f, res, meta)
 		if ok {
 			res.Format = f
 			return res, nil
@@ -270,17 +271,30 @@ func (r *Reader) Read(data []byte) (*Result, error) {
 	return nil, firstErr
 }
 
+// resultBlock holds a Result with room for its Meta and one firewall, so
+// the common single-firewall Read allocates them together.
+type resultBlock struct {
+	r    Result
+	meta Meta
+	fws  [1]FirewallResult
+	tok  tokenBlock
+}
+
+// tokenBlock holds a Token with room for a small role list.
+type tokenBlock struct {
+	t Token
+	r [6]string
+}
+
 // newResult allocates a Result and its firewall slice together.
-func newResult(n int) *Result {
+func newResult(n int) (*Result, *Meta, *tokenBlock) {
+	x := &resultBlock{}
 	if n == 1 {
-		x := &struct {
-			r   Result
-			fws [1]FirewallResult
-		}{}
 		x.r.Firewalls = x.fws[:]
-		return &x.r
+	} else {
+		x.r.Firewalls = make([]FirewallResult, n)
 	}
-	return &Result{Firewalls: make([]FirewallResult, n)}
+	return &x.r, &x.meta, &x.tok
 }
 
 // put returns d to the pool unless a huge session grew its buffers; the
@@ -298,6 +312,7 @@ func (r *Reader) put(d *decoder) {
 	clear(d.strs)
 	d.strs = d.strs[:0]
 	d.skipping = false
+	d.tokSpare = nil
 	if cap(d.stack) > 4096 || cap(d.slotKinds) > 1<<16 || cap(d.table) > 4096 || cap(d.strs) > 4096 {
 		return
 	}
@@ -397,7 +412,7 @@ func setMeta(m *Meta, k string, v *Value) {
 // the record is malformed (the full decode reports the error), it has
 // back-references (whose targets the skipped values would be), or
 // _sf2_attributes is not a plain array.
-func (r *Reader) scan(d *decoder, f Format, res *Result) bool {
+func (r *Reader) scan(d *decoder, f Format, res *Result, metaOut *Meta) bool {
 	d.skipping = true
 	defer func() { d.skipping = false }()
 	if cap(d.found) < len(r.keys) {
@@ -478,8 +493,8 @@ func (r *Reader) scan(d *decoder, f Format, res *Result) bool {
 	}
 	d.skipping = false
 	if metaSeen {
-		m := meta
-		res.Meta = &m
+		*metaOut = meta
+		res.Meta = metaOut
 	}
 	for i, fw := range r.fws {
 		fr := &res.Firewalls[i]
@@ -616,7 +631,8 @@ func (r *Reader) firewall(d *decoder, fr *FirewallResult, sv *Value, key string)
 		return
 	}
 	fr.Authenticated = true
-	fr.Token = info.detach()
+	fr.Token = info.detach(d.tokSpare)
+	d.tokSpare = nil
 }
 
 // tokenDecodeError rebases a decode error inside the token string onto the
@@ -648,7 +664,7 @@ type tokenInfo struct {
 
 // detach copies all strings of t into one fresh allocation so the Result
 // does not keep the whole session record alive.
-func (t *tokenInfo) detach() *Token {
+func (t *tokenInfo) detach(x *tokenBlock) *Token {
 	n := len(t.class) + len(t.userID) + len(t.userClass) + len(t.impID) + len(t.impClass)
 	for _, r := range t.roles {
 		n += len(r)
@@ -663,11 +679,11 @@ func (t *tokenInfo) detach() *Token {
 	}
 	all := b.String()
 	cut := func(n int) string { s := all[:n]; all = all[n:]; return s }
-	// One allocation for the Token and a small role list.
-	x := &struct {
-		t Token
-		r [6]string
-	}{}
+	// One allocation for the Token and a small role list, unless the
+	// caller has one ready.
+	if x == nil {
+		x = &tokenBlock{}
+	}
 	out := &x.t
 	out.Class = cut(len(t.class))
 	out.UserIdentifier = cut(len(t.userID))

@@ -79,14 +79,15 @@ type decoder struct {
 	refs      int // r:/R: seen; the resolve pass runs only if non-zero
 	stack     []Entry
 	arena     []Entry
-	table     []*Value // resolve pass scratch
-	top       Value    // Reader's token root, kept here so it does not escape per Read
-	nameAt    []int    // offsets of session variable names, for errors
-	strs      []string // igbinary string table
-	skipping  bool     // validate and number values without building them
-	found     []Value  // Reader.scan: the firewall attributes
-	roleBuf   []string // Reader: role names of the tokens being extracted
-	roots     []*Value // values decoded so far in one shared numbering
+	table     []*Value    // resolve pass scratch
+	top       Value       // Reader's token root, kept here so it does not escape per Read
+	nameAt    []int       // offsets of session variable names, for errors
+	strs      []string    // igbinary string table
+	skipping  bool        // validate and number values without building them
+	found     []Value     // Reader.scan: the firewall attributes
+	roleBuf   []string    // Reader: role names of the tokens being extracted
+	roots     []*Value    // values decoded so far in one shared numbering
+	tokSpare  *tokenBlock // Reader: storage for the first detached Token
 }
 
 // reset prepares d for a new unserialize() call on s, keeping its buffers.

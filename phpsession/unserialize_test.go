@@ -455,3 +455,18 @@ func TestCustomPayloadSharesNumbering(t *testing.T) {
 		t.Errorf("r:3 after an opaque payload: %s", dump(r))
 	}
 }
+
+func TestValueUnserialize(t *testing.T) {
+	v, err := UnserializeString(`a:1:{s:14:"_security_main";s:12:"a:1:{i:0;N;}";}`, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := v.Get("_security_main")
+	in, err := s.Unserialize(Limits{})
+	if err != nil || in.Kind() != Array || in.Len() != 1 {
+		t.Fatalf("%v %v", in, err)
+	}
+	if _, err := v.Unserialize(Limits{}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("array: %v", err)
+	}
+}

@@ -339,3 +339,14 @@ func numericKey(s string) (int64, bool) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil
 }
+
+// Unserialize decodes the bytes of a String value as one serialized value,
+// e.g. the serialize($token) Symfony stores under _security_<firewall>, as
+// a fresh unserialize() call does (new numbering). Decoded strings alias
+// v's string. For other kinds it returns an error wrapping ErrMalformed.
+func (v *Value) Unserialize(lim Limits) (*Value, error) {
+	if v = v.Deref(); v.kind != String {
+		return nil, malformed(0, "a %v holds no serialized text", v.kind)
+	}
+	return UnserializeString(v.str, lim)
+}
