@@ -385,3 +385,26 @@ func TestMessagesStayShort(t *testing.T) {
 		t.Errorf("int overflow error of %d bytes", len(err.Error()))
 	}
 }
+
+// TestReaderNamespacedAttributeBag: NamespacedAttributeBag stores a key
+// with '/' as nested arrays ("a/b" at ['a']['b']); _security_<fw> has no
+// '/' for ordinary firewall names and is stored flat, which every other
+// test covers.
+func TestReaderNamespacedAttributeBag(t *testing.T) {
+	tok := uptOf(ser("bob"), "b:1;", roleList("ROLE_USER"))
+	data := session(1, ser("_security_api")+"a:1:{"+ser("v2")+ser(tok)+"}")
+	r, err := NewReader(Options{Firewalls: []string{"api/v2", "main"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Read(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fr := res.Firewalls[0]; !fr.Authenticated || fr.Token.UserIdentifier != "bob" {
+		t.Errorf("api/v2: %+v", fr)
+	}
+	if fr := res.Firewalls[1]; fr.Authenticated || fr.Reason != "no _security_main attribute" {
+		t.Errorf("main: %+v", fr)
+	}
+}
