@@ -27,6 +27,10 @@ type ClientEntry struct {
 	Anonymous bool
 	// ConnectedAt is when the connection was accepted.
 	ConnectedAt time.Time
+	// Node is the gateway replica holding the connection, set by storages
+	// shared between replicas (RedisClientStorage sets its NodeID; Add
+	// ignores what the caller put here). Empty in MemoryClientStorage.
+	Node string
 }
 
 // clone returns a copy of e that shares no memory with it.
@@ -45,9 +49,18 @@ type ClientStorage interface {
 	// Remove unregisters a connection; removing an unknown ConnID is not
 	// an error, since disconnect paths may race.
 	Remove(ctx context.Context, connID string) error
-	// FindByUsername returns the authenticated connections of user (a user
-	// may have several); anonymous clients are never found by name.
+	// FindByUsername returns the first (oldest) authenticated connection
+	// of user, as a slice of zero or one entry, like GosWebSocketBundle's
+	// ClientManipulator::findByUsername, which returns the first match
+	// (or false). Anonymous clients are never found by name.
 	FindByUsername(ctx context.Context, user string) ([]ClientEntry, error)
+	// FindAllByUsername returns every authenticated connection of user (a
+	// user may have several, in several tabs or on several replicas), like
+	// the bundle's findAllByUsername.
+	FindAllByUsername(ctx context.Context, user string) ([]ClientEntry, error)
+	// FindByRoles returns the authenticated connections whose Roles hold
+	// at least one of roles, like the bundle's findByRoles.
+	FindByRoles(ctx context.Context, roles []string) ([]ClientEntry, error)
 	// GetAll returns the authenticated connections, and the anonymous ones
 	// too when anonymous is true, like GosWebSocketBundle's
 	// ClientManipulator::getAll($anonymous).
@@ -94,6 +107,7 @@ func (m *MemoryClientStorage) Add(ctx context.Context, e ClientEntry) error {
 		return fmt.Errorf("add client: empty ConnID: %w", ErrInvalidClient)
 	}
 	e = e.clone()
+	e.Node = ""
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -142,9 +156,58 @@ func (m *MemoryClientStorage) removeLocked(connID string) {
 	}
 }
 
-// FindByUsername returns copies of user's authenticated connections, or an
-// empty result when there are none.
+// FindByUsername returns a copy of user's oldest authenticated connection,
+// or an empty result when there is none.
 func (m *MemoryClientStorage) FindByUsername(ctx context.Context, user string) ([]ClientEntry, error) {
+	all, err := m.FindAllByUsername(ctx, user)
+	return firstOnly(all), err
+}
+
+// firstOnly keeps the first entry of a sorted result.
+func firstOnly(es []ClientEntry) []ClientEntry {
+	if len(es) > 1 {
+		es = es[:1:1]
+	}
+	return es
+}
+
+// FindByRoles returns copies of the authenticated connections holding at
+// least one of roles.
+func (m *MemoryClientStorage) FindByRoles(ctx context.Context, roles []string) ([]ClientEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("find clients: %w", err)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, fmt.Errorf("find clients: %w", ErrClosed)
+	}
+	out := []ClientEntry{}
+	for _, e := range m.byConn {
+		if hasAnyRole(e, roles) {
+			out = append(out, e.clone())
+		}
+	}
+	sortClients(out)
+	return out, nil
+}
+
+// hasAnyRole reports whether e is authenticated and holds one of roles.
+func hasAnyRole(e ClientEntry, roles []string) bool {
+	if !indexed(e) {
+		return false
+	}
+	for _, r := range e.Roles {
+		if slices.Contains(roles, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// FindAllByUsername returns copies of user's authenticated connections, or
+// an empty result when there are none.
+func (m *MemoryClientStorage) FindAllByUsername(ctx context.Context, user string) ([]ClientEntry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("find clients: %w", err)
 	}

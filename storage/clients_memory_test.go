@@ -105,12 +105,19 @@ func TestMemoryClientStorage(t *testing.T) {
 					t.Fatalf("Remove(%s): %v", o.remove, err)
 				}
 			}
-			found, err := m.FindByUsername(ctx, tt.findUser)
+			found, err := m.FindAllByUsername(ctx, tt.findUser)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := connIDs(found); !slices.Equal(got, tt.wantFind) {
-				t.Errorf("FindByUsername(%q) = %v, want %v", tt.findUser, got, tt.wantFind)
+				t.Errorf("FindAllByUsername(%q) = %v, want %v", tt.findUser, got, tt.wantFind)
+			}
+			first, err := m.FindByUsername(ctx, tt.findUser)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := connIDs(first), tt.wantFind[:min(1, len(tt.wantFind))]; !slices.Equal(got, want) {
+				t.Errorf("FindByUsername(%q) = %v, want the first, %v", tt.findUser, got, want)
 			}
 			for _, e := range found {
 				if e.UserIdentifier != tt.findUser || e.Anonymous {
@@ -239,7 +246,7 @@ func TestMemoryClientStorageConcurrent(t *testing.T) {
 	auth, _ := m.GetAll(ctx, false)
 	var byUser int
 	for u := 0; u < 4; u++ {
-		found, _ := m.FindByUsername(ctx, fmt.Sprintf("user%d", u))
+		found, _ := m.FindAllByUsername(ctx, fmt.Sprintf("user%d", u))
 		byUser += len(found)
 	}
 	// Kept: even i; anonymous: i%5 == 0 among them (i%10 == 0).

@@ -36,7 +36,19 @@ type FilesOptions struct {
 	// MaxSize bounds how many bytes a read may return; bigger files fail
 	// with ErrTooLarge without being read. 0 means DefaultMaxSize.
 	MaxSize int64
+	// MaxConcurrent bounds the lookups in flight (each may hold an OS
+	// thread in a file read); a lookup that finds none free for BusyWait
+	// fails with ErrBusy. 0 means DefaultFilesMaxConcurrent.
+	MaxConcurrent int
+	// BusyWait is how long a lookup waits for a free slot; 0 means
+	// DefaultBusyWait.
+	BusyWait time.Duration
+	// Observer, if set, is told about every lookup.
+	Observer Observer
 }
+
+// DefaultFilesMaxConcurrent is FilesOptions.MaxConcurrent's default.
+const DefaultFilesMaxConcurrent = 64
 
 // FilesStore reads sessions written by PHP's built-in "files" save handler:
 // one file named sess_<id> per session under session.save_path.
@@ -65,6 +77,7 @@ type FilesStore struct {
 	maxSize     int64
 	now         func() time.Time // injectable clock for tests
 	closed      atomic.Bool
+	lim         *limiter
 }
 
 var _ SessionStore = (*FilesStore)(nil)
@@ -91,6 +104,12 @@ func NewFilesStore(o FilesOptions) (*FilesStore, error) {
 	if o.MaxSize < 0 {
 		return nil, fmt.Errorf("files session store: negative max size %d", o.MaxSize)
 	}
+	if o.MaxConcurrent < 0 || o.BusyWait < 0 {
+		return nil, errors.New("files session store: negative MaxConcurrent or BusyWait")
+	}
+	if o.MaxConcurrent == 0 {
+		o.MaxConcurrent = DefaultFilesMaxConcurrent
+	}
 	if o.MaxSize == 0 {
 		o.MaxSize = DefaultMaxSize
 	}
@@ -108,6 +127,7 @@ func NewFilesStore(o FilesOptions) (*FilesStore, error) {
 		maxLifetime: int64(o.GCMaxLifetime / time.Second),
 		maxSize:     o.MaxSize,
 		now:         time.Now,
+		lim:         newLimiter("files", o.MaxConcurrent, o.BusyWait, o.Observer),
 	}, nil
 }
 
@@ -129,7 +149,42 @@ func (s *FilesStore) path(id string) (p string, ok bool) {
 
 // Read returns the contents of the session file for id. See FilesStore for
 // how it copes with concurrent writes by PHP.
-func (s *FilesStore) Read(ctx context.Context, id string) ([]byte, error) {
+func (s *FilesStore) Read(ctx context.Context, id string) (data []byte, err error) {
+	if !ValidSessionID(id) {
+		return nil, fmt.Errorf("read session: %w", ErrInvalidID)
+	}
+	start := time.Now()
+	defer func() { s.lim.observe("read", start, err) }()
+	if err := s.lim.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.lim.release()
+	return s.read(ctx, id)
+}
+
+// ReadMany reads the files one after the other, under one slot of the
+// concurrency limit. A file that cannot be read for a reason that says
+// nothing about the session (permissions, I/O) fails the batch.
+func (s *FilesStore) ReadMany(ctx context.Context, ids []string) (_ map[string]ReadResult, err error) {
+	start := time.Now()
+	defer func() { s.lim.observe("read_many", start, err) }()
+	out, valid := readManyPrepare(ids)
+	if err := s.lim.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.lim.release()
+	for _, id := range valid {
+		data, err := s.read(ctx, id)
+		if errors.Is(err, ErrUnavailable) {
+			return nil, err
+		}
+		out[id] = ReadResult{Data: data, Err: err}
+	}
+	return out, nil
+}
+
+// read is Read without the limit and the observation.
+func (s *FilesStore) read(ctx context.Context, id string) ([]byte, error) {
 	if !ValidSessionID(id) {
 		return nil, fmt.Errorf("read session: %w", ErrInvalidID)
 	}
@@ -237,7 +292,8 @@ func (s *FilesStore) fsError(err error) error {
 }
 
 // Ping checks that the session directory is still there and reachable.
-func (s *FilesStore) Ping(ctx context.Context) error {
+func (s *FilesStore) Ping(ctx context.Context) (err error) {
+	defer func(start time.Time) { s.lim.observe("ping", start, err) }(time.Now())
 	if s.closed.Load() {
 		return unavailable("ping", ErrClosed)
 	}

@@ -16,10 +16,14 @@ import (
 
 // PDOOptions configures a PDOStore after Symfony's PdoSessionHandler options
 // (db_table, db_id_col, db_data_col, db_lifetime_col, db_time_col).
+//
+// The same options serve OpenMySQL and OpenPostgres.
 type PDOOptions struct {
-	// DSN is a go-sql-driver/mysql DSN, e.g. "user:pw@tcp(127.0.0.1:3306)/app".
-	// A user with only SELECT on the sessions table is recommended: the
-	// store never needs more.
+	// DSN is, for OpenMySQL, a go-sql-driver/mysql DSN, e.g.
+	// "user:pw@tcp(127.0.0.1:3306)/app"; for OpenPostgres, a pgx connection
+	// string, URL ("postgres://user:pw@host:5432/app") or keyword/value
+	// ("host=... dbname=app"). A user with only SELECT on the sessions table
+	// is recommended: the store never needs more.
 	DSN string
 	// Table is the sessions table, optionally "schema.table"; default
 	// "sessions".
@@ -36,6 +40,86 @@ type PDOOptions struct {
 	// with ErrTooLarge and their data is not even sent by the server.
 	// 0 means DefaultMaxSize.
 	MaxSize int64
+	// MaxConcurrent bounds the lookups in flight; a lookup that finds none
+	// free for BusyWait fails with ErrBusy (wrapped with ErrUnavailable),
+	// so a slow database sheds load instead of queueing handshakes.
+	// 0 means twice MaxOpenConns.
+	MaxConcurrent int
+	// BusyWait is how long a lookup waits for a free slot; 0 means
+	// DefaultBusyWait.
+	BusyWait time.Duration
+	// Observer, if set, is told about every lookup.
+	Observer Observer
+}
+
+// withDefaults fills in the defaults and checks the numbers; kind names the
+// store in errors.
+func (o PDOOptions) withDefaults(kind string) (PDOOptions, error) {
+	def := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	def(&o.Table, DefaultPDOTable)
+	def(&o.IDColumn, DefaultPDOIDColumn)
+	def(&o.DataColumn, DefaultPDODataColumn)
+	def(&o.LifetimeColumn, DefaultPDOLifetimeColumn)
+	def(&o.TimeColumn, DefaultPDOTimeColumn)
+	if o.MaxOpenConns < 0 || o.LookupTimeout < 0 || o.MaxSize < 0 || o.MaxConcurrent < 0 || o.BusyWait < 0 {
+		return o, fmt.Errorf("%s session store: negative MaxOpenConns, LookupTimeout, MaxSize, MaxConcurrent or BusyWait", kind)
+	}
+	if o.MaxOpenConns == 0 {
+		o.MaxOpenConns = DefaultPDOMaxOpenConns
+	}
+	if o.LookupTimeout == 0 {
+		o.LookupTimeout = DefaultPDOLookupTimeout
+	}
+	if o.MaxSize == 0 {
+		o.MaxSize = DefaultMaxSize
+	}
+	if o.MaxConcurrent == 0 {
+		o.MaxConcurrent = 2 * o.MaxOpenConns
+	}
+	return o, nil
+}
+
+// pdoBatchSizes are the numbers of ids per batched SELECT: a batch is cut
+// into chunks of the largest size, and the last chunk is padded (by
+// repeating an id, harmless in IN (...)) to the smallest size that holds it,
+// so only these few statements are ever prepared.
+var pdoBatchSizes = [...]int{8, 64, 512}
+
+// batchSize returns the smallest of pdoBatchSizes that holds n ids (n at most
+// the largest).
+func batchSize(n int) int {
+	for _, b := range pdoBatchSizes {
+		if n <= b {
+			return b
+		}
+	}
+	return pdoBatchSizes[len(pdoBatchSizes)-1]
+}
+
+// judgeRow applies PdoSessionHandler::doRead's rules to one row: expiry =
+// sess_lifetime, plus sess_time when sess_lifetime <= MAX_LIFETIME (a pre-4.4
+// row); expired iff expiry < now. An oversized row (its data not sent: nil
+// data, length over maxSize) is ErrTooLarge; empty data is no session.
+func judgeRow(data []byte, length, lifetime, modified, now, maxSize int64) ReadResult {
+	expiry := lifetime
+	if expiry <= symfonyMaxLifetime {
+		expiry += modified
+	}
+	switch {
+	case expiry < now:
+		return ReadResult{Err: fmt.Errorf("read session: %w", ErrExpired)}
+	case length > maxSize:
+		return ReadResult{Err: fmt.Errorf("read session: %d bytes, limit %d: %w", length, maxSize, ErrTooLarge)}
+	case len(data) == 0:
+		// Symfony starts a session with an empty row (lock_mode
+		// transactional) and PHP treats empty data as no session.
+		return ReadResult{Err: fmt.Errorf("read session: empty data: %w", ErrNotFound)}
+	}
+	return ReadResult{Data: data}
 }
 
 // Defaults for PDOOptions, the same as Symfony's PdoSessionHandler.
@@ -71,32 +155,38 @@ const symfonyMaxLifetime = 315576000
 // as a consistent non-locking read under every isolation level, so it never
 // waits for, nor blocks, a PHP request holding the row with SELECT ... FOR
 // UPDATE (lock_mode LOCK_TRANSACTIONAL) or GET_LOCK (LOCK_ADVISORY); it sees
-// the last committed session data.
+// the last committed session data. Both BLOB (64 KiB) and MEDIUMBLOB data
+// columns work.
 type PDOStore struct {
 	db            *sql.DB
 	query         string
+	batchQuery    string // fmt pattern: %s is the list of placeholders
 	lookupTimeout time.Duration
 	maxSize       int64
 	now           func() time.Time // injectable clock for tests
+	lim           *limiter
 
-	// The select is prepared once, lazily, so that the store can be opened
-	// while the database is still down (the gateway then answers 503 and
-	// its readiness probe fails) and recovers by itself.
+	// The selects are prepared once, lazily, so that the store can be
+	// opened while the database is still down (the gateway then answers
+	// 503 and its readiness probe fails) and recovers by itself.
 	stmt   atomic.Pointer[sql.Stmt]
 	mu     sync.Mutex // serializes preparing and Close
+	batch  map[int]*sql.Stmt
 	closed bool
 }
 
 var _ SessionStore = (*PDOStore)(nil)
 
 // sqlIdentifier is what a configured table or column name may be: plain
-// letters, digits and underscores, which need no escaping inside backticks.
+// letters, digits and underscores, which need no escaping inside backticks
+// or double quotes.
 var sqlIdentifier = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
 
 // quoteIdentifier validates name (optionally "schema.name" when qualified is
-// true) and returns it backtick-quoted. Names come from configuration, but are
-// still never interpolated unchecked into SQL.
-func quoteIdentifier(name string, qualified bool) (string, error) {
+// true) and returns it quoted with q (a backtick for MySQL, a double quote
+// for PostgreSQL). Names come from configuration, but are still never
+// interpolated unchecked into SQL.
+func quoteIdentifier(name string, qualified bool, q string) (string, error) {
 	parts := []string{name}
 	if qualified {
 		if schema, table, ok := strings.Cut(name, "."); ok {
@@ -107,9 +197,22 @@ func quoteIdentifier(name string, qualified bool) (string, error) {
 		if !sqlIdentifier.MatchString(p) {
 			return "", fmt.Errorf("invalid SQL identifier %q: want 1-64 letters, digits or underscores", name)
 		}
-		parts[i] = "`" + p + "`"
+		parts[i] = q + p + q
 	}
 	return strings.Join(parts, "."), nil
+}
+
+// quoteNames validates and quotes the table and the four columns.
+func quoteNames(o PDOOptions, q string) (table string, cols [4]string, err error) {
+	if table, err = quoteIdentifier(o.Table, true, q); err != nil {
+		return "", cols, fmt.Errorf("table: %w", err)
+	}
+	for i, c := range []string{o.IDColumn, o.DataColumn, o.LifetimeColumn, o.TimeColumn} {
+		if cols[i], err = quoteIdentifier(c, false, q); err != nil {
+			return "", cols, fmt.Errorf("column: %w", err)
+		}
+	}
+	return table, cols, nil
 }
 
 // OpenMySQL validates the options and opens a MySQL/MariaDB session store.
@@ -120,44 +223,21 @@ func OpenMySQL(o PDOOptions) (*PDOStore, error) {
 		// The driver's DSN errors do not echo the password.
 		return nil, fmt.Errorf("mysql session store: %w", err)
 	}
-	def := func(v *string, d string) {
-		if *v == "" {
-			*v = d
-		}
+	if o, err = o.withDefaults("mysql"); err != nil {
+		return nil, err
 	}
-	def(&o.Table, DefaultPDOTable)
-	def(&o.IDColumn, DefaultPDOIDColumn)
-	def(&o.DataColumn, DefaultPDODataColumn)
-	def(&o.LifetimeColumn, DefaultPDOLifetimeColumn)
-	def(&o.TimeColumn, DefaultPDOTimeColumn)
-	if o.MaxOpenConns < 0 || o.LookupTimeout < 0 || o.MaxSize < 0 {
-		return nil, errors.New("mysql session store: negative MaxOpenConns, LookupTimeout or MaxSize")
-	}
-	if o.MaxOpenConns == 0 {
-		o.MaxOpenConns = DefaultPDOMaxOpenConns
-	}
-	if o.LookupTimeout == 0 {
-		o.LookupTimeout = DefaultPDOLookupTimeout
-	}
-	if o.MaxSize == 0 {
-		o.MaxSize = DefaultMaxSize
-	}
-
-	table, err := quoteIdentifier(o.Table, true)
+	table, cols, err := quoteNames(o, "`")
 	if err != nil {
-		return nil, fmt.Errorf("mysql session store: table: %w", err)
-	}
-	var cols [4]string
-	for i, c := range []string{o.IDColumn, o.DataColumn, o.LifetimeColumn, o.TimeColumn} {
-		if cols[i], err = quoteIdentifier(c, false); err != nil {
-			return nil, fmt.Errorf("mysql session store: column: %w", err)
-		}
+		return nil, fmt.Errorf("mysql session store: %w", err)
 	}
 	id, data, lifetime, tm := cols[0], cols[1], cols[2], cols[3]
 	// The data is only sent when it fits MaxSize; LENGTH tells an
 	// oversized session (data NULL, length > max) from an empty one.
 	query := fmt.Sprintf(
 		"SELECT CASE WHEN LENGTH(%[2]s) <= ? THEN %[2]s END, LENGTH(%[2]s), %[3]s, %[4]s FROM %[5]s WHERE %[1]s = ?",
+		id, data, lifetime, tm, table)
+	batchQuery := fmt.Sprintf(
+		"SELECT %[1]s, CASE WHEN LENGTH(%[2]s) <= ? THEN %[2]s END, LENGTH(%[2]s), %[3]s, %[4]s FROM %[5]s WHERE %[1]s IN (%%s)",
 		id, data, lifetime, tm, table)
 
 	if cfg.Timeout == 0 {
@@ -177,9 +257,12 @@ func OpenMySQL(o PDOOptions) (*PDOStore, error) {
 	return &PDOStore{
 		db:            db,
 		query:         query,
+		batchQuery:    batchQuery,
 		lookupTimeout: o.LookupTimeout,
 		maxSize:       o.MaxSize,
 		now:           time.Now,
+		lim:           newLimiter("mysql", o.MaxConcurrent, o.BusyWait, o.Observer),
+		batch:         make(map[int]*sql.Stmt),
 	}, nil
 }
 
@@ -204,16 +287,42 @@ func (s *PDOStore) prepared(ctx context.Context) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// preparedBatch returns the prepared batch select for n ids (one of
+// pdoBatchSizes), preparing it on first use.
+func (s *PDOStore) preparedBatch(ctx context.Context, n int) (*sql.Stmt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if st := s.batch[n]; st != nil {
+		return st, nil
+	}
+	marks := strings.Repeat("?,", n)
+	st, err := s.db.PrepareContext(ctx, fmt.Sprintf(s.batchQuery, marks[:len(marks)-1]))
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	s.batch[n] = st
+	return st, nil
+}
+
 // Read looks the session up the way PdoSessionHandler::doRead does, minus
 // its locking: no row or empty data is ErrNotFound, and a row whose expiry
 // (sess_lifetime, plus sess_time for pre-4.4 rows) is before now is
 // ErrExpired. Database errors and timeouts are ErrUnavailable.
-func (s *PDOStore) Read(ctx context.Context, id string) ([]byte, error) {
+func (s *PDOStore) Read(ctx context.Context, id string) (_ []byte, err error) {
 	if !ValidSessionID(id) {
 		return nil, fmt.Errorf("read session: %w", ErrInvalidID)
 	}
+	start := time.Now()
+	defer func() { s.lim.observe("read", start, err) }()
 	ctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
 	defer cancel()
+	if err := s.lim.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.lim.release()
 	st, err := s.prepared(ctx)
 	if err != nil {
 		return nil, unavailable("read session", err)
@@ -230,26 +339,79 @@ func (s *PDOStore) Read(ctx context.Context, id string) ([]byte, error) {
 	case err != nil:
 		return nil, unavailable("read session", err)
 	}
-	expiry := lifetime.Int64
-	if expiry <= symfonyMaxLifetime {
-		expiry += modified.Int64
+	r := judgeRow(data, length.Int64, lifetime.Int64, modified.Int64, s.now().Unix(), s.maxSize)
+	return r.Data, r.Err
+}
+
+// ReadMany looks up to 512 sessions up per SELECT ... WHERE id IN (...),
+// judging each row as Read does; ids without a row are ErrNotFound.
+func (s *PDOStore) ReadMany(ctx context.Context, ids []string) (_ map[string]ReadResult, err error) {
+	start := time.Now()
+	defer func() { s.lim.observe("read_many", start, err) }()
+	out, valid := readManyPrepare(ids)
+	if len(valid) == 0 {
+		return out, nil
 	}
-	if expiry < s.now().Unix() {
-		return nil, fmt.Errorf("read session: %w", ErrExpired)
+	ctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
+	defer cancel()
+	if err := s.lim.acquire(ctx); err != nil {
+		return nil, err
 	}
-	if length.Int64 > s.maxSize {
-		return nil, fmt.Errorf("read session: %d bytes, limit %d: %w", length.Int64, s.maxSize, ErrTooLarge)
+	defer s.lim.release()
+	now := s.now().Unix()
+	max := pdoBatchSizes[len(pdoBatchSizes)-1]
+	args := make([]any, 0, 1+max)
+	for len(valid) > 0 {
+		chunk := valid[:min(len(valid), max)]
+		valid = valid[len(chunk):]
+		n := batchSize(len(chunk))
+		st, err := s.preparedBatch(ctx, n)
+		if err != nil {
+			return nil, unavailable("read sessions", err)
+		}
+		args = append(args[:0], s.maxSize)
+		for i := 0; i < n; i++ {
+			args = append(args, chunk[min(i, len(chunk)-1)])
+		}
+		if err := scanBatch(ctx, st, args, out, now, s.maxSize); err != nil {
+			return nil, unavailable("read sessions", err)
+		}
+		for _, id := range chunk {
+			if r := out[id]; r.Data == nil && r.Err == nil {
+				out[id] = ReadResult{Err: fmt.Errorf("read session: %w", ErrNotFound)}
+			}
+		}
 	}
-	if len(data) == 0 {
-		// Symfony starts a session with an empty row (lock_mode
-		// transactional) and PHP treats empty data as no session.
-		return nil, fmt.Errorf("read session: empty data: %w", ErrNotFound)
+	return out, nil
+}
+
+// scanBatch runs one batched select and records each row's judgement in out.
+func scanBatch(ctx context.Context, st *sql.Stmt, args []any, out map[string]ReadResult, now, maxSize int64) error {
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return err
 	}
-	return data, nil
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id                 string
+			data               []byte
+			length             sql.NullInt64
+			lifetime, modified sql.NullInt64
+		)
+		if err := rows.Scan(&id, &data, &length, &lifetime, &modified); err != nil {
+			return err
+		}
+		if _, asked := out[id]; asked {
+			out[id] = judgeRow(data, length.Int64, lifetime.Int64, modified.Int64, now, maxSize)
+		}
+	}
+	return rows.Err()
 }
 
 // Ping checks that the database answers within the lookup timeout.
-func (s *PDOStore) Ping(ctx context.Context) error {
+func (s *PDOStore) Ping(ctx context.Context) (err error) {
+	defer func(start time.Time) { s.lim.observe("ping", start, err) }(time.Now())
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -264,7 +426,7 @@ func (s *PDOStore) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the prepared statement and the connection pool.
+// Close closes the prepared statements and the connection pool.
 func (s *PDOStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -274,6 +436,9 @@ func (s *PDOStore) Close() error {
 	s.closed = true
 	var errs []error
 	if st := s.stmt.Swap(nil); st != nil {
+		errs = append(errs, st.Close())
+	}
+	for _, st := range s.batch {
 		errs = append(errs, st.Close())
 	}
 	errs = append(errs, s.db.Close())

@@ -30,7 +30,7 @@ type mysqlTable struct {
 
 // uniqueName returns prefix plus random hex, so parallel runs and leftovers
 // from killed runs never collide.
-func uniqueName(t *testing.T, prefix string) string {
+func uniqueName(t testing.TB, prefix string) string {
 	t.Helper()
 	b := make([]byte, 6)
 	if _, err := rand.Read(b); err != nil {
@@ -42,7 +42,7 @@ func uniqueName(t *testing.T, prefix string) string {
 // createSessionTable creates a Symfony sessions table with a unique name
 // (optionally schema-qualified with the connection's database) and the given
 // column names and data type.
-func createSessionTable(t *testing.T, db *sql.DB, qualified bool, dataType string, cols ...string) mysqlTable {
+func createSessionTable(t testing.TB, db *sql.DB, qualified bool, dataType string, cols ...string) mysqlTable {
 	t.Helper()
 	if len(cols) == 0 {
 		cols = []string{"sess_id", "sess_data", "sess_lifetime", "sess_time"}
@@ -71,7 +71,7 @@ func createSessionTable(t *testing.T, db *sql.DB, qualified bool, dataType strin
 }
 
 // insertRow writes a row with explicit lifetime and time columns.
-func (tb mysqlTable) insertRow(t *testing.T, id string, data []byte, lifetime, modTime int64) {
+func (tb mysqlTable) insertRow(t testing.TB, id string, data []byte, lifetime, modTime int64) {
 	t.Helper()
 	q := fmt.Sprintf("INSERT INTO %s (`%s`, `%s`, `%s`, `%s`) VALUES (?, ?, ?, ?)",
 		tb.name, tb.id, tb.data, tb.lifetime, tb.modTime)
@@ -82,20 +82,20 @@ func (tb mysqlTable) insertRow(t *testing.T, id string, data []byte, lifetime, m
 
 // writeSymfony54 writes a row as Symfony >= 4.4 does (doWrite/updateTimestamp):
 // sess_lifetime = time() + gc_maxlifetime, sess_time = time().
-func (tb mysqlTable) writeSymfony54(t *testing.T, id string, data []byte, at time.Time, maxLifetime time.Duration) {
+func (tb mysqlTable) writeSymfony54(t testing.TB, id string, data []byte, at time.Time, maxLifetime time.Duration) {
 	t.Helper()
 	tb.insertRow(t, id, data, at.Unix()+int64(maxLifetime/time.Second), at.Unix())
 }
 
 // writeLegacy writes a row as Symfony < 4.4 did: sess_lifetime holds
 // gc_maxlifetime in seconds, and the expiry is sess_lifetime + sess_time.
-func (tb mysqlTable) writeLegacy(t *testing.T, id string, data []byte, at time.Time, maxLifetime time.Duration) {
+func (tb mysqlTable) writeLegacy(t testing.TB, id string, data []byte, at time.Time, maxLifetime time.Duration) {
 	t.Helper()
 	tb.insertRow(t, id, data, int64(maxLifetime/time.Second), at.Unix())
 }
 
 // openTestMySQL opens a PDOStore on tb with a pinned clock.
-func openTestMySQL(t *testing.T, o PDOOptions, now time.Time) *PDOStore {
+func openTestMySQL(t testing.TB, o PDOOptions, now time.Time) *PDOStore {
 	t.Helper()
 	if o.DSN == "" {
 		o.DSN = testenv.MariaDBDSN()
@@ -111,14 +111,14 @@ func openTestMySQL(t *testing.T, o PDOOptions, now time.Time) *PDOStore {
 
 // newMySQLFixture runs the contract against Symfony's table, with rows
 // written by write (the 5.4 way or the legacy way).
-func newMySQLFixture(write func(tb mysqlTable, t *testing.T, id string, data []byte, at time.Time, ml time.Duration)) func(t *testing.T) sessionFixture {
+func newMySQLFixture(write func(tb mysqlTable, t testing.TB, id string, data []byte, at time.Time, ml time.Duration)) func(t *testing.T) sessionFixture {
 	return func(t *testing.T) sessionFixture {
 		t.Helper()
 		db := testenv.MariaDB(t)
 		tb := createSessionTable(t, db, false, "BLOB")
 		const maxLifetime = 1440 * time.Second
 		now := pinnedNow()
-		s := openTestMySQL(t, PDOOptions{Table: tb.table, MaxSize: 1024}, now)
+		s := openTestMySQL(t, PDOOptions{Table: tb.table, MaxSize: 1024, LookupTimeout: 10 * time.Second}, now)
 		return sessionFixture{
 			store:       s,
 			maxLifetime: maxLifetime,

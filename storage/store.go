@@ -68,6 +68,8 @@ type SessionStore interface {
 	// Close releases the store's resources. Reads after Close fail with
 	// ErrUnavailable.
 	Close() error
+	// BatchReader reads many sessions at once, for revalidation.
+	BatchReader
 }
 
 // MaxSessionIDLength is PHP's PS_MAX_SID_LENGTH: the longest session id the

@@ -1,0 +1,227 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// PostgresDSN is the pgx connection string of the loopback PostgreSQL test
+// database (trust auth, user postgres, database test);
+// WSGATE_TEST_POSTGRES_DSN overrides it.
+func PostgresDSN() string {
+	if v := os.Getenv("WSGATE_TEST_POSTGRES_DSN"); v != "" {
+		return v
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// PostgreSQL opens a pool on the test database and checks that it answers,
+// or skips/fails t. The pool is closed when the test ends.
+func PostgreSQL(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, PostgresDSN())
+	if err != nil {
+		t.Fatalf("parse WSGATE_TEST_POSTGRES_DSN: %v", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		Missing(t, "PostgreSQL", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// RedisAddr is the host:port of the loopback Redis test server;
+// WSGATE_TEST_REDIS_ADDR overrides it.
+func RedisAddr() string {
+	if v := os.Getenv("WSGATE_TEST_REDIS_ADDR"); v != "" {
+		return v
+	}
+	return "127.0.0.1:6379"
+}
+
+// Redis checks that the test Redis server listens and returns its address,
+// or skips/fails t.
+func Redis(t testing.TB) string {
+	t.Helper()
+	addr := RedisAddr()
+	if err := TCPReachable(addr); err != nil {
+		Missing(t, "Redis at "+addr, err)
+	}
+	return addr
+}
+
+// RedisServer is a private redis-server a test started on a free loopback
+// port, without persistence, so that it can kill and restart it.
+type RedisServer struct {
+	// Addr is "127.0.0.1:<port>"; it stays the same across restarts.
+	Addr string
+	// Port is Addr's port.
+	Port int
+	t    testing.TB
+	bin  string
+	dir  string
+	args []string
+	conf string
+	cmd  *exec.Cmd
+	exit chan struct{} // closed when cmd has exited
+}
+
+// StartRedis starts redis-server (WSGATE_TEST_REDIS_SERVER overrides the
+// binary) on a free port with extra arguments (e.g. "--cluster-enabled",
+// "yes"), waits until it answers, and stops it when the test ends. A
+// missing binary skips/fails t.
+func StartRedis(t testing.TB, extra ...string) *RedisServer {
+	t.Helper()
+	return StartRedisConfig(t, "", extra...)
+}
+
+// StartRedisConfig is StartRedis with the text of a config file (e.g. a
+// Sentinel's "sentinel monitor ..." lines, with extra "--sentinel"); the
+// port, bind address and persistence arguments still apply.
+func StartRedisConfig(t testing.TB, config string, extra ...string) *RedisServer {
+	t.Helper()
+	bin := os.Getenv("WSGATE_TEST_REDIS_SERVER")
+	if bin == "" {
+		bin = "redis-server"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		Missing(t, "redis-server binary", err)
+	}
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &RedisServer{
+		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Port: port,
+		t:    t,
+		bin:  path,
+		dir:  t.TempDir(),
+		args: extra,
+	}
+	if config != "" {
+		// A config file must be redis-server's first argument; Sentinel
+		// rewrites it, so it lives in the server's own directory.
+		conf := filepath.Join(s.dir, "redis.conf")
+		if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.conf = conf
+	}
+	s.Start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Start (re)starts the server on its port and waits up to 5s for it to
+// accept connections.
+func (s *RedisServer) Start() {
+	s.t.Helper()
+	if s.cmd != nil {
+		s.t.Fatalf("redis-server at %s already running", s.Addr)
+	}
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(append(args,
+		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir,
+		"--logfile", filepath.Join(s.dir, "redis.log"),
+	), s.args...)
+	cmd := exec.Command(s.bin, args...)
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	s.cmd = cmd
+	exit := make(chan struct{})
+	s.exit = exit
+	go func() { _ = cmd.Wait(); close(exit) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		select {
+		case <-exit:
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redis-server at %s exited:\n%s", s.Addr, log)
+		default:
+		}
+		if answersPing(s.Addr) {
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redis-server at %s did not come up:\n%s", s.Addr, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// answersPing reports whether a Redis server answers PING at addr.
+func answersPing(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 7)
+	n, _ := c.Read(buf)
+	return strings.HasPrefix(string(buf[:n]), "+PONG")
+}
+
+// Kill stops the server with SIGKILL, as a crash would, and waits for it
+// to exit. Killing a stopped server does nothing.
+func (s *RedisServer) Kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exit
+	s.cmd = nil
+}
+
+// Dir is the server's working directory (its log is redis.log there).
+func (s *RedisServer) Dir() string { return s.dir }
+
+// FreePort returns a loopback TCP port that was free a moment ago, as was
+// the port 10000 above it (a Redis Cluster node's bus port). Ports are
+// picked from 10000-22767, below Linux's ephemeral range (32768 and up), so
+// that no outgoing connection takes them between the check and the
+// server's start.
+func FreePort() (int, error) {
+	for i := 0; i < 200; i++ {
+		p := 10000 + rand.IntN(12768)
+		if free(p) && free(p+10000) {
+			return p, nil
+		}
+	}
+	return 0, errors.New("find a free port: none free in 200 tries")
+}
+
+// free reports whether a loopback TCP port can be listened on.
+func free(port int) bool {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
