@@ -28,8 +28,8 @@ type broker struct {
 
 type topicState struct {
 	subs map[*Session]struct{}
-	// snap is an immutable []*Session of subs, or nil when stale.
-	snap atomic.Pointer[[]*Session]
+	// snap is an immutable copy of subs, or nil when stale.
+	snap atomic.Pointer[subSnap]
 	// subID is the WAMP v2 subscription id of the topic: router scope,
 	// shared by every v2 subscriber of the topic so that one EVENT
 	// encoding serves them all. A topic that empties and comes back gets
@@ -100,9 +100,23 @@ func (b *broker) topicCount() int {
 	return len(b.topics)
 }
 
-// snapshot returns the current subscribers of id and the topic's v2
-// subscription id. The slice must not be modified.
-func (b *broker) snapshot(id string) ([]*Session, uint64) {
+// subRef is what a fan-out needs of one subscriber, copied out of its
+// Session so that a broadcast walks one contiguous array instead of
+// touching every Session's memory.
+type subRef struct {
+	id   string
+	peer Peer
+}
+
+// subSnap is a topic's subscribers split by protocol, so that each
+// protocol's fan-out is a plain loop over the same encoded message.
+type subSnap struct {
+	v1, v2 []subRef
+}
+
+// snapshot returns the current subscribers of id by protocol and the
+// topic's v2 subscription id. The snapshot must not be modified.
+func (b *broker) snapshot(id string) (*subSnap, uint64) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	t := b.topics[id]
@@ -110,16 +124,20 @@ func (b *broker) snapshot(id string) ([]*Session, uint64) {
 		return nil, 0
 	}
 	if p := t.snap.Load(); p != nil {
-		return *p, t.subID
+		return p, t.subID
 	}
 	// Concurrent readers may both build; both results are identical
 	// because writers are excluded by the read lock.
-	list := make([]*Session, 0, len(t.subs))
+	snap := &subSnap{}
 	for s := range t.subs {
-		list = append(list, s)
+		if s.proto == ProtocolV2JSON {
+			snap.v2 = append(snap.v2, subRef{id: s.id, peer: s.peer})
+		} else {
+			snap.v1 = append(snap.v1, subRef{id: s.id, peer: s.peer})
+		}
 	}
-	t.snap.Store(&list)
-	return list, t.subID
+	t.snap.Store(snap)
+	return snap, t.subID
 }
 
 // startTimer starts the PeriodicTopic goroutine of a topic that just got
@@ -201,14 +219,32 @@ func (n *Node) broadcast(id string, event any, exclude, eligible []string) (int,
 	if err != nil {
 		return 0, err
 	}
-	subs, subID := n.broker.snapshot(id)
-	if len(subs) == 0 {
+	snap, subID := n.broker.snapshot(id)
+	if snap == nil {
 		return 0, nil
 	}
 	ex := newIDSet(exclude)
 	el := newIDSet(eligible)
-	var v1, v2 []byte
-	sent1, sent2 := 0, 0
+	sent := 0
+	if len(snap.v1) > 0 {
+		if c := fanout(snap.v1, encodeEventRaw(id, payload), ex, el); c > 0 {
+			n.obs.MessagesOut(ProtocolV1, "EVENT", c)
+			sent += c
+		}
+	}
+	if len(snap.v2) > 0 {
+		if c := fanout(snap.v2, encodeEventV2(subID, newGlobalID(), payload), ex, el); c > 0 {
+			n.obs.MessagesOut(ProtocolV2JSON, "EVENT", c)
+			sent += c
+		}
+	}
+	return sent, nil
+}
+
+// fanout hands msg to every selected subscriber and counts the peers that
+// accepted it.
+func fanout(subs []subRef, msg []byte, ex, el idSet) int {
+	sent := 0
 	for _, s := range subs {
 		if ex.has(s.id) {
 			continue
@@ -216,29 +252,11 @@ func (n *Node) broadcast(id string, event any, exclude, eligible []string) (int,
 		if el.n > 0 && !el.has(s.id) {
 			continue
 		}
-		if s.proto == ProtocolV2JSON {
-			if v2 == nil {
-				v2 = encodeEventV2(subID, newGlobalID(), payload)
-			}
-			if s.peer.Send(v2) {
-				sent2++
-			}
-			continue
-		}
-		if v1 == nil {
-			v1 = encodeEventRaw(id, payload)
-		}
-		if s.peer.Send(v1) {
-			sent1++
+		if s.peer.Send(msg) {
+			sent++
 		}
 	}
-	if sent1 > 0 {
-		n.obs.MessagesOut(ProtocolV1, "EVENT", sent1)
-	}
-	if sent2 > 0 {
-		n.obs.MessagesOut(ProtocolV2JSON, "EVENT", sent2)
-	}
-	return sent1 + sent2, nil
+	return sent
 }
 
 // idSet is a small set of session ids: linear for the usual handful, a map
