@@ -368,3 +368,90 @@ func assertJSON(t *testing.T, what string, got json.RawMessage, want string) {
 		t.Errorf("%s: got %s, want %s", what, got, want)
 	}
 }
+
+// TestWAMPV1ConformanceWire is the WAMP v1 conformance table over a real
+// websocket: each row is what a Ratchet/autobahn 0.8 client sends and
+// what it must get back (the same rules as wamp's in-process
+// TestConformance, seen through the gateway).
+func TestWAMPV1ConformanceWire(t *testing.T) {
+	testenv.PHP(t)
+	dir := t.TempDir()
+	alice := writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": "alice", "roles": []string{"ROLE_USER"}, "firewall": "main"})
+	g := startGateway(t, fmt.Sprintf(`
+listen: "%%LISTEN%%"
+metrics: {listen: "%%METRICS%%"}
+session:
+  store: files
+  files: {path: "%s", gc_maxlifetime: 1440}
+routes:
+  rpc:
+    acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}
+    admin_rpc: {pattern: "admin/{method}", handler: acme.rpc, roles: [ROLE_ADMIN]}
+    calc: {pattern: "http://example.com/calc#sum", handler: acme.rpc, defaults: {method: sum}}
+  topics:
+    acme_topic: {pattern: "acme/channel/{room}", handler: acme.topic}
+    staff_topic: {pattern: "staff/{room}", handler: acme.topic, roles: [ROLE_ADMIN]}
+`, dir))
+	const topic = "acme/channel/conf"
+	rows := []struct {
+		name string
+		send string   // raw message; $SID is the client's own session id
+		want []string // messages back, in order; "" entries are skipped
+	}{
+		{"single array argument is the params", `[2,"c1","sample/sum",[1,2,3]]`, []string{`[3,"c1",{"result":6}]`}},
+		{"several arguments are the params list", `[2,"c2","sample/sum",1,2,3]`, []string{`[3,"c2",{"result":6}]`}},
+		{"object argument", `[2,"c3","sample/sum",{"a":1,"b":2}]`, []string{`[3,"c3",{"result":3}]`}},
+		{"numeric call id echoed", `[2,7,"sample/sum",1]`, []string{`[3,7,{"result":1}]`}},
+		{"PREFIX", `[1,"calc","http://example.com/calc"]`, nil},
+		{"CURIE call", `[2,"c4","calc:sum",[2,2]]`, []string{`[3,"c4",{"result":4}]`}},
+		{"unknown route is 404", `[2,"c5","nowhere/x"]`, []string{`[4,"c5","nowhere/x","Unable to find route for \"nowhere/x\"",{"code":404,"rpc":{},"params":[],"request":{}}]`}},
+		{"unknown method is 404", `[2,"c6","sample/nope",1]`, []string{`[4,"c6","sample/nope","Could not execute RPC callback, method not found",{"code":404,"rpc":{},"params":[1],"request":{}}]`}},
+		{"access rule refuses a call with 403", `[2,"c7","admin/sum",1]`, []string{`[4,"c7","admin/sum","Access denied",{"code":403,"rpc":{},"params":[1],"request":{}}]`}},
+		{"access rule refuses a subscription", `[5,"staff/x"]`, []string{`[4,"staff/x","staff/x","Access denied",{"code":403,"topic":{},"request":{},"event":"onSubscribe"}]`}},
+		{"subscribe: own join", `[5,"` + topic + `"]`, []string{"join"}},
+		{"duplicate subscribe ignored", `[5,"` + topic + `"]`, nil},
+		{"publish", `[7,"` + topic + `","hi"]`, []string{`[8,"` + topic + `",{"msg":"hi"}]`}},
+		{"publish excludeMe", `[7,"` + topic + `","hi",true]`, nil},
+		{"publish excludeMe false", `[7,"` + topic + `","hi",false]`, []string{`[8,"` + topic + `",{"msg":"hi"}]`}},
+		{"publish exclude list", `[7,"` + topic + `","hi",["$SID"]]`, nil},
+		{"publish eligible list", `[7,"` + topic + `","me",[],["$SID"]]`, []string{`[8,"` + topic + `",{"msg":"me"}]`}},
+		{"publish eligible someone else", `[7,"` + topic + `","x",[],["nobody"]]`, nil},
+		{"publish to a missing user", `[7,"` + topic + `",{"username":"zed"}]`, []string{`[4,"` + topic + `","` + topic + `","user \"zed\" is not connected",{"code":404,"topic":{},"request":{},"event":"onPublish"}]`}},
+		{"unsubscribe", `[6,"` + topic + `"]`, nil},
+		{"unsubscribe again ignored", `[6,"` + topic + `"]`, nil},
+		{"publish after unsubscribe reaches nobody here", `[7,"` + topic + `","gone"]`, nil},
+	}
+	c, err := dialWAMP(t, g.Addr, dialOptions{Cookie: cookie(alice)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range rows {
+		c.sendRaw([]byte(strings.ReplaceAll(row.send, "$SID", c.SessionID)))
+		for _, want := range row.want {
+			m := c.next()
+			if want == "join" {
+				assertEvent(t, m, topic, "has joined "+topic)
+				continue
+			}
+			b, _ := json.Marshal(m)
+			if !jsonSame(b, want) {
+				t.Fatalf("%s: got %s, want %s", row.name, b, want)
+			}
+		}
+	}
+	// Rows without an answer must really have none: a final call is
+	// answered first.
+	assertMsg(t, c.call("last", "sample/sum", 1), `[3,"last",{"result":1}]`)
+
+	// Malformed input closes with 1007, as the bundle does.
+	for _, bad := range []string{`[2,"c","sample/sum"`, `[99,"x"]`, `{"a":1}`, `[5,1]`, `[7,"t"]`} {
+		c, err := dialWAMP(t, g.Addr, dialOptions{Cookie: cookie(alice)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.sendRaw([]byte(bad))
+		if code := c.expectClose(); code != 1007 {
+			t.Errorf("%s: close code %d, want 1007", bad, code)
+		}
+	}
+}
