@@ -97,32 +97,40 @@ func DecodeSessionAuto(data []byte, f Format, lim Limits) (*Value, Format, error
 // records PHP writes, except that an empty record is an empty session in
 // every format (reported as php).
 //
-// Candidates, in order: igbinary when the record starts with igbinary's
-// version header (no other handler can start with a NUL byte); php_serialize
-// when it starts with "a:"; then php and php_binary, php_binary first when
-// the first byte is not printable (it is a name length there, and PHP
-// session names are printable in practice).
+// Candidates, most likely first: igbinary when the record starts with
+// igbinary's version header; php_serialize when it starts with "a:";
+// php_binary when the first byte is not printable (a name length there;
+// PHP session names are printable in practice); php otherwise. The others
+// follow, so a record that any handler decodes is detected.
 func DetectFormat(data []byte, lim Limits) (Format, error) {
 	_, f, err := DecodeSessionAuto(data, FormatAuto, lim)
 	return f, err
 }
 
-// candidates lists the handlers worth trying on s, most likely first.
+// candidates lists the handlers to try on s, most likely first; every
+// handler is tried before detection gives up (a php record may, in theory,
+// start with any byte but '|'), so auto decodes whatever one of the
+// handlers decodes. Malformed input thus costs up to four linear passes.
 func candidates(s string) []Format {
 	switch {
 	case s == "":
 		return []Format{FormatPHP}
 	case len(s) >= 4 && s[:4] == igbinaryHeader:
-		return []Format{FormatIgbinary}
-	case s[0] == 0:
-		return []Format{FormatPHPBinary}
+		return candIgbinary
 	case len(s) >= 2 && s[0] == 'a' && s[1] == ':':
-		return []Format{FormatPHPSerialize, FormatPHP, FormatPHPBinary}
+		return candSerialize
 	case s[0] < 0x20 || s[0] >= 0x7f:
-		return []Format{FormatPHPBinary, FormatPHP}
+		return candBinary
 	}
-	return []Format{FormatPHP, FormatPHPBinary}
+	return candPHP
 }
+
+var (
+	candIgbinary  = []Format{FormatIgbinary, FormatPHP, FormatPHPBinary, FormatPHPSerialize}
+	candSerialize = []Format{FormatPHPSerialize, FormatPHP, FormatPHPBinary, FormatIgbinary}
+	candBinary    = []Format{FormatPHPBinary, FormatPHP, FormatIgbinary, FormatPHPSerialize}
+	candPHP       = []Format{FormatPHP, FormatPHPBinary, FormatPHPSerialize, FormatIgbinary}
+)
 
 // session decodes d.s (already reset) as a session record in format f and
 // returns its variables with references resolved.
