@@ -45,6 +45,8 @@ type Config struct {
 	Metrics MetricsConfig `yaml:"metrics"`
 	// Log selects log level and format.
 	Log LogConfig `yaml:"log"`
+	// WAMP holds protocol settings.
+	WAMP WAMPConfig `yaml:"wamp"`
 	// Routes maps WAMP topic and procedure URIs to handlers.
 	Routes wamp.RoutesConfig `yaml:"routes"`
 }
@@ -186,6 +188,13 @@ type KeepaliveConfig struct {
 	Ping bool `yaml:"ping"`
 	// Interval is the time between two pings to a client.
 	Interval time.Duration `yaml:"interval"`
+}
+
+// WAMPConfig holds protocol settings.
+type WAMPConfig struct {
+	// Realm is the WAMP v2 realm clients must name in HELLO; empty accepts
+	// any. WAMP v1 has no realms.
+	Realm string `yaml:"realm"`
 }
 
 // MetricsConfig configures the operations listener.

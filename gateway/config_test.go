@@ -191,3 +191,19 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestRouteAccessRulesParse(t *testing.T) {
+	c, err := ParseConfig([]byte("routes:\n  topics:\n    t: {pattern: \"p/{x}\", handler: h, anonymous: false, roles: [ROLE_ADMIN]}\n    u: {pattern: \"u/{x}\", handler: h}\n"), "t.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Routes.Topics["t"].Anonymous; a == nil || *a {
+		t.Errorf("anonymous: %v", a)
+	}
+	if c.Routes.Topics["u"].Anonymous != nil {
+		t.Error("anonymous set though not given")
+	}
+	if _, err := ParseConfig([]byte("routes:\n  topics:\n    t: {anonymous: nope}\n"), "t.yaml", nil); err == nil || !strings.Contains(err.Error(), "routes.topics.t.anonymous") {
+		t.Errorf("bad anonymous: %v", err)
+	}
+}

@@ -126,6 +126,16 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) error {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil // an empty value keeps the default
 	}
+	if v.Kind() == reflect.Pointer {
+		// An optional value (e.g. a route's anonymous: true|false): nil
+		// unless given.
+		elem := reflect.New(v.Type().Elem())
+		if err := d.decode(path, n, elem.Elem()); err != nil {
+			return err
+		}
+		v.Set(elem)
+		return nil
+	}
 	switch {
 	case v.Type() == durationType:
 		return d.decodeDuration(path, n, v)

@@ -101,16 +101,27 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	m := metrics.New(reg)
 	node, err := wamp.NewNode(wamp.NodeConfig{
 		ServerIdent: ServerIdent(),
 		Routes:      cfg.Routes,
 		Handlers:    handlers,
 		Logger:      log,
 		CallTimeout: cfg.Limits.CallTimeout,
+		Realm:       cfg.WAMP.Realm,
+		Observer:    wampObserver{m},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
+	m.WatchWAMP(func() (sessions map[string]int, topics, subscriptions int) {
+		st := node.Stats()
+		sessions = make(map[string]int, len(st.Sessions))
+		for p, n := range st.Sessions {
+			sessions[p.String()] = n
+		}
+		return sessions, st.Topics, st.Subscriptions
+	})
 	resolver, err := NewSessionResolver(cfg.Session)
 	if err != nil {
 		return nil, err
@@ -128,7 +139,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		origins:    origins,
 		node:       node,
 		clients:    storage.NewMemoryClientStorage(),
-		metrics:    metrics.New(reg),
+		metrics:    m,
 		nodeID:     hex.EncodeToString(idb[:]),
 		handshakes: make(chan struct{}, cfg.Limits.MaxHandshakes),
 		baseCtx:    ctx,
@@ -263,8 +274,9 @@ type handshake struct {
 	origin    string
 	sessionID string
 	cookieSet bool
-	offered   bool // client offered a subprotocol
-	matched   bool // and it was "wamp"
+	offered   bool          // client offered a subprotocol
+	matched   bool          // and the node speaks one of them
+	proto     wamp.Protocol // the one chosen; ProtocolV1 when none was offered
 	info      wamp.ClientInfo
 	outcome   string
 	userKey   string // reserved in Server.userConns by admit
@@ -297,8 +309,10 @@ func (s *Server) newUpgrader(h *handshake, deadline time.Time) ws.Upgrader {
 	return ws.Upgrader{
 		Negotiate: negotiate,
 		Protocol: func(p []byte) bool {
+			// The first offered subprotocol the node speaks wins: "wamp"
+			// (v1, autobahn 0.8) or "wamp.2.json" (today's autobahn).
 			h.offered = true
-			h.matched = string(p) == "wamp"
+			h.proto, h.matched = wamp.ProtocolFor(string(p))
 			return h.matched
 		},
 		OnHost: func(host []byte) error {
@@ -349,7 +363,7 @@ func reject(status int, reason string) error {
 // admit decides whether the handshake may complete and who the client is.
 func (s *Server) admit(ctx context.Context, h *handshake) error {
 	if h.offered && !h.matched {
-		return reject(400, "unsupported subprotocol: this gateway speaks wamp")
+		return reject(400, "unsupported subprotocol: this gateway speaks wamp and wamp.2.json")
 	}
 	if !s.origins.Allowed(h.origin, h.host) {
 		h.outcome = metrics.OutcomeForbidden
@@ -422,7 +436,7 @@ func (s *Server) register(c *conn, h *handshake) bool {
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.metrics.Connections.Inc()
-	c.sess = s.node.Open(c, h.info)
+	c.sess = s.node.OpenProtocol(c, h.info, h.proto)
 	entry := storage.ClientEntry{
 		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
 		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: time.Now(),

@@ -256,7 +256,7 @@ func TestHandshakeRefusals(t *testing.T) {
 			{"foreign origin", http.Header{"Origin": {"https://evil.example.org"}}, []string{"wamp"}, 403},
 			{"unknown session is anonymous", http.Header{"Cookie": {"PHPSESSID=abcdef0123456789"}}, []string{"wamp"}, 403},
 			{"impossible session id", http.Header{"Cookie": {"PHPSESSID=../../etc/passwd"}}, []string{"wamp"}, 403},
-			{"other subprotocol only", nil, []string{"wamp.2.json"}, 400},
+			{"other subprotocol only", nil, []string{"wamp.2.msgpack", "mqtt"}, 400},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(tc.header), Protocols: tc.protos, Timeout: 5 * time.Second}

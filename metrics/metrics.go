@@ -49,6 +49,52 @@ type Gateway struct {
 	Dropped *prometheus.CounterVec
 	// WriteDuration observes one socket write of a batch.
 	WriteDuration prometheus.Histogram
+	// WAMPMessagesIn counts WAMP messages from clients by protocol and type.
+	WAMPMessagesIn *prometheus.CounterVec
+	// WAMPMessagesOut counts WAMP messages to clients by protocol and type
+	// (a fan-out counts once per recipient).
+	WAMPMessagesOut *prometheus.CounterVec
+	// RPCDuration observes RPC handler calls by handler and outcome.
+	RPCDuration *prometheus.HistogramVec
+	// RoutingMisses counts URIs no route matched, by kind (rpc, topic).
+	RoutingMisses *prometheus.CounterVec
+	// AccessDenied counts requests refused by route access rules, by kind.
+	AccessDenied *prometheus.CounterVec
+
+	reg prometheus.Registerer
+}
+
+// WatchWAMP registers gauges read from stats at scrape time: WAMP sessions
+// by protocol, topics with subscribers, and subscriptions.
+func (g *Gateway) WatchWAMP(stats func() (sessions map[string]int, topics, subscriptions int)) {
+	g.reg.MustRegister(&wampStats{stats: stats})
+}
+
+var (
+	sessionsDesc      = prometheus.NewDesc("wsgate_wamp_sessions", "Open WAMP sessions by protocol.", []string{"protocol"}, nil)
+	topicsDesc        = prometheus.NewDesc("wsgate_wamp_topics", "Topics with at least one subscriber.", nil, nil)
+	subscriptionsDesc = prometheus.NewDesc("wsgate_wamp_subscriptions", "Subscriptions of sessions to topics.", nil, nil)
+)
+
+// wampStats collects the WAMP gauges in one call of the stats function, so
+// one scrape takes the node's locks once.
+type wampStats struct {
+	stats func() (map[string]int, int, int)
+}
+
+func (w *wampStats) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sessionsDesc
+	ch <- topicsDesc
+	ch <- subscriptionsDesc
+}
+
+func (w *wampStats) Collect(ch chan<- prometheus.Metric) {
+	sessions, topics, subs := w.stats()
+	for _, p := range []string{"wamp1", "wamp2json"} {
+		ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(sessions[p]), p)
+	}
+	ch <- prometheus.MustNewConstMetric(topicsDesc, prometheus.GaugeValue, float64(topics))
+	ch <- prometheus.MustNewConstMetric(subscriptionsDesc, prometheus.GaugeValue, float64(subs))
 }
 
 // New creates the gateway metrics and registers them, with the Go runtime
@@ -98,8 +144,31 @@ func New(reg prometheus.Registerer) *Gateway {
 		Help:    "Duration of one socket write of queued frames.",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
 	})
+	g.WAMPMessagesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_wamp_messages_received_total",
+		Help: "WAMP messages received from clients, by protocol and message type.",
+	}, []string{"protocol", "type"})
+	g.WAMPMessagesOut = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_wamp_messages_sent_total",
+		Help: "WAMP messages sent to clients, by protocol and message type.",
+	}, []string{"protocol", "type"})
+	g.RPCDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wsgate_rpc_duration_seconds",
+		Help:    "RPC handler call duration, by handler and outcome.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
+	}, []string{"handler", "outcome"})
+	g.RoutingMisses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_routing_misses_total",
+		Help: "URIs no route matched, by kind.",
+	}, []string{"kind"})
+	g.AccessDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_access_denied_total",
+		Help: "Requests refused by route access rules, by kind.",
+	}, []string{"kind"})
+	g.reg = reg
 	reg.MustRegister(g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
 		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,
+		g.WAMPMessagesIn, g.WAMPMessagesOut, g.RPCDuration, g.RoutingMisses, g.AccessDenied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return g
 }

@@ -1,0 +1,33 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/wamp"
+)
+
+// wampObserver turns the WAMP node's events into Prometheus metrics. Its
+// label values are protocol labels, message type names, handler names and
+// route kinds: all bounded by the code and the config, never by clients.
+type wampObserver struct{ m *metrics.Gateway }
+
+func (o wampObserver) MessageIn(p wamp.Protocol, msgType string) {
+	o.m.WAMPMessagesIn.WithLabelValues(p.String(), msgType).Inc()
+}
+
+func (o wampObserver) MessagesOut(p wamp.Protocol, msgType string, n int) {
+	o.m.WAMPMessagesOut.WithLabelValues(p.String(), msgType).Add(float64(n))
+}
+
+func (o wampObserver) Call(handler string, d time.Duration, failed bool) {
+	outcome := "ok"
+	if failed {
+		outcome = "error"
+	}
+	o.m.RPCDuration.WithLabelValues(handler, outcome).Observe(d.Seconds())
+}
+
+func (o wampObserver) RoutingMiss(kind string) { o.m.RoutingMisses.WithLabelValues(kind).Inc() }
+
+func (o wampObserver) AccessDenied(kind string) { o.m.AccessDenied.WithLabelValues(kind).Inc() }
