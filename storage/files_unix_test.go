@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -109,6 +110,10 @@ func TestFilesStoreConcurrentPHPWrites(t *testing.T) {
 	defer w.Close()
 	stop := make(chan struct{})
 	writerDone := make(chan struct{})
+	// Stop the writer however the test ends, so that it never reports to
+	// a finished test.
+	stopWriter := sync.OnceFunc(func() { close(stop); <-writerDone })
+	defer stopWriter()
 	go func() {
 		defer close(writerDone)
 		size := int64(len(long))
@@ -155,8 +160,7 @@ func TestFilesStoreConcurrentPHPWrites(t *testing.T) {
 			t.Fatalf("Read: %v", err)
 		}
 	}
-	close(stop)
-	<-writerDone
+	stopWriter()
 	t.Logf("%d whole reads, %d reads that gave up after retries", ok, retried)
 	if ok == 0 {
 		t.Fatal("no read succeeded while PHP-style writes were running")
