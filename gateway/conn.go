@@ -223,6 +223,11 @@ func (c *conn) onMessage(payload []byte) error {
 		c.closeWith(closeInvalid, "malformed WAMP message", "protocol_error")
 		return errStopReading
 	}
+	if errors.Is(err, wamp.ErrGoodbye) {
+		// v2 GOODBYE (or ABORT): the session is over, the socket follows.
+		c.closeWith(closeNormal, "", "goodbye")
+		return errStopReading
+	}
 	if errors.Is(err, wamp.ErrClosed) {
 		return errStopReading
 	}
