@@ -18,7 +18,7 @@ func TestEmbeddedDefaultIsValid(t *testing.T) {
 		cfg.Session.Files.Path != "/var/lib/php/sessions" || cfg.Session.Files.GCMaxLifetime != 1440*time.Second {
 		t.Fatalf("embedded default disagrees with DefaultConfig: %+v", cfg.Session)
 	}
-	if len(cfg.Routes.RPC) != 1 || len(cfg.Routes.Topics) != 1 {
+	if len(cfg.Routes.RPC) != 1 || len(cfg.Routes.Topics) != 2 {
 		t.Fatalf("embedded default routes: %+v", cfg.Routes)
 	}
 }

@@ -34,7 +34,10 @@ func Register(r *handler.Registry) error {
 	if err := r.AddRPC(RPC{}); err != nil {
 		return err
 	}
-	return r.AddTopic(Topic{Clients: r.Clients()})
+	if err := r.AddTopic(Topic{Clients: r.Clients()}); err != nil {
+		return err
+	}
+	return r.AddTopic(Relay{Topic{Clients: r.Clients()}})
 }
 
 // RPC is the bundle's sample RPC service.
@@ -198,6 +201,25 @@ func (tp Topic) OnPublish(_ context.Context, _ handler.Client, t handler.TopicRe
 // subscriber.
 func (Topic) OnPush(_ context.Context, t handler.TopicRef, _ handler.Request, payload json.RawMessage, _ string) error {
 	return t.Broadcast(map[string]json.RawMessage{"msg": payload}, nil, nil)
+}
+
+// Relay is acme.topic without the join and leave announcements: a plain
+// publish/subscribe channel. Announcing every join to every subscriber
+// costs N(N+1)/2 events when N clients subscribe, which dominates large
+// rooms (and the broadcast benchmark); a relay stays linear.
+type Relay struct{ Topic }
+
+// Name is the handler name routes refer to.
+func (Relay) Name() string { return "acme.relay" }
+
+// OnSubscribe announces nothing.
+func (Relay) OnSubscribe(context.Context, handler.Client, handler.TopicRef, handler.Request) error {
+	return nil
+}
+
+// OnUnsubscribe announces nothing.
+func (Relay) OnUnsubscribe(context.Context, handler.Client, handler.TopicRef, handler.Request) error {
+	return nil
 }
 
 // targetUser returns the "username" of an event object.

@@ -42,7 +42,10 @@ func newNode(t *testing.T) *wamp.Node {
 		Handlers: reg,
 		Routes: wamp.RoutesConfig{
 			RPC:    map[string]wamp.RouteConfig{"acme_rpc": {Pattern: "sample/{method}", Handler: "acme.rpc"}},
-			Topics: map[string]wamp.RouteConfig{"acme_topic": {Pattern: "acme/channel/{room}", Handler: "acme.topic"}},
+			Topics: map[string]wamp.RouteConfig{
+				"acme_topic": {Pattern: "acme/channel/{room}", Handler: "acme.topic"},
+				"acme_relay": {Pattern: "acme/relay/{room}", Handler: "acme.relay"},
+			},
 		},
 	})
 	if err != nil {
@@ -242,4 +245,20 @@ func TestSumV2(t *testing.T) {
 	p.take()
 	send(t, anon, `[48,1,{},"sample/sum",[1]]`)
 	expect(t, p.take(), `[50,1,{},[{"error":true,"msg":"You must be authenticated to use this function."}]]`)
+}
+
+func TestRelayAnnouncesNothing(t *testing.T) {
+	n := newNode(t)
+	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", UserIdentifier: "alice"})
+	b, pb := open(t, n, wamp.ClientInfo{ConnID: "conn-b", UserIdentifier: "bob"})
+	const topic = "acme/relay/r"
+	send(t, a, `[5,"`+topic+`"]`)
+	send(t, b, `[5,"`+topic+`"]`)
+	expect(t, pa.take())
+	expect(t, pb.take())
+	send(t, a, `[7,"`+topic+`","x"]`)
+	expect(t, pa.take(), `[8,"acme/relay/r",{"msg":"x"}]`)
+	expect(t, pb.take(), `[8,"acme/relay/r",{"msg":"x"}]`)
+	send(t, b, `[6,"`+topic+`"]`)
+	expect(t, pa.take())
 }
