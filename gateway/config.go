@@ -68,10 +68,16 @@ type OriginsConfig struct {
 type SessionConfig struct {
 	// Cookie is the PHP session cookie name (session.name).
 	Cookie string `yaml:"cookie"`
-	// Store is "files" or "pdo_mysql".
+	// Store is "files", "pdo_mysql", "pdo_pgsql" or "redis".
 	Store string `yaml:"store"`
-	// SerializeHandler is PHP's session.serialize_handler ("php").
+	// SerializeHandler is PHP's session.serialize_handler: php,
+	// php_binary, php_serialize, igbinary, or auto (detect per session).
 	SerializeHandler string `yaml:"serialize_handler"`
+	// UserIdentifierProperties are the properties tried, in order, on a
+	// custom user entity to find its identifier.
+	UserIdentifierProperties []string `yaml:"user_identifier_properties"`
+	// UserIdentifierPropertiesByClass overrides them per user class (FQCN).
+	UserIdentifierPropertiesByClass map[string][]string `yaml:"user_identifier_properties_by_class"`
 	// Firewalls are the Symfony firewalls whose `_security_<name>` token is
 	// read, in order: the first authenticated one identifies the client.
 	Firewalls []string `yaml:"firewalls"`
@@ -81,6 +87,52 @@ type SessionConfig struct {
 	Files FilesConfig `yaml:"files"`
 	// PDO configures Symfony's PdoSessionHandler table.
 	PDO PDOConfig `yaml:"pdo"`
+	// Redis configures the Redis session store.
+	Redis RedisSessionConfig `yaml:"redis"`
+	// MaxConcurrent bounds lookups in flight against the store; 0 takes the
+	// store's default.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// OnUnavailable is what a handshake gets while the store is down or
+	// slow: "refuse" (503 with the reason) or "anonymous" (admitted as an
+	// anonymous client, if allow_anonymous).
+	OnUnavailable string `yaml:"on_unavailable"`
+	// RevalidateInterval re-reads every connection's session this often,
+	// spread over the interval in batches; 0 never re-reads.
+	RevalidateInterval time.Duration `yaml:"revalidate_interval"`
+	// OnInvalid is what happens to a connection whose session expired, was
+	// destroyed or now holds another user: "close" (close code 4001) or
+	// "downgrade" (the client becomes anonymous; subscriptions its routes no
+	// longer allow are dropped).
+	OnInvalid string `yaml:"on_invalid"`
+}
+
+// RedisConnConfig is how to reach Redis.
+type RedisConnConfig struct {
+	// Addrs are host:port of the server, the Sentinels, or cluster nodes.
+	Addrs []string `yaml:"addrs"`
+	// Mode is standalone, sentinel or cluster.
+	Mode string `yaml:"mode"`
+	// MasterName is the Sentinel master set name.
+	MasterName string `yaml:"master_name"`
+	// Username is the ACL user.
+	Username string `yaml:"username"`
+	// Password is the ACL or requirepass password.
+	Password string `yaml:"password"`
+	// DB is the database number (0 for a cluster).
+	DB int `yaml:"db"`
+}
+
+// RedisSessionConfig configures sessions in Redis.
+type RedisSessionConfig struct {
+	RedisConnConfig `yaml:",inline"`
+	// Prefix is the key prefix: "sf_s" (Symfony's RedisSessionHandler) or
+	// "PHPREDIS_SESSION:" (phpredis' session.save_handler=redis).
+	Prefix string `yaml:"prefix"`
+	// ClientCache serves repeated lookups from memory, invalidated by
+	// Redis the moment a session changes or is deleted (logout).
+	ClientCache bool `yaml:"client_cache"`
+	// CacheTTL bounds how long a cached session is served.
+	CacheTTL time.Duration `yaml:"cache_ttl"`
 }
 
 // FilesConfig configures PHP's native `files` session handler store.
@@ -112,12 +164,14 @@ type PDOConfig struct {
 
 // ClientStorageConfig is the bundle's client.storage.
 type ClientStorageConfig struct {
-	// Driver is "memory".
+	// Driver is "memory" (this replica only) or "redis" (shared by replicas).
 	Driver string `yaml:"driver"`
 	// TTL is how long an entry outlives a replica that stopped refreshing it.
 	TTL time.Duration `yaml:"ttl"`
 	// Prefix namespaces the keys of shared drivers.
 	Prefix string `yaml:"prefix"`
+	// Redis is how to reach Redis for driver redis.
+	Redis RedisConnConfig `yaml:"redis"`
 }
 
 // TransportConfig selects the I/O model.
@@ -216,6 +270,8 @@ type LogConfig struct {
 const (
 	StoreFiles    = "files"
 	StorePDOMySQL = "pdo_mysql"
+	StorePDOPgSQL = "pdo_pgsql"
+	StoreRedis    = "redis"
 )
 
 // DefaultConfig is the configuration before any file or environment is
@@ -239,8 +295,11 @@ func DefaultConfig() Config {
 				TimeColumn:     "sess_time",
 				MaxOpenConns:   16,
 			},
+			Redis:         RedisSessionConfig{RedisConnConfig: RedisConnConfig{Mode: "standalone"}, Prefix: "sf_s", CacheTTL: time.Minute},
+			OnUnavailable: "refuse",
+			OnInvalid:     "close",
 		},
-		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second},
+		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second, Prefix: "wsgate:", Redis: RedisConnConfig{Mode: "standalone"}},
 		Transport:     TransportConfig{Mode: defaultMode},
 		Keepalive:     KeepaliveConfig{Ping: false, Interval: 30 * time.Second},
 		Limits: LimitsConfig{
@@ -317,15 +376,37 @@ func (c *Config) Validate() error {
 		if s.Files.Path == "" {
 			return bad("session.files.path", "", "must not be empty with store files")
 		}
-	case StorePDOMySQL:
+	case StorePDOMySQL, StorePDOPgSQL:
 		if s.PDO.DSN == "" {
-			return bad("session.pdo.dsn", "", "must be set with store pdo_mysql")
+			return bad("session.pdo.dsn", "", "must be set with store "+s.Store)
+		}
+	case StoreRedis:
+		if err := s.Redis.RedisConnConfig.validate("session.redis"); err != nil {
+			return err
 		}
 	default:
-		return bad("session.store", s.Store, "must be one of files, pdo_mysql")
+		return bad("session.store", s.Store, "must be one of files, pdo_mysql, pdo_pgsql, redis")
 	}
-	if s.SerializeHandler != "php" {
-		return bad("session.serialize_handler", s.SerializeHandler, "must be php")
+	switch s.OnUnavailable {
+	case "refuse", "anonymous":
+	default:
+		return bad("session.on_unavailable", s.OnUnavailable, "must be refuse or anonymous")
+	}
+	switch s.OnInvalid {
+	case "close", "downgrade":
+	default:
+		return bad("session.on_invalid", s.OnInvalid, "must be close or downgrade")
+	}
+	if s.RevalidateInterval < 0 || s.RevalidateInterval > 0 && s.RevalidateInterval < time.Second {
+		return bad("session.revalidate_interval", s.RevalidateInterval.String(), "must be 0 (off) or at least 1s")
+	}
+	if s.MaxConcurrent < 0 || s.MaxConcurrent > 1<<20 {
+		return bad("session.max_concurrent", fmt.Sprint(s.MaxConcurrent), "must be between 0 and 1048576")
+	}
+	switch s.SerializeHandler {
+	case "php", "php_binary", "php_serialize", "igbinary", "auto":
+	default:
+		return bad("session.serialize_handler", s.SerializeHandler, "must be one of php, php_binary, php_serialize, igbinary, auto")
 	}
 	if len(s.Firewalls) == 0 {
 		return bad("session.firewalls", "", "must name at least one firewall")
@@ -341,8 +422,14 @@ func (c *Config) Validate() error {
 	if s.PDO.MaxOpenConns < 1 || s.PDO.MaxOpenConns > 1024 {
 		return bad("session.pdo.max_open_conns", fmt.Sprint(s.PDO.MaxOpenConns), "must be between 1 and 1024")
 	}
-	if c.ClientStorage.Driver != "memory" {
-		return bad("client_storage.driver", c.ClientStorage.Driver, "must be memory")
+	switch c.ClientStorage.Driver {
+	case "memory":
+	case "redis":
+		if err := c.ClientStorage.Redis.validate("client_storage.redis"); err != nil {
+			return err
+		}
+	default:
+		return bad("client_storage.driver", c.ClientStorage.Driver, "must be memory or redis")
 	}
 	durations := []struct {
 		key string
@@ -404,6 +491,30 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", c.Log.Format, "must be text or json")
+	}
+	return nil
+}
+
+func (r *RedisConnConfig) validate(key string) error {
+	if len(r.Addrs) == 0 {
+		return &ConfigError{Key: key + ".addrs", Reason: "must list at least one host:port"}
+	}
+	for _, a := range r.Addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return &ConfigError{Key: key + ".addrs", Value: a, Reason: "not a host:port address"}
+		}
+	}
+	switch r.Mode {
+	case "standalone", "cluster":
+	case "sentinel":
+		if r.MasterName == "" {
+			return &ConfigError{Key: key + ".master_name", Reason: "must be set with mode sentinel"}
+		}
+	default:
+		return &ConfigError{Key: key + ".mode", Value: r.Mode, Reason: "must be standalone, sentinel or cluster"}
+	}
+	if r.DB < 0 || r.DB > 15 || r.DB != 0 && r.Mode == "cluster" {
+		return &ConfigError{Key: key + ".db", Value: fmt.Sprint(r.DB), Reason: "must be 0 to 15, and 0 for a cluster"}
 	}
 	return nil
 }

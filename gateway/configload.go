@@ -218,7 +218,7 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) error
 		if !ok {
 			return d.errAt(key, k, "", "unknown key"+suggest(k.Value, fields))
 		}
-		if err := d.decode(key, val, v.Field(idx)); err != nil {
+		if err := d.decode(key, val, v.FieldByIndex(idx)); err != nil {
 			return err
 		}
 	}
@@ -281,19 +281,27 @@ func kindName(n *yaml.Node) string {
 	}
 }
 
-// structFields maps yaml tag names to field indexes.
-func structFields(t reflect.Type) map[string]int {
-	m := make(map[string]int, t.NumField())
+// structFields maps yaml tag names to field index paths; the fields of an
+// embedded struct tagged `yaml:",inline"` count as the outer struct's.
+func structFields(t reflect.Type) map[string][]int {
+	m := make(map[string][]int, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" && opts == "inline" && f.Type.Kind() == reflect.Struct {
+			for k, idx := range structFields(f.Type) {
+				m[k] = append([]int{i}, idx...)
+			}
+			continue
+		}
 		if name != "" && name != "-" {
-			m[name] = i
+			m[name] = []int{i}
 		}
 	}
 	return m
 }
 
-func suggest(key string, fields map[string]int) string {
+func suggest(key string, fields map[string][]int) string {
 	names := make([]string, 0, len(fields))
 	for f := range fields {
 		names = append(names, f)
@@ -319,7 +327,11 @@ func ConfigKeys() []ConfigKey {
 		// fixed variable per route; WSGATE_ROUTES takes the whole mapping.
 		if t.Kind() == reflect.Struct && t != durationType && t != routesType {
 			for i := 0; i < t.NumField(); i++ {
-				name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+				name, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+				if name == "" && opts == "inline" {
+					walk(path, t.Field(i).Type)
+					continue
+				}
 				if name == "" || name == "-" {
 					continue
 				}

@@ -61,7 +61,11 @@ type conn struct {
 	dead     bool     // the socket is closed
 	reason   string   // disconnect reason for metrics
 
-	userKey string // counted in Server.userConns under this key; "" when not
+	sessionID   string    // the PHP session id of its cookie, "" without one
+	connectedAt time.Time // set by register
+
+	userKey string   // counted in Server.userConns under this key; "" when not; guarded by mu
+	ident   identity // who the connection is now; guarded by mu
 
 	registered     bool // Server.register finished: teardown may run
 	teardownWanted bool // the socket closed before that
@@ -312,7 +316,10 @@ func (c *conn) teardown() {
 		s.log.Warn("client storage remove failed", "conn", c.id, "err", err)
 	}
 	s.untrack(c)
-	s.releaseUser(c.userKey)
+	c.mu.Lock()
+	userKey := c.userKey
+	c.mu.Unlock()
+	s.releaseUser(userKey)
 	s.metrics.Connections.Dec()
 	s.metrics.Disconnects.WithLabelValues(reason).Inc()
 	s.log.Debug("client disconnected", "conn", c.id, "reason", reason)

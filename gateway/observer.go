@@ -31,3 +31,19 @@ func (o wampObserver) Call(handler string, d time.Duration, failed bool) {
 func (o wampObserver) RoutingMiss(kind string) { o.m.RoutingMisses.WithLabelValues(kind).Inc() }
 
 func (o wampObserver) AccessDenied(kind string) { o.m.AccessDenied.WithLabelValues(kind).Inc() }
+
+// storeObserver exports the session stores' measurements.
+type storeObserver struct{ m *metrics.Gateway }
+
+func (o storeObserver) ObserveLookup(store, op, result string, d time.Duration) {
+	o.m.StoreLookups.WithLabelValues(store, op, result).Observe(d.Seconds())
+}
+
+func (o storeObserver) ObserveCache(store string, hits, misses int) {
+	if hits > 0 {
+		o.m.StoreCacheHits.WithLabelValues(store).Add(float64(hits))
+	}
+	if misses > 0 {
+		o.m.StoreCacheMisses.WithLabelValues(store).Add(float64(misses))
+	}
+}

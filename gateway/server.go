@@ -69,7 +69,7 @@ type Server struct {
 	drain    atomic.Bool  // set first thing by Shutdown; read per message
 	inflight atomic.Int64 // messages being handled, for the drain
 	rate     *ipRateLimiter
-	pingStop chan struct{} // closed by Shutdown: ends the keepalive goroutine
+	pingStop chan struct{} // closed by Shutdown: ends the keepalive and revalidation goroutines
 
 	mu        sync.Mutex
 	ln        net.Listener
@@ -122,13 +122,19 @@ func New(cfg Config, opts Options) (*Server, error) {
 		}
 		return sessions, st.Topics, st.Subscriptions
 	})
-	resolver, err := NewSessionResolver(cfg.Session)
+	resolver, err := NewSessionResolver(cfg.Session, storeObserver{m})
 	if err != nil {
+		return nil, err
+	}
+	clients, err := newClientStorage(cfg.ClientStorage)
+	if err != nil {
+		resolver.Close()
 		return nil, err
 	}
 	var idb [4]byte
 	if _, err := rand.Read(idb[:]); err != nil {
 		resolver.Close()
+		clients.Close()
 		return nil, fmt.Errorf("node id: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -138,7 +144,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		resolver:   resolver,
 		origins:    origins,
 		node:       node,
-		clients:    storage.NewMemoryClientStorage(),
+		clients:    clients,
 		metrics:    m,
 		nodeID:     hex.EncodeToString(idb[:]),
 		handshakes: make(chan struct{}, cfg.Limits.MaxHandshakes),
@@ -162,12 +168,18 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("gateway: serve after shutdown")
 	}
 	s.ln = ln
-	startPing := s.cfg.Keepalive.Ping && !s.pinging
+	startPing := !s.pinging // the background goroutines start with the first Serve
 	s.pinging = true
 	s.mu.Unlock()
 	if startPing {
-		s.wg.Add(1)
-		go s.keepalive()
+		if s.cfg.Keepalive.Ping {
+			s.wg.Add(1)
+			go s.keepalive()
+		}
+		if s.cfg.Session.RevalidateInterval > 0 {
+			s.wg.Add(1)
+			go s.revalidate()
+		}
 	}
 	if s.cfg.Transport.Mode == ModeEpoll {
 		tl, ok := ln.(*net.TCPListener)
@@ -279,7 +291,8 @@ type handshake struct {
 	proto     wamp.Protocol // the one chosen; ProtocolV1 when none was offered
 	info      wamp.ClientInfo
 	outcome   string
-	userKey   string // reserved in Server.userConns by admit
+	userKey   string   // reserved in Server.userConns by admit
+	ident     identity // who admit found
 	deflate   *wsflate.Extension
 }
 
@@ -388,9 +401,15 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		}
 		s.metrics.SessionLookups.WithLabelValues(result).Observe(time.Since(start).Seconds())
 		if err != nil {
-			h.outcome = metrics.OutcomeUnavailable
-			s.log.Warn("session lookup failed", "err", err)
-			return reject(503, "session store unavailable")
+			reason := storage.Result(err) // busy, timeout, unavailable, closed
+			s.log.Warn("session lookup failed", "reason", reason, "err", err)
+			if s.cfg.Session.OnUnavailable != "anonymous" || !s.cfg.AllowAnonymous {
+				h.outcome = metrics.OutcomeUnavailable
+				return reject(503, "session store unavailable: "+reason)
+			}
+			// Configured to admit such clients as anonymous: revalidation
+			// does not upgrade them later; they reconnect for that.
+			res = Resolution{Status: StatusAnonymous, Reason: "session store unavailable"}
 		}
 	}
 	id := res.Identity()
@@ -408,6 +427,7 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		return reject(429, "too many connections for this user")
 	}
 	h.userKey = id.Firewall + "\x00" + id.Token.UserIdentifier
+	h.ident = identityOf(&res)
 	h.outcome = metrics.OutcomeAuthenticated
 	h.info = wamp.ClientInfo{
 		Firewall:       id.Firewall,
@@ -423,6 +443,9 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 func (s *Server) register(c *conn, h *handshake) bool {
 	c.id = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))
 	c.userKey = h.userKey
+	c.sessionID = h.sessionID
+	c.ident = h.ident
+	c.connectedAt = time.Now()
 	c.ctx = s.baseCtx
 	c.fr.maxMessage = s.cfg.Limits.MaxMessageSize
 	c.fr.deflate = h.compressed()
@@ -439,7 +462,7 @@ func (s *Server) register(c *conn, h *handshake) bool {
 	c.sess = s.node.OpenProtocol(c, h.info, h.proto)
 	entry := storage.ClientEntry{
 		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
-		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: time.Now(),
+		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: c.connectedAt,
 	}
 	if err := s.clients.Add(c.ctx, entry); err != nil {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
@@ -519,6 +542,22 @@ func (s *Server) keepalive() {
 			}
 		}
 	}
+}
+
+// newClientStorage opens the configured client storage.
+func newClientStorage(c ClientStorageConfig) (storage.ClientStorage, error) {
+	if c.Driver != "redis" {
+		return storage.NewMemoryClientStorage(), nil
+	}
+	r := c.Redis
+	cs, err := storage.NewRedisClientStorage(storage.RedisClientStorageOptions{
+		Redis:  storage.RedisOptions{Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB},
+		Prefix: c.Prefix, TTL: c.TTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client storage redis: %w", err)
+	}
+	return cs, nil
 }
 
 func (s *Server) untrack(c *conn) {

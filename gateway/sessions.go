@@ -30,6 +30,11 @@ type Resolution struct {
 	// Reason says why a found session is anonymous when no firewall says it
 	// (e.g. the data could not be decoded).
 	Reason string `json:"reason,omitempty"`
+	// Format is the serialize handler that decoded the session (the one
+	// detected with serialize_handler auto).
+	Format phpsession.Format `json:"format,omitempty"`
+	// Meta is Symfony's _sf2_meta: creation, last write, cookie lifetime.
+	Meta *phpsession.Meta `json:"meta,omitempty"`
 }
 
 // Identity is the first authenticated firewall's token, or nil when the
@@ -52,44 +57,65 @@ type SessionResolver struct {
 }
 
 // NewSessionResolver opens the configured session store and prepares the
-// decoder. The caller owns the result and must Close it.
-func NewSessionResolver(c SessionConfig) (*SessionResolver, error) {
+// decoder. obs (may be nil) is told about every store lookup. The caller
+// owns the result and must Close it.
+func NewSessionResolver(c SessionConfig, obs storage.Observer) (*SessionResolver, error) {
 	reader, err := phpsession.NewReader(phpsession.Options{
-		Format:    phpsession.Format(c.SerializeHandler),
-		Firewalls: c.Firewalls,
-		Limits:    phpsession.DefaultLimits(),
+		Format:                          phpsession.Format(c.SerializeHandler),
+		Firewalls:                       c.Firewalls,
+		Limits:                          phpsession.DefaultLimits(),
+		UserIdentifierProperties:        c.UserIdentifierProperties,
+		UserIdentifierPropertiesByClass: c.UserIdentifierPropertiesByClass,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("session decoder: %w", err)
 	}
-	store, err := openStore(c)
+	store, err := openStore(c, obs)
 	if err != nil {
 		return nil, err
 	}
 	return &SessionResolver{store: store, reader: reader, timeout: c.LookupTimeout}, nil
 }
 
-func openStore(c SessionConfig) (storage.SessionStore, error) {
+func openStore(c SessionConfig, obs storage.Observer) (storage.SessionStore, error) {
+	maxSize := int64(phpsession.DefaultLimits().MaxInput) // more could not be decoded anyway
+	var (
+		s   storage.SessionStore
+		err error
+	)
 	switch c.Store {
 	case StoreFiles:
-		s, err := storage.NewFilesStore(storage.FilesOptions{Dir: c.Files.Path, GCMaxLifetime: c.Files.GCMaxLifetime})
-		if err != nil {
-			return nil, fmt.Errorf("session store files: %w", err)
-		}
-		return s, nil
-	case StorePDOMySQL:
+		s, err = storage.NewFilesStore(storage.FilesOptions{
+			Dir: c.Files.Path, GCMaxLifetime: c.Files.GCMaxLifetime, MaxSize: maxSize,
+			MaxConcurrent: c.MaxConcurrent, Observer: obs,
+		})
+	case StorePDOMySQL, StorePDOPgSQL:
 		p := c.PDO
-		s, err := storage.OpenMySQL(storage.PDOOptions{
+		o := storage.PDOOptions{
 			DSN: p.DSN, Table: p.Table, IDColumn: p.IDColumn, DataColumn: p.DataColumn,
 			LifetimeColumn: p.LifetimeColumn, TimeColumn: p.TimeColumn,
-			MaxOpenConns: p.MaxOpenConns, LookupTimeout: c.LookupTimeout,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("session store pdo_mysql: %w", err)
+			MaxOpenConns: p.MaxOpenConns, LookupTimeout: c.LookupTimeout, MaxSize: maxSize,
+			MaxConcurrent: c.MaxConcurrent, Observer: obs,
 		}
-		return s, nil
+		if c.Store == StorePDOMySQL {
+			s, err = storage.OpenMySQL(o)
+		} else {
+			s, err = storage.OpenPostgres(o)
+		}
+	case StoreRedis:
+		r := c.Redis
+		s, err = storage.OpenRedis(storage.RedisOptions{
+			Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
+			Prefix: r.Prefix, ClientCache: r.ClientCache, CacheTTL: r.CacheTTL,
+			LookupTimeout: c.LookupTimeout, MaxSize: maxSize, MaxConcurrent: c.MaxConcurrent, Observer: obs,
+		})
+	default:
+		return nil, &ConfigError{Key: "session.store", Value: c.Store, Reason: "unknown store"}
 	}
-	return nil, &ConfigError{Key: "session.store", Value: c.Store, Reason: "unknown store"}
+	if err != nil {
+		return nil, fmt.Errorf("session store %s: %w", c.Store, err)
+	}
+	return s, nil
 }
 
 // Resolve reads and decodes the session with this id. Only a store failure
@@ -116,17 +142,50 @@ func (r *SessionResolver) Resolve(ctx context.Context, id string) (Resolution, e
 	case err != nil:
 		return Resolution{}, fmt.Errorf("read session: %w", err)
 	}
+	return r.decode(data), nil
+}
+
+// ResolveMany reads and decodes a batch of sessions with one store call
+// (one MGET, one WHERE id IN (...)). A store failure fails the whole batch;
+// per session, the Resolution says what was found.
+func (r *SessionResolver) ResolveMany(ctx context.Context, ids []string) (map[string]Resolution, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	found, err := r.store.ReadMany(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read sessions: %w", err)
+	}
+	out := make(map[string]Resolution, len(ids))
+	for _, id := range ids {
+		rr, ok := found[id]
+		switch {
+		case !ok, errors.Is(rr.Err, storage.ErrNotFound):
+			out[id] = Resolution{Status: StatusNotFound}
+		case errors.Is(rr.Err, storage.ErrExpired):
+			out[id] = Resolution{Status: StatusExpired}
+		case errors.Is(rr.Err, storage.ErrInvalidID):
+			out[id] = Resolution{Status: StatusInvalidID}
+		case rr.Err != nil:
+			out[id] = Resolution{Status: StatusAnonymous, Reason: rr.Err.Error()}
+		default:
+			out[id] = r.decode(rr.Data)
+		}
+	}
+	return out, nil
+}
+
+func (r *SessionResolver) decode(data []byte) Resolution {
 	res, err := r.reader.Read(data)
 	if err != nil {
 		// An undecodable session identifies nobody; saying why lets an
 		// operator running `session inspect` see it.
-		return Resolution{Status: StatusAnonymous, Reason: err.Error()}, nil
+		return Resolution{Status: StatusAnonymous, Reason: err.Error()}
 	}
-	out := Resolution{Status: StatusAnonymous, Firewalls: res.Firewalls}
+	out := Resolution{Status: StatusAnonymous, Firewalls: res.Firewalls, Format: res.Format, Meta: res.Meta}
 	if out.Identity() != nil {
 		out.Status = StatusAuthenticated
 	}
-	return out, nil
+	return out
 }
 
 // Ping checks that the store answers.

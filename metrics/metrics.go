@@ -60,6 +60,16 @@ type Gateway struct {
 	RoutingMisses *prometheus.CounterVec
 	// AccessDenied counts requests refused by route access rules, by kind.
 	AccessDenied *prometheus.CounterVec
+	// StoreLookups observes session store calls by store, operation and
+	// result (ok, not_found, expired, busy, timeout, unavailable, ...).
+	StoreLookups *prometheus.HistogramVec
+	// StoreCacheHits and StoreCacheMisses count client-side cache use by
+	// store.
+	StoreCacheHits, StoreCacheMisses *prometheus.CounterVec
+	// Revalidations counts re-reads of live connections' sessions by
+	// outcome (valid, invalid, error) and Revalidated the action taken on
+	// invalid ones (closed, downgraded).
+	Revalidations *prometheus.CounterVec
 
 	reg prometheus.Registerer
 }
@@ -165,10 +175,28 @@ func New(reg prometheus.Registerer) *Gateway {
 		Name: "wsgate_access_denied_total",
 		Help: "Requests refused by route access rules, by kind.",
 	}, []string{"kind"})
+	g.StoreLookups = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wsgate_session_store_lookup_duration_seconds",
+		Help:    "Session store calls by store, operation and result.",
+		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"store", "op", "result"})
+	g.StoreCacheHits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_session_store_cache_hits_total",
+		Help: "Session lookups served from the client-side cache, by store.",
+	}, []string{"store"})
+	g.StoreCacheMisses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_session_store_cache_misses_total",
+		Help: "Session lookups the client-side cache sent to the server, by store.",
+	}, []string{"store"})
+	g.Revalidations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_session_revalidations_total",
+		Help: "Re-reads of live connections' sessions, by outcome (valid, closed, downgraded, error).",
+	}, []string{"outcome"})
 	g.reg = reg
 	reg.MustRegister(g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
 		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,
 		g.WAMPMessagesIn, g.WAMPMessagesOut, g.RPCDuration, g.RoutingMisses, g.AccessDenied,
+		g.StoreLookups, g.StoreCacheHits, g.StoreCacheMisses, g.Revalidations,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return g
 }

@@ -156,7 +156,7 @@ func sessionInspect(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	res, err := gateway.NewSessionResolver(cfg.Session)
+	res, err := gateway.NewSessionResolver(cfg.Session, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage

@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wsgate/wsgate/storage"
+	"github.com/wsgate/wsgate/wamp"
+)
+
+// closeSessionEnded is the close code of a connection whose PHP session
+// ended (logout, expiry, another user) with session.on_invalid: close. It
+// is in the private range (4000-4999) so that clients can tell it from a
+// network or server problem and send the user to log in again.
+const closeSessionEnded ws.StatusCode = 4001
+
+// revalidateBatch bounds one store call: one MGET or one WHERE IN of this
+// many ids, so that no single lookup grows with the connection count.
+const revalidateBatch = 500
+
+// identity is who a connection was admitted as; it changes on revalidation.
+type identity struct {
+	firewall string
+	user     string // "" for anonymous
+	roles    []string
+}
+
+func identityOf(res *Resolution) identity {
+	id := res.Identity()
+	if id == nil {
+		return identity{}
+	}
+	return identity{firewall: id.Firewall, user: id.Token.UserIdentifier, roles: id.Token.Roles}
+}
+
+// revalidate re-reads every connection's session every
+// session.revalidate_interval. The connections are split into batches
+// spread evenly over the interval, so the store sees a steady trickle, never
+// a burst of every session at once. It is owned by the Server and stops at
+// Shutdown.
+func (s *Server) revalidate() {
+	defer s.wg.Done()
+	interval := s.cfg.Session.RevalidateInterval
+	for {
+		start := time.Now()
+		var batches [][]*conn
+		var batch []*conn
+		for _, c := range s.snapshotConns() {
+			if c.sessionID == "" {
+				continue // no cookie: nothing to re-read
+			}
+			batch = append(batch, c)
+			if len(batch) == revalidateBatch {
+				batches, batch = append(batches, batch), nil
+			}
+		}
+		if len(batch) > 0 {
+			batches = append(batches, batch)
+		}
+		gap := interval
+		if len(batches) > 0 {
+			gap = interval / time.Duration(len(batches))
+		}
+		for i, b := range batches {
+			if !s.sleepOrStop(time.Until(start.Add(time.Duration(i) * gap))) {
+				return
+			}
+			s.revalidateBatch(b)
+		}
+		if !s.sleepOrStop(time.Until(start.Add(interval))) {
+			return
+		}
+	}
+}
+
+// sleepOrStop waits d; false means the server is shutting down.
+func (s *Server) sleepOrStop(d time.Duration) bool {
+	if d <= 0 {
+		select {
+		case <-s.pingStop:
+			return false
+		default:
+			return true
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.pingStop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (s *Server) revalidateBatch(conns []*conn) {
+	ids := make([]string, 0, len(conns))
+	for _, c := range conns {
+		ids = append(ids, c.sessionID)
+	}
+	found, err := s.resolver.ResolveMany(s.baseCtx, slices.Compact(slices.Sorted(slices.Values(ids))))
+	if err != nil {
+		// The store is down or slow: established connections keep going,
+		// as they would if the gateway had not asked.
+		s.metrics.Revalidations.WithLabelValues("error").Add(float64(len(conns)))
+		s.log.Warn("revalidation batch failed", "connections", len(conns), "reason", storage.Result(err), "err", err)
+		return
+	}
+	for _, c := range conns {
+		res := found[c.sessionID]
+		now := identityOf(&res)
+		c.mu.Lock()
+		was := c.ident
+		c.mu.Unlock()
+		switch {
+		case now.user == was.user && now.firewall == was.firewall && slices.Equal(now.roles, was.roles):
+			s.metrics.Revalidations.WithLabelValues("valid").Inc()
+		case now.user != "" && now.user == was.user && now.firewall == was.firewall:
+			// Same user, other roles (the app changed them): follow.
+			s.reidentify(c, now)
+			s.metrics.Revalidations.WithLabelValues("roles_changed").Inc()
+		case was.user == "":
+			// Admitted anonymous with a cookie and has since logged in:
+			// an upgrade needs a new handshake (the client reconnects).
+			s.metrics.Revalidations.WithLabelValues("valid").Inc()
+		case s.cfg.Session.OnInvalid == "downgrade":
+			s.reidentify(c, identity{})
+			s.metrics.Revalidations.WithLabelValues("downgraded").Inc()
+			s.log.Debug("session ended, client downgraded to anonymous", "conn", c.id, "status", res.Status)
+		default:
+			c.closeWith(closeSessionEnded, "session ended", "revalidation")
+			s.metrics.Revalidations.WithLabelValues("closed").Inc()
+			s.log.Debug("session ended, client closed", "conn", c.id, "status", res.Status)
+		}
+	}
+}
+
+// reidentify gives a live connection a new identity: its WAMP session
+// (subscriptions its routes no longer allow are dropped), its client storage
+// entry and its per-user count follow.
+func (s *Server) reidentify(c *conn, id identity) {
+	c.mu.Lock()
+	c.ident = id
+	oldKey := c.userKey
+	c.userKey = ""
+	if id.user != "" {
+		c.userKey = id.firewall + "\x00" + id.user
+	}
+	newKey := c.userKey
+	c.mu.Unlock()
+	if newKey != oldKey {
+		s.releaseUser(oldKey)
+		if newKey != "" {
+			s.mu.Lock()
+			s.userConns[newKey]++ // not refused: the user is already here
+			s.mu.Unlock()
+		}
+	}
+	info := wamp.ClientInfo{ConnID: c.id, Firewall: id.firewall, UserIdentifier: id.user, Roles: id.roles, Anonymous: id.user == ""}
+	c.sess.Reidentify(info)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.baseCtx), s.cfg.Session.LookupTimeout)
+	defer cancel()
+	entry := storage.ClientEntry{
+		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
+		Firewall: id.firewall, Roles: id.roles, Anonymous: id.user == "", ConnectedAt: c.connectedAt,
+	}
+	if err := s.clients.Remove(ctx, c.id); err != nil {
+		s.log.Warn("client storage remove failed", "conn", c.id, "err", err)
+	}
+	if err := s.clients.Add(ctx, entry); err != nil {
+		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
+	}
+}
