@@ -256,6 +256,9 @@ type MetricsConfig struct {
 	// Listen is the address of /metrics, /healthz and /readyz; empty
 	// disables the listener.
 	Listen string `yaml:"listen"`
+	// Pprof also serves Go's /debug/pprof/ there, for profiling a live
+	// gateway. Keep that listener private.
+	Pprof bool `yaml:"pprof"`
 }
 
 // LogConfig configures log/slog output on stderr.

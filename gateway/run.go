@@ -68,7 +68,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if cfg.Metrics.Listen != "" {
 		ops = &http.Server{
 			Addr:              cfg.Metrics.Listen,
-			Handler:           metrics.Handler(reg, srv.Ready),
+			Handler:           metrics.Handler(reg, srv.Ready, cfg.Metrics.Pprof),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -202,9 +203,17 @@ func New(reg prometheus.Registerer) *Gateway {
 }
 
 // Handler serves /metrics from g, /healthz (the process answers) and
-// /readyz (ready returns nil: stores reachable and not draining).
-func Handler(g prometheus.Gatherer, ready func() error) http.Handler {
+// /readyz (ready returns nil: stores reachable and not draining), and with
+// withPprof Go's /debug/pprof/ profiles.
+func Handler(g prometheus.Gatherer, ready func() error, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))

@@ -35,7 +35,7 @@ func TestHandler(t *testing.T) {
 	g := New(reg)
 	g.Connections.Set(3)
 	ready := errors.New("draining")
-	srv := httptest.NewServer(Handler(reg, func() error { return ready }))
+	srv := httptest.NewServer(Handler(reg, func() error { return ready }, true))
 	defer srv.Close()
 	get := func(path string) (int, string) {
 		resp, err := srv.Client().Get(srv.URL + path)
@@ -58,5 +58,8 @@ func TestHandler(t *testing.T) {
 	ready = nil
 	if code, _ := get("/readyz"); code != 200 {
 		t.Errorf("/readyz: %d", code)
+	}
+	if code, _ := get("/debug/pprof/heap"); code != 200 {
+		t.Errorf("/debug/pprof/heap: %d", code)
 	}
 }
