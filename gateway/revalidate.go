@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -33,7 +34,13 @@ func identityOf(res *Resolution) identity {
 	if id == nil {
 		return identity{}
 	}
-	return identity{firewall: id.Firewall, user: id.Token.UserIdentifier, roles: id.Token.Roles}
+	// Copies: the decoder's strings share one allocation with the whole
+	// Result, which a long-lived connection must not keep alive.
+	roles := make([]string, len(id.Token.Roles))
+	for i, r := range id.Token.Roles {
+		roles[i] = strings.Clone(r)
+	}
+	return identity{firewall: strings.Clone(id.Firewall), user: strings.Clone(id.Token.UserIdentifier), roles: roles}
 }
 
 // revalidate re-reads every connection's session every

@@ -422,18 +422,16 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		h.info = wamp.ClientInfo{Anonymous: true}
 		return nil
 	}
-	if !s.reserveUser(id.Firewall + "\x00" + id.Token.UserIdentifier) {
+	ident := identityOf(&res)
+	key := ident.firewall + "\x00" + ident.user
+	if !s.reserveUser(key) {
 		h.outcome = metrics.OutcomeRateLimited
 		return reject(429, "too many connections for this user")
 	}
-	h.userKey = id.Firewall + "\x00" + id.Token.UserIdentifier
-	h.ident = identityOf(&res)
+	h.userKey = key
+	h.ident = ident
 	h.outcome = metrics.OutcomeAuthenticated
-	h.info = wamp.ClientInfo{
-		Firewall:       id.Firewall,
-		UserIdentifier: id.Token.UserIdentifier,
-		Roles:          id.Token.Roles,
-	}
+	h.info = wamp.ClientInfo{Firewall: ident.firewall, UserIdentifier: ident.user, Roles: ident.roles}
 	return nil
 }
 
