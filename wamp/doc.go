@@ -41,6 +41,12 @@
 //
 // Node.Open(peer, info) is OpenProtocol(peer, info, ProtocolV1).
 //
+// When revalidation finds that the PHP session behind a live connection
+// changed (expired, logged out, another user) and the client is to be kept,
+// s.Reidentify(newInfo) gives it the new identity (ClientInfo{Anonymous:
+// true} to downgrade) and drops the subscriptions the new identity may no
+// longer have; it may be called from any goroutine.
+//
 // Handle must be called from one goroutine per session (the reader) and
 // may block while a handler runs, bounded by NodeConfig.CallTimeout;
 // replies to one client therefore keep Ratchet's in-order behaviour.
@@ -55,7 +61,9 @@
 // per topic that has subscribers, started by the first SUBSCRIBE and
 // stopped (its context cancelled) when the last subscriber leaves; it
 // never holds a node lock while OnTick runs. Everything else runs on the
-// caller's goroutine: Handle on the connection reader, Push on the pusher.
+// caller's goroutine: Handle on the connection reader, Push on the pusher,
+// Reidentify on its caller (or on the reader, for callbacks that must wait
+// for a Handle call in flight).
 //
 // # WAMP v2
 //
@@ -164,4 +172,7 @@
 //   - On disconnect, OnUnsubscribe runs after the client was removed from
 //     the topic (the bundle ran it while the closing client was still
 //     listed), so Count excludes the leaver in both paths.
+//   - A client's identity can change while it is connected
+//     (Session.Reidentify, after session revalidation); the bundle kept the
+//     identity of the handshake until the client reconnected.
 package wamp

@@ -297,14 +297,11 @@ func (n *Node) Open(p Peer, info ClientInfo) *Session {
 // now until Close, and Close must be called however the connection ends.
 func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	s := &Session{
-		node:     n,
-		peer:     p,
-		proto:    proto,
-		connID:   info.ConnID,
-		firewall: info.Firewall,
-		roles:    append([]string(nil), info.Roles...),
-		anon:     info.Anonymous,
-		subs:     map[string]subscription{},
+		node:   n,
+		peer:   p,
+		proto:  proto,
+		connID: info.ConnID,
+		subs:   map[string]*subscription{},
 	}
 	if proto == ProtocolV2JSON {
 		s.numID = newGlobalID()
@@ -315,11 +312,8 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 		s.id = newSessionID()
 		s.prefixes = map[string]string{}
 	}
-	s.user = info.UserIdentifier
-	if s.anon || s.user == "" {
-		s.anon = true
-		s.user = "anon-" + s.id
-	}
+	id := newIdentity(info, s.id)
+	s.ident.Store(id)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.log = n.log.With("session", s.id, "conn", s.connID, "protocol", s.proto.String())
 
@@ -330,12 +324,7 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	n.seq++
 	s.seq = n.seq
 	n.byConn[s.connID] = s
-	set := n.byUser[s.user]
-	if set == nil {
-		set = map[*Session]struct{}{}
-		n.byUser[s.user] = set
-	}
-	set[s] = struct{}{}
+	n.indexUser(id.user, s)
 	n.sessions[s.proto]++
 	n.mu.Unlock()
 
@@ -351,15 +340,33 @@ func (n *Node) forget(s *Session) {
 	if n.byConn[s.connID] == s {
 		delete(n.byConn, s.connID)
 	}
-	if set := n.byUser[s.user]; set != nil {
-		if _, ok := set[s]; ok {
-			n.sessions[s.proto]--
-		}
-		delete(set, s)
-		if len(set) == 0 {
-			delete(n.byUser, s.user)
-		}
+	if n.unindexUser(s.ident.Load().user, s) {
+		n.sessions[s.proto]--
 	}
+}
+
+// indexUser adds s to the sessions of user; n.mu must be held.
+func (n *Node) indexUser(user string, s *Session) {
+	set := n.byUser[user]
+	if set == nil {
+		set = map[*Session]struct{}{}
+		n.byUser[user] = set
+	}
+	set[s] = struct{}{}
+}
+
+// unindexUser removes s from the sessions of user and reports whether it
+// was there (the session was still open); n.mu must be held.
+func (n *Node) unindexUser(user string, s *Session) bool {
+	set := n.byUser[user]
+	if _, ok := set[s]; !ok {
+		return false
+	}
+	delete(set, s)
+	if len(set) == 0 {
+		delete(n.byUser, user)
+	}
+	return true
 }
 
 // Clients returns the node's view of connected clients. It is the same
@@ -411,7 +418,7 @@ func (c *clientIndex) FindByRoles(roles []string) []handler.Client {
 	defer c.n.mu.RUnlock()
 	var out []handler.Client
 	for _, s := range c.n.byConn {
-		if !s.anon && (accessRule{roles: roles}).allows(false, s.roles) && len(roles) > 0 {
+		if id := s.ident.Load(); !id.anon && (accessRule{roles: roles}).allows(false, id.roles) && len(roles) > 0 {
 			out = append(out, s)
 		}
 	}
@@ -423,7 +430,7 @@ func (c *clientIndex) GetAll(anonymous bool) []handler.Client {
 	defer c.n.mu.RUnlock()
 	out := make([]handler.Client, 0, len(c.n.byConn))
 	for _, s := range c.n.byConn {
-		if s.anon && !anonymous {
+		if !anonymous && s.ident.Load().anon {
 			continue
 		}
 		out = append(out, s)

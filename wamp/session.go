@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -19,8 +20,8 @@ import (
 // Session is one client's WAMP session. It implements handler.Client.
 //
 // Handle is called by the connection's reader goroutine, one message at a
-// time. Close may be called from any goroutine, at any time, any number of
-// times.
+// time. Close and Reidentify may be called from any goroutine, at any time,
+// any number of times.
 type Session struct {
 	// id, peer and proto come first: a fan-out reads exactly these of
 	// every subscriber, and keeping them in one cache line halves its
@@ -35,35 +36,88 @@ type Session struct {
 	numID uint64
 	// seq is the node-wide open order.
 	seq uint64
+	// connID is set in Open and never changes (id above neither).
+	connID string
 
-	// Identity: set in Open, never changed, so it is read without locks.
-	// (id above too.)
-	connID, firewall, user string
-	roles                  []string
-	anon                   bool
+	// ident is the current identity. It is replaced as a whole by
+	// Reidentify (with mu and the node's mu held, so that the client
+	// index and subscription checks agree with it) and read without locks.
+	ident atomic.Pointer[identity]
 
 	// ctx is cancelled by Close so in-flight handler calls see it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// cb is held by whoever runs this client's handler callbacks: the
+	// reader for a whole Handle, or a goroutine running the work
+	// Reidentify or Close left (dropped subscriptions' OnUnsubscribe, the
+	// disconnect cleanup). It keeps handler callbacks for one client
+	// sequential, as package handler promises. Only the reader ever waits
+	// for it; everyone else uses TryLock and leaves the work to the
+	// holder, who looks for work after releasing it (runPending).
+	cb sync.Mutex
+
+	// mu guards the fields below. It is never held across Peer.Send or a
+	// handler callback.
 	mu       sync.Mutex
 	inHandle bool
 	closing  bool
-	cleaned  sync.Once
+	cleaned  bool
+	// drops are subscriptions Reidentify removed whose OnUnsubscribe has
+	// not run yet.
+	drops []drop
 
-	// prefixes, subs, subIDs and joined are touched only inside Handle
-	// or by cleanup, and the inHandle/closing protocol makes those
-	// mutually exclusive.
-	prefixes map[string]string       // v1 CURIE prefixes
-	subs     map[string]subscription // by topic URI
-	subIDs   map[uint64]string       // v2: subscription id -> topic URI
-	joined   bool                    // v2: WELCOME sent
+	// subs and subIDs are changed only under mu: by Handle (the reader),
+	// Reidentify and cleanup. prefixes and joined are touched only by
+	// Handle (and cleanup, which never overlaps it).
+	subs     map[string]*subscription // by topic URI
+	subIDs   map[uint64]string        // v2: subscription id -> topic URI
+	prefixes map[string]string        // v1 CURIE prefixes
+	joined   bool                     // v2: WELCOME sent
+}
+
+// identity is a client's identity. It is immutable once published in
+// Session.ident.
+type identity struct {
+	user, firewall string
+	roles          []string
+	anon           bool
+}
+
+// newIdentity derives the identity of the session with id sid from info,
+// as on open: no user, or Anonymous, makes "anon-<sid>".
+func newIdentity(info ClientInfo, sid string) *identity {
+	id := &identity{
+		user:     info.UserIdentifier,
+		firewall: info.Firewall,
+		roles:    append([]string(nil), info.Roles...),
+		anon:     info.Anonymous,
+	}
+	if id.anon || id.user == "" {
+		id.anon = true
+		id.user = "anon-" + sid
+	}
+	return id
 }
 
 type subscription struct {
-	h     handler.Topic
-	req   handler.Request
-	subID uint64 // v2 subscription id
+	h      handler.Topic
+	req    handler.Request
+	access accessRule // of the route, rechecked by Reidentify
+	subID  uint64     // v2 subscription id
+	// subscribing is true while the reader has not finished SUBSCRIBE
+	// (SUBSCRIBED may not be sent yet, OnSubscribe is running). Guarded
+	// by Session.mu.
+	subscribing bool
+}
+
+// drop is a subscription Reidentify took away.
+type drop struct {
+	uri string
+	sub *subscription
+	// notify: a v2 client still has to get UNSUBSCRIBED (it could not be
+	// sent at once because SUBSCRIBED was not out yet).
+	notify bool
 }
 
 var _ handler.Client = (*Session)(nil)
@@ -82,17 +136,25 @@ func (s *Session) ConnID() string { return s.connID }
 // SessionID implements handler.Client; it equals ID.
 func (s *Session) SessionID() string { return s.id }
 
-// UserIdentifier implements handler.Client.
-func (s *Session) UserIdentifier() string { return s.user }
+// UserIdentifier implements handler.Client. It changes with Reidentify.
+func (s *Session) UserIdentifier() string { return s.ident.Load().user }
 
-// Anonymous implements handler.Client.
-func (s *Session) Anonymous() bool { return s.anon }
+// Anonymous implements handler.Client. It changes with Reidentify.
+func (s *Session) Anonymous() bool { return s.ident.Load().anon }
 
-// Roles implements handler.Client; the slice is a copy.
-func (s *Session) Roles() []string { return append([]string(nil), s.roles...) }
+// Roles implements handler.Client; the slice is a copy. They change with
+// Reidentify.
+func (s *Session) Roles() []string { return append([]string(nil), s.ident.Load().roles...) }
 
-// Firewall implements handler.Client.
-func (s *Session) Firewall() string { return s.firewall }
+// Firewall implements handler.Client. It changes with Reidentify.
+func (s *Session) Firewall() string { return s.ident.Load().firewall }
+
+// allowed reports whether the current identity passes a route's access
+// rule.
+func (s *Session) allowed(a accessRule) bool {
+	id := s.ident.Load()
+	return a.allows(id.anon, id.roles)
+}
 
 // Handle processes one incoming text message. It returns an error wrapping
 // ErrProtocol for input that is not valid WAMP v1 (the gateway should close
@@ -112,6 +174,18 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 	}
 	s.inHandle = true
 	s.mu.Unlock()
+	if !s.cb.TryLock() {
+		// Reidentify's or Close's leftover callbacks are running: wait
+		// for them, to keep this client's callbacks in order.
+		s.cb.Lock()
+		s.mu.Lock()
+		closing := s.closing
+		s.mu.Unlock()
+		if closing {
+			s.endHandle()
+			return ErrClosed
+		}
+	}
 	defer s.endHandle()
 	if ctx == nil {
 		ctx = context.Background()
@@ -141,55 +215,102 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 	return protoErr("invalid WAMP message type %d", m.typ)
 }
 
+// endHandle ends a Handle call, which holds cb: it runs the drops
+// Reidentify left meanwhile, then releases cb and runs what is left
+// (cleanup, if Close came during the call).
 func (s *Session) endHandle() {
-	s.mu.Lock()
-	s.inHandle = false
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
-		s.cleanup()
+	for {
+		s.mu.Lock()
+		drops := s.drops
+		s.drops = nil
+		if len(drops) == 0 {
+			s.inHandle = false
+			s.mu.Unlock()
+			break
+		}
+		s.mu.Unlock()
+		s.runDrops(drops)
 	}
+	s.cb.Unlock()
+	s.runPending()
 }
 
 // Close ends the session: it cancels in-flight handler calls, unsubscribes
 // every topic (calling each topic handler's OnUnsubscribe, as the bundle
 // does on disconnect) and removes the client from the ClientManipulator. If
-// a Handle call is in flight, that cleanup runs when it returns, so Close
-// never waits for a handler. Idempotent.
+// a Handle call (or callbacks left by Reidentify) is in flight, that
+// cleanup runs when it returns, so Close never waits for a handler.
+// Idempotent.
 func (s *Session) Close() {
 	s.cancel()
 	s.mu.Lock()
 	s.closing = true
-	busy := s.inHandle
 	s.mu.Unlock()
-	if !busy {
-		s.cleanup()
+	s.runPending()
+}
+
+// runPending runs the callbacks left for this client (dropped
+// subscriptions, then the disconnect cleanup once closing and no Handle is
+// in flight) unless someone else holds cb: the holder calls runPending
+// after releasing it, so nothing is stranded.
+func (s *Session) runPending() {
+	for {
+		s.mu.Lock()
+		pending := len(s.drops) > 0 || s.closing && !s.inHandle && !s.cleaned
+		s.mu.Unlock()
+		if !pending || !s.cb.TryLock() {
+			return
+		}
+		for {
+			s.mu.Lock()
+			drops := s.drops
+			s.drops = nil
+			clean := len(drops) == 0 && s.closing && !s.inHandle && !s.cleaned
+			if clean {
+				s.cleaned = true
+			}
+			s.mu.Unlock()
+			if len(drops) > 0 {
+				s.runDrops(drops)
+				continue
+			}
+			if clean {
+				s.cleanup()
+			}
+			break
+		}
+		s.cb.Unlock()
 	}
 }
 
+// cleanup unsubscribes everything and forgets the session. It runs once,
+// with cb held and no Handle in flight.
 func (s *Session) cleanup() {
-	s.cleaned.Do(func() {
-		ids := make([]string, 0, len(s.subs))
-		for id := range s.subs {
-			ids = append(ids, id)
+	s.mu.Lock()
+	subs := s.subs
+	s.subs = map[string]*subscription{}
+	clear(s.subIDs)
+	for id := range subs {
+		s.node.broker.remove(id, s)
+	}
+	s.mu.Unlock()
+	ids := make([]string, 0, len(subs))
+	for id := range subs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		sub := subs[id]
+		// The session context is cancelled by now; the handler still
+		// gets a bounded context of its own to announce the leave.
+		err := s.invoke(context.Background(), false, "onUnSubscribe", id, func(ctx context.Context) error {
+			return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: id}, sub.req)
+		})
+		if err != nil {
+			s.log.Warn("wamp: topic handler failed on disconnect", "topic", id, "route", sub.req.Route, "err", err)
 		}
-		sort.Strings(ids)
-		for _, id := range ids {
-			sub := s.subs[id]
-			delete(s.subs, id)
-			s.node.broker.remove(id, s)
-			delete(s.subIDs, sub.subID)
-			// The session context is cancelled by now; the handler still
-			// gets a bounded context of its own to announce the leave.
-			err := s.invoke(context.Background(), false, "onUnSubscribe", id, func(ctx context.Context) error {
-				return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: id}, sub.req)
-			})
-			if err != nil {
-				s.log.Warn("wamp: topic handler failed on disconnect", "topic", id, "route", sub.req.Route, "err", err)
-			}
-		}
-		s.node.forget(s)
-	})
+	}
+	s.node.forget(s)
 }
 
 // resolve expands a CURIE exactly as Ratchet 0.4's WampConnection::getUri:
@@ -281,7 +402,7 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 		s.send("CALLERROR", encodeCallError(m.callID, uri, fmt.Sprintf("Unable to find route for %q", uri), rpcDetails(404, params)))
 		return nil
 	}
-	if !r.access.allows(s.anon, s.roles) {
+	if !s.allowed(r.access) {
 		s.log.Info("wamp: rpc access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("rpc")
 		s.send("CALLERROR", encodeCallError(m.callID, uri, "Access denied", rpcDetails(403, params)))
@@ -350,7 +471,10 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 	if err != nil {
 		return err
 	}
-	if _, dup := s.subs[uri]; dup {
+	s.mu.Lock()
+	_, dup := s.subs[uri]
+	s.mu.Unlock()
+	if dup {
 		return nil // Ratchet ignores duplicate subscriptions
 	}
 	r, attrs, ok := s.node.topicRoutes.match(uri)
@@ -361,31 +485,100 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 		s.node.obs.RoutingMiss("topic")
 		return nil
 	}
-	if !r.access.allows(s.anon, s.roles) {
+	sub := &subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
+	switch s.addSub(uri, sub) {
+	case errDenied:
 		s.log.Info("wamp: subscribe access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onSubscribe")(403)))
 		return nil
-	}
-	if len(s.subs) >= s.node.limits.MaxSubscriptions {
+	case errTooMany:
 		return fmt.Errorf("%w: more than %d subscriptions", ErrLimit, s.node.limits.MaxSubscriptions)
 	}
-	sub := subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}}
-	s.subs[uri] = sub
-	s.node.broker.add(s.node, uri, s, sub.h, sub.req)
 	ref := topicRef{n: s.node, id: uri}
 	err = s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
 		return sub.h.OnSubscribe(ctx, s, ref, sub.req)
 	})
+	s.subscribed(uri, sub, err)
 	if err != nil {
-		// Undo, so a handler can refuse a subscription by failing. (Ratchet
-		// would keep the client subscribed after the handler threw.)
-		delete(s.subs, uri)
-		s.node.broker.remove(uri, s)
+		// Undone, so a handler can refuse a subscription by failing.
+		// (Ratchet would keep the client subscribed after the handler
+		// threw.)
 		s.log.Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
 		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
 	}
 	return nil
+}
+
+var (
+	errDenied  = errors.New("access denied")
+	errTooMany = errors.New("too many subscriptions")
+)
+
+// addSub adds sub (for uri) to the session and the broker, marked as
+// subscribing, unless the current identity fails its route's access rule
+// (errDenied) or the session is at its limit (errTooMany). The check and
+// the insertion are atomic with respect to Reidentify.
+func (s *Session) addSub(uri string, sub *subscription) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.allowed(sub.access) {
+		return errDenied
+	}
+	if len(s.subs) >= s.node.limits.MaxSubscriptions {
+		return errTooMany
+	}
+	sub.subscribing = true
+	sub.subID = s.node.broker.add(s.node, uri, s, sub.h, sub.req)
+	s.subs[uri] = sub
+	if s.subIDs != nil {
+		s.subIDs[sub.subID] = uri
+	}
+	return nil
+}
+
+// subscribed ends a SUBSCRIBE once OnSubscribe returned err. On failure
+// the subscription is undone; if Reidentify dropped it meanwhile, its
+// queued drop is cancelled, since OnSubscribe failed and the caller
+// reports the failure instead.
+func (s *Session) subscribed(uri string, sub *subscription, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub.subscribing = false
+	if err == nil {
+		return
+	}
+	if s.subs[uri] == sub {
+		delete(s.subs, uri)
+		if s.subIDs != nil {
+			delete(s.subIDs, sub.subID)
+		}
+		s.node.broker.remove(uri, s)
+		return
+	}
+	for i, d := range s.drops {
+		if d.sub == sub {
+			s.drops = append(s.drops[:i], s.drops[i+1:]...)
+			break
+		}
+	}
+}
+
+// takeSub removes the subscription to uri, returning it, or nil when the
+// session is not subscribed (any more).
+func (s *Session) takeSub(uri string) *subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := s.subs[uri]
+	if sub == nil {
+		return nil
+	}
+	delete(s.subs, uri)
+	if s.subIDs != nil {
+		delete(s.subIDs, sub.subID)
+	}
+	s.node.broker.remove(uri, s)
+	return sub
 }
 
 func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
@@ -393,12 +586,10 @@ func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
 	if err != nil {
 		return err
 	}
-	sub, ok := s.subs[uri]
-	if !ok {
+	sub := s.takeSub(uri)
+	if sub == nil {
 		return nil // not subscribed: Ratchet ignores it
 	}
-	delete(s.subs, uri)
-	s.node.broker.remove(uri, s)
 	err = s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
 		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
 	})
@@ -420,7 +611,7 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 		s.node.obs.RoutingMiss("topic")
 		return nil
 	}
-	if !r.access.allows(s.anon, s.roles) {
+	if !s.allowed(r.access) {
 		s.log.Info("wamp: publish access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onPublish")(403)))

@@ -102,22 +102,23 @@ func (s *Session) handleHello(m message2) error {
 		s.leave()
 		return ErrGoodbye
 	}
+	id := s.ident.Load()
 	role := "authenticated"
 	switch {
-	case s.anon:
+	case id.anon:
 		role = "anonymous"
-	case len(s.roles) > 0:
-		role = s.roles[0]
+	case len(id.roles) > 0:
+		role = id.roles[0]
 	}
-	roles := s.roles
+	roles := id.roles
 	if roles == nil {
 		roles = []string{}
 	}
 	s.joined = true
 	s.send("WELCOME", encodeWelcomeV2(s.numID, welcomeDetails{
-		Realm: m.uri, AuthID: s.user, AuthRole: role,
+		Realm: m.uri, AuthID: id.user, AuthRole: role,
 		AuthMethod: "cookie", AuthProvider: "symfony",
-		AuthExtra: welcomeExtra{Roles: roles, Firewall: s.firewall, Anonymous: s.anon},
+		AuthExtra: welcomeExtra{Roles: roles, Firewall: id.firewall, Anonymous: id.anon},
 		Agent:     s.node.ident, Roles: routerRoles,
 	}))
 	return nil
@@ -178,9 +179,15 @@ func (s *Session) subscribeV2(ctx context.Context, m message2) error {
 			return nil
 		}
 	}
-	if sub, dup := s.subs[uri]; dup {
+	s.mu.Lock()
+	var dupID uint64
+	if sub := s.subs[uri]; sub != nil {
+		dupID = sub.subID
+	}
+	s.mu.Unlock()
+	if dupID != 0 {
 		// The spec: subscribing again returns the existing subscription.
-		s.send("SUBSCRIBED", encodeV2IDs(v2Subscribed, m.reqID, sub.subID))
+		s.send("SUBSCRIBED", encodeV2IDs(v2Subscribed, m.reqID, dupID))
 		return nil
 	}
 	r, attrs, ok := s.node.topicRoutes.match(uri)
@@ -190,19 +197,16 @@ func (s *Session) subscribeV2(ctx context.Context, m message2) error {
 		s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
 		return nil
 	}
-	if !r.access.allows(s.anon, s.roles) {
+	sub := &subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
+	switch s.addSub(uri, sub) {
+	case errDenied:
 		s.log.Info("wamp: subscribe access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		s.sendErrorV2(v2Subscribe, m.reqID, errURINotAuthorized, "Access denied", nil)
 		return nil
-	}
-	if len(s.subs) >= s.node.limits.MaxSubscriptions {
+	case errTooMany:
 		return s.violation(fmt.Errorf("%w: more than %d subscriptions", ErrLimit, s.node.limits.MaxSubscriptions))
 	}
-	sub := subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}}
-	sub.subID = s.node.broker.add(s.node, uri, s, sub.h, sub.req)
-	s.subs[uri] = sub
-	s.subIDs[sub.subID] = uri
 	// SUBSCRIBED goes out before OnSubscribe so that the client knows the
 	// subscription id when the handler's join broadcast reaches it, as a
 	// v1 client sees its own join.
@@ -211,41 +215,49 @@ func (s *Session) subscribeV2(ctx context.Context, m message2) error {
 	err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
 		return sub.h.OnSubscribe(ctx, s, ref, sub.req)
 	})
+	s.subscribed(uri, sub, err)
 	if err != nil {
-		// The handler refused: undo and revoke the subscription with the
-		// advanced profile's router-initiated UNSUBSCRIBED (request 0),
-		// which autobahn understands.
-		delete(s.subs, uri)
-		delete(s.subIDs, sub.subID)
-		s.node.broker.remove(uri, s)
+		// The handler refused: the subscription is undone; revoke it with
+		// the advanced profile's router-initiated UNSUBSCRIBED (request
+		// 0), which autobahn understands.
 		s.log.Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
 		reason := errURIRuntime
 		var he *handler.Error
 		if errors.As(err, &he) && he.URI != "" {
 			reason = he.URI
 		}
-		b := []byte(`[35,0,{"subscription":`)
-		b = appendID(b, sub.subID)
-		b = append(b, `,"reason":`...)
-		b = appendJSONString(b, reason)
-		s.send("UNSUBSCRIBED", append(b, "}]"...))
+		s.send("UNSUBSCRIBED", encodeRevokedV2(sub.subID, reason))
 	}
 	return nil
+}
+
+// encodeRevokedV2 is the router-initiated UNSUBSCRIBED [35, 0,
+// {"subscription": subID, "reason": reason}].
+func encodeRevokedV2(subID uint64, reason string) []byte {
+	b := []byte(`[35,0,{"subscription":`)
+	b = appendID(b, subID)
+	b = append(b, `,"reason":`...)
+	b = appendJSONString(b, reason)
+	return append(b, "}]"...)
 }
 
 func (s *Session) unsubscribeV2(ctx context.Context, m message2) error {
 	if err := s.checkReqID(m); err != nil {
 		return err
 	}
+	s.mu.Lock()
 	uri, ok := s.subIDs[m.subID]
-	if !ok {
+	s.mu.Unlock()
+	var sub *subscription
+	if ok {
+		// Only the reader adds subscriptions, so uri is still this
+		// subscription's topic unless Reidentify took it meanwhile.
+		sub = s.takeSub(uri)
+	}
+	if sub == nil {
 		s.sendErrorV2(v2Unsubscribe, m.reqID, errURINoSuchSubscription, "no such subscription", nil)
 		return nil
 	}
-	sub := s.subs[uri]
-	delete(s.subs, uri)
-	delete(s.subIDs, m.subID)
-	s.node.broker.remove(uri, s)
 	s.send("UNSUBSCRIBED", encodeV2IDs(v2Unsubscribed, m.reqID))
 	err := s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
 		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
@@ -279,7 +291,7 @@ func (s *Session) publishV2(ctx context.Context, m message2) error {
 		}
 		return nil
 	}
-	if !r.access.allows(s.anon, s.roles) {
+	if !s.allowed(r.access) {
 		s.log.Info("wamp: publish access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		if opts.Acknowledge {
@@ -354,7 +366,7 @@ func (s *Session) callV2(ctx context.Context, m message2) error {
 		s.sendErrorV2(v2Call, m.reqID, errURINoSuchProcedure, fmt.Sprintf("Unable to find route for %q", uri), nil)
 		return nil
 	}
-	if !r.access.allows(s.anon, s.roles) {
+	if !s.allowed(r.access) {
 		s.log.Info("wamp: rpc access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("rpc")
 		s.sendErrorV2(v2Call, m.reqID, errURINotAuthorized, "Access denied", nil)

@@ -56,8 +56,13 @@ import (
 )
 
 // Client is one connected websocket client as handlers see it. Its values
-// come from the PHP session at connect time and do not change for the life
-// of the connection, so a Client may be kept and read from any goroutine.
+// come from the PHP session at connect time. ConnID and SessionID never
+// change; the identity (UserIdentifier, Anonymous, Roles, Firewall) may
+// change while the client stays connected, when the gateway re-reads the
+// PHP session and finds it expired, logged out or holding another user
+// (the client is then downgraded to anonymous or takes the new user). A
+// Client may be kept and read from any goroutine; each method returns the
+// current value, so read what you need once if it must be consistent.
 type Client interface {
 	// ConnID is the gateway connection id, unique across gateway replicas.
 	// It plays the role of Ratchet's $conn->resourceId.

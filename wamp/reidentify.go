@@ -1,0 +1,111 @@
+package wamp
+
+import (
+	"context"
+	"sort"
+)
+
+// Reidentify replaces the client's identity, e.g. after revalidation found
+// that the PHP session expired, was destroyed (logout) or now holds
+// another user. info is read as by Open: no UserIdentifier, or Anonymous,
+// makes the client "anon-<WAMP session id>" again; info.ConnID is ignored
+// (the connection stays the same).
+//
+// From the moment Reidentify returns, UserIdentifier, Anonymous, Roles and
+// Firewall report the new identity, the ClientManipulator (GetClient,
+// FindByUsername, FindAllByUsername, FindByRoles, GetAll) and v2 PUBLISH
+// exclude_authid/eligible_authid resolve it, and route access rules are
+// checked against it.
+//
+// Subscriptions whose route's access rules (RouteConfig.Roles,
+// RouteConfig.Anonymous) the new identity no longer passes are dropped at
+// once: the client gets no further EVENT on them. For each, the topic
+// handler's OnUnsubscribe runs as on UNSUBSCRIBE (the Client it gets
+// already carries the new identity), and a WAMP v2 client gets the
+// router-initiated UNSUBSCRIBED [35, 0, {"subscription": id, "reason":
+// "wamp.error.not_authorized"}] it also gets when OnSubscribe refuses. A
+// WAMP v1 client is not told: v1 has no message for it, so it simply stops
+// receiving events (the bundle had no revocation at all). Nothing else is
+// sent to the client either way: neither protocol can announce a new
+// identity, so a v2 client keeps the authid of its WELCOME.
+//
+// OnUnsubscribe callbacks run on the calling goroutine, except while a
+// Handle call is in flight: handler callbacks for one client never run
+// concurrently, so they then run on the reader when its Handle call
+// returns (a v2 UNSUBSCRIBED for a subscription whose SUBSCRIBE is still
+// being handled waits as well, so that it follows SUBSCRIBED). Reidentify
+// therefore never waits for a handler, but may run OnUnsubscribe
+// callbacks, each bounded by NodeConfig.CallTimeout.
+//
+// Reidentify returns the number of subscriptions dropped. It may be called
+// from any goroutine, concurrently with Handle, Close and broadcasts. After
+// Close it only changes what the identity accessors report and returns 0.
+func (s *Session) Reidentify(info ClientInfo) int {
+	id := newIdentity(info, s.id)
+	n := s.node
+	s.mu.Lock()
+	n.mu.Lock()
+	if n.unindexUser(s.ident.Load().user, s) {
+		n.indexUser(id.user, s)
+	}
+	s.ident.Store(id)
+	n.mu.Unlock()
+	if s.closing {
+		// cleanup unsubscribes whatever is left.
+		s.mu.Unlock()
+		return 0
+	}
+	uris := make([]string, 0, len(s.subs))
+	for uri, sub := range s.subs {
+		if !sub.access.allows(id.anon, id.roles) {
+			uris = append(uris, uri)
+		}
+	}
+	sort.Strings(uris)
+	var revoked [][]byte
+	for _, uri := range uris {
+		sub := s.subs[uri]
+		delete(s.subs, uri)
+		if s.subIDs != nil {
+			delete(s.subIDs, sub.subID)
+		}
+		n.broker.remove(uri, s)
+		d := drop{uri: uri, sub: sub}
+		if s.proto == ProtocolV2JSON {
+			if sub.subscribing {
+				d.notify = true // after SUBSCRIBED, which may not be out yet
+			} else {
+				revoked = append(revoked, encodeRevokedV2(sub.subID, errURINotAuthorized))
+			}
+		}
+		s.drops = append(s.drops, d)
+	}
+	s.mu.Unlock()
+	for _, msg := range revoked {
+		s.send("UNSUBSCRIBED", msg)
+	}
+	if len(uris) > 0 {
+		s.log.Info("wamp: subscriptions dropped after identity change", "dropped", len(uris), "anonymous", id.anon)
+		s.runPending()
+	}
+	return len(uris)
+}
+
+// runDrops completes subscriptions Reidentify took away: the v2
+// UNSUBSCRIBED it could not send yet, then the handler's OnUnsubscribe. It
+// runs with cb held.
+func (s *Session) runDrops(drops []drop) {
+	for _, d := range drops {
+		if d.notify {
+			s.send("UNSUBSCRIBED", encodeRevokedV2(d.sub.subID, errURINotAuthorized))
+		}
+		// Not linked to the session: the leave is announced even if the
+		// client closes meanwhile, as on disconnect.
+		err := s.invoke(context.Background(), false, "onUnSubscribe", d.uri, func(ctx context.Context) error {
+			return d.sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: d.uri}, d.sub.req)
+		})
+		if err != nil {
+			s.log.Warn("wamp: topic handler failed after identity change", "topic", d.uri, "route", d.sub.req.Route, "err", err)
+		}
+	}
+}
