@@ -41,7 +41,7 @@ func newNode(t *testing.T) *wamp.Node {
 	n, err := wamp.NewNode(wamp.NodeConfig{
 		Handlers: reg,
 		Routes: wamp.RoutesConfig{
-			RPC:    map[string]wamp.RouteConfig{"acme_rpc": {Pattern: "sample/{method}", Handler: "acme.rpc"}},
+			RPC: map[string]wamp.RouteConfig{"acme_rpc": {Pattern: "sample/{method}", Handler: "acme.rpc"}},
 			Topics: map[string]wamp.RouteConfig{
 				"acme_topic": {Pattern: "acme/channel/{room}", Handler: "acme.topic"},
 				"acme_relay": {Pattern: "acme/relay/{room}", Handler: "acme.relay"},
