@@ -84,7 +84,12 @@ type epConn struct {
 	rstate    atomic.Int32
 	outEvents atomic.Uint32 // EPOLLOUT edges seen; see flush
 	blocked   bool          // waiting for EPOLLOUT; guarded by c.mu
-	blockedAt atomic.Int64  // unix nanoseconds when the last write hit EAGAIN, 0 when not blocked
+	// owned is set while a worker reads the connection (or its upgrade
+	// runs); a kick then only sets flushPending and that goroutine writes
+	// the queue itself when it is done, sparing a hand-off to a writer
+	// for the common reply-to-a-request case. Both guarded by c.mu.
+	owned, flushPending bool
+	blockedAt           atomic.Int64 // unix nanoseconds when the last write hit EAGAIN, 0 when not blocked
 
 	fdMu     sync.Mutex
 	fdRefs   int
@@ -337,7 +342,12 @@ func (l *eventLoop) readWorker() {
 const maxReadsPerTurn = 16
 
 // read reads ec until EAGAIN (or its turn ends) and hands the bytes on.
+// Replies queued meanwhile are written by this worker when it is done.
 func (l *eventLoop) read(ec *epConn, buf []byte) {
+	if c := ec.c.Load(); c != nil && ec.phase.Load() == phaseOpen {
+		ec.own(c)
+		defer ec.disown(c)
+	}
 	for turn := 0; ; turn++ {
 		if turn == maxReadsPerTurn {
 			l.reads.push(ec) // still readQueued: requeue for fairness
@@ -437,11 +447,14 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	}
 	c := &conn{srv: s, tr: ec}
 	ec.c.Store(c)
+	ec.own(c)               // the 101 and WELCOME are written from here
 	c.sendRaw(resp.Bytes()) // the 101 goes out before WELCOME
 	if !s.register(c, &h) {
+		ec.disown(c)
 		c.kill("drain")
 		return
 	}
+	ec.disown(c)
 	ec.phase.Store(phaseOpen)
 	// Bytes may have arrived while we upgraded, and with edge triggering
 	// no new event announces them: read now.
@@ -459,12 +472,37 @@ func (ec *epConn) writeAndClose(b []byte) {
 	ec.closeFD()
 }
 
-// kick implements transport: queue ec for a writer.
+// kick implements transport: queue ec for a writer, or leave it to the
+// goroutine that owns ec right now.
 func (ec *epConn) kick(c *conn) {
 	if ec.blocked {
 		return // EPOLLOUT will bring it back
 	}
+	if ec.owned {
+		ec.flushPending = true
+		return
+	}
 	ec.loop.writes.push(ec)
+}
+
+// own marks the calling goroutine as the one that will flush what its
+// work queues on ec (see owned).
+func (ec *epConn) own(c *conn) {
+	c.mu.Lock()
+	ec.owned = true
+	c.mu.Unlock()
+}
+
+// disown ends own and writes what was queued meanwhile.
+func (ec *epConn) disown(c *conn) {
+	c.mu.Lock()
+	ec.owned = false
+	pending := ec.flushPending
+	ec.flushPending = false
+	c.mu.Unlock()
+	if pending {
+		ec.flush()
+	}
 }
 
 // onWritable handles an EPOLLOUT edge.
