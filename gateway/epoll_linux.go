@@ -630,7 +630,7 @@ func (ec *epConn) release() {
 	defer ec.fdMu.Unlock()
 	ec.fdRefs--
 	if ec.fdClosed && ec.fdRefs == 0 {
-		unix.Close(ec.fd)
+		drainAndClose(ec.fd)
 	}
 }
 
@@ -657,7 +657,7 @@ func (ec *epConn) closeFD() {
 	l.mu.Unlock()
 	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ec.fd, nil)
 	if ec.fdRefs == 0 {
-		unix.Close(ec.fd)
+		drainAndClose(ec.fd)
 	}
 	ec.fdMu.Unlock()
 }
@@ -761,4 +761,20 @@ func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
 	}
 	return nil
+}
+
+// drainAndClose discards what the client sent and we did not read (say the
+// rest of a refused frame) before closing: closing a socket with unread
+// data makes the kernel answer with RST, and a client that gets RST may
+// lose our close frame still in its receive buffer. Bounded: at most 64 KiB
+// that are already there, no waiting.
+func drainAndClose(fd int) {
+	var buf [4096]byte
+	for range 16 {
+		n, err := unix.Read(fd, buf[:])
+		if n <= 0 || err != nil {
+			break
+		}
+	}
+	unix.Close(fd)
 }

@@ -47,9 +47,11 @@ func (t *goTransport) writeLoop(c *conn) {
 }
 
 func (t *goTransport) closeSocket(c *conn) {
+	discardUnread(t.nc)
 	t.nc.Close()
 	c.teardown()
 }
+
 
 // serveGoroutines is the goroutine-mode accept loop.
 func (s *Server) serveGoroutines(ln net.Listener) error {

@@ -1,0 +1,9 @@
+//go:build !unix
+
+package gateway
+
+import "net"
+
+// discardUnread is a no-op where raw descriptors are not at hand; closing
+// may then answer unread data with RST.
+func discardUnread(net.Conn) {}
