@@ -52,7 +52,6 @@ func (t *goTransport) closeSocket(c *conn) {
 	c.teardown()
 }
 
-
 // serveGoroutines is the goroutine-mode accept loop.
 func (s *Server) serveGoroutines(ln net.Listener) error {
 	var backoff time.Duration

@@ -20,13 +20,15 @@ func discardUnread(nc net.Conn) {
 		return
 	}
 	var buf [4096]byte
-	rc.Read(func(fd uintptr) bool {
+	// Control, not Read: the connection's reader goroutine may hold the
+	// read lock, blocked in Read until this close. The descriptor is in
+	// non-blocking mode, so this never waits.
+	rc.Control(func(fd uintptr) {
 		for range 16 {
 			n, err := syscall.Read(int(fd), buf[:])
 			if n <= 0 || err != nil {
 				break
 			}
 		}
-		return true // never wait for more
 	})
 }
