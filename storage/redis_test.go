@@ -458,27 +458,33 @@ func TestRedisStoreCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	var admin rueidis.Client
-	waitFor(t, 10*time.Second, "cluster ready", func() bool {
-		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: nodes[:1], DisableCache: true})
-		if err != nil {
-			return false
-		}
-		info, err := c.Do(context.Background(), c.B().ClusterInfo().Build()).ToString()
-		if err != nil || !strings.Contains(info, "cluster_state:ok") {
+	// Every node must see the cluster as ok: the first one saying so is
+	// not enough, a write routed to another may still get CLUSTERDOWN.
+	waitFor(t, 20*time.Second, "cluster ready on every node", func() bool {
+		for _, n := range nodes {
+			c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{n}, DisableCache: true, ForceSingleClient: true})
+			if err != nil {
+				return false
+			}
+			info, err := c.Do(context.Background(), c.B().ClusterInfo().Build()).ToString()
 			c.Close()
-			return false
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				return false
+			}
 		}
-		admin = c
 		return true
 	})
+	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: nodes[:1], DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer admin.Close()
 	ids := make([]string, 50)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("cluster%02d", i)
-		if err := admin.Do(context.Background(), admin.B().Set().Key("sf_s"+ids[i]).Value("data "+ids[i]).Ex(time.Hour).Build()).Error(); err != nil {
-			t.Fatalf("SET: %v", err)
-		}
+		waitFor(t, 10*time.Second, "SET accepted", func() bool {
+			return admin.Do(context.Background(), admin.B().Set().Key("sf_s"+ids[i]).Value("data "+ids[i]).Ex(time.Hour).Build()).Error() == nil
+		})
 	}
 	for _, cache := range []bool{false, true} {
 		s := openTestRedis(t, RedisOptions{Addrs: nodes[:1], Mode: RedisCluster, ClientCache: cache, LookupTimeout: 10 * time.Second})
