@@ -310,12 +310,10 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	} else {
 		s.proto = ProtocolV1
 		s.id = newSessionID()
-		s.prefixes = map[string]string{}
 	}
 	id := newIdentity(info, s.id)
 	s.ident.Store(id)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.log = n.log.With("session", s.id, "conn", s.connID, "protocol", s.proto.String())
 
 	n.mu.Lock()
 	if old := n.byConn[s.connID]; old != nil {

@@ -85,7 +85,7 @@ func (s *Session) Reidentify(info ClientInfo) int {
 		s.send("UNSUBSCRIBED", msg)
 	}
 	if len(uris) > 0 {
-		s.log.Info("wamp: subscriptions dropped after identity change", "dropped", len(uris), "anonymous", id.anon)
+		s.logger().Info("wamp: subscriptions dropped after identity change", "dropped", len(uris), "anonymous", id.anon)
 		s.runPending()
 	}
 	return len(uris)
@@ -105,7 +105,7 @@ func (s *Session) runDrops(drops []drop) {
 			return d.sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: d.uri}, d.sub.req)
 		})
 		if err != nil {
-			s.log.Warn("wamp: topic handler failed after identity change", "topic", d.uri, "route", d.sub.req.Route, "err", err)
+			s.logger().Warn("wamp: topic handler failed after identity change", "topic", d.uri, "route", d.sub.req.Route, "err", err)
 		}
 	}
 }

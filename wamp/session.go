@@ -31,7 +31,6 @@ type Session struct {
 	proto Protocol
 
 	node *Node
-	log  *slog.Logger
 	// numID is the WAMP v2 session id (id is its decimal form); 0 for v1.
 	numID uint64
 	// seq is the node-wide open order.
@@ -307,7 +306,7 @@ func (s *Session) cleanup() {
 			return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: id}, sub.req)
 		})
 		if err != nil {
-			s.log.Warn("wamp: topic handler failed on disconnect", "topic", id, "route", sub.req.Route, "err", err)
+			s.logger().Warn("wamp: topic handler failed on disconnect", "topic", id, "route", sub.req.Route, "err", err)
 		}
 	}
 	s.node.forget(s)
@@ -383,6 +382,9 @@ func (s *Session) handlePrefix(m message) error {
 	if _, exists := s.prefixes[m.prefix]; !exists && len(s.prefixes) >= s.node.limits.MaxPrefixes {
 		return fmt.Errorf("%w: more than %d prefixes", ErrLimit, s.node.limits.MaxPrefixes)
 	}
+	if s.prefixes == nil {
+		s.prefixes = make(map[string]string, 1) // most clients define none
+	}
 	s.prefixes[m.prefix] = m.uri
 	return nil
 }
@@ -397,13 +399,13 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 	if !ok {
 		// The bundle throws here and the client never gets an answer;
 		// answering 404 keeps the client's call from hanging forever.
-		s.log.Info("wamp: no rpc route", "uri", uri)
+		s.logger().Info("wamp: no rpc route", "uri", uri)
 		s.node.obs.RoutingMiss("rpc")
 		s.send("CALLERROR", encodeCallError(m.callID, uri, fmt.Sprintf("Unable to find route for %q", uri), rpcDetails(404, params)))
 		return nil
 	}
 	if !s.allowed(r.access) {
-		s.log.Info("wamp: rpc access denied", "uri", uri, "route", r.name)
+		s.logger().Info("wamp: rpc access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("rpc")
 		s.send("CALLERROR", encodeCallError(m.callID, uri, "Access denied", rpcDetails(403, params)))
 		return nil
@@ -411,7 +413,7 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
 	method, ok := r.handler.lookup(attrs["method"])
 	if !ok {
-		s.log.Info("wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
+		s.logger().Info("wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
 		s.node.obs.RoutingMiss("rpc")
 		s.send("CALLERROR", encodeCallError(m.callID, uri, "Could not execute RPC callback, method not found", rpcDetails(404, params)))
 		return nil
@@ -447,7 +449,7 @@ func (s *Session) callMethod(ctx context.Context, r *route[*rpcHandler], method 
 	})
 	if err != nil {
 		s.node.obs.Call(r.handler.h.Name(), time.Since(start), true)
-		s.log.Warn("wamp: rpc handler failed", "uri", req.URI, "route", r.name, "err", err)
+		s.logger().Warn("wamp: rpc handler failed", "uri", req.URI, "route", r.name, "err", err)
 		return nil, err
 	}
 	out, encErr := appendJSON(nil, result)
@@ -457,9 +459,9 @@ func (s *Session) callMethod(ctx context.Context, r *route[*rpcHandler], method 
 		// The bundle treats null and false as a failed call; an
 		// unencodable result is a handler bug of the same kind.
 		if encErr != nil {
-			s.log.Warn("wamp: rpc result not JSON-encodable", "uri", req.URI, "route", r.name, "err", encErr)
+			s.logger().Warn("wamp: rpc result not JSON-encodable", "uri", req.URI, "route", r.name, "err", encErr)
 		} else {
-			s.log.Warn("wamp: rpc handler returned "+string(out), "uri", req.URI, "route", r.name)
+			s.logger().Warn("wamp: rpc handler returned "+string(out), "uri", req.URI, "route", r.name)
 		}
 		return nil, nil
 	}
@@ -481,14 +483,14 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 	if !ok {
 		// The bundle fails to route and only logs; nobody could ever
 		// publish to an unrouted topic, so there is nothing to keep.
-		s.log.Info("wamp: no topic route for subscribe", "uri", uri)
+		s.logger().Info("wamp: no topic route for subscribe", "uri", uri)
 		s.node.obs.RoutingMiss("topic")
 		return nil
 	}
 	sub := &subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
 	switch s.addSub(uri, sub) {
 	case errDenied:
-		s.log.Info("wamp: subscribe access denied", "uri", uri, "route", r.name)
+		s.logger().Info("wamp: subscribe access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onSubscribe")(403)))
 		return nil
@@ -504,7 +506,7 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 		// Undone, so a handler can refuse a subscription by failing.
 		// (Ratchet would keep the client subscribed after the handler
 		// threw.)
-		s.log.Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
+		s.logger().Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
 		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
 	}
 	return nil
@@ -594,7 +596,7 @@ func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
 		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
 	})
 	if err != nil {
-		s.log.Warn("wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+		s.logger().Warn("wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
 		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
 	}
 	return nil
@@ -607,12 +609,12 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 	}
 	r, attrs, ok := s.node.topicRoutes.match(uri)
 	if !ok {
-		s.log.Info("wamp: no topic route for publish", "uri", uri)
+		s.logger().Info("wamp: no topic route for publish", "uri", uri)
 		s.node.obs.RoutingMiss("topic")
 		return nil
 	}
 	if !s.allowed(r.access) {
-		s.log.Info("wamp: publish access denied", "uri", uri, "route", r.name)
+		s.logger().Info("wamp: publish access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onPublish")(403)))
 		return nil
@@ -626,7 +628,7 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 		return r.handler.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, m.event, exclude, m.eligible)
 	})
 	if err != nil {
-		s.log.Warn("wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
+		s.logger().Warn("wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
 		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
 	}
 	return nil
@@ -635,7 +637,7 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 // send sends one message of type typ (for the observer) to the client.
 func (s *Session) send(typ string, msg []byte) {
 	if !s.peer.Send(msg) {
-		s.log.Debug("wamp: peer refused message", "type", typ)
+		s.logger().Debug("wamp: peer refused message", "type", typ)
 		return
 	}
 	s.node.obs.MessagesOut(s.proto, typ, 1)
@@ -669,7 +671,7 @@ func (s *Session) invoke(parent context.Context, linked bool, what, uri string, 
 		stop()
 		cancel()
 		if p := recover(); p != nil {
-			s.log.Error("wamp: handler panic", "what", what, "uri", uri, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			s.logger().Error("wamp: handler panic", "what", what, "uri", uri, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			err = errPanic
 		}
 	}()
@@ -694,7 +696,7 @@ func (s *Session) errorMessage(callID json.RawMessage, uri string, err error, de
 		if he.Details != nil {
 			b, encErr := appendJSON(nil, he.Details)
 			if encErr != nil {
-				s.log.Warn("wamp: handler error details not JSON-encodable", "uri", uri, "err", encErr)
+				s.logger().Warn("wamp: handler error details not JSON-encodable", "uri", uri, "err", encErr)
 			} else {
 				d = b
 			}
@@ -736,3 +738,10 @@ func topicDetails(event string) func(code int) []byte {
 // topicCallID: the bundle uses the topic id as the call id of a topic
 // CALLERROR.
 func topicCallID(uri string) json.RawMessage { return appendJSONString(nil, uri) }
+
+// logger returns the node's logger with this session's attributes. It is
+// built when something is logged, not kept per session: an idle session
+// would otherwise hold a few hundred bytes of attributes for nothing.
+func (s *Session) logger() *slog.Logger {
+	return s.node.log.With("session", s.id, "conn", s.connID, "protocol", s.proto.String())
+}
