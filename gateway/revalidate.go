@@ -153,8 +153,8 @@ func (s *Server) reidentify(c *conn, id identity) {
 	c.ident = id
 	oldKey := c.userKey
 	c.userKey = ""
-	if id.user != "" {
-		c.userKey = id.firewall + "\x00" + id.user
+	if id.user != "" && s.cfg.Limits.MaxConnectionsPerUser > 0 {
+		c.userKey = userKey(id)
 	}
 	newKey := c.userKey
 	c.mu.Unlock()

@@ -423,12 +423,14 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		return nil
 	}
 	ident := identityOf(&res)
-	key := ident.firewall + "\x00" + ident.user
-	if !s.reserveUser(key) {
-		h.outcome = metrics.OutcomeRateLimited
-		return reject(429, "too many connections for this user")
+	if s.cfg.Limits.MaxConnectionsPerUser > 0 { // counting costs memory per connection: only when limited
+		key := userKey(ident)
+		if !s.reserveUser(key) {
+			h.outcome = metrics.OutcomeRateLimited
+			return reject(429, "too many connections for this user")
+		}
+		h.userKey = key
 	}
-	h.userKey = key
 	h.ident = ident
 	h.outcome = metrics.OutcomeAuthenticated
 	h.info = wamp.ClientInfo{Firewall: ident.firewall, UserIdentifier: ident.user, Roles: ident.roles}
@@ -477,6 +479,9 @@ func (s *Server) register(c *conn, h *handshake) bool {
 	}
 	return true
 }
+
+// userKey is the Server.userConns key of an authenticated identity.
+func userKey(id identity) string { return id.firewall + "\x00" + id.user }
 
 // reserveUser counts one more connection for key, or returns false when
 // the user is at limits.max_connections_per_user.
