@@ -80,8 +80,10 @@ var ErrInvalidClient = errors.New("invalid client entry")
 type MemoryClientStorage struct {
 	mu     sync.RWMutex
 	byConn map[string]ClientEntry
-	// byUser indexes authenticated entries: username -> set of ConnIDs.
-	byUser map[string]map[string]struct{}
+	// byUser indexes authenticated entries: username -> their ConnIDs. A
+	// slice, not a set: most users have one or two connections, and a map
+	// per user would cost a few hundred bytes each.
+	byUser map[string][]string
 	closed bool
 }
 
@@ -91,7 +93,7 @@ var _ ClientStorage = (*MemoryClientStorage)(nil)
 func NewMemoryClientStorage() *MemoryClientStorage {
 	return &MemoryClientStorage{
 		byConn: make(map[string]ClientEntry),
-		byUser: make(map[string]map[string]struct{}),
+		byUser: make(map[string][]string),
 	}
 }
 
@@ -116,12 +118,7 @@ func (m *MemoryClientStorage) Add(ctx context.Context, e ClientEntry) error {
 	m.removeLocked(e.ConnID)
 	m.byConn[e.ConnID] = e
 	if indexed(e) {
-		set := m.byUser[e.UserIdentifier]
-		if set == nil {
-			set = make(map[string]struct{})
-			m.byUser[e.UserIdentifier] = set
-		}
-		set[e.ConnID] = struct{}{}
+		m.byUser[e.UserIdentifier] = append(m.byUser[e.UserIdentifier], e.ConnID)
 	}
 	return nil
 }
@@ -148,10 +145,15 @@ func (m *MemoryClientStorage) removeLocked(connID string) {
 	}
 	delete(m.byConn, connID)
 	if indexed(old) {
-		set := m.byUser[old.UserIdentifier]
-		delete(set, connID)
-		if len(set) == 0 {
+		ids := m.byUser[old.UserIdentifier]
+		if i := slices.Index(ids, connID); i >= 0 {
+			ids[i] = ids[len(ids)-1]
+			ids = ids[:len(ids)-1]
+		}
+		if len(ids) == 0 {
 			delete(m.byUser, old.UserIdentifier)
+		} else {
+			m.byUser[old.UserIdentifier] = ids
 		}
 	}
 }
@@ -216,9 +218,9 @@ func (m *MemoryClientStorage) FindAllByUsername(ctx context.Context, user string
 	if m.closed {
 		return nil, fmt.Errorf("find clients: %w", ErrClosed)
 	}
-	set := m.byUser[user]
-	out := make([]ClientEntry, 0, len(set))
-	for connID := range set {
+	ids := m.byUser[user]
+	out := make([]ClientEntry, 0, len(ids))
+	for _, connID := range ids {
 		out = append(out, m.byConn[connID].clone())
 	}
 	sortClients(out)
