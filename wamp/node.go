@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -119,7 +120,7 @@ type Node struct {
 
 	mu       sync.RWMutex
 	byConn   map[string]*Session
-	byUser   map[string]map[*Session]struct{}
+	byUser   map[string][]*Session // a slice per user: most have one or two sessions
 	sessions map[Protocol]int
 	seq      uint64 // session open order, for FindByUsername
 
@@ -153,7 +154,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		callTimeout: cfg.CallTimeout,
 		limits:      cfg.Limits,
 		byConn:      map[string]*Session{},
-		byUser:      map[string]map[*Session]struct{}{},
+		byUser:      map[string][]*Session{},
 	}
 	if n.ident == "" {
 		n.ident = DefaultServerIdent
@@ -345,24 +346,26 @@ func (n *Node) forget(s *Session) {
 
 // indexUser adds s to the sessions of user; n.mu must be held.
 func (n *Node) indexUser(user string, s *Session) {
-	set := n.byUser[user]
-	if set == nil {
-		set = map[*Session]struct{}{}
-		n.byUser[user] = set
+	if !slices.Contains(n.byUser[user], s) {
+		n.byUser[user] = append(n.byUser[user], s)
 	}
-	set[s] = struct{}{}
 }
 
 // unindexUser removes s from the sessions of user and reports whether it
 // was there (the session was still open); n.mu must be held.
 func (n *Node) unindexUser(user string, s *Session) bool {
 	set := n.byUser[user]
-	if _, ok := set[s]; !ok {
+	i := slices.Index(set, s)
+	if i < 0 {
 		return false
 	}
-	delete(set, s)
+	set[i] = set[len(set)-1]
+	set[len(set)-1] = nil
+	set = set[:len(set)-1]
 	if len(set) == 0 {
 		delete(n.byUser, user)
+	} else {
+		n.byUser[user] = set
 	}
 	return true
 }
@@ -389,7 +392,7 @@ func (c *clientIndex) FindByUsername(user string) (handler.Client, bool) {
 	c.n.mu.RLock()
 	defer c.n.mu.RUnlock()
 	var first *Session
-	for s := range c.n.byUser[user] {
+	for _, s := range c.n.byUser[user] {
 		if first == nil || s.seq < first.seq {
 			first = s
 		}
@@ -405,7 +408,7 @@ func (c *clientIndex) FindAllByUsername(user string) []handler.Client {
 	defer c.n.mu.RUnlock()
 	set := c.n.byUser[user]
 	out := make([]handler.Client, 0, len(set))
-	for s := range set {
+	for _, s := range set {
 		out = append(out, s)
 	}
 	return out

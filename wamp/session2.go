@@ -334,12 +334,12 @@ func (n *Node) receivers(pub *Session, o publishOptions) (exclude, eligible []st
 	if len(o.ExcludeAuthID) > 0 || len(o.EligibleAuthID) > 0 {
 		n.mu.RLock()
 		for _, u := range o.ExcludeAuthID {
-			for s := range n.byUser[u] {
+			for _, s := range n.byUser[u] {
 				exclude = append(exclude, s.id)
 			}
 		}
 		for _, u := range o.EligibleAuthID {
-			for s := range n.byUser[u] {
+			for _, s := range n.byUser[u] {
 				eligible = append(eligible, s.id)
 			}
 		}
