@@ -29,8 +29,13 @@ const DefaultReplayWindow = 300 * time.Second
 // Sign returns the X-Wsgate-Signature value for body sent at Unix time ts:
 // "v1=" + hex(HMAC-SHA256(secret, "<ts>." + body)).
 func Sign(secret []byte, ts int64, body []byte) string {
+	return sign(secret, strconv.FormatInt(ts, 10), body)
+}
+
+// sign signs the timestamp as it appears in the header.
+func sign(secret []byte, ts string, body []byte) string {
 	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(strconv.FormatInt(ts, 10)))
+	mac.Write([]byte(ts))
 	mac.Write([]byte{'.'})
 	mac.Write(body)
 	return "v1=" + hex.EncodeToString(mac.Sum(nil))
@@ -60,7 +65,7 @@ func Verify(secret []byte, ts, sig string, body []byte, now time.Time, window ti
 	if d > window || d < -window {
 		return ErrStale
 	}
-	want := Sign(secret, sec, body)
+	want := sign(secret, ts, body)
 	if !hmac.Equal([]byte(want), []byte(sig)) {
 		return ErrBadSignature
 	}

@@ -1,0 +1,101 @@
+<?php
+// wsgate HTTP upstream example, plain PHP (no framework).
+//
+// The gateway POSTs every CALL, SUBSCRIBE and PUBLISH routed to an upstream
+// as JSON, signed with a shared secret. This script checks the signature and
+// the timestamp, then answers:
+//   - call "sum":  {"result": array_sum(args)}, anonymous callers refused
+//                  with error uri "app.error.auth", code 403;
+//   - subscribe:   allowed, except topics containing "private" for
+//                  anonymous callers;
+//   - publish:     {"text": ...} events are rewritten with "by": the
+//                  publisher's user identifier, others broadcast as is;
+//   - unsubscribe: acknowledged.
+//
+// Run: WSGATE_UPSTREAM_SECRET=... php -S 127.0.0.1:8000 examples/php-upstream/index.php
+
+declare(strict_types=1);
+
+// A PHP warning printed into the reply would make it invalid JSON.
+ini_set('display_errors', '0');
+
+const REPLAY_WINDOW = 300; // seconds either way, see upstream.DefaultReplayWindow
+
+function reply(int $status, array $body): void
+{
+    http_response_code($status);
+    header('Content-Type: application/json');
+    // An empty PHP array encodes as [], the gateway wants an object.
+    echo $body === [] ? '{}' : json_encode($body, JSON_UNESCAPED_SLASHES | JSON_PRESERVE_ZERO_FRACTION);
+    exit;
+}
+
+function fail(string $uri, string $desc, int $code): void
+{
+    reply(200, ['error' => ['uri' => $uri, 'desc' => $desc, 'code' => $code]]);
+}
+
+$secret = getenv('WSGATE_UPSTREAM_SECRET');
+if ($secret === false || strlen($secret) < 16) {
+    error_log('WSGATE_UPSTREAM_SECRET is not set or shorter than 16 bytes');
+    reply(500, ['message' => 'upstream not configured']);
+}
+if (($_SERVER['REQUEST_METHOD'] ?? '') !== 'POST') {
+    reply(405, ['message' => 'POST only']);
+}
+
+// 1. Authenticate: timestamp window, then HMAC over "<timestamp>.<raw body>".
+$body = file_get_contents('php://input');
+$ts = $_SERVER['HTTP_X_WSGATE_TIMESTAMP'] ?? '';
+$sig = $_SERVER['HTTP_X_WSGATE_SIGNATURE'] ?? '';
+if (!preg_match('/^[0-9]{1,19}$/', $ts) || abs(time() - (int) $ts) > REPLAY_WINDOW) {
+    reply(401, ['message' => 'stale or missing timestamp']);
+}
+$want = 'v1=' . hash_hmac('sha256', $ts . '.' . $body, $secret);
+if (!hash_equals($want, $sig)) {
+    reply(401, ['message' => 'bad signature']);
+}
+
+// 2. Decode the request.
+$req = json_decode($body, true);
+if (!is_array($req) || !isset($req['kind'], $req['caller']) || !is_array($req['caller'])) {
+    reply(400, ['message' => 'malformed request']);
+}
+$caller = $req['caller'];
+$anonymous = (bool) ($caller['anonymous'] ?? true);
+
+// 3. Route on kind and method.
+switch ($req['kind']) {
+    case 'call':
+        switch ($req['method'] ?? '') {
+            case 'sum':
+                if ($anonymous) {
+                    fail('app.error.auth', 'You must be authenticated to use this function.', 403);
+                }
+                $args = $req['args'] ?? [];
+                if (!is_array($args)) {
+                    $args = [$args];
+                }
+                $args = array_filter($args, fn($v) => !is_array($v)); // as PHP 8.2 would warn
+                reply(200, ['result' => array_sum($args)]);
+            default:
+                fail('app.error.not_found', 'Unknown method ' . json_encode($req['method'] ?? null), 404);
+        }
+        // no break: reply() exits
+    case 'subscribe':
+        if ($anonymous && str_contains((string) $req['uri'], 'private')) {
+            reply(200, ['allow' => false, 'reason' => 'private topics need a logged-in user']);
+        }
+        reply(200, ['allow' => true]);
+    case 'publish':
+        $event = $req['event'] ?? null;
+        if (is_array($event) && array_key_exists('text', $event)) {
+            $event['by'] = $caller['user_identifier'] ?? '';
+            reply(200, ['event' => $event]);
+        }
+        reply(200, []);
+    case 'unsubscribe':
+        reply(200, []);
+    default:
+        reply(400, ['message' => 'unknown kind']);
+}

@@ -1,0 +1,554 @@
+// Package upstream forwards WAMP calls, subscriptions and publishes to an
+// HTTP application (typically the PHP app behind the gateway), so routes can
+// be served by PHP code without a Go handler.
+//
+// An Upstream is both a handler.RPC and a handler.Topic. Every CALL,
+// SUBSCRIBE and PUBLISH routed to it becomes one JSON POST to Config.URL:
+//
+//	{"kind": "call"|"subscribe"|"publish"|"unsubscribe",
+//	 "uri": "app/sum", "route": "app_rpc", "attributes": {"method": "sum"},
+//	 "method": "sum",             // calls
+//	 "args": [1, 2, 3],           // calls: the params of handler.RPCMethod
+//	 "kwargs": {...},             // WAMP v2 ArgumentsKw, when sent
+//	 "event": ..., "exclude": [..], "eligible": [..],   // publishes
+//	 "caller": {"firewall": "main", "user_identifier": "alice",
+//	            "roles": ["ROLE_USER"], "anonymous": false,
+//	            "wamp_session_id": "...", "conn_id": "..."}}
+//
+// with the headers
+//
+//	Content-Type: application/json
+//	X-Wsgate-Timestamp: <Unix seconds>
+//	X-Wsgate-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+//
+// plus the handshake headers named in Config.ForwardHeaders (e.g. Cookie)
+// when the client implements HeaderSource. The application must check the
+// signature over the raw body with a constant-time comparison and refuse
+// timestamps more than DefaultReplayWindow (300 s) away from its clock; see
+// Verify and examples/php-upstream.
+//
+// The application answers 2xx with Content-Type application/json and a JSON
+// object (see parseReply for the exact rules):
+//
+//	call:        {"result": <any>}  or  {"error": {"uri", "desc", "code", "details"}}
+//	subscribe:   {"allow": true}    or  {"allow": false, "reason": "..."}  or  {"error": {...}}
+//	publish:     {}  (broadcast as published)  or  {"event": <any>}  (rewritten)
+//	             or  {"drop": true}  or  {"error": {...}}
+//	unsubscribe: {}  or  {"error": {...}}
+//
+// An "error" becomes a *handler.Error (the CALLERROR the client sees, with the
+// application's URI, description, code and details). Anything else fails with
+// a *handler.Error the gateway makes itself:
+//
+//	503 URIBusy      the route's MaxConcurrent requests are in flight
+//	504 URITimeout   no complete reply within Config.Timeout
+//	502 URIBadGateway non-2xx status, unreachable upstream, or a reply
+//	                 that is not valid for the request (too large, not JSON,
+//	                 wrong fields)
+//
+// Each Upstream has its own concurrency limit and timeout, so a slow or dead
+// application on one route fails that route's calls within its timeout and
+// does not hold up calls to other routes.
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultTimeout       = 5 * time.Second
+	DefaultMaxConcurrent = 64
+	DefaultQueueWait     = 50 * time.Millisecond
+	// MinSecretBytes is the shortest secret New accepts.
+	MinSecretBytes = 16
+)
+
+// Error URIs of the failures the gateway reports itself. The application's
+// own errors carry the URI it chose.
+const (
+	URIBusy       = "wsgate.error.upstream_busy"
+	URITimeout    = "wsgate.error.upstream_timeout"
+	URIBadGateway = "wsgate.error.upstream_bad_gateway"
+)
+
+// Config configures one upstream route.
+type Config struct {
+	// URL is the http or https endpoint every request is POSTed to.
+	URL string
+	// Secret is the shared HMAC-SHA256 key, at least MinSecretBytes long.
+	Secret []byte
+	// Timeout bounds a whole request, from waiting for a free slot to the
+	// end of the reply body. Zero means DefaultTimeout. It should be below
+	// the gateway's limits.call_timeout, which otherwise cuts the call
+	// first (also reported as a 504 here).
+	Timeout time.Duration
+	// MaxConcurrent is the number of requests this upstream may have in
+	// flight at once. Zero means DefaultMaxConcurrent.
+	MaxConcurrent int
+	// QueueWait is how long a request waits for a free slot when
+	// MaxConcurrent are in flight before failing with 503 "upstream busy".
+	// Zero means DefaultQueueWait; negative means no wait at all.
+	QueueWait time.Duration
+	// MaxReplyBytes caps the reply body. Zero means DefaultMaxReplyBytes.
+	MaxReplyBytes int64
+	// ForwardHeaders names handshake request headers (e.g. "Cookie") copied
+	// onto every request when the client implements HeaderSource. Framing
+	// and signature headers (Host, Content-*, Connection, X-Wsgate-*, …)
+	// cannot be forwarded.
+	ForwardHeaders []string
+	// Methods, when set, are the RPC method names Methods reports, each
+	// forwarded by Call. It makes the upstream usable by a wamp node that
+	// only knows fixed method maps; with DynamicRPC support in the node it
+	// can stay empty and every method is forwarded.
+	Methods []string
+	// NotifyUnsubscribe makes OnUnsubscribe POST kind "unsubscribe" (within
+	// Timeout, counted against MaxConcurrent, dropped when busy). By
+	// default OnUnsubscribe does nothing: unsubscribes come in bursts when
+	// clients disconnect, and most applications need not know.
+	NotifyUnsubscribe bool
+}
+
+// HeaderSource is implemented by a handler.Client that can report the
+// headers of its websocket handshake request. ForwardHeaders are read
+// through it; a client that does not implement it forwards none.
+type HeaderSource interface {
+	// HandshakeHeader returns the value of the named header of the
+	// upgrade request (canonical or not), "" when absent. Several
+	// values are joined as net/http would send them ("; " for Cookie,
+	// ", " otherwise).
+	HandshakeHeader(name string) string
+}
+
+// Upstream forwards one route's WAMP traffic to an HTTP application. It
+// implements handler.RPC and handler.Topic and is safe for concurrent use.
+type Upstream struct {
+	name    string
+	url     string
+	secret  []byte
+	timeout time.Duration
+	wait    time.Duration
+	max     int64
+	forward []string
+	methods []string
+	notify  bool
+	client  *http.Client
+	slots   chan struct{}
+	now     func() time.Time
+}
+
+var (
+	_ handler.RPC   = (*Upstream)(nil)
+	_ handler.Topic = (*Upstream)(nil)
+)
+
+// forbiddenForward are headers the request itself owns.
+var forbiddenForward = map[string]bool{
+	"Host": true, "Content-Type": true, "Content-Length": true, "Content-Encoding": true,
+	"Transfer-Encoding": true, "Connection": true, "Keep-Alive": true, "Upgrade": true,
+	"Te": true, "Trailer": true, "Expect": true, "Proxy-Connection": true, "Accept": true,
+	"User-Agent": true,
+}
+
+// New builds the upstream named name (its Name as RPC and topic handler)
+// from c. client sends the requests; nil means a client of its own built on
+// NewTransport(MaxConcurrent) that does not follow redirects. Pass one shared
+// client (and transport) when several upstreams reach the same application,
+// so they share one keep-alive pool. Errors name the offending field.
+func New(name string, c Config, client *http.Client) (*Upstream, error) {
+	if name == "" {
+		return nil, errors.New("upstream: name is empty")
+	}
+	bad := func(field, format string, a ...any) error {
+		return fmt.Errorf("upstream %q: %s: %s", name, field, fmt.Sprintf(format, a...))
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, bad("url", "%v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, bad("url", "scheme must be http or https, got %q", u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, bad("url", "has no host")
+	}
+	if u.User != nil {
+		return nil, bad("url", "must not carry credentials; requests are authenticated by the signature")
+	}
+	if u.Fragment != "" {
+		return nil, bad("url", "must not have a fragment")
+	}
+	if len(c.Secret) == 0 {
+		return nil, bad("secret", "is empty")
+	}
+	if len(c.Secret) < MinSecretBytes {
+		return nil, bad("secret", "is %d bytes, want at least %d", len(c.Secret), MinSecretBytes)
+	}
+	if c.Timeout < 0 {
+		return nil, bad("timeout", "must not be negative, got %v", c.Timeout)
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxConcurrent < 0 {
+		return nil, bad("max_concurrent", "must not be negative, got %d", c.MaxConcurrent)
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if c.QueueWait == 0 {
+		c.QueueWait = DefaultQueueWait
+	}
+	if c.QueueWait < 0 {
+		c.QueueWait = 0
+	}
+	if c.MaxReplyBytes < 0 {
+		return nil, bad("max_reply_bytes", "must not be negative, got %d", c.MaxReplyBytes)
+	}
+	if c.MaxReplyBytes == 0 {
+		c.MaxReplyBytes = DefaultMaxReplyBytes
+	}
+	var forward []string
+	seen := map[string]bool{}
+	for _, h := range c.ForwardHeaders {
+		if !validToken(h) {
+			return nil, bad("forward_headers", "%q is not a header name", h)
+		}
+		canon := http.CanonicalHeaderKey(h)
+		if forbiddenForward[canon] || strings.HasPrefix(canon, "X-Wsgate-") {
+			return nil, bad("forward_headers", "%q cannot be forwarded", h)
+		}
+		if !seen[canon] {
+			seen[canon] = true
+			forward = append(forward, canon)
+		}
+	}
+	for _, m := range c.Methods {
+		if m == "" {
+			return nil, bad("methods", "empty method name")
+		}
+	}
+	if client == nil {
+		client = &http.Client{
+			Transport: NewTransport(c.MaxConcurrent),
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		}
+	}
+	return &Upstream{
+		name:    name,
+		url:     u.String(),
+		secret:  bytes.Clone(c.Secret),
+		timeout: c.Timeout,
+		wait:    c.QueueWait,
+		max:     c.MaxReplyBytes,
+		forward: forward,
+		methods: append([]string(nil), c.Methods...),
+		notify:  c.NotifyUnsubscribe,
+		client:  client,
+		slots:   make(chan struct{}, c.MaxConcurrent),
+		now:     time.Now,
+	}, nil
+}
+
+// NewTransport returns a keep-alive transport for upstream requests that
+// keeps up to maxIdlePerHost idle connections per host (size it to the sum
+// of the MaxConcurrent of the upstreams sharing it). Proxy settings come from
+// the environment, as for http.DefaultTransport.
+func NewTransport(maxIdlePerHost int) *http.Transport {
+	if maxIdlePerHost <= 0 {
+		maxIdlePerHost = DefaultMaxConcurrent
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = maxIdlePerHost
+	if t.MaxIdleConns < maxIdlePerHost {
+		t.MaxIdleConns = maxIdlePerHost
+	}
+	t.IdleConnTimeout = 90 * time.Second
+	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return t
+}
+
+// validToken reports whether s is an RFC 9110 token (a header name).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Name is the handler name routes refer to, as RPC and as topic handler.
+func (u *Upstream) Name() string { return u.name }
+
+// Methods maps each of Config.Methods to Call. Without Config.Methods it is
+// empty, and a CALL reaches the upstream only through a node that forwards
+// methods it does not find to Call (the proposed optional interface
+// handler.DynamicRPC, which Upstream's Call already satisfies).
+func (u *Upstream) Methods() map[string]handler.RPCMethod {
+	m := make(map[string]handler.RPCMethod, len(u.methods))
+	for _, name := range u.methods {
+		m[name] = u.Call
+	}
+	return m
+}
+
+// Call forwards a CALL (kind "call") and returns the application's
+// "result", or its "error" as a *handler.Error. It has the shape of a
+// handler.RPCMethod for any method name.
+func (u *Upstream) Call(ctx context.Context, c handler.Client, req handler.Request, params json.RawMessage) (any, error) {
+	body := u.body(KindCall, c, req)
+	body.Method = req.Attributes["method"]
+	body.Args = params
+	r, err := u.do(ctx, c, body)
+	if err != nil {
+		return nil, err
+	}
+	return r.Result, nil
+}
+
+// OnSubscribe asks the application whether c may subscribe (kind
+// "subscribe"). {"allow": false} refuses with a 403 *handler.Error whose
+// description is the reply's "reason"; the gateway then undoes the
+// subscription.
+func (u *Upstream) OnSubscribe(ctx context.Context, c handler.Client, _ handler.TopicRef, req handler.Request) error {
+	r, err := u.do(ctx, c, u.body(KindSubscribe, c, req))
+	if err != nil {
+		return err
+	}
+	if !*r.Allow {
+		desc := r.Reason
+		if desc == "" {
+			desc = "subscription refused"
+		}
+		return &handler.Error{Code: 403, Desc: desc}
+	}
+	return nil
+}
+
+// OnUnsubscribe does nothing unless Config.NotifyUnsubscribe is set; then it
+// POSTs kind "unsubscribe" and waits for the reply, whose "error" (or a
+// failure) is returned for the gateway to log. The subscription is gone
+// either way.
+func (u *Upstream) OnUnsubscribe(ctx context.Context, c handler.Client, _ handler.TopicRef, req handler.Request) error {
+	if !u.notify {
+		return nil
+	}
+	_, err := u.do(ctx, c, u.body(KindUnsubscribe, c, req))
+	return err
+}
+
+// OnPublish forwards a PUBLISH (kind "publish") and broadcasts what the
+// application decides: the event as published for {}, the reply's "event"
+// for a rewrite, nothing for {"drop": true}. exclude and eligible are passed
+// to the application and used for the broadcast unchanged.
+func (u *Upstream) OnPublish(ctx context.Context, c handler.Client, t handler.TopicRef, req handler.Request, event json.RawMessage, exclude, eligible []string) error {
+	body := u.body(KindPublish, c, req)
+	body.Event = event
+	if len(event) == 0 {
+		body.Event = json.RawMessage("null")
+	}
+	body.Exclude = exclude
+	body.Eligible = eligible
+	r, err := u.do(ctx, c, body)
+	if err != nil {
+		return err
+	}
+	if r.Drop {
+		return nil
+	}
+	out := body.Event
+	if r.hasEvent {
+		out = r.Event
+	}
+	return t.Broadcast(out, exclude, eligible)
+}
+
+// requestBody is the JSON POSTed to the application.
+type requestBody struct {
+	Kind       string            `json:"kind"`
+	URI        string            `json:"uri"`
+	Route      string            `json:"route"`
+	Attributes map[string]string `json:"attributes"`
+	Method     string            `json:"method,omitempty"`
+	Args       json.RawMessage   `json:"args,omitempty"`
+	Kwargs     json.RawMessage   `json:"kwargs,omitempty"`
+	Event      json.RawMessage   `json:"event,omitempty"`
+	Exclude    []string          `json:"exclude,omitempty"`
+	Eligible   []string          `json:"eligible,omitempty"`
+	Caller     caller            `json:"caller"`
+}
+
+// caller describes the WAMP client on whose behalf the request is made.
+type caller struct {
+	Firewall       string   `json:"firewall"`
+	UserIdentifier string   `json:"user_identifier"`
+	Roles          []string `json:"roles"`
+	Anonymous      bool     `json:"anonymous"`
+	WAMPSessionID  string   `json:"wamp_session_id"`
+	ConnID         string   `json:"conn_id"`
+}
+
+func (u *Upstream) body(kind string, c handler.Client, req handler.Request) *requestBody {
+	attrs := req.Attributes
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	roles := c.Roles()
+	if roles == nil {
+		roles = []string{}
+	}
+	return &requestBody{
+		Kind:       kind,
+		URI:        req.URI,
+		Route:      req.Route,
+		Attributes: attrs,
+		Kwargs:     req.Kwargs,
+		Caller: caller{
+			Firewall:       c.Firewall(),
+			UserIdentifier: c.UserIdentifier(),
+			Roles:          roles,
+			Anonymous:      c.Anonymous(),
+			WAMPSessionID:  c.SessionID(),
+			ConnID:         c.ConnID(),
+		},
+	}
+}
+
+// gatewayError is an error the gateway reports for the upstream.
+func gatewayError(code int, uri, desc string) *handler.Error {
+	return &handler.Error{Code: code, URI: uri, Desc: desc}
+}
+
+// acquire takes a concurrency slot, waiting at most u.wait.
+func (u *Upstream) acquire(ctx context.Context) error {
+	select {
+	case u.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if u.wait <= 0 {
+		return gatewayError(503, URIBusy, "upstream busy")
+	}
+	t := time.NewTimer(u.wait)
+	defer t.Stop()
+	select {
+	case u.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return gatewayError(503, URIBusy, "upstream busy")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// do sends one request and returns its checked reply; an application
+// "error" is returned as a *handler.Error.
+func (u *Upstream) do(parent context.Context, c handler.Client, b *requestBody) (*reply, error) {
+	payload, err := json.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: encode request: %w", u.name, err)
+	}
+	ctx, cancel := context.WithTimeout(parent, u.timeout)
+	defer cancel()
+	if err := u.acquire(ctx); err != nil {
+		return nil, u.ctxError(parent, ctx, err)
+	}
+	defer func() { <-u.slots }()
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.url, bytes.NewReader(payload))
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", u.name, err)
+	}
+	ts := strconv.FormatInt(u.now().Unix(), 10)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "wsgate-upstream")
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, sign(u.secret, ts, payload))
+	if hs, ok := c.(HeaderSource); ok {
+		for _, name := range u.forward {
+			if v := hs.HandshakeHeader(name); v != "" {
+				req.Header.Set(name, v)
+			}
+		}
+	}
+	resp, err := u.client.Do(req)
+	if err != nil {
+		if e := u.ctxError(parent, ctx, nil); e != nil {
+			return nil, e
+		}
+		return nil, gatewayError(502, URIBadGateway, "upstream unreachable")
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// Read a little so the connection can be reused.
+		_, _ = readReply(resp.Body, 4<<10)
+		if e := u.ctxError(parent, ctx, nil); e != nil {
+			return nil, e
+		}
+		return nil, gatewayError(502, URIBadGateway, "upstream answered "+resp.Status)
+	}
+	data, err := readReply(resp.Body, u.max)
+	if err != nil {
+		if e := u.ctxError(parent, ctx, nil); e != nil {
+			return nil, e
+		}
+		if errors.Is(err, errReplyTooLarge) {
+			return nil, gatewayError(502, URIBadGateway, fmt.Sprintf("upstream reply larger than %d bytes", u.max))
+		}
+		return nil, gatewayError(502, URIBadGateway, "upstream reply cut short")
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return nil, gatewayError(502, URIBadGateway, "upstream reply is not application/json")
+		}
+	}
+	r, err := parseReply(b.Kind, data)
+	if err != nil {
+		return nil, gatewayError(502, URIBadGateway, "invalid upstream reply: "+err.Error())
+	}
+	if r.Error != nil {
+		return nil, r.Error.handlerError()
+	}
+	return r, nil
+}
+
+// ctxError maps the end of ctx (the request's context, derived from parent)
+// to the error to report, or nil when ctx is still live: the timeout (ours
+// or the gateway's call timeout) is a 504; a cancelled parent (the client
+// went away) is returned as is, nobody reads it. fallback is returned when
+// ctx is live.
+func (u *Upstream) ctxError(parent, ctx context.Context, fallback error) error {
+	switch {
+	case ctx.Err() == nil:
+		return fallback
+	case errors.Is(parent.Err(), context.Canceled):
+		return parent.Err()
+	default:
+		return gatewayError(504, URITimeout, "upstream timeout")
+	}
+}

@@ -1,0 +1,498 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+var testSecret = []byte("0123456789abcdef-test-secret")
+
+// fakeClient is a handler.Client that also implements HeaderSource.
+type fakeClient struct {
+	anon    bool
+	headers map[string]string
+}
+
+func (fakeClient) ConnID() string    { return "conn-1" }
+func (fakeClient) SessionID() string { return "sess-1" }
+func (c fakeClient) UserIdentifier() string {
+	if c.anon {
+		return "anon-sess-1"
+	}
+	return "alice"
+}
+func (c fakeClient) Anonymous() bool { return c.anon }
+func (c fakeClient) Roles() []string {
+	if c.anon {
+		return nil
+	}
+	return []string{"ROLE_USER"}
+}
+func (fakeClient) Firewall() string { return "main" }
+func (c fakeClient) HandshakeHeader(name string) string {
+	return c.headers[http.CanonicalHeaderKey(name)]
+}
+
+// fakeTopic records broadcasts.
+type fakeTopic struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (t *fakeTopic) ID() string { return "chat/room1" }
+func (t *fakeTopic) Count() int { return 1 }
+func (t *fakeTopic) Broadcast(event any, _, _ []string) error {
+	b, err := json.Marshal(event)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.events = append(t.events, string(b))
+	t.mu.Unlock()
+	return nil
+}
+
+// received is what the test server saw.
+type received struct {
+	Body   requestBody
+	Header http.Header
+}
+
+// server starts an httptest server that verifies the signature (401 when
+// wrong) and answers with answer(request).
+func server(t *testing.T, answer func(w http.ResponseWriter, r *received)) (*httptest.Server, chan *received) {
+	t.Helper()
+	got := make(chan *received, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := Verify(testSecret, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, time.Now(), 0); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		rec := &received{Header: r.Header}
+		if err := json.Unmarshal(body, &rec.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		select {
+		case got <- rec:
+		default:
+		}
+		answer(w, rec)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, got
+}
+
+func jsonReply(s string) func(http.ResponseWriter, *received) {
+	return func(w http.ResponseWriter, _ *received) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, s)
+	}
+}
+
+func newUp(t *testing.T, url string, mod func(*Config)) *Upstream {
+	t.Helper()
+	c := Config{URL: url, Secret: testSecret, Timeout: 2 * time.Second, ForwardHeaders: []string{"cookie"}}
+	if mod != nil {
+		mod(&c)
+	}
+	u, err := New("app", c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+var callReq = handler.Request{Route: "app_rpc", URI: "app/sum", Attributes: map[string]string{"method": "sum"}}
+
+func wantError(t *testing.T, err error, code int, uri, desc string) *handler.Error {
+	t.Helper()
+	var he *handler.Error
+	if !errors.As(err, &he) {
+		t.Fatalf("error %v (%T), want *handler.Error", err, err)
+	}
+	if he.Code != code || (uri != "" && he.URI != uri) || !strings.Contains(he.Desc, desc) {
+		t.Fatalf("error %+v, want code %d uri %q desc containing %q", he, code, uri, desc)
+	}
+	return he
+}
+
+func TestCallResult(t *testing.T) {
+	srv, got := server(t, jsonReply(`{"result": {"sum": 6}}`))
+	u := newUp(t, srv.URL, nil)
+	c := fakeClient{headers: map[string]string{"Cookie": "PHPSESSID=abc", "Authorization": "secret"}}
+	out, err := u.Call(context.Background(), c, callReq, json.RawMessage(`[1,2,3]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(out); string(b) != `{"sum":6}` {
+		t.Fatalf("result %s", b)
+	}
+	r := <-got
+	b := r.Body
+	if b.Kind != "call" || b.URI != "app/sum" || b.Route != "app_rpc" || b.Method != "sum" || string(b.Args) != "[1,2,3]" || b.Attributes["method"] != "sum" {
+		t.Fatalf("request body %+v", b)
+	}
+	want := caller{Firewall: "main", UserIdentifier: "alice", Roles: []string{"ROLE_USER"}, WAMPSessionID: "sess-1", ConnID: "conn-1"}
+	if b.Caller.Firewall != want.Firewall || b.Caller.UserIdentifier != want.UserIdentifier || len(b.Caller.Roles) != 1 || b.Caller.Anonymous || b.Caller.WAMPSessionID != "sess-1" || b.Caller.ConnID != "conn-1" {
+		t.Fatalf("caller %+v", b.Caller)
+	}
+	if r.Header.Get("Cookie") != "PHPSESSID=abc" {
+		t.Fatalf("Cookie not forwarded: %q", r.Header.Get("Cookie"))
+	}
+	if r.Header.Get("Authorization") != "" {
+		t.Fatal("a header not in ForwardHeaders was forwarded")
+	}
+	// Methods exposes the configured names, bound to Call.
+	if len(u.Methods()) != 0 {
+		t.Fatal("Methods without Config.Methods should be empty")
+	}
+	u2 := newUp(t, srv.URL, func(c *Config) { c.Methods = []string{"sum"} })
+	if _, err := u2.Methods()["sum"](context.Background(), c, callReq, json.RawMessage(`[1]`)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCallAppError(t *testing.T) {
+	srv, _ := server(t, jsonReply(`{"error": {"uri": "app.error.auth", "desc": "log in", "code": 403, "details": {"why": "anon"}}}`))
+	u := newUp(t, srv.URL, nil)
+	_, err := u.Call(context.Background(), fakeClient{anon: true}, callReq, json.RawMessage(`[1]`))
+	he := wantError(t, err, 403, "app.error.auth", "log in")
+	if b, _ := json.Marshal(he.Details); string(b) != `{"why":"anon"}` {
+		t.Fatalf("details %s", b)
+	}
+}
+
+func TestAnonymousRolesAreEmptyList(t *testing.T) {
+	srv, got := server(t, jsonReply(`{"result": 1}`))
+	u := newUp(t, srv.URL, nil)
+	if _, err := u.Call(context.Background(), fakeClient{anon: true}, callReq, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.Body.Caller.Roles == nil || !r.Body.Caller.Anonymous || r.Body.Args != nil {
+		t.Fatalf("caller %+v args %s", r.Body.Caller, r.Body.Args)
+	}
+}
+
+func TestSubscribe(t *testing.T) {
+	for _, tc := range []struct {
+		reply string
+		code  int
+		desc  string
+	}{
+		{`{"allow": true}`, 0, ""},
+		{`{"allow": false, "reason": "private"}`, 403, "private"},
+		{`{"allow": false}`, 403, "subscription refused"},
+		{`{"error": {"uri": "app.x", "desc": "nope", "code": 401}}`, 401, "nope"},
+	} {
+		srv, got := server(t, jsonReply(tc.reply))
+		u := newUp(t, srv.URL, nil)
+		err := u.OnSubscribe(context.Background(), fakeClient{}, &fakeTopic{}, handler.Request{Route: "chat", URI: "chat/room1", Attributes: map[string]string{"room": "room1"}})
+		if tc.code == 0 {
+			if err != nil {
+				t.Fatalf("%s: %v", tc.reply, err)
+			}
+		} else {
+			wantError(t, err, tc.code, "", tc.desc)
+		}
+		if r := <-got; r.Body.Kind != "subscribe" || r.Body.Attributes["room"] != "room1" {
+			t.Fatalf("request %+v", r.Body)
+		}
+	}
+}
+
+func TestPublish(t *testing.T) {
+	for _, tc := range []struct {
+		reply string
+		want  []string
+	}{
+		{`{}`, []string{`{"text":"hi"}`}},
+		{`{"event": {"text": "hi", "by": "alice"}}`, []string{`{"by":"alice","text":"hi"}`}},
+		{`{"event": null}`, []string{`null`}},
+		{`{"drop": true}`, nil},
+	} {
+		srv, got := server(t, jsonReply(tc.reply))
+		u := newUp(t, srv.URL, nil)
+		topic := &fakeTopic{}
+		err := u.OnPublish(context.Background(), fakeClient{}, topic, handler.Request{URI: "chat/room1"}, json.RawMessage(`{"text":"hi"}`), []string{"x"}, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.reply, err)
+		}
+		var evs []string
+		for _, e := range topic.events {
+			var v any
+			json.Unmarshal([]byte(e), &v)
+			b, _ := json.Marshal(v)
+			evs = append(evs, string(b))
+		}
+		if strings.Join(evs, "|") != strings.Join(tc.want, "|") {
+			t.Fatalf("%s: broadcast %v, want %v", tc.reply, evs, tc.want)
+		}
+		r := <-got
+		if r.Body.Kind != "publish" || string(r.Body.Event) != `{"text":"hi"}` || len(r.Body.Exclude) != 1 {
+			t.Fatalf("request %+v", r.Body)
+		}
+	}
+}
+
+func TestUnsubscribe(t *testing.T) {
+	var hits atomic.Int32
+	srv, _ := server(t, func(w http.ResponseWriter, r *received) {
+		hits.Add(1)
+		jsonReply(`{}`)(w, r)
+	})
+	u := newUp(t, srv.URL, nil)
+	if err := u.OnUnsubscribe(context.Background(), fakeClient{}, &fakeTopic{}, handler.Request{}); err != nil || hits.Load() != 0 {
+		t.Fatalf("default unsubscribe: err %v, %d requests", err, hits.Load())
+	}
+	u = newUp(t, srv.URL, func(c *Config) { c.NotifyUnsubscribe = true })
+	if err := u.OnUnsubscribe(context.Background(), fakeClient{}, &fakeTopic{}, handler.Request{}); err != nil || hits.Load() != 1 {
+		t.Fatalf("notify unsubscribe: err %v, %d requests", err, hits.Load())
+	}
+}
+
+func TestBadSecretIsRefused(t *testing.T) {
+	srv, _ := server(t, jsonReply(`{"result": 1}`))
+	u, err := New("app", Config{URL: srv.URL, Secret: []byte("another-secret-of-16+")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = u.Call(context.Background(), fakeClient{}, callReq, nil)
+	wantError(t, err, 502, URIBadGateway, "upstream answered 401 Unauthorized")
+}
+
+func TestNon2xx(t *testing.T) {
+	srv, _ := server(t, func(w http.ResponseWriter, _ *received) {
+		http.Error(w, "boom", http.StatusInternalServerError)
+	})
+	_, err := newUp(t, srv.URL, nil).Call(context.Background(), fakeClient{}, callReq, nil)
+	wantError(t, err, 502, URIBadGateway, "500 Internal Server Error")
+
+	// A redirect is not followed (it would turn the POST into a GET).
+	srv2, _ := server(t, func(w http.ResponseWriter, _ *received) {
+		w.Header().Set("Location", "/elsewhere")
+		w.WriteHeader(http.StatusFound)
+	})
+	_, err = newUp(t, srv2.URL, nil).Call(context.Background(), fakeClient{}, callReq, nil)
+	wantError(t, err, 502, URIBadGateway, "302 Found")
+}
+
+func TestUnreachable(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	_, err := newUp(t, url, nil).Call(context.Background(), fakeClient{}, callReq, nil)
+	wantError(t, err, 502, URIBadGateway, "upstream unreachable")
+}
+
+func TestBadReplies(t *testing.T) {
+	big := `{"result": "` + strings.Repeat("x", 2000) + `"}`
+	for _, tc := range []struct {
+		name, ctype, body, desc string
+	}{
+		{"garbled", "application/json", `{"result": [1,`, "invalid upstream reply: reply is not valid JSON"},
+		{"not object", "application/json", `[1]`, "not a JSON object"},
+		{"empty", "application/json", ``, "empty reply"},
+		{"unknown field", "application/json", `{"result": 1, "extra": 2}`, `unknown field "extra"`},
+		{"both", "application/json", `{"result": 1, "error": {"desc": "x"}}`, `exactly one of "result" or "error"`},
+		{"neither", "application/json", `{}`, `exactly one of "result" or "error"`},
+		{"trailing", "application/json", `{"result": 1} {}`, "invalid upstream reply"},
+		{"html", "text/html; charset=UTF-8", `<b>Warning</b>`, "not application/json"},
+		{"oversized", "application/json", big, "larger than 1000 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := server(t, func(w http.ResponseWriter, _ *received) {
+				w.Header().Set("Content-Type", tc.ctype)
+				io.WriteString(w, tc.body)
+			})
+			u := newUp(t, srv.URL, func(c *Config) { c.MaxReplyBytes = 1000 })
+			_, err := u.Call(context.Background(), fakeClient{}, callReq, nil)
+			wantError(t, err, 502, URIBadGateway, tc.desc)
+		})
+	}
+}
+
+// A slow route answers 504 within its timeout while calls to a fast route
+// keep succeeding meanwhile.
+func TestSlowUpstreamTimesOutWithoutBlockingOthers(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	slow, _ := server(t, func(w http.ResponseWriter, r *received) {
+		<-release
+	})
+	fast, _ := server(t, jsonReply(`{"result": 1}`))
+	us := newUp(t, slow.URL, func(c *Config) { c.Timeout = 300 * time.Millisecond })
+	uf := newUp(t, fast.URL, nil)
+
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := us.Call(context.Background(), fakeClient{}, callReq, nil)
+		done <- err
+	}()
+	for i := 0; i < 5; i++ {
+		if _, err := uf.Call(context.Background(), fakeClient{}, callReq, nil); err != nil {
+			t.Fatalf("fast route failed while the slow one hangs: %v", err)
+		}
+	}
+	select {
+	case <-done:
+		t.Fatal("slow call ended before its timeout")
+	default:
+	}
+	err := <-done
+	elapsed := time.Since(start)
+	wantError(t, err, 504, URITimeout, "upstream timeout")
+	if elapsed < 300*time.Millisecond || elapsed > 2*time.Second {
+		t.Fatalf("timeout after %v, want about 300ms", elapsed)
+	}
+
+	// The gateway's own call timeout (the parent context) is also a 504.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = uf2(t, slow.URL).Call(ctx, fakeClient{}, callReq, nil)
+	wantError(t, err, 504, URITimeout, "upstream timeout")
+
+	// A client that went away gets its cancellation back, not a 504.
+	ctx, cancel = context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err = uf2(t, slow.URL).Call(ctx, fakeClient{}, callReq, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled call: %v", err)
+	}
+}
+
+func uf2(t *testing.T, url string) *Upstream {
+	return newUp(t, url, func(c *Config) { c.Timeout = 5 * time.Second })
+}
+
+func TestConcurrencyLimit(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	srv, _ := server(t, func(w http.ResponseWriter, r *received) {
+		entered <- struct{}{}
+		<-release
+		jsonReply(`{"result": 1}`)(w, r)
+	})
+	u := newUp(t, srv.URL, func(c *Config) { c.MaxConcurrent = 2; c.QueueWait = 20 * time.Millisecond })
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := u.Call(context.Background(), fakeClient{}, callReq, nil)
+			errs <- err
+		}()
+	}
+	<-entered
+	<-entered
+	start := time.Now()
+	_, err := u.Call(context.Background(), fakeClient{}, callReq, nil)
+	wantError(t, err, 503, URIBusy, "upstream busy")
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("busy answer took %v", d)
+	}
+	close(release)
+	wg.Wait()
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Slots are given back.
+	if _, err := u.Call(context.Background(), fakeClient{}, callReq, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeepAlive(t *testing.T) {
+	var mu sync.Mutex
+	addrs := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		addrs[r.RemoteAddr] = true
+		mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result": 1}`)
+	}))
+	defer srv.Close()
+	u := newUp(t, srv.URL, nil)
+	for i := 0; i < 10; i++ {
+		if _, err := u.Call(context.Background(), fakeClient{}, callReq, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(addrs) != 1 {
+		t.Fatalf("%d connections for 10 sequential calls, want 1 (keep-alive)", len(addrs))
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, tc := range []struct {
+		c     Config
+		field string
+	}{
+		{Config{URL: "ftp://x", Secret: testSecret}, "url"},
+		{Config{URL: "http://", Secret: testSecret}, "url"},
+		{Config{URL: "://bad", Secret: testSecret}, "url"},
+		{Config{URL: "http://u:p@x/", Secret: testSecret}, "url"},
+		{Config{URL: "http://x/"}, "secret"},
+		{Config{URL: "http://x/", Secret: []byte("short")}, "secret"},
+		{Config{URL: "http://x/", Secret: testSecret, Timeout: -1}, "timeout"},
+		{Config{URL: "http://x/", Secret: testSecret, MaxConcurrent: -1}, "max_concurrent"},
+		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"Bad Header"}}, "forward_headers"},
+		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"content-length"}}, "forward_headers"},
+		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"X-Wsgate-Signature"}}, "forward_headers"},
+		{Config{URL: "http://x/", Secret: testSecret, Methods: []string{""}}, "methods"},
+	} {
+		_, err := New("app", tc.c, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.field+":") {
+			t.Errorf("%+v: error %v, want one naming %s", tc.c, err, tc.field)
+		}
+	}
+	if _, err := New("", Config{URL: "http://x/", Secret: testSecret}, nil); err == nil {
+		t.Error("empty name accepted")
+	}
+	u, err := New("app", Config{URL: "https://x/", Secret: testSecret}, nil)
+	if err != nil || u.Name() != "app" {
+		t.Fatalf("%v %v", u, err)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	body := []byte(`{"a":1}`)
+	sig := Sign(testSecret, now.Unix(), body)
+	if !strings.HasPrefix(sig, "v1=") || len(sig) != 3+64 {
+		t.Fatalf("signature %q", sig)
+	}
+	if err := Verify(testSecret, "1700000000", sig, body, now, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(testSecret, "1700000000", sig, []byte(`{"a":2}`), now, 0); !errors.Is(err, ErrBadSignature) {
+		t.Fatal(err)
+	}
+	if err := Verify(testSecret, "1700000000", sig, body, now.Add(301*time.Second), 0); !errors.Is(err, ErrStale) {
+		t.Fatal(err)
+	}
+	if err := Verify(testSecret, "", sig, body, now, 0); !errors.Is(err, ErrBadTimestamp) {
+		t.Fatal(err)
+	}
+}
