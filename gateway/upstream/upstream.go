@@ -529,7 +529,11 @@ func (u *Upstream) do(parent context.Context, c handler.Client, b *requestBody) 
 	}
 	r, err := parseReply(b.Kind, data)
 	if err != nil {
-		return nil, gatewayError(502, URIBadGateway, "invalid upstream reply: "+err.Error())
+		msg := err.Error()
+		if len(msg) > 200 { // field names come from the reply
+			msg = strings.ToValidUTF8(msg[:200], "") + "…"
+		}
+		return nil, gatewayError(502, URIBadGateway, "invalid upstream reply: "+msg)
 	}
 	if r.Error != nil {
 		return nil, r.Error.handlerError()
