@@ -138,6 +138,7 @@ type rpcHandler struct {
 	h       handler.RPC
 	methods map[string]handler.RPCMethod
 	folded  map[string]handler.RPCMethod // lower-cased name -> method
+	dynamic handler.RPCMethod            // handler.DynamicRPC's Call, or nil
 }
 
 // NewNode compiles the routes against the registered handlers. The error
@@ -249,6 +250,9 @@ func newRPCHandler(h handler.RPC) (*rpcHandler, error) {
 		seen[low] = name
 		rh.folded[low] = rh.methods[name]
 	}
+	if d, ok := h.(handler.DynamicRPC); ok {
+		rh.dynamic = d.Call
+	}
 	return rh, nil
 }
 
@@ -256,14 +260,18 @@ func newRPCHandler(h handler.RPC) (*rpcHandler, error) {
 // first, then the bundle's rule (snake_case to camelCase, then PHP's
 // case-insensitive method_exists).
 func (rh *rpcHandler) lookup(method string) (handler.RPCMethod, bool) {
-	if method == "" {
-		return nil, false
+	if method != "" {
+		if m, ok := rh.methods[method]; ok {
+			return m, true
+		}
+		if m, ok := rh.folded[strings.ToLower(camelCase(method))]; ok {
+			return m, true
+		}
 	}
-	if m, ok := rh.methods[method]; ok {
-		return m, true
+	if rh.dynamic != nil {
+		return rh.dynamic, true
 	}
-	m, ok := rh.folded[strings.ToLower(camelCase(method))]
-	return m, ok
+	return nil, false
 }
 
 // camelCase converts "_x" to "X" as the bundle's toCamelCase does.

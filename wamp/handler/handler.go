@@ -157,6 +157,15 @@ type RPC interface {
 	Methods() map[string]RPCMethod
 }
 
+// DynamicRPC is an RPC handler that also answers methods it does not list
+// in Methods, such as a handler forwarding every call to the PHP app: when
+// no listed method matches a CALL (or the route has no {method}
+// placeholder), Call gets it, with the requested name in req.Attributes.
+type DynamicRPC interface {
+	RPC
+	Call(ctx context.Context, c Client, req Request, params json.RawMessage) (any, error)
+}
+
 // Topic is a topic handler: the bundle's TopicInterface. The gateway keeps
 // the subscriber list; the handler decides what to broadcast.
 type Topic interface {
