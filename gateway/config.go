@@ -49,6 +49,27 @@ type Config struct {
 	WAMP WAMPConfig `yaml:"wamp"`
 	// Routes maps WAMP topic and procedure URIs to handlers.
 	Routes wamp.RoutesConfig `yaml:"routes"`
+	// Upstreams are HTTP endpoints of the PHP app: a route whose handler is
+	// "upstream.<name>" forwards its calls, subscribes and publishes to
+	// upstreams.<name> as signed JSON POSTs.
+	Upstreams map[string]UpstreamConfig `yaml:"upstreams"`
+}
+
+// UpstreamConfig is one HTTP upstream (see gateway/upstream).
+type UpstreamConfig struct {
+	// URL is the endpoint every request is POSTed to.
+	URL string `yaml:"url"`
+	// Secret is the shared HMAC key (at least 16 bytes).
+	Secret string `yaml:"secret"`
+	// SecretEnv names an environment variable holding the secret instead,
+	// so that it can come from a Kubernetes Secret.
+	SecretEnv string `yaml:"secret_env"`
+	// Timeout bounds one request; keep it below limits.call_timeout.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxConcurrent bounds the requests in flight to this upstream.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// NotifyUnsubscribe also posts unsubscribes.
+	NotifyUnsubscribe bool `yaml:"notify_unsubscribe"`
 }
 
 // OriginsConfig is the Origin allow-list. A handshake without an Origin

@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/wamp"
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -28,6 +31,9 @@ func CheckConfig(cfg Config, handlers *handler.Registry) error {
 	}
 	if handlers == nil {
 		handlers = handler.NewRegistry()
+	}
+	if err := addUpstreams(cfg.Upstreams, handlers, os.Getenv); err != nil {
+		return err
 	}
 	if err := wamp.CheckRoutes(cfg.Routes, handlers); err != nil {
 		return fmt.Errorf("routes: %w", err)
@@ -110,4 +116,53 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// addUpstreams registers one handler per configured upstream, named
+// "upstream.<name>" for routes to refer to. All upstreams share one
+// keep-alive pool.
+func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv func(string) string) error {
+	if len(ups) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(ups))
+	total := 0
+	for name, u := range ups {
+		names = append(names, name)
+		if u.MaxConcurrent > 0 {
+			total += u.MaxConcurrent
+		} else {
+			total += upstream.DefaultMaxConcurrent
+		}
+	}
+	sort.Strings(names)
+	client := &http.Client{
+		Transport:     upstream.NewTransport(total),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	for _, name := range names {
+		u := ups[name]
+		key := "upstreams." + name
+		secret := u.Secret
+		if u.SecretEnv != "" {
+			secret = getenv(u.SecretEnv)
+			if secret == "" {
+				return &ConfigError{Key: key + ".secret_env", Value: u.SecretEnv, Reason: "names an empty or unset variable"}
+			}
+		}
+		up, err := upstream.New("upstream."+name, upstream.Config{
+			URL: u.URL, Secret: []byte(secret), Timeout: u.Timeout, MaxConcurrent: u.MaxConcurrent,
+			NotifyUnsubscribe: u.NotifyUnsubscribe,
+		}, client)
+		if err != nil {
+			return &ConfigError{Key: key, Reason: err.Error()}
+		}
+		if err := reg.AddRPC(up); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if err := reg.AddTopic(up); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	handlers := opts.Handlers
 	if handlers == nil {
 		handlers = handler.NewRegistry()
+	}
+	if err := addUpstreams(cfg.Upstreams, handlers, os.Getenv); err != nil {
+		return nil, err
 	}
 	origins, err := NewOriginPolicy(cfg.Origins)
 	if err != nil {
