@@ -6,12 +6,20 @@ LDFLAGS := -X github.com/wsgate/wsgate/gateway.Version=$(VERSION)
 # The race detector is part of every test run (DEVELOPERS.md).
 TESTFLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: all build run test services vet gotest fuzz-smoke bench clean
+# BUILDFLAGS go to the gateway and its plugins alike: a plugin loads only
+# into a binary built with the same flags (e.g. make build plugins BUILDFLAGS=-race).
+BUILDFLAGS ?=
+
+.PHONY: all build plugins run test services vet gotest fuzz-smoke bench clean
 
 all: build
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/wsgate ./cmd/wsgate
+	$(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o bin/wsgate ./cmd/wsgate
+
+# The example plugin (acme handlers); needs cgo, like Go plugins do.
+plugins:
+	$(GO) build $(BUILDFLAGS) -buildmode=plugin -o bin/plugins/acme.so ./examples/acme/plugin
 
 # Runs the gateway on its embedded default: PHP files sessions from
 # /var/lib/php/sessions, in-memory client storage, ws on 127.0.0.1:8080,

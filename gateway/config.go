@@ -49,6 +49,10 @@ type Config struct {
 	WAMP WAMPConfig `yaml:"wamp"`
 	// Routes maps WAMP topic and procedure URIs to handlers.
 	Routes wamp.RoutesConfig `yaml:"routes"`
+	// Plugins are Go plugins (.so, built with the gateway's Go version,
+	// flags and wsgate version) whose Register adds handlers; relative paths
+	// are taken from the working directory.
+	Plugins []string `yaml:"plugins"`
 	// Upstreams are HTTP endpoints of the PHP app: a route whose handler is
 	// "upstream.<name>" forwards its calls, subscribes and publishes to
 	// upstreams.<name> as signed JSON POSTs.

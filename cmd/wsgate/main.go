@@ -23,6 +23,7 @@ import (
 
 	"github.com/wsgate/wsgate/examples/acme"
 	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/gateway/plugins"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
 
@@ -92,11 +93,16 @@ func loadConfig(name, usage string, operands int, args []string, stderr io.Write
 	return cfg, fs.Args(), true
 }
 
-// handlers is the set of compiled-in handlers.
-func handlers() (*handler.Registry, error) {
+// handlers is the set of compiled-in handlers plus those of the configured
+// plugins. (The acme examples are still compiled in; they move to the
+// example plugin when the defaults load it.)
+func handlers(cfg gateway.Config) (*handler.Registry, error) {
 	reg := handler.NewRegistry()
 	if err := acme.Register(reg); err != nil {
 		return nil, fmt.Errorf("register example handlers: %w", err)
+	}
+	if err := plugins.Load(cfg.Plugins, reg); err != nil {
+		return nil, err
 	}
 	return reg, nil
 }
@@ -116,7 +122,7 @@ func serve(args []string, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	reg, err := handlers()
+	reg, err := handlers(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -137,7 +143,7 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	reg, err := handlers()
+	reg, err := handlers(cfg)
 	if err == nil {
 		err = gateway.CheckConfig(cfg, reg)
 	}
