@@ -88,6 +88,22 @@ func (s *syncBuffer) String() string {
 // The process is stopped with SIGTERM when the test ends.
 func startGateway(t *testing.T, config string) *gatewayProcess {
 	t.Helper()
+	// The free ports are only free when picked: another test process may
+	// take one before the gateway binds it. Then pick again.
+	for attempt := 1; ; attempt++ {
+		g, err := tryStartGateway(t, config)
+		if err == nil {
+			return g
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("retrying on other ports: %v", err)
+	}
+}
+
+func tryStartGateway(t *testing.T, config string) (*gatewayProcess, error) {
+	t.Helper()
 	g := &gatewayProcess{Addr: freeAddr(t), MetricsAddr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
 	config = strings.ReplaceAll(config, "%LISTEN%", g.Addr)
 	config = strings.ReplaceAll(config, "%METRICS%", g.MetricsAddr)
@@ -114,16 +130,17 @@ func startGateway(t *testing.T, config string) *gatewayProcess {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return g
+				return g, nil
 			}
 		}
 		select {
 		case err := <-g.done:
-			t.Fatalf("wsgate exited before ready: %v\n%s", err, g.stderr.String())
+			g.done <- err // for the cleanup's stop
+			return nil, fmt.Errorf("wsgate exited before ready: %v\n%s", err, g.stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("wsgate not ready after 20s\n%s", g.stderr.String())
+			return nil, fmt.Errorf("wsgate not ready after 20s\n%s", g.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
