@@ -335,40 +335,14 @@ func phpDumpLoadedArray(v *Value, depth int) string {
 	if depth > 6 {
 		return "~"
 	}
-	type kv struct {
-		key string
-		val *Value
-	}
-	var order []string
-	m := map[string]*kv{}
-	for i := range v.Entries() {
-		e := &v.Entries()[i]
-		k := e.Key
-		if !k.IsInt() {
-			if n, ok := numericKey(k.String()); ok {
-				k = IntKey(n)
-			}
-		}
-		var ks string
-		if k.IsInt() {
-			ks = "i" + k.String()
-		} else {
-			ks = "s" + hex.EncodeToString([]byte(k.String()))
-		}
-		if p, ok := m[ks]; ok {
-			p.val = &e.Value
-			continue
-		}
-		m[ks] = &kv{ks, &e.Value}
-		order = append(order, ks)
-	}
+	order, vals := phpEntries(v)
 	var b strings.Builder
 	if v.Kind() == Object {
 		b.WriteString("O" + hex.EncodeToString([]byte(v.Class())))
 	}
 	b.WriteString("[")
 	for _, ks := range order {
-		b.WriteString(ks + "=" + phpDumpLoaded(m[ks].val, depth+1) + ",")
+		b.WriteString(ks + "=" + phpDumpLoaded(vals[ks], depth+1) + ",")
 	}
 	b.WriteString("]")
 	return b.String()

@@ -152,41 +152,14 @@ func phpDump(v *Value, depth int) string {
 	case String:
 		return "s" + hex.EncodeToString([]byte(v.Str()))
 	case Array, Object, Custom:
-		type kv struct {
-			key string
-			val *Value
-		}
-		var order []string
-		m := map[string]*kv{}
-		for i := range v.Entries() {
-			e := &v.Entries()[i]
-			k := e.Key
-			if !k.IsInt() {
-				// (array) casts of objects canonicalise numeric names too.
-				if n, ok := numericKey(k.String()); ok {
-					k = IntKey(n)
-				}
-			}
-			var ks string
-			if k.IsInt() {
-				ks = "i" + k.String()
-			} else {
-				ks = "s" + hex.EncodeToString([]byte(k.String()))
-			}
-			if p, ok := m[ks]; ok {
-				p.val = &e.Value
-				continue
-			}
-			m[ks] = &kv{ks, &e.Value}
-			order = append(order, ks)
-		}
+		order, vals := phpEntries(v)
 		var b strings.Builder
 		if v.Kind() != Array {
 			b.WriteString("O" + hex.EncodeToString([]byte(v.Class())))
 		}
 		b.WriteString("[")
 		for _, ks := range order {
-			b.WriteString(ks + "=" + phpDump(m[ks].val, depth+1) + ",")
+			b.WriteString(ks + "=" + phpDump(vals[ks], depth+1) + ",")
 		}
 		b.WriteString("]")
 		return b.String()
@@ -194,4 +167,33 @@ func phpDump(v *Value, depth int) string {
 		return "E" + hex.EncodeToString([]byte(v.Class()+":"+v.Str()))
 	}
 	return "?"
+}
+
+// phpEntries lists an array's or object's entries as PHP's json_encode of
+// (array) sees them: numeric string keys become ints, a later duplicate
+// key overwrites the earlier value in the earlier place. Keys come back
+// rendered ("i<n>" or "s<hex>") in order.
+func phpEntries(v *Value) (order []string, vals map[string]*Value) {
+	vals = map[string]*Value{}
+	for i := range v.Entries() {
+		e := &v.Entries()[i]
+		k := e.Key
+		if !k.IsInt() {
+			// (array) casts of objects canonicalise numeric names too.
+			if n, ok := numericKey(k.String()); ok {
+				k = IntKey(n)
+			}
+		}
+		var ks string
+		if k.IsInt() {
+			ks = "i" + k.String()
+		} else {
+			ks = "s" + hex.EncodeToString([]byte(k.String()))
+		}
+		if _, ok := vals[ks]; !ok {
+			order = append(order, ks)
+		}
+		vals[ks] = &e.Value
+	}
+	return order, vals
 }
