@@ -66,27 +66,9 @@ type message struct {
 // string or number, and each type has a fixed arity.
 func parseMessage(data []byte) (message, error) {
 	var m message
-	// PHP's json_decode rejects invalid UTF-8, and echoing raw bytes from
-	// such input would put invalid UTF-8 into a text frame.
-	if !utf8.Valid(data) {
-		return m, protoErr("message is not valid UTF-8")
-	}
-	if !json.Valid(data) {
-		return m, protoErr("malformed JSON")
-	}
-	// One private copy: the raw elements below (params, event) are handed
-	// to handlers, which may keep them, while the gateway may reuse its
-	// read buffer as soon as Handle returns.
-	arr, ok := splitArray(bytes.Clone(data))
-	if !ok {
-		return m, protoErr("message is not a JSON array")
-	}
-	if len(arr) == 0 {
-		return m, protoErr("empty message")
-	}
-	typ, ok := parseTypeID(arr[0])
-	if !ok {
-		return m, protoErr("message type %.32s is not an integer", arr[0])
+	arr, typ, err := splitMessage(data)
+	if err != nil {
+		return m, err
 	}
 	m.typ = typ
 	switch typ {
@@ -455,4 +437,31 @@ func encodeCallError(callID json.RawMessage, errorURI, desc string, details []by
 		b = append(b, details...)
 	}
 	return append(b, ']')
+}
+
+// splitMessage does what both protocols' parsers do first: check that data
+// is UTF-8 JSON (PHP's json_decode rejects invalid UTF-8, and echoing it
+// would put invalid UTF-8 into a text frame), split the top-level array and
+// read the message type. It works on one private copy: the raw elements
+// (params, event, args) are handed to handlers, which may keep them, while
+// the gateway may reuse its read buffer as soon as Handle returns.
+func splitMessage(data []byte) ([]json.RawMessage, int, error) {
+	if !utf8.Valid(data) {
+		return nil, 0, protoErr("message is not valid UTF-8")
+	}
+	if !json.Valid(data) {
+		return nil, 0, protoErr("malformed JSON")
+	}
+	arr, ok := splitArray(bytes.Clone(data))
+	if !ok {
+		return nil, 0, protoErr("message is not a JSON array")
+	}
+	if len(arr) == 0 {
+		return nil, 0, protoErr("empty message")
+	}
+	typ, ok := parseTypeID(arr[0])
+	if !ok {
+		return nil, 0, protoErr("message type %.32s is not an integer", arr[0])
+	}
+	return arr, typ, nil
 }

@@ -1,10 +1,8 @@
 package wamp
 
 import (
-	"bytes"
 	"encoding/json"
 	"strconv"
-	"unicode/utf8"
 )
 
 // WAMP v2 message type codes (basic profile).
@@ -112,23 +110,9 @@ type message2 struct {
 // dict). Every error wraps ErrProtocol.
 func parseMessageV2(data []byte) (message2, error) {
 	var m message2
-	if !utf8.Valid(data) {
-		return m, protoErr("message is not valid UTF-8")
-	}
-	if !json.Valid(data) {
-		return m, protoErr("malformed JSON")
-	}
-	// Private copy: args and kwargs are handed to handlers.
-	arr, ok := splitArray(bytes.Clone(data))
-	if !ok {
-		return m, protoErr("message is not a JSON array")
-	}
-	if len(arr) == 0 {
-		return m, protoErr("empty message")
-	}
-	typ, ok := parseTypeID(arr[0])
-	if !ok {
-		return m, protoErr("message type %.32s is not an integer", arr[0])
+	arr, typ, err := splitMessage(data)
+	if err != nil {
+		return m, err
 	}
 	m.typ = typ
 	name := typeNameV2(typ)
@@ -141,7 +125,6 @@ func parseMessageV2(data []byte) (message2, error) {
 		}
 		return nil
 	}
-	var err error
 	switch typ {
 	case v2Hello: // [HELLO, Realm|uri, Details|dict]
 		if err = arity(3, 3); err != nil {
