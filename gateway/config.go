@@ -74,6 +74,9 @@ type UpstreamConfig struct {
 	MaxConcurrent int `yaml:"max_concurrent"`
 	// NotifyUnsubscribe also posts unsubscribes.
 	NotifyUnsubscribe bool `yaml:"notify_unsubscribe"`
+	// ForwardHeaders are handshake request headers (e.g. Cookie) copied
+	// onto every request, so the app can see the browser's own session.
+	ForwardHeaders []string `yaml:"forward_headers"`
 }
 
 // OriginsConfig is the Origin allow-list. A handshake without an Origin

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/textproto"
 	"os"
 	"sort"
 	"time"
@@ -152,7 +153,7 @@ func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv f
 		}
 		up, err := upstream.New("upstream."+name, upstream.Config{
 			URL: u.URL, Secret: []byte(secret), Timeout: u.Timeout, MaxConcurrent: u.MaxConcurrent,
-			NotifyUnsubscribe: u.NotifyUnsubscribe,
+			NotifyUnsubscribe: u.NotifyUnsubscribe, ForwardHeaders: u.ForwardHeaders,
 		}, client)
 		if err != nil {
 			return &ConfigError{Key: key, Reason: err.Error()}
@@ -165,4 +166,19 @@ func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv f
 		}
 	}
 	return nil
+}
+
+// keptHeaders is the set of handshake headers (canonical names) that some
+// upstream forwards; the handshake keeps only these, nil when none.
+func keptHeaders(ups map[string]UpstreamConfig) map[string]bool {
+	var keep map[string]bool
+	for _, u := range ups {
+		for _, h := range u.ForwardHeaders {
+			if keep == nil {
+				keep = map[string]bool{}
+			}
+			keep[textproto.CanonicalMIMEHeaderKey(h)] = true
+		}
+	}
+	return keep
 }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/textproto"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -58,9 +59,10 @@ type Server struct {
 	clients  storage.ClientStorage
 	metrics  *metrics.Gateway
 
-	nodeID     string // prefixes connection ids so replicas never collide
-	connSeq    atomic.Uint64
-	handshakes chan struct{} // semaphore bounding handshakes in progress
+	keepHeaders map[string]bool // handshake headers kept for upstream forwarding
+	nodeID      string          // prefixes connection ids so replicas never collide
+	connSeq     atomic.Uint64
+	handshakes  chan struct{} // semaphore bounding handshakes in progress
 
 	baseCtx context.Context // cancelled when the server is forced down
 	cancel  context.CancelFunc
@@ -143,21 +145,22 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		cfg:        cfg,
-		log:        log,
-		resolver:   resolver,
-		origins:    origins,
-		node:       node,
-		clients:    clients,
-		metrics:    m,
-		nodeID:     hex.EncodeToString(idb[:]),
-		handshakes: make(chan struct{}, cfg.Limits.MaxHandshakes),
-		baseCtx:    ctx,
-		cancel:     cancel,
-		conns:      make(map[*conn]struct{}),
-		userConns:  make(map[string]int),
-		rate:       newIPRateLimiter(cfg.Limits.AcceptRatePerIP),
-		pingStop:   make(chan struct{}),
+		cfg:         cfg,
+		log:         log,
+		resolver:    resolver,
+		origins:     origins,
+		node:        node,
+		clients:     clients,
+		metrics:     m,
+		nodeID:      hex.EncodeToString(idb[:]),
+		handshakes:  make(chan struct{}, cfg.Limits.MaxHandshakes),
+		baseCtx:     ctx,
+		cancel:      cancel,
+		conns:       make(map[*conn]struct{}),
+		userConns:   make(map[string]int),
+		keepHeaders: keptHeaders(cfg.Upstreams),
+		rate:        newIPRateLimiter(cfg.Limits.AcceptRatePerIP),
+		pingStop:    make(chan struct{}),
 	}, nil
 }
 
@@ -295,9 +298,29 @@ type handshake struct {
 	proto     wamp.Protocol // the one chosen; ProtocolV1 when none was offered
 	info      wamp.ClientInfo
 	outcome   string
-	userKey   string   // reserved in Server.userConns by admit
-	ident     identity // who admit found
+	headers   map[string]string // kept for upstream forwarding
+	userKey   string            // reserved in Server.userConns by admit
+	ident     identity          // who admit found
 	deflate   *wsflate.Extension
+}
+
+// keep records a header the upstreams forward; repeated ones are joined
+// ("; " for Cookie, as browsers join cookies, ", " otherwise).
+func (h *handshake) keep(name, value string, wanted map[string]bool) {
+	if !wanted[name] {
+		return
+	}
+	if h.headers == nil {
+		h.headers = map[string]string{}
+	}
+	if prev, ok := h.headers[name]; ok {
+		sep := ", "
+		if name == "Cookie" {
+			sep = "; "
+		}
+		value = prev + sep + value
+	}
+	h.headers[name] = value
 }
 
 // compressed reports whether permessage-deflate was agreed.
@@ -347,6 +370,9 @@ func (s *Server) newUpgrader(h *handshake, deadline time.Time) ws.Upgrader {
 				}
 			case bytes.EqualFold(key, []byte("Origin")):
 				h.origin = string(value)
+			}
+			if s.keepHeaders != nil {
+				h.keep(textproto.CanonicalMIMEHeaderKey(string(key)), string(value), s.keepHeaders)
 			}
 			return nil
 		},
@@ -455,6 +481,7 @@ func (s *Server) register(c *conn, h *handshake) bool {
 	c.fr.deflate = h.compressed()
 	c.lastRead.Store(time.Now().UnixNano())
 	h.info.ConnID = c.id
+	h.info.Headers = h.headers
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()

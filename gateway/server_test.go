@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -575,6 +577,36 @@ func TestPermessageDeflateNegotiated(t *testing.T) {
 		f := c.readFrame()
 		if f.Header.Rsv != 0 || !bytes.HasPrefix(f.Payload, []byte(`[3,"c1"`)) {
 			t.Fatalf("got rsv %d %q", f.Header.Rsv, f.Payload)
+		}
+	})
+}
+
+// An upstream with forward_headers receives the browser's handshake
+// headers (joined as browsers join them) on every request.
+func TestUpstreamForwardsHandshakeHeaders(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		var got atomic.Value
+		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got.Store(r.Header.Get("Cookie") + "|" + r.Header.Get("X-Other"))
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"result":"ok"}`))
+		}))
+		defer app.Close()
+		addr, _ := startServerWith(t, mode, handler.NewRegistry(), func(c *Config) {
+			c.Upstreams = map[string]UpstreamConfig{"app": {URL: app.URL, Secret: "0123456789abcdef0123", ForwardHeaders: []string{"cookie"}}}
+			c.Routes.RPC = map[string]wamp.RouteConfig{"app": {Pattern: "app/{method}", Handler: "upstream.app"}}
+		})
+		h := http.Header{"Cookie": {"a=1", "PHPSESSID=zz"}, "X-Other": {"not forwarded"}}
+		c, err := dialRaw(t, addr, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.write(ws.NewTextFrame([]byte(`[2,"c1","app/anything",[1]]`)))
+		if f := c.readFrame(); string(f.Payload) != `[3,"c1",["ok"]]` {
+			t.Fatalf("got %q", f.Payload)
+		}
+		if v, _ := got.Load().(string); v != "a=1; PHPSESSID=zz|" {
+			t.Fatalf("upstream saw %q, want the joined cookies and no other header", v)
 		}
 	})
 }

@@ -48,6 +48,10 @@ type ClientInfo struct {
 	Roles []string
 	// Anonymous marks a client without an authenticated user.
 	Anonymous bool
+	// Headers are handshake request headers the gateway kept for handlers
+	// (e.g. Cookie, forwarded to an HTTP upstream), by canonical name.
+	// Nil when none are kept; never modified after Open.
+	Headers map[string]string
 }
 
 // Limits bounds what one client can make the node hold. Zero fields take
@@ -306,11 +310,12 @@ func (n *Node) Open(p Peer, info ClientInfo) *Session {
 // now until Close, and Close must be called however the connection ends.
 func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	s := &Session{
-		node:   n,
-		peer:   p,
-		proto:  proto,
-		connID: info.ConnID,
-		subs:   map[string]*subscription{},
+		node:    n,
+		peer:    p,
+		proto:   proto,
+		connID:  info.ConnID,
+		headers: info.Headers,
+		subs:    map[string]*subscription{},
 	}
 	if proto == ProtocolV2JSON {
 		s.numID = newGlobalID()

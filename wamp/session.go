@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/textproto"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -37,6 +38,8 @@ type Session struct {
 	seq uint64
 	// connID is set in Open and never changes (id above neither).
 	connID string
+	// headers are ClientInfo.Headers, fixed at Open.
+	headers map[string]string
 
 	// ident is the current identity. It is replaced as a whole by
 	// Reidentify (with mu and the node's mu held, so that the client
@@ -744,4 +747,11 @@ func topicCallID(uri string) json.RawMessage { return appendJSONString(nil, uri)
 // would otherwise hold a few hundred bytes of attributes for nothing.
 func (s *Session) logger() *slog.Logger {
 	return s.node.log.With("session", s.id, "conn", s.connID, "protocol", s.proto.String())
+}
+
+// HandshakeHeader returns a handshake request header the gateway kept for
+// handlers (ClientInfo.Headers), or "". It lets an HTTP upstream forward,
+// say, the browser's Cookie to the PHP app.
+func (s *Session) HandshakeHeader(name string) string {
+	return s.headers[textproto.CanonicalMIMEHeaderKey(name)]
 }
