@@ -43,6 +43,8 @@ type Config struct {
 	Keepalive KeepaliveConfig `yaml:"keepalive"`
 	// Metrics is the separate listener for /metrics and health probes.
 	Metrics MetricsConfig `yaml:"metrics"`
+	// API is the push API the PHP app calls (publish, disconnect, clients).
+	API APIConfig `yaml:"api"`
 	// Log selects log level and format.
 	Log LogConfig `yaml:"log"`
 	// WAMP holds protocol settings.
@@ -279,6 +281,16 @@ type WAMPConfig struct {
 	Realm string `yaml:"realm"`
 }
 
+// APIConfig configures the push API listener.
+type APIConfig struct {
+	// Listen is its address; empty disables it.
+	Listen string `yaml:"listen"`
+	// Token is the bearer token the app sends (at least 16 bytes).
+	Token string `yaml:"token"`
+	// TokenEnv names an environment variable holding the token instead.
+	TokenEnv string `yaml:"token_env"`
+}
+
 // MetricsConfig configures the operations listener.
 type MetricsConfig struct {
 	// Listen is the address of /metrics, /healthz and /readyz; empty
@@ -391,6 +403,17 @@ func (c *Config) Validate() error {
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			return bad("metrics.listen", c.Metrics.Listen, "not a host:port address")
+		}
+	}
+	if c.API.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+			return bad("api.listen", c.API.Listen, "not a host:port address")
+		}
+		if c.API.Token == "" && c.API.TokenEnv == "" {
+			return bad("api.token", "", "must be set (or api.token_env) when api.listen is")
+		}
+		if c.API.Token != "" && len(c.API.Token) < 16 {
+			return bad("api.token", "", "must be at least 16 bytes") // the value is a secret: not echoed
 		}
 	}
 	for _, o := range c.Origins.Allowed {

@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	cancel()
 
 	var ops *http.Server
-	opsErr := make(chan error, 1)
+	opsErr := make(chan error, 2) // metrics and API listeners
 	if cfg.Metrics.Listen != "" {
 		ops = &http.Server{
 			Addr:              cfg.Metrics.Listen,
@@ -88,6 +88,28 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		log.Info("metrics listener ready", "addr", mln.Addr().String())
 	}
 
+	var api *http.Server
+	if cfg.API.Listen != "" {
+		token := cfg.API.Token
+		if cfg.API.TokenEnv != "" {
+			token = os.Getenv(cfg.API.TokenEnv)
+		}
+		if len(token) < 16 {
+			ln.Close()
+			srv.Shutdown(context.Background())
+			return &ConfigError{Key: "api.token_env", Value: cfg.API.TokenEnv, Reason: "names an unset variable or a token under 16 bytes"}
+		}
+		aln, err := net.Listen("tcp", cfg.API.Listen)
+		if err != nil {
+			ln.Close()
+			srv.Shutdown(context.Background())
+			return fmt.Errorf("listen api %s: %w", cfg.API.Listen, err)
+		}
+		api = &http.Server{Handler: srv.APIHandler(token), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		go func() { opsErr <- api.Serve(aln) }()
+		log.Info("push API listener ready", "addr", aln.Addr().String())
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("websocket listener ready", "addr", ln.Addr().String(), "version", Version,
@@ -100,7 +122,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	case runErr = <-serveErr:
 		log.Error("websocket listener failed", "err", runErr)
 	case err := <-opsErr:
-		runErr = fmt.Errorf("metrics listener: %w", err)
+		runErr = fmt.Errorf("metrics or API listener: %w", err)
 	}
 	dctx, dcancel := context.WithTimeout(context.Background(), cfg.Limits.DrainTimeout)
 	defer dcancel()
@@ -109,6 +131,9 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	}
 	if ops != nil {
 		ops.Shutdown(dctx)
+	}
+	if api != nil {
+		api.Shutdown(dctx)
 	}
 	if runErr == nil {
 		if err := <-serveErr; err != nil && !errors.Is(err, net.ErrClosed) {

@@ -72,6 +72,9 @@ type Gateway struct {
 	// invalid ones (closed, downgraded).
 	Revalidations *prometheus.CounterVec
 
+	// Pushes counts application pushes by source (http, redis).
+	Pushes *prometheus.CounterVec
+
 	reg prometheus.Registerer
 }
 
@@ -193,11 +196,15 @@ func New(reg prometheus.Registerer) *Gateway {
 		Name: "wsgate_session_revalidations_total",
 		Help: "Re-reads of live connections' sessions, by outcome (valid, closed, downgraded, error).",
 	}, []string{"outcome"})
+	g.Pushes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_pushes_total",
+		Help: "Application pushes received, by source.",
+	}, []string{"source"})
 	g.reg = reg
 	reg.MustRegister(g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
 		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,
 		g.WAMPMessagesIn, g.WAMPMessagesOut, g.RPCDuration, g.RoutingMisses, g.AccessDenied,
-		g.StoreLookups, g.StoreCacheHits, g.StoreCacheMisses, g.Revalidations,
+		g.StoreLookups, g.StoreCacheHits, g.StoreCacheMisses, g.Revalidations, g.Pushes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return g
 }

@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+func TestPushAPI(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		dir := t.TempDir()
+		seedSession(t, dir, "alice1")
+		addr, srv := startServer(t, mode, func(c *Config) {
+			c.Session.Files.Path = dir
+			c.Session.Files.GCMaxLifetime = 0
+		})
+		const token = "0123456789abcdef-token"
+		api := httptest.NewServer(srv.APIHandler(token))
+		defer api.Close()
+		call := func(method, path, body, tok string) (int, string) {
+			req, _ := http.NewRequest(method, api.URL+path, strings.NewReader(body))
+			if tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+
+		alice, err := dialRaw(t, addr, http.Header{"Cookie": {"PHPSESSID=alice1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		anon, err := dialRaw(t, addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alice.write(ws.NewTextFrame([]byte(`[5,"acme/channel/news"]`)))
+		alice.readFrame() // her own join
+		anon.write(ws.NewTextFrame([]byte(`[5,"acme/channel/news"]`)))
+		alice.readFrame() // anon's join, to both
+		anon.readFrame()
+
+		if code, _ := call("POST", "/api/publish", `{"topic":"acme/channel/news","payload":1}`, "wrong-token-xxxxxxx"); code != 401 {
+			t.Fatalf("wrong token: %d", code)
+		}
+		// Through the topic handler's OnPush: everyone, wrapped by acme.
+		if code, body := call("POST", "/api/publish", `{"topic":"acme/channel/news","payload":{"n":1}}`, token); code != 202 {
+			t.Fatalf("publish: %d %s", code, body)
+		}
+		for _, c := range []*rawClient{alice, anon} {
+			if f := c.readFrame(); string(f.Payload) != `[8,"acme/channel/news",{"msg":{"n":1}}]` {
+				t.Fatalf("got %q", f.Payload)
+			}
+		}
+		// Only alice's connections.
+		if code, body := call("POST", "/api/publish", `{"topic":"acme/channel/news","payload":"for alice","eligible_users":["alice"]}`, token); code != 202 {
+			t.Fatalf("publish to alice: %d %s", code, body)
+		}
+		if f := alice.readFrame(); string(f.Payload) != `[8,"acme/channel/news","for alice"]` {
+			t.Fatalf("alice got %q", f.Payload)
+		}
+		if code, _ := call("POST", "/api/publish", `{"topic":"nowhere/x","payload":1}`, token); code != 404 {
+			t.Fatalf("unrouted topic: %d", code)
+		}
+		if code, _ := call("POST", "/api/publish", `{"topic":"acme/channel/news","payload":1,"extra":true}`, token); code != 400 {
+			t.Fatalf("unknown field: %d", code)
+		}
+		code, body := call("GET", "/api/clients?username=alice", "", token)
+		var cl struct {
+			Clients []struct {
+				UserIdentifier string `json:"user_identifier"`
+			}
+		}
+		if code != 200 || json.Unmarshal([]byte(body), &cl) != nil || len(cl.Clients) != 1 || cl.Clients[0].UserIdentifier != "alice" {
+			t.Fatalf("clients: %d %s", code, body)
+		}
+		if code, body := call("POST", "/api/disconnect", `{"username":"alice"}`, token); code != 200 || !bytes.Contains([]byte(body), []byte(`"disconnected":1`)) {
+			t.Fatalf("disconnect: %d %s", code, body)
+		}
+		if code := alice.expectClose(); code != closeKicked {
+			t.Fatalf("close code %d, want 4002", code)
+		}
+	})
+}
