@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -78,34 +79,33 @@ func decodeAPI(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Topic         string          `json:"topic"`
-		Payload       json.RawMessage `json:"payload"`
-		EligibleUsers []string        `json:"eligible_users"`
-		ExcludedUsers []string        `json:"excluded_users"`
-	}
-	if !decodeAPI(w, r, &req) {
-		return
-	}
+// publishRequest is an application push, from the HTTP API or the Redis
+// push channel.
+type publishRequest struct {
+	Topic         string          `json:"topic"`
+	Payload       json.RawMessage `json:"payload"`
+	EligibleUsers []string        `json:"eligible_users"`
+	ExcludedUsers []string        `json:"excluded_users"`
+}
+
+// publish delivers an application push to this gateway's subscribers. It
+// returns the HTTP status that fits the outcome and, on failure, why.
+func (s *Server) publish(ctx context.Context, req publishRequest, source string) (int, error) {
 	if req.Topic == "" || len(req.Payload) == 0 {
-		apiError(w, http.StatusBadRequest, "topic and payload are required")
-		return
+		return http.StatusBadRequest, errors.New("topic and payload are required")
 	}
-	s.metrics.Pushes.WithLabelValues("http").Inc()
+	s.metrics.Pushes.WithLabelValues(source).Inc()
 	if req.EligibleUsers == nil && req.ExcludedUsers == nil {
-		err := s.node.Push(r.Context(), req.Topic, req.Payload, "http")
+		err := s.node.Push(ctx, req.Topic, req.Payload, source)
 		switch {
 		case errors.Is(err, wamp.ErrNoRoute):
-			apiError(w, http.StatusNotFound, "no topic route for "+req.Topic)
+			return http.StatusNotFound, fmt.Errorf("no topic route for %s", req.Topic)
 		case errors.Is(err, wamp.ErrNotPushable):
-			apiError(w, http.StatusConflict, "the topic's handler does not accept pushes")
+			return http.StatusConflict, errors.New("the topic's handler does not accept pushes")
 		case err != nil:
-			apiError(w, http.StatusInternalServerError, "push failed: "+err.Error())
-		default:
-			apiJSON(w, http.StatusAccepted, map[string]string{"status": "accepted"})
+			return http.StatusInternalServerError, fmt.Errorf("push failed: %w", err)
 		}
-		return
+		return http.StatusAccepted, nil
 	}
 	sessions := func(users []string) []string {
 		if users == nil {
@@ -123,14 +123,52 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 	if eligible != nil && len(eligible) == 0 {
 		// Named users, none connected here: nobody to send to (an empty
 		// eligible list would otherwise mean everybody).
-		apiJSON(w, http.StatusAccepted, map[string]string{"status": "accepted"})
-		return
+		return http.StatusAccepted, nil
 	}
 	if err := s.node.Topic(req.Topic).Broadcast(req.Payload, exclude, eligible); err != nil {
-		apiError(w, http.StatusInternalServerError, "broadcast failed: "+err.Error())
+		return http.StatusInternalServerError, fmt.Errorf("broadcast failed: %w", err)
+	}
+	return http.StatusAccepted, nil
+}
+
+func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
+	var req publishRequest
+	if !decodeAPI(w, r, &req) {
+		return
+	}
+	if status, err := s.publish(r.Context(), req, "http"); err != nil {
+		apiError(w, status, err.Error())
 		return
 	}
 	apiJSON(w, http.StatusAccepted, map[string]string{"status": "accepted"})
+}
+
+// receivePushes is the Redis push channel's goroutine: every message is a
+// publish request, as POST /api/publish takes it, delivered by each
+// replica to its own subscribers. It is owned by the Server and ends at
+// Shutdown.
+func (s *Server) receivePushes() {
+	defer s.wg.Done()
+	ctx := s.bgCtx
+	r := s.cfg.Push.Redis
+	storage.SubscribeRedis(ctx, storage.RedisOptions{
+		Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
+	}, s.cfg.Push.RedisChannel, func(msg []byte) {
+		var req publishRequest
+		dec := json.NewDecoder(bytes.NewReader(msg))
+		dec.DisallowUnknownFields()
+		if len(msg) > maxAPIBody || dec.Decode(&req) != nil {
+			s.log.Warn("push channel: message is not a publish request", "bytes", len(msg))
+			return
+		}
+		pctx, pcancel := context.WithTimeout(ctx, s.cfg.Limits.CallTimeout)
+		defer pcancel()
+		if _, err := s.publish(pctx, req, "redis"); err != nil {
+			s.log.Warn("push channel: publish failed", "topic", req.Topic, "err", err)
+		}
+	}, func(err error) {
+		s.log.Warn("push channel: connection lost, reconnecting", "err", err)
+	})
 }
 
 func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {

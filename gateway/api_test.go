@@ -3,13 +3,18 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/wsgate/wsgate/test/testenv"
 )
 
 func TestPushAPI(t *testing.T) {
@@ -92,4 +97,43 @@ func TestPushAPI(t *testing.T) {
 			t.Fatalf("close code %d, want 4002", code)
 		}
 	})
+}
+
+// A publish request PUBLISHed on the Redis push channel reaches this
+// gateway's subscribers.
+func TestRedisPushChannel(t *testing.T) {
+	redisAddr := testenv.Redis(t)
+	channel := "wsgate-test-push-" + t.Name()
+	addr, _ := startServer(t, ModeEpoll, func(c *Config) {
+		c.Push = PushConfig{RedisChannel: channel, Redis: RedisConnConfig{Addrs: []string{redisAddr}, Mode: "standalone"}}
+	})
+	c, err := dialRaw(t, addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.write(ws.NewTextFrame([]byte(`[5,"acme/channel/push"]`)))
+	c.readFrame() // own join
+	pub, err := net.Dial("tcp", redisAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	msg := `{"topic":"acme/channel/push","payload":{"from":"redis"}}`
+	cmd := fmt.Sprintf("*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(channel), channel, len(msg), msg)
+	// The gateway subscribes in the background: publish until it hears.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pub.Write([]byte(cmd))
+		c.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		f, err := ws.ReadFrame(c.br)
+		if err == nil {
+			if string(f.Payload) != `[8,"acme/channel/push",{"msg":{"from":"redis"}}]` {
+				t.Fatalf("got %q", f.Payload)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no push arrived within 10s: %v", err)
+		}
+	}
 }

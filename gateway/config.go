@@ -45,6 +45,8 @@ type Config struct {
 	Metrics MetricsConfig `yaml:"metrics"`
 	// API is the push API the PHP app calls (publish, disconnect, clients).
 	API APIConfig `yaml:"api"`
+	// Push is the Redis channel the PHP app can PUBLISH pushes to.
+	Push PushConfig `yaml:"push"`
 	// Log selects log level and format.
 	Log LogConfig `yaml:"log"`
 	// WAMP holds protocol settings.
@@ -291,6 +293,16 @@ type APIConfig struct {
 	TokenEnv string `yaml:"token_env"`
 }
 
+// PushConfig is the Redis push channel: the app PUBLISHes a JSON publish
+// request (as POST /api/publish takes it) and every replica delivers it to
+// its own subscribers.
+type PushConfig struct {
+	// RedisChannel is the channel; empty disables it.
+	RedisChannel string `yaml:"redis_channel"`
+	// Redis is how to reach Redis.
+	Redis RedisConnConfig `yaml:"redis"`
+}
+
 // MetricsConfig configures the operations listener.
 type MetricsConfig struct {
 	// Listen is the address of /metrics, /healthz and /readyz; empty
@@ -345,6 +357,7 @@ func DefaultConfig() Config {
 		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second, Prefix: "wsgate:", Redis: RedisConnConfig{Mode: "standalone"}},
 		Transport:     TransportConfig{Mode: defaultMode},
 		Keepalive:     KeepaliveConfig{Ping: false, Interval: 30 * time.Second},
+		Push:          PushConfig{Redis: RedisConnConfig{Mode: "standalone"}},
 		Limits: LimitsConfig{
 			HandshakeTimeout:   10 * time.Second,
 			MaxHeaderBytes:     16 << 10,
@@ -414,6 +427,11 @@ func (c *Config) Validate() error {
 		}
 		if c.API.Token != "" && len(c.API.Token) < 16 {
 			return bad("api.token", "", "must be at least 16 bytes") // the value is a secret: not echoed
+		}
+	}
+	if c.Push.RedisChannel != "" {
+		if err := c.Push.Redis.validate("push.redis"); err != nil {
+			return err
 		}
 	}
 	for _, o := range c.Origins.Allowed {

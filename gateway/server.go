@@ -73,6 +73,8 @@ type Server struct {
 	inflight atomic.Int64 // messages being handled, for the drain
 	rate     *ipRateLimiter
 	pingStop chan struct{} // closed by Shutdown: ends the keepalive and revalidation goroutines
+	bgCtx    context.Context
+	bgCancel context.CancelFunc // called by Shutdown with pingStop: ends the push channel
 
 	mu        sync.Mutex
 	ln        net.Listener
@@ -144,6 +146,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("node id: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	bgCtx, bgCancel := context.WithCancel(ctx)
 	return &Server{
 		cfg:         cfg,
 		log:         log,
@@ -161,6 +164,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		keepHeaders: keptHeaders(cfg.Upstreams),
 		rate:        newIPRateLimiter(cfg.Limits.AcceptRatePerIP),
 		pingStop:    make(chan struct{}),
+		bgCtx:       bgCtx,
+		bgCancel:    bgCancel,
 	}, nil
 }
 
@@ -186,6 +191,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		if s.cfg.Session.RevalidateInterval > 0 {
 			s.wg.Add(1)
 			go s.revalidate()
+		}
+		if s.cfg.Push.RedisChannel != "" {
+			s.wg.Add(1)
+			go s.receivePushes()
 		}
 	}
 	if s.cfg.Transport.Mode == ModeEpoll {
@@ -229,6 +238,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.draining {
 		close(s.pingStop)
+		s.bgCancel()
 	}
 	s.draining = true
 	if s.ln != nil {
