@@ -2,6 +2,8 @@ package wamp
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -24,6 +26,10 @@ type broker struct {
 	topics map[string]*topicState
 	// subscriptions is the sum of len(subs) over topics.
 	subscriptions int
+	// relay, when set, hears when a topic gains its first and loses its
+	// last local subscriber, so that other replicas' broadcasts reach
+	// this node only for topics someone here listens to.
+	relay Relay
 }
 
 type topicState struct {
@@ -49,6 +55,9 @@ func (b *broker) add(n *Node, id string, s *Session, h handler.Topic, req handle
 	if t == nil {
 		t = &topicState{subs: map[*Session]struct{}{}, subID: n.subSeq.Add(1)}
 		b.topics[id] = t
+		if b.relay != nil {
+			b.relay.Watch(id)
+		}
 		if p, ok := h.(handler.PeriodicTopic); ok {
 			t.stopTimer = n.startTimer(p, id, req)
 		}
@@ -79,6 +88,9 @@ func (b *broker) remove(id string, s *Session) {
 	t.snap.Store(nil)
 	if len(t.subs) == 0 {
 		delete(b.topics, id)
+		if b.relay != nil {
+			b.relay.Unwatch(id)
+		}
 		if t.stopTimer != nil {
 			t.stopTimer()
 		}
@@ -152,7 +164,7 @@ func (n *Node) startTimer(p handler.PeriodicTopic, id string, req handler.Reques
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ref := topicRef{n: n, id: id}
+	ref := topicRef{n: n, id: id, local: true} // every replica with subscribers runs its own timer
 	n.timers.Add(1)
 	go func() {
 		defer n.timers.Done()
@@ -192,6 +204,10 @@ func (n *Node) runTick(ctx context.Context, p handler.PeriodicTopic, ref topicRe
 type topicRef struct {
 	n  *Node
 	id string
+	// local keeps broadcasts on this node: set for pushes every replica
+	// receives by itself (the Redis push channel), which relaying would
+	// deliver once per replica.
+	local bool
 }
 
 var _ handler.TopicRef = topicRef{}
@@ -201,27 +217,60 @@ func (t topicRef) ID() string { return t.id }
 func (t topicRef) Count() int { return t.n.broker.count(t.id) }
 
 func (t topicRef) Broadcast(event any, exclude, eligible []string) error {
-	_, err := t.n.broadcast(t.id, event, exclude, eligible)
+	_, err := t.n.broadcast(t.id, event, exclude, eligible, !t.local)
 	return err
 }
 
 // Topic returns a handle on the topic with the given (fully expanded) URI,
 // for broadcasting from outside a handler callback, e.g. a server-side push.
+// Broadcasts through it also reach the other replicas when the node has a
+// Relay.
 func (n *Node) Topic(uri string) handler.TopicRef { return topicRef{n: n, id: uri} }
+
+// LocalTopic is Topic for a source that every replica receives by itself
+// (the Redis push channel): its broadcasts reach this node's subscribers
+// only, never the Relay.
+func (n *Node) LocalTopic(uri string) handler.TopicRef {
+	return topicRef{n: n, id: uri, local: true}
+}
 
 // broadcast encodes the event payload once, wraps it once per protocol
 // that has a selected subscriber (v1 EVENT, v2 EVENT with the topic's
 // subscription id and a fresh publication id), and hands the same bytes to
 // every selected subscriber of that protocol. It returns how many peers
-// accepted the message.
-func (n *Node) broadcast(id string, event any, exclude, eligible []string) (int, error) {
+// accepted the message. With relay set and a Relay configured, the
+// encoded payload also goes to the other replicas.
+func (n *Node) broadcast(id string, event any, exclude, eligible []string, relay bool) (int, error) {
 	payload, err := appendJSON(make([]byte, 0, 64), event)
 	if err != nil {
 		return 0, err
 	}
+	if relay && n.broker.relay != nil {
+		// The relay keeps payload: appendJSON gave us a fresh buffer that
+		// nothing below modifies.
+		n.broker.relay.Publish(id, payload, exclude, eligible)
+	}
+	return n.deliver(id, payload, exclude, eligible), nil
+}
+
+// DeliverRelayed hands a broadcast relayed from another replica to this
+// node's subscribers of topic, without relaying it again. payload is the
+// JSON-encoded event; a payload that is not valid JSON is refused, since
+// it would corrupt every subscriber's stream. It returns how many peers
+// accepted the message.
+func (n *Node) DeliverRelayed(topic string, payload []byte, exclude, eligible []string) (int, error) {
+	if !json.Valid(payload) {
+		return 0, errors.New("wamp: relayed payload is not valid JSON")
+	}
+	return n.deliver(topic, payload, exclude, eligible), nil
+}
+
+// deliver wraps the encoded payload once per protocol and fans it out to
+// this node's subscribers of id.
+func (n *Node) deliver(id string, payload []byte, exclude, eligible []string) int {
 	snap, subID := n.broker.snapshot(id)
 	if snap == nil {
-		return 0, nil
+		return 0
 	}
 	ex := newIDSet(exclude)
 	el := newIDSet(eligible)
@@ -238,7 +287,7 @@ func (n *Node) broadcast(id string, event any, exclude, eligible []string) (int,
 			sent += c
 		}
 	}
-	return sent, nil
+	return sent
 }
 
 // fanout hands msg to every selected subscriber and counts the peers that

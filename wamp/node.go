@@ -52,6 +52,10 @@ type ClientInfo struct {
 	// (e.g. Cookie, forwarded to an HTTP upstream), by canonical name.
 	// Nil when none are kept; never modified after Open.
 	Headers map[string]string
+	// Extra is what the application attached to the connection when it
+	// accepted the connect event (a JSON object), or nil; handlers read it
+	// with Client.Extra. Never modified after Open.
+	Extra json.RawMessage
 }
 
 // Limits bounds what one client can make the node hold. Zero fields take
@@ -104,6 +108,13 @@ type NodeConfig struct {
 	Realm string
 	// Observer receives metrics events; nil discards them.
 	Observer Observer
+	// Relay, when set, carries broadcasts to and from other gateway
+	// replicas (see Relay). Nil keeps every broadcast on this node.
+	Relay Relay
+	// Clients, when set, is the ClientManipulator handlers get instead of
+	// the node's own index (Node.Clients), typically one that also sees
+	// the clients of other replicas through a shared client storage.
+	Clients handler.ClientManipulator
 }
 
 // Node is the WAMP engine of one gateway process: compiled routes, the
@@ -183,6 +194,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		n.limits.MaxSubscriptions = DefaultMaxSubscriptions
 	}
 	n.broker.topics = map[string]*topicState{}
+	n.broker.relay = cfg.Relay
 	n.clients.n = n
 
 	reg := cfg.Handlers
@@ -193,7 +205,11 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if n.rpcRoutes, n.topicRoutes, err = compileAll(cfg.Routes, reg); err != nil {
 		return nil, err
 	}
-	if err := reg.BindClients(&n.clients); err != nil {
+	var bound handler.ClientManipulator = &n.clients
+	if cfg.Clients != nil {
+		bound = cfg.Clients
+	}
+	if err := reg.BindClients(bound); err != nil {
 		return nil, fmt.Errorf("wamp: %w", err)
 	}
 	return n, nil
@@ -315,6 +331,7 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 		proto:   proto,
 		connID:  info.ConnID,
 		headers: info.Headers,
+		extra:   info.Extra,
 		subs:    map[string]*subscription{},
 	}
 	if proto == ProtocolV2JSON {
@@ -500,8 +517,20 @@ var ErrNotPushable = errors.New("wamp: topic handler does not accept pushes")
 // apply (the push comes from the application, not a client). provider
 // names the source for the handler ("http", "redis", ...). The call is
 // bounded by NodeConfig.CallTimeout; a handler panic is recovered and
-// returned as an error. Push is safe for concurrent use.
-func (n *Node) Push(ctx context.Context, uri string, payload json.RawMessage, provider string) (err error) {
+// returned as an error. Push is safe for concurrent use. What the handler
+// broadcasts also reaches the other replicas when the node has a Relay.
+func (n *Node) Push(ctx context.Context, uri string, payload json.RawMessage, provider string) error {
+	return n.push(ctx, uri, payload, provider, false)
+}
+
+// PushLocal is Push for a source every replica receives by itself (the
+// Redis push channel): the handler's broadcasts reach this node's
+// subscribers only, so that each replica delivers the push once.
+func (n *Node) PushLocal(ctx context.Context, uri string, payload json.RawMessage, provider string) error {
+	return n.push(ctx, uri, payload, provider, true)
+}
+
+func (n *Node) push(ctx context.Context, uri string, payload json.RawMessage, provider string, local bool) (err error) {
 	if !json.Valid(payload) {
 		return errors.New("wamp: push payload is not valid JSON")
 	}
@@ -525,5 +554,5 @@ func (n *Node) Push(ctx context.Context, uri string, payload json.RawMessage, pr
 			err = fmt.Errorf("wamp: push to %q: %w", uri, errPanic)
 		}
 	}()
-	return p.OnPush(ctx, topicRef{n: n, id: uri}, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, payload, provider)
+	return p.OnPush(ctx, topicRef{n: n, id: uri, local: local}, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, payload, provider)
 }

@@ -40,6 +40,8 @@ type Session struct {
 	connID string
 	// headers are ClientInfo.Headers, fixed at Open.
 	headers map[string]string
+	// extra is ClientInfo.Extra, fixed at Open.
+	extra json.RawMessage
 
 	// ident is the current identity. It is replaced as a whole by
 	// Reidentify (with mu and the node's mu held, so that the client
@@ -147,6 +149,10 @@ func (s *Session) Anonymous() bool { return s.ident.Load().anon }
 // Roles implements handler.Client; the slice is a copy. They change with
 // Reidentify.
 func (s *Session) Roles() []string { return append([]string(nil), s.ident.Load().roles...) }
+
+// Extra implements handler.Client: what the application attached on
+// connect, fixed for the life of the connection.
+func (s *Session) Extra() json.RawMessage { return s.extra }
 
 // Firewall implements handler.Client. It changes with Reidentify.
 func (s *Session) Firewall() string { return s.ident.Load().firewall }

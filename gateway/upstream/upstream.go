@@ -409,6 +409,9 @@ type caller struct {
 	Anonymous      bool     `json:"anonymous"`
 	WAMPSessionID  string   `json:"wamp_session_id"`
 	ConnID         string   `json:"conn_id"`
+	// Extra is what the app attached on the connect event; omitted when
+	// it attached nothing, so apps without connect events see no change.
+	Extra json.RawMessage `json:"extra,omitempty"`
 }
 
 func (u *Upstream) body(kind string, c handler.Client, req handler.Request) *requestBody {
@@ -433,6 +436,7 @@ func (u *Upstream) body(kind string, c handler.Client, req handler.Request) *req
 			Anonymous:      c.Anonymous(),
 			WAMPSessionID:  c.SessionID(),
 			ConnID:         c.ConnID(),
+			Extra:          c.Extra(),
 		},
 	}
 }

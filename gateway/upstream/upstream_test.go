@@ -40,6 +40,12 @@ func (c fakeClient) Roles() []string {
 	return []string{"ROLE_USER"}
 }
 func (fakeClient) Firewall() string { return "main" }
+func (c fakeClient) Extra() json.RawMessage {
+	if c.anon {
+		return nil
+	}
+	return json.RawMessage(`{"plan":"gold"}`)
+}
 func (c fakeClient) HandshakeHeader(name string) string {
 	return c.headers[http.CanonicalHeaderKey(name)]
 }
@@ -149,6 +155,9 @@ func TestCallResult(t *testing.T) {
 	if b.Caller.Firewall != want.Firewall || b.Caller.UserIdentifier != want.UserIdentifier || len(b.Caller.Roles) != 1 || b.Caller.Anonymous || b.Caller.WAMPSessionID != "sess-1" || b.Caller.ConnID != "conn-1" {
 		t.Fatalf("caller %+v", b.Caller)
 	}
+	if string(b.Caller.Extra) != `{"plan":"gold"}` {
+		t.Errorf("caller extra %s, want what the app attached on connect", b.Caller.Extra)
+	}
 	if r.Header.Get("Cookie") != "PHPSESSID=abc" {
 		t.Fatalf("Cookie not forwarded: %q", r.Header.Get("Cookie"))
 	}
@@ -182,7 +191,7 @@ func TestAnonymousRolesAreEmptyList(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := <-got
-	if r.Body.Caller.Roles == nil || !r.Body.Caller.Anonymous || r.Body.Args != nil {
+	if r.Body.Caller.Roles == nil || !r.Body.Caller.Anonymous || r.Body.Args != nil || r.Body.Caller.Extra != nil {
 		t.Fatalf("caller %+v args %s", r.Body.Caller, r.Body.Args)
 	}
 }

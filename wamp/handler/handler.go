@@ -83,6 +83,12 @@ type Client interface {
 	Roles() []string
 	// Firewall is the Symfony firewall the session was authenticated on.
 	Firewall() string
+	// Extra is what the PHP app attached to the connection when it
+	// accepted the gateway's connect event (a JSON object, e.g.
+	// {"plan":"gold"}), or nil when connect events are off or it attached
+	// nothing. It is fixed for the life of the connection; do not modify
+	// the returned bytes.
+	Extra() json.RawMessage
 }
 
 // Request describes the route that matched a URI, like the bundle's

@@ -33,6 +33,7 @@ func (c fakeClient) UserIdentifier() string { return "u" }
 func (c fakeClient) Anonymous() bool        { return false }
 func (c fakeClient) Roles() []string        { return nil }
 func (c fakeClient) Firewall() string       { return "main" }
+func (c fakeClient) Extra() json.RawMessage { return nil }
 
 type fakeManipulator struct{}
 

@@ -1,0 +1,28 @@
+package wamp
+
+// Relay carries broadcasts between the nodes of several gateway replicas,
+// so that an event published on one replica reaches the subscribers of
+// every replica. The gateway implements it over Redis pub/sub; a node
+// without a Relay serves its own clients only.
+//
+// The node calls Publish for every broadcast that originates on it
+// (handler broadcasts, client publishes through handlers, pushes through
+// the HTTP API), and Watch/Unwatch as topics gain their first and lose
+// their last local subscriber. The other side calls Node.DeliverRelayed
+// with what the other replicas published on watched topics.
+type Relay interface {
+	// Publish hands a broadcast made on this node to the other replicas:
+	// payload is the JSON-encoded event (owned by the relay from now on),
+	// exclude and eligible the WAMP session ids of the broadcast, which are
+	// unique across replicas. It runs on socket workers and must not
+	// block: an implementation queues and drops when its bounded queue is
+	// full.
+	Publish(topic string, payload []byte, exclude, eligible []string)
+	// Watch reports that topic got its first subscriber on this node.
+	// It is called with the broker's lock held: it must not block nor
+	// call back into the node.
+	Watch(topic string)
+	// Unwatch reports that topic lost its last subscriber on this node,
+	// under the same constraints as Watch.
+	Unwatch(topic string)
+}
