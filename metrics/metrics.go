@@ -74,6 +74,29 @@ type Gateway struct {
 
 	// Pushes counts application pushes by source (http, redis).
 	Pushes *prometheus.CounterVec
+	// PushRequests counts push API requests and Redis push channel
+	// messages by source and outcome (accepted, bad_request,
+	// unauthorized, not_found, conflict, error).
+	PushRequests *prometheus.CounterVec
+
+	// UpstreamRequests observes HTTP upstream requests by upstream, route
+	// (configured names), kind (call, subscribe, publish, unsubscribe) and
+	// outcome (ok, app_error, busy, timeout, bad_gateway, canceled).
+	UpstreamRequests *prometheus.HistogramVec
+
+	// ConnectionEvents counts connect/disconnect events sent to the app by
+	// event and outcome (ok, rejected, error, timeout, dropped), and
+	// ConnectionEventDuration observes the requests by event.
+	ConnectionEvents        *prometheus.CounterVec
+	ConnectionEventDuration *prometheus.HistogramVec
+
+	// FanoutPublished counts broadcasts sent to the other replicas,
+	// FanoutLag observes how late another replica's broadcast reached
+	// this one (publish to hand-off to local subscribers), and
+	// FanoutDropped counts relayed broadcasts lost, by reason.
+	FanoutPublished prometheus.Counter
+	FanoutLag       prometheus.Histogram
+	FanoutDropped   *prometheus.CounterVec
 
 	reg prometheus.Registerer
 }
@@ -200,8 +223,41 @@ func New(reg prometheus.Registerer) *Gateway {
 		Name: "wsgate_pushes_total",
 		Help: "Application pushes received, by source.",
 	}, []string{"source"})
+	g.PushRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_push_requests_total",
+		Help: "Push API requests and Redis push channel messages, by source and outcome.",
+	}, []string{"source", "outcome"})
+	g.UpstreamRequests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wsgate_upstream_request_duration_seconds",
+		Help:    "HTTP upstream requests to the application, by upstream, route, kind and outcome.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"upstream", "route", "kind", "outcome"})
+	g.ConnectionEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_connection_events_total",
+		Help: "Connection events sent to the application, by event and outcome.",
+	}, []string{"event", "outcome"})
+	g.ConnectionEventDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wsgate_connection_event_duration_seconds",
+		Help:    "Duration of connection event requests to the application, by event.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"event"})
+	g.FanoutPublished = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsgate_fanout_published_total",
+		Help: "Broadcasts sent to the other replicas over Redis.",
+	})
+	g.FanoutLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "wsgate_fanout_lag_seconds",
+		Help:    "Delay from another replica's publish to local delivery.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	})
+	g.FanoutDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_fanout_dropped_total",
+		Help: "Broadcasts between replicas lost, by reason.",
+	}, []string{"reason"})
 	g.reg = reg
-	reg.MustRegister(g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
+	reg.MustRegister(g.PushRequests, g.UpstreamRequests, g.ConnectionEvents, g.ConnectionEventDuration,
+		g.FanoutPublished, g.FanoutLag, g.FanoutDropped,
+g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
 		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,
 		g.WAMPMessagesIn, g.WAMPMessagesOut, g.RPCDuration, g.RoutingMisses, g.AccessDenied,
 		g.StoreLookups, g.StoreCacheHits, g.StoreCacheMisses, g.Revalidations, g.Pushes,

@@ -19,6 +19,25 @@ func TestMetricsLint(t *testing.T) {
 	g.Handshakes.WithLabelValues(OutcomeAuthenticated).Inc()
 	g.SessionLookups.WithLabelValues("authenticated").Observe(0.001)
 	g.Disconnects.WithLabelValues("client_close").Inc()
+	g.PushRequests.WithLabelValues("http", "accepted").Inc()
+	g.UpstreamRequests.WithLabelValues("app", "app_rpc", "call", "ok").Observe(0.002)
+	g.ConnectionEvents.WithLabelValues("connect", "ok").Inc()
+	g.ConnectionEventDuration.WithLabelValues("connect").Observe(0.002)
+	g.FanoutPublished.Inc()
+	g.FanoutLag.Observe(0.001)
+	g.FanoutDropped.WithLabelValues("publish_queue_full").Inc()
+	g.Dropped.WithLabelValues("slow_consumer").Inc()
+	g.WAMPMessagesIn.WithLabelValues("wamp1", "CALL").Inc()
+	g.WAMPMessagesOut.WithLabelValues("wamp1", "EVENT").Inc()
+	g.RPCDuration.WithLabelValues("acme.rpc", "ok").Observe(0.001)
+	g.RoutingMisses.WithLabelValues("rpc").Inc()
+	g.AccessDenied.WithLabelValues("topic").Inc()
+	g.StoreLookups.WithLabelValues("files", "read", "ok").Observe(0.001)
+	g.StoreCacheHits.WithLabelValues("redis").Inc()
+	g.StoreCacheMisses.WithLabelValues("redis").Inc()
+	g.Revalidations.WithLabelValues("valid").Inc()
+	g.Pushes.WithLabelValues("http").Inc()
+	g.WatchWAMP(func() (map[string]int, int, int) { return map[string]int{"wamp1": 1}, 1, 1 })
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +46,35 @@ func TestMetricsLint(t *testing.T) {
 		if strings.HasPrefix(p.Metric, "wsgate_") {
 			t.Errorf("%s: %s", p.Metric, p.Text)
 		}
+	}
+	// Label names must be of bounded sets fixed by code and config: no
+	// user, session, connection or topic values, which would grow the
+	// series count with the traffic (and leak identities to monitoring).
+	bounded := map[string]bool{
+		"outcome": true, "result": true, "reason": true, "protocol": true, "type": true,
+		"handler": true, "kind": true, "store": true, "op": true, "source": true,
+		"upstream": true, "route": true, "event": true,
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "wsgate_") {
+			continue
+		}
+		seen++
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if !bounded[l.GetName()] {
+					t.Errorf("%s has label %q, not one of the bounded label names", mf.GetName(), l.GetName())
+				}
+			}
+		}
+	}
+	if seen < 25 {
+		t.Errorf("gathered %d wsgate_ metric families; the test must exercise every one", seen)
 	}
 }
 

@@ -120,7 +120,28 @@ type Config struct {
 	// default OnUnsubscribe does nothing: unsubscribes come in bursts when
 	// clients disconnect, and most applications need not know.
 	NotifyUnsubscribe bool
+	// Observer, when set, hears about every request for metrics.
+	Observer RequestObserver
 }
+
+// RequestObserver hears how each upstream request ended. route is the
+// gateway route name, kind the request kind (call, subscribe, publish,
+// unsubscribe) and outcome one of the Outcome* constants: all bounded by
+// the configuration, never by clients. It must be cheap and safe for
+// concurrent use.
+type RequestObserver interface {
+	UpstreamRequest(upstream, route, kind, outcome string, d time.Duration)
+}
+
+// Request outcomes reported to a RequestObserver.
+const (
+	OutcomeOK         = "ok"          // the app answered a result or accepted
+	OutcomeAppError   = "app_error"   // the app answered an error of its own
+	OutcomeBusy       = "busy"        // no concurrency slot within QueueWait
+	OutcomeTimeout    = "timeout"     // no complete reply within Timeout
+	OutcomeBadGateway = "bad_gateway" // unreachable, non-2xx or invalid reply
+	OutcomeCanceled   = "canceled"    // the client went away first
+)
 
 // HeaderSource is implemented by a handler.Client that can report the
 // headers of its websocket handshake request. ForwardHeaders are read
@@ -148,6 +169,7 @@ type Upstream struct {
 	client  *http.Client
 	slots   chan struct{}
 	now     func() time.Time
+	obs     RequestObserver
 }
 
 var (
@@ -262,6 +284,7 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 		client:  client,
 		slots:   make(chan struct{}, c.MaxConcurrent),
 		now:     time.Now,
+		obs:     c.Observer,
 	}, nil
 }
 
@@ -469,8 +492,45 @@ func (u *Upstream) acquire(ctx context.Context) error {
 }
 
 // do sends one request and returns its checked reply; an application
-// "error" is returned as a *handler.Error.
+// "error" is returned as a *handler.Error. It reports the outcome to the
+// observer.
 func (u *Upstream) do(parent context.Context, c handler.Client, b *requestBody) (*reply, error) {
+	if u.obs == nil {
+		return u.send(parent, c, b)
+	}
+	start := time.Now()
+	r, err := u.send(parent, c, b)
+	u.obs.UpstreamRequest(u.name, b.Route, b.Kind, outcome(err), time.Since(start))
+	return r, err
+}
+
+// outcome classifies the result of send for the observer.
+func outcome(err error) string {
+	var he *handler.Error
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case errors.As(err, &he):
+		switch he.URI {
+		case URIBusy:
+			return OutcomeBusy
+		case URITimeout:
+			return OutcomeTimeout
+		case URIBadGateway:
+			return OutcomeBadGateway
+		}
+		return OutcomeAppError
+	case errors.Is(err, context.Canceled):
+		return OutcomeCanceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return OutcomeTimeout
+	default:
+		return OutcomeBadGateway
+	}
+}
+
+// send is do without the observer.
+func (u *Upstream) send(parent context.Context, c handler.Client, b *requestBody) (*reply, error) {
 	payload, err := json.Marshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: encode request: %w", u.name, err)
