@@ -257,7 +257,7 @@ func New(reg prometheus.Registerer) *Gateway {
 	g.reg = reg
 	reg.MustRegister(g.PushRequests, g.UpstreamRequests, g.ConnectionEvents, g.ConnectionEventDuration,
 		g.FanoutPublished, g.FanoutLag, g.FanoutDropped,
-g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
+		g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
 		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,
 		g.WAMPMessagesIn, g.WAMPMessagesOut, g.RPCDuration, g.RoutingMisses, g.AccessDenied,
 		g.StoreLookups, g.StoreCacheHits, g.StoreCacheMisses, g.Revalidations, g.Pushes,
