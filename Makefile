@@ -17,13 +17,16 @@ all: build
 build:
 	$(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o bin/wsgate ./cmd/wsgate
 
-# The example plugin (acme handlers); needs cgo, like Go plugins do.
+# The example plugin (the acme.rpc, acme.topic and acme.relay handlers, which
+# the binary no longer compiles in); needs cgo, like Go plugins do. Load it
+# with `plugins: [bin/plugins/acme.so]` and routes to acme.* (see the routes
+# comment of gateway/default.yaml, or cmd/wsgate-bench/testdata/bench.yaml).
 plugins:
 	$(GO) build $(BUILDFLAGS) -buildmode=plugin -o bin/plugins/acme.so ./examples/acme/plugin
 
 # Runs the gateway on its embedded default: PHP files sessions from
 # /var/lib/php/sessions, in-memory client storage, ws on 127.0.0.1:8080,
-# metrics on 127.0.0.1:9090.
+# metrics on 127.0.0.1:9090, no routes and no plugin (none needs building).
 # PHP's Debian package creates the session directory; on a machine without
 # PHP it is created here, with PHP's mode, so the default store can open it.
 run: build

@@ -101,6 +101,7 @@ session:
   pdo:
     dsn: "%s"
     table: %s
+plugins: [%%ACME_PLUGIN%%]
 routes:
   rpc:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}
@@ -301,6 +302,7 @@ allow_anonymous: false
 session:
   store: files
   files: {path: "%s", gc_maxlifetime: 1440}
+plugins: [%%ACME_PLUGIN%%]
 routes:
   rpc:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}

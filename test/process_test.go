@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,24 +24,25 @@ import (
 // wsgateBin is the gateway binary built once by TestMain.
 var wsgateBin string
 
+// TestMain builds the gateway under test and, alongside, the example plugin
+// its acme.* routes need, both with testenv.BuildFlags() (-race when these
+// tests are), so that the plugin loads into the gateway.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "wsgate-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	testenv.StartAcmePlugin()
 	wsgateBin = filepath.Join(dir, "wsgate")
-	args := []string{"build", "-o", wsgateBin, "-ldflags", "-X github.com/wsgate/wsgate/gateway.Version=e2e"}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "../cmd/wsgate")...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
+	if err := testenv.GoBuild(wsgateBin, "../cmd/wsgate", "-ldflags", "-X github.com/wsgate/wsgate/gateway.Version=e2e"); err != nil {
 		fmt.Fprintln(os.Stderr, "build wsgate:", err)
+		testenv.RemoveBuilds()
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
+	testenv.RemoveBuilds()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -83,11 +86,24 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startGateway writes config (YAML with %LISTEN% and %METRICS% placeholders)
-// to a file, starts `wsgate serve` on it and waits until /readyz answers 200.
+// acmePluginMark is the placeholder of a config's plugin list that
+// startGateway replaces with the path of the example plugin, e.g.
+// `plugins: [%ACME_PLUGIN%]` for a config routing acme.* handlers.
+const acmePluginMark = "%ACME_PLUGIN%"
+
+// startGateway writes config (YAML with %LISTEN% and %METRICS% placeholders,
+// and %ACME_PLUGIN% where the example plugin's path goes) to a file, starts
+// `wsgate serve` on it and waits until /readyz answers 200.
 // The process is stopped with SIGTERM when the test ends.
+//
+// The acme handlers are no longer compiled into the gateway: a config that
+// routes to acme.* must load the plugin. One that does so without a
+// top-level plugins key gets `plugins: [<acme plugin>]` appended (logged),
+// so that tests written before the move keep working; a config with its own
+// plugins key is left as it is.
 func startGateway(t *testing.T, config string) *gatewayProcess {
 	t.Helper()
+	config = withAcmePlugin(t, config)
 	// The free ports are only free when picked: another test process may
 	// take one before the gateway binds it. Then pick again.
 	for attempt := 1; ; attempt++ {
@@ -100,6 +116,22 @@ func startGateway(t *testing.T, config string) *gatewayProcess {
 		}
 		t.Logf("retrying on other ports: %v", err)
 	}
+}
+
+// withAcmePlugin puts the example plugin's path into config: in place of
+// %ACME_PLUGIN%, or as a plugins list appended to a config that routes
+// acme.* handlers and has none (see startGateway). It skips t where Go
+// plugins cannot be built (fails it under CI).
+func withAcmePlugin(t *testing.T, config string) string {
+	t.Helper()
+	if strings.Contains(config, acmePluginMark) {
+		return strings.ReplaceAll(config, acmePluginMark, strconv.Quote(testenv.AcmePlugin(t)))
+	}
+	if !strings.Contains(config, "handler: acme.") || regexp.MustCompile(`(?m)^plugins:`).MatchString(config) {
+		return config
+	}
+	t.Logf("config routes acme.* without a plugins key: loading the acme example plugin")
+	return config + "\nplugins: [" + strconv.Quote(testenv.AcmePlugin(t)) + "]\n"
 }
 
 func tryStartGateway(t *testing.T, config string) (*gatewayProcess, error) {
@@ -222,4 +254,22 @@ func writePHPSession(t *testing.T, spec map[string]any) phpSession {
 		t.Fatalf("write-session.php printed %q: %v", out.String(), err)
 	}
 	return s
+}
+
+// TestWithAcmePlugin checks where startGateway puts the example plugin: in
+// place of %ACME_PLUGIN%, appended to a config routing acme.* without a
+// plugins key, and nowhere else.
+func TestWithAcmePlugin(t *testing.T) {
+	so := strconv.Quote(testenv.AcmePlugin(t))
+	const routes = "routes:\n  rpc:\n    r: {pattern: \"sample/{method}\", handler: acme.rpc}\n"
+	for _, tc := range []struct{ name, in, want string }{
+		{"placeholder", "plugins: [%ACME_PLUGIN%]\n" + routes, "plugins: [" + so + "]\n" + routes},
+		{"appended", routes, routes + "\nplugins: [" + so + "]\n"},
+		{"own plugins key", "plugins: [/x.so]\n" + routes, "plugins: [/x.so]\n" + routes},
+		{"no acme route", "routes: {}\n", "routes: {}\n"},
+	} {
+		if got := withAcmePlugin(t, tc.in); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
 }

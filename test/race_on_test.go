@@ -2,5 +2,7 @@
 
 package test
 
-// raceEnabled makes the gateway under test a -race build when the tests are.
+// raceEnabled reports whether these tests are a -race build. The gateway
+// and plugin builds follow testenv.RaceEnabled, which always agrees; this
+// stays for the test files that read it.
 const raceEnabled = true

@@ -58,6 +58,7 @@ session:
   redis: {addrs: ["%s"], client_cache: true}
   revalidate_interval: 1s
   on_invalid: %s
+plugins: [%%ACME_PLUGIN%%]
 routes:
   rpc:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}
@@ -185,6 +186,7 @@ allow_anonymous: false
 session:
   store: pdo_pgsql
   pdo: {dsn: "%s", table: %s}
+plugins: [%%ACME_PLUGIN%%]
 routes:
   rpc:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}

@@ -189,6 +189,7 @@ session:
   files: {path: "%s", gc_maxlifetime: 1440}
 wamp:
   realm: realm1
+plugins: [%%ACME_PLUGIN%%]
 routes:
   rpc:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}
@@ -383,6 +384,7 @@ metrics: {listen: "%%METRICS%%"}
 session:
   store: files
   files: {path: "%s", gc_maxlifetime: 1440}
+plugins: [%%ACME_PLUGIN%%]
 routes:
   rpc:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}

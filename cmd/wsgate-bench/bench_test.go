@@ -12,7 +12,16 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/test/testenv"
 )
+
+// TestMain removes the example plugin TestScenariosAgainstGateway built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.RemoveBuilds()
+	os.Exit(code)
+}
 
 func TestRefusesNonLoopback(t *testing.T) {
 	for _, args := range [][]string{
@@ -91,18 +100,21 @@ func TestEventRoundTrip(t *testing.T) {
 	}
 }
 
-// TestScenariosAgainstGateway builds the real wsgate binary, runs it on a
-// files store seeded by the tool, and runs every scenario tiny against it.
+// TestScenariosAgainstGateway builds the real wsgate binary and the acme
+// example plugin (with the same flags, -race when this test is), runs the
+// gateway on a files store seeded by the tool, and runs every scenario tiny
+// against it.
 func TestScenariosAgainstGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the gateway")
 	}
+	testenv.StartAcmePlugin() // builds alongside the gateway
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "wsgate")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/wsgate")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the gateway: %v\n%s", err, out)
+	if err := testenv.GoBuild(bin, "../../cmd/wsgate"); err != nil {
+		t.Fatalf("building the gateway: %v", err)
 	}
+	plugin := testenv.AcmePlugin(t)
 	sessDir := filepath.Join(dir, "sessions")
 	wsAddr, metricsAddr := freePort(t), freePort(t)
 	cfgPath := filepath.Join(dir, "wsgate.yaml")
@@ -114,12 +126,13 @@ session:
 limits: {idle_timeout: 10m}
 metrics: {listen: %q}
 log: {level: warn}
+plugins: [%q]
 routes:
   rpc:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}
   topics:
     acme_topic: {pattern: "acme/channel/{room}", handler: acme.topic}
-`, wsAddr, sessDir, metricsAddr)
+`, wsAddr, sessDir, metricsAddr, plugin)
 	if err := os.MkdirAll(sessDir, 0o700); err != nil {
 		t.Fatal(err)
 	}

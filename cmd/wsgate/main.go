@@ -21,7 +21,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/wsgate/wsgate/examples/acme"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/gateway/plugins"
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -93,16 +92,14 @@ func loadConfig(name, usage string, operands int, args []string, stderr io.Write
 	return cfg, fs.Args(), true
 }
 
-// handlers is the set of compiled-in handlers plus those of the configured
-// plugins. (The acme examples are still compiled in; they move to the
-// example plugin when the defaults load it.)
+// handlers is the registry of the handlers the configured plugins bring.
+// No handler is compiled in: Go handlers come from `plugins:` (the acme
+// examples are examples/acme/plugin, `make plugins`), and the gateway adds
+// the `upstreams:` ones itself.
 func handlers(cfg gateway.Config) (*handler.Registry, error) {
 	reg := handler.NewRegistry()
-	if err := acme.Register(reg); err != nil {
-		return nil, fmt.Errorf("register example handlers: %w", err)
-	}
 	if err := plugins.Load(cfg.Plugins, reg); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("load plugins: %w", err)
 	}
 	return reg, nil
 }

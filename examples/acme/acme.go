@@ -2,9 +2,11 @@
 // wsgate handler SDK: an RPC handler "acme.rpc" with a "sum" method and a
 // chat-like topic handler "acme.topic".
 //
-// It is compiled into the gateway binary for now; it imports only
-// wamp/handler so it can become a Go plugin without changes. Routes for it
-// are in routes.yaml beside this file:
+// The gateway binary does not compile it in: examples/acme/plugin wraps it
+// as a Go plugin (`make plugins` builds bin/plugins/acme.so), loaded with
+// `plugins: [bin/plugins/acme.so]`. It imports only wamp/handler, so tests
+// can also register it in-process. Routes for it are in routes.yaml beside
+// this file:
 //
 //	routes:
 //	  rpc:
