@@ -45,13 +45,63 @@ func (s *Server) APIHandler(token string) http.Handler {
 	mux.HandleFunc("GET /api/clients", s.apiClients)
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			s.metrics.PushRequests.WithLabelValues(apiSource(r.URL.Path), apiOutcome(sw.status)).Inc()
+		}()
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="wsgate"`)
-			apiError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			sw.Header().Set("WWW-Authenticate", `Bearer realm="wsgate"`)
+			apiError(sw, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
-		mux.ServeHTTP(w, r)
+		mux.ServeHTTP(sw, r)
 	})
+}
+
+// statusWriter remembers the status of an API answer for the metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// apiSource is the source label of an API request: the endpoint, from a
+// fixed set so that a client cannot invent label values.
+func apiSource(path string) string {
+	switch path {
+	case "/api/publish":
+		return "publish"
+	case "/api/disconnect":
+		return "disconnect"
+	case "/api/clients":
+		return "clients"
+	}
+	return "other"
+}
+
+// apiOutcome is the outcome label of an answer's status.
+func apiOutcome(status int) string {
+	switch {
+	case status == 0 || status/100 == 2:
+		return "accepted"
+	case status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge:
+		return "bad_request"
+	case status == http.StatusUnauthorized:
+		return "unauthorized"
+	case status == http.StatusNotFound, status == http.StatusMethodNotAllowed:
+		return "not_found"
+	case status == http.StatusConflict:
+		return "conflict"
+	case status == http.StatusServiceUnavailable:
+		return "unavailable"
+	}
+	return "error"
 }
 
 func apiError(w http.ResponseWriter, status int, msg string) {
@@ -95,8 +145,15 @@ func (s *Server) publish(ctx context.Context, req publishRequest, source string)
 		return http.StatusBadRequest, errors.New("topic and payload are required")
 	}
 	s.metrics.Pushes.WithLabelValues(source).Inc()
+	// Every replica receives the Redis push channel by itself and serves
+	// its own clients; an HTTP push reaches one replica, which relays it.
+	local := source == "redis"
+	push, topic, directory := s.node.Push, s.node.Topic, s.directory
+	if local {
+		push, topic, directory = s.node.PushLocal, s.node.LocalTopic, s.node.Clients()
+	}
 	if req.EligibleUsers == nil && req.ExcludedUsers == nil {
-		err := s.node.Push(ctx, req.Topic, req.Payload, source)
+		err := push(ctx, req.Topic, req.Payload, source)
 		switch {
 		case errors.Is(err, wamp.ErrNoRoute):
 			return http.StatusNotFound, fmt.Errorf("no topic route for %s", req.Topic)
@@ -113,7 +170,7 @@ func (s *Server) publish(ctx context.Context, req publishRequest, source string)
 		}
 		ids := []string{}
 		for _, u := range users {
-			for _, c := range s.node.Clients().FindAllByUsername(u) {
+			for _, c := range directory.FindAllByUsername(u) {
 				ids = append(ids, c.SessionID())
 			}
 		}
@@ -121,11 +178,11 @@ func (s *Server) publish(ctx context.Context, req publishRequest, source string)
 	}
 	eligible, exclude := sessions(req.EligibleUsers), sessions(req.ExcludedUsers)
 	if eligible != nil && len(eligible) == 0 {
-		// Named users, none connected here: nobody to send to (an empty
+		// Named users, none connected: nobody to send to (an empty
 		// eligible list would otherwise mean everybody).
 		return http.StatusAccepted, nil
 	}
-	if err := s.node.Topic(req.Topic).Broadcast(req.Payload, exclude, eligible); err != nil {
+	if err := topic(req.Topic).Broadcast(req.Payload, exclude, eligible); err != nil {
 		return http.StatusInternalServerError, fmt.Errorf("broadcast failed: %w", err)
 	}
 	return http.StatusAccepted, nil
@@ -159,11 +216,14 @@ func (s *Server) receivePushes() {
 		dec.DisallowUnknownFields()
 		if len(msg) > maxAPIBody || dec.Decode(&req) != nil {
 			s.log.Warn("push channel: message is not a publish request", "bytes", len(msg))
+			s.metrics.PushRequests.WithLabelValues("redis_channel", "bad_request").Inc()
 			return
 		}
 		pctx, pcancel := context.WithTimeout(ctx, s.cfg.Limits.CallTimeout)
 		defer pcancel()
-		if _, err := s.publish(pctx, req, "redis"); err != nil {
+		status, err := s.publish(pctx, req, "redis")
+		s.metrics.PushRequests.WithLabelValues("redis_channel", apiOutcome(status)).Inc()
+		if err != nil {
 			s.log.Warn("push channel: publish failed", "topic", req.Topic, "err", err)
 		}
 	}, func(err error) {
@@ -182,17 +242,84 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "username is required")
 		return
 	}
+	n := s.kickLocal(req.Username)
+	out := map[string]any{"disconnected": n}
+	if s.fanout != nil {
+		// The user's connections on other replicas go too; they close
+		// them when the relay delivers, so only ours are counted.
+		b, _ := json.Marshal(controlMessage{Op: "disconnect", Username: req.Username})
+		s.fanout.Publish(controlTopic, b, nil, nil)
+		out["relayed"] = true
+	}
+	apiJSON(w, http.StatusOK, out)
+}
+
+// kickLocal closes the user's connections on this replica with 4002 and
+// returns how many it closed.
+func (s *Server) kickLocal(user string) int {
 	n := 0
 	for _, c := range s.snapshotConns() {
 		c.mu.Lock()
-		match := c.ident.user == req.Username
+		match := c.ident.user == user
 		c.mu.Unlock()
 		if match {
 			c.closeWith(closeKicked, "disconnected by the application", "app_disconnect")
 			n++
 		}
 	}
-	apiJSON(w, http.StatusOK, map[string]int{"disconnected": n})
+	return n
+}
+
+// controlTopic is the relay topic of commands between replicas. It is not
+// a URI a client can subscribe or publish to: it is refused by nodeRelay
+// on the way out and intercepted by deliverRelayed on the way in, so a
+// client route that happened to match it could never issue commands.
+const controlTopic = "\x00wsgate-control"
+
+// controlMessage is a command relayed to every replica.
+type controlMessage struct {
+	Op       string `json:"op"`
+	Username string `json:"username,omitempty"`
+}
+
+// deliverRelayed hands what other replicas published to this node; it runs
+// on the relay's delivery goroutine.
+func (s *Server) deliverRelayed(m storage.FanoutMessage) {
+	if m.Topic == controlTopic {
+		var c controlMessage
+		if err := json.Unmarshal(m.Payload, &c); err != nil || c.Op != "disconnect" || c.Username == "" {
+			s.log.Warn("cluster: ignoring an unknown control message", "bytes", len(m.Payload))
+			return
+		}
+		s.kickLocal(c.Username)
+		return
+	}
+	if _, err := s.node.DeliverRelayed(m.Topic, m.Payload, m.Exclude, m.Eligible); err != nil {
+		s.log.Warn("cluster: dropping a relayed broadcast", "err", err)
+	}
+}
+
+// nodeRelay is the Relay the node gets: the Redis fan-out, except that a
+// broadcast on the control topic is never relayed (see controlTopic).
+type nodeRelay struct{ *storage.RedisFanout }
+
+func (r nodeRelay) Publish(topic string, payload []byte, exclude, eligible []string) {
+	if topic == controlTopic {
+		return
+	}
+	r.RedisFanout.Publish(topic, payload, exclude, eligible)
+}
+
+func (r nodeRelay) Watch(topic string) {
+	if topic != controlTopic {
+		r.RedisFanout.Watch(topic)
+	}
+}
+
+func (r nodeRelay) Unwatch(topic string) {
+	if topic != controlTopic {
+		r.RedisFanout.Unwatch(topic)
+	}
 }
 
 func (s *Server) apiClients(w http.ResponseWriter, r *http.Request) {

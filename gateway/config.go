@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -47,6 +48,10 @@ type Config struct {
 	API APIConfig `yaml:"api"`
 	// Push is the Redis channel the PHP app can PUBLISH pushes to.
 	Push PushConfig `yaml:"push"`
+	// Cluster makes several gateway replicas behave as one.
+	Cluster ClusterConfig `yaml:"cluster"`
+	// Events sends connect/disconnect events to the PHP app.
+	Events EventsConfig `yaml:"events"`
 	// Log selects log level and format.
 	Log LogConfig `yaml:"log"`
 	// WAMP holds protocol settings.
@@ -303,6 +308,57 @@ type PushConfig struct {
 	Redis RedisConnConfig `yaml:"redis"`
 }
 
+// ClusterConfig relays broadcasts between replicas over Redis pub/sub.
+type ClusterConfig struct {
+	// Fanout is "none" (each replica serves its own subscribers) or
+	// "redis" (a broadcast on any replica reaches every replica's
+	// subscribers; each replica listens only to topics it has subscribers
+	// for). Redis needs client_storage.driver redis, so that user lookups
+	// see every replica's clients too.
+	Fanout string `yaml:"fanout"`
+	// Prefix starts the pub/sub channel names; replicas of one deployment
+	// must share it, deployments sharing a Redis must not.
+	Prefix string `yaml:"prefix"`
+	// QueueSize bounds the broadcasts waiting to go to Redis and the ones
+	// waiting for local delivery; beyond it they are dropped and counted
+	// (wsgate_fanout_dropped_total).
+	QueueSize int `yaml:"queue_size"`
+	// Redis is how to reach Redis; no addrs means client_storage.redis.
+	// Mode cluster uses sharded pub/sub (SPUBLISH/SSUBSCRIBE).
+	Redis RedisConnConfig `yaml:"redis"`
+}
+
+// EventsConfig sends connection events to the PHP app (see
+// gateway/upstream Events): the bundle's client_connected and
+// client_disconnected.
+type EventsConfig struct {
+	// URL receives both events as signed JSON POSTs; empty disables them.
+	URL string `yaml:"url"`
+	// Secret is the shared HMAC key (at least 16 bytes).
+	Secret string `yaml:"secret"`
+	// SecretEnv names an environment variable holding the secret instead.
+	SecretEnv string `yaml:"secret_env"`
+	// Timeout bounds one request.
+	Timeout time.Duration `yaml:"timeout"`
+	// Connect asks the app at each handshake, which it may refuse or
+	// attach extra data to; the handshake waits for the answer.
+	Connect bool `yaml:"connect"`
+	// Disconnect tells the app about each ended connection, with the
+	// reason, in the background.
+	Disconnect bool `yaml:"disconnect"`
+	// OnConnectError is what a handshake does when the app cannot answer:
+	// accept (admit the client) or reject (503).
+	OnConnectError string `yaml:"on_connect_error"`
+	// QueueSize bounds the disconnect events waiting to be sent; beyond it
+	// they are dropped and counted.
+	QueueSize int `yaml:"queue_size"`
+	// Workers is the number of goroutines sending disconnect events.
+	Workers int `yaml:"workers"`
+	// ForwardHeaders are handshake headers (e.g. Cookie) copied onto the
+	// connect event.
+	ForwardHeaders []string `yaml:"forward_headers"`
+}
+
 // MetricsConfig configures the operations listener.
 type MetricsConfig struct {
 	// Listen is the address of /metrics, /healthz and /readyz; empty
@@ -358,6 +414,11 @@ func DefaultConfig() Config {
 		Transport:     TransportConfig{Mode: defaultMode},
 		Keepalive:     KeepaliveConfig{Ping: false, Interval: 30 * time.Second},
 		Push:          PushConfig{Redis: RedisConnConfig{Mode: "standalone"}},
+		Cluster:       ClusterConfig{Fanout: "none", Prefix: "wsgate:", QueueSize: 4096, Redis: RedisConnConfig{Mode: "standalone"}},
+		Events: EventsConfig{
+			Timeout: 2 * time.Second, Connect: true, Disconnect: true, OnConnectError: "accept",
+			QueueSize: 10000, Workers: 4,
+		},
 		Limits: LimitsConfig{
 			HandshakeTimeout:   10 * time.Second,
 			MaxHeaderBytes:     16 << 10,
@@ -502,6 +563,48 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return bad("client_storage.driver", c.ClientStorage.Driver, "must be memory or redis")
+	}
+	switch c.Cluster.Fanout {
+	case "none":
+	case "redis":
+		if c.ClientStorage.Driver != "redis" {
+			return bad("cluster.fanout", c.Cluster.Fanout, "needs client_storage.driver redis, so that replicas see each other's clients")
+		}
+		if len(c.Cluster.Redis.Addrs) > 0 {
+			if err := c.Cluster.Redis.validate("cluster.redis"); err != nil {
+				return err
+			}
+		}
+		if c.Cluster.Prefix == "" {
+			return bad("cluster.prefix", "", "must not be empty with fanout redis")
+		}
+	default:
+		return bad("cluster.fanout", c.Cluster.Fanout, "must be none or redis")
+	}
+	if c.Cluster.QueueSize < 1 || c.Cluster.QueueSize > 1<<22 {
+		return bad("cluster.queue_size", fmt.Sprint(c.Cluster.QueueSize), "must be between 1 and 4194304")
+	}
+	if e := c.Events; e.URL != "" {
+		if u, err := url.Parse(e.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("events.url", e.URL, "must be an http or https URL")
+		}
+		if e.Secret == "" && e.SecretEnv == "" {
+			return bad("events.secret", "", "set events.secret or events.secret_env")
+		}
+		switch e.OnConnectError {
+		case "accept", "reject":
+		default:
+			return bad("events.on_connect_error", e.OnConnectError, "must be accept or reject")
+		}
+		if e.QueueSize < 1 || e.QueueSize > 1<<22 {
+			return bad("events.queue_size", fmt.Sprint(e.QueueSize), "must be between 1 and 4194304")
+		}
+		if e.Workers < 1 || e.Workers > 1024 {
+			return bad("events.workers", fmt.Sprint(e.Workers), "must be between 1 and 1024")
+		}
+		if e.Timeout <= 0 {
+			return bad("events.timeout", e.Timeout.String(), "must be positive")
+		}
 	}
 	durations := []struct {
 		key string

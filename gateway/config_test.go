@@ -18,8 +18,16 @@ func TestEmbeddedDefaultIsValid(t *testing.T) {
 		cfg.Session.Files.Path != "/var/lib/php/sessions" || cfg.Session.Files.GCMaxLifetime != 1440*time.Second {
 		t.Fatalf("embedded default disagrees with DefaultConfig: %+v", cfg.Session)
 	}
-	if len(cfg.Routes.RPC) != 1 || len(cfg.Routes.Topics) != 2 {
-		t.Fatalf("embedded default routes: %+v", cfg.Routes)
+	// No handler is compiled in (they come from plugins and upstreams),
+	// so the default must not route to any: it would fail to start.
+	if len(cfg.Routes.RPC) != 0 || len(cfg.Routes.Topics) != 0 || len(cfg.Plugins) != 0 {
+		t.Fatalf("embedded default routes %+v plugins %v: want none", cfg.Routes, cfg.Plugins)
+	}
+	c, d := cfg.Cluster, def.Cluster
+	if c.Fanout != d.Fanout || c.Prefix != d.Prefix || c.QueueSize != d.QueueSize || c.Redis.Mode != d.Redis.Mode ||
+		cfg.Events.Timeout != def.Events.Timeout || cfg.Events.Connect != def.Events.Connect ||
+		cfg.Events.QueueSize != def.Events.QueueSize || cfg.Events.OnConnectError != def.Events.OnConnectError {
+		t.Fatalf("embedded default cluster/events disagree with DefaultConfig: %+v %+v", cfg.Cluster, cfg.Events)
 	}
 }
 
@@ -124,6 +132,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{"env bad bool", "", []string{"WSGATE_ALLOW_ANONYMOUS=perhaps"}, "allow_anonymous", "perhaps", "from WSGATE_ALLOW_ANONYMOUS"},
 		{"env bad yaml", "", []string{"WSGATE_ROUTES={rpc: [}"}, "routes", "{rpc: [}", "YAML"},
 		{"env routes wrong shape", "", []string{"WSGATE_ROUTES=[1,2]"}, "routes", "", "mapping"},
+		{"fanout without shared storage", "cluster: {fanout: redis}\n", nil, "cluster.fanout", "redis", "client_storage.driver redis"},
+		{"bad fanout", "cluster: {fanout: nats}\n", nil, "cluster.fanout", "nats", "none or redis"},
+		{"bad fanout redis", "client_storage: {driver: redis, redis: {addrs: [\"127.0.0.1:6379\"]}}\ncluster: {fanout: redis, redis: {addrs: [nowhere]}}\n", nil, "cluster.redis.addrs", "nowhere", "host:port"},
+		{"fanout queue", "cluster: {queue_size: 0}\n", nil, "cluster.queue_size", "0", "between"},
+		{"events bad url", "events: {url: \"ftp://app\", secret: 0123456789abcdef}\n", nil, "events.url", "ftp://app", "http or https"},
+		{"events no secret", "events: {url: \"http://app/\"}\n", nil, "events.secret", "", "secret_env"},
+		{"events on error", "events: {url: \"http://app/\", secret: 0123456789abcdef, on_connect_error: maybe}\n", nil, "events.on_connect_error", "maybe", "accept or reject"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tc.yaml), "test.yaml", tc.env)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/wamp"
 )
 
@@ -322,5 +323,16 @@ func (c *conn) teardown() {
 	s.releaseUser(userKey)
 	s.metrics.Connections.Dec()
 	s.metrics.Disconnects.WithLabelValues(reason).Inc()
+	if s.events != nil && s.cfg.Events.Disconnect {
+		// Queued, never blocking: the app hears about every connection
+		// that ends while the gateway lives, drained ones included
+		// (Shutdown flushes the queue).
+		sess := c.sess
+		s.events.Disconnected(upstream.ConnEvent{
+			ConnID: c.id, SessionID: sess.ID(), Firewall: sess.Firewall(), UserIdentifier: sess.UserIdentifier(),
+			Anonymous: sess.Anonymous(), Roles: sess.Roles(), Protocol: sess.Protocol().Subprotocol(),
+			ConnectedAt: c.connectedAt, Extra: sess.Extra(), Reason: reason,
+		})
+	}
 	s.log.Debug("client disconnected", "conn", c.id, "reason", reason)
 }

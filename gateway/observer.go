@@ -47,3 +47,32 @@ func (o storeObserver) ObserveCache(store string, hits, misses int) {
 		o.m.StoreCacheMisses.WithLabelValues(store).Add(float64(misses))
 	}
 }
+
+// upstreamObserver exports HTTP upstream requests. Route and upstream
+// names come from the config.
+type upstreamObserver struct{ m *metrics.Gateway }
+
+func (o upstreamObserver) UpstreamRequest(upstream, route, kind, outcome string, d time.Duration) {
+	o.m.UpstreamRequests.WithLabelValues(upstream, route, kind, outcome).Observe(d.Seconds())
+}
+
+// eventsObserver exports connection events sent to the app.
+type eventsObserver struct{ m *metrics.Gateway }
+
+func (o eventsObserver) Event(kind, outcome string, d time.Duration) {
+	o.m.ConnectionEvents.WithLabelValues(kind, outcome).Inc()
+	if outcome != "dropped" {
+		o.m.ConnectionEventDuration.WithLabelValues(kind).Observe(d.Seconds())
+	}
+}
+
+// fanoutObserver exports the health of the Redis relay between replicas.
+type fanoutObserver struct{ m *metrics.Gateway }
+
+func (o fanoutObserver) Relayed(lag time.Duration) {
+	o.m.FanoutLag.Observe(max(lag, 0).Seconds())
+}
+
+func (o fanoutObserver) Dropped(reason string) { o.m.FanoutDropped.WithLabelValues(reason).Inc() }
+
+func (o fanoutObserver) Published(n int) { o.m.FanoutPublished.Add(float64(n)) }

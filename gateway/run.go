@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -33,7 +34,7 @@ func CheckConfig(cfg Config, handlers *handler.Registry) error {
 	if handlers == nil {
 		handlers = handler.NewRegistry()
 	}
-	if err := addUpstreams(cfg.Upstreams, handlers, os.Getenv); err != nil {
+	if err := addUpstreams(cfg.Upstreams, handlers, os.Getenv, nil); err != nil {
 		return err
 	}
 	if err := wamp.CheckRoutes(cfg.Routes, handlers); err != nil {
@@ -147,7 +148,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 // addUpstreams registers one handler per configured upstream, named
 // "upstream.<name>" for routes to refer to. All upstreams share one
 // keep-alive pool.
-func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv func(string) string) error {
+func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv func(string) string, obs upstream.RequestObserver) error {
 	if len(ups) == 0 {
 		return nil
 	}
@@ -178,7 +179,7 @@ func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv f
 		}
 		up, err := upstream.New("upstream."+name, upstream.Config{
 			URL: u.URL, Secret: []byte(secret), Timeout: u.Timeout, MaxConcurrent: u.MaxConcurrent,
-			NotifyUnsubscribe: u.NotifyUnsubscribe, ForwardHeaders: u.ForwardHeaders,
+			NotifyUnsubscribe: u.NotifyUnsubscribe, ForwardHeaders: u.ForwardHeaders, Observer: obs,
 		}, client)
 		if err != nil {
 			return &ConfigError{Key: key, Reason: err.Error()}
@@ -194,16 +195,66 @@ func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv f
 }
 
 // keptHeaders is the set of handshake headers (canonical names) that some
-// upstream forwards; the handshake keeps only these, nil when none.
-func keptHeaders(ups map[string]UpstreamConfig) map[string]bool {
+// upstream or the connect event forwards; the handshake keeps only these,
+// nil when none.
+func keptHeaders(ups map[string]UpstreamConfig, ev EventsConfig) map[string]bool {
 	var keep map[string]bool
-	for _, u := range ups {
-		for _, h := range u.ForwardHeaders {
+	add := func(names []string) {
+		for _, h := range names {
 			if keep == nil {
 				keep = map[string]bool{}
 			}
 			keep[textproto.CanonicalMIMEHeaderKey(h)] = true
 		}
 	}
+	for _, u := range ups {
+		add(u.ForwardHeaders)
+	}
+	if ev.URL != "" && ev.Connect {
+		add(ev.ForwardHeaders)
+	}
 	return keep
+}
+
+// newEvents builds the connection events client from the config.
+func newEvents(c EventsConfig, getenv func(string) string, obs upstream.EventsObserver, log *slog.Logger) (*upstream.Events, error) {
+	secret := c.Secret
+	if c.SecretEnv != "" {
+		if secret = getenv(c.SecretEnv); secret == "" {
+			return nil, &ConfigError{Key: "events.secret_env", Value: c.SecretEnv, Reason: "names an empty or unset variable"}
+		}
+	}
+	ev, err := upstream.NewEvents(upstream.EventsConfig{
+		URL: c.URL, Secret: []byte(secret), Timeout: c.Timeout, Connect: c.Connect, Disconnect: c.Disconnect,
+		OnConnectError: c.OnConnectError, QueueSize: c.QueueSize, Workers: c.Workers, ForwardHeaders: c.ForwardHeaders,
+	}, obs, log)
+	if err != nil {
+		return nil, &ConfigError{Key: "events", Reason: err.Error()}
+	}
+	return ev, nil
+}
+
+// newFanout connects the Redis relay of cluster.fanout. Messages from
+// other replicas go to the node, except the control topic, which carries
+// push API disconnects to every replica.
+func (s *Server) newFanout() (*storage.RedisFanout, error) {
+	c := s.cfg.Cluster
+	r := c.Redis
+	if len(r.Addrs) == 0 {
+		r = s.cfg.ClientStorage.Redis
+	}
+	f, err := storage.NewRedisFanout(storage.RedisFanoutOptions{
+		Redis:     storage.RedisOptions{Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB},
+		Prefix:    c.Prefix,
+		NodeID:    s.nodeID,
+		QueueSize: c.QueueSize,
+		Deliver:   s.deliverRelayed,
+		Observer:  fanoutObserver{s.metrics},
+		Logger:    s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster.fanout redis: %w", err)
+	}
+	f.Watch(controlTopic)
+	return f, nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/gobwas/ws/wsflate"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
@@ -58,6 +59,11 @@ type Server struct {
 	node     *wamp.Node
 	clients  storage.ClientStorage
 	metrics  *metrics.Gateway
+	// directory answers user lookups: the node's own clients, or every
+	// replica's through the shared client storage (clusterClients).
+	directory handler.ClientManipulator
+	fanout    *storage.RedisFanout // relays broadcasts between replicas; nil without cluster.fanout
+	events    *upstream.Events     // connection events to the app; nil without events.url
 
 	keepHeaders map[string]bool // handshake headers kept for upstream forwarding
 	nodeID      string          // prefixes connection ids so replicas never collide
@@ -102,15 +108,43 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if handlers == nil {
 		handlers = handler.NewRegistry()
 	}
-	if err := addUpstreams(cfg.Upstreams, handlers, os.Getenv); err != nil {
+	m := metrics.New(reg)
+	if err := addUpstreams(cfg.Upstreams, handlers, os.Getenv, upstreamObserver{m}); err != nil {
 		return nil, err
 	}
 	origins, err := NewOriginPolicy(cfg.Origins)
 	if err != nil {
 		return nil, err
 	}
-	m := metrics.New(reg)
-	node, err := wamp.NewNode(wamp.NodeConfig{
+	var idb [4]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		return nil, fmt.Errorf("node id: %w", err)
+	}
+	nodeID := hex.EncodeToString(idb[:])
+	s := &Server{
+		cfg:         cfg,
+		log:         log,
+		origins:     origins,
+		metrics:     m,
+		nodeID:      nodeID,
+		handshakes:  make(chan struct{}, cfg.Limits.MaxHandshakes),
+		conns:       make(map[*conn]struct{}),
+		userConns:   make(map[string]int),
+		keepHeaders: keptHeaders(cfg.Upstreams, cfg.Events),
+		rate:        newIPRateLimiter(cfg.Limits.AcceptRatePerIP),
+		pingStop:    make(chan struct{}),
+	}
+	// Everything opened below is closed again if a later step fails.
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeDeps()
+		}
+	}()
+	if s.clients, err = newClientStorage(cfg.ClientStorage); err != nil {
+		return nil, err
+	}
+	nodeCfg := wamp.NodeConfig{
 		ServerIdent: ServerIdent(),
 		Routes:      cfg.Routes,
 		Handlers:    handlers,
@@ -118,10 +152,28 @@ func New(cfg Config, opts Options) (*Server, error) {
 		CallTimeout: cfg.Limits.CallTimeout,
 		Realm:       cfg.WAMP.Realm,
 		Observer:    wampObserver{m},
-	})
-	if err != nil {
+	}
+	var cluster *clusterClients
+	if cfg.ClientStorage.Driver == "redis" {
+		// Handlers and the push API find every replica's clients.
+		cluster = &clusterClients{store: s.clients, timeout: cfg.Session.LookupTimeout, log: log}
+		nodeCfg.Clients = cluster
+	}
+	if cfg.Cluster.Fanout == "redis" {
+		if s.fanout, err = s.newFanout(); err != nil {
+			return nil, err
+		}
+		nodeCfg.Relay = nodeRelay{s.fanout}
+	}
+	if s.node, err = wamp.NewNode(nodeCfg); err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
+	s.directory = s.node.Clients()
+	if cluster != nil {
+		cluster.local = s.node.Clients()
+		s.directory = cluster
+	}
+	node := s.node
 	m.WatchWAMP(func() (sessions map[string]int, topics, subscriptions int) {
 		st := node.Stats()
 		sessions = make(map[string]int, len(st.Sessions))
@@ -130,43 +182,38 @@ func New(cfg Config, opts Options) (*Server, error) {
 		}
 		return sessions, st.Topics, st.Subscriptions
 	})
-	resolver, err := NewSessionResolver(cfg.Session, storeObserver{m})
-	if err != nil {
+	if s.resolver, err = NewSessionResolver(cfg.Session, storeObserver{m}); err != nil {
 		return nil, err
 	}
-	clients, err := newClientStorage(cfg.ClientStorage)
-	if err != nil {
-		resolver.Close()
-		return nil, err
+	if cfg.Events.URL != "" {
+		if s.events, err = newEvents(cfg.Events, os.Getenv, eventsObserver{m}, log); err != nil {
+			return nil, err
+		}
 	}
-	var idb [4]byte
-	if _, err := rand.Read(idb[:]); err != nil {
-		resolver.Close()
-		clients.Close()
-		return nil, fmt.Errorf("node id: %w", err)
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.bgCtx, s.bgCancel = context.WithCancel(s.baseCtx)
+	ok = true
+	return s, nil
+}
+
+// closeDeps closes the stores and relays New opened, in reverse order.
+func (s *Server) closeDeps() {
+	if s.events != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.events.Close(ctx); err != nil {
+			s.log.Warn("connection events: not all disconnect events were sent", "err", err)
+		}
+		cancel()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	bgCtx, bgCancel := context.WithCancel(ctx)
-	return &Server{
-		cfg:         cfg,
-		log:         log,
-		resolver:    resolver,
-		origins:     origins,
-		node:        node,
-		clients:     clients,
-		metrics:     m,
-		nodeID:      hex.EncodeToString(idb[:]),
-		handshakes:  make(chan struct{}, cfg.Limits.MaxHandshakes),
-		baseCtx:     ctx,
-		cancel:      cancel,
-		conns:       make(map[*conn]struct{}),
-		userConns:   make(map[string]int),
-		keepHeaders: keptHeaders(cfg.Upstreams),
-		rate:        newIPRateLimiter(cfg.Limits.AcceptRatePerIP),
-		pingStop:    make(chan struct{}),
-		bgCtx:       bgCtx,
-		bgCancel:    bgCancel,
-	}, nil
+	if s.resolver != nil {
+		s.resolver.Close()
+	}
+	if s.fanout != nil {
+		s.fanout.Close()
+	}
+	if s.clients != nil {
+		s.clients.Close()
+	}
 }
 
 // Serve accepts connections on ln until Shutdown closes it. With
@@ -281,8 +328,21 @@ wait:
 		s.loop.stop()
 	}
 	s.wg.Wait()
-	s.clients.Close()
-	s.resolver.Close()
+	if s.events != nil {
+		// Every drained connection queued its disconnect event; the app
+		// hears about all of them before we exit, within the drain budget
+		// or, when drain used it all, a short grace.
+		evCtx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) < time.Second {
+			evCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		}
+		if e := s.events.Close(evCtx); e != nil {
+			s.log.Warn("connection events: not all disconnect events were sent", "err", e)
+		}
+		cancel()
+		s.events = nil
+	}
+	s.closeDeps()
 	return err
 }
 
@@ -299,19 +359,21 @@ func (s *Server) snapshotConns() []*conn {
 // handshake collects what the upgrade callbacks see. The callbacks run on
 // the connection's goroutine, one after the other, so no lock is needed.
 type handshake struct {
-	host      string
-	origin    string
-	sessionID string
-	cookieSet bool
-	offered   bool          // client offered a subprotocol
-	matched   bool          // and the node speaks one of them
-	proto     wamp.Protocol // the one chosen; ProtocolV1 when none was offered
-	info      wamp.ClientInfo
-	outcome   string
-	headers   map[string]string // kept for upstream forwarding
-	userKey   string            // reserved in Server.userConns by admit
-	ident     identity          // who admit found
-	deflate   *wsflate.Extension
+	host        string
+	origin      string
+	sessionID   string
+	cookieSet   bool
+	offered     bool          // client offered a subprotocol
+	matched     bool          // and the node speaks one of them
+	proto       wamp.Protocol // the one chosen; ProtocolV1 when none was offered
+	info        wamp.ClientInfo
+	outcome     string
+	headers     map[string]string // kept for upstream forwarding
+	userKey     string            // reserved in Server.userConns by admit
+	ident       identity          // who admit found
+	connID      string            // the connection id, fixed by admit
+	connectedAt time.Time         // when the connect event was sent
+	deflate     *wsflate.Extension
 }
 
 // keep records a header the upstreams forward; repeated ones are joined
@@ -460,7 +522,7 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		}
 		h.outcome = metrics.OutcomeAnonymous
 		h.info = wamp.ClientInfo{Anonymous: true}
-		return nil
+		return s.askApp(ctx, h)
 	}
 	ident := identityOf(&res)
 	if s.cfg.Limits.MaxConnectionsPerUser > 0 { // counting costs memory per connection: only when limited
@@ -474,6 +536,50 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 	h.ident = ident
 	h.outcome = metrics.OutcomeAuthenticated
 	h.info = wamp.ClientInfo{Firewall: ident.firewall, UserIdentifier: ident.user, Roles: ident.roles}
+	if err := s.askApp(ctx, h); err != nil {
+		s.releaseUser(h.userKey)
+		h.userKey = ""
+		return err
+	}
+	return nil
+}
+
+// askApp sends the connect event, when configured, before the upgrade: the
+// app may refuse the client (its status and reason become the handshake's
+// answer) or attach extra data that handlers then see. The connection id
+// is fixed here so that the app can match the later disconnect event; the
+// WAMP session id does not exist yet.
+func (s *Server) askApp(ctx context.Context, h *handshake) error {
+	h.connID = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))
+	if s.events == nil || !s.cfg.Events.Connect {
+		return nil
+	}
+	h.connectedAt = time.Now()
+	var headers upstream.HeaderSource
+	if h.headers != nil {
+		headers = upstream.HeaderMap(h.headers)
+	}
+	d, err := s.events.Connected(ctx, upstream.ConnEvent{
+		ConnID: h.connID, Firewall: h.info.Firewall, UserIdentifier: h.info.UserIdentifier,
+		Anonymous: h.info.Anonymous, Roles: h.info.Roles, Protocol: h.proto.Subprotocol(),
+		ConnectedAt: h.connectedAt,
+	}, headers)
+	if err != nil {
+		s.log.Warn("connect event failed", "conn", h.connID, "on_connect_error", s.cfg.Events.OnConnectError, "err", err)
+	}
+	if d.Reject {
+		h.outcome = metrics.OutcomeRejectedByApp
+		status := d.Status
+		if status == 0 {
+			status = 403
+		}
+		reason := d.Reason
+		if reason == "" {
+			reason = "refused by the application"
+		}
+		return reject(status, reason)
+	}
+	h.info.Extra = d.Extra
 	return nil
 }
 
@@ -481,7 +587,10 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 // gets its WAMP session (which queues WELCOME) and its client storage
 // entry. It returns false when the server is draining; then c is closed.
 func (s *Server) register(c *conn, h *handshake) bool {
-	c.id = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))
+	c.id = h.connID
+	if c.id == "" {
+		c.id = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))
+	}
 	c.userKey = h.userKey
 	c.sessionID = h.sessionID
 	c.ident = h.ident
@@ -504,6 +613,7 @@ func (s *Server) register(c *conn, h *handshake) bool {
 	entry := storage.ClientEntry{
 		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
 		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: c.connectedAt,
+		Extra: h.info.Extra,
 	}
 	if err := s.clients.Add(c.ctx, entry); err != nil {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)

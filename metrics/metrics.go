@@ -23,6 +23,7 @@ const (
 	OutcomeOverloaded    = "overloaded"
 	OutcomeBadRequest    = "bad_request"
 	OutcomeRateLimited   = "rate_limited"
+	OutcomeRejectedByApp = "rejected_by_app"
 )
 
 // Gateway holds the metrics the gateway updates. A nil *Gateway is not

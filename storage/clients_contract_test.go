@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,7 +16,7 @@ import (
 func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) ClientStorage) {
 	ctx := context.Background()
 	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
-	alice1 := ClientEntry{ConnID: "c1", WAMPSessionID: "w1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}, ConnectedAt: t0}
+	alice1 := ClientEntry{ConnID: "c1", WAMPSessionID: "w1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}, ConnectedAt: t0, Extra: json.RawMessage(`{"plan":"gold"}`)}
 	alice2 := ClientEntry{ConnID: "c2", WAMPSessionID: "w2", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER", "ROLE_EDITOR"}, ConnectedAt: t0.Add(time.Second)}
 	bob := ClientEntry{ConnID: "c3", WAMPSessionID: "w3", UserIdentifier: "bob", Firewall: "admin", Roles: []string{"ROLE_ADMIN"}, ConnectedAt: t0.Add(2 * time.Second)}
 	anon := ClientEntry{ConnID: "c4", WAMPSessionID: "w4", UserIdentifier: "anon-4", Anonymous: true, Roles: []string{"ROLE_USER"}, ConnectedAt: t0.Add(3 * time.Second)}
@@ -40,6 +41,9 @@ func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) Clien
 		check(t, "FindAllByUsername(alice)", got, err, "c1", "c2")
 		got, err = s.FindByUsername(ctx, "alice")
 		check(t, "FindByUsername(alice)", got, err, "c1")
+		if len(got) == 1 && (string(got[0].Extra) != `{"plan":"gold"}` || got[0].WAMPSessionID != "w1" || !got[0].ConnectedAt.Equal(t0)) {
+			t.Errorf("FindByUsername(alice) lost fields: %+v", got[0])
+		}
 		got, err = s.FindAllByUsername(ctx, "anon-4")
 		check(t, "FindAllByUsername(anon-4)", got, err)
 		got, err = s.FindAllByUsername(ctx, "nobody")

@@ -1,8 +1,10 @@
 package storage
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -31,11 +33,15 @@ type ClientEntry struct {
 	// shared between replicas (RedisClientStorage sets its NodeID; Add
 	// ignores what the caller put here). Empty in MemoryClientStorage.
 	Node string
+	// Extra is what the application attached to the connection on its
+	// connect event (a JSON object), or nil.
+	Extra json.RawMessage
 }
 
 // clone returns a copy of e that shares no memory with it.
 func (e ClientEntry) clone() ClientEntry {
 	e.Roles = slices.Clone(e.Roles)
+	e.Extra = bytes.Clone(e.Extra)
 	return e
 }
 

@@ -163,6 +163,9 @@ type redisEntry struct {
 	Anonymous      bool      `json:"anonymous,omitempty"`
 	ConnectedAt    time.Time `json:"connected_at"`
 	Node           string    `json:"node"`
+	// Extra must be valid JSON when set; the gateway only stores what
+	// it decoded from the app's reply.
+	Extra json.RawMessage `json:"extra,omitempty"`
 }
 
 func (s *RedisClientStorage) member(connID string) string { return s.node + ":" + connID }
