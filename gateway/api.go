@@ -339,14 +339,15 @@ func (s *Server) apiClients(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	type client struct {
-		ConnID         string    `json:"conn_id"`
-		WAMPSessionID  string    `json:"wamp_session_id"`
-		UserIdentifier string    `json:"user_identifier"`
-		Firewall       string    `json:"firewall,omitempty"`
-		Roles          []string  `json:"roles"`
-		Anonymous      bool      `json:"anonymous"`
-		Node           string    `json:"node,omitempty"`
-		ConnectedAt    time.Time `json:"connected_at"`
+		ConnID         string          `json:"conn_id"`
+		WAMPSessionID  string          `json:"wamp_session_id"`
+		UserIdentifier string          `json:"user_identifier"`
+		Firewall       string          `json:"firewall,omitempty"`
+		Roles          []string        `json:"roles"`
+		Anonymous      bool            `json:"anonymous"`
+		Node           string          `json:"node,omitempty"`
+		ConnectedAt    time.Time       `json:"connected_at"`
+		Extra          json.RawMessage `json:"extra,omitempty"`
 	}
 	out := make([]client, 0, len(entries))
 	for _, e := range entries {
@@ -354,7 +355,7 @@ func (s *Server) apiClients(w http.ResponseWriter, r *http.Request) {
 		if roles == nil {
 			roles = []string{}
 		}
-		out = append(out, client{e.ConnID, e.WAMPSessionID, e.UserIdentifier, e.Firewall, roles, e.Anonymous, e.Node, e.ConnectedAt})
+		out = append(out, client{e.ConnID, e.WAMPSessionID, e.UserIdentifier, e.Firewall, roles, e.Anonymous, e.Node, e.ConnectedAt, e.Extra})
 	}
 	apiJSON(w, http.StatusOK, map[string]any{"clients": out})
 }
