@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,6 +117,7 @@ func TestScenariosAgainstGateway(t *testing.T) {
 		t.Fatalf("building the gateway: %v", err)
 	}
 	plugin := testenv.AcmePlugin(t)
+	echoAddr := startEcho(t)
 	sessDir := filepath.Join(dir, "sessions")
 	wsAddr, metricsAddr := freePort(t), freePort(t)
 	cfgPath := filepath.Join(dir, "wsgate.yaml")
@@ -127,12 +130,15 @@ limits: {idle_timeout: 10m}
 metrics: {listen: %q}
 log: {level: warn}
 plugins: [%q]
+upstreams:
+  echo: {url: "http://%s/", secret: %q, timeout: 2s}
 routes:
   rpc:
     acme_rpc: {pattern: "sample/{method}", handler: acme.rpc}
+    echo_rpc: {pattern: "echo/{method}", handler: upstream.echo}
   topics:
     acme_topic: {pattern: "acme/channel/{room}", handler: acme.topic}
-`, wsAddr, sessDir, metricsAddr, plugin)
+`, wsAddr, sessDir, metricsAddr, plugin, echoAddr, echoSecret)
 	if err := os.MkdirAll(sessDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +210,15 @@ routes:
 			t.Errorf("calls %d (latency count %d), want 150..200", r.Calls, r.Call.Count)
 		}
 	})
+	t.Run("rpc via the Go upstream", func(t *testing.T) {
+		rep := runScenario(t, "--scenario", "rpc", "--conns", n, "--duration", "1s", "--rate", "200", "--procedure", "echo/sum")
+		if r := rep.Results; r.Calls < 150 || r.Calls > 200 || r.Call.Count != uint64(r.Calls) {
+			t.Errorf("calls %d (latency count %d), want 150..200", r.Calls, r.Call.Count)
+		}
+		if rep.Params.Procedure != "echo/sum" {
+			t.Errorf("report params procedure %q", rep.Params.Procedure)
+		}
+	})
 	t.Run("broadcast", func(t *testing.T) {
 		rep := runScenario(t, "--scenario", "broadcast", "--conns", n, "--duration", "1s", "--publish-rate", "10", "--settle", "200ms")
 		r := rep.Results
@@ -255,4 +270,49 @@ func waitReady(t *testing.T, url string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("gateway not ready at %s", url)
+}
+
+// startEcho runs `wsgate-bench upstream-echo` (secret echoSecret) on a free
+// loopback port until the test ends and returns its address.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	addr := freePort(t)
+	t.Setenv("BENCH_ECHO_SECRET", echoSecret)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"upstream-echo", "--listen", addr, "--secret-env", "BENCH_ECHO_SECRET"}, io.Discard, testLog{t})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if code := <-done; code != 0 {
+			t.Errorf("upstream-echo exit %d", code)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		select {
+		case code := <-done:
+			done <- code
+			t.Fatalf("upstream-echo exited with %d before listening", code)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream-echo not listening on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testLog writes the echo's log lines to the test log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -3,6 +3,7 @@
 // and reports what the gateway spent doing it.
 //
 //	wsgate-bench --scenario idle|connect|broadcast|rpc [flags]
+//	wsgate-bench upstream-echo [--listen 127.0.0.1:8001] [--secret-env WSGATE_UPSTREAM_SECRET]
 //
 // Scenarios:
 //
@@ -18,6 +19,11 @@
 //   - rpc: --conns clients call sample/sum in a closed loop for --duration
 //     (optionally paced to --rate calls/s in total); report calls/s, call
 //     latency and gateway CPU per call.
+//
+// upstream-echo is a minimal HTTP upstream of the gateway (gateway/upstream)
+// in Go, answering "sum" calls: run with an rpc scenario whose --procedure
+// routes to it, it isolates the gateway's own upstream overhead from the
+// application's (see upstream_echo.go).
 //
 // Sessions: with --session-dir the tool writes one PHP files-store session
 // (a real Symfony 5.4 session, user bench<i>) per client id into that
@@ -69,6 +75,7 @@ type config struct {
 	PublishRate  float64       `json:"publish_rate,omitempty"`
 	PayloadBytes int           `json:"payload_bytes,omitempty"`
 	Topic        string        `json:"topic,omitempty"`
+	Procedure    string        `json:"procedure"`
 	Settle       time.Duration `json:"-"`
 	SetupTimeout time.Duration `json:"-"`
 	DrainTimeout time.Duration `json:"-"`
@@ -114,6 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Float64Var(&c.PublishRate, "publish-rate", 1, "broadcast: publishes/s (deliveries/s = this × --conns)")
 	fs.IntVar(&c.PayloadBytes, "payload-bytes", 100, "broadcast: bytes of the published event (its JSON text)")
 	fs.StringVar(&c.Topic, "topic", "acme/channel/bench", "broadcast: topic URI (served by acme.topic)")
+	fs.StringVar(&c.Procedure, "procedure", "sample/sum", "URI every CALL goes to (rpc, auth checks): acme.rpc's sample/sum, or a route to an upstream answering sum like wsgate-bench upstream-echo")
 	fs.DurationVar(&c.Settle, "settle", 0, "idle: wait after the last connection before sampling (default 10s); broadcast: quiet period ending the join storm (default 1s)")
 	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 5*time.Minute, "bound of the setup phase (connecting, subscribing)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 5*time.Second, "broadcast: wait for outstanding deliveries after the last publish")
@@ -162,6 +170,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.Cookie == "" || strings.ContainsAny(c.Cookie, "=; \t\r\n,") {
 		return nil, fmt.Errorf("--cookie %q is not a cookie name", c.Cookie)
+	}
+	if c.Procedure == "" || strings.ContainsAny(c.Procedure, "\"\\ \t\r\n") {
+		return nil, fmt.Errorf("--procedure %q is not a plain URI", c.Procedure)
 	}
 	if !strings.HasPrefix(c.Topic, "acme/channel/") && c.Scenario == "broadcast" {
 		// Only the acme.topic handler relays publishes as {"msg": event}.
@@ -238,6 +249,9 @@ func loopbackHost(host string) bool {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "upstream-echo" {
+		return runUpstreamEcho(ctx, args[1:], stderr)
+	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
