@@ -430,6 +430,14 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	defer s.wg.Done()
 	deadline := ec.reqStarted.Add(s.cfg.Limits.HandshakeTimeout)
 	h := handshake{outcome: metrics.OutcomeBadRequest}
+	if s.events != nil {
+		// Only the connect event needs the peer: no per-connection copy.
+		if sa, err := unix.Getpeername(ec.fd); err == nil {
+			if a := sockaddrToAddr(sa); a != nil {
+				h.remote = a.String()
+			}
+		}
+	}
 	up := s.newUpgrader(&h, deadline)
 	var resp bytes.Buffer
 	_, err := up.Upgrade(struct {

@@ -95,6 +95,9 @@ func (s *Server) serveConn(nc net.Conn) {
 	deadline := time.Now().Add(s.cfg.Limits.HandshakeTimeout)
 	nc.SetDeadline(deadline)
 	h := handshake{outcome: "bad_request"}
+	if s.events != nil {
+		h.remote = nc.RemoteAddr().String()
+	}
 	up := s.newUpgrader(&h, deadline)
 	_, err := up.Upgrade(nc)
 	<-s.handshakes

@@ -89,6 +89,8 @@ type Server struct {
 	draining  bool
 	pinging   bool
 
+	depsOnce sync.Once // closeDeps
+
 	wg sync.WaitGroup // every goroutine the server starts: accept, handshakes, readers, writers, loop workers
 }
 
@@ -196,8 +198,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// closeDeps closes the stores and relays New opened, in reverse order.
-func (s *Server) closeDeps() {
+// closeDeps closes the stores and relays New opened, in reverse order,
+// once: Shutdown may be called again.
+func (s *Server) closeDeps() { s.depsOnce.Do(s.closeDepsOnce) }
+
+func (s *Server) closeDepsOnce() {
 	if s.events != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := s.events.Close(ctx); err != nil {
@@ -372,6 +377,7 @@ type handshake struct {
 	userKey     string            // reserved in Server.userConns by admit
 	ident       identity          // who admit found
 	connID      string            // the connection id, fixed by admit
+	remote      string            // the peer's address, kept only for the connect event
 	connectedAt time.Time         // when the connect event was sent
 	deflate     *wsflate.Extension
 }
@@ -562,7 +568,7 @@ func (s *Server) askApp(ctx context.Context, h *handshake) error {
 	d, err := s.events.Connected(ctx, upstream.ConnEvent{
 		ConnID: h.connID, Firewall: h.info.Firewall, UserIdentifier: h.info.UserIdentifier,
 		Anonymous: h.info.Anonymous, Roles: h.info.Roles, Protocol: h.proto.Subprotocol(),
-		ConnectedAt: h.connectedAt,
+		ConnectedAt: h.connectedAt, RemoteAddr: h.remote,
 	}, headers)
 	if err != nil {
 		s.log.Warn("connect event failed", "conn", h.connID, "on_connect_error", s.cfg.Events.OnConnectError, "err", err)
