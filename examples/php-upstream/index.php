@@ -12,6 +12,9 @@
 //                  publisher's user identifier, others broadcast as is;
 //   - unsubscribe: acknowledged.
 //
+// Connection events (the gateway's `events:`, path /events) are answered by
+// events.php, after the same signature check.
+//
 // Run: WSGATE_UPSTREAM_SECRET=... php -S 127.0.0.1:8000 examples/php-upstream/index.php
 
 declare(strict_types=1);
@@ -56,7 +59,13 @@ if (!hash_equals($want, $sig)) {
     reply(401, ['message' => 'bad signature']);
 }
 
-// 2. Decode the request.
+// 2. Connection events have their own endpoint, events.php.
+if (parse_url($_SERVER['REQUEST_URI'] ?? '/', PHP_URL_PATH) === '/events') {
+    require __DIR__ . '/events.php';
+    exit;
+}
+
+// 3. Decode the request.
 $req = json_decode($body, true);
 if (!is_array($req) || !isset($req['kind'], $req['caller']) || !is_array($req['caller'])) {
     reply(400, ['message' => 'malformed request']);
@@ -64,7 +73,7 @@ if (!is_array($req) || !isset($req['kind'], $req['caller']) || !is_array($req['c
 $caller = $req['caller'];
 $anonymous = (bool) ($caller['anonymous'] ?? true);
 
-// 3. Route on kind and method.
+// 4. Route on kind and method.
 switch ($req['kind']) {
     case 'call':
         switch ($req['method'] ?? '') {

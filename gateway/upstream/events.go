@@ -9,7 +9,8 @@ package upstream
 //	{"event": "connect" | "disconnect",
 //	 "connection": {
 //	   "conn_id": "c-42",             // the gateway's connection id
-//	   "wamp_session_id": "…",        // the WAMP session id, never the PHP session id
+//	   "wamp_session_id": "…",        // the WAMP session id, never the PHP session id;
+//	                                  // "" on connect when sent before the session exists
 //	   "firewall": "main", "user_identifier": "alice", "anonymous": false,
 //	   "roles": ["ROLE_USER"],        // [] when none
 //	   "protocol": "wamp" | "wamp.2.json",
@@ -565,8 +566,10 @@ func (e *Events) sendDisconnect(ev ConnEvent) {
 // drops what is left, and returns once every worker has stopped (promptly
 // after ctx ends: the remaining work is cancelled, not waited for). The
 // gateway calls it at the end of the drain, so the disconnect event of
-// every drained connection is sent. The error, when ctx ended first, counts
-// the events not delivered. Connected keeps working after Close.
+// every drained connection is sent. Without a deadline in ctx, Close waits
+// for the whole queue, each request still bounded by Timeout. The error,
+// when ctx ended first, counts the events not delivered. Connected keeps
+// working after Close.
 func (e *Events) Close(ctx context.Context) error {
 	e.once.Do(func() {
 		e.mu.Lock()
