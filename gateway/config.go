@@ -218,7 +218,9 @@ type TransportConfig struct {
 	Mode string `yaml:"mode"`
 	// Workers is the number of event loop workers that read, decode and
 	// dispatch messages of readable connections; 0 picks 16 per CPU. A
-	// handler that blocks holds one worker, so size it for blocking handlers.
+	// plugin handler that blocks holds one worker while it runs (upstream
+	// calls do not: they run on goroutines of their own, bounded by
+	// limits.max_pending_calls).
 	Workers int `yaml:"workers"`
 	// Writers is the number of goroutines that flush outbound queues in
 	// epoll mode; 0 picks 2 per CPU.
@@ -267,6 +269,13 @@ type LimitsConfig struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// CallTimeout bounds one RPC or topic handler call.
 	CallTimeout time.Duration `yaml:"call_timeout"`
+	// MaxPendingCallsPerConnection bounds the calls of one connection that
+	// run off the event loop (upstream routes, and plugin handlers that
+	// implement handler.OffloadedRPC); past it a call is answered at once
+	// with a "busy" error (v1 CALLERROR code 503, v2 wsgate.error.busy).
+	MaxPendingCallsPerConnection int `yaml:"max_pending_calls_per_connection"`
+	// MaxPendingCalls bounds those calls on the whole gateway.
+	MaxPendingCalls int `yaml:"max_pending_calls"`
 	// DrainTimeout bounds the graceful shutdown.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
@@ -420,16 +429,18 @@ func DefaultConfig() Config {
 			QueueSize: 10000, Workers: 4,
 		},
 		Limits: LimitsConfig{
-			HandshakeTimeout:   10 * time.Second,
-			MaxHeaderBytes:     16 << 10,
-			MaxHandshakes:      1024,
-			MaxConnections:     100000,
-			MaxMessageSize:     64 << 10,
-			OutboundQueueBytes: 1 << 20,
-			WriteTimeout:       10 * time.Second,
-			IdleTimeout:        5 * time.Minute,
-			CallTimeout:        10 * time.Second,
-			DrainTimeout:       20 * time.Second,
+			HandshakeTimeout:             10 * time.Second,
+			MaxHeaderBytes:               16 << 10,
+			MaxHandshakes:                1024,
+			MaxConnections:               100000,
+			MaxMessageSize:               64 << 10,
+			OutboundQueueBytes:           1 << 20,
+			WriteTimeout:                 10 * time.Second,
+			IdleTimeout:                  5 * time.Minute,
+			CallTimeout:                  10 * time.Second,
+			MaxPendingCallsPerConnection: 64,
+			MaxPendingCalls:              10000,
+			DrainTimeout:                 20 * time.Second,
 		},
 		Log: LogConfig{Level: "info", Format: "text"},
 	}
@@ -636,6 +647,8 @@ func (c *Config) Validate() error {
 		{"limits.outbound_queue_bytes", c.Limits.OutboundQueueBytes, 1024, 1 << 30},
 		{"limits.max_connections_per_user", c.Limits.MaxConnectionsPerUser, 0, 1 << 20},
 		{"limits.accept_rate_per_ip", c.Limits.AcceptRatePerIP, 0, 1 << 20},
+		{"limits.max_pending_calls_per_connection", c.Limits.MaxPendingCallsPerConnection, 1, 1 << 16},
+		{"limits.max_pending_calls", c.Limits.MaxPendingCalls, 1, 1 << 24},
 	}
 	for _, i := range ints {
 		if i.v < i.min || i.v > i.max {

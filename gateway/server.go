@@ -152,8 +152,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 		Handlers:    handlers,
 		Logger:      log,
 		CallTimeout: cfg.Limits.CallTimeout,
-		Realm:       cfg.WAMP.Realm,
-		Observer:    wampObserver{m},
+		Limits: wamp.Limits{
+			MaxOffloadedCallsPerSession: cfg.Limits.MaxPendingCallsPerConnection,
+			MaxOffloadedCalls:           cfg.Limits.MaxPendingCalls,
+		},
+		Realm:    cfg.WAMP.Realm,
+		Observer: wampObserver{m},
 	}
 	var cluster *clusterClients
 	if cfg.ClientStorage.Driver == "redis" {
@@ -306,7 +310,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Calls in flight finish and send their results before the clients
 	// are told to go; new messages are not taken (conn.onMessage).
 inflight:
-	for s.inflight.Load() > 0 {
+	for s.inflight.Load() > 0 || s.node.OffloadedCalls() > 0 {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():

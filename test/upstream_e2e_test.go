@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,5 +97,78 @@ func assertErrorURI(t *testing.T, m []json.RawMessage, uri string) {
 	if len(m) < 4 || json.Unmarshal(m[0], &typ) != nil || typ != 4 || json.Unmarshal(m[2], &got) != nil || got != uri {
 		b, _ := json.Marshal(m)
 		t.Fatalf("got %s, want CALLERROR %s", b, uri)
+	}
+}
+
+// TestSlowUpstreamBlocksNoOne holds every call to one upstream until the
+// test lets go, with more of them in flight than the gateway has event
+// loop workers: a call to another upstream must still be answered, and the
+// held calls must all get their results once released.
+func TestSlowUpstreamBlocksNoOne(t *testing.T) {
+	release := make(chan struct{})
+	var held sync.WaitGroup
+	const slowCalls = 8
+	held.Add(slowCalls)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		held.Done()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result":"slow"}`)
+	}))
+	defer slow.Close()
+	fast := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result":"fast"}`)
+	}))
+	defer fast.Close()
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	defer letGo() // before the servers close: they wait for their handlers
+
+	const secret = "0123456789abcdef0123456789abcdef"
+	config := `
+listen: "%%LISTEN%%"
+metrics: {listen: "%%METRICS%%"}
+transport: {workers: 2}
+limits: {call_timeout: 60s}
+session:
+  store: files
+  files: {path: "%s", gc_maxlifetime: 1440}
+upstreams:
+  slow: {url: "%s", secret: "%s", timeout: 50s}
+  fast: {url: "%s", secret: "%s", timeout: 5s}
+routes:
+  rpc:
+    slow_rpc: {pattern: "slow/{method}", handler: upstream.slow}
+    fast_rpc: {pattern: "fast/{method}", handler: upstream.fast}
+`
+	g := startGateway(t, fmt.Sprintf(config, t.TempDir(), slow.URL, secret, fast.URL, secret))
+
+	clients := make([]*wampV1Client, slowCalls)
+	for i := range clients {
+		c, err := dialWAMP(t, g.Addr, dialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = c
+		c.send(2, fmt.Sprint("s", i), "slow/wait")
+	}
+	held.Wait() // every slow call has reached the upstream and is held there
+
+	c, err := dialWAMP(t, g.Addr, dialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertMsg(t, c.call("f1", "fast/now"), `[3,"f1",["fast"]]`)
+	// The caller of a held call is not blocked either.
+	assertMsg(t, clients[0].call("f2", "fast/now"), `[3,"f2",["fast"]]`)
+
+	letGo()
+	for i, c := range clients {
+		assertMsg(t, c.next(), fmt.Sprintf(`[3,"s%d",["slow"]]`, i))
 	}
 }

@@ -40,7 +40,9 @@ const (
 	errURIInvalidURI         = "wamp.error.invalid_uri"
 	errURIInvalidArgument    = "wamp.error.invalid_argument"
 	errURIRuntime            = "wamp.error.runtime_error"
-	closeGoodbyeAndOut       = "wamp.close.goodbye_and_out"
+	// errURIBusy answers a call refused at the bound of offloaded calls.
+	errURIBusy         = "wsgate.error.busy"
+	closeGoodbyeAndOut = "wamp.close.goodbye_and_out"
 )
 
 func typeNameV2(t int) string {

@@ -72,6 +72,12 @@ type Limits struct {
 	// MaxSubscriptions bounds the topics one session is subscribed to.
 	// Default 1024.
 	MaxSubscriptions int
+	// MaxOffloadedCallsPerSession bounds the offloaded calls (see
+	// handler.OffloadedRPC) one session may have running. Default 64.
+	MaxOffloadedCallsPerSession int
+	// MaxOffloadedCalls bounds the offloaded calls running on the node.
+	// Default 10000.
+	MaxOffloadedCalls int
 }
 
 // Default limits.
@@ -79,8 +85,12 @@ const (
 	DefaultMaxURILength     = 1024
 	DefaultMaxPrefixes      = 64
 	DefaultMaxSubscriptions = 1024
-	DefaultCallTimeout      = 30 * time.Second
-	DefaultServerIdent      = "wsgate"
+	// DefaultMaxOffloadedCallsPerSession and DefaultMaxOffloadedCalls are
+	// the defaults of the Limits of the same names.
+	DefaultMaxOffloadedCallsPerSession = 64
+	DefaultMaxOffloadedCalls           = 10000
+	DefaultCallTimeout                 = 30 * time.Second
+	DefaultServerIdent                 = "wsgate"
 )
 
 // NodeConfig configures a Node.
@@ -142,6 +152,9 @@ type Node struct {
 	// subSeq numbers v2 subscriptions (router scope, sequential).
 	subSeq atomic.Uint64
 
+	// offloaded counts offloaded calls running (handler.OffloadedRPC).
+	offloaded atomic.Int64
+
 	// timers counts running PeriodicTopic goroutines.
 	timers sync.WaitGroup
 
@@ -151,6 +164,7 @@ type Node struct {
 // rpcHandler is an RPC handler with its methods resolved once at start-up.
 type rpcHandler struct {
 	h       handler.RPC
+	offload bool // handler.OffloadedRPC: calls run on their own goroutine
 	methods map[string]handler.RPCMethod
 	folded  map[string]handler.RPCMethod // lower-cased name -> method
 	dynamic handler.RPCMethod            // handler.DynamicRPC's Call, or nil
@@ -192,6 +206,12 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	if n.limits.MaxSubscriptions <= 0 {
 		n.limits.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	if n.limits.MaxOffloadedCallsPerSession <= 0 {
+		n.limits.MaxOffloadedCallsPerSession = DefaultMaxOffloadedCallsPerSession
+	}
+	if n.limits.MaxOffloadedCalls <= 0 {
+		n.limits.MaxOffloadedCalls = DefaultMaxOffloadedCalls
 	}
 	n.broker.topics = map[string]*topicState{}
 	n.broker.relay = cfg.Relay
@@ -252,6 +272,9 @@ func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler
 
 func newRPCHandler(h handler.RPC) (*rpcHandler, error) {
 	rh := &rpcHandler{h: h, methods: map[string]handler.RPCMethod{}, folded: map[string]handler.RPCMethod{}}
+	if o, ok := h.(handler.OffloadedRPC); ok {
+		rh.offload = o.Offload()
+	}
 	names := make([]string, 0)
 	for name, m := range h.Methods() {
 		if m == nil {

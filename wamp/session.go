@@ -32,6 +32,8 @@ type Session struct {
 	proto Protocol
 
 	node *Node
+	// offloaded counts this session's offloaded calls running.
+	offloaded atomic.Int64
 	// numID is the WAMP v2 session id (id is its decimal form); 0 for v1.
 	numID uint64
 	// seq is the node-wide open order.
@@ -427,22 +429,29 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 		s.send("CALLERROR", encodeCallError(m.callID, uri, "Could not execute RPC callback, method not found", rpcDetails(404, params)))
 		return nil
 	}
-	out, err := s.callMethod(ctx, r, method, req, params)
-	if err != nil {
-		s.send("CALLERROR", s.errorMessage(m.callID, uri, err, func(code int) []byte { return rpcDetails(code, params) }))
-		return nil
-	}
-	if out == nil {
-		s.send("CALLERROR", encodeCallError(m.callID, uri, "RPC Error", rpcDetails(500, params)))
-		return nil
-	}
-	if !isJSONContainer(out) {
-		// The bundle wraps scalar results: return 5 sends [5].
-		out = append(append([]byte{'['}, out...), ']')
-	}
-	s.send("CALLRESULT", encodeCallResult(m.callID, out))
+	s.runCall(r.handler, func() {
+		out, err := s.callMethod(ctx, r, method, req, params)
+		if err != nil {
+			s.send("CALLERROR", s.errorMessage(m.callID, uri, err, func(code int) []byte { return rpcDetails(code, params) }))
+			return
+		}
+		if out == nil {
+			s.send("CALLERROR", encodeCallError(m.callID, uri, "RPC Error", rpcDetails(500, params)))
+			return
+		}
+		if !isJSONContainer(out) {
+			// The bundle wraps scalar results: return 5 sends [5].
+			out = append(append([]byte{'['}, out...), ']')
+		}
+		s.send("CALLRESULT", encodeCallResult(m.callID, out))
+	}, func() {
+		s.send("CALLERROR", encodeCallError(m.callID, uri, errDescBusy, rpcDetails(503, params)))
+	})
 	return nil
 }
+
+// errDescBusy answers a call refused at the bound of offloaded calls.
+const errDescBusy = "Too many calls in progress, try again later"
 
 // callMethod runs an RPC method and encodes its result. It returns the
 // handler's error, or a nil result for what the bundle treats as a failed

@@ -380,15 +380,19 @@ func (s *Session) callV2(ctx context.Context, m message2) error {
 		return nil
 	}
 	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs, Kwargs: m.kwargs}
-	out, err := s.callMethod(ctx, r, method, req, paramsFromArgs(m.args, m.kwargs))
-	if err != nil {
-		s.handlerErrorV2(v2Call, m.reqID, err)
-		return nil
-	}
-	if out == nil {
-		s.sendErrorV2(v2Call, m.reqID, errURIRuntime, "RPC Error", []byte(`{"code":500}`))
-		return nil
-	}
-	s.send("RESULT", encodeResultV2(m.reqID, out))
+	s.runCall(r.handler, func() {
+		out, err := s.callMethod(ctx, r, method, req, paramsFromArgs(m.args, m.kwargs))
+		if err != nil {
+			s.handlerErrorV2(v2Call, m.reqID, err)
+			return
+		}
+		if out == nil {
+			s.sendErrorV2(v2Call, m.reqID, errURIRuntime, "RPC Error", []byte(`{"code":500}`))
+			return
+		}
+		s.send("RESULT", encodeResultV2(m.reqID, out))
+	}, func() {
+		s.sendErrorV2(v2Call, m.reqID, errURIBusy, errDescBusy, []byte(`{"code":503}`))
+	})
 	return nil
 }

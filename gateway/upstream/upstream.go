@@ -173,9 +173,14 @@ type Upstream struct {
 }
 
 var (
-	_ handler.RPC   = (*Upstream)(nil)
-	_ handler.Topic = (*Upstream)(nil)
+	_ handler.RPC          = (*Upstream)(nil)
+	_ handler.OffloadedRPC = (*Upstream)(nil)
+	_ handler.Topic        = (*Upstream)(nil)
 )
+
+// Offload implements handler.OffloadedRPC: a call waits on the network, up
+// to Timeout, and must not hold the connection's reader meanwhile.
+func (u *Upstream) Offload() bool { return true }
 
 // forbiddenForward are headers the request itself owns.
 var forbiddenForward = map[string]bool{

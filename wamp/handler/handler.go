@@ -151,6 +151,22 @@ func (e *Error) Error() string {
 // promise with it), and ERROR wamp.error.runtime_error for nil or false.
 type RPCMethod func(ctx context.Context, c Client, req Request, params json.RawMessage) (any, error)
 
+// OffloadedRPC is implemented by an RPC handler whose methods wait on I/O
+// (an HTTP upstream, a database, another service). The node then runs each
+// of its calls on a goroutine of its own instead of the connection's
+// reader, so a slow or dead backend never holds up that connection's other
+// messages or, in the gateway's epoll mode, the shared socket workers that
+// serve every connection. Offloaded calls are bounded per client and per
+// node; beyond either bound the call fails at once with code 503. Results
+// of a client's offloaded calls may arrive in any order, which WAMP allows:
+// each carries its call id.
+type OffloadedRPC interface {
+	RPC
+	// Offload reports whether calls should be offloaded; it is asked once,
+	// when the node is built.
+	Offload() bool
+}
+
 // RPC is an RPC handler: the bundle's RpcInterface.
 type RPC interface {
 	// Name is the handler name that rpc routes refer to, e.g. "acme.rpc".
