@@ -129,6 +129,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"alias", "listen: &x \"127.0.0.1:1\"\n", nil, "listen", "", "anchors"},
 		{"bad log level", "log: {level: loud}\n", nil, "log.level", "loud", "debug"},
 		{"env unknown", "", []string{"WSGATE_LISTN=x"}, "WSGATE_LISTN", "", "unknown variable"},
+		{"env unknown beside a named secret", "upstreams: {app: {url: \"http://app/\", secret_env: WSGATE_UPSTREAM_SECRET}}\n", []string{"WSGATE_UPSTREAM_SECRET=0123456789abcdef", "WSGATE_UPSTREAM_SECRT=x"}, "WSGATE_UPSTREAM_SECRT", "", "no *_env key names it"},
 		{"env bad bool", "", []string{"WSGATE_ALLOW_ANONYMOUS=perhaps"}, "allow_anonymous", "perhaps", "from WSGATE_ALLOW_ANONYMOUS"},
 		{"env bad yaml", "", []string{"WSGATE_ROUTES={rpc: [}"}, "routes", "{rpc: [}", "YAML"},
 		{"env routes wrong shape", "", []string{"WSGATE_ROUTES=[1,2]"}, "routes", "", "mapping"},
@@ -153,6 +154,28 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Errorf("%q lacks %q", err, tc.inMsg)
 			}
 		})
+	}
+}
+
+// A variable with our prefix is not a typo when a *_env key names it:
+// WSGATE_UPSTREAM_SECRET is what the PHP example and the docs use.
+func TestParseConfigSecretVariablesWithPrefix(t *testing.T) {
+	yaml := `
+api: {listen: "127.0.0.1:9091", token_env: WSGATE_PUSH_TOKEN}
+events: {url: "http://app/events", secret_env: WSGATE_EVENTS_KEY}
+upstreams: {app: {url: "http://app/", secret_env: WSGATE_UPSTREAM_SECRET}}
+`
+	env := []string{"WSGATE_PUSH_TOKEN=a", "WSGATE_EVENTS_KEY=b", "WSGATE_UPSTREAM_SECRET=c"}
+	cfg, err := ParseConfig([]byte(yaml), "test.yaml", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstreams["app"].SecretEnv != "WSGATE_UPSTREAM_SECRET" || cfg.API.TokenEnv != "WSGATE_PUSH_TOKEN" || cfg.Events.SecretEnv != "WSGATE_EVENTS_KEY" {
+		t.Fatalf("got %+v %+v %+v", cfg.Upstreams, cfg.API, cfg.Events)
+	}
+	// The same variables without the keys that name them are typos.
+	if _, err := ParseConfig(nil, "test.yaml", env); err == nil || !strings.Contains(err.Error(), "WSGATE_EVENTS_KEY") {
+		t.Fatalf("got %v, want WSGATE_EVENTS_KEY refused", err)
 	}
 }
 

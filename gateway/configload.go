@@ -76,11 +76,21 @@ func ParseConfig(data []byte, source string, environ []string) (Config, error) {
 		root = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	}
 	d := &decoder{source: source, envOf: map[*yaml.Node]string{}}
-	if err := d.applyEnv(root, environ); err != nil {
+	unknown, err := d.applyEnv(root, environ)
+	if err != nil {
 		return cfg, err
 	}
 	if err := d.decode("", root, reflect.ValueOf(&cfg).Elem()); err != nil {
 		return cfg, err
+	}
+	// A secret's variable may carry our prefix (secret_env:
+	// WSGATE_UPSTREAM_SECRET is the natural name): it is known once the
+	// configuration names it.
+	named := cfg.secretVariables()
+	for _, name := range unknown {
+		if !named[name] {
+			return cfg, &ConfigError{Key: name, Source: "environment", Reason: "unknown variable: no configuration key has this name, and no *_env key names it"}
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
@@ -354,8 +364,9 @@ func EnvName(path string) string {
 // applyEnv overlays WSGATE_* variables onto the document. A value is read as
 // YAML of the key's type, so scalars are written plainly, lists either as
 // "a,b,c" or "[a, b]", and mappings (routes) as YAML flow or JSON. An unknown
-// WSGATE_ variable is an error: a typo would otherwise be silently ignored.
-func (d *decoder) applyEnv(root *yaml.Node, environ []string) error {
+// WSGATE_ variable is returned, sorted, for the caller to reject unless a
+// *_env key names it: a typo would otherwise be silently ignored.
+func (d *decoder) applyEnv(root *yaml.Node, environ []string) (unknown []string, err error) {
 	byEnv := map[string]ConfigKey{}
 	for _, k := range ConfigKeys() {
 		byEnv[k.Env] = k
@@ -369,19 +380,36 @@ func (d *decoder) applyEnv(root *yaml.Node, environ []string) error {
 		}
 		key, known := byEnv[name]
 		if !known {
-			return &ConfigError{Key: name, Source: "environment", Reason: "unknown variable: no configuration key has this name"}
+			unknown = append(unknown, name)
+			continue
 		}
 		if len(value) > maxConfigSize {
-			return &ConfigError{Key: key.Path, Source: "from " + name, Reason: "value too large"}
+			return nil, &ConfigError{Key: key.Path, Source: "from " + name, Reason: "value too large"}
 		}
 		node, err := envNode(key, value)
 		if err != nil {
-			return &ConfigError{Key: key.Path, Value: value, Source: "from " + name, Reason: err.Error()}
+			return nil, &ConfigError{Key: key.Path, Value: value, Source: "from " + name, Reason: err.Error()}
 		}
 		d.markEnv(node, name)
 		setPath(root, strings.Split(key.Path, "."), node)
 	}
-	return nil
+	return unknown, nil
+}
+
+// secretVariables returns the environment variables the *_env keys name.
+func (c *Config) secretVariables() map[string]bool {
+	named := map[string]bool{}
+	add := func(name string) {
+		if name != "" {
+			named[name] = true
+		}
+	}
+	add(c.API.TokenEnv)
+	add(c.Events.SecretEnv)
+	for _, u := range c.Upstreams {
+		add(u.SecretEnv)
+	}
+	return named
 }
 
 func envNode(key ConfigKey, value string) (*yaml.Node, error) {
