@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
 )
 
@@ -449,6 +450,7 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	s.metrics.Handshakes.WithLabelValues(h.outcome).Inc()
 	if err != nil {
 		s.releaseUser(h.userKey)
+		s.abandon(&h, upstream.ReasonError)
 		s.log.Debug("handshake refused", "outcome", h.outcome, "err", err)
 		ec.writeAndClose(resp.Bytes())
 		return

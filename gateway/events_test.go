@@ -33,7 +33,8 @@ type recordedEvent struct {
 		Protocol   string          `json:"protocol"`
 		RemoteAddr string          `json:"remote_addr"`
 		Extra      json.RawMessage `json:"extra"`
-		Reason     string          `json:"reason"`
+		Reason      string          `json:"reason"`
+		ConnectedAt string          `json:"connected_at"`
 	} `json:"connection"`
 	Mode string // X-Test-Mode header forwarded from the handshake
 }
@@ -159,6 +160,9 @@ func TestConnectionEvents(t *testing.T) {
 			string(disc.Connection.Extra) != `{"plan":"gold"}` || disc.Connection.WAMPID == "" {
 			t.Fatalf("disconnect event %+v", disc)
 		}
+		if disc.Connection.ConnectedAt == "" || disc.Connection.ConnectedAt != conn.Connection.ConnectedAt {
+			t.Fatalf("connected_at %q in the disconnect event, %q in the connect event", disc.Connection.ConnectedAt, conn.Connection.ConnectedAt)
+		}
 
 		// Drain: the event is sent before Shutdown returns.
 		if _, err := dialRaw(t, addr, nil); err != nil {
@@ -203,3 +207,79 @@ func serveServer(t *testing.T, srv *Server, listen string) string {
 }
 
 func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// A connection the app accepted but that never went live, because the
+// gateway began to drain while the app was deciding, still gets its
+// disconnect event: the app's connect/disconnect pairs stay whole.
+func TestConnectionEventsAbandonedHandshake(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		var srv *Server
+		got := make(chan recordedEvent, 8)
+		shutdownDone := make(chan error, 1)
+		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			var ev recordedEvent
+			if err := json.Unmarshal(body, &ev); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			got <- ev
+			if ev.Event == "connect" {
+				// Drain starts while the handshake waits for this answer.
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					shutdownDone <- srv.Shutdown(ctx)
+				}()
+				for deadline := time.Now().Add(10 * time.Second); !srv.isDraining(); {
+					if time.Now().After(deadline) {
+						t.Error("Shutdown did not start draining")
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+				io.WriteString(w, `{"accept":true}`)
+				return
+			}
+			io.WriteString(w, `{}`)
+		}))
+		defer app.Close()
+		cfg := DefaultConfig()
+		cfg.Transport.Mode = mode
+		cfg.Listen = "127.0.0.1:0"
+		cfg.Session.Files.Path = t.TempDir()
+		cfg.Events.URL = app.URL
+		cfg.Events.Secret = eventsSecret
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if srv, err = New(cfg, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		ln, err := netListen(cfg.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+
+		// The client gets no WAMP session; whatever it sees is fine.
+		d := ws.Dialer{Protocols: []string{"wamp"}, Timeout: 10 * time.Second}
+		if nc, _, _, err := d.Dial(context.Background(), "ws://"+ln.Addr().String()+"/"); err == nil {
+			nc.Close()
+		}
+		if err := <-shutdownDone; err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+		conn := nextEvent(t, got)
+		disc := nextEvent(t, got)
+		if conn.Event != "connect" || disc.Event != "disconnect" || disc.Connection.ConnID != conn.Connection.ConnID ||
+			disc.Connection.Reason != "drain" || disc.Connection.ConnectedAt != conn.Connection.ConnectedAt {
+			t.Fatalf("events %+v then %+v", conn, disc)
+		}
+	})
+}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/wsgate/wsgate/gateway/upstream"
 )
 
 // Goroutine mode: each connection has a reader goroutine that runs its
@@ -103,7 +105,9 @@ func (s *Server) serveConn(nc net.Conn) {
 	<-s.handshakes
 	s.metrics.Handshakes.WithLabelValues(h.outcome).Inc()
 	if err != nil {
+		// Past admit, only the 101's write fails: the app was told.
 		s.releaseUser(h.userKey)
+		s.abandon(&h, upstream.ReasonError)
 		s.log.Debug("handshake refused", "remote", nc.RemoteAddr().String(), "outcome", h.outcome, "err", err)
 		nc.Close()
 		return

@@ -383,6 +383,7 @@ type handshake struct {
 	connID      string            // the connection id, fixed by admit
 	remote      string            // the peer's address, kept only for the connect event
 	connectedAt time.Time         // when the connect event was sent
+	announced   bool              // the app accepted the connect event: it is owed a disconnect
 	deflate     *wsflate.Extension
 }
 
@@ -590,7 +591,25 @@ func (s *Server) askApp(ctx context.Context, h *handshake) error {
 		return reject(status, reason)
 	}
 	h.info.Extra = d.Extra
+	h.announced = true
 	return nil
+}
+
+// abandon ends a handshake the app was told about (connect event accepted)
+// but that never became a live connection: the upgrade's answer could not
+// be written, or the gateway began to drain meanwhile. The app still gets
+// the disconnect event it is owed, so its bookkeeping of connect and
+// disconnect pairs stays whole.
+func (s *Server) abandon(h *handshake, reason string) {
+	if !h.announced || s.events == nil || !s.cfg.Events.Disconnect {
+		return
+	}
+	h.announced = false
+	s.events.Disconnected(upstream.ConnEvent{
+		ConnID: h.connID, Firewall: h.info.Firewall, UserIdentifier: h.info.UserIdentifier,
+		Anonymous: h.info.Anonymous, Roles: h.info.Roles, Protocol: h.proto.Subprotocol(),
+		ConnectedAt: h.connectedAt, Extra: h.info.Extra, Reason: reason,
+	})
 }
 
 // register makes an upgraded connection live: it is tracked for drain,
@@ -604,7 +623,10 @@ func (s *Server) register(c *conn, h *handshake) bool {
 	c.userKey = h.userKey
 	c.sessionID = h.sessionID
 	c.ident = h.ident
-	c.connectedAt = time.Now()
+	c.connectedAt = h.connectedAt // the connect event's, so both events agree
+	if c.connectedAt.IsZero() {
+		c.connectedAt = time.Now()
+	}
 	c.ctx = s.baseCtx
 	c.fr.maxMessage = s.cfg.Limits.MaxMessageSize
 	c.fr.deflate = h.compressed()
@@ -614,6 +636,8 @@ func (s *Server) register(c *conn, h *handshake) bool {
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
+		s.releaseUser(h.userKey)
+		s.abandon(h, upstream.ReasonDrain)
 		return false
 	}
 	s.conns[c] = struct{}{}
