@@ -10,7 +10,7 @@ TESTFLAGS ?= -race -count=1 -timeout 15m
 # into a binary built with the same flags (e.g. make build plugins BUILDFLAGS=-race).
 BUILDFLAGS ?=
 
-.PHONY: all build plugins run test services vet gotest fuzz-smoke bench clean
+.PHONY: all build plugins run test services vet gotest fuzz-smoke bench image image-plugins chart-test clean
 
 all: build
 
@@ -58,6 +58,20 @@ fuzz-smoke:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Container images (Dockerfile): the static, distroless default, and the
+# glibc image whose gateway and plugins are built together so they load.
+image:
+	docker build --build-arg VERSION=$(VERSION) -t wsgate:$(VERSION) .
+
+image-plugins:
+	docker build --target plugins --build-arg VERSION=$(VERSION) -t wsgate:$(VERSION)-plugins .
+
+# helm lint --strict and helm template on every example values file, and
+# the checks on the rendered manifests (helm is built from the module proxy
+# into ~/.cache/wsgate-test on first use); part of `make test` too.
+chart-test:
+	$(GO) test $(TESTFLAGS) -run Chart ./test/
 
 clean:
 	rm -rf bin
