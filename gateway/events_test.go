@@ -26,13 +26,13 @@ const eventsSecret = "events-secret-0123456789"
 type recordedEvent struct {
 	Event      string `json:"event"`
 	Connection struct {
-		ConnID     string          `json:"conn_id"`
-		WAMPID     string          `json:"wamp_session_id"`
-		User       string          `json:"user_identifier"`
-		Anonymous  bool            `json:"anonymous"`
-		Protocol   string          `json:"protocol"`
-		RemoteAddr string          `json:"remote_addr"`
-		Extra      json.RawMessage `json:"extra"`
+		ConnID      string          `json:"conn_id"`
+		WAMPID      string          `json:"wamp_session_id"`
+		User        string          `json:"user_identifier"`
+		Anonymous   bool            `json:"anonymous"`
+		Protocol    string          `json:"protocol"`
+		RemoteAddr  string          `json:"remote_addr"`
+		Extra       json.RawMessage `json:"extra"`
 		Reason      string          `json:"reason"`
 		ConnectedAt string          `json:"connected_at"`
 	} `json:"connection"`

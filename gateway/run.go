@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,9 +39,25 @@ func CheckConfig(cfg Config, handlers *handler.Registry) error {
 		return err
 	}
 	if err := wamp.CheckRoutes(cfg.Routes, handlers); err != nil {
-		return fmt.Errorf("routes: %w", err)
+		return routesError(err)
 	}
 	return nil
+}
+
+// upstreamHandlerPrefix starts the handler name of every upstream route.
+const upstreamHandlerPrefix = "upstream."
+
+// routesError says where a missing handler should have come from: the
+// usual cause is a plugin left out of plugins: or an upstream not defined.
+func routesError(err error) error {
+	var u *wamp.UnknownHandlerError
+	if !errors.As(err, &u) {
+		return fmt.Errorf("routes: %w", err)
+	}
+	if name, ok := strings.CutPrefix(u.Handler, upstreamHandlerPrefix); ok {
+		return fmt.Errorf("routes: %w; define upstreams.%s to forward this route to the app", err, name)
+	}
+	return fmt.Errorf("routes: %w; is the Go plugin that registers it listed under plugins: (e.g. plugins: [bin/plugins/acme.so] for acme.*, built by make plugins)?", err)
 }
 
 // Run serves the gateway until ctx is cancelled, then drains it within
@@ -177,7 +194,7 @@ func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv f
 				return &ConfigError{Key: key + ".secret_env", Value: u.SecretEnv, Reason: "names an empty or unset variable"}
 			}
 		}
-		up, err := upstream.New("upstream."+name, upstream.Config{
+		up, err := upstream.New(upstreamHandlerPrefix+name, upstream.Config{
 			URL: u.URL, Secret: []byte(secret), Timeout: u.Timeout, MaxConcurrent: u.MaxConcurrent,
 			NotifyUnsubscribe: u.NotifyUnsubscribe, ForwardHeaders: u.ForwardHeaders, Observer: obs,
 		}, client)

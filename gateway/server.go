@@ -172,7 +172,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		nodeCfg.Relay = nodeRelay{s.fanout}
 	}
 	if s.node, err = wamp.NewNode(nodeCfg); err != nil {
-		return nil, fmt.Errorf("routes: %w", err)
+		return nil, routesError(err)
 	}
 	s.directory = s.node.Clients()
 	if cluster != nil {

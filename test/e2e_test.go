@@ -353,7 +353,8 @@ func TestConfigErrorsNameKey(t *testing.T) {
 		{"impossible value", "limits:\n  max_connections: 0\n", nil, []string{"limits.max_connections", `"0"`}},
 		{"bad env value", "", []string{"WSGATE_ALLOW_ANONYMOUS=maybe"}, []string{"allow_anonymous", `"maybe"`, "WSGATE_ALLOW_ANONYMOUS"}},
 		{"unknown env", "", []string{"WSGATE_SESSION_COOKY=x"}, []string{"WSGATE_SESSION_COOKY", "unknown"}},
-		{"unknown handler", "routes:\n  rpc:\n    r1: {pattern: \"a/{method}\", handler: nope}\n", nil, []string{"r1", "nope"}},
+		{"unknown handler", "routes:\n  rpc:\n    r1: {pattern: \"a/{method}\", handler: nope}\n", nil, []string{"r1", "nope", "listed under plugins:"}},
+		{"undefined upstream", "routes:\n  rpc:\n    r1: {pattern: \"a/{method}\", handler: upstream.app}\n", nil, []string{"r1", "upstream.app", "define upstreams.app"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, errOut, code := runWsgate(t, tc.env, "config", "check", "--config", write(tc.file))

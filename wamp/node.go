@@ -261,13 +261,38 @@ func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler
 		return h, ok
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withKnown(err, reg.RPCNames())
 	}
 	topicRoutes, err := compileRoutes("topic", routes.Topics, reg.Topic)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withKnown(err, reg.TopicNames())
 	}
 	return rpcRoutes, topicRoutes, nil
+}
+
+// UnknownHandlerError is a route naming a handler nobody registered,
+// typically a plugin missing from the configuration or a misspelling.
+type UnknownHandlerError struct {
+	Kind    string   // "rpc" or "topic"
+	Route   string   // the route's name
+	Handler string   // the handler it names
+	Known   []string // the handlers of that kind that are registered
+}
+
+func (e *UnknownHandlerError) Error() string {
+	known := "none are registered"
+	if len(e.Known) > 0 {
+		known = "registered: " + strings.Join(e.Known, ", ")
+	}
+	return fmt.Sprintf("wamp: %s route %q: unknown %s handler %q (%s)", e.Kind, e.Route, e.Kind, e.Handler, known)
+}
+
+func withKnown(err error, known []string) error {
+	var u *UnknownHandlerError
+	if errors.As(err, &u) {
+		u.Known = known
+	}
+	return err
 }
 
 func newRPCHandler(h handler.RPC) (*rpcHandler, error) {

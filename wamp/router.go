@@ -222,7 +222,7 @@ func (rt *router[H]) add(kind, name string, rc RouteConfig, lookup func(string) 
 	}
 	h, ok := lookup(rc.Handler)
 	if !ok {
-		return fail("unknown %s handler %q", kind, rc.Handler)
+		return &UnknownHandlerError{Kind: kind, Route: name, Handler: rc.Handler}
 	}
 	segs, err := parsePattern(rc.Pattern)
 	if err != nil {
