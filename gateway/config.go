@@ -86,6 +86,19 @@ type UpstreamConfig struct {
 	// ForwardHeaders are handshake request headers (e.g. Cookie) copied
 	// onto every request, so the app can see the browser's own session.
 	ForwardHeaders []string `yaml:"forward_headers"`
+	// Routes gives single routes of this upstream (by route name) a
+	// timeout of their own and a concurrency bound within MaxConcurrent,
+	// so a slow route cannot take every slot from the others.
+	Routes map[string]UpstreamRouteConfig `yaml:"routes"`
+}
+
+// UpstreamRouteConfig is one route's limits on its upstream.
+type UpstreamRouteConfig struct {
+	// Timeout replaces the upstream's timeout for this route; 0 keeps it.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxConcurrent bounds this route's requests in flight; 0: only the
+	// upstream's bound applies.
+	MaxConcurrent int `yaml:"max_concurrent"`
 }
 
 // OriginsConfig is the Origin allow-list. A handshake without an Origin

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -243,5 +244,46 @@ func TestRouteAccessRulesParse(t *testing.T) {
 	}
 	if _, err := ParseConfig([]byte("routes:\n  topics:\n    t: {anonymous: nope}\n"), "t.yaml", nil); err == nil || !strings.Contains(err.Error(), "routes.topics.t.anonymous") {
 		t.Errorf("bad anonymous: %v", err)
+	}
+}
+
+// upstreams.<name>.routes must name routes that use that upstream: a
+// misspelt route would otherwise silently keep the upstream's limits.
+func TestUpstreamRouteLimitsConfig(t *testing.T) {
+	base := `
+upstreams:
+  app: {url: "http://127.0.0.1:1/", secret: 0123456789abcdef, routes: {%s}}
+  other: {url: "http://127.0.0.1:1/", secret: 0123456789abcdef}
+routes:
+  rpc:
+    report: {pattern: "app/report", handler: upstream.app}
+    misc: {pattern: "misc/{method}", handler: upstream.other}
+  topics:
+    chat: {pattern: "chat/{room}", handler: upstream.app}
+`
+	for _, tc := range []struct {
+		routes   string
+		key, val string // "" when it is accepted
+		inMsg    string
+	}{
+		{"report: {timeout: 30s, max_concurrent: 2}, chat: {max_concurrent: 8}", "", "", ""},
+		{"reprot: {timeout: 30s}", "upstreams.app.routes", "reprot", "names no route"},
+		{"misc: {timeout: 30s}", "upstreams.app.routes", "misc", "upstream.app"},
+		{"report: {max_concurrent: -1}", "upstreams.app", "", "routes.report.max_concurrent"},
+	} {
+		cfg, err := ParseConfig([]byte(fmt.Sprintf(base, tc.routes)), "test.yaml", nil)
+		if err == nil {
+			err = CheckConfig(cfg, nil)
+		}
+		if tc.key == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.routes, err)
+			}
+			continue
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Key != tc.key || ce.Value != tc.val || !strings.Contains(err.Error(), tc.inMsg) {
+			t.Errorf("%s: got %v, want key %q value %q mentioning %q", tc.routes, err, tc.key, tc.val, tc.inMsg)
+		}
 	}
 }

@@ -35,7 +35,7 @@ func CheckConfig(cfg Config, handlers *handler.Registry) error {
 	if handlers == nil {
 		handlers = handler.NewRegistry()
 	}
-	if err := addUpstreams(cfg.Upstreams, handlers, os.Getenv, nil); err != nil {
+	if err := addUpstreams(cfg.Upstreams, cfg.Routes, handlers, os.Getenv, nil); err != nil {
 		return err
 	}
 	if err := wamp.CheckRoutes(cfg.Routes, handlers); err != nil {
@@ -164,8 +164,9 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 
 // addUpstreams registers one handler per configured upstream, named
 // "upstream.<name>" for routes to refer to. All upstreams share one
-// keep-alive pool.
-func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv func(string) string, obs upstream.RequestObserver) error {
+// keep-alive pool. routes are the gateway's, against which the upstreams'
+// per-route limits are checked.
+func addUpstreams(ups map[string]UpstreamConfig, routes wamp.RoutesConfig, reg *handler.Registry, getenv func(string) string, obs upstream.RequestObserver) error {
 	if len(ups) == 0 {
 		return nil
 	}
@@ -194,9 +195,24 @@ func addUpstreams(ups map[string]UpstreamConfig, reg *handler.Registry, getenv f
 				return &ConfigError{Key: key + ".secret_env", Value: u.SecretEnv, Reason: "names an empty or unset variable"}
 			}
 		}
+		var limits map[string]upstream.RouteLimits
+		for route, rl := range u.Routes {
+			rc, ok := routes.RPC[route]
+			if !ok {
+				rc, ok = routes.Topics[route]
+			}
+			if !ok || rc.Handler != upstreamHandlerPrefix+name {
+				return &ConfigError{Key: key + ".routes", Value: route, Reason: "names no route whose handler is " + upstreamHandlerPrefix + name}
+			}
+			if limits == nil {
+				limits = map[string]upstream.RouteLimits{}
+			}
+			limits[route] = upstream.RouteLimits{Timeout: rl.Timeout, MaxConcurrent: rl.MaxConcurrent}
+		}
 		up, err := upstream.New(upstreamHandlerPrefix+name, upstream.Config{
 			URL: u.URL, Secret: []byte(secret), Timeout: u.Timeout, MaxConcurrent: u.MaxConcurrent,
 			NotifyUnsubscribe: u.NotifyUnsubscribe, ForwardHeaders: u.ForwardHeaders, Observer: obs,
+			Routes: limits,
 		}, client)
 		if err != nil {
 			return &ConfigError{Key: key, Reason: err.Error()}

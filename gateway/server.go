@@ -111,7 +111,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		handlers = handler.NewRegistry()
 	}
 	m := metrics.New(reg)
-	if err := addUpstreams(cfg.Upstreams, handlers, os.Getenv, upstreamObserver{m}); err != nil {
+	if err := addUpstreams(cfg.Upstreams, cfg.Routes, handlers, os.Getenv, upstreamObserver{m}); err != nil {
 		return nil, err
 	}
 	origins, err := NewOriginPolicy(cfg.Origins)

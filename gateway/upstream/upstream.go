@@ -40,13 +40,16 @@
 // application's URI, description, code and details). Anything else fails with
 // a *handler.Error the gateway makes itself:
 //
-//	503 URIBusy      the route's MaxConcurrent requests are in flight
-//	504 URITimeout   no complete reply within Config.Timeout
+//	503 URIBusy      the upstream's (or the route's, Config.Routes)
+//	                 MaxConcurrent requests are in flight
+//	504 URITimeout   no complete reply within Config.Timeout (or the
+//	                 route's)
 //	502 URIBadGateway non-2xx status, unreachable upstream, or a reply
 //	                 that is not valid for the request (too large, not JSON,
 //	                 wrong fields)
 //
-// Each Upstream has its own concurrency limit and timeout, so a slow or dead
+// Each Upstream has its own concurrency limit and timeout, and each route
+// may have its own within them (Config.Routes), so a slow or dead
 // application on one route fails that route's calls within its timeout and
 // does not hold up calls to other routes.
 package upstream
@@ -122,6 +125,27 @@ type Config struct {
 	NotifyUnsubscribe bool
 	// Observer, when set, hears about every request for metrics.
 	Observer RequestObserver
+	// Routes overrides Timeout and adds a concurrency limit for the
+	// requests of single gateway routes (by route name), so that one slow
+	// route (a report) cannot take every slot of the upstream from the
+	// others (chat). A request takes its route's slot, then one of the
+	// upstream's; both waits share QueueWait.
+	Routes map[string]RouteLimits
+}
+
+// RouteLimits are the limits of one route's requests to an upstream.
+type RouteLimits struct {
+	// Timeout replaces Config.Timeout for the route; zero keeps it.
+	Timeout time.Duration
+	// MaxConcurrent bounds the route's requests in flight; zero means only
+	// the upstream's MaxConcurrent applies.
+	MaxConcurrent int
+}
+
+// routeLimits is RouteLimits resolved: slots is nil without a route bound.
+type routeLimits struct {
+	timeout time.Duration
+	slots   chan struct{}
 }
 
 // RequestObserver hears how each upstream request ended. route is the
@@ -168,6 +192,7 @@ type Upstream struct {
 	notify  bool
 	client  *http.Client
 	slots   chan struct{}
+	routes  map[string]routeLimits
 	now     func() time.Time
 	obs     RequestObserver
 }
@@ -268,6 +293,24 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 			return nil, bad("methods", "empty method name")
 		}
 	}
+	routes := map[string]routeLimits{}
+	for route, rl := range c.Routes {
+		field := "routes." + route
+		if rl.Timeout < 0 {
+			return nil, bad(field+".timeout", "must not be negative, got %v", rl.Timeout)
+		}
+		if rl.MaxConcurrent < 0 {
+			return nil, bad(field+".max_concurrent", "must not be negative, got %d", rl.MaxConcurrent)
+		}
+		lim := routeLimits{timeout: rl.Timeout}
+		if lim.timeout == 0 {
+			lim.timeout = c.Timeout
+		}
+		if rl.MaxConcurrent > 0 {
+			lim.slots = make(chan struct{}, rl.MaxConcurrent)
+		}
+		routes[route] = lim
+	}
 	if client == nil {
 		client = &http.Client{
 			Transport: NewTransport(c.MaxConcurrent),
@@ -288,6 +331,7 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 		notify:  c.NotifyUnsubscribe,
 		client:  client,
 		slots:   make(chan struct{}, c.MaxConcurrent),
+		routes:  routes,
 		now:     time.Now,
 		obs:     c.Observer,
 	}, nil
@@ -474,25 +518,58 @@ func gatewayError(code int, uri, desc string) *handler.Error {
 	return &handler.Error{Code: code, URI: uri, Desc: desc}
 }
 
-// acquire takes a concurrency slot, waiting at most u.wait.
-func (u *Upstream) acquire(ctx context.Context) error {
+// acquire takes a slot of slots (the upstream's or a route's). When none
+// is free it waits until *wait fires, starting that QueueWait timer if no
+// earlier acquire of the same request did: the fast path makes no timer.
+func (u *Upstream) acquire(ctx context.Context, slots chan struct{}, wait **time.Timer) error {
 	select {
-	case u.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return nil
 	default:
 	}
 	if u.wait <= 0 {
 		return gatewayError(503, URIBusy, "upstream busy")
 	}
-	t := time.NewTimer(u.wait)
-	defer t.Stop()
+	if *wait == nil {
+		*wait = time.NewTimer(u.wait)
+	}
 	select {
-	case u.slots <- struct{}{}:
+	case slots <- struct{}{}:
 		return nil
-	case <-t.C:
+	case <-(*wait).C:
 		return gatewayError(503, URIBusy, "upstream busy")
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// acquireAll takes the route's slot, when it has a bound, and then the
+// upstream's, within one QueueWait; releaseAll gives them back.
+func (u *Upstream) acquireAll(ctx context.Context, route chan struct{}) error {
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	if route != nil {
+		if err := u.acquire(ctx, route, &wait); err != nil {
+			return err
+		}
+	}
+	if err := u.acquire(ctx, u.slots, &wait); err != nil {
+		if route != nil {
+			<-route
+		}
+		return err
+	}
+	return nil
+}
+
+func (u *Upstream) releaseAll(route chan struct{}) {
+	<-u.slots
+	if route != nil {
+		<-route
 	}
 }
 
@@ -540,12 +617,16 @@ func (u *Upstream) send(parent context.Context, c handler.Client, b *requestBody
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: encode request: %w", u.name, err)
 	}
-	ctx, cancel := context.WithTimeout(parent, u.timeout)
+	timeout, routeSlots := u.timeout, chan struct{}(nil)
+	if lim, ok := u.routes[b.Route]; ok {
+		timeout, routeSlots = lim.timeout, lim.slots
+	}
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
-	if err := u.acquire(ctx); err != nil {
+	if err := u.acquireAll(ctx, routeSlots); err != nil {
 		return nil, u.ctxError(parent, ctx, err)
 	}
-	defer func() { <-u.slots }()
+	defer u.releaseAll(routeSlots)
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.url, bytes.NewReader(payload))
 	if err != nil {
