@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +20,8 @@ import (
 type bench struct {
 	cfg *config
 	log io.Writer
-	gw  gateway
+	gw  *gateway   // the first target's
+	gws []*gateway // one per target
 
 	srcNext atomic.Uint64
 
@@ -31,16 +34,13 @@ type bench struct {
 }
 
 func newBench(cfg *config, log io.Writer) *bench {
-	return &bench{
-		cfg:  cfg,
-		log:  log,
-		errs: map[string]int64{},
-		gw: gateway{
-			pid:     cfg.GatewayPID,
-			metrics: cfg.Metrics,
-			hc:      &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}},
-		},
+	b := &bench{cfg: cfg, log: log, errs: map[string]int64{}}
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	for _, t := range cfg.targets {
+		b.gws = append(b.gws, &gateway{pid: t.pid, metrics: t.metrics, hc: hc})
 	}
+	b.gw = b.gws[0]
+	return b
 }
 
 // report is what a run prints.
@@ -58,10 +58,46 @@ type report struct {
 	Before *sample `json:"before,omitempty"`
 	After  *sample `json:"after,omitempty"`
 	// End is idle's sample at the end of the hold (--duration).
-	End               *sample  `json:"end,omitempty"`
-	WindowSeconds     float64  `json:"window_s"`
+	End           *sample `json:"end,omitempty"`
+	WindowSeconds float64 `json:"window_s"`
+	// GatewayCPUSeconds is the CPU every target gateway used over the
+	// window, summed.
 	GatewayCPUSeconds *float64 `json:"gateway_cpu_seconds,omitempty"`
 	ToolCPUSeconds    float64  `json:"tool_cpu_seconds"`
+	// Gateways has one entry per target when there are several (broadcast
+	// across replicas); the first is the one Gateway, Before and After
+	// describe.
+	Gateways []*gatewayReport `json:"gateways,omitempty"`
+	// OtherProcesses are the --extra-pid processes' CPU over the window.
+	OtherProcesses []*procReport `json:"other_processes,omitempty"`
+}
+
+// gatewayReport is one target gateway's share of a run with several.
+type gatewayReport struct {
+	Target    string `json:"target"`
+	PID       int    `json:"pid,omitempty"`
+	PIDSource string `json:"pid_source"`
+	// Publisher is set on the target the publisher is connected to.
+	Publisher          bool         `json:"publisher,omitempty"`
+	Subscribers        int64        `json:"subscribers"`
+	ExpectedDeliveries int64        `json:"expected_deliveries"`
+	Delivered          int64        `json:"delivered"`
+	Lost               int64        `json:"lost"`
+	DeliveriesPerSec   float64      `json:"deliveries_per_s"`
+	Delivery           *percentiles `json:"delivery_latency,omitempty"`
+	CPUSeconds         *float64     `json:"cpu_seconds,omitempty"`
+	CPUPerDeliveryUs   *float64     `json:"cpu_per_delivery_us,omitempty"`
+	Before             *sample      `json:"before,omitempty"`
+	After              *sample      `json:"after,omitempty"`
+}
+
+// procReport is another process' CPU over the measured window.
+type procReport struct {
+	PID        int      `json:"pid"`
+	Name       string   `json:"name,omitempty"`
+	CPUSeconds *float64 `json:"cpu_seconds,omitempty"`
+	Error      string   `json:"error,omitempty"`
+	before     *float64
 }
 
 // results holds every scenario's figures; each fills its own.
@@ -122,18 +158,31 @@ func (b *bench) source() net.IP {
 
 func (b *bench) run(ctx context.Context) (*report, error) {
 	rep := &report{Scenario: b.cfg.Scenario, Params: b.cfg}
-	switch {
-	case b.cfg.GatewayPID > 0:
-		rep.Gateway.PID, rep.Gateway.PIDSource = b.cfg.GatewayPID, "flag"
-	default:
-		pid, err := findListener(b.cfg.port)
-		if err != nil {
-			rep.Gateway.PIDSource = "not found: " + err.Error()
-			fmt.Fprintln(b.log, "wsgate-bench: gateway process:", err, "(no CPU/RSS figures)")
-		} else {
-			b.gw.pid = pid
-			rep.Gateway.PID, rep.Gateway.PIDSource = pid, "listening port"
+	for i, t := range b.cfg.targets {
+		pid, source := t.pid, "flag"
+		if pid <= 0 {
+			p, err := findListener(t.port)
+			if err != nil {
+				source = "not found: " + err.Error()
+				fmt.Fprintf(b.log, "wsgate-bench: gateway process of %s: %v (no CPU/RSS figures)\n", t.dialAddr, err)
+			} else {
+				pid, source = p, "listening port"
+			}
 		}
+		b.gws[i].pid = pid
+		if i == 0 {
+			rep.Gateway.PID, rep.Gateway.PIDSource = pid, source
+		}
+		if len(b.cfg.targets) > 1 {
+			rep.Gateways = append(rep.Gateways, &gatewayReport{Target: t.url, PID: pid, PIDSource: source})
+		}
+	}
+	for _, pid := range b.cfg.ExtraPIDs {
+		pr := &procReport{PID: pid}
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil {
+			pr.Name = strings.TrimSpace(string(comm))
+		}
+		rep.OtherProcesses = append(rep.OtherProcesses, pr)
 	}
 	var err error
 	switch b.cfg.Scenario {
@@ -158,7 +207,63 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		rep.GatewayCPUSeconds = &d
 		rep.WindowSeconds = rep.After.At.Sub(rep.Before.At).Seconds()
 	}
+	if len(rep.Gateways) > 0 {
+		// Several gateways: the sum, or nothing when one is unknown.
+		var sum float64
+		for _, g := range rep.Gateways {
+			if g.CPUSeconds == nil {
+				rep.GatewayCPUSeconds = nil
+				break
+			}
+			sum += *g.CPUSeconds
+			rep.GatewayCPUSeconds = &sum
+		}
+	}
 	return rep, err
+}
+
+// sampleBefore takes the samples that open the measured window: every
+// gateway and every --extra-pid process.
+func (b *bench) sampleBefore(ctx context.Context, rep *report) {
+	rep.Before = b.gw.take(ctx)
+	for i, g := range rep.Gateways {
+		if i == 0 {
+			g.Before = rep.Before
+		} else {
+			g.Before = b.gws[i].take(ctx)
+		}
+	}
+	for _, p := range rep.OtherProcesses {
+		if cpu, err := readCPU(p.PID); err == nil {
+			p.before = &cpu
+		} else {
+			p.Error = err.Error()
+		}
+	}
+}
+
+// sampleAfter closes the window and works out each process' CPU over it.
+func (b *bench) sampleAfter(ctx context.Context, rep *report) {
+	rep.After = b.gw.take(ctx)
+	for i, g := range rep.Gateways {
+		if i == 0 {
+			g.After = rep.After
+		} else {
+			g.After = b.gws[i].take(ctx)
+		}
+		if g.Before != nil && g.After != nil && g.Before.CPUSeconds != nil && g.After.CPUSeconds != nil {
+			d := *g.After.CPUSeconds - *g.Before.CPUSeconds
+			g.CPUSeconds = &d
+		}
+	}
+	for _, p := range rep.OtherProcesses {
+		if cpu, err := readCPU(p.PID); err == nil && p.before != nil {
+			d := cpu - *p.before
+			p.CPUSeconds = &d
+		} else if err != nil {
+			p.Error = err.Error()
+		}
+	}
 }
 
 // opener opens connections [from, from+n) with cfg.Concurrency workers,
@@ -168,6 +273,9 @@ type opener struct {
 	from, n int
 	rate    float64
 	onOpen  func(c *client)
+	// target picks the target (an index of cfg.targets) of client idx;
+	// nil means the first.
+	target func(idx int) int
 }
 
 // open returns the number of connections opened and how long it took.
@@ -193,8 +301,12 @@ func (b *bench) open(ctx context.Context, o opener, hs *hist) (int64, time.Durat
 						return
 					}
 				}
+				t := &b.cfg.targets[0]
+				if o.target != nil {
+					t = &b.cfg.targets[o.target(o.from+i)]
+				}
 				t0 := time.Now()
-				c, err := dial(ctx, b.cfg, o.from+i, b.source())
+				c, err := dial(ctx, b.cfg, t, o.from+i, b.source())
 				if err != nil {
 					if ctx.Err() == nil {
 						attempted.Add(1)
@@ -379,7 +491,7 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 	var p pool
 	defer b.closeAll(&p)
 	hs := &hist{}
-	rep.Before = b.gw.take(ctx)
+	b.sampleBefore(ctx, rep)
 	if c := rep.Before.Connections; c != nil && *c > 0 {
 		fmt.Fprintf(b.log, "wsgate-bench: warning: the gateway already has %.0f connections; per-connection figures need a fresh gateway\n", *c)
 	}
@@ -400,7 +512,7 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 	}}, hs)
 	b.fillConnect(rep, n, took, hs)
 	sleepUntil(ctx, time.Now().Add(cfg.Settle))
-	rep.After = b.gw.take(ctx)
+	b.sampleAfter(ctx, rep)
 	rep.ToolCPUSeconds = selfCPU() - tool0
 	alive := n - b.dead.Load()
 	r := &rep.Results
@@ -434,7 +546,7 @@ func (b *bench) fillConnect(rep *report, n int64, took time.Duration, hs *hist) 
 func (b *bench) connect(ctx context.Context, rep *report) error {
 	cfg := b.cfg
 	hs := &hist{}
-	rep.Before = b.gw.take(ctx)
+	b.sampleBefore(ctx, rep)
 	tool0 := selfCPU()
 	run, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -447,7 +559,7 @@ func (b *bench) connect(ctx context.Context, rep *report) error {
 		c.closeAbort()
 	}}, hs)
 	b.settleConnections(ctx, rep.Before.Connections)
-	rep.After = b.gw.take(ctx)
+	b.sampleAfter(ctx, rep)
 	rep.ToolCPUSeconds = selfCPU() - tool0
 	b.fillConnect(rep, n, took, hs)
 	rep.Results.CPUPerHandshakeUs = perUnit(rep.Before, rep.After, n, cpuOf, 1e6)
@@ -495,9 +607,14 @@ func parseEvent(msg []byte) (seq, ts int64, ok bool) {
 }
 
 // broadcast subscribes cfg.Conns clients to cfg.Topic, then one more client
-// publishes cfg.PublishRate events/s for cfg.Duration. Before: after every
-// subscriber confirmed and the join announcements went quiet; After: when
-// every delivery arrived or --drain-timeout after the last publish.
+// publishes cfg.PublishRate events/s for cfg.Duration. With several targets
+// (replicas of one cluster) subscriber i goes to target i mod n and the
+// publisher to the first, so every other replica's subscribers are reached
+// through the cluster fan-out. Before: after every subscriber confirmed and
+// the join announcements went quiet (and at least --settle after the last
+// confirmation, which lets replicas subscribe to the fan-out channel);
+// After: when every delivery arrived or --drain-timeout after the last
+// publish.
 func (b *bench) broadcast(ctx context.Context, rep *report) error {
 	cfg := b.cfg
 	var p pool
@@ -505,13 +622,19 @@ func (b *bench) broadcast(ctx context.Context, rep *report) error {
 	hs, lat := &hist{}, &hist{}
 	var subscribed, setupDone, delivered, outOfOrder, joins atomic.Int64
 	var lastJoin, lastDelivery atomic.Int64
+	nt := len(cfg.targets)
+	per := make([]*targetCounts, nt)
+	for i := range per {
+		per[i] = &targetCounts{}
+	}
 	subscribe := []byte(`[5,"` + cfg.Topic + `"]`)
 
 	setupStart := time.Now()
 	setup, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
 	defer cancel()
-	n, took := b.open(setup, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, onOpen: func(c *client) {
+	n, took := b.open(setup, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, target: func(idx int) int { return idx % nt }, onOpen: func(c *client) {
 		p.add(c)
+		pt := per[c.idx%nt]
 		if err := c.writeText(subscribe); err != nil {
 			b.fail(kindOf(err))
 			setupDone.Add(1)
@@ -531,9 +654,13 @@ func (b *bench) broadcast(ctx context.Context, rep *report) error {
 		go b.drainLoop(c, func(msg []byte) {
 			if seq, ts, ok := parseEvent(msg); ok {
 				now := time.Now()
-				lat.record(now.Sub(time.Unix(0, ts)))
+				d := now.Sub(time.Unix(0, ts))
+				lat.record(d)
+				pt.lat.record(d)
 				delivered.Add(1)
+				pt.delivered.Add(1)
 				lastDelivery.Store(now.UnixNano())
+				pt.lastDelivery.Store(now.UnixNano())
 				if seq <= last {
 					outOfOrder.Add(1)
 				}
@@ -549,6 +676,7 @@ func (b *bench) broadcast(ctx context.Context, rep *report) error {
 				confirmed = true
 				if r == "ok" {
 					subscribed.Add(1)
+					pt.subscribed.Add(1)
 				} else {
 					b.fail(r)
 				}
@@ -561,7 +689,8 @@ func (b *bench) broadcast(ctx context.Context, rep *report) error {
 	for setup.Err() == nil && setupDone.Load() < n-b.dead.Load() {
 		sleepUntil(setup, time.Now().Add(20*time.Millisecond))
 	}
-	for setup.Err() == nil && time.Since(time.Unix(0, lastJoin.Load())) < cfg.Settle {
+	confirmedAt := time.Now().UnixNano()
+	for setup.Err() == nil && time.Since(time.Unix(0, max(lastJoin.Load(), confirmedAt))) < cfg.Settle {
 		sleepUntil(setup, time.Now().Add(20*time.Millisecond))
 	}
 	if setup.Err() != nil && ctx.Err() == nil {
@@ -574,7 +703,8 @@ func (b *bench) broadcast(ctx context.Context, rep *report) error {
 		return ctx.Err()
 	}
 
-	// The publisher: one more client, subscribed to nothing.
+	// The publisher: one more client, subscribed to nothing, on the first
+	// target.
 	var pub *client
 	pn, _ := b.open(setup, opener{from: cfg.Conns, n: 1, onOpen: func(c *client) {
 		pub = c
@@ -591,7 +721,7 @@ func (b *bench) broadcast(ctx context.Context, rep *report) error {
 	joinsBefore := joins.Load()
 	total := max(int64(cfg.PublishRate*cfg.Duration.Seconds()), 1)
 	prefix := []byte(`[7,"` + cfg.Topic + `",`)
-	rep.Before = b.gw.take(ctx)
+	b.sampleBefore(ctx, rep)
 	tool0 := selfCPU()
 	start := time.Now()
 	var published int64
@@ -612,7 +742,7 @@ func (b *bench) broadcast(ctx context.Context, rep *report) error {
 	for delivered.Load() < expected && time.Since(lastPublish) < cfg.DrainTimeout && ctx.Err() == nil {
 		sleepUntil(ctx, time.Now().Add(5*time.Millisecond))
 	}
-	rep.After = b.gw.take(ctx)
+	b.sampleAfter(ctx, rep)
 	rep.ToolCPUSeconds = selfCPU() - tool0
 
 	r := &rep.Results
@@ -627,14 +757,56 @@ func (b *bench) broadcast(ctx context.Context, rep *report) error {
 		// Other EVENTs during the window (joins or leaves): not counted.
 		fmt.Fprintf(b.log, "wsgate-bench: %d join/leave events during the window\n", extra)
 	}
-	if ld := lastDelivery.Load(); ld > 0 && r.Delivered > 0 {
-		if d := time.Unix(0, ld).Sub(start).Seconds(); d > 0 {
-			r.DeliveriesPerSec = float64(r.Delivered) / d
-		}
-	}
+	r.DeliveriesPerSec = ratePerSec(r.Delivered, start, lastDelivery.Load())
 	r.Delivery = lat.summary()
 	r.CPUPerDeliveryUs = perUnit(rep.Before, rep.After, r.Delivered, cpuOf, 1e6)
+	if len(rep.Gateways) > 0 {
+		var cpu float64
+		cpuKnown := true
+		for i, g := range rep.Gateways {
+			pt := per[i]
+			g.Publisher = i == 0
+			g.Subscribers = pt.subscribed.Load()
+			g.ExpectedDeliveries = published * g.Subscribers
+			g.Delivered = pt.delivered.Load()
+			g.Lost = max(g.ExpectedDeliveries-g.Delivered, 0)
+			g.DeliveriesPerSec = ratePerSec(g.Delivered, start, pt.lastDelivery.Load())
+			g.Delivery = pt.lat.summary()
+			if g.CPUSeconds != nil {
+				cpu += *g.CPUSeconds
+				if g.Delivered > 0 {
+					v := *g.CPUSeconds / float64(g.Delivered) * 1e6
+					g.CPUPerDeliveryUs = &v
+				}
+			} else {
+				cpuKnown = false
+			}
+		}
+		// Every gateway's CPU per delivery, whichever replica delivered it.
+		r.CPUPerDeliveryUs = nil
+		if cpuKnown && r.Delivered > 0 {
+			v := cpu / float64(r.Delivered) * 1e6
+			r.CPUPerDeliveryUs = &v
+		}
+	}
 	return ctx.Err()
+}
+
+// targetCounts are one target's broadcast counters.
+type targetCounts struct {
+	subscribed, delivered, lastDelivery atomic.Int64
+	lat                                 hist
+}
+
+// ratePerSec is n over the time from start to the unix-ns instant last.
+func ratePerSec(n int64, start time.Time, last int64) float64 {
+	if last <= 0 || n <= 0 {
+		return 0
+	}
+	if d := time.Unix(0, last).Sub(start).Seconds(); d > 0 {
+		return float64(n) / d
+	}
+	return 0
 }
 
 // rpc runs cfg.Conns clients each calling sample/sum in a closed loop for
@@ -667,7 +839,7 @@ func (b *bench) rpc(ctx context.Context, rep *report) error {
 	if cfg.Rate > 0 {
 		maxTickets = max(int64(cfg.Rate*cfg.Duration.Seconds()), 1)
 	}
-	rep.Before = b.gw.take(ctx)
+	b.sampleBefore(ctx, rep)
 	tool0 := selfCPU()
 	start := time.Now()
 	end := start.Add(cfg.Duration)
@@ -707,7 +879,7 @@ func (b *bench) rpc(ctx context.Context, rep *report) error {
 	}
 	wg.Wait()
 	took = time.Since(start)
-	rep.After = b.gw.take(ctx)
+	b.sampleAfter(ctx, rep)
 	rep.ToolCPUSeconds = selfCPU() - tool0
 	r := &rep.Results
 	r.Calls = calls.Load()
@@ -742,7 +914,19 @@ func (rep *report) writeText(w io.Writer) {
 		fmt.Fprintf(w, "subscribers %d, published %d, delivered %d of %d (lost %d), %.0f deliveries/s\n",
 			r.Subscribers, r.Published, r.Delivered, r.ExpectedDeliveries, r.Lost, r.DeliveriesPerSec)
 		pct("delivery latency", r.Delivery)
-		f("gateway CPU per delivery", r.CPUPerDeliveryUs, " µs")
+		f("gateway CPU per delivery (all gateways)", r.CPUPerDeliveryUs, " µs")
+		for i, g := range rep.Gateways {
+			fmt.Fprintf(w, "gateway %d %s pid %d: subscribers %d, delivered %d of %d (lost %d), %.0f deliveries/s",
+				i+1, g.Target, g.PID, g.Subscribers, g.Delivered, g.ExpectedDeliveries, g.Lost, g.DeliveriesPerSec)
+			if g.CPUSeconds != nil {
+				fmt.Fprintf(w, ", CPU %.2f s", *g.CPUSeconds)
+			}
+			if g.Publisher {
+				fmt.Fprint(w, " (publisher)")
+			}
+			fmt.Fprintln(w)
+			pct(fmt.Sprintf("gateway %d delivery latency", i+1), g.Delivery)
+		}
 	}
 	if rep.Scenario == "rpc" {
 		fmt.Fprintf(w, "calls %d, %.0f calls/s\n", r.Calls, r.CallsPerSec)
@@ -750,6 +934,13 @@ func (rep *report) writeText(w io.Writer) {
 		f("gateway CPU per call", r.CPUPerCallUs, " µs")
 	}
 	f("gateway CPU over the window", rep.GatewayCPUSeconds, " s")
+	for _, p := range rep.OtherProcesses {
+		if p.CPUSeconds != nil {
+			fmt.Fprintf(w, "CPU of pid %d (%s) over the window: %.2f s\n", p.PID, p.Name, *p.CPUSeconds)
+		} else {
+			fmt.Fprintf(w, "CPU of pid %d (%s): unknown (%s)\n", p.PID, p.Name, p.Error)
+		}
+	}
 	fmt.Fprintf(w, "tool CPU over the window: %.2f s\n", rep.ToolCPUSeconds)
 	for _, s := range []struct {
 		name string

@@ -110,17 +110,11 @@ func TestScenariosAgainstGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the gateway")
 	}
-	testenv.StartAcmePlugin() // builds alongside the gateway
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "wsgate")
-	if err := testenv.GoBuild(bin, "../../cmd/wsgate"); err != nil {
-		t.Fatalf("building the gateway: %v", err)
-	}
-	plugin := testenv.AcmePlugin(t)
+	bin, plugin := buildGateway(t, dir)
 	echoAddr := startEcho(t)
 	sessDir := filepath.Join(dir, "sessions")
 	wsAddr, metricsAddr := freePort(t), freePort(t)
-	cfgPath := filepath.Join(dir, "wsgate.yaml")
 	cfg := fmt.Sprintf(`listen: %q
 allow_anonymous: false
 session:
@@ -142,23 +136,7 @@ routes:
 	if err := os.MkdirAll(sessDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var gwLog bytes.Buffer
-	gw := exec.Command(bin, "serve", "--config", cfgPath)
-	gw.Stderr = &gwLog
-	if err := gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		gw.Process.Kill()
-		gw.Wait()
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", gwLog.String())
-		}
-	})
-	waitReady(t, "http://"+metricsAddr+"/readyz")
+	gw := startGateway(t, bin, filepath.Join(dir, "wsgate.yaml"), cfg, metricsAddr)
 
 	common := []string{
 		"--target", "ws://" + wsAddr + "/", "--metrics", "http://" + metricsAddr + "/metrics",
@@ -244,6 +222,42 @@ routes:
 			t.Errorf("errors %v, want 2 handshake_status_403", rep.Errors)
 		}
 	})
+}
+
+// buildGateway builds cmd/wsgate into dir and the acme example plugin with
+// the same flags (-race when this test is); it returns both paths.
+func buildGateway(t *testing.T, dir string) (bin, plugin string) {
+	t.Helper()
+	testenv.StartAcmePlugin() // builds alongside the gateway
+	bin = filepath.Join(dir, "wsgate")
+	if err := testenv.GoBuild(bin, "../../cmd/wsgate"); err != nil {
+		t.Fatalf("building the gateway: %v", err)
+	}
+	return bin, testenv.AcmePlugin(t)
+}
+
+// startGateway writes cfg to cfgPath, runs the gateway on it until the test
+// ends (its log shown when the test failed) and waits for its /readyz.
+func startGateway(t *testing.T, bin, cfgPath, cfg, metricsAddr string) *exec.Cmd {
+	t.Helper()
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var gwLog bytes.Buffer
+	gw := exec.Command(bin, "serve", "--config", cfgPath)
+	gw.Stderr = &gwLog
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		gw.Process.Kill()
+		gw.Wait()
+		if t.Failed() {
+			t.Logf("gateway %s log:\n%s", cfgPath, gwLog.String())
+		}
+	})
+	waitReady(t, "http://"+metricsAddr+"/readyz")
+	return gw
 }
 
 func freePort(t *testing.T) string {

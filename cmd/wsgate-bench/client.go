@@ -44,9 +44,10 @@ type errServerClose struct{ code ws.StatusCode }
 
 func (e errServerClose) Error() string { return fmt.Sprintf("server closed with %d", e.code) }
 
-// dial opens client idx's connection from source address src and reads the
-// WAMP WELCOME. The returned error is already classified (see kindOf).
-func dial(ctx context.Context, cfg *config, idx int, src net.IP) (*client, error) {
+// dial opens client idx's connection to gateway t from source address src
+// and reads the WAMP WELCOME. The returned error is already classified (see
+// kindOf).
+func dial(ctx context.Context, cfg *config, t *target, idx int, src net.IP) (*client, error) {
 	cookie := cfg.Cookie + "=" + sessionID(idx%cfg.SessionIDs)
 	d := ws.Dialer{
 		ReadBufferSize: clientReadBuffer,
@@ -55,10 +56,10 @@ func dial(ctx context.Context, cfg *config, idx int, src net.IP) (*client, error
 		Header:         ws.HandshakeHeaderHTTP(http.Header{"Cookie": {cookie}}),
 		NetDial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: handshakeTimeout}
-			return nd.DialContext(ctx, network, cfg.dialAddr)
+			return nd.DialContext(ctx, network, t.dialAddr)
 		},
 	}
-	nc, br, _, err := d.Dial(ctx, cfg.Target)
+	nc, br, _, err := d.Dial(ctx, t.url)
 	if err != nil {
 		if nc != nil {
 			nc.Close()

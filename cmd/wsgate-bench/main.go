@@ -15,7 +15,10 @@
 //   - broadcast: subscribe --conns clients to one topic, publish --publish-rate
 //     events/s of --payload-bytes for --duration from a separate client;
 //     report deliveries/s, loss, delivery latency (a send timestamp travels in
-//     the event) and gateway CPU per delivered message.
+//     the event) and gateway CPU per delivered message. --target may list
+//     several replicas of one cluster (comma-separated): subscribers are
+//     spread over them round-robin, the publisher is on the first, and each
+//     replica's deliveries, loss, latency and CPU are reported beside the sum.
 //   - rpc: --conns clients call sample/sum in a closed loop for --duration
 //     (optionally paced to --rate calls/s in total); report calls/s, call
 //     latency and gateway CPU per call.
@@ -31,8 +34,10 @@
 //
 // The gateway's CPU time, RSS and threads come from /proc/<pid> (--gateway-pid,
 // or the process listening on the target port), its goroutines and
-// connections from --metrics. Every target must be loopback (127.0.0.0/8):
-// this tool refuses anything else. Every phase is bounded in count and time.
+// connections from --metrics (both one per target when there are several);
+// --extra-pid adds the CPU of other processes, such as redis-server. Every
+// target must be loopback (127.0.0.0/8): this tool refuses anything else.
+// Every phase is bounded in count and time.
 package main
 
 import (
@@ -46,6 +51,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -60,7 +66,8 @@ func main() {
 
 // config is the parsed command line.
 type config struct {
-	Target       string        `json:"target"`
+	Target       string        `json:"target"`            // the first of Targets
+	Targets      []string      `json:"targets,omitempty"` // when there are several
 	Scenario     string        `json:"scenario"`
 	Conns        int           `json:"conns"`
 	Duration     time.Duration `json:"-"`
@@ -70,8 +77,11 @@ type config struct {
 	SessionDir   string        `json:"session_dir,omitempty"`
 	SessionIDs   int           `json:"session_ids"`
 	Cookie       string        `json:"cookie"`
-	Metrics      string        `json:"metrics,omitempty"`
-	GatewayPID   int           `json:"gateway_pid,omitempty"`
+	Metrics      string        `json:"metrics,omitempty"`      // the first target's
+	MetricsURLs  []string      `json:"metrics_urls,omitempty"` // one per target, when there are several
+	GatewayPID   int           `json:"gateway_pid,omitempty"`  // the first target's
+	GatewayPIDs  []int         `json:"gateway_pids,omitempty"` // one per target, when there are several
+	ExtraPIDs    []int         `json:"extra_pids,omitempty"`   // other processes whose CPU is reported
 	PublishRate  float64       `json:"publish_rate,omitempty"`
 	PayloadBytes int           `json:"payload_bytes,omitempty"`
 	Topic        string        `json:"topic,omitempty"`
@@ -89,8 +99,18 @@ type config struct {
 	DrainTimeoutS float64 `json:"drain_timeout_s"`
 
 	sourceIPs []net.IP
-	dialAddr  string // host:port of the target
+	targets   []target // parsed --target, with their metrics and pid
+	dialAddr  string   // host:port of the first target
 	port      int
+}
+
+// target is one gateway the tool connects to.
+type target struct {
+	url      string // ws:// URL
+	dialAddr string // host:port
+	port     int
+	metrics  string // /metrics URL or ""
+	pid      int    // 0: found from the listening port
 }
 
 // Upper bounds that keep every run finite.
@@ -99,14 +119,17 @@ const (
 	maxDuration    = time.Hour
 	maxPublishRate = 100000
 	maxPayload     = 60000
+	maxTargets     = 16
+	maxExtraPIDs   = 16
+	defaultMetrics = "http://127.0.0.1:9090/metrics"
 )
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("wsgate-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var sources string
-	fs.StringVar(&c.Target, "target", "ws://127.0.0.1:8080/", "gateway websocket URL (loopback only)")
+	var sources, targets, metrics, pids, extraPIDs string
+	fs.StringVar(&targets, "target", "ws://127.0.0.1:8080/", "gateway websocket URL (loopback only); broadcast: several replicas, comma-separated (subscribers round-robin, the publisher on the first)")
 	fs.StringVar(&c.Scenario, "scenario", "", "idle | connect | broadcast | rpc")
 	fs.IntVar(&c.Conns, "conns", 100, "connections (idle, broadcast subscribers, rpc clients) or handshakes (connect)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured phase: hold (idle), publish (broadcast), call (rpc), upper bound (connect)")
@@ -116,8 +139,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.SessionDir, "session-dir", "", "seed sess_<id> files here (the gateway's session.files.path); empty = sessions already exist")
 	fs.IntVar(&c.SessionIDs, "session-ids", 0, "distinct session ids bench<i> to use and seed (default: enough for every client)")
 	fs.StringVar(&c.Cookie, "cookie", "PHPSESSID", "session cookie name (session.cookie)")
-	fs.StringVar(&c.Metrics, "metrics", "http://127.0.0.1:9090/metrics", "gateway /metrics URL (loopback; empty = none)")
-	fs.IntVar(&c.GatewayPID, "gateway-pid", 0, "gateway process id (default: the process listening on the target port)")
+	fs.StringVar(&metrics, "metrics", defaultMetrics, "gateway /metrics URL (loopback; empty = none); with several --target one per target, comma-separated, and none by default")
+	fs.StringVar(&pids, "gateway-pid", "", "gateway process id (default: the process listening on the target port); with several --target one per target, comma-separated")
+	fs.StringVar(&extraPIDs, "extra-pid", "", "other processes whose CPU over the measured window to report (e.g. redis-server), comma-separated pids")
 	fs.Float64Var(&c.PublishRate, "publish-rate", 1, "broadcast: publishes/s (deliveries/s = this × --conns)")
 	fs.IntVar(&c.PayloadBytes, "payload-bytes", 100, "broadcast: bytes of the published event (its JSON text)")
 	fs.StringVar(&c.Topic, "topic", "acme/channel/bench", "broadcast: topic URI (served by acme.topic)")
@@ -127,7 +151,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 5*time.Second, "broadcast: wait for outstanding deliveries after the last publish")
 	fs.BoolVar(&c.VerifyAuth, "verify-auth", false, "idle/connect: make one sample/sum call per connection to check it is authenticated (broadcast and rpc always check)")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
-	if err := fs.Parse(args); err != nil {
+	var err error
+	if err = fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() != 0 {
@@ -174,11 +199,17 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.Procedure == "" || strings.ContainsAny(c.Procedure, "\"\\ \t\r\n") {
 		return nil, fmt.Errorf("--procedure %q is not a plain URI", c.Procedure)
 	}
-	if !strings.HasPrefix(c.Topic, "acme/channel/") && c.Scenario == "broadcast" {
-		// Only the acme.topic handler relays publishes as {"msg": event}.
-		fmt.Fprintf(stderr, "warning: topic %q may not be served by acme.topic\n", c.Topic)
+	if !strings.HasPrefix(c.Topic, "acme/channel/") && !strings.HasPrefix(c.Topic, "acme/relay/") && c.Scenario == "broadcast" {
+		// Only the acme.topic and acme.relay handlers relay publishes as
+		// {"msg": event}.
+		fmt.Fprintf(stderr, "warning: topic %q may not be served by acme.topic or acme.relay\n", c.Topic)
 	}
-	if err := c.checkTarget(); err != nil {
+	metricsSet := false
+	fs.Visit(func(f *flag.Flag) { metricsSet = metricsSet || f.Name == "metrics" })
+	if err := c.parseTargets(targets, metrics, metricsSet, pids); err != nil {
+		return nil, err
+	}
+	if c.ExtraPIDs, err = parsePIDs("--extra-pid", extraPIDs, maxExtraPIDs); err != nil {
 		return nil, err
 	}
 	for _, s := range strings.Split(sources, ",") {
@@ -189,12 +220,6 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		}
 		c.Sources = append(c.Sources, s)
 		c.sourceIPs = append(c.sourceIPs, ip)
-	}
-	if c.Metrics != "" {
-		u, err := url.Parse(c.Metrics)
-		if err != nil || u.Scheme != "http" || !loopbackHost(u.Hostname()) {
-			return nil, fmt.Errorf("--metrics %q must be an http:// URL on a loopback address", c.Metrics)
-		}
 	}
 	c.DurationS = c.Duration.Seconds()
 	c.SettleS = c.Settle.Seconds()
@@ -212,14 +237,123 @@ func (c *config) clientsNeeded() int {
 	return c.Conns
 }
 
+// parseTargets fills c.targets from the comma-separated --target, --metrics
+// and --gateway-pid lists. Several targets are for broadcast only, and each
+// then needs its own metrics URL and pid when they are given; --metrics left
+// at its default means none for several targets (the default names one port).
+func (c *config) parseTargets(targets, metrics string, metricsSet bool, pids string) error {
+	urls, err := splitList("--target", targets, maxTargets)
+	if err != nil {
+		return err
+	}
+	if len(urls) == 0 {
+		return errors.New("--target must name at least one ws:// URL")
+	}
+	n := len(urls)
+	if n > 1 && c.Scenario != "broadcast" {
+		return fmt.Errorf("several --target (%d) are for the broadcast scenario only", n)
+	}
+	var murls []string
+	switch {
+	case metrics == "":
+	case n > 1 && !metricsSet:
+		// The default is one gateway's port: no metrics for several.
+	default:
+		if murls, err = splitList("--metrics", metrics, maxTargets); err != nil {
+			return err
+		}
+		if len(murls) != n {
+			return fmt.Errorf("--metrics lists %d URLs for %d targets: give one per target (or \"\" for none)", len(murls), n)
+		}
+		for _, m := range murls {
+			u, err := url.Parse(m)
+			if err != nil || u.Scheme != "http" || !loopbackHost(u.Hostname()) {
+				return fmt.Errorf("--metrics %q must be an http:// URL on a loopback address", m)
+			}
+		}
+	}
+	pl, err := parsePIDs("--gateway-pid", pids, maxTargets)
+	if err != nil {
+		return err
+	}
+	if len(pl) != 0 && len(pl) != n {
+		return fmt.Errorf("--gateway-pid lists %d pids for %d targets: give one per target (or none)", len(pl), n)
+	}
+	c.targets = make([]target, n)
+	seen := map[string]bool{}
+	for i, u := range urls {
+		t, err := checkTarget(u)
+		if err != nil {
+			return err
+		}
+		if seen[t.dialAddr] {
+			return fmt.Errorf("--target %s is listed twice", t.dialAddr)
+		}
+		seen[t.dialAddr] = true
+		if murls != nil {
+			t.metrics = murls[i]
+		}
+		if pl != nil {
+			t.pid = pl[i]
+		}
+		c.targets[i] = t
+	}
+	first := c.targets[0]
+	c.Target, c.dialAddr, c.port, c.Metrics, c.GatewayPID = first.url, first.dialAddr, first.port, first.metrics, first.pid
+	if n > 1 {
+		c.Targets, c.MetricsURLs, c.GatewayPIDs = urls, murls, pl
+	}
+	return nil
+}
+
+// splitList splits a comma-separated flag value, trimming spaces; an empty
+// value is an empty list, an empty item an error.
+func splitList(name, v string, limit int) ([]string, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	parts := strings.Split(v, ",")
+	if len(parts) > limit {
+		return nil, fmt.Errorf("%s: at most %d items", name, limit)
+	}
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+		if parts[i] == "" {
+			return nil, fmt.Errorf("%s %q: empty item", name, v)
+		}
+	}
+	return parts, nil
+}
+
+// parsePIDs parses a comma-separated list of positive process ids; "" and
+// "0" (the single-target flag's old default) are none.
+func parsePIDs(name, v string, limit int) ([]int, error) {
+	if strings.TrimSpace(v) == "0" {
+		return nil, nil
+	}
+	parts, err := splitList(name, v, limit)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, p := range parts {
+		pid, err := strconv.Atoi(p)
+		if err != nil || pid < 1 {
+			return nil, fmt.Errorf("%s: %q is not a process id", name, p)
+		}
+		out = append(out, pid)
+	}
+	return out, nil
+}
+
 // checkTarget accepts only ws:// URLs whose host is a loopback address.
-func (c *config) checkTarget() error {
-	u, err := url.Parse(c.Target)
+func checkTarget(raw string) (target, error) {
+	u, err := url.Parse(raw)
 	if err != nil || u.Scheme != "ws" || u.Host == "" {
-		return fmt.Errorf("--target %q must be a ws:// URL", c.Target)
+		return target{}, fmt.Errorf("--target %q must be a ws:// URL", raw)
 	}
 	if !loopbackHost(u.Hostname()) {
-		return fmt.Errorf("--target %q: only loopback targets (127.0.0.0/8) are allowed", c.Target)
+		return target{}, fmt.Errorf("--target %q: only loopback targets (127.0.0.0/8) are allowed", raw)
 	}
 	port := u.Port()
 	if port == "" {
@@ -227,15 +361,13 @@ func (c *config) checkTarget() error {
 	}
 	p, err := net.LookupPort("tcp", port)
 	if err != nil {
-		return fmt.Errorf("--target %q: bad port", c.Target)
+		return target{}, fmt.Errorf("--target %q: bad port", raw)
 	}
 	host := u.Hostname()
 	if host == "localhost" {
 		host = "127.0.0.1"
 	}
-	c.port = p
-	c.dialAddr = net.JoinHostPort(host, fmt.Sprint(p))
-	return nil
+	return target{url: raw, port: p, dialAddr: net.JoinHostPort(host, fmt.Sprint(p))}, nil
 }
 
 // loopbackHost reports whether host is "localhost" or an IPv4 address in
