@@ -2,6 +2,7 @@ package wamp
 
 import (
 	"context"
+	"log/slog"
 	"sort"
 )
 
@@ -85,7 +86,7 @@ func (s *Session) Reidentify(info ClientInfo) int {
 		s.send("UNSUBSCRIBED", msg)
 	}
 	if len(uris) > 0 {
-		s.logger().Info("wamp: subscriptions dropped after identity change", "dropped", len(uris), "anonymous", id.anon)
+		s.logAt(slog.LevelInfo, "wamp: subscriptions dropped after identity change", "dropped", len(uris), "anonymous", id.anon)
 		s.runPending()
 	}
 	return len(uris)
@@ -105,7 +106,7 @@ func (s *Session) runDrops(drops []drop) {
 			return d.sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: d.uri}, d.sub.req)
 		})
 		if err != nil {
-			s.logger().Warn("wamp: topic handler failed after identity change", "topic", d.uri, "route", d.sub.req.Route, "err", err)
+			s.logAt(slog.LevelWarn, "wamp: topic handler failed after identity change", "topic", d.uri, "route", d.sub.req.Route, "err", err)
 		}
 	}
 }

@@ -317,7 +317,7 @@ func (s *Session) cleanup() {
 			return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: id}, sub.req)
 		})
 		if err != nil {
-			s.logger().Warn("wamp: topic handler failed on disconnect", "topic", id, "route", sub.req.Route, "err", err)
+			s.logAt(slog.LevelWarn, "wamp: topic handler failed on disconnect", "topic", id, "route", sub.req.Route, "err", err)
 		}
 	}
 	s.node.forget(s)
@@ -410,13 +410,13 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 	if !ok {
 		// The bundle throws here and the client never gets an answer;
 		// answering 404 keeps the client's call from hanging forever.
-		s.logger().Info("wamp: no rpc route", "uri", uri)
+		s.logAt(slog.LevelInfo, "wamp: no rpc route", "uri", uri)
 		s.node.obs.RoutingMiss("rpc")
 		s.send("CALLERROR", encodeCallError(m.callID, uri, fmt.Sprintf("Unable to find route for %q", uri), rpcDetails(404, params)))
 		return nil
 	}
 	if !s.allowed(r.access) {
-		s.logger().Info("wamp: rpc access denied", "uri", uri, "route", r.name)
+		s.logAt(slog.LevelInfo, "wamp: rpc access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("rpc")
 		s.send("CALLERROR", encodeCallError(m.callID, uri, "Access denied", rpcDetails(403, params)))
 		return nil
@@ -424,7 +424,7 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
 	method, ok := r.handler.lookup(attrs["method"])
 	if !ok {
-		s.logger().Info("wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
+		s.logAt(slog.LevelInfo, "wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
 		s.node.obs.RoutingMiss("rpc")
 		s.send("CALLERROR", encodeCallError(m.callID, uri, "Could not execute RPC callback, method not found", rpcDetails(404, params)))
 		return nil
@@ -467,7 +467,14 @@ func (s *Session) callMethod(ctx context.Context, r *route[*rpcHandler], method 
 	})
 	if err != nil {
 		s.node.obs.Call(r.handler.h.Name(), time.Since(start), true)
-		s.logger().Warn("wamp: rpc handler failed", "uri", req.URI, "route", r.name, "err", err)
+		// An error the handler meant for the client (a *handler.Error
+		// under 500: bad arguments, not allowed) is the call's answer,
+		// not the gateway's problem.
+		level := slog.LevelWarn
+		if he := (*handler.Error)(nil); errors.As(err, &he) && he.Code > 0 && he.Code < 500 {
+			level = slog.LevelDebug
+		}
+		s.logAt(level, "wamp: rpc handler failed", "uri", req.URI, "route", r.name, "err", err)
 		return nil, err
 	}
 	out, encErr := appendJSON(nil, result)
@@ -477,9 +484,9 @@ func (s *Session) callMethod(ctx context.Context, r *route[*rpcHandler], method 
 		// The bundle treats null and false as a failed call; an
 		// unencodable result is a handler bug of the same kind.
 		if encErr != nil {
-			s.logger().Warn("wamp: rpc result not JSON-encodable", "uri", req.URI, "route", r.name, "err", encErr)
+			s.logAt(slog.LevelWarn, "wamp: rpc result not JSON-encodable", "uri", req.URI, "route", r.name, "err", encErr)
 		} else {
-			s.logger().Warn("wamp: rpc handler returned "+string(out), "uri", req.URI, "route", r.name)
+			s.logAt(slog.LevelWarn, "wamp: rpc handler returned a failed result", "result", string(out), "uri", req.URI, "route", r.name)
 		}
 		return nil, nil
 	}
@@ -501,14 +508,14 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 	if !ok {
 		// The bundle fails to route and only logs; nobody could ever
 		// publish to an unrouted topic, so there is nothing to keep.
-		s.logger().Info("wamp: no topic route for subscribe", "uri", uri)
+		s.logAt(slog.LevelInfo, "wamp: no topic route for subscribe", "uri", uri)
 		s.node.obs.RoutingMiss("topic")
 		return nil
 	}
 	sub := &subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
 	switch s.addSub(uri, sub) {
 	case errDenied:
-		s.logger().Info("wamp: subscribe access denied", "uri", uri, "route", r.name)
+		s.logAt(slog.LevelInfo, "wamp: subscribe access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onSubscribe")(403)))
 		return nil
@@ -524,7 +531,7 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 		// Undone, so a handler can refuse a subscription by failing.
 		// (Ratchet would keep the client subscribed after the handler
 		// threw.)
-		s.logger().Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
+		s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
 		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
 	}
 	return nil
@@ -614,7 +621,7 @@ func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
 		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
 	})
 	if err != nil {
-		s.logger().Warn("wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+		s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
 		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
 	}
 	return nil
@@ -627,12 +634,12 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 	}
 	r, attrs, ok := s.node.topicRoutes.match(uri)
 	if !ok {
-		s.logger().Info("wamp: no topic route for publish", "uri", uri)
+		s.logAt(slog.LevelInfo, "wamp: no topic route for publish", "uri", uri)
 		s.node.obs.RoutingMiss("topic")
 		return nil
 	}
 	if !s.allowed(r.access) {
-		s.logger().Info("wamp: publish access denied", "uri", uri, "route", r.name)
+		s.logAt(slog.LevelInfo, "wamp: publish access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onPublish")(403)))
 		return nil
@@ -646,7 +653,7 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 		return r.handler.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, m.event, exclude, m.eligible)
 	})
 	if err != nil {
-		s.logger().Warn("wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
+		s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
 		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
 	}
 	return nil
@@ -714,7 +721,7 @@ func (s *Session) errorMessage(callID json.RawMessage, uri string, err error, de
 		if he.Details != nil {
 			b, encErr := appendJSON(nil, he.Details)
 			if encErr != nil {
-				s.logger().Warn("wamp: handler error details not JSON-encodable", "uri", uri, "err", encErr)
+				s.logAt(slog.LevelWarn, "wamp: handler error details not JSON-encodable", "uri", uri, "err", encErr)
 			} else {
 				d = b
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -155,7 +156,7 @@ func (s *Session) handlerErrorV2(reqType int, reqID uint64, err error) {
 		if b, encErr := appendJSON(nil, details); encErr == nil {
 			kw = append(append(kw, `,"details":`...), b...)
 		} else {
-			s.logger().Warn("wamp: handler error details not JSON-encodable", "err", encErr)
+			s.logAt(slog.LevelWarn, "wamp: handler error details not JSON-encodable", "err", encErr)
 		}
 	}
 	kw = append(kw, '}')
@@ -192,7 +193,7 @@ func (s *Session) subscribeV2(ctx context.Context, m message2) error {
 	}
 	r, attrs, ok := s.node.topicRoutes.match(uri)
 	if !ok {
-		s.logger().Info("wamp: no topic route for subscribe", "uri", uri)
+		s.logAt(slog.LevelInfo, "wamp: no topic route for subscribe", "uri", uri)
 		s.node.obs.RoutingMiss("topic")
 		s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
 		return nil
@@ -200,7 +201,7 @@ func (s *Session) subscribeV2(ctx context.Context, m message2) error {
 	sub := &subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
 	switch s.addSub(uri, sub) {
 	case errDenied:
-		s.logger().Info("wamp: subscribe access denied", "uri", uri, "route", r.name)
+		s.logAt(slog.LevelInfo, "wamp: subscribe access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		s.sendErrorV2(v2Subscribe, m.reqID, errURINotAuthorized, "Access denied", nil)
 		return nil
@@ -220,7 +221,7 @@ func (s *Session) subscribeV2(ctx context.Context, m message2) error {
 		// The handler refused: the subscription is undone; revoke it with
 		// the advanced profile's router-initiated UNSUBSCRIBED (request
 		// 0), which autobahn understands.
-		s.logger().Warn("wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
+		s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
 		reason := errURIRuntime
 		var he *handler.Error
 		if errors.As(err, &he) && he.URI != "" {
@@ -263,7 +264,7 @@ func (s *Session) unsubscribeV2(ctx context.Context, m message2) error {
 		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
 	})
 	if err != nil {
-		s.logger().Warn("wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+		s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
 	}
 	return nil
 }
@@ -284,7 +285,7 @@ func (s *Session) publishV2(ctx context.Context, m message2) error {
 	}
 	r, attrs, ok := s.node.topicRoutes.match(uri)
 	if !ok {
-		s.logger().Info("wamp: no topic route for publish", "uri", uri)
+		s.logAt(slog.LevelInfo, "wamp: no topic route for publish", "uri", uri)
 		s.node.obs.RoutingMiss("topic")
 		if opts.Acknowledge {
 			s.sendErrorV2(v2Publish, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
@@ -292,7 +293,7 @@ func (s *Session) publishV2(ctx context.Context, m message2) error {
 		return nil
 	}
 	if !s.allowed(r.access) {
-		s.logger().Info("wamp: publish access denied", "uri", uri, "route", r.name)
+		s.logAt(slog.LevelInfo, "wamp: publish access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
 		if opts.Acknowledge {
 			s.sendErrorV2(v2Publish, m.reqID, errURINotAuthorized, "Access denied", nil)
@@ -306,7 +307,7 @@ func (s *Session) publishV2(ctx context.Context, m message2) error {
 		return r.handler.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, event, exclude, eligible)
 	})
 	if err != nil {
-		s.logger().Warn("wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
+		s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
 		if opts.Acknowledge {
 			s.handlerErrorV2(v2Publish, m.reqID, err)
 		}
@@ -361,20 +362,20 @@ func (s *Session) callV2(ctx context.Context, m message2) error {
 	uri := m.uri
 	r, attrs, ok := s.node.rpcRoutes.match(uri)
 	if !ok {
-		s.logger().Info("wamp: no rpc route", "uri", uri)
+		s.logAt(slog.LevelInfo, "wamp: no rpc route", "uri", uri)
 		s.node.obs.RoutingMiss("rpc")
 		s.sendErrorV2(v2Call, m.reqID, errURINoSuchProcedure, fmt.Sprintf("Unable to find route for %q", uri), nil)
 		return nil
 	}
 	if !s.allowed(r.access) {
-		s.logger().Info("wamp: rpc access denied", "uri", uri, "route", r.name)
+		s.logAt(slog.LevelInfo, "wamp: rpc access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("rpc")
 		s.sendErrorV2(v2Call, m.reqID, errURINotAuthorized, "Access denied", nil)
 		return nil
 	}
 	method, ok := r.handler.lookup(attrs["method"])
 	if !ok {
-		s.logger().Info("wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
+		s.logAt(slog.LevelInfo, "wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
 		s.node.obs.RoutingMiss("rpc")
 		s.sendErrorV2(v2Call, m.reqID, errURINoSuchProcedure, "Could not execute RPC callback, method not found", nil)
 		return nil

@@ -75,7 +75,6 @@ import (
 const (
 	DefaultTimeout       = 5 * time.Second
 	DefaultMaxConcurrent = 64
-	DefaultQueueWait     = 50 * time.Millisecond
 	// MinSecretBytes is the shortest secret New accepts.
 	MinSecretBytes = 16
 )
@@ -104,7 +103,10 @@ type Config struct {
 	MaxConcurrent int
 	// QueueWait is how long a request waits for a free slot when
 	// MaxConcurrent are in flight before failing with 503 "upstream busy".
-	// Zero means DefaultQueueWait; negative means no wait at all.
+	// Zero waits as long as the request's timeout allows, so that a burst
+	// queues (bounded by the gateway's limits.max_pending_calls) instead of
+	// being refused: refusals that clients retry at once cost the gateway
+	// more than the calls they replace. Negative means no wait at all.
 	QueueWait time.Duration
 	// MaxReplyBytes caps the reply body. Zero means DefaultMaxReplyBytes.
 	MaxReplyBytes int64
@@ -261,12 +263,7 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 	if c.MaxConcurrent == 0 {
 		c.MaxConcurrent = DefaultMaxConcurrent
 	}
-	if c.QueueWait == 0 {
-		c.QueueWait = DefaultQueueWait
-	}
-	if c.QueueWait < 0 {
-		c.QueueWait = 0
-	}
+	// u.wait: 0 waits until the request's deadline, < 0 not at all.
 	if c.MaxReplyBytes < 0 {
 		return nil, bad("max_reply_bytes", "must not be negative, got %d", c.MaxReplyBytes)
 	}
@@ -519,16 +516,25 @@ func gatewayError(code int, uri, desc string) *handler.Error {
 }
 
 // acquire takes a slot of slots (the upstream's or a route's). When none
-// is free it waits until *wait fires, starting that QueueWait timer if no
-// earlier acquire of the same request did: the fast path makes no timer.
+// is free it waits for one until ctx ends or, with a positive QueueWait,
+// until *wait fires, starting that timer if no earlier acquire of the same
+// request did: the fast path makes no timer.
 func (u *Upstream) acquire(ctx context.Context, slots chan struct{}, wait **time.Timer) error {
 	select {
 	case slots <- struct{}{}:
 		return nil
 	default:
 	}
-	if u.wait <= 0 {
+	if u.wait < 0 {
 		return gatewayError(503, URIBusy, "upstream busy")
+	}
+	if u.wait == 0 {
+		select {
+		case slots <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if *wait == nil {
 		*wait = time.NewTimer(u.wait)
@@ -624,7 +630,13 @@ func (u *Upstream) send(parent context.Context, c handler.Client, b *requestBody
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	if err := u.acquireAll(ctx, routeSlots); err != nil {
-		return nil, u.ctxError(parent, ctx, err)
+		if errors.Is(parent.Err(), context.Canceled) {
+			return nil, parent.Err()
+		}
+		if ctx.Err() != nil { // the whole timeout went by without a slot
+			return nil, gatewayError(503, URIBusy, "upstream busy")
+		}
+		return nil, err
 	}
 	defer u.releaseAll(routeSlots)
 

@@ -475,6 +475,55 @@ func TestRouteLimits(t *testing.T) {
 	}
 }
 
+// By default a request waits for a slot as long as its timeout allows: a
+// burst queues rather than being refused, and one that never gets a slot
+// is "busy", not a timeout of the app.
+func TestQueueWaitDefault(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	srv, _ := server(t, func(w http.ResponseWriter, r *received) {
+		entered <- struct{}{}
+		<-release
+		jsonReply(`{"result": 1}`)(w, r)
+	})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	defer letGo()
+	// The held call's route outlives the other's 300ms timeout.
+	u := newUp(t, srv.URL, func(c *Config) {
+		c.MaxConcurrent = 1
+		c.Timeout = 300 * time.Millisecond
+		c.Routes = map[string]RouteLimits{"slow": {Timeout: time.Minute}}
+	})
+	slow := handler.Request{Route: "slow", URI: "app/slow", Attributes: map[string]string{"method": "slow"}}
+	first := make(chan error, 1)
+	go func() {
+		_, err := u.Call(context.Background(), fakeClient{}, slow, nil)
+		first <- err
+	}()
+	<-entered
+	// The slot stays taken past the second call's whole timeout.
+	_, err := u.Call(context.Background(), fakeClient{}, callReq, nil)
+	wantError(t, err, 503, URIBusy, "upstream busy")
+
+	// A call queued behind the slow one gets the slot when it frees, however
+	// long that takes within its own timeout (a fixed queue wait of tens of
+	// milliseconds would have refused it during the pause below).
+	second := make(chan error, 1)
+	go func() {
+		_, err := u.Call(context.Background(), fakeClient{}, slow, nil)
+		second <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	letGo()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("queued call: %v", err)
+	}
+}
+
 func TestKeepAlive(t *testing.T) {
 	var mu sync.Mutex
 	addrs := map[string]bool{}
