@@ -102,6 +102,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = slog.New(newRateLimitedHandler(log.Handler())) // loglimit.go
 	reg := opts.Metrics
 	if reg == nil {
 		reg = prometheus.NewRegistry()

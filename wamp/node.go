@@ -155,9 +155,6 @@ type Node struct {
 	// offloaded counts offloaded calls running (handler.OffloadedRPC).
 	offloaded atomic.Int64
 
-	// logLimit bounds the log lines sessions write (loglimit.go).
-	logLimit logLimiter
-
 	// timers counts running PeriodicTopic goroutines.
 	timers sync.WaitGroup
 
