@@ -227,11 +227,7 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 func (b *bench) sampleBefore(ctx context.Context, rep *report) {
 	rep.Before = b.gw.take(ctx)
 	for i, g := range rep.Gateways {
-		if i == 0 {
-			g.Before = rep.Before
-		} else {
-			g.Before = b.gws[i].take(ctx)
-		}
+		g.Before = b.gatewaySample(ctx, rep.Before, i)
 	}
 	for _, p := range rep.OtherProcesses {
 		if cpu, err := readCPU(p.PID); err == nil {
@@ -242,15 +238,20 @@ func (b *bench) sampleBefore(ctx context.Context, rep *report) {
 	}
 }
 
+// gatewaySample samples gateway i; the first one's sample is first, the
+// report's own, taken already.
+func (b *bench) gatewaySample(ctx context.Context, first *sample, i int) *sample {
+	if i == 0 {
+		return first
+	}
+	return b.gws[i].take(ctx)
+}
+
 // sampleAfter closes the window and works out each process' CPU over it.
 func (b *bench) sampleAfter(ctx context.Context, rep *report) {
 	rep.After = b.gw.take(ctx)
 	for i, g := range rep.Gateways {
-		if i == 0 {
-			g.After = rep.After
-		} else {
-			g.After = b.gws[i].take(ctx)
-		}
+		g.After = b.gatewaySample(ctx, rep.After, i)
 		if g.Before != nil && g.After != nil && g.Before.CPUSeconds != nil && g.After.CPUSeconds != nil {
 			d := *g.After.CPUSeconds - *g.Before.CPUSeconds
 			g.CPUSeconds = &d

@@ -346,12 +346,8 @@ func TestSlowUpstreamTimesOutWithoutBlockingOthers(t *testing.T) {
 	us := newUp(t, slow.URL, func(c *Config) { c.Timeout = 300 * time.Millisecond })
 	uf := newUp(t, fast.URL, nil)
 
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		_, err := us.Call(context.Background(), fakeClient{}, callReq, nil)
-		done <- err
-	}()
+	done := callAsync(us, callReq)
 	for i := 0; i < 5; i++ {
 		if _, err := uf.Call(context.Background(), fakeClient{}, callReq, nil); err != nil {
 			t.Fatalf("fast route failed while the slow one hangs: %v", err)
@@ -445,12 +441,8 @@ func TestRouteLimits(t *testing.T) {
 		c.Routes = map[string]RouteLimits{"report": {MaxConcurrent: 1, Timeout: 300 * time.Millisecond}}
 	})
 	report := handler.Request{Route: "report", URI: "app/report", Attributes: map[string]string{"method": "report"}}
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		_, err := u.Call(context.Background(), fakeClient{}, report, nil)
-		done <- err
-	}()
+	done := callAsync(u, report)
 	<-entered
 	// The route's one slot is taken: a second report call is busy ...
 	_, err := u.Call(context.Background(), fakeClient{}, report, nil)
@@ -496,11 +488,7 @@ func TestQueueWaitDefault(t *testing.T) {
 		c.Routes = map[string]RouteLimits{"slow": {Timeout: time.Minute}}
 	})
 	slow := handler.Request{Route: "slow", URI: "app/slow", Attributes: map[string]string{"method": "slow"}}
-	first := make(chan error, 1)
-	go func() {
-		_, err := u.Call(context.Background(), fakeClient{}, slow, nil)
-		first <- err
-	}()
+	first := callAsync(u, slow)
 	<-entered
 	// The slot stays taken past the second call's whole timeout.
 	_, err := u.Call(context.Background(), fakeClient{}, callReq, nil)
@@ -509,11 +497,7 @@ func TestQueueWaitDefault(t *testing.T) {
 	// A call queued behind the slow one gets the slot when it frees, however
 	// long that takes within its own timeout (a fixed queue wait of tens of
 	// milliseconds would have refused it during the pause below).
-	second := make(chan error, 1)
-	go func() {
-		_, err := u.Call(context.Background(), fakeClient{}, slow, nil)
-		second <- err
-	}()
+	second := callAsync(u, slow)
 	time.Sleep(200 * time.Millisecond)
 	letGo()
 	if err := <-first; err != nil {
@@ -522,6 +506,17 @@ func TestQueueWaitDefault(t *testing.T) {
 	if err := <-second; err != nil {
 		t.Fatalf("queued call: %v", err)
 	}
+}
+
+// callAsync runs one call in the background; its error arrives on the
+// channel.
+func callAsync(u *Upstream, req handler.Request) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := u.Call(context.Background(), fakeClient{}, req, nil)
+		done <- err
+	}()
+	return done
 }
 
 func TestKeepAlive(t *testing.T) {
