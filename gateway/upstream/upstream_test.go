@@ -384,15 +384,32 @@ func uf2(t *testing.T, url string) *Upstream {
 	return newUp(t, url, func(c *Config) { c.Timeout = 5 * time.Second })
 }
 
-func TestConcurrencyLimit(t *testing.T) {
+// heldServer is an app that holds the requests hold selects until letGo,
+// announcing each on entered, and answers the others at once. letGo is
+// also called at cleanup, before the server's own, which waits for its
+// handlers.
+func heldServer(t *testing.T, hold func(*received) bool) (url string, entered <-chan struct{}, letGo func()) {
+	t.Helper()
 	release := make(chan struct{})
-	entered := make(chan struct{}, 4)
+	in := make(chan struct{}, 8)
 	srv, _ := server(t, func(w http.ResponseWriter, r *received) {
-		entered <- struct{}{}
-		<-release
+		if hold(r) {
+			in <- struct{}{}
+			<-release
+		}
 		jsonReply(`{"result": 1}`)(w, r)
 	})
-	u := newUp(t, srv.URL, func(c *Config) { c.MaxConcurrent = 2; c.QueueWait = 20 * time.Millisecond })
+	var once sync.Once
+	letGo = func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo)
+	return srv.URL, in, letGo
+}
+
+func holdAll(*received) bool { return true }
+
+func TestConcurrencyLimit(t *testing.T) {
+	url, entered, letGo := heldServer(t, holdAll)
+	u := newUp(t, url, func(c *Config) { c.MaxConcurrent = 2; c.QueueWait = 20 * time.Millisecond })
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	for i := 0; i < 2; i++ {
@@ -407,7 +424,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	<-entered
 	_, err := u.Call(context.Background(), fakeClient{}, callReq, nil)
 	wantError(t, err, 503, URIBusy, "upstream busy")
-	close(release)
+	letGo()
 	wg.Wait()
 	for i := 0; i < 2; i++ {
 		if err := <-errs; err != nil {
@@ -423,19 +440,8 @@ func TestConcurrencyLimit(t *testing.T) {
 // A route with limits of its own: its bound and timeout apply to it alone,
 // and while it is at its bound the upstream's other routes still get slots.
 func TestRouteLimits(t *testing.T) {
-	release := make(chan struct{})
-	entered := make(chan struct{}, 8)
-	srv, _ := server(t, func(w http.ResponseWriter, r *received) {
-		if r.Body.Route == "report" {
-			entered <- struct{}{}
-			<-release
-		}
-		jsonReply(`{"result": 1}`)(w, r)
-	})
-	var once sync.Once
-	letGo := func() { once.Do(func() { close(release) }) }
-	defer letGo() // before the server's cleanup, which waits for handlers
-	u := newUp(t, srv.URL, func(c *Config) {
+	url, entered, letGo := heldServer(t, func(r *received) bool { return r.Body.Route == "report" })
+	u := newUp(t, url, func(c *Config) {
 		c.MaxConcurrent = 4
 		c.QueueWait = 20 * time.Millisecond
 		c.Routes = map[string]RouteLimits{"report": {MaxConcurrent: 1, Timeout: 300 * time.Millisecond}}
@@ -471,18 +477,9 @@ func TestRouteLimits(t *testing.T) {
 // burst queues rather than being refused, and one that never gets a slot
 // is "busy", not a timeout of the app.
 func TestQueueWaitDefault(t *testing.T) {
-	release := make(chan struct{})
-	entered := make(chan struct{}, 4)
-	srv, _ := server(t, func(w http.ResponseWriter, r *received) {
-		entered <- struct{}{}
-		<-release
-		jsonReply(`{"result": 1}`)(w, r)
-	})
-	var once sync.Once
-	letGo := func() { once.Do(func() { close(release) }) }
-	defer letGo()
+	url, entered, letGo := heldServer(t, holdAll)
 	// The held call's route outlives the other's 300ms timeout.
-	u := newUp(t, srv.URL, func(c *Config) {
+	u := newUp(t, url, func(c *Config) {
 		c.MaxConcurrent = 1
 		c.Timeout = 300 * time.Millisecond
 		c.Routes = map[string]RouteLimits{"slow": {Timeout: time.Minute}}
