@@ -99,6 +99,12 @@ type Gateway struct {
 	FanoutLag       prometheus.Histogram
 	FanoutDropped   *prometheus.CounterVec
 
+	// LimitExceeded counts every time a client or a handshake ran into
+	// a configured bound, by limit: the limit's configuration key without
+	// the "limits." prefix (max_header_bytes, outbound_queue_bytes, ...).
+	// docs/limits.md lists each with what the client gets.
+	LimitExceeded *prometheus.CounterVec
+
 	reg prometheus.Registerer
 }
 
@@ -255,8 +261,12 @@ func New(reg prometheus.Registerer) *Gateway {
 		Name: "wsgate_fanout_dropped_total",
 		Help: "Broadcasts between replicas lost, by reason.",
 	}, []string{"reason"})
+	g.LimitExceeded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_limit_exceeded_total",
+		Help: "Times a client or handshake hit a configured bound, by limit (the limits.* key).",
+	}, []string{"limit"})
 	g.reg = reg
-	reg.MustRegister(g.PushRequests, g.UpstreamRequests, g.ConnectionEvents, g.ConnectionEventDuration,
+	reg.MustRegister(g.LimitExceeded, g.PushRequests, g.UpstreamRequests, g.ConnectionEvents, g.ConnectionEventDuration,
 		g.FanoutPublished, g.FanoutLag, g.FanoutDropped,
 		g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
 		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,

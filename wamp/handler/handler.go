@@ -167,6 +167,55 @@ type OffloadedRPC interface {
 	Offload() bool
 }
 
+// OffloadedTopic is implemented by a topic handler whose callbacks wait on
+// I/O (an HTTP upstream, a database). The node then runs its OnSubscribe,
+// OnUnsubscribe and OnPublish off the connection's reader, so a slow
+// backend never holds the gateway's socket workers. For one client, an
+// offloaded handler's topic callbacks still run one at a time and in the
+// order the client sent its messages; they may overlap with callbacks of
+// handlers that are not offloaded. They count against the same bounds as
+// offloaded calls (per client and per node); past them a SUBSCRIBE or
+// PUBLISH is refused at once with code 503 (WAMP v2: wsgate.error.busy), and
+// an unsubscribe is carried out but the handler is not told (counted by
+// the gateway).
+type OffloadedTopic interface {
+	Topic
+	// Offload reports whether callbacks should be offloaded; it is asked
+	// once, when the node is built.
+	Offload() bool
+}
+
+// Reasons a client leaves several topics at once, given to
+// BatchUnsubscriber.
+const (
+	// LeaveDisconnect: the connection ended.
+	LeaveDisconnect = "disconnect"
+	// LeaveRevoked: the client's identity changed (its PHP session ended
+	// or holds another user) and the routes no longer allow it.
+	LeaveRevoked = "revoked"
+)
+
+// Subscription is one topic a client was subscribed to, as a
+// BatchUnsubscriber gets it.
+type Subscription struct {
+	// Topic is the topic; it stays usable for broadcasts.
+	Topic TopicRef
+	// Request is what the route matched when the client subscribed.
+	Request Request
+}
+
+// BatchUnsubscriber is implemented by a topic handler that wants to hear
+// of a client leaving several of its topics at once (a disconnect, or an
+// identity change that revoked access) in one callback instead of one
+// OnUnsubscribe per topic, e.g. to tell a backend in one request. When it is
+// implemented the node calls OnUnsubscribeBatch, and not OnUnsubscribe, for
+// those; a client's own UNSUBSCRIBE still goes to OnUnsubscribe. subs is
+// never empty and holds only topics routed to this handler, sorted by URI.
+type BatchUnsubscriber interface {
+	Topic
+	OnUnsubscribeBatch(ctx context.Context, c Client, reason string, subs []Subscription) error
+}
+
 // RPC is an RPC handler: the bundle's RpcInterface.
 type RPC interface {
 	// Name is the handler name that rpc routes refer to, e.g. "acme.rpc".
