@@ -12,15 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
 )
-
-// closeKicked is the close code of a client the application disconnected
-// through the push API (POST /api/disconnect).
-const closeKicked ws.StatusCode = 4002
 
 // maxAPIBody bounds a push API request body.
 const maxAPIBody = 1 << 20
@@ -258,12 +252,9 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 // returns how many it closed.
 func (s *Server) kickLocal(user string) int {
 	n := 0
-	for _, c := range s.snapshotConns() {
-		c.mu.Lock()
-		match := c.ident.user == user
-		c.mu.Unlock()
-		if match {
-			c.closeWith(closeKicked, "disconnected by the application", "app_disconnect")
+	for _, c := range s.snapshotClients() {
+		if c.identity().user == user {
+			c.conn.Close(closeKicked, "disconnected by the application", "app_disconnect")
 			n++
 		}
 	}

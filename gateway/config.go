@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/gateway/transport"
 	"github.com/wsgate/wsgate/wamp"
 )
 
@@ -247,8 +248,8 @@ type TransportConfig struct {
 
 // Transport modes.
 const (
-	ModeEpoll     = "epoll"
-	ModeGoroutine = "goroutine"
+	ModeEpoll     = transport.ModeEpoll
+	ModeGoroutine = transport.ModeGoroutine
 )
 
 // LimitsConfig bounds the cost of handshakes and connections.
@@ -258,8 +259,12 @@ type LimitsConfig struct {
 	// MaxHeaderBytes bounds the handshake request (request line and
 	// headers); a larger one gets 431.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
-	// MaxHandshakes bounds handshakes in progress; past it new connections
-	// get 503.
+	// MaxPendingRequests bounds the sockets whose upgrade request has not
+	// fully arrived; past it the oldest of them is closed (503) to make
+	// room, so silent or slow sockets cannot keep real clients out.
+	MaxPendingRequests int `yaml:"max_pending_requests"`
+	// MaxHandshakes bounds handshakes in progress (a complete request
+	// whose session is being read); past it new ones get 503.
 	MaxHandshakes int `yaml:"max_handshakes"`
 	// MaxConnections bounds established connections; past it handshakes get
 	// 503.
@@ -273,6 +278,18 @@ type LimitsConfig struct {
 	AcceptRatePerIP int `yaml:"accept_rate_per_ip"`
 	// MaxMessageSize bounds one incoming websocket message in bytes.
 	MaxMessageSize int `yaml:"max_message_size"`
+	// MaxJSONDepth bounds how deep arrays and objects nest in one WAMP
+	// message; deeper closes the connection (1008).
+	MaxJSONDepth int `yaml:"max_json_depth"`
+	// MaxURILength bounds every URI and CURIE prefix in a WAMP message, in
+	// bytes; longer closes the connection (1008).
+	MaxURILength int `yaml:"max_uri_length"`
+	// MaxPrefixes bounds the WAMP v1 PREFIX definitions of one connection;
+	// more closes it (1008).
+	MaxPrefixes int `yaml:"max_prefixes"`
+	// MaxSubscriptions bounds the topics one connection is subscribed to;
+	// more closes it (1008).
+	MaxSubscriptions int `yaml:"max_subscriptions"`
 	// OutboundQueueBytes bounds the bytes queued to one client; a client that
 	// falls further behind is closed as a slow consumer.
 	OutboundQueueBytes int `yaml:"outbound_queue_bytes"`
@@ -433,7 +450,7 @@ func DefaultConfig() Config {
 			OnInvalid:     "close",
 		},
 		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second, Prefix: "wsgate:", Redis: RedisConnConfig{Mode: "standalone"}},
-		Transport:     TransportConfig{Mode: defaultMode},
+		Transport:     TransportConfig{Mode: transport.DefaultMode},
 		Keepalive:     KeepaliveConfig{Ping: false, Interval: 30 * time.Second},
 		Push:          PushConfig{Redis: RedisConnConfig{Mode: "standalone"}},
 		Cluster:       ClusterConfig{Fanout: "none", Prefix: "wsgate:", QueueSize: 4096, Redis: RedisConnConfig{Mode: "standalone"}},
@@ -444,9 +461,14 @@ func DefaultConfig() Config {
 		Limits: LimitsConfig{
 			HandshakeTimeout:             10 * time.Second,
 			MaxHeaderBytes:               16 << 10,
+			MaxPendingRequests:           8192,
 			MaxHandshakes:                1024,
 			MaxConnections:               100000,
 			MaxMessageSize:               64 << 10,
+			MaxJSONDepth:                 wamp.DefaultMaxJSONDepth,
+			MaxURILength:                 wamp.DefaultMaxURILength,
+			MaxPrefixes:                  wamp.DefaultMaxPrefixes,
+			MaxSubscriptions:             wamp.DefaultMaxSubscriptions,
 			OutboundQueueBytes:           1 << 20,
 			WriteTimeout:                 10 * time.Second,
 			IdleTimeout:                  5 * time.Minute,
@@ -654,6 +676,11 @@ func (c *Config) Validate() error {
 		min, max int
 	}{
 		{"limits.max_handshakes", c.Limits.MaxHandshakes, 1, 1 << 20},
+		{"limits.max_pending_requests", c.Limits.MaxPendingRequests, 1, 1 << 22},
+		{"limits.max_json_depth", c.Limits.MaxJSONDepth, 2, 10000},
+		{"limits.max_uri_length", c.Limits.MaxURILength, 16, 1 << 16},
+		{"limits.max_prefixes", c.Limits.MaxPrefixes, 1, 1 << 16},
+		{"limits.max_subscriptions", c.Limits.MaxSubscriptions, 1, 1 << 20},
 		{"limits.max_header_bytes", c.Limits.MaxHeaderBytes, 1024, 1 << 20},
 		{"limits.max_connections", c.Limits.MaxConnections, 1, 1 << 24},
 		{"limits.max_message_size", c.Limits.MaxMessageSize, 64, 64 << 20},
@@ -671,7 +698,7 @@ func (c *Config) Validate() error {
 	switch c.Transport.Mode {
 	case ModeGoroutine:
 	case ModeEpoll:
-		if !epollSupported {
+		if !transport.EpollSupported {
 			return bad("transport.mode", c.Transport.Mode, "epoll needs Linux; use goroutine")
 		}
 	default:

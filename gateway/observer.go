@@ -32,6 +32,24 @@ func (o wampObserver) RoutingMiss(kind string) { o.m.RoutingMisses.WithLabelValu
 
 func (o wampObserver) AccessDenied(kind string) { o.m.AccessDenied.WithLabelValues(kind).Inc() }
 
+func (o wampObserver) Limit(name string) { o.m.LimitExceeded.WithLabelValues(name).Inc() }
+
+// transportObserver turns the transport's events into Prometheus metrics;
+// its label values are the transport's constants and handshake outcomes.
+type transportObserver struct{ m *metrics.Gateway }
+
+func (o transportObserver) Handshake(outcome string) { o.m.Handshakes.WithLabelValues(outcome).Inc() }
+func (o transportObserver) Limit(limit string)       { o.m.LimitExceeded.WithLabelValues(limit).Inc() }
+func (o transportObserver) Read(n int)               { o.m.ReceivedBytes.Add(float64(n)) }
+func (o transportObserver) MessageIn()               { o.m.MessagesReceived.Inc() }
+func (o transportObserver) MessageOut()              { o.m.MessagesSent.Inc() }
+func (o transportObserver) Dropped(reason string)    { o.m.Dropped.WithLabelValues(reason).Inc() }
+
+func (o transportObserver) Wrote(n int, d time.Duration) {
+	o.m.SentBytes.Add(float64(n))
+	o.m.WriteDuration.Observe(d.Seconds())
+}
+
 // storeObserver exports the session stores' measurements.
 type storeObserver struct{ m *metrics.Gateway }
 

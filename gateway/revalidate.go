@@ -6,17 +6,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
 )
-
-// closeSessionEnded is the close code of a connection whose PHP session
-// ended (logout, expiry, another user) with session.on_invalid: close. It
-// is in the private range (4000-4999) so that clients can tell it from a
-// network or server problem and send the user to log in again.
-const closeSessionEnded ws.StatusCode = 4001
 
 // revalidateBatch bounds one store call: one MGET or one WHERE IN of this
 // many ids, so that no single lookup grows with the connection count.
@@ -53,9 +45,9 @@ func (s *Server) revalidate() {
 	interval := s.cfg.Session.RevalidateInterval
 	for {
 		start := time.Now()
-		var batches [][]*conn
-		var batch []*conn
-		for _, c := range s.snapshotConns() {
+		var batches [][]*client
+		var batch []*client
+		for _, c := range s.snapshotClients() {
 			if c.sessionID == "" {
 				continue // no cookie: nothing to re-read
 			}
@@ -87,7 +79,7 @@ func (s *Server) revalidate() {
 func (s *Server) sleepOrStop(d time.Duration) bool {
 	if d <= 0 {
 		select {
-		case <-s.pingStop:
+		case <-s.bgStop:
 			return false
 		default:
 			return true
@@ -96,14 +88,14 @@ func (s *Server) sleepOrStop(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-s.pingStop:
+	case <-s.bgStop:
 		return false
 	case <-t.C:
 		return true
 	}
 }
 
-func (s *Server) revalidateBatch(conns []*conn) {
+func (s *Server) revalidateBatch(conns []*client) {
 	ids := make([]string, 0, len(conns))
 	for _, c := range conns {
 		ids = append(ids, c.sessionID)
@@ -119,9 +111,7 @@ func (s *Server) revalidateBatch(conns []*conn) {
 	for _, c := range conns {
 		res := found[c.sessionID]
 		now := identityOf(&res)
-		c.mu.Lock()
-		was := c.ident
-		c.mu.Unlock()
+		was := c.identity()
 		switch {
 		case now.user == was.user && now.firewall == was.firewall && slices.Equal(now.roles, was.roles):
 			s.metrics.Revalidations.WithLabelValues("valid").Inc()
@@ -138,7 +128,7 @@ func (s *Server) revalidateBatch(conns []*conn) {
 			s.metrics.Revalidations.WithLabelValues("downgraded").Inc()
 			s.log.Debug("session ended, client downgraded to anonymous", "conn", c.id, "status", res.Status)
 		default:
-			c.closeWith(closeSessionEnded, "session ended", "revalidation")
+			c.conn.Close(closeSessionEnded, "session ended", "revalidation")
 			s.metrics.Revalidations.WithLabelValues("closed").Inc()
 			s.log.Debug("session ended, client closed", "conn", c.id, "status", res.Status)
 		}
@@ -148,7 +138,7 @@ func (s *Server) revalidateBatch(conns []*conn) {
 // reidentify gives a live connection a new identity: its WAMP session
 // (subscriptions its routes no longer allow are dropped), its client storage
 // entry and its per-user count follow.
-func (s *Server) reidentify(c *conn, id identity) {
+func (s *Server) reidentify(c *client, id identity) {
 	c.mu.Lock()
 	c.ident = id
 	oldKey := c.userKey

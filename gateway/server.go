@@ -1,8 +1,9 @@
-// Package gateway owns the websocket connections: it accepts TCP, runs the
-// gobwas/ws zero-copy upgrade, identifies the client from its PHP session
-// (via storage and phpsession), and hands each message to the WAMP layer
-// (wamp). It also holds the configuration and wires every other package.
-// docs/architecture.md describes the whole path.
+// Package gateway wires wsgate together: it is the transport's Host
+// (gateway/transport moves the bytes), identifies each client from its PHP
+// session (storage and phpsession) at the handshake, and hands each
+// message to the WAMP node (wamp). It also holds the configuration, the
+// push API, revalidation and the replicas' glue. docs/architecture.md
+// describes the whole path.
 package gateway
 
 import (
@@ -20,11 +21,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/httphead"
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsflate"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgate/wsgate/gateway/transport"
 	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/storage"
@@ -49,8 +48,8 @@ type Options struct {
 	Metrics prometheus.Registerer
 }
 
-// Server is one gateway instance: its listener's accept loop, its
-// connections, and the session resolver and WAMP node they share.
+// Server is one gateway instance: the transport's Host, the session
+// resolver and the WAMP node its connections share.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
@@ -58,7 +57,10 @@ type Server struct {
 	origins  *OriginPolicy
 	node     *wamp.Node
 	clients  storage.ClientStorage
+	registry *clientRegistry // batches client storage removals off the transport
 	metrics  *metrics.Gateway
+	tr       *transport.Transport
+	work     *workPool // runs handler work off the transport (the node's Offloader)
 	// directory answers user lookups: the node's own clients, or every
 	// replica's through the shared client storage (clusterClients).
 	directory handler.ClientManipulator
@@ -68,30 +70,27 @@ type Server struct {
 	keepHeaders map[string]bool // handshake headers kept for upstream forwarding
 	nodeID      string          // prefixes connection ids so replicas never collide
 	connSeq     atomic.Uint64
-	handshakes  chan struct{} // semaphore bounding handshakes in progress
 
 	baseCtx context.Context // cancelled when the server is forced down
 	cancel  context.CancelFunc
 
-	loop *eventLoop // the epoll loop in epoll mode, nil otherwise
-
-	drain    atomic.Bool  // set first thing by Shutdown; read per message
-	inflight atomic.Int64 // messages being handled, for the drain
-	rate     *ipRateLimiter
-	pingStop chan struct{} // closed by Shutdown: ends the keepalive and revalidation goroutines
+	drain    atomic.Bool   // set first thing by Shutdown; read per message
+	inflight atomic.Int64  // messages being handled, for the drain
+	bgStop   chan struct{} // closed by Shutdown: ends the revalidation goroutine
 	bgCtx    context.Context
-	bgCancel context.CancelFunc // called by Shutdown with pingStop: ends the push channel
+	bgCancel context.CancelFunc // called by Shutdown with bgStop: ends the push channel
 
-	mu        sync.Mutex
-	ln        net.Listener
-	conns     map[*conn]struct{}
+	mu        sync.Mutex     // guards userConns, draining and started
 	userConns map[string]int // connections per authenticated user (limits.max_connections_per_user)
 	draining  bool
-	pinging   bool
+	started   bool // Serve started the background goroutines
 
 	depsOnce sync.Once // closeDeps
 
-	wg sync.WaitGroup // every goroutine the server starts: accept, handshakes, readers, writers, loop workers
+	// wg counts the server's own goroutines: revalidation, the push
+	// channel, the client storage writer. The transport and the work pool
+	// count theirs.
+	wg sync.WaitGroup
 }
 
 // New builds a Server from a validated configuration. It opens the session
@@ -130,12 +129,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		origins:     origins,
 		metrics:     m,
 		nodeID:      nodeID,
-		handshakes:  make(chan struct{}, cfg.Limits.MaxHandshakes),
-		conns:       make(map[*conn]struct{}),
 		userConns:   make(map[string]int),
 		keepHeaders: keptHeaders(cfg.Upstreams, cfg.Events),
-		rate:        newIPRateLimiter(cfg.Limits.AcceptRatePerIP),
-		pingStop:    make(chan struct{}),
+		bgStop:      make(chan struct{}),
 	}
 	// Everything opened below is closed again if a later step fails.
 	ok := false
@@ -147,6 +143,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.clients, err = newClientStorage(cfg.ClientStorage); err != nil {
 		return nil, err
 	}
+	s.registry = newClientRegistry(s.clients, cfg.Session.LookupTimeout, cfg.Limits.MaxConnections, log, m)
+	s.work = newWorkPool(cfg.Limits.MaxPendingCalls)
 	nodeCfg := wamp.NodeConfig{
 		ServerIdent: ServerIdent(),
 		Routes:      cfg.Routes,
@@ -154,11 +152,16 @@ func New(cfg Config, opts Options) (*Server, error) {
 		Logger:      log,
 		CallTimeout: cfg.Limits.CallTimeout,
 		Limits: wamp.Limits{
+			MaxURILength:                cfg.Limits.MaxURILength,
+			MaxPrefixes:                 cfg.Limits.MaxPrefixes,
+			MaxSubscriptions:            cfg.Limits.MaxSubscriptions,
+			MaxJSONDepth:                cfg.Limits.MaxJSONDepth,
 			MaxOffloadedCallsPerSession: cfg.Limits.MaxPendingCallsPerConnection,
 			MaxOffloadedCalls:           cfg.Limits.MaxPendingCalls,
 		},
-		Realm:    cfg.WAMP.Realm,
-		Observer: wampObserver{m},
+		Realm:     cfg.WAMP.Realm,
+		Observer:  wampObserver{m},
+		Offloader: s.work,
 	}
 	var cluster *clusterClients
 	if cfg.ClientStorage.Driver == "redis" {
@@ -199,8 +202,40 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.bgCtx, s.bgCancel = context.WithCancel(s.baseCtx)
+	lim := cfg.Limits
+	s.tr, err = transport.New(transport.Config{
+		Mode:               cfg.Transport.Mode,
+		Workers:            cfg.Transport.Workers,
+		Writers:            cfg.Transport.Writers,
+		PermessageDeflate:  cfg.Transport.PermessageDeflate,
+		HandshakeTimeout:   lim.HandshakeTimeout,
+		MaxHeaderBytes:     lim.MaxHeaderBytes,
+		MaxPendingRequests: lim.MaxPendingRequests,
+		MaxHandshakes:      lim.MaxHandshakes,
+		MaxConnections:     lim.MaxConnections,
+		AcceptRatePerIP:    lim.AcceptRatePerIP,
+		MaxMessageSize:     lim.MaxMessageSize,
+		OutboundQueueBytes: lim.OutboundQueueBytes,
+		WriteTimeout:       lim.WriteTimeout,
+		IdleTimeout:        lim.IdleTimeout,
+		PingInterval:       keepaliveInterval(cfg.Keepalive),
+		Logger:             log,
+		Observer:           transportObserver{m},
+	}, s)
+	if err != nil {
+		return nil, err
+	}
 	ok = true
 	return s, nil
+}
+
+// keepaliveInterval is the transport's ping interval: keepalive.interval
+// when keepalive.ping is on, else none.
+func keepaliveInterval(k KeepaliveConfig) time.Duration {
+	if !k.Ping {
+		return 0
+	}
+	return k.Interval
 }
 
 // closeDeps closes the stores and relays New opened, in reverse order,
@@ -227,24 +262,22 @@ func (s *Server) closeDepsOnce() {
 }
 
 // Serve accepts connections on ln until Shutdown closes it. With
-// transport.mode epoll and a TCP listener, connections are served by the
-// epoll event loop; otherwise each gets a goroutine. It returns nil after
-// Shutdown and the accept error otherwise.
+// transport.mode epoll it needs a TCP listener. It returns nil after
+// Shutdown and the accept error otherwise. The first Serve also starts the
+// server's background goroutines (revalidation, the push channel, the
+// client storage writer).
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
 		return errors.New("gateway: serve after shutdown")
 	}
-	s.ln = ln
-	startPing := !s.pinging // the background goroutines start with the first Serve
-	s.pinging = true
+	start := !s.started
+	s.started = true
 	s.mu.Unlock()
-	if startPing {
-		if s.cfg.Keepalive.Ping {
-			s.wg.Add(1)
-			go s.keepalive()
-		}
+	if start {
+		s.wg.Add(1)
+		go s.registry.run(&s.wg)
 		if s.cfg.Session.RevalidateInterval > 0 {
 			s.wg.Add(1)
 			go s.revalidate()
@@ -254,14 +287,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			go s.receivePushes()
 		}
 	}
-	if s.cfg.Transport.Mode == ModeEpoll {
-		tl, ok := ln.(*net.TCPListener)
-		if !ok {
-			return fmt.Errorf("transport.mode epoll needs a TCP listener, got %T", ln)
-		}
-		return s.serveEpoll(tl)
-	}
-	return s.serveGoroutines(ln)
+	return s.tr.Serve(ln)
 }
 
 func (s *Server) isDraining() bool {
@@ -287,29 +313,25 @@ func (s *Server) Ready() error {
 	return nil
 }
 
-// Shutdown drains the gateway: it stops accepting, sends close 1001 to every
-// client and waits for them to go until ctx ends, then closes what is left.
-// The event loop (if any) and the session store are released afterwards.
+// Shutdown drains the gateway: it stops accepting, lets calls in flight
+// finish, sends close 1001 to every client and waits for them to go until
+// ctx ends, then closes what is left. The transport, the handler work, the
+// client storage writer and the stores are released afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.drain.Store(true)
 	s.mu.Lock()
 	if !s.draining {
-		close(s.pingStop)
+		close(s.bgStop)
 		s.bgCancel()
 	}
 	s.draining = true
-	if s.ln != nil {
-		s.ln.Close()
-	}
-	if s.loop != nil {
-		s.loop.stopAccepting()
-	}
 	s.mu.Unlock()
+	s.tr.StopAccepting()
 	var err error
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	// Calls in flight finish and send their results before the clients
-	// are told to go; new messages are not taken (conn.onMessage).
+	// are told to go; new messages are not taken (client.Message).
 inflight:
 	for s.inflight.Load() > 0 || s.node.OffloadedCalls() > 0 {
 		select {
@@ -318,11 +340,12 @@ inflight:
 			break inflight
 		}
 	}
-	for _, c := range s.snapshotConns() {
-		c.closeWith(closeGoingAway, "server shutting down", "drain")
-	}
+	s.tr.Range(func(c *transport.Conn) bool {
+		c.Close(transport.CloseGoingAway, "server shutting down", transport.ReasonDrain)
+		return true
+	})
 wait:
-	for len(s.snapshotConns()) > 0 {
+	for s.tr.Len() > 0 {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -331,21 +354,20 @@ wait:
 		}
 	}
 	s.cancel() // handler calls and session lookups still running end now
-	for _, c := range s.snapshotConns() {
-		c.kill("drain")
+	s.tr.Stop()
+	// The disconnects' handler work (unsubscribe notices to the app) goes
+	// out within the drain budget, or a short grace when drain used it all.
+	workCtx, workCancel := graceCtx(ctx)
+	if e := s.work.wait(workCtx); e != nil {
+		s.log.Warn("drain: handler work still running", "err", e)
 	}
-	if s.loop != nil {
-		s.loop.stop()
-	}
+	workCancel()
+	s.registry.close()
 	s.wg.Wait()
 	if s.events != nil {
 		// Every drained connection queued its disconnect event; the app
-		// hears about all of them before we exit, within the drain budget
-		// or, when drain used it all, a short grace.
-		evCtx, cancel := ctx, context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) < time.Second {
-			evCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		}
+		// hears about all of them before we exit.
+		evCtx, cancel := graceCtx(ctx)
 		if e := s.events.Close(evCtx); e != nil {
 			s.log.Warn("connection events: not all disconnect events were sent", "err", e)
 		}
@@ -356,19 +378,20 @@ wait:
 	return err
 }
 
-func (s *Server) snapshotConns() []*conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
+// graceCtx is ctx, or a 2-second grace when ctx has less than a second
+// left: what must still go out after a drain gets a chance.
+func graceCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) < time.Second {
+		return context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	}
-	return conns
+	return ctx, func() {}
 }
 
-// handshake collects what the upgrade callbacks see. The callbacks run on
-// the connection's goroutine, one after the other, so no lock is needed.
+// handshake is the gateway's side of one upgrade (transport.Handshake):
+// what the request's headers say, and who admit found. The transport calls
+// its methods on one goroutine, one after the other, so no lock is needed.
 type handshake struct {
+	srv         *Server
 	host        string
 	origin      string
 	sessionID   string
@@ -385,7 +408,70 @@ type handshake struct {
 	remote      string            // the peer's address, kept only for the connect event
 	connectedAt time.Time         // when the connect event was sent
 	announced   bool              // the app accepted the connect event: it is owed a disconnect
-	deflate     *wsflate.Extension
+}
+
+var _ transport.Handshake = (*handshake)(nil)
+
+// Handshake implements transport.Host.
+func (s *Server) Handshake(remote net.Addr) transport.Handshake {
+	h := &handshake{srv: s, outcome: metrics.OutcomeBadRequest}
+	if s.events != nil && remote != nil {
+		h.remote = remote.String() // only the connect event needs the peer
+	}
+	return h
+}
+
+// Header implements transport.Handshake.
+func (h *handshake) Header(key, value []byte) {
+	s := h.srv
+	switch {
+	case bytes.EqualFold(key, []byte("Host")):
+		h.host = string(value)
+		return
+	case bytes.EqualFold(key, []byte("Cookie")):
+		// PHP keeps the first cookie of a name; so do we.
+		if !h.cookieSet {
+			if v, ok := cookieValue(value, []byte(s.cfg.Session.Cookie)); ok {
+				h.sessionID, h.cookieSet = string(v), true
+			}
+		}
+	case bytes.EqualFold(key, []byte("Origin")):
+		h.origin = string(value)
+	}
+	if s.keepHeaders != nil {
+		h.keep(textproto.CanonicalMIMEHeaderKey(string(key)), string(value), s.keepHeaders)
+	}
+}
+
+// Protocol implements transport.Handshake: the first offered subprotocol
+// the node speaks wins: "wamp" (v1, autobahn 0.8) or "wamp.2.json"
+// (today's autobahn).
+func (h *handshake) Protocol(p []byte) bool {
+	h.offered = true
+	h.proto, h.matched = wamp.ProtocolFor(string(p))
+	return h.matched
+}
+
+// Admit implements transport.Handshake.
+func (h *handshake) Admit(ctx context.Context) error { return h.srv.admit(ctx, h) }
+
+// Outcome implements transport.Handshake.
+func (h *handshake) Outcome() string { return h.outcome }
+
+// Open implements transport.Handshake: the connection goes live.
+func (h *handshake) Open(c *transport.Conn) transport.Handler {
+	if cl := h.srv.register(c, h); cl != nil {
+		return cl
+	}
+	return nil
+}
+
+// Abandon implements transport.Handshake: the transport stopped between
+// Admit and Open.
+func (h *handshake) Abandon() {
+	h.srv.releaseUser(h.userKey)
+	h.userKey = ""
+	h.srv.abandon(h, upstream.ReasonDrain)
 }
 
 // keep records a header the upstreams forward; repeated ones are joined
@@ -407,85 +493,8 @@ func (h *handshake) keep(name, value string, wanted map[string]bool) {
 	h.headers[name] = value
 }
 
-// compressed reports whether permessage-deflate was agreed.
-func (h *handshake) compressed() bool {
-	if h.deflate == nil {
-		return false
-	}
-	_, ok := h.deflate.Accepted()
-	return ok
-}
-
-// newUpgrader returns the gobwas/ws upgrader whose callbacks fill h and
-// whose last callback admits or refuses the client (Server.admit).
-func (s *Server) newUpgrader(h *handshake, deadline time.Time) ws.Upgrader {
-	cookie := []byte(s.cfg.Session.Cookie)
-	var negotiate func(httphead.Option) (httphead.Option, error)
-	if s.cfg.Transport.PermessageDeflate {
-		h.deflate = &wsflate.Extension{Parameters: wsflate.Parameters{
-			// Every message stands alone: no inflate window is kept
-			// per connection between messages.
-			ServerNoContextTakeover: true,
-			ClientNoContextTakeover: true,
-		}}
-		negotiate = h.deflate.Negotiate
-	}
-	return ws.Upgrader{
-		Negotiate: negotiate,
-		Protocol: func(p []byte) bool {
-			// The first offered subprotocol the node speaks wins: "wamp"
-			// (v1, autobahn 0.8) or "wamp.2.json" (today's autobahn).
-			h.offered = true
-			h.proto, h.matched = wamp.ProtocolFor(string(p))
-			return h.matched
-		},
-		OnHost: func(host []byte) error {
-			h.host = string(host)
-			return nil
-		},
-		OnHeader: func(key, value []byte) error {
-			switch {
-			case bytes.EqualFold(key, []byte("Cookie")):
-				// PHP keeps the first cookie of a name; so do we.
-				if !h.cookieSet {
-					if v, ok := cookieValue(value, cookie); ok {
-						h.sessionID, h.cookieSet = string(v), true
-					}
-				}
-			case bytes.EqualFold(key, []byte("Origin")):
-				h.origin = string(value)
-			}
-			if s.keepHeaders != nil {
-				h.keep(textproto.CanonicalMIMEHeaderKey(string(key)), string(value), s.keepHeaders)
-			}
-			return nil
-		},
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			ctx, cancel := context.WithDeadline(s.baseCtx, deadline)
-			defer cancel()
-			return nil, s.admit(ctx, h)
-		},
-	}
-}
-
-// acquireHandshake takes a slot of the handshake semaphore, or returns
-// false when limits.max_handshakes are in progress.
-func (s *Server) acquireHandshake() bool {
-	select {
-	case s.handshakes <- struct{}{}:
-		return true
-	default:
-		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOverloaded).Inc()
-		return false
-	}
-}
-
-// overloadedResponse answers a connection refused before its handshake.
-var overloadedResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n")
-
-func reject(status int, reason string) error {
-	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
-}
+// reject is transport.Reject, short.
+func reject(status int, reason string) error { return transport.Reject(status, reason) }
 
 // admit decides whether the handshake may complete and who the client is.
 func (s *Server) admit(ctx context.Context, h *handshake) error {
@@ -496,13 +505,9 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		h.outcome = metrics.OutcomeForbidden
 		return reject(403, "origin not allowed")
 	}
-	s.mu.Lock()
-	full := len(s.conns) >= s.cfg.Limits.MaxConnections
-	draining := s.draining
-	s.mu.Unlock()
-	if full || draining {
+	if s.isDraining() {
 		h.outcome = metrics.OutcomeOverloaded
-		return reject(503, "gateway at capacity")
+		return reject(503, "gateway draining")
 	}
 	res := Resolution{Status: StatusAnonymous, Reason: "no session cookie"}
 	if h.cookieSet {
@@ -541,6 +546,7 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		key := userKey(ident)
 		if !s.reserveUser(key) {
 			h.outcome = metrics.OutcomeRateLimited
+			s.metrics.LimitExceeded.WithLabelValues("max_connections_per_user").Inc()
 			return reject(429, "too many connections for this user")
 		}
 		h.userKey = key
@@ -597,10 +603,9 @@ func (s *Server) askApp(ctx context.Context, h *handshake) error {
 }
 
 // abandon ends a handshake the app was told about (connect event accepted)
-// but that never became a live connection: the upgrade's answer could not
-// be written, or the gateway began to drain meanwhile. The app still gets
-// the disconnect event it is owed, so its bookkeeping of connect and
-// disconnect pairs stays whole.
+// but that never became a live connection: the gateway began to drain
+// meanwhile. The app still gets the disconnect event it is owed, so its
+// bookkeeping of connect and disconnect pairs stays whole.
 func (s *Server) abandon(h *handshake, reason string) {
 	if !h.announced || s.events == nil || !s.cfg.Events.Disconnect {
 		return
@@ -613,38 +618,37 @@ func (s *Server) abandon(h *handshake, reason string) {
 	})
 }
 
-// register makes an upgraded connection live: it is tracked for drain,
-// gets its WAMP session (which queues WELCOME) and its client storage
-// entry. It returns false when the server is draining; then c is closed.
-func (s *Server) register(c *conn, h *handshake) bool {
-	c.id = h.connID
+// register makes an upgraded connection live: it gets its WAMP session
+// (which queues WELCOME behind the 101) and its client storage entry. It
+// returns nil when the server is draining; the transport then closes the
+// connection. It runs on the handshake's goroutine, which may wait for the
+// client storage.
+func (s *Server) register(conn *transport.Conn, h *handshake) *client {
+	c := &client{
+		srv:         s,
+		conn:        conn,
+		ctx:         s.baseCtx,
+		id:          h.connID,
+		sessionID:   h.sessionID,
+		connectedAt: h.connectedAt, // the connect event's, so both events agree
+		userKey:     h.userKey,
+		ident:       h.ident,
+	}
 	if c.id == "" {
 		c.id = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))
 	}
-	c.userKey = h.userKey
-	c.sessionID = h.sessionID
-	c.ident = h.ident
-	c.connectedAt = h.connectedAt // the connect event's, so both events agree
 	if c.connectedAt.IsZero() {
 		c.connectedAt = time.Now()
 	}
-	c.ctx = s.baseCtx
-	c.fr.maxMessage = s.cfg.Limits.MaxMessageSize
-	c.fr.deflate = h.compressed()
-	c.lastRead.Store(time.Now().UnixNano())
 	h.info.ConnID = c.id
 	h.info.Headers = h.headers
-	s.mu.Lock()
-	if s.draining {
-		s.mu.Unlock()
+	if s.isDraining() {
 		s.releaseUser(h.userKey)
 		s.abandon(h, upstream.ReasonDrain)
-		return false
+		return nil
 	}
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
 	s.metrics.Connections.Inc()
-	c.sess = s.node.OpenProtocol(c, h.info, h.proto)
+	c.sess = s.node.OpenProtocol(conn, h.info, h.proto)
 	entry := storage.ClientEntry{
 		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
 		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: c.connectedAt,
@@ -654,16 +658,7 @@ func (s *Server) register(c *conn, h *handshake) bool {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
 	}
 	s.log.Debug("client connected", "conn", c.id, "anonymous", h.info.Anonymous, "firewall", h.info.Firewall)
-	// The socket may have died while we registered (WELCOME's write can
-	// fail at once); its teardown waited for this point.
-	c.mu.Lock()
-	c.registered = true
-	wanted := c.teardownWanted
-	c.mu.Unlock()
-	if wanted {
-		c.teardown()
-	}
-	return true
+	return c
 }
 
 // userKey is the Server.userConns key of an authenticated identity.
@@ -695,44 +690,6 @@ func (s *Server) releaseUser(key string) {
 	}
 }
 
-// rateLimitedResponse answers a connection over limits.accept_rate_per_ip.
-var rateLimitedResponse = []byte("HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n")
-
-// acceptFrom applies limits.accept_rate_per_ip to a new connection.
-func (s *Server) acceptFrom(addr net.Addr) bool {
-	if s.rate == nil {
-		return true
-	}
-	tcp, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return true
-	}
-	if s.rate.allow(tcp.IP, time.Now()) {
-		return true
-	}
-	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeRateLimited).Inc()
-	return false
-}
-
-// keepalive pings every client each keepalive.interval, as the bundle's
-// keepalive_ping. It is owned by the Server and ends at Shutdown.
-func (s *Server) keepalive() {
-	defer s.wg.Done()
-	tick := time.NewTicker(s.cfg.Keepalive.Interval)
-	defer tick.Stop()
-	ping := controlFrame(ws.OpPing, nil) // shared: queued bytes are never modified
-	for {
-		select {
-		case <-s.pingStop:
-			return
-		case <-tick.C:
-			for _, c := range s.snapshotConns() {
-				c.sendRaw(ping)
-			}
-		}
-	}
-}
-
 // newClientStorage opens the configured client storage.
 func newClientStorage(c ClientStorageConfig) (storage.ClientStorage, error) {
 	if c.Driver != "redis" {
@@ -747,10 +704,4 @@ func newClientStorage(c ClientStorageConfig) (storage.ClientStorage, error) {
 		return nil, fmt.Errorf("client storage redis: %w", err)
 	}
 	return cs, nil
-}
-
-func (s *Server) untrack(c *conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }

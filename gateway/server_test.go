@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/gobwas/ws/wsflate"
 
 	"github.com/wsgate/wsgate/examples/acme"
+	"github.com/wsgate/wsgate/gateway/transport"
 	"github.com/wsgate/wsgate/wamp"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -94,12 +96,43 @@ func serveConfig(t *testing.T, cfg Config, reg *handler.Registry) (string, *Serv
 // modes must pass the same tests.
 func forEachMode(t *testing.T, f func(t *testing.T, mode string)) {
 	modes := []string{ModeGoroutine}
-	if epollSupported {
+	if transport.EpollSupported {
 		modes = append(modes, ModeEpoll)
 	}
 	for _, m := range modes {
 		t.Run(m, func(t *testing.T) { f(t, m) })
 	}
+}
+
+// clientFrame encodes a masked client frame.
+func clientFrame(t testing.TB, fin bool, op ws.OpCode, payload []byte) []byte {
+	var b bytes.Buffer
+	f := ws.MaskFrameInPlace(ws.NewFrame(op, fin, append([]byte(nil), payload...)))
+	if err := ws.WriteFrame(&b, f); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// deflateMessage compresses msg as RFC 7692 says a message is sent: a
+// flushed deflate stream without its 4-byte sync tail.
+func deflateMessage(t testing.TB, msg []byte) []byte {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestSpeed)
+	w.Write(msg)
+	w.Flush()
+	out := b.Bytes()
+	if !bytes.HasSuffix(out, []byte{0, 0, 0xff, 0xff}) {
+		t.Fatalf("flush did not end in the sync tail")
+	}
+	return out[:len(out)-4]
+}
+
+// compressedFrame is clientFrame with RSV1 set: a compressed message.
+func compressedFrame(t testing.TB, fin bool, op ws.OpCode, payload []byte) []byte {
+	f := clientFrame(t, fin, op, payload)
+	f[0] |= 0x40
+	return f
 }
 
 // rawClient is a websocket client that writes frames by hand, to test the
@@ -368,7 +401,7 @@ func TestPublishFanOut(t *testing.T) {
 // With a single worker, a client that sends half a frame or half a
 // handshake must not hold it: others are still served.
 func TestEpollHalfFrameDoesNotPinWorker(t *testing.T) {
-	if !epollSupported {
+	if !transport.EpollSupported {
 		t.Skip("epoll mode needs Linux")
 	}
 	addr, _ := startServer(t, ModeEpoll, func(c *Config) { c.Transport.Workers = 1 })
@@ -403,7 +436,7 @@ func TestEpollHalfFrameDoesNotPinWorker(t *testing.T) {
 
 // In epoll mode an idle established connection holds no goroutine.
 func TestEpollIdleConnectionsHoldNoGoroutine(t *testing.T) {
-	if !epollSupported {
+	if !transport.EpollSupported {
 		t.Skip("epoll mode needs Linux")
 	}
 	addr, _ := startServer(t, ModeEpoll, nil)

@@ -65,7 +65,7 @@ func FuzzParseMessage(f *testing.F) {
 				}
 			}
 		}
-		m, err := parseMessage(data)
+		m, err := parseMessage(data, DefaultMaxJSONDepth)
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) {
 				t.Fatalf("error %v does not wrap ErrProtocol", err)
@@ -193,7 +193,7 @@ func FuzzParseMessageV2(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := parseMessageV2(data)
+		m, err := parseMessageV2(data, DefaultMaxJSONDepth)
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) {
 				t.Fatalf("error %v does not wrap ErrProtocol", err)

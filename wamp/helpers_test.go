@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -187,6 +188,19 @@ func newFixture(t testing.TB, mod func(*NodeConfig)) *fixture {
 		t.Fatal(err)
 	}
 	return &fixture{node: n, topic: tt, reg: reg}
+}
+
+// settle waits until the node has no offloaded work left: the
+// unsubscribes a Close or a Reidentify leaves run off the caller.
+func (f *fixture) settle(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.node.OffloadedCalls() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("offloaded work still running after 5s: %d", f.node.OffloadedCalls())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // open opens a session and discards its WELCOME.

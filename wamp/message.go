@@ -31,8 +31,40 @@ var ErrProtocol = errors.New("wamp protocol error")
 
 // ErrLimit is wrapped (together with ErrProtocol) by errors for a client
 // that exceeded a Limits bound, so the gateway can log or count it apart
-// from garbage input while still closing the connection.
+// from garbage input while still closing the connection. Those errors are
+// *LimitError, which names the limit.
 var ErrLimit = fmt.Errorf("%w: client limit exceeded", ErrProtocol)
+
+// Names of the limits a client can run into (LimitError.Limit and
+// Observer.Limit): each is the gateway's configuration key without
+// "limits.", so that one metric label names them all.
+const (
+	LimitURILength             = "max_uri_length"
+	LimitPrefixes              = "max_prefixes"
+	LimitSubscriptions         = "max_subscriptions"
+	LimitJSONDepth             = "max_json_depth"
+	LimitPendingCallsPerClient = "max_pending_calls_per_connection"
+	LimitPendingCalls          = "max_pending_calls"
+)
+
+// LimitError is a client going over one of the node's Limits. Handle
+// returns it; it wraps ErrLimit (and so ErrProtocol): the gateway closes
+// the connection, with 1008 (policy violation), and counts Limit.
+type LimitError struct {
+	// Limit is one of the Limit* names.
+	Limit string
+	// Detail says by how much, for logs.
+	Detail string
+}
+
+func (e *LimitError) Error() string { return ErrLimit.Error() + ": " + e.Limit + ": " + e.Detail }
+
+// Unwrap makes errors.Is(err, ErrLimit) and errors.Is(err, ErrProtocol) hold.
+func (e *LimitError) Unwrap() error { return ErrLimit }
+
+func limitErr(limit, format string, a ...any) error {
+	return &LimitError{Limit: limit, Detail: fmt.Sprintf(format, a...)}
+}
 
 func protoErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, a...))
@@ -64,9 +96,9 @@ type message struct {
 // Ratchet 0.4's ServerProtocol, made strict where Ratchet would hit a PHP
 // notice or type error: URIs and prefixes must be strings, the call id a
 // string or number, and each type has a fixed arity.
-func parseMessage(data []byte) (message, error) {
+func parseMessage(data []byte, maxDepth int) (message, error) {
 	var m message
-	arr, typ, err := splitMessage(data)
+	arr, typ, err := splitMessage(data, maxDepth)
 	if err != nil {
 		return m, err
 	}
@@ -213,6 +245,30 @@ func skipValue(d []byte, i int) int {
 		}
 		return i
 	}
+}
+
+// jsonDepth returns how deep arrays and objects nest in d, counting up to
+// just past limit (it stops there). It only counts brackets outside
+// strings; d need not be valid JSON.
+func jsonDepth(d []byte, limit int) int {
+	depth, deepest := 0, 0
+	for i := 0; i < len(d); i++ {
+		switch d[i] {
+		case '"':
+			i = skipString(d, i) - 1
+		case '[', '{':
+			depth++
+			if depth > deepest {
+				deepest = depth
+				if deepest > limit {
+					return deepest
+				}
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // skipString returns the index just past the string starting at d[i].
@@ -445,9 +501,14 @@ func encodeCallError(callID json.RawMessage, errorURI, desc string, details []by
 // read the message type. It works on one private copy: the raw elements
 // (params, event, args) are handed to handlers, which may keep them, while
 // the gateway may reuse its read buffer as soon as Handle returns.
-func splitMessage(data []byte) ([]json.RawMessage, int, error) {
+func splitMessage(data []byte, maxDepth int) ([]json.RawMessage, int, error) {
 	if !utf8.Valid(data) {
 		return nil, 0, protoErr("message is not valid UTF-8")
+	}
+	if d := jsonDepth(data, maxDepth); d > maxDepth {
+		// Judged before anything else looks at the nesting: handlers (and
+		// the PHP app behind an upstream) decode it recursively.
+		return nil, 0, limitErr(LimitJSONDepth, "nested deeper than %d", maxDepth)
 	}
 	if !json.Valid(data) {
 		return nil, 0, protoErr("malformed JSON")

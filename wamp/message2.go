@@ -110,9 +110,9 @@ type message2 struct {
 // code, with that type's arity and element types (ids integers in
 // [0, 2^53], URIs strings, dicts objects, Arguments a list, ArgumentsKw a
 // dict). Every error wraps ErrProtocol.
-func parseMessageV2(data []byte) (message2, error) {
+func parseMessageV2(data []byte, maxDepth int) (message2, error) {
 	var m message2
-	arr, typ, err := splitMessage(data)
+	arr, typ, err := splitMessage(data, maxDepth)
 	if err != nil {
 		return m, err
 	}

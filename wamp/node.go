@@ -72,6 +72,10 @@ type Limits struct {
 	// MaxSubscriptions bounds the topics one session is subscribed to.
 	// Default 1024.
 	MaxSubscriptions int
+	// MaxJSONDepth bounds how deep arrays and objects nest in one message.
+	// Default 512, PHP's json_decode default: whatever the PHP app could
+	// decode passes.
+	MaxJSONDepth int
 	// MaxOffloadedCallsPerSession bounds the offloaded calls (see
 	// handler.OffloadedRPC) one session may have running. Default 64.
 	MaxOffloadedCallsPerSession int
@@ -85,6 +89,7 @@ const (
 	DefaultMaxURILength     = 1024
 	DefaultMaxPrefixes      = 64
 	DefaultMaxSubscriptions = 1024
+	DefaultMaxJSONDepth     = 512
 	// DefaultMaxOffloadedCallsPerSession and DefaultMaxOffloadedCalls are
 	// the defaults of the Limits of the same names.
 	DefaultMaxOffloadedCallsPerSession = 64
@@ -121,6 +126,9 @@ type NodeConfig struct {
 	// Relay, when set, carries broadcasts to and from other gateway
 	// replicas (see Relay). Nil keeps every broadcast on this node.
 	Relay Relay
+	// Offloader runs offloaded handler work (see Offloader); nil runs it on
+	// plain goroutines, at most Limits.MaxOffloadedCalls at once.
+	Offloader Offloader
 	// Clients, when set, is the ClientManipulator handlers get instead of
 	// the node's own index (Node.Clients), typically one that also sees
 	// the clients of other replicas through a shared client storage.
@@ -139,7 +147,10 @@ type Node struct {
 	limits      Limits
 
 	rpcRoutes   *router[*rpcHandler]
-	topicRoutes *router[handler.Topic]
+	topicRoutes *router[*topicHandler]
+
+	// off runs offloaded handler work.
+	off Offloader
 
 	broker broker
 
@@ -152,7 +163,8 @@ type Node struct {
 	// subSeq numbers v2 subscriptions (router scope, sequential).
 	subSeq atomic.Uint64
 
-	// offloaded counts offloaded calls running (handler.OffloadedRPC).
+	// offloaded counts offloaded work queued or running: calls,
+	// offloaded topic callbacks, disconnect unsubscribes.
 	offloaded atomic.Int64
 
 	// timers counts running PeriodicTopic goroutines.
@@ -207,11 +219,18 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if n.limits.MaxSubscriptions <= 0 {
 		n.limits.MaxSubscriptions = DefaultMaxSubscriptions
 	}
+	if n.limits.MaxJSONDepth <= 0 {
+		n.limits.MaxJSONDepth = DefaultMaxJSONDepth
+	}
 	if n.limits.MaxOffloadedCallsPerSession <= 0 {
 		n.limits.MaxOffloadedCallsPerSession = DefaultMaxOffloadedCallsPerSession
 	}
 	if n.limits.MaxOffloadedCalls <= 0 {
 		n.limits.MaxOffloadedCalls = DefaultMaxOffloadedCalls
+	}
+	n.off = cfg.Offloader
+	if n.off == nil {
+		n.off = &goroutineOffloader{max: n.limits.MaxOffloadedCalls}
 	}
 	n.broker.topics = map[string]*topicState{}
 	n.broker.relay = cfg.Relay
@@ -246,7 +265,7 @@ func CheckRoutes(routes RoutesConfig, handlers *handler.Registry) error {
 	return err
 }
 
-func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler], *router[handler.Topic], error) {
+func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler], *router[*topicHandler], error) {
 	rpcs := map[string]*rpcHandler{}
 	for _, name := range reg.RPCNames() {
 		h, _ := reg.RPC(name)
@@ -263,7 +282,15 @@ func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler
 	if err != nil {
 		return nil, nil, withKnown(err, reg.RPCNames())
 	}
-	topicRoutes, err := compileRoutes("topic", routes.Topics, reg.Topic)
+	topics := map[string]*topicHandler{}
+	for _, name := range reg.TopicNames() {
+		h, _ := reg.Topic(name)
+		topics[name] = newTopicHandler(h)
+	}
+	topicRoutes, err := compileRoutes("topic", routes.Topics, func(name string) (*topicHandler, bool) {
+		h, ok := topics[name]
+		return h, ok
+	})
 	if err != nil {
 		return nil, nil, withKnown(err, reg.TopicNames())
 	}
@@ -587,9 +614,9 @@ func (n *Node) push(ctx context.Context, uri string, payload json.RawMessage, pr
 		n.obs.RoutingMiss("topic")
 		return fmt.Errorf("%w: %q", ErrNoRoute, uri)
 	}
-	p, ok := r.handler.(handler.PushableTopic)
+	p, ok := r.handler.h.(handler.PushableTopic)
 	if !ok {
-		return fmt.Errorf("%w: route %q, handler %q", ErrNotPushable, r.name, r.handler.Name())
+		return fmt.Errorf("%w: route %q, handler %q", ErrNotPushable, r.name, r.handler.h.Name())
 	}
 	if n.callTimeout > 0 {
 		var cancel context.CancelFunc

@@ -1,37 +1,116 @@
 package wamp
 
+import (
+	"sync"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// Offloader runs handler work off the connection's reader, which in the
+// gateway's epoll mode is a socket worker shared by every connection: the
+// calls of a handler.OffloadedRPC, the callbacks of a
+// handler.OffloadedTopic, and the unsubscribes a disconnect leaves. The
+// gateway gives the node one whose goroutines it owns, counts and bounds.
+type Offloader interface {
+	// TryGo runs f on a goroutine of its own, or returns false at once
+	// when the bound of work in flight is reached.
+	TryGo(f func()) bool
+	// Go runs f on a goroutine of its own now or, past the bound, as
+	// soon as running work ends; it never blocks and never refuses. The
+	// node gives it only work that must happen (what a disconnect or an
+	// identity change leaves), at most one lane of it per session, so what
+	// waits is bounded by the sessions.
+	Go(f func())
+}
+
+// goroutineOffloader is the Offloader of a node configured without one:
+// plain goroutines, at most max at once (past it Go queues).
+type goroutineOffloader struct {
+	max int
+
+	mu      sync.Mutex // guards running and backlog
+	running int
+	backlog []func()
+}
+
+func (o *goroutineOffloader) TryGo(f func()) bool {
+	o.mu.Lock()
+	if o.running >= o.max {
+		o.mu.Unlock()
+		return false
+	}
+	o.running++
+	o.mu.Unlock()
+	go o.run(f)
+	return true
+}
+
+func (o *goroutineOffloader) Go(f func()) {
+	o.mu.Lock()
+	if o.running >= o.max {
+		o.backlog = append(o.backlog, f)
+		o.mu.Unlock()
+		return
+	}
+	o.running++
+	o.mu.Unlock()
+	go o.run(f)
+}
+
+func (o *goroutineOffloader) run(f func()) {
+	for {
+		f()
+		o.mu.Lock()
+		if len(o.backlog) == 0 {
+			o.running--
+			o.mu.Unlock()
+			return
+		}
+		f = o.backlog[0]
+		o.backlog[0] = nil
+		o.backlog = o.backlog[1:]
+		o.mu.Unlock()
+	}
+}
+
 // runCall runs finish, the rest of a CALL once it is routed and allowed:
-// on the caller's goroutine, or, for a handler.OffloadedRPC, on a goroutine
-// of its own so that the connection's reader (an epoll worker serving
-// every connection, in the gateway) is free at once. busy answers the
-// call when the session or the node is at its bound of offloaded calls:
-// refusing is better than queueing without bound behind a slow backend.
+// on the caller's goroutine or, for a handler.OffloadedRPC, on one of the
+// Offloader's, so that the connection's reader is free at once. Offloaded
+// calls of one client may run concurrently: WAMP matches results by call
+// id. busy answers the call when the session or the node is at its bound
+// of offloaded work: refusing is better than queueing without bound behind
+// a slow backend.
 func (s *Session) runCall(h *rpcHandler, finish, busy func()) {
 	if !h.offload {
 		finish()
 		return
 	}
-	if !s.acquireOffload() {
+	if !s.acquireOffload(false) {
 		busy()
 		return
 	}
-	go func() {
+	if !s.node.off.TryGo(func() {
 		defer s.releaseOffload()
 		finish()
-	}()
+	}) {
+		s.releaseOffload()
+		s.node.obs.Limit(LimitPendingCalls)
+		busy()
+	}
 }
 
-func (s *Session) acquireOffload() bool {
-	n := s.node
-	if s.offloaded.Add(1) > int64(n.limits.MaxOffloadedCallsPerSession) {
+// acquireOffload counts one more piece of offloaded work of this session,
+// or returns false (and counts the limit) when the session is at
+// Limits.MaxOffloadedCallsPerSession. must work is counted past the bound:
+// it is what a disconnect or an identity change leaves, bounded by the
+// subscriptions.
+func (s *Session) acquireOffload(must bool) bool {
+	if s.offloaded.Add(1) > int64(s.node.limits.MaxOffloadedCallsPerSession) && !must {
 		s.offloaded.Add(-1)
+		s.node.obs.Limit(LimitPendingCallsPerClient)
 		return false
 	}
-	if n.offloaded.Add(1) > int64(n.limits.MaxOffloadedCalls) {
-		n.offloaded.Add(-1)
-		s.offloaded.Add(-1)
-		return false
-	}
+	s.node.offloaded.Add(1)
 	return true
 }
 
@@ -40,6 +119,98 @@ func (s *Session) releaseOffload() {
 	s.offloaded.Add(-1)
 }
 
-// OffloadedCalls returns how many offloaded calls (handler.OffloadedRPC)
-// are running, so that a drain can wait for their results to go out.
+// OffloadedCalls returns how much offloaded work (calls, topic callbacks,
+// disconnect unsubscribes) is queued or running, so that a drain can wait
+// for results to go out.
 func (n *Node) OffloadedCalls() int64 { return n.offloaded.Load() }
+
+// lane runs a session's offloaded topic callbacks one at a time, in the
+// order the client's messages asked for them, on the node's Offloader. A
+// goroutine runs the lane while it has work and ends when it is empty, so
+// an idle session holds none.
+type lane struct {
+	mu      sync.Mutex // guards tasks and running
+	tasks   []func()
+	running bool // a goroutine runs the lane (or is about to)
+}
+
+// topicTask runs task, a topic callback of h with what follows it: on the
+// caller's goroutine when h is not offloaded, else on the session's lane.
+// It returns false when the work was refused (the session or the node is
+// at its bound); the caller answers "busy". must work is never refused.
+// Callers hold s.cb, so lane work is queued by one goroutine at a time.
+func (s *Session) topicTask(h *topicHandler, must bool, task func()) bool {
+	if !h.offload {
+		task()
+		return true
+	}
+	return s.enqueueLane(must, task)
+}
+
+// enqueueLane queues task on the session's lane (see topicTask).
+func (s *Session) enqueueLane(must bool, task func()) bool {
+	if !s.acquireOffload(must) {
+		return false
+	}
+	l := &s.lane
+	l.mu.Lock()
+	l.tasks = append(l.tasks, task)
+	if l.running {
+		l.mu.Unlock()
+		return true
+	}
+	l.running = true
+	l.mu.Unlock()
+	if must {
+		s.node.off.Go(s.runLane)
+		return true
+	}
+	if !s.node.off.TryGo(s.runLane) {
+		// The lane was idle, so task is its only work (callers hold cb):
+		// take it back.
+		l.mu.Lock()
+		l.tasks = l.tasks[:len(l.tasks)-1]
+		l.running = false
+		l.mu.Unlock()
+		s.releaseOffload()
+		s.node.obs.Limit(LimitPendingCalls)
+		return false
+	}
+	return true
+}
+
+// runLane runs the lane's tasks until it is empty.
+func (s *Session) runLane() {
+	l := &s.lane
+	for {
+		l.mu.Lock()
+		if len(l.tasks) == 0 {
+			l.running = false
+			l.mu.Unlock()
+			return
+		}
+		task := l.tasks[0]
+		l.tasks[0] = nil
+		l.tasks = l.tasks[1:]
+		l.mu.Unlock()
+		task()
+		s.releaseOffload()
+	}
+}
+
+// topicHandler is a topic handler with what the node asks of it once, at
+// start-up.
+type topicHandler struct {
+	h       handler.Topic
+	offload bool                      // handler.OffloadedTopic: callbacks run on the session's lane
+	batch   handler.BatchUnsubscriber // nil unless implemented
+}
+
+func newTopicHandler(h handler.Topic) *topicHandler {
+	th := &topicHandler{h: h}
+	if o, ok := h.(handler.OffloadedTopic); ok {
+		th.offload = o.Offload()
+	}
+	th.batch, _ = h.(handler.BatchUnsubscriber)
+	return th
+}

@@ -89,6 +89,11 @@ type Observer interface {
 	// AccessDenied counts a request refused by a route's access rules;
 	// kind is "rpc" or "topic".
 	AccessDenied(kind string)
+	// Limit counts a client running into a bound: one of the Limit*
+	// names. The node counts what it refuses itself (offloaded work past
+	// its bounds); limits that close the connection come back from Handle
+	// as a *LimitError, which the gateway counts.
+	Limit(name string)
 }
 
 type nopObserver struct{}
@@ -98,6 +103,7 @@ func (nopObserver) MessagesOut(Protocol, string, int) {}
 func (nopObserver) Call(string, time.Duration, bool)  {}
 func (nopObserver) RoutingMiss(string)                {}
 func (nopObserver) AccessDenied(string)               {}
+func (nopObserver) Limit(string)                      {}
 
 // Stats is a snapshot of the node's gauges.
 type Stats struct {

@@ -1,9 +1,10 @@
 package wamp
 
 import (
-	"context"
 	"log/slog"
 	"sort"
+
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // Reidentify replaces the client's identity, e.g. after revalidation found
@@ -93,20 +94,23 @@ func (s *Session) Reidentify(info ClientInfo) int {
 }
 
 // runDrops completes subscriptions Reidentify took away: the v2
-// UNSUBSCRIBED it could not send yet, then the handler's OnUnsubscribe. It
-// runs with cb held.
+// UNSUBSCRIBED it could not send yet, then the handlers' unsubscribes
+// (announceLeave, reason revoked). It runs with cb held; an offloaded
+// handler hears of it on the session's lane, after its callbacks still
+// queued there.
 func (s *Session) runDrops(drops []drop) {
+	var inline, offloaded []drop
 	for _, d := range drops {
-		if d.notify {
-			s.send("UNSUBSCRIBED", encodeRevokedV2(d.sub.subID, errURINotAuthorized))
+		if d.sub.h.offload {
+			offloaded = append(offloaded, d)
+		} else {
+			inline = append(inline, d)
 		}
-		// Not linked to the session: the leave is announced even if the
-		// client closes meanwhile, as on disconnect.
-		err := s.invoke(context.Background(), false, "onUnSubscribe", d.uri, func(ctx context.Context) error {
-			return d.sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: d.uri}, d.sub.req)
-		})
-		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic handler failed after identity change", "topic", d.uri, "route", d.sub.req.Route, "err", err)
-		}
+	}
+	if len(inline) > 0 {
+		s.announceLeave(handler.LeaveRevoked, inline)
+	}
+	if len(offloaded) > 0 {
+		s.enqueueLane(true, func() { s.announceLeave(handler.LeaveRevoked, offloaded) })
 	}
 }

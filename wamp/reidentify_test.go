@@ -209,6 +209,7 @@ func TestReidentify(t *testing.T) {
 
 				// Close unsubscribes what is left, never the dropped ones twice.
 				s.Close()
+				f.settle(t)
 				var kept []string
 				for _, uri := range append(append([]string(nil), c.subs...), c.allowURI) {
 					if uri != "" && !containsStr(c.dropped, uri) {
@@ -536,6 +537,9 @@ func TestReidentifyRace(t *testing.T) {
 				}
 				for _, m := range msgs {
 					if err := s.Handle(ctx, []byte(m)); err != nil {
+						if errors.Is(err, ErrClosed) {
+							return // the revalidation goroutine closed it first
+						}
 						t.Error(err)
 						return
 					}
@@ -560,6 +564,7 @@ func TestReidentifyRace(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	bg.Wait()
+	f.settle(t) // the unsubscribes Close left
 
 	if st := f.node.Stats(); st.Topics != 0 || st.Subscriptions != 0 || st.Sessions[ProtocolV1] != 0 || st.Sessions[ProtocolV2JSON] != 0 {
 		t.Errorf("left over: %+v", st)

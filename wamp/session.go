@@ -32,8 +32,10 @@ type Session struct {
 	proto Protocol
 
 	node *Node
-	// offloaded counts this session's offloaded calls running.
+	// offloaded counts this session's offloaded work queued or running.
 	offloaded atomic.Int64
+	// lane runs this session's offloaded topic callbacks in order.
+	lane lane
 	// numID is the WAMP v2 session id (id is its decimal form); 0 for v1.
 	numID uint64
 	// seq is the node-wide open order.
@@ -107,14 +109,17 @@ func newIdentity(info ClientInfo, sid string) *identity {
 }
 
 type subscription struct {
-	h      handler.Topic
+	h      *topicHandler
 	req    handler.Request
 	access accessRule // of the route, rechecked by Reidentify
 	subID  uint64     // v2 subscription id
-	// subscribing is true while the reader has not finished SUBSCRIBE
-	// (SUBSCRIBED may not be sent yet, OnSubscribe is running). Guarded
-	// by Session.mu.
+	// subscribing is true while SUBSCRIBE is not finished (SUBSCRIBED
+	// may not be sent yet, OnSubscribe is queued or running). Guarded by
+	// Session.mu.
 	subscribing bool
+	// failed: OnSubscribe refused it, so it never was a subscription and
+	// no unsubscribe is owed. Guarded by Session.mu.
+	failed bool
 }
 
 // drop is a subscription Reidentify took away.
@@ -204,7 +209,7 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 		return s.handleV2(ctx, msg)
 	}
 
-	m, err := parseMessage(msg)
+	m, err := parseMessage(msg, s.node.limits.MaxJSONDepth)
 	if err != nil {
 		s.node.obs.MessageIn(ProtocolV1, "INVALID")
 		return err
@@ -294,7 +299,10 @@ func (s *Session) runPending() {
 }
 
 // cleanup unsubscribes everything and forgets the session. It runs once,
-// with cb held and no Handle in flight.
+// with cb held and no Handle in flight. The handlers hear of it off the
+// calling goroutine (the transport's, at a disconnect), in one task on the
+// session's lane: after the offloaded callbacks still queued there, and
+// one callback per handler when it takes a batch.
 func (s *Session) cleanup() {
 	s.mu.Lock()
 	subs := s.subs
@@ -304,23 +312,73 @@ func (s *Session) cleanup() {
 		s.node.broker.remove(id, s)
 	}
 	s.mu.Unlock()
-	ids := make([]string, 0, len(subs))
-	for id := range subs {
-		ids = append(ids, id)
+	s.node.forget(s)
+	if len(subs) == 0 {
+		return
 	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		sub := subs[id]
-		// The session context is cancelled by now; the handler still
-		// gets a bounded context of its own to announce the leave.
-		err := s.invoke(context.Background(), false, "onUnSubscribe", id, func(ctx context.Context) error {
-			return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: id}, sub.req)
-		})
-		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic handler failed on disconnect", "topic", id, "route", sub.req.Route, "err", err)
+	left := make([]drop, 0, len(subs))
+	for id, sub := range subs {
+		left = append(left, drop{uri: id, sub: sub})
+	}
+	sort.Slice(left, func(i, j int) bool { return left[i].uri < left[j].uri })
+	s.enqueueLane(true, func() { s.announceLeave(handler.LeaveDisconnect, left) })
+}
+
+// announceLeave tells the handlers that the client left the topics of left (sorted
+// by URI) for reason: a BatchUnsubscriber once for all its topics, any
+// other handler once per topic. A v2 client whose drop asks for it first
+// gets its UNSUBSCRIBED. The callbacks are not tied to the session's
+// context, which is cancelled by then: the leave is announced even after
+// the client went.
+func (s *Session) announceLeave(reason string, left []drop) {
+	type group struct {
+		h    *topicHandler
+		subs []drop
+	}
+	var groups []group
+	s.mu.Lock()
+	for _, d := range left {
+		if d.sub.failed {
+			continue // OnSubscribe refused it: nothing to undo
+		}
+		i := len(groups) - 1
+		for ; i >= 0 && groups[i].h != d.sub.h; i-- {
+		}
+		if i < 0 {
+			groups = append(groups, group{h: d.sub.h})
+			i = len(groups) - 1
+		}
+		groups[i].subs = append(groups[i].subs, d)
+	}
+	s.mu.Unlock()
+	for _, g := range groups {
+		for _, d := range g.subs {
+			if d.notify {
+				s.send("UNSUBSCRIBED", encodeRevokedV2(d.sub.subID, errURINotAuthorized))
+			}
+		}
+		if g.h.batch != nil {
+			subs := make([]handler.Subscription, len(g.subs))
+			for i, d := range g.subs {
+				subs[i] = handler.Subscription{Topic: topicRef{n: s.node, id: d.uri}, Request: d.sub.req}
+			}
+			err := s.invoke(context.Background(), false, "onUnSubscribeBatch", g.subs[0].uri, func(ctx context.Context) error {
+				return g.h.batch.OnUnsubscribeBatch(ctx, s, reason, subs)
+			})
+			if err != nil {
+				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topics", len(subs), "handler", g.h.h.Name(), "err", err)
+			}
+			continue
+		}
+		for _, d := range g.subs {
+			err := s.invoke(context.Background(), false, "onUnSubscribe", d.uri, func(ctx context.Context) error {
+				return g.h.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: d.uri}, d.sub.req)
+			})
+			if err != nil {
+				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topic", d.uri, "route", d.sub.req.Route, "err", err)
+			}
 		}
 	}
-	s.node.forget(s)
 }
 
 // resolve expands a CURIE exactly as Ratchet 0.4's WampConnection::getUri:
@@ -366,7 +424,7 @@ func containsHTTPScheme(s string) bool {
 
 func (s *Session) checkURI(what, uri string) error {
 	if len(uri) > s.node.limits.MaxURILength {
-		return fmt.Errorf("%w: %s longer than %d bytes", ErrLimit, what, s.node.limits.MaxURILength)
+		return limitErr(LimitURILength, "%s longer than %d bytes", what, s.node.limits.MaxURILength)
 	}
 	return nil
 }
@@ -391,7 +449,7 @@ func (s *Session) handlePrefix(m message) error {
 		return err
 	}
 	if _, exists := s.prefixes[m.prefix]; !exists && len(s.prefixes) >= s.node.limits.MaxPrefixes {
-		return fmt.Errorf("%w: more than %d prefixes", ErrLimit, s.node.limits.MaxPrefixes)
+		return limitErr(LimitPrefixes, "more than %d prefixes", s.node.limits.MaxPrefixes)
 	}
 	if s.prefixes == nil {
 		s.prefixes = make(map[string]string, 1) // most clients define none
@@ -450,7 +508,8 @@ func (s *Session) handleCall(ctx context.Context, m message) error {
 	return nil
 }
 
-// errDescBusy answers a call refused at the bound of offloaded calls.
+// errDescBusy answers a call, subscribe or publish refused at the bound of
+// offloaded work.
 const errDescBusy = "Too many calls in progress, try again later"
 
 // callMethod runs an RPC method and encodes its result. It returns the
@@ -520,19 +579,24 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onSubscribe")(403)))
 		return nil
 	case errTooMany:
-		return fmt.Errorf("%w: more than %d subscriptions", ErrLimit, s.node.limits.MaxSubscriptions)
+		return limitErr(LimitSubscriptions, "more than %d subscriptions", s.node.limits.MaxSubscriptions)
 	}
 	ref := topicRef{n: s.node, id: uri}
-	err = s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
-		return sub.h.OnSubscribe(ctx, s, ref, sub.req)
-	})
-	s.subscribed(uri, sub, err)
-	if err != nil {
-		// Undone, so a handler can refuse a subscription by failing.
-		// (Ratchet would keep the client subscribed after the handler
-		// threw.)
-		s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
-		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
+	if !s.topicTask(sub.h, false, func() {
+		err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
+			return sub.h.h.OnSubscribe(ctx, s, ref, sub.req)
+		})
+		s.subscribed(uri, sub, err)
+		if err != nil {
+			// Undone, so a handler can refuse a subscription by failing.
+			// (Ratchet would keep the client subscribed after the handler
+			// threw.)
+			s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
+			s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
+		}
+	}) {
+		s.subscribed(uri, sub, errBusy)
+		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, errDescBusy, topicDetails("onSubscribe")(503)))
 	}
 	return nil
 }
@@ -540,6 +604,7 @@ func (s *Session) handleSubscribe(ctx context.Context, m message) error {
 var (
 	errDenied  = errors.New("access denied")
 	errTooMany = errors.New("too many subscriptions")
+	errBusy    = errors.New("too much offloaded work in progress")
 )
 
 // addSub adds sub (for uri) to the session and the broker, marked as
@@ -556,7 +621,7 @@ func (s *Session) addSub(uri string, sub *subscription) error {
 		return errTooMany
 	}
 	sub.subscribing = true
-	sub.subID = s.node.broker.add(s.node, uri, s, sub.h, sub.req)
+	sub.subID = s.node.broker.add(s.node, uri, s, sub.h.h, sub.req)
 	s.subs[uri] = sub
 	if s.subIDs != nil {
 		s.subIDs[sub.subID] = uri
@@ -575,6 +640,7 @@ func (s *Session) subscribed(uri string, sub *subscription, err error) {
 	if err == nil {
 		return
 	}
+	sub.failed = true
 	if s.subs[uri] == sub {
 		delete(s.subs, uri)
 		if s.subIDs != nil {
@@ -617,14 +683,28 @@ func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
 	if sub == nil {
 		return nil // not subscribed: Ratchet ignores it
 	}
-	err = s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
-		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
+	// Never refused: each follows a subscription that was taken, so the
+	// handler always hears of it.
+	s.topicTask(sub.h, true, func() {
+		if s.isFailed(sub) {
+			return
+		}
+		err := s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
+			return sub.h.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
+		})
+		if err != nil {
+			s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+			s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
+		}
 	})
-	if err != nil {
-		s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
-		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
-	}
 	return nil
+}
+
+// isFailed reports whether OnSubscribe refused sub.
+func (s *Session) isFailed(sub *subscription) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sub.failed
 }
 
 func (s *Session) handlePublish(ctx context.Context, m message) error {
@@ -649,12 +729,16 @@ func (s *Session) handlePublish(ctx context.Context, m message) error {
 	if m.excludeMe {
 		exclude = []string{s.id}
 	}
-	err = s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
-		return r.handler.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, m.event, exclude, m.eligible)
-	})
-	if err != nil {
-		s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
-		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
+	if !s.topicTask(r.handler, false, func() {
+		err := s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
+			return r.handler.h.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, m.event, exclude, m.eligible)
+		})
+		if err != nil {
+			s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
+			s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
+		}
+	}) {
+		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, errDescBusy, topicDetails("onPublish")(503)))
 	}
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 
 // handleV2 processes one WAMP v2 message. See doc.go for the behaviour.
 func (s *Session) handleV2(ctx context.Context, msg []byte) error {
-	m, err := parseMessageV2(msg)
+	m, err := parseMessageV2(msg, s.node.limits.MaxJSONDepth)
 	if err != nil {
 		s.node.obs.MessageIn(ProtocolV2JSON, "INVALID")
 		return s.violation(err)
@@ -206,28 +206,33 @@ func (s *Session) subscribeV2(ctx context.Context, m message2) error {
 		s.sendErrorV2(v2Subscribe, m.reqID, errURINotAuthorized, "Access denied", nil)
 		return nil
 	case errTooMany:
-		return s.violation(fmt.Errorf("%w: more than %d subscriptions", ErrLimit, s.node.limits.MaxSubscriptions))
+		return s.violation(limitErr(LimitSubscriptions, "more than %d subscriptions", s.node.limits.MaxSubscriptions))
 	}
-	// SUBSCRIBED goes out before OnSubscribe so that the client knows the
-	// subscription id when the handler's join broadcast reaches it, as a
-	// v1 client sees its own join.
-	s.send("SUBSCRIBED", encodeV2IDs(v2Subscribed, m.reqID, sub.subID))
 	ref := topicRef{n: s.node, id: uri}
-	err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
-		return sub.h.OnSubscribe(ctx, s, ref, sub.req)
-	})
-	s.subscribed(uri, sub, err)
-	if err != nil {
-		// The handler refused: the subscription is undone; revoke it with
-		// the advanced profile's router-initiated UNSUBSCRIBED (request
-		// 0), which autobahn understands.
-		s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
-		reason := errURIRuntime
-		var he *handler.Error
-		if errors.As(err, &he) && he.URI != "" {
-			reason = he.URI
+	if !s.topicTask(sub.h, false, func() {
+		// SUBSCRIBED goes out before OnSubscribe so that the client knows
+		// the subscription id when the handler's join broadcast reaches
+		// it, as a v1 client sees its own join.
+		s.send("SUBSCRIBED", encodeV2IDs(v2Subscribed, m.reqID, sub.subID))
+		err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
+			return sub.h.h.OnSubscribe(ctx, s, ref, sub.req)
+		})
+		s.subscribed(uri, sub, err)
+		if err != nil {
+			// The handler refused: the subscription is undone; revoke it
+			// with the advanced profile's router-initiated UNSUBSCRIBED
+			// (request 0), which autobahn understands.
+			s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
+			reason := errURIRuntime
+			var he *handler.Error
+			if errors.As(err, &he) && he.URI != "" {
+				reason = he.URI
+			}
+			s.send("UNSUBSCRIBED", encodeRevokedV2(sub.subID, reason))
 		}
-		s.send("UNSUBSCRIBED", encodeRevokedV2(sub.subID, reason))
+	}) {
+		s.subscribed(uri, sub, errBusy)
+		s.sendErrorV2(v2Subscribe, m.reqID, errURIBusy, errDescBusy, []byte(`{"code":503}`))
 	}
 	return nil
 }
@@ -260,12 +265,19 @@ func (s *Session) unsubscribeV2(ctx context.Context, m message2) error {
 		return nil
 	}
 	s.send("UNSUBSCRIBED", encodeV2IDs(v2Unsubscribed, m.reqID))
-	err := s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
-		return sub.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
+	// Never refused: each follows a subscription that was taken, so the
+	// handler always hears of it.
+	s.topicTask(sub.h, true, func() {
+		if s.isFailed(sub) {
+			return
+		}
+		err := s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
+			return sub.h.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
+		})
+		if err != nil {
+			s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+		}
 	})
-	if err != nil {
-		s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
-	}
 	return nil
 }
 
@@ -303,18 +315,22 @@ func (s *Session) publishV2(ctx context.Context, m message2) error {
 	exclude, eligible := s.node.receivers(s, opts)
 	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs, Kwargs: m.kwargs}
 	event := eventFromArgs(m.args, m.kwargs)
-	err = s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
-		return r.handler.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, event, exclude, eligible)
-	})
-	if err != nil {
-		s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
-		if opts.Acknowledge {
-			s.handlerErrorV2(v2Publish, m.reqID, err)
+	if !s.topicTask(r.handler, false, func() {
+		err := s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
+			return r.handler.h.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, event, exclude, eligible)
+		})
+		if err != nil {
+			s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
+			if opts.Acknowledge {
+				s.handlerErrorV2(v2Publish, m.reqID, err)
+			}
+			return
 		}
-		return nil
-	}
-	if opts.Acknowledge {
-		s.send("PUBLISHED", encodeV2IDs(v2Published, m.reqID, newGlobalID()))
+		if opts.Acknowledge {
+			s.send("PUBLISHED", encodeV2IDs(v2Published, m.reqID, newGlobalID()))
+		}
+	}) && opts.Acknowledge {
+		s.sendErrorV2(v2Publish, m.reqID, errURIBusy, errDescBusy, []byte(`{"code":503}`))
 	}
 	return nil
 }

@@ -459,6 +459,8 @@ func (o *recObserver) RoutingMiss(kind string) {
 	o.mu.Unlock()
 }
 
+func (o *recObserver) Limit(string) {}
+
 func (o *recObserver) AccessDenied(kind string) {
 	o.mu.Lock()
 	o.denied[kind]++

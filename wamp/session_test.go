@@ -384,6 +384,7 @@ func TestCloseUnsubscribesAndForgets(t *testing.T) {
 	}
 	a.Close()
 	a.Close() // idempotent
+	f.settle(t)
 	expectMsgs(t, pb.take(), []string{`[8,"chan/1",{"msg":"a has left chan/1"}]`}, b.ID())
 	calls := f.topic.takeCalls()
 	if want := []string{"unsub a chan/1", "unsub a chan/2"}; strings.Join(calls, "|") != strings.Join(want, "|") {

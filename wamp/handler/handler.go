@@ -37,11 +37,20 @@
 //
 // # Concurrency
 //
-// Handler methods are called concurrently for different clients (each
-// connection has its own goroutine), but never concurrently for the same
-// client: one client's messages are handled in order. Handlers must be safe
-// for concurrent use and should honour ctx, which is cancelled when the call
-// times out or the client goes away.
+// Handler methods are called concurrently for different clients, but in
+// order for one client: its messages are handled one at a time. Two
+// exceptions, both opt-in: the calls of an OffloadedRPC run concurrently
+// (results carry their call ids), and the topic callbacks of an
+// OffloadedTopic run in order among themselves, off the connection's
+// reader, possibly while a handler that is not offloaded handles the same
+// client's next message. The unsubscribes a disconnect leaves run after the
+// connection is gone, off the gateway's socket workers. Handlers must be
+// safe for concurrent use and should honour ctx, which is cancelled when
+// the call times out or the client goes away.
+//
+// A handler that is not offloaded runs on the gateway's socket workers,
+// which serve every connection: it must not wait on I/O (a database, an
+// HTTP service). Implement OffloadedRPC / OffloadedTopic for that.
 package handler
 
 import (
@@ -175,9 +184,9 @@ type OffloadedRPC interface {
 // order the client sent its messages; they may overlap with callbacks of
 // handlers that are not offloaded. They count against the same bounds as
 // offloaded calls (per client and per node); past them a SUBSCRIBE or
-// PUBLISH is refused at once with code 503 (WAMP v2: wsgate.error.busy), and
-// an unsubscribe is carried out but the handler is not told (counted by
-// the gateway).
+// PUBLISH is refused at once with code 503 (WAMP v2: wsgate.error.busy). An
+// unsubscribe is never refused: it follows a subscription that was taken,
+// so the handler always hears of it.
 type OffloadedTopic interface {
 	Topic
 	// Offload reports whether callbacks should be offloaded; it is asked

@@ -1,4 +1,4 @@
-package gateway
+package transport
 
 import (
 	"bytes"
@@ -245,15 +245,15 @@ func (r *frameReader) deliver(payload []byte, sink frameSink) error {
 func closeCodeFor(err error) (ws.StatusCode, string) {
 	switch {
 	case errors.Is(err, errFrameTooBig):
-		return closeTooBig, "message too big"
+		return CloseTooBig, "message too big"
 	case errors.Is(err, errFrameBinary):
-		return closeUnsupported, "binary messages are not supported"
+		return CloseUnsupported, "binary messages are not supported"
 	case errors.Is(err, errFrameUTF8):
-		return closeInvalid, "invalid UTF-8"
+		return CloseInvalid, "invalid UTF-8"
 	case errors.Is(err, errFrameBadData):
-		return closeInvalid, "undecodable compressed message"
+		return CloseInvalid, "undecodable compressed message"
 	case errors.Is(err, errFrameProtocol):
-		return closeProtocol, err.Error()
+		return CloseProtocol, err.Error()
 	}
 	return 0, ""
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package gateway
+package transport
 
 import (
 	"errors"
@@ -13,12 +13,12 @@ const (
 )
 
 // eventLoop exists only on Linux; elsewhere transport.mode must be
-// goroutine (Validate refuses epoll).
+// goroutine (New refuses epoll).
 type eventLoop struct{}
 
 func (*eventLoop) stop()          {}
 func (*eventLoop) stopAccepting() {}
 
-func (s *Server) serveEpoll(*net.TCPListener) error {
-	return errors.New("transport.mode epoll needs Linux")
+func (t *Transport) serveEpoll(*net.TCPListener) error {
+	return errors.New("transport: epoll mode needs Linux")
 }

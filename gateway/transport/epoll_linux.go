@@ -1,22 +1,16 @@
 //go:build linux
 
-package gateway
+package transport
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/wsgate/wsgate/gateway/upstream"
-	"github.com/wsgate/wsgate/metrics"
 )
 
 // Epoll mode. One event loop goroutine waits in epoll_wait on the listener
@@ -55,14 +49,14 @@ const (
 
 // eventLoop is the epoll machinery of one Server.
 type eventLoop struct {
-	srv    *Server
+	t      *Transport
 	epfd   int
 	wakefd int   // eventfd: written to stop the loop
 	lfd    int   // our dup of the listener's descriptor; -1 once closed; guarded by lmu
 	lfdNum int32 // lfd's number, fixed, to recognise its events without the lock
 
-	mu    sync.Mutex
-	conns map[int32]*epConn // by descriptor
+	mu    sync.Mutex        // guards conns and gen
+	conns map[int32]*epConn // by descriptor: every socket, from accept to close
 	gen   uint32
 
 	reads, writes readyQueue
@@ -77,10 +71,11 @@ type epConn struct {
 	fd    int
 	gen   int32
 	phase atomic.Int32
-	c     atomic.Pointer[conn] // set when the websocket is established
+	c     atomic.Pointer[Conn] // set when the upgrade succeeded
 
-	request    []byte // the upgrade request so far (phaseRequest only)
+	request    requestBuf // the upgrade request so far (phaseRequest only)
 	reqStarted time.Time
+	pend       pendingEntry // its place in the pending list (phaseRequest only)
 
 	rstate    atomic.Int32
 	outEvents atomic.Uint32 // EPOLLOUT edges seen; see flush
@@ -92,46 +87,37 @@ type epConn struct {
 	owned, flushPending bool
 	blockedAt           atomic.Int64 // unix nanoseconds when the last write hit EAGAIN, 0 when not blocked
 
-	fdMu     sync.Mutex
+	fdMu     sync.Mutex // guards fdRefs and fdClosed
 	fdRefs   int
 	fdClosed bool
 }
 
-// serveEpoll runs the event loop on ln until Shutdown.
-func (s *Server) serveEpoll(ln *net.TCPListener) error {
-	l, err := newEventLoop(s, ln)
+// serveEpoll runs the event loop on ln until Stop.
+func (t *Transport) serveEpoll(ln *net.TCPListener) error {
+	l, err := newEventLoop(t, ln)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if s.draining {
-		s.mu.Unlock()
+	t.mu.Lock()
+	if t.stopped || !t.accepting {
+		t.mu.Unlock()
 		l.closeAll()
 		return nil
 	}
-	s.loop = l
-	s.mu.Unlock()
-
-	workers := s.cfg.Transport.Workers
-	if workers == 0 {
-		workers = 16 * runtime.GOMAXPROCS(0)
-	}
-	writers := s.cfg.Transport.Writers
-	if writers == 0 {
-		writers = 2 * runtime.GOMAXPROCS(0)
-	}
-	s.wg.Add(workers + writers + 1)
-	for range workers {
+	t.loop = l
+	t.wg.Add(t.cfg.Workers + t.cfg.Writers + 1)
+	t.mu.Unlock()
+	for range t.cfg.Workers {
 		go l.readWorker()
 	}
-	for range writers {
+	for range t.cfg.Writers {
 		go l.writeWorker()
 	}
 	go l.sweep()
 	return l.run()
 }
 
-func newEventLoop(s *Server, ln *net.TCPListener) (*eventLoop, error) {
+func newEventLoop(t *Transport, ln *net.TCPListener) (*eventLoop, error) {
 	rc, err := ln.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("epoll: listener descriptor: %w", err)
@@ -159,7 +145,7 @@ func newEventLoop(s *Server, ln *net.TCPListener) (*eventLoop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("epoll: eventfd: %w", err)
 	}
-	l := &eventLoop{srv: s, epfd: epfd, wakefd: wakefd, lfd: lfd, lfdNum: int32(lfd), conns: make(map[int32]*epConn), done: make(chan struct{})}
+	l := &eventLoop{t: t, epfd: epfd, wakefd: wakefd, lfd: lfd, lfdNum: int32(lfd), conns: make(map[int32]*epConn), done: make(chan struct{})}
 	l.reads.init()
 	l.writes.init()
 	for _, fd := range []int{wakefd, lfd} {
@@ -216,6 +202,7 @@ func (l *eventLoop) run() error {
 func (l *eventLoop) accept() {
 	l.lmu.Lock()
 	defer l.lmu.Unlock()
+	t := l.t
 	for l.lfd >= 0 {
 		fd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
@@ -228,20 +215,16 @@ func (l *eventLoop) accept() {
 			case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
 				// Out of descriptors: the listener stays readable, so
 				// slow the retry instead of spinning.
-				l.srv.log.Warn("accept failed, backing off", "err", err)
+				t.log.Warn("accept failed, backing off", "err", err)
 				time.Sleep(10 * time.Millisecond)
 				return
 			default:
-				l.srv.log.Error("accept failed", "err", err)
+				t.log.Error("accept failed", "err", err)
 				return
 			}
 		}
-		if l.srv.isDraining() {
-			unix.Close(fd)
-			continue
-		}
-		if !l.srv.acceptFrom(sockaddrToAddr(sa)) {
-			unix.Write(fd, rateLimitedResponse) // a fresh socket takes this at once
+		if answer := t.admitSocket(sockaddrToAddr(sa)); answer != nil {
+			unix.Write(fd, answer) // a fresh socket takes this at once
 			unix.Close(fd)
 			continue
 		}
@@ -249,15 +232,24 @@ func (l *eventLoop) accept() {
 		l.mu.Lock()
 		l.gen++
 		ec := &epConn{loop: l, fd: fd, gen: int32(l.gen), reqStarted: time.Now()}
+		ec.pend.owner = ec
 		l.conns[int32(fd)] = ec
 		l.mu.Unlock()
+		if !t.listPending(&ec.pend) {
+			ec.closeFD() // not accepting any more
+			continue
+		}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd), Pad: ec.gen}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			l.srv.log.Error("epoll register failed", "err", err)
+			t.log.Error("epoll register failed", "err", err)
 			ec.closeFD()
 		}
 	}
 }
+
+// evict implements evictable: a newer socket needs this one's place in the
+// pending list, or accepting stopped.
+func (ec *epConn) evict() { ec.writeAndClose(responseOverloaded) }
 
 // stopAccepting closes our listener descriptor; Shutdown calls it first.
 func (l *eventLoop) stopAccepting() {
@@ -290,7 +282,7 @@ func (l *eventLoop) stop() {
 	l.mu.Unlock()
 	for _, ec := range conns {
 		if c := ec.c.Load(); c != nil {
-			c.kill("drain")
+			c.Kill(ReasonDrain)
 		} else {
 			ec.closeFD()
 		}
@@ -327,7 +319,7 @@ func (ec *epConn) scheduleRead() {
 
 // readWorker is one of transport.workers goroutines.
 func (l *eventLoop) readWorker() {
-	defer l.srv.wg.Done()
+	defer l.t.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		ec, ok := l.reads.pop()
@@ -377,9 +369,12 @@ func (l *eventLoop) read(ec *epConn, buf []byte) {
 			continue
 		}
 		// EOF (n == 0) or a socket error.
-		if c := ec.c.Load(); c != nil {
+		if c := ec.c.Load(); c != nil && ec.phase.Load() == phaseOpen {
 			c.readEnded()
-		} else {
+		} else if ec.phase.Load() == phaseRequest {
+			if l.t.pending.remove(&ec.pend) {
+				l.t.handshakeEnded(OutcomeBadRequest) // gave up before its request was complete
+			}
 			ec.closeFD()
 		}
 		return
@@ -398,73 +393,64 @@ func (l *eventLoop) consume(ec *epConn, data []byte) bool {
 	return false // bytes before our 101: dropped, as the client must wait for it
 }
 
-var headerEnd = []byte("\r\n\r\n")
-
 // consumeRequest collects the upgrade request; once complete it starts the
-// handshake goroutine.
+// handshake goroutine. It returns false when this worker must stop reading
+// ec.
 func (l *eventLoop) consumeRequest(ec *epConn, data []byte) bool {
-	s := l.srv
-	from := max(len(ec.request)-3, 0)
-	ec.request = append(ec.request, data...)
-	if !bytes.Contains(ec.request[from:], headerEnd) {
-		if len(ec.request) > s.cfg.Limits.MaxHeaderBytes {
-			s.metrics.Handshakes.WithLabelValues(metrics.OutcomeBadRequest).Inc()
-			ec.writeAndClose([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
-			return false
+	t := l.t
+	complete, tooLarge := ec.request.add(data, t.cfg.MaxHeaderBytes)
+	if tooLarge {
+		if t.pending.remove(&ec.pend) {
+			t.limit(LimitHeaderBytes)
+			t.handshakeEnded(OutcomeBadRequest)
+			ec.writeAndClose(responseHeaderTooLarge)
 		}
+		return false
+	}
+	if !complete {
 		return true
 	}
-	if !s.acquireHandshake() {
-		ec.writeAndClose(overloadedResponse)
+	if !t.pending.remove(&ec.pend) {
+		return false // evicted: answered and closed
+	}
+	if !t.acquireHandshake() {
+		ec.writeAndClose(responseOverloaded)
 		return false
 	}
 	ec.phase.Store(phaseUpgrade)
-	s.wg.Add(1)
+	t.wg.Add(1)
 	go l.upgrade(ec)
 	return false
 }
 
-// upgrade runs the gobwas/ws upgrade on the collected request; it is the
-// only goroutine that may block on the session store for ec.
+// upgrade runs the upgrade of the collected request and opens the
+// connection; it is the only goroutine that may block on the host's Admit
+// and Open for ec, and holds a handshake slot meanwhile.
 func (l *eventLoop) upgrade(ec *epConn) {
-	s := l.srv
-	defer s.wg.Done()
-	deadline := ec.reqStarted.Add(s.cfg.Limits.HandshakeTimeout)
-	h := handshake{outcome: metrics.OutcomeBadRequest}
-	if s.events != nil {
-		// Only the connect event needs the peer: no per-connection copy.
-		if sa, err := unix.Getpeername(ec.fd); err == nil {
-			if a := sockaddrToAddr(sa); a != nil {
-				h.remote = a.String()
-			}
-		}
+	t := l.t
+	defer t.wg.Done()
+	defer t.releaseHandshake()
+	deadline := ec.reqStarted.Add(t.cfg.HandshakeTimeout)
+	var remote net.Addr
+	if sa, err := unix.Getpeername(ec.fd); err == nil {
+		remote = sockaddrToAddr(sa)
 	}
-	up := s.newUpgrader(&h, deadline)
-	var resp bytes.Buffer
-	_, err := up.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{bytes.NewReader(ec.request), &resp})
-	<-s.handshakes
-	ec.request = nil
-	s.metrics.Handshakes.WithLabelValues(h.outcome).Inc()
-	if err != nil {
-		s.releaseUser(h.userKey)
-		s.abandon(&h, upstream.ReasonError)
-		s.log.Debug("handshake refused", "outcome", h.outcome, "err", err)
-		ec.writeAndClose(resp.Bytes())
+	resp, hs, deflate := t.upgrade(ec.request.b, remote, deadline)
+	ec.request = requestBuf{}
+	if hs == nil {
+		ec.writeAndClose(resp)
 		return
 	}
-	c := &conn{srv: s, tr: ec}
+	c := newConn(t, ec, deflate)
 	ec.c.Store(c)
-	ec.own(c)               // the 101 and WELCOME are written from here
-	c.sendRaw(resp.Bytes()) // the 101 goes out before WELCOME
-	if !s.register(c, &h) {
-		ec.disown(c)
-		c.kill("drain")
+	ec.own(c)        // the 101 and what Open sends are written from here
+	c.queueRaw(resp) // the 101 goes out before anything the host sends
+	opened := t.open(c, hs)
+	t.handshakeEnded(hs.Outcome())
+	ec.disown(c)
+	if !opened {
 		return
 	}
-	ec.disown(c)
 	ec.phase.Store(phaseOpen)
 	// Bytes may have arrived while we upgraded, and with edge triggering
 	// no new event announces them: read now.
@@ -482,9 +468,9 @@ func (ec *epConn) writeAndClose(b []byte) {
 	ec.closeFD()
 }
 
-// kick implements transport: queue ec for a writer, or leave it to the
+// kick implements connIO: queue ec for a writer, or leave it to the
 // goroutine that owns ec right now.
-func (ec *epConn) kick(c *conn) {
+func (ec *epConn) kick(c *Conn) {
 	if ec.blocked {
 		return // EPOLLOUT will bring it back
 	}
@@ -497,14 +483,14 @@ func (ec *epConn) kick(c *conn) {
 
 // own marks the calling goroutine as the one that will flush what its
 // work queues on ec (see owned).
-func (ec *epConn) own(c *conn) {
+func (ec *epConn) own(c *Conn) {
 	c.mu.Lock()
 	ec.owned = true
 	c.mu.Unlock()
 }
 
 // disown ends own and writes what was queued meanwhile.
-func (ec *epConn) disown(c *conn) {
+func (ec *epConn) disown(c *Conn) {
 	c.mu.Lock()
 	ec.owned = false
 	pending := ec.flushPending
@@ -533,7 +519,7 @@ func (ec *epConn) onWritable() {
 
 // writeWorker is one of transport.writers goroutines.
 func (l *eventLoop) writeWorker() {
-	defer l.srv.wg.Done()
+	defer l.t.wg.Done()
 	for {
 		ec, ok := l.writes.pop()
 		if !ok {
@@ -546,24 +532,27 @@ func (l *eventLoop) writeWorker() {
 // flush writes the queue of ec until it is empty or the socket is full.
 func (ec *epConn) flush() {
 	c := ec.c.Load() // set before anything can be queued
+	written := 0
 	for {
-		batch, closeAfter := c.takeBatch()
+		batch, closeAfter := c.takeBatch(written)
 		if batch == nil {
 			if closeAfter {
-				c.kill("")
+				c.Kill("")
 			}
 			return
 		}
 		seen := ec.outEvents.Load()
-		rest, err := ec.writev(batch)
+		rest, n, err := ec.writev(batch)
+		written = n
 		if err != nil {
-			c.kill("write_error")
+			c.Kill(ReasonWriteError)
 			return
 		}
 		if len(rest) == 0 {
 			continue
 		}
-		c.requeue(rest)
+		c.requeue(rest, written)
+		written = 0
 		c.mu.Lock()
 		if ec.outEvents.Load() != seen {
 			// The socket became writable while we wrote: go on.
@@ -580,28 +569,29 @@ func (ec *epConn) flush() {
 // iovMax is Linux's IOV_MAX: the most slices one writev takes.
 const iovMax = 1024
 
-// writev writes batch until done or EAGAIN and returns what is left.
-func (ec *epConn) writev(batch [][]byte) ([][]byte, error) {
+// writev writes batch until done or EAGAIN and returns what is left and
+// how many bytes went out.
+func (ec *epConn) writev(batch [][]byte) (rest [][]byte, written int, err error) {
+	obs := ec.loop.t.obs
 	for len(batch) > 0 {
 		if !ec.acquire() {
-			return nil, net.ErrClosed
+			return nil, written, net.ErrClosed
 		}
 		start := time.Now()
 		n, err := unix.Writev(ec.fd, batch[:min(len(batch), iovMax)])
 		ec.release()
-		m := ec.loop.srv.metrics
-		m.WriteDuration.Observe(time.Since(start).Seconds())
 		if n > 0 {
-			m.SentBytes.Add(float64(n))
+			obs.Wrote(n, time.Since(start))
+			written += n
 		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			if errors.Is(err, unix.EAGAIN) {
-				return batch, nil
+				return batch, written, nil
 			}
-			return nil, err
+			return nil, written, err
 		}
 		for n > 0 {
 			if n >= len(batch[0]) {
@@ -614,13 +604,13 @@ func (ec *epConn) writev(batch [][]byte) ([][]byte, error) {
 			}
 		}
 	}
-	return nil, nil
+	return nil, written, nil
 }
 
-// closeSocket implements transport.
-func (ec *epConn) closeSocket(c *conn) {
+// closeSocket implements connIO.
+func (ec *epConn) closeSocket(c *Conn) {
 	ec.closeFD()
-	c.teardown()
+	c.socketClosed()
 }
 
 // acquire takes a reference on the descriptor for one system call, so that
@@ -660,6 +650,9 @@ func (ec *epConn) closeFD() {
 	}
 	ec.fdClosed = true
 	l := ec.loop
+	if ec.phase.Load() == phaseRequest {
+		l.t.pending.remove(&ec.pend)
+	}
 	l.mu.Lock()
 	if l.conns[int32(ec.fd)] == ec {
 		delete(l.conns, int32(ec.fd))
@@ -676,9 +669,10 @@ func (ec *epConn) closeFD() {
 // handshake deadline of requests still arriving, the idle timeout, and the
 // write timeout of connections blocked on a full socket.
 func (l *eventLoop) sweep() {
-	defer l.srv.wg.Done()
-	lim := l.srv.cfg.Limits
-	period := min(lim.HandshakeTimeout, lim.IdleTimeout, lim.WriteTimeout) / 4
+	t := l.t
+	defer t.wg.Done()
+	cfg := t.cfg
+	period := min(cfg.HandshakeTimeout, cfg.IdleTimeout, cfg.WriteTimeout) / 4
 	period = min(max(period, 10*time.Millisecond), time.Second)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
@@ -699,16 +693,19 @@ func (l *eventLoop) sweep() {
 		for _, ec := range all {
 			switch ec.phase.Load() {
 			case phaseRequest:
-				if now.Sub(ec.reqStarted) > lim.HandshakeTimeout {
-					l.srv.metrics.Handshakes.WithLabelValues(metrics.OutcomeBadRequest).Inc()
-					ec.closeFD()
+				if now.Sub(ec.reqStarted) > cfg.HandshakeTimeout && t.pending.remove(&ec.pend) {
+					t.limit(LimitHandshakeTime)
+					t.handshakeEnded(OutcomeBadRequest)
+					ec.writeAndClose(responseRequestTimeout)
 				}
 			case phaseOpen:
 				c := ec.c.Load()
-				if at := ec.blockedAt.Load(); at != 0 && now.Sub(time.Unix(0, at)) > lim.WriteTimeout {
-					c.kill("write_timeout")
-				} else if now.Sub(time.Unix(0, c.lastRead.Load())) > lim.IdleTimeout {
-					c.closeWith(closeGoingAway, "idle timeout", "idle_timeout")
+				if at := ec.blockedAt.Load(); at != 0 && now.Sub(time.Unix(0, at)) > cfg.WriteTimeout {
+					t.limit(LimitWriteTimeout)
+					c.Kill(ReasonWriteTimeout)
+				} else if now.Sub(time.Unix(0, c.lastRead.Load())) > cfg.IdleTimeout && !c.Closing() {
+					t.limit(LimitIdleTimeout)
+					c.Close(CloseGoingAway, "idle timeout", ReasonIdleTimeout)
 				}
 			}
 		}

@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wsgate/wsgate/gateway/transport"
+	"github.com/wsgate/wsgate/gateway/upstream"
+	"github.com/wsgate/wsgate/wamp"
+)
+
+// Close codes of the gateway's own (private range 4000-4999), beside the
+// transport's RFC 6455 ones: a client can tell them from a network or
+// server problem.
+const (
+	// closeSessionEnded: the PHP session ended (logout, expiry, another
+	// user) with session.on_invalid: close; send the user to log in again.
+	closeSessionEnded ws.StatusCode = 4001
+	// closeKicked: the application disconnected the user through the push
+	// API (POST /api/disconnect).
+	closeKicked ws.StatusCode = 4002
+)
+
+// client is one established connection as the gateway sees it: its
+// transport connection, its WAMP session and who it is. It is the
+// transport.Handler of the connection.
+type client struct {
+	srv  *Server
+	conn *transport.Conn
+	sess *wamp.Session
+	ctx  context.Context // the server's base context: handler calls end at a forced shutdown
+
+	id          string    // the connection id, unique across replicas
+	sessionID   string    // the PHP session id of its cookie, "" without one
+	connectedAt time.Time // the connect event's, so both events of a pair agree
+
+	mu      sync.Mutex // guards userKey and ident
+	userKey string     // counted in Server.userConns under this key; "" when not
+	ident   identity   // who the connection is now; changes on revalidation
+}
+
+var _ transport.Handler = (*client)(nil)
+
+// identity returns who the client is now.
+func (c *client) identity() identity {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ident
+}
+
+// Message implements transport.Handler: a complete text message for WAMP.
+// It runs on the transport goroutine reading the connection.
+func (c *client) Message(payload []byte) bool {
+	s := c.srv
+	// A draining gateway lets calls in flight finish but takes no new
+	// ones: the client is about to get 1001 and reconnect elsewhere.
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	if s.drain.Load() {
+		return true
+	}
+	err := c.sess.Handle(c.ctx, payload)
+	if err == nil {
+		return true
+	}
+	var le *wamp.LimitError
+	switch {
+	case errors.As(err, &le):
+		s.metrics.LimitExceeded.WithLabelValues(le.Limit).Inc()
+		s.log.Debug("closing client over a limit", "conn", c.id, "limit", le.Limit, "err", err)
+		c.conn.Close(transport.ClosePolicy, "limit exceeded: "+le.Limit, "limit_exceeded")
+	case errors.Is(err, wamp.ErrProtocol):
+		s.log.Debug("closing client after malformed WAMP message", "conn", c.id, "err", err)
+		c.conn.Close(transport.CloseInvalid, "malformed WAMP message", transport.ReasonProtocolError)
+	case errors.Is(err, wamp.ErrGoodbye):
+		// v2 GOODBYE (or ABORT): the session is over, the socket follows.
+		c.conn.Close(transport.CloseNormal, "", "goodbye")
+	case errors.Is(err, wamp.ErrClosed):
+	default:
+		s.log.Warn("wamp handler failed", "conn", c.id, "err", err)
+		return true
+	}
+	return false
+}
+
+// Closed implements transport.Handler: the connection is over. It ends the
+// WAMP session, takes the client out of the client storage and the
+// per-user count, and queues the app's disconnect event. Nothing here
+// waits: it runs on a transport goroutine.
+func (c *client) Closed(reason string) {
+	s := c.srv
+	c.sess.Close()
+	s.registry.remove(c.id)
+	c.mu.Lock()
+	userKey := c.userKey
+	c.userKey = ""
+	c.mu.Unlock()
+	s.releaseUser(userKey)
+	s.metrics.Connections.Dec()
+	s.metrics.Disconnects.WithLabelValues(reason).Inc()
+	if s.events != nil && s.cfg.Events.Disconnect {
+		// Queued, never blocking: the app hears about every connection
+		// that ends while the gateway lives, drained ones included
+		// (Shutdown flushes the queue).
+		sess := c.sess
+		s.events.Disconnected(upstream.ConnEvent{
+			ConnID: c.id, SessionID: sess.ID(), Firewall: sess.Firewall(), UserIdentifier: sess.UserIdentifier(),
+			Anonymous: sess.Anonymous(), Roles: sess.Roles(), Protocol: sess.Protocol().Subprotocol(),
+			ConnectedAt: c.connectedAt, Extra: sess.Extra(), Reason: reason,
+		})
+	}
+	s.log.Debug("client disconnected", "conn", c.id, "reason", reason)
+}
+
+// clients returns the established connections' clients.
+func (s *Server) snapshotClients() []*client {
+	out := make([]*client, 0, s.tr.Len())
+	s.tr.Range(func(c *transport.Conn) bool {
+		if cl, ok := c.Handler().(*client); ok {
+			out = append(out, cl)
+		}
+		return true
+	})
+	return out
+}
