@@ -15,17 +15,42 @@
 //	            "roles": ["ROLE_USER"], "anonymous": false,
 //	            "wamp_session_id": "...", "conn_id": "..."}}
 //
-// with the headers
+// # Signature
+//
+// Every request carries
 //
 //	Content-Type: application/json
 //	X-Wsgate-Timestamp: <Unix seconds>
-//	X-Wsgate-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+//	X-Wsgate-Request-Id: <32 lower-case hex digits, random, new for each request>
+//	X-Wsgate-Signed-Headers: <the ForwardHeaders, lower case, sorted, joined by ",">
+//	X-Wsgate-Signature: v2=<hex HMAC-SHA256(secret, string to sign)>
 //
-// plus the handshake headers named in Config.ForwardHeaders (e.g. Cookie)
-// when the client implements HeaderSource. The application must check the
-// signature over the raw body with a constant-time comparison and refuse
-// timestamps more than DefaultReplayWindow (300 s) away from its clock; see
-// Verify and examples/php-upstream.
+// plus those of the handshake headers named in Config.ForwardHeaders (e.g.
+// Cookie) that the client sent, when it implements HeaderSource. The string
+// to sign is "wsgate-v2\n" + timestamp + "\n" + request id + "\n" + signed
+// headers + "\n", then "<name>:<value>\n" for each listed name in its order
+// (value trimmed of spaces and tabs, "" when not sent), then the raw body
+// (sign.go has the details). The application must
+//
+//   - refuse timestamps more than DefaultReplayWindow (300 s) away from its
+//     clock (401);
+//   - recompute the signature and compare it in constant time (401): it
+//     covers the body and every listed header, so one added, dropped or
+//     changed on the way fails;
+//   - refuse a request id it has already accepted (409), remembering ids
+//     for twice the window, in a store all its workers share: together
+//     with the timestamp this stops replays;
+//   - read no forwarded header that is not listed, and remember that listed
+//     ones are what the websocket client sent (the signature proves the
+//     gateway forwarded them, not that they are true) unless a trusted
+//     proxy in front of the gateway sets them and strips the client's own;
+//     the caller's identity is "caller", which the gateway read from the
+//     PHP session.
+//
+// VerifyRequest does the first two and returns the id for the third;
+// examples/php-upstream does all of it in PHP.
+//
+// # Replies
 //
 // The application answers 2xx with Content-Type application/json and a JSON
 // object (see parseReply for the exact rules):
@@ -64,7 +89,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -111,9 +135,12 @@ type Config struct {
 	// MaxReplyBytes caps the reply body. Zero means DefaultMaxReplyBytes.
 	MaxReplyBytes int64
 	// ForwardHeaders names handshake request headers (e.g. "Cookie") copied
-	// onto every request when the client implements HeaderSource. Framing
-	// and signature headers (Host, Content-*, Connection, X-Wsgate-*, …)
-	// cannot be forwarded.
+	// onto every request when the client implements HeaderSource, and
+	// covered by the signature (at most MaxSignedHeaders). Framing and
+	// signature headers (Host, Content-*, Connection, X-Wsgate-*, …)
+	// cannot be forwarded. The values are what the client sent: never
+	// forward an identity header (X-Forwarded-User) unless a proxy in front
+	// of the gateway sets it and strips the client's.
 	ForwardHeaders []string
 	// Methods, when set, are the RPC method names Methods reports, each
 	// forwarded by Call. It makes the upstream usable by a wamp node that
@@ -185,11 +212,10 @@ type HeaderSource interface {
 type Upstream struct {
 	name    string
 	url     string
-	secret  []byte
+	signer  *signer
 	timeout time.Duration
 	wait    time.Duration
 	max     int64
-	forward []string
 	methods []string
 	notify  bool
 	client  *http.Client
@@ -270,20 +296,9 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 	if c.MaxReplyBytes == 0 {
 		c.MaxReplyBytes = DefaultMaxReplyBytes
 	}
-	var forward []string
-	seen := map[string]bool{}
-	for _, h := range c.ForwardHeaders {
-		if !validToken(h) {
-			return nil, bad("forward_headers", "%q is not a header name", h)
-		}
-		canon := http.CanonicalHeaderKey(h)
-		if forbiddenForward[canon] || strings.HasPrefix(canon, "X-Wsgate-") {
-			return nil, bad("forward_headers", "%q cannot be forwarded", h)
-		}
-		if !seen[canon] {
-			seen[canon] = true
-			forward = append(forward, canon)
-		}
+	sg, err := newSigner(c.Secret, c.ForwardHeaders)
+	if err != nil {
+		return nil, bad("forward_headers", "%v", err)
 	}
 	for _, m := range c.Methods {
 		if m == "" {
@@ -319,11 +334,10 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 	return &Upstream{
 		name:    name,
 		url:     u.String(),
-		secret:  bytes.Clone(c.Secret),
+		signer:  sg,
 		timeout: c.Timeout,
 		wait:    c.QueueWait,
 		max:     c.MaxReplyBytes,
-		forward: forward,
 		methods: append([]string(nil), c.Methods...),
 		notify:  c.NotifyUnsubscribe,
 		client:  client,
@@ -644,19 +658,14 @@ func (u *Upstream) send(parent context.Context, c handler.Client, b *requestBody
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: %w", u.name, err)
 	}
-	ts := strconv.FormatInt(u.now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "wsgate-upstream")
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, sign(u.secret, ts, payload))
-	if hs, ok := c.(HeaderSource); ok {
-		for _, name := range u.forward {
-			if v := hs.HandshakeHeader(name); v != "" {
-				req.Header.Set(name, v)
-			}
-		}
+	var hs HeaderSource
+	if h, ok := c.(HeaderSource); ok {
+		hs = h
 	}
+	u.signer.sign(req.Header, hs, u.now(), payload)
 	resp, err := u.client.Do(req)
 	if err != nil {
 		if e := u.ctxError(parent, ctx, nil); e != nil {
