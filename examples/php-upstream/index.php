@@ -11,7 +11,9 @@
 //                  anonymous callers;
 //   - publish:     {"text": ...} events are rewritten with "by": the
 //                  publisher's user identifier, others broadcast as is;
-//   - unsubscribe: acknowledged.
+//   - unsubscribe: acknowledged;
+//   - leave:       a client left several topics at once (it disconnected,
+//                  or lost access to them); acknowledged.
 //
 // Connection events (the gateway's `events:`, path /events) are answered by
 // events.php, after the same two checks.
@@ -118,6 +120,21 @@ switch ($req['kind']) {
         }
         reply(200, []);
     case 'unsubscribe':
+        reply(200, []);
+    case 'leave':
+        // {"reason": "disconnect" | "revoked" | ..., "topics": [{"uri", "route",
+        // "attributes"}, ...]}: one request for all the topics the client
+        // left, e.g. to mark the user absent from those rooms in one query.
+        // Unknown reasons may come later: treat them like "disconnect".
+        $topics = $req['topics'] ?? null;
+        if (!is_array($topics) || $topics === [] || !array_is_list($topics)) {
+            fail('app.error.bad_request', 'leave without topics', 400);
+        }
+        foreach ($topics as $topic) {
+            if (!is_array($topic) || !is_string($topic['uri'] ?? null) || $topic['uri'] === '') {
+                fail('app.error.bad_request', 'leave topic without uri', 400);
+            }
+        }
         reply(200, []);
     default:
         reply(400, ['message' => 'unknown kind']);

@@ -118,6 +118,17 @@ func TestPHPExample(t *testing.T) {
 	if err := un.OnUnsubscribe(ctx, fakeClient{}, &fakeTopic{}, handler.Request{URI: "chat/public"}); err != nil {
 		t.Fatal(err)
 	}
+	// A leave is acknowledged; the example checks its topics, so one
+	// without a URI comes back as the app's error.
+	subs := []handler.Subscription{
+		{Topic: &fakeTopic{}, Request: handler.Request{Route: "chat", URI: "chat/public", Attributes: map[string]string{"room": "public"}}},
+		{Topic: &fakeTopic{}, Request: handler.Request{Route: "chat", URI: "chat/private/1"}},
+	}
+	if err := un.OnUnsubscribeBatch(ctx, fakeClient{}, handler.LeaveDisconnect, subs); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	subs[1].Request.URI = ""
+	wantError(t, un.OnUnsubscribeBatch(ctx, fakeClient{}, handler.LeaveRevoked, subs), 400, "app.error.bad_request", "leave topic without uri")
 
 	// A wrong secret is refused by the PHP side with 401, which the client
 	// sees as a 502 WAMP error naming the status.

@@ -1,7 +1,7 @@
 package upstream
 
 // The request signature, scheme v2. Every request the gateway sends to the
-// application (upstream calls, subscribes, publishes, unsubscribes
+// application (upstream calls, subscribes, publishes, unsubscribes, leaves,
 // and connection events) carries
 //
 //	X-Wsgate-Timestamp:      <Unix seconds>

@@ -73,6 +73,7 @@ func (t *fakeTopic) Broadcast(event any, _, _ []string) error {
 type received struct {
 	Body   requestBody
 	Header http.Header
+	Raw    []byte
 }
 
 // server starts an httptest server that verifies the signature (401 when
@@ -86,7 +87,7 @@ func server(t *testing.T, answer func(w http.ResponseWriter, r *received)) (*htt
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
-		rec := &received{Header: r.Header}
+		rec := &received{Header: r.Header, Raw: body}
 		if err := json.Unmarshal(body, &rec.Body); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
