@@ -47,7 +47,7 @@ func eventsApp(t *testing.T) (string, chan recordedEvent) {
 	got := make(chan recordedEvent, 64)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := upstream.Verify([]byte(eventsSecret), r.Header.Get(upstream.HeaderTimestamp), r.Header.Get(upstream.HeaderSignature), body, time.Now(), 0); err != nil {
+		if _, err := upstream.VerifyRequest([]byte(eventsSecret), r, body, time.Now(), 0); err != nil {
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}

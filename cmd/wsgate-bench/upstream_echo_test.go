@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +22,9 @@ func echoPost(t *testing.T, h http.Handler, secret string, at time.Time, body st
 	t.Helper()
 	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(upstream.HeaderTimestamp, strconv.FormatInt(at.Unix(), 10))
-	req.Header.Set(upstream.HeaderSignature, upstream.Sign([]byte(secret), at.Unix(), []byte(body)))
+	if _, err := upstream.SignRequest(req, []byte(secret), []byte(body), at, nil); err != nil {
+		t.Fatal(err)
+	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec.Code, strings.TrimSpace(rec.Body.String())
@@ -59,8 +59,9 @@ func TestEchoUpstream(t *testing.T) {
 	}
 	// A body tampered with after signing is refused.
 	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"kind":"subscribe"}`))
-	req.Header.Set(upstream.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
-	req.Header.Set(upstream.HeaderSignature, upstream.Sign([]byte(echoSecret), now.Unix(), []byte(`{"kind":"publish"}`)))
+	if _, err := upstream.SignRequest(req, []byte(echoSecret), []byte(`{"kind":"publish"}`), now, nil); err != nil {
+		t.Fatal(err)
+	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != 401 {

@@ -2,8 +2,12 @@
 // wsgate connection events, plain PHP: the bundle's client_connected and
 // client_disconnected, received from the gateway (`events:` config).
 //
-// Included by index.php for POST /events once the signature and the
-// timestamp are verified; $body is the raw request body. The request:
+// Included by index.php for POST /events once the timestamp, the signature
+// and the request id are checked (401, 409 otherwise); $body is the raw
+// request body, $forwarded the signed forwarded headers (on a connect event,
+// those of `events.forward_headers` the browser sent, e.g. $forwarded['cookie']
+// to look the PHP session up yourself; disconnect events carry none). The
+// request:
 //   {"event": "connect" | "disconnect",
 //    "connection": {"conn_id", "wamp_session_id", "firewall", "user_identifier",
 //                   "anonymous", "roles", "protocol", "remote_addr",

@@ -2,22 +2,29 @@
 // wsgate HTTP upstream example, plain PHP (no framework).
 //
 // The gateway POSTs every CALL, SUBSCRIBE and PUBLISH routed to an upstream
-// as JSON, signed with a shared secret. This script checks the signature and
-// the timestamp, then answers:
+// as JSON, signed with a shared secret. This script checks the timestamp and
+// the signature (401 otherwise) and that the request id is new (409
+// otherwise: a replay), with wsgate_auth.php, then answers:
 //   - call "sum":  {"result": array_sum(args)}, anonymous callers refused
 //                  with error uri "app.error.auth", code 403;
 //   - subscribe:   allowed, except topics containing "private" for
 //                  anonymous callers;
 //   - publish:     {"text": ...} events are rewritten with "by": the
 //                  publisher's user identifier, others broadcast as is;
-//   - unsubscribe: acknowledged.
+//   - unsubscribe: acknowledged;
+//   - leave:       a client left several topics at once (it disconnected,
+//                  or lost access to them); acknowledged.
 //
 // Connection events (the gateway's `events:`, path /events) are answered by
-// events.php, after the same signature check.
+// events.php, after the same two checks.
 //
 // Run: WSGATE_UPSTREAM_SECRET=... php -S 127.0.0.1:8000 examples/php-upstream/index.php
+// (replay markers go to WSGATE_REPLAY_DIR, default a private directory in
+// the system temp dir).
 
 declare(strict_types=1);
+
+require __DIR__ . '/wsgate_auth.php';
 
 // A PHP warning printed into the reply would make it invalid JSON.
 ini_set('display_errors', '0');
@@ -47,25 +54,34 @@ if (($_SERVER['REQUEST_METHOD'] ?? '') !== 'POST') {
     reply(405, ['message' => 'POST only']);
 }
 
-// 1. Authenticate: timestamp window, then HMAC over "<timestamp>.<raw body>".
-$body = file_get_contents('php://input');
-$ts = $_SERVER['HTTP_X_WSGATE_TIMESTAMP'] ?? '';
-$sig = $_SERVER['HTTP_X_WSGATE_SIGNATURE'] ?? '';
-if (!preg_match('/^[0-9]{1,19}$/', $ts) || abs(time() - (int) $ts) > REPLAY_WINDOW) {
-    reply(401, ['message' => 'stale or missing timestamp']);
-}
-$want = 'v1=' . hash_hmac('sha256', $ts . '.' . $body, $secret);
-if (!hash_equals($want, $sig)) {
-    reply(401, ['message' => 'bad signature']);
+$body = (string) file_get_contents('php://input');
+try {
+    // 1. Authenticate: timestamp within REPLAY_WINDOW, then the HMAC over
+    //    timestamp, request id, the signed forwarded headers and the raw
+    //    body, compared in constant time. 401 otherwise.
+    //    $forwarded holds the signed forwarded headers (e.g. 'cookie'):
+    //    read them from there, never from $_SERVER. They are what the
+    //    browser sent: the user is $req['caller'], not a header.
+    [$requestId, $forwarded] = wsgate_verify_request($secret, $_SERVER, $body, time(), REPLAY_WINDOW);
+
+    // 2. Refuse replays: a request id accepted before is refused with 409.
+    //    Only after check 1, so forged requests cannot burn ids.
+    wsgate_refuse_replay(wsgate_replay_dir($secret), $requestId, time(), REPLAY_WINDOW);
+} catch (WsgateRefused $e) {
+    reply($e->getCode(), ['error' => $e->getMessage()]);
+} catch (RuntimeException $e) {
+    // The id could not be recorded: refuse rather than risk a replay.
+    error_log('wsgate replay store: ' . $e->getMessage());
+    reply(500, ['error' => 'replay store unavailable']);
 }
 
-// 2. Connection events have their own endpoint, events.php.
+// 3. Connection events have their own endpoint, events.php.
 if (parse_url($_SERVER['REQUEST_URI'] ?? '/', PHP_URL_PATH) === '/events') {
     require __DIR__ . '/events.php';
     exit;
 }
 
-// 3. Decode the request.
+// 4. Decode the request.
 $req = json_decode($body, true);
 if (!is_array($req) || !isset($req['kind'], $req['caller']) || !is_array($req['caller'])) {
     reply(400, ['message' => 'malformed request']);
@@ -73,7 +89,7 @@ if (!is_array($req) || !isset($req['kind'], $req['caller']) || !is_array($req['c
 $caller = $req['caller'];
 $anonymous = (bool) ($caller['anonymous'] ?? true);
 
-// 4. Route on kind and method.
+// 5. Route on kind and method.
 switch ($req['kind']) {
     case 'call':
         switch ($req['method'] ?? '') {
@@ -104,6 +120,21 @@ switch ($req['kind']) {
         }
         reply(200, []);
     case 'unsubscribe':
+        reply(200, []);
+    case 'leave':
+        // {"reason": "disconnect" | "revoked" | ..., "topics": [{"uri", "route",
+        // "attributes"}, ...]}: one request for all the topics the client
+        // left, e.g. to mark the user absent from those rooms in one query.
+        // Unknown reasons may come later: treat them like "disconnect".
+        $topics = $req['topics'] ?? null;
+        if (!is_array($topics) || $topics === [] || !array_is_list($topics)) {
+            fail('app.error.bad_request', 'leave without topics', 400);
+        }
+        foreach ($topics as $topic) {
+            if (!is_array($topic) || !is_string($topic['uri'] ?? null) || $topic['uri'] === '') {
+                fail('app.error.bad_request', 'leave topic without uri', 400);
+            }
+        }
         reply(200, []);
     default:
         reply(400, ['message' => 'unknown kind']);

@@ -3,8 +3,11 @@ package upstream
 // Connection events: the gateway tells the PHP application when a websocket
 // connection opens and closes, as the bundle's client_connected and
 // client_disconnected events did inside the PHP process. Both are JSON POSTs
-// to EventsConfig.URL, signed exactly like the RPC upstream requests
-// (X-Wsgate-Timestamp, X-Wsgate-Signature; see Sign and Verify):
+// to EventsConfig.URL, signed exactly like the RPC upstream requests (the
+// v2 scheme of sign.go: timestamp, request id, the forwarded headers and the
+// body; see VerifyRequest). A connect event signs the EventsConfig.
+// ForwardHeaders the client sent; a disconnect event lists the same names
+// but carries none of them, so each is signed as absent:
 //
 //	{"event": "connect" | "disconnect",
 //	 "connection": {
@@ -47,7 +50,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -127,7 +129,7 @@ type EventsConfig struct {
 	// URL is the http or https endpoint receiving both events as JSON POSTs.
 	URL string
 	// Secret is the HMAC-SHA256 key, at least MinSecretBytes long; the
-	// scheme and headers are those of the RPC upstream (Sign, Verify).
+	// scheme and headers are those of the RPC upstream (VerifyRequest).
 	Secret []byte
 	// Timeout bounds one request, connect or disconnect, from sending to
 	// the end of the reply. Zero means DefaultEventsTimeout. Connect events
@@ -150,8 +152,9 @@ type EventsConfig struct {
 	// DefaultEventsWorkers.
 	Workers int
 	// ForwardHeaders names handshake headers (e.g. "Cookie") copied onto
-	// connect events, with the rules of Config.ForwardHeaders. Disconnect
-	// events carry none: the handshake is long gone.
+	// connect events and covered by their signature, with the rules of
+	// Config.ForwardHeaders. Disconnect events carry none (the handshake
+	// is long gone) and sign them as absent.
 	ForwardHeaders []string
 	// MaxReplyBytes caps a connect reply. Zero means
 	// DefaultMaxConnectReplyBytes.
@@ -230,11 +233,10 @@ func (m HeaderMap) HandshakeHeader(name string) string {
 // workers, which stop in Close. Safe for concurrent use.
 type Events struct {
 	url       string
-	secret    []byte
+	signer    *signer
 	timeout   time.Duration
 	connect   bool
 	onErr     string
-	forward   []string
 	maxReply  int64
 	maxExtra  int
 	client    *http.Client
@@ -318,7 +320,7 @@ func NewEvents(cfg EventsConfig, obs EventsObserver, log *slog.Logger) (*Events,
 	if cfg.MaxExtraBytes == 0 {
 		cfg.MaxExtraBytes = DefaultMaxExtraBytes
 	}
-	forward, err := canonForwardHeaders(cfg.ForwardHeaders)
+	sg, err := newSigner(cfg.Secret, cfg.ForwardHeaders)
 	if err != nil {
 		return nil, bad("forward_headers", "%v", err)
 	}
@@ -330,11 +332,10 @@ func NewEvents(cfg EventsConfig, obs EventsObserver, log *slog.Logger) (*Events,
 	}
 	e := &Events{
 		url:      u.String(),
-		secret:   bytes.Clone(cfg.Secret),
+		signer:   sg,
 		timeout:  cfg.Timeout,
 		connect:  cfg.Connect,
 		onErr:    cfg.OnConnectError,
-		forward:  forward,
 		maxReply: cfg.MaxReplyBytes,
 		maxExtra: cfg.MaxExtraBytes,
 		client:   cfg.Client,
@@ -606,19 +607,10 @@ func (e *Events) post(parent context.Context, payload []byte, headers HeaderSour
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
-	ts := strconv.FormatInt(e.now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "wsgate-events")
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, sign(e.secret, ts, payload))
-	if headers != nil {
-		for _, name := range e.forward {
-			if v := headers.HandshakeHeader(name); v != "" {
-				req.Header.Set(name, v)
-			}
-		}
-	}
+	e.signer.sign(req.Header, headers, e.now(), payload)
 	resp, err := e.client.Do(req)
 	if err != nil {
 		if cerr := ctxErr(parent, ctx, e.timeout); cerr != nil {

@@ -54,7 +54,7 @@ func eventsServer(t *testing.T, answer func(w http.ResponseWriter, r *http.Reque
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		// The verification helper applications written in Go would use.
-		if err := Verify(testSecret, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, time.Now(), 0); err != nil {
+		if _, err := VerifyRequest(testSecret, r, body, time.Now(), 0); err != nil {
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}

@@ -8,7 +8,7 @@ import (
 // FuzzParseReply checks that parseReply never panics and that what it
 // accepts satisfies the rules the handlers rely on.
 func FuzzParseReply(f *testing.F) {
-	kinds := []string{KindCall, KindSubscribe, KindPublish, KindUnsubscribe}
+	kinds := []string{KindCall, KindSubscribe, KindPublish, KindUnsubscribe, KindLeave}
 	seeds := []string{
 		`{"result": 6}`, `{"result": null}`, `{"result": {"a": [1, 2]}}`,
 		`{"error": {"uri": "app.error.auth", "desc": "no", "code": 403, "details": {"x": 1}}}`,
@@ -17,9 +17,13 @@ func FuzzParseReply(f *testing.F) {
 		`{}`, `{"drop": true}`, `{"drop": false}`, `{"event": {"text": "hi", "by": "a"}}`, `{"event": null}`,
 		`{"drop": true, "event": 1}`, `{"Result": 1}`, `{"result": 1, "result": 2}`,
 		`[]`, `null`, ``, `{"result": 1} x`, "{\"result\": \"\xff\"}", ` {"result":1} `,
+		// leave: {} or an error, nothing else
+		`{"error": {"uri": "app.error.gone", "desc": "left already"}}`, `{"reason": "x"}`, `{"topics": []}`,
 	}
-	for i, s := range seeds {
-		f.Add(uint8(i), []byte(s))
+	for _, s := range seeds { // every seed for every kind
+		for k := range kinds {
+			f.Add(uint8(k), []byte(s))
+		}
 	}
 	f.Fuzz(func(t *testing.T, k uint8, body []byte) {
 		kind := kinds[int(k)%len(kinds)]
@@ -43,6 +47,10 @@ func FuzzParseReply(f *testing.F) {
 			return
 		}
 		switch kind {
+		case KindUnsubscribe, KindLeave:
+			if r.hasResult || r.hasEvent || r.Allow != nil || r.Drop || r.Reason != "" {
+				t.Fatalf("%s reply with fields: %+v", kind, r)
+			}
 		case KindCall:
 			if !r.hasResult || !json.Valid(r.Result) {
 				t.Fatalf("call reply without a valid result: %q", r.Result)

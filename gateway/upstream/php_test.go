@@ -18,7 +18,8 @@ import (
 )
 
 // startPHPUpstream runs examples/php-upstream with `php -S` on a free port
-// and returns its URL.
+// and returns its URL. Its replay markers go to WSGATE_REPLAY_DIR when the
+// test set it, else to a directory of the test's own.
 func startPHPUpstream(t *testing.T, secret string) string {
 	t.Helper()
 	php := testenv.PHP(t)
@@ -34,6 +35,13 @@ func startPHPUpstream(t *testing.T, secret string) string {
 	l.Close()
 	cmd := exec.Command(php, "-n", "-S", addr, script)
 	cmd.Env = append(os.Environ(), "WSGATE_UPSTREAM_SECRET="+secret)
+	if os.Getenv("WSGATE_REPLAY_DIR") == "" {
+		dir := filepath.Join(t.TempDir(), "replay")
+		if err := os.Mkdir(dir, 0o700); err != nil { // private, as the example insists
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, "WSGATE_REPLAY_DIR="+dir)
+	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -110,6 +118,17 @@ func TestPHPExample(t *testing.T) {
 	if err := un.OnUnsubscribe(ctx, fakeClient{}, &fakeTopic{}, handler.Request{URI: "chat/public"}); err != nil {
 		t.Fatal(err)
 	}
+	// A leave is acknowledged; the example checks its topics, so one
+	// without a URI comes back as the app's error.
+	subs := []handler.Subscription{
+		{Topic: &fakeTopic{}, Request: handler.Request{Route: "chat", URI: "chat/public", Attributes: map[string]string{"room": "public"}}},
+		{Topic: &fakeTopic{}, Request: handler.Request{Route: "chat", URI: "chat/private/1"}},
+	}
+	if err := un.OnUnsubscribeBatch(ctx, fakeClient{}, handler.LeaveDisconnect, subs); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	subs[1].Request.URI = ""
+	wantError(t, un.OnUnsubscribeBatch(ctx, fakeClient{}, handler.LeaveRevoked, subs), 400, "app.error.bad_request", "leave topic without uri")
 
 	// A wrong secret is refused by the PHP side with 401, which the client
 	// sees as a 502 WAMP error naming the status.

@@ -16,6 +16,9 @@ const (
 	KindSubscribe   = "subscribe"
 	KindPublish     = "publish"
 	KindUnsubscribe = "unsubscribe"
+	// KindLeave is one request for a client leaving several topics at
+	// once (Upstream.OnUnsubscribeBatch).
+	KindLeave = "leave"
 )
 
 // DefaultMaxReplyBytes is the reply size limit when Config.MaxReplyBytes is 0.
@@ -78,7 +81,7 @@ func readReply(body io.Reader, limit int64) ([]byte, error) {
 //   - subscribe: "allow" (a boolean) with an optional "reason", or "error";
 //   - publish: at most one of "drop": true, "event" (any JSON) or "error";
 //     {} broadcasts the event as published;
-//   - unsubscribe: {} or "error".
+//   - unsubscribe, leave: {} or "error".
 //
 // The body must be a single JSON object with no other fields and nothing
 // after it. Errors describe what is wrong without quoting the body.
@@ -147,7 +150,7 @@ func parseReply(kind string, body []byte) (*reply, error) {
 		if n > 1 {
 			return nil, errors.New(`publish reply may have only one of "drop", "event" or "error"`)
 		}
-	case KindUnsubscribe:
+	case KindUnsubscribe, KindLeave:
 	default:
 		return nil, fmt.Errorf("unknown request kind %q", kind)
 	}

@@ -3,7 +3,8 @@
 // be served by PHP code without a Go handler.
 //
 // An Upstream is both a handler.RPC and a handler.Topic. Every CALL,
-// SUBSCRIBE and PUBLISH routed to it becomes one JSON POST to Config.URL:
+// SUBSCRIBE and PUBLISH routed to it becomes one JSON POST to Config.URL
+// (and, with Config.NotifyUnsubscribe, every unsubscribe and leave):
 //
 //	{"kind": "call"|"subscribe"|"publish"|"unsubscribe",
 //	 "uri": "app/sum", "route": "app_rpc", "attributes": {"method": "sum"},
@@ -15,17 +16,51 @@
 //	            "roles": ["ROLE_USER"], "anonymous": false,
 //	            "wamp_session_id": "...", "conn_id": "..."}}
 //
-// with the headers
+// A client that leaves several of the upstream's topics at once (it
+// disconnected, or its new identity lost access: handler.LeaveDisconnect,
+// handler.LeaveRevoked) makes one request instead of one unsubscribe per
+// topic:
+//
+//	{"kind": "leave", "reason": "disconnect"|"revoked",
+//	 "topics": [{"uri": "chat/room1", "route": "chat", "attributes": {"room": "room1"}}, ...],
+//	 "caller": {...}}
+//
+// # Signature
+//
+// Every request carries
 //
 //	Content-Type: application/json
 //	X-Wsgate-Timestamp: <Unix seconds>
-//	X-Wsgate-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+//	X-Wsgate-Request-Id: <32 lower-case hex digits, random, new for each request>
+//	X-Wsgate-Signed-Headers: <the ForwardHeaders, lower case, sorted, joined by ",">
+//	X-Wsgate-Signature: v2=<hex HMAC-SHA256(secret, string to sign)>
 //
-// plus the handshake headers named in Config.ForwardHeaders (e.g. Cookie)
-// when the client implements HeaderSource. The application must check the
-// signature over the raw body with a constant-time comparison and refuse
-// timestamps more than DefaultReplayWindow (300 s) away from its clock; see
-// Verify and examples/php-upstream.
+// plus those of the handshake headers named in Config.ForwardHeaders (e.g.
+// Cookie) that the client sent, when it implements HeaderSource. The string
+// to sign is "wsgate-v2\n" + timestamp + "\n" + request id + "\n" + signed
+// headers + "\n", then "<name>:<value>\n" for each listed name in its order
+// (value trimmed of spaces and tabs, "" when not sent), then the raw body
+// (sign.go has the details). The application must
+//
+//   - refuse timestamps more than DefaultReplayWindow (300 s) away from its
+//     clock (401);
+//   - recompute the signature and compare it in constant time (401): it
+//     covers the body and every listed header, so one added, dropped or
+//     changed on the way fails;
+//   - refuse a request id it has already accepted (409), remembering ids
+//     for twice the window, in a store all its workers share: together
+//     with the timestamp this stops replays;
+//   - read no forwarded header that is not listed, and remember that listed
+//     ones are what the websocket client sent (the signature proves the
+//     gateway forwarded them, not that they are true) unless a trusted
+//     proxy in front of the gateway sets them and strips the client's own;
+//     the caller's identity is "caller", which the gateway read from the
+//     PHP session.
+//
+// VerifyRequest does the first two and returns the id for the third;
+// examples/php-upstream does all of it in PHP.
+//
+// # Replies
 //
 // The application answers 2xx with Content-Type application/json and a JSON
 // object (see parseReply for the exact rules):
@@ -34,7 +69,7 @@
 //	subscribe:   {"allow": true}    or  {"allow": false, "reason": "..."}  or  {"error": {...}}
 //	publish:     {}  (broadcast as published)  or  {"event": <any>}  (rewritten)
 //	             or  {"drop": true}  or  {"error": {...}}
-//	unsubscribe: {}  or  {"error": {...}}
+//	unsubscribe, leave: {}  or  {"error": {...}}
 //
 // An "error" becomes a *handler.Error (the CALLERROR the client sees, with the
 // application's URI, description, code and details). Anything else fails with
@@ -64,7 +99,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -111,19 +145,23 @@ type Config struct {
 	// MaxReplyBytes caps the reply body. Zero means DefaultMaxReplyBytes.
 	MaxReplyBytes int64
 	// ForwardHeaders names handshake request headers (e.g. "Cookie") copied
-	// onto every request when the client implements HeaderSource. Framing
-	// and signature headers (Host, Content-*, Connection, X-Wsgate-*, …)
-	// cannot be forwarded.
+	// onto every request when the client implements HeaderSource, and
+	// covered by the signature (at most MaxSignedHeaders). Framing and
+	// signature headers (Host, Content-*, Connection, X-Wsgate-*, …)
+	// cannot be forwarded. The values are what the client sent: never
+	// forward an identity header (X-Forwarded-User) unless a proxy in front
+	// of the gateway sets it and strips the client's.
 	ForwardHeaders []string
 	// Methods, when set, are the RPC method names Methods reports, each
 	// forwarded by Call. It makes the upstream usable by a wamp node that
 	// only knows fixed method maps; with DynamicRPC support in the node it
 	// can stay empty and every method is forwarded.
 	Methods []string
-	// NotifyUnsubscribe makes OnUnsubscribe POST kind "unsubscribe" (within
-	// Timeout, counted against MaxConcurrent, dropped when busy). By
-	// default OnUnsubscribe does nothing: unsubscribes come in bursts when
-	// clients disconnect, and most applications need not know.
+	// NotifyUnsubscribe makes OnUnsubscribe POST kind "unsubscribe" and
+	// OnUnsubscribeBatch kind "leave" (within Timeout, counted against
+	// MaxConcurrent, dropped when busy). By default both do nothing:
+	// unsubscribes come in bursts when clients disconnect, and most
+	// applications need not know.
 	NotifyUnsubscribe bool
 	// Observer, when set, hears about every request for metrics.
 	Observer RequestObserver
@@ -151,8 +189,9 @@ type routeLimits struct {
 }
 
 // RequestObserver hears how each upstream request ended. route is the
-// gateway route name, kind the request kind (call, subscribe, publish,
-// unsubscribe) and outcome one of the Outcome* constants: all bounded by
+// gateway route name ("" for a leave whose topics have different routes),
+// kind the request kind (call, subscribe, publish, unsubscribe, leave) and
+// outcome one of the Outcome* constants: all bounded by
 // the configuration, never by clients. It must be cheap and safe for
 // concurrent use.
 type RequestObserver interface {
@@ -185,11 +224,10 @@ type HeaderSource interface {
 type Upstream struct {
 	name    string
 	url     string
-	secret  []byte
+	signer  *signer
 	timeout time.Duration
 	wait    time.Duration
 	max     int64
-	forward []string
 	methods []string
 	notify  bool
 	client  *http.Client
@@ -200,13 +238,17 @@ type Upstream struct {
 }
 
 var (
-	_ handler.RPC          = (*Upstream)(nil)
-	_ handler.OffloadedRPC = (*Upstream)(nil)
-	_ handler.Topic        = (*Upstream)(nil)
+	_ handler.RPC               = (*Upstream)(nil)
+	_ handler.OffloadedRPC      = (*Upstream)(nil)
+	_ handler.Topic             = (*Upstream)(nil)
+	_ handler.OffloadedTopic    = (*Upstream)(nil)
+	_ handler.BatchUnsubscriber = (*Upstream)(nil)
 )
 
-// Offload implements handler.OffloadedRPC: a call waits on the network, up
-// to Timeout, and must not hold the connection's reader meanwhile.
+// Offload implements handler.OffloadedRPC and handler.OffloadedTopic: a
+// call, subscribe, publish, unsubscribe or leave waits on the network, up
+// to Timeout, and must not hold the connection's reader (or a transport
+// worker) meanwhile.
 func (u *Upstream) Offload() bool { return true }
 
 // forbiddenForward are headers the request itself owns.
@@ -270,20 +312,9 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 	if c.MaxReplyBytes == 0 {
 		c.MaxReplyBytes = DefaultMaxReplyBytes
 	}
-	var forward []string
-	seen := map[string]bool{}
-	for _, h := range c.ForwardHeaders {
-		if !validToken(h) {
-			return nil, bad("forward_headers", "%q is not a header name", h)
-		}
-		canon := http.CanonicalHeaderKey(h)
-		if forbiddenForward[canon] || strings.HasPrefix(canon, "X-Wsgate-") {
-			return nil, bad("forward_headers", "%q cannot be forwarded", h)
-		}
-		if !seen[canon] {
-			seen[canon] = true
-			forward = append(forward, canon)
-		}
+	sg, err := newSigner(c.Secret, c.ForwardHeaders)
+	if err != nil {
+		return nil, bad("forward_headers", "%v", err)
 	}
 	for _, m := range c.Methods {
 		if m == "" {
@@ -319,11 +350,10 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 	return &Upstream{
 		name:    name,
 		url:     u.String(),
-		secret:  bytes.Clone(c.Secret),
+		signer:  sg,
 		timeout: c.Timeout,
 		wait:    c.QueueWait,
 		max:     c.MaxReplyBytes,
-		forward: forward,
 		methods: append([]string(nil), c.Methods...),
 		notify:  c.NotifyUnsubscribe,
 		client:  client,
@@ -391,7 +421,7 @@ func (u *Upstream) Call(ctx context.Context, c handler.Client, req handler.Reque
 	body := u.body(KindCall, c, req)
 	body.Method = req.Attributes["method"]
 	body.Args = params
-	r, err := u.do(ctx, c, body)
+	r, err := u.do(ctx, c, body.out())
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +433,7 @@ func (u *Upstream) Call(ctx context.Context, c handler.Client, req handler.Reque
 // description is the reply's "reason"; the gateway then undoes the
 // subscription.
 func (u *Upstream) OnSubscribe(ctx context.Context, c handler.Client, _ handler.TopicRef, req handler.Request) error {
-	r, err := u.do(ctx, c, u.body(KindSubscribe, c, req))
+	r, err := u.do(ctx, c, u.body(KindSubscribe, c, req).out())
 	if err != nil {
 		return err
 	}
@@ -425,7 +455,35 @@ func (u *Upstream) OnUnsubscribe(ctx context.Context, c handler.Client, _ handle
 	if !u.notify {
 		return nil
 	}
-	_, err := u.do(ctx, c, u.body(KindUnsubscribe, c, req))
+	_, err := u.do(ctx, c, u.body(KindUnsubscribe, c, req).out())
+	return err
+}
+
+// OnUnsubscribeBatch implements handler.BatchUnsubscriber: the node calls
+// it once when c leaves several of this upstream's topics at once (reason
+// handler.LeaveDisconnect or handler.LeaveRevoked), instead of one
+// OnUnsubscribe per topic. Unless Config.NotifyUnsubscribe is set it does
+// nothing; then it POSTs one request of kind "leave" listing the topics,
+// which takes one slot within Timeout like any request (the route's limits
+// apply when every topic has the same route, only the upstream's
+// otherwise) and, like an unsubscribe, is not retried: when busy it is
+// dropped with the busy error. The reply is {} or {"error": ...}; a
+// failure is returned for the gateway to count and log. The subscriptions
+// are gone either way. c is the client as it is now: after a revocation,
+// with its new identity.
+func (u *Upstream) OnUnsubscribeBatch(ctx context.Context, c handler.Client, reason string, subs []handler.Subscription) error {
+	if !u.notify || len(subs) == 0 {
+		return nil
+	}
+	b := &leaveBody{Kind: KindLeave, Reason: reason, Topics: make([]leaveTopic, len(subs)), Caller: callerOf(c)}
+	route := subs[0].Request.Route
+	for i, s := range subs {
+		b.Topics[i] = leaveTopic{URI: s.Request.URI, Route: s.Request.Route, Attributes: attributes(s.Request)}
+		if s.Request.Route != route {
+			route = ""
+		}
+	}
+	_, err := u.do(ctx, c, outgoing{kind: KindLeave, route: route, body: b})
 	return err
 }
 
@@ -441,7 +499,7 @@ func (u *Upstream) OnPublish(ctx context.Context, c handler.Client, t handler.To
 	}
 	body.Exclude = exclude
 	body.Eligible = eligible
-	r, err := u.do(ctx, c, body)
+	r, err := u.do(ctx, c, body.out())
 	if err != nil {
 		return err
 	}
@@ -484,30 +542,67 @@ type caller struct {
 }
 
 func (u *Upstream) body(kind string, c handler.Client, req handler.Request) *requestBody {
-	attrs := req.Attributes
-	if attrs == nil {
-		attrs = map[string]string{}
-	}
-	roles := c.Roles()
-	if roles == nil {
-		roles = []string{}
-	}
 	return &requestBody{
 		Kind:       kind,
 		URI:        req.URI,
 		Route:      req.Route,
-		Attributes: attrs,
+		Attributes: attributes(req),
 		Kwargs:     req.Kwargs,
-		Caller: caller{
-			Firewall:       c.Firewall(),
-			UserIdentifier: c.UserIdentifier(),
-			Roles:          roles,
-			Anonymous:      c.Anonymous(),
-			WAMPSessionID:  c.SessionID(),
-			ConnID:         c.ConnID(),
-			Extra:          c.Extra(),
-		},
+		Caller:     callerOf(c),
 	}
+}
+
+// out is the request to send for b.
+func (b *requestBody) out() outgoing {
+	return outgoing{kind: b.Kind, route: b.Route, body: b}
+}
+
+// outgoing is one request to send: its kind (which reply rules apply) and
+// route (whose limits apply, and the observer's label) beside the value
+// encoded as the JSON body.
+type outgoing struct {
+	kind  string
+	route string
+	body  any
+}
+
+// attributes are req's, {} rather than null when there are none.
+func attributes(req handler.Request) map[string]string {
+	if req.Attributes == nil {
+		return map[string]string{}
+	}
+	return req.Attributes
+}
+
+func callerOf(c handler.Client) caller {
+	roles := c.Roles()
+	if roles == nil {
+		roles = []string{}
+	}
+	return caller{
+		Firewall:       c.Firewall(),
+		UserIdentifier: c.UserIdentifier(),
+		Roles:          roles,
+		Anonymous:      c.Anonymous(),
+		WAMPSessionID:  c.SessionID(),
+		ConnID:         c.ConnID(),
+		Extra:          c.Extra(),
+	}
+}
+
+// leaveBody is the JSON of kind "leave": one client left several topics.
+type leaveBody struct {
+	Kind   string       `json:"kind"`
+	Reason string       `json:"reason"`
+	Topics []leaveTopic `json:"topics"`
+	Caller caller       `json:"caller"`
+}
+
+// leaveTopic is one topic of a leave, as its subscribe named it.
+type leaveTopic struct {
+	URI        string            `json:"uri"`
+	Route      string            `json:"route"`
+	Attributes map[string]string `json:"attributes"`
 }
 
 // gatewayError is an error the gateway reports for the upstream.
@@ -582,13 +677,13 @@ func (u *Upstream) releaseAll(route chan struct{}) {
 // do sends one request and returns its checked reply; an application
 // "error" is returned as a *handler.Error. It reports the outcome to the
 // observer.
-func (u *Upstream) do(parent context.Context, c handler.Client, b *requestBody) (*reply, error) {
+func (u *Upstream) do(parent context.Context, c handler.Client, o outgoing) (*reply, error) {
 	if u.obs == nil {
-		return u.send(parent, c, b)
+		return u.send(parent, c, o)
 	}
 	start := time.Now()
-	r, err := u.send(parent, c, b)
-	u.obs.UpstreamRequest(u.name, b.Route, b.Kind, outcome(err), time.Since(start))
+	r, err := u.send(parent, c, o)
+	u.obs.UpstreamRequest(u.name, o.route, o.kind, outcome(err), time.Since(start))
 	return r, err
 }
 
@@ -618,13 +713,13 @@ func outcome(err error) string {
 }
 
 // send is do without the observer.
-func (u *Upstream) send(parent context.Context, c handler.Client, b *requestBody) (*reply, error) {
-	payload, err := json.Marshal(b)
+func (u *Upstream) send(parent context.Context, c handler.Client, o outgoing) (*reply, error) {
+	payload, err := json.Marshal(o.body)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: encode request: %w", u.name, err)
 	}
 	timeout, routeSlots := u.timeout, chan struct{}(nil)
-	if lim, ok := u.routes[b.Route]; ok {
+	if lim, ok := u.routes[o.route]; ok {
 		timeout, routeSlots = lim.timeout, lim.slots
 	}
 	ctx, cancel := context.WithTimeout(parent, timeout)
@@ -644,19 +739,14 @@ func (u *Upstream) send(parent context.Context, c handler.Client, b *requestBody
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: %w", u.name, err)
 	}
-	ts := strconv.FormatInt(u.now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "wsgate-upstream")
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, sign(u.secret, ts, payload))
-	if hs, ok := c.(HeaderSource); ok {
-		for _, name := range u.forward {
-			if v := hs.HandshakeHeader(name); v != "" {
-				req.Header.Set(name, v)
-			}
-		}
+	var hs HeaderSource
+	if h, ok := c.(HeaderSource); ok {
+		hs = h
 	}
+	u.signer.sign(req.Header, hs, u.now(), payload)
 	resp, err := u.client.Do(req)
 	if err != nil {
 		if e := u.ctxError(parent, ctx, nil); e != nil {
@@ -689,7 +779,7 @@ func (u *Upstream) send(parent context.Context, c handler.Client, b *requestBody
 			return nil, gatewayError(502, URIBadGateway, "upstream reply is not application/json")
 		}
 	}
-	r, err := parseReply(b.Kind, data)
+	r, err := parseReply(o.kind, data)
 	if err != nil {
 		msg := err.Error()
 		if len(msg) > 200 { // field names come from the reply

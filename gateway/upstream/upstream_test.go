@@ -73,6 +73,7 @@ func (t *fakeTopic) Broadcast(event any, _, _ []string) error {
 type received struct {
 	Body   requestBody
 	Header http.Header
+	Raw    []byte
 }
 
 // server starts an httptest server that verifies the signature (401 when
@@ -82,11 +83,11 @@ func server(t *testing.T, answer func(w http.ResponseWriter, r *received)) (*htt
 	got := make(chan *received, 16)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := Verify(testSecret, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, time.Now(), 0); err != nil {
+		if _, err := VerifyRequest(testSecret, r, body, time.Now(), 0); err != nil {
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
-		rec := &received{Header: r.Header}
+		rec := &received{Header: r.Header, Raw: body}
 		if err := json.Unmarshal(body, &rec.Body); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -164,6 +165,10 @@ func TestCallResult(t *testing.T) {
 	if r.Header.Get("Authorization") != "" {
 		t.Fatal("a header not in ForwardHeaders was forwarded")
 	}
+	// Signed with v2 (server verified it), covering the Cookie.
+	if r.Header.Get(HeaderSignedHeaders) != "cookie" || !strings.HasPrefix(r.Header.Get(HeaderSignature), "v2=") {
+		t.Fatalf("signature headers %v", r.Header)
+	}
 	// Methods exposes the configured names, bound to Call.
 	if len(u.Methods()) != 0 {
 		t.Fatal("Methods without Config.Methods should be empty")
@@ -171,6 +176,10 @@ func TestCallResult(t *testing.T) {
 	u2 := newUp(t, srv.URL, func(c *Config) { c.Methods = []string{"sum"} })
 	if _, err := u2.Methods()["sum"](context.Background(), c, callReq, json.RawMessage(`[1]`)); err != nil {
 		t.Fatal(err)
+	}
+	// Each request has an id of its own.
+	if r2 := <-got; r2.Header.Get(HeaderRequestID) == r.Header.Get(HeaderRequestID) || !validRequestID(r2.Header.Get(HeaderRequestID)) {
+		t.Fatalf("request ids %q then %q", r.Header.Get(HeaderRequestID), r2.Header.Get(HeaderRequestID))
 	}
 }
 
@@ -570,26 +579,5 @@ func TestNewValidates(t *testing.T) {
 	u, err := New("app", Config{URL: "https://x/", Secret: testSecret}, nil)
 	if err != nil || u.Name() != "app" {
 		t.Fatalf("%v %v", u, err)
-	}
-}
-
-func TestVerify(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	body := []byte(`{"a":1}`)
-	sig := Sign(testSecret, now.Unix(), body)
-	if !strings.HasPrefix(sig, "v1=") || len(sig) != 3+64 {
-		t.Fatalf("signature %q", sig)
-	}
-	if err := Verify(testSecret, "1700000000", sig, body, now, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := Verify(testSecret, "1700000000", sig, []byte(`{"a":2}`), now, 0); !errors.Is(err, ErrBadSignature) {
-		t.Fatal(err)
-	}
-	if err := Verify(testSecret, "1700000000", sig, body, now.Add(301*time.Second), 0); !errors.Is(err, ErrStale) {
-		t.Fatal(err)
-	}
-	if err := Verify(testSecret, "", sig, body, now, 0); !errors.Is(err, ErrBadTimestamp) {
-		t.Fatal(err)
 	}
 }
