@@ -81,8 +81,9 @@ type Gateway struct {
 	PushRequests *prometheus.CounterVec
 
 	// UpstreamRequests observes HTTP upstream requests by upstream, route
-	// (configured names), kind (call, subscribe, publish, unsubscribe) and
-	// outcome (ok, app_error, busy, timeout, bad_gateway, canceled).
+	// (configured names; "" for a leave spanning several routes), kind
+	// (call, subscribe, publish, unsubscribe, leave) and outcome (ok,
+	// app_error, busy, timeout, bad_gateway, canceled).
 	UpstreamRequests *prometheus.HistogramVec
 
 	// ConnectionEvents counts connect/disconnect events sent to the app by

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +24,13 @@ func startPHPUpstream(t *testing.T, secret string) string {
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, php, "-S", addr, "../examples/php-upstream/index.php")
-	cmd.Env = append(os.Environ(), "WSGATE_UPSTREAM_SECRET="+secret)
+	// The example keeps one marker per request id there to refuse replays;
+	// it must be private (0700), which t.TempDir itself is not.
+	replay := filepath.Join(t.TempDir(), "replay")
+	if err := os.Mkdir(replay, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "WSGATE_UPSTREAM_SECRET="+secret, "WSGATE_REPLAY_DIR="+replay)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
