@@ -110,21 +110,24 @@ func (t *Transport) serveGoroutines(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
+		// Listed here, in accept order, so that the oldest socket is the
+		// one evicted whatever order the goroutines run in.
+		g := &goConn{t: t, nc: nc}
+		g.pend.owner = g
+		if !t.listPending(&g.pend) {
+			nc.Close()
+			continue
+		}
 		t.wg.Add(1)
-		go t.serveConn(nc)
+		go t.serveConn(g)
 	}
 }
 
-// serveConn runs one connection in goroutine mode: its request, its
-// upgrade, then its reads.
-func (t *Transport) serveConn(nc net.Conn) {
+// serveConn runs one connection in goroutine mode, listed as pending by
+// the accept loop: its request, its upgrade, then its reads.
+func (t *Transport) serveConn(g *goConn) {
 	defer t.wg.Done()
-	g := &goConn{t: t, nc: nc}
-	g.pend.owner = g
-	if !t.listPending(&g.pend) {
-		nc.Close()
-		return
-	}
+	nc := g.nc
 	deadline := time.Now().Add(t.cfg.HandshakeTimeout)
 	nc.SetReadDeadline(deadline)
 	var req requestBuf
