@@ -113,6 +113,10 @@ func decodeAPI(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", maxAPIBody))
+			return false
+		}
 		apiError(w, http.StatusBadRequest, "bad request body: "+err.Error())
 		return false
 	}

@@ -81,6 +81,10 @@ func TestPushAPI(t *testing.T) {
 		if code, _ := call("POST", "/api/publish", `{"topic":"acme/channel/news","payload":1,"extra":true}`, token); code != 400 {
 			t.Fatalf("unknown field: %d", code)
 		}
+		huge := `{"topic":"acme/channel/news","payload":"` + strings.Repeat("x", maxAPIBody) + `"}`
+		if code, _ := call("POST", "/api/publish", huge, token); code != 413 {
+			t.Fatalf("body over the limit: %d, want 413", code)
+		}
 		code, body := call("GET", "/api/clients?username=alice", "", token)
 		var cl struct {
 			Clients []struct {
