@@ -181,7 +181,9 @@ func (Topic) OnUnsubscribe(_ context.Context, c handler.Client, t handler.TopicR
 // "username", only that user's connections are eligible; a username
 // without connections is refused with a 404 handler.Error, which the
 // publisher receives (CALLERROR for WAMP v1, ERROR for an acknowledged v2
-// publish).
+// publish). That lookup is a Redis round trip with the shared client
+// storage; a production handler relying on it there should implement
+// handler.OffloadedTopic so it runs off the gateway's socket workers.
 func (tp Topic) OnPublish(_ context.Context, _ handler.Client, t handler.TopicRef, _ handler.Request, event json.RawMessage, exclude, eligible []string) error {
 	if user, ok := targetUser(event); ok {
 		var conns []handler.Client

@@ -213,15 +213,13 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) Handshake(string)           {}
-func (nopObserver) Limit(string)               {}
-func (nopObserver) Read(int)                   {}
-func (nopObserver) Wrote(int, time.Duration)   {}
-func (nopObserver) MessageIn()                 {}
-func (nopObserver) MessageOut()                {}
-func (nopObserver) Dropped(string)             {}
-func (t *Transport) limit(name string)         { t.obs.Limit(name) }
-func (t *Transport) handshakeEnded(out string) { t.obs.Handshake(out) }
+func (nopObserver) Handshake(string)         {}
+func (nopObserver) Limit(string)             {}
+func (nopObserver) Read(int)                 {}
+func (nopObserver) Wrote(int, time.Duration) {}
+func (nopObserver) MessageIn()               {}
+func (nopObserver) MessageOut()              {}
+func (nopObserver) Dropped(string)           {}
 
 // Reject returns the error Handshake.Admit gives to answer the upgrade
 // with status and reason (e.g. 403 "origin not allowed").
@@ -421,6 +419,12 @@ func (t *Transport) Stop() {
 	}
 	t.wg.Wait()
 }
+
+// limit counts a hit of the bound named name.
+func (t *Transport) limit(name string) { t.obs.Limit(name) }
+
+// handshakeEnded counts a handshake that ended with outcome.
+func (t *Transport) handshakeEnded(outcome string) { t.obs.Handshake(outcome) }
 
 // acquireHandshake takes a slot of MaxHandshakes, or counts the refusal.
 func (t *Transport) acquireHandshake() bool {

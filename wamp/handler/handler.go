@@ -322,12 +322,17 @@ type PeriodicTopic interface {
 }
 
 // ClientManipulator looks up connected clients, like the bundle's
-// ClientManipulator. It currently sees the clients of this gateway process
-// only, WAMP v1 and v2 alike; the method set is what a cluster-wide
-// implementation will provide. Unlike the bundle's, the lookups are not
-// limited to one topic's subscribers: pass the session ids found to
-// TopicRef.Broadcast as eligible to reach only those that subscribed.
-// Slices are in no particular order.
+// ClientManipulator, WAMP v1 and v2 alike. With the in-memory client
+// storage it sees this gateway process's clients and never waits; with
+// client_storage.driver redis, FindByUsername, FindAllByUsername,
+// FindByRoles and GetAll see every replica's clients and are a round trip
+// to Redis (bounded by session.lookup_timeout, falling back to this
+// replica's clients when Redis does not answer) — call them from an
+// OffloadedRPC or OffloadedTopic then, not from a handler that runs on the
+// socket workers. Unlike the bundle's, the lookups are not limited to one
+// topic's subscribers: pass the session ids found to TopicRef.Broadcast as
+// eligible to reach only those that subscribed. Slices are in no
+// particular order.
 type ClientManipulator interface {
 	// GetClient returns the client with the given gateway connection id.
 	GetClient(connID string) (Client, bool)
