@@ -172,7 +172,8 @@ func wsHeader(fin bool, rsv, op byte, length uint64, masked bool) []byte {
 // clientText is a masked, final text frame.
 func clientText(payload []byte) []byte { return wsFrame(true, 0, opText, payload, true) }
 
-// write sends raw bytes, failing t unless the gateway already closed.
+// write sends raw bytes (within 5s) and returns the error: a probe that
+// expects the gateway to close midway ignores it.
 func (c *wsRaw) write(b []byte) error {
 	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.nc.Write(b)
