@@ -54,12 +54,18 @@ func forEachMode(t *testing.T, f func(t *testing.T, mode string)) {
 	}
 }
 
-// abuseBin is the gateway binary the probes start.
-func abuseBin() string {
+// abuseBin is the gateway binary the probes start: WSGATE_ABUSE_BIN, or a
+// build of this tree without the race detector, whose shadow memory would
+// swamp the memory bounds the probes assert (the race-enabled binary the
+// other end-to-end tests run, and the in-process transport tests, cover
+// the same paths for races).
+func abuseBin(t *testing.T) string {
+	t.Helper()
 	if v := os.Getenv("WSGATE_ABUSE_BIN"); v != "" {
 		return v
 	}
-	return wsgateBin
+	bin, _ := testenv.PlainBuilds(t, "../cmd/wsgate", gatewayLDFlags)
+	return bin
 }
 
 // abusePlugin is the acme example plugin for abuseBin.
@@ -68,7 +74,8 @@ func abusePlugin(t *testing.T) string {
 	if v := os.Getenv("WSGATE_ABUSE_PLUGIN"); v != "" {
 		return v
 	}
-	return testenv.AcmePlugin(t)
+	_, so := testenv.PlainBuilds(t, "../cmd/wsgate", gatewayLDFlags)
+	return so
 }
 
 // startAbuseGateway is startGateway for abuseBin: it writes config (with
@@ -81,7 +88,7 @@ func startAbuseGateway(t *testing.T, config string) *gatewayProcess {
 		config = strings.ReplaceAll(config, acmePluginMark, strconv.Quote(abusePlugin(t)))
 	}
 	for attempt := 1; ; attempt++ {
-		g, err := tryStartBin(t, abuseBin(), config)
+		g, err := tryStartBin(t, abuseBin(t), config)
 		if err == nil {
 			return g
 		}
@@ -229,7 +236,7 @@ func (p *rssProbe) log() {
 		status = "fail"
 	}
 	line := fmt.Sprintf("abuse-rss probe=%s mode=%s result=%s rss_before_kib=%d peak_kib=%d peak_scope=%s bin=%s",
-		p.t.Name(), p.mode, status, p.beforeKiB, peak, scope, abuseBin())
+		p.t.Name(), p.mode, status, p.beforeKiB, peak, scope, abuseBin(p.t))
 	p.t.Log(line)
 	if path := os.Getenv("WSGATE_ABUSE_REPORT"); path != "" {
 		abuseReportMu.Lock()
@@ -307,7 +314,7 @@ func (w *metricWatch) delta(name string, labels ...string) float64 {
 // at least n since the watch began.
 func (w *metricWatch) expectLimit(key string, n int) {
 	w.t.Helper()
-	if d := w.delta("wsgate_limit_exceeded_total", `limit="`+key+`"`); d < float64(n) {
+	if d := w.awaitDelta("wsgate_limit_exceeded_total", `limit="`+key+`"`, n); d < float64(n) {
 		w.t.Errorf(`wsgate_limit_exceeded_total{limit=%q} grew by %v, want at least %d`, key, d, n)
 	}
 }
@@ -316,8 +323,24 @@ func (w *metricWatch) expectLimit(key string, n int) {
 // at least n since the watch began.
 func (w *metricWatch) expectDisconnects(reason string, n int) {
 	w.t.Helper()
-	if d := w.delta("wsgate_disconnects_total", `reason="`+reason+`"`); d < float64(n) {
+	if d := w.awaitDelta("wsgate_disconnects_total", `reason="`+reason+`"`, n); d < float64(n) {
 		w.t.Errorf(`wsgate_disconnects_total{reason=%q} grew by %v, want at least %d`, reason, d, n)
+	}
+}
+
+// awaitDelta polls metric name{label} until it grew by n or a few seconds
+// passed, and returns the growth: the gateway counts a disconnect after it
+// closed the socket, so a client can see the close a moment before the
+// count. The wait bounds an outcome; it asserts no duration.
+func (w *metricWatch) awaitDelta(name, label string, n int) float64 {
+	w.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d := w.delta(name, label)
+		if d >= float64(n) || time.Now().After(deadline) {
+			return d
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -24,6 +24,9 @@ import (
 // wsgateBin is the gateway binary built once by TestMain.
 var wsgateBin string
 
+// gatewayLDFlags are the -ldflags of every gateway the tests build.
+const gatewayLDFlags = "-X github.com/wsgate/wsgate/gateway.Version=e2e"
+
 // TestMain builds the gateway under test and, alongside, the example plugin
 // its acme.* routes need, both with testenv.BuildFlags() (-race when these
 // tests are), so that the plugin loads into the gateway.
@@ -35,7 +38,7 @@ func TestMain(m *testing.M) {
 	}
 	testenv.StartAcmePlugin()
 	wsgateBin = filepath.Join(dir, "wsgate")
-	if err := testenv.GoBuild(wsgateBin, "../cmd/wsgate", "-ldflags", "-X github.com/wsgate/wsgate/gateway.Version=e2e"); err != nil {
+	if err := testenv.GoBuild(wsgateBin, "../cmd/wsgate", "-ldflags", gatewayLDFlags); err != nil {
 		fmt.Fprintln(os.Stderr, "build wsgate:", err)
 		testenv.RemoveBuilds()
 		os.RemoveAll(dir)

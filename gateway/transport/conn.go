@@ -44,6 +44,10 @@ type Conn struct {
 
 	// lastRead is when bytes last came (unix nanoseconds), for IdleTimeout.
 	lastRead atomic.Int64
+	// stopped mirrors closing || dead for the reader, which checks it after
+	// every message without taking mu: once the connection closes, nothing
+	// more a client sent is handled.
+	stopped atomic.Bool
 
 	mu sync.Mutex // guards the queue and the state below
 	// out holds queued frames: headers and payloads, never copied (a
@@ -157,6 +161,7 @@ func (c *Conn) Close(code ws.StatusCode, text, reason string) {
 		return
 	}
 	c.closing = true
+	c.stopped.Store(true)
 	c.reason = reason
 	c.out = append(c.out, frame)
 	c.kickLocked()
@@ -222,6 +227,7 @@ func (c *Conn) markDead(reason string) bool {
 		return false
 	}
 	c.dead = true
+	c.stopped.Store(true)
 	c.out = nil
 	c.queued = 0
 	if c.reason == "" {
@@ -288,7 +294,9 @@ func (t *Transport) open(c *Conn, hs Handshake) bool {
 // onMessage implements frameSink: a complete text message for the host.
 func (c *Conn) onMessage(payload []byte) error {
 	c.t.obs.MessageIn()
-	if !c.h.Message(payload) {
+	if !c.h.Message(payload) || c.stopped.Load() {
+		// Closed meanwhile (a reply overflowed the queue, or the host
+		// closed it): the rest of what the client sent is not handled.
 		return errStopReading
 	}
 	return nil

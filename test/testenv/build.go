@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -50,7 +51,22 @@ func BuildFlags() []string {
 // output in the error when it fails. pkg is an import path or a path
 // relative to the working directory.
 func GoBuild(out, pkg string, extra ...string) error {
-	args := append([]string{"build"}, BuildFlags()...)
+	return goBuild(BuildFlags(), out, pkg, extra...)
+}
+
+// plainFlags are BuildFlags without -race.
+func plainFlags() []string {
+	var flags []string
+	for _, f := range BuildFlags() {
+		if f != "-race" {
+			flags = append(flags, f)
+		}
+	}
+	return flags
+}
+
+func goBuild(flags []string, out, pkg string, extra ...string) error {
+	args := append([]string{"build"}, flags...)
 	args = append(args, extra...)
 	args = append(args, "-o", out, pkg)
 	// A -race build of the gateway or a plugin takes a minute or two on a
@@ -121,10 +137,62 @@ func AcmePlugin(t testing.TB) string {
 	return acme.path
 }
 
-// RemoveBuilds deletes what AcmePlugin built, after waiting for a build in
-// flight. Call it at the end of TestMain; it does nothing when nothing was
-// started.
+var plain struct {
+	once            sync.Once
+	dir             string
+	gateway, plugin string
+	err             error
+	why             string
+}
+
+// PlainBuilds returns a gateway binary (from gatewayPkg, with ldflags) and
+// the example plugin, both built without the race detector but otherwise
+// with BuildFlags(), once per test process, into a temporary directory that
+// RemoveBuilds deletes. Tests that bound the gateway's memory use them: the
+// race detector's shadow memory grows with every byte the process ever
+// touched and would dwarf the bounds (a flood that costs a plain gateway
+// 1 MiB costs a race-enabled one over 100 MiB). Plugins missing skip or
+// fail t as AcmePlugin does.
+func PlainBuilds(t testing.TB, gatewayPkg string, ldflags string) (gateway, plugin string) {
+	t.Helper()
+	plain.once.Do(func() {
+		if plain.why = pluginSupport(); plain.why != "" {
+			return
+		}
+		dir, err := os.MkdirTemp("", "wsgate-plain-")
+		if err != nil {
+			plain.err = fmt.Errorf("plain build directory: %w", err)
+			return
+		}
+		plain.dir = dir
+		gw, so := filepath.Join(dir, "wsgate"), filepath.Join(dir, "acme.so")
+		var wg sync.WaitGroup
+		var gwErr, soErr error
+		wg.Add(2)
+		go func() { defer wg.Done(); gwErr = goBuild(plainFlags(), gw, gatewayPkg, "-ldflags", ldflags) }()
+		go func() { defer wg.Done(); soErr = goBuild(plainFlags(), so, AcmePluginPkg, "-buildmode=plugin") }()
+		wg.Wait()
+		if plain.err = errors.Join(gwErr, soErr); plain.err == nil {
+			plain.gateway, plain.plugin = gw, so
+		}
+	})
+	if plain.why != "" {
+		Missing(t, "Go plugins", fmt.Errorf("%s", plain.why))
+	}
+	if plain.err != nil {
+		t.Fatal(plain.err)
+	}
+	return plain.gateway, plain.plugin
+}
+
+// RemoveBuilds deletes what AcmePlugin and PlainBuilds built, after waiting
+// for a build in flight. Call it at the end of TestMain; it does nothing
+// when nothing was started.
 func RemoveBuilds() {
+	plain.once.Do(func() {})
+	if plain.dir != "" {
+		os.RemoveAll(plain.dir)
+	}
 	started := true
 	acme.once.Do(func() { started = false; close(acme.done) })
 	if !started {
