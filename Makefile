@@ -1,5 +1,6 @@
 # wsgate developer entry points. `make run` and `make test` are the two
 # commands of the README; .ci/run calls `make test`.
+SHELL   := /bin/bash
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/wsgate/wsgate/gateway.Version=$(VERSION)
@@ -45,8 +46,12 @@ vet:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# go test -json through test/testsummary: each package's result line, the
+# output of every failed test, and a closing summary of passed, failed and
+# skipped tests (with each skip's reason). pipefail keeps go test's own
+# failure (a build error) from being masked by the pipe.
 gotest:
-	$(GO) test $(TESTFLAGS) ./...
+	set -o pipefail; $(GO) test -json $(TESTFLAGS) ./... | $(GO) run ./test/testsummary
 
 # A few seconds of every fuzz target, as a smoke check beyond the seed corpus
 # that `go test` already runs.

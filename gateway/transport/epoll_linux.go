@@ -38,6 +38,7 @@ const (
 	phaseRequest int32 = iota // reading the HTTP upgrade request
 	phaseUpgrade              // upgrading on a handshake goroutine
 	phaseOpen                 // websocket established
+	phaseLinger               // refused: answered, write side shut, discarding what the client still sends
 )
 
 // Read scheduling states of an epConn (epConn.rstate).
@@ -75,6 +76,8 @@ type epConn struct {
 
 	request    requestBuf // the upgrade request so far (phaseRequest only)
 	reqStarted time.Time
+	lingerAt   atomic.Int64 // unix nanoseconds phaseLinger began
+	lingered   int          // bytes discarded in phaseLinger; touched by the reading worker only
 	pend       pendingEntry // its place in the pending list (phaseRequest only)
 
 	rstate    atomic.Int32
@@ -249,7 +252,7 @@ func (l *eventLoop) accept() {
 
 // evict implements evictable: a newer socket needs this one's place in the
 // pending list, or accepting stopped.
-func (ec *epConn) evict() { ec.writeAndClose(responseOverloaded) }
+func (ec *epConn) evict() { ec.answerAndClose(responseOverloaded) }
 
 // stopAccepting closes our listener descriptor; Shutdown calls it first.
 func (l *eventLoop) stopAccepting() {
@@ -371,8 +374,8 @@ func (l *eventLoop) read(ec *epConn, buf []byte) {
 		// EOF (n == 0) or a socket error.
 		if c := ec.c.Load(); c != nil && ec.phase.Load() == phaseOpen {
 			c.readEnded()
-		} else if ec.phase.Load() == phaseRequest {
-			if l.t.pending.remove(&ec.pend) {
+		} else if ph := ec.phase.Load(); ph == phaseRequest || ph == phaseLinger {
+			if ph == phaseRequest && l.t.pending.remove(&ec.pend) {
 				l.t.handshakeEnded(OutcomeBadRequest) // gave up before its request was complete
 			}
 			ec.closeFD()
@@ -389,6 +392,13 @@ func (l *eventLoop) consume(ec *epConn, data []byte) bool {
 		return ec.c.Load().feed(data)
 	case phaseRequest:
 		return l.consumeRequest(ec, data)
+	case phaseLinger:
+		ec.lingered += len(data)
+		if ec.lingered > lingerBytes {
+			ec.closeFD() // it keeps sending: enough
+			return false
+		}
+		return true
 	}
 	return false // bytes before our 101: dropped, as the client must wait for it
 }
@@ -403,19 +413,19 @@ func (l *eventLoop) consumeRequest(ec *epConn, data []byte) bool {
 		if t.pending.remove(&ec.pend) {
 			t.limit(LimitHeaderBytes)
 			t.handshakeEnded(OutcomeBadRequest)
-			ec.writeAndClose(responseHeaderTooLarge)
+			ec.answerAndClose(responseHeaderTooLarge)
 		}
-		return false
+		return true // go on reading: discarding, so the answer is not lost to a reset
 	}
 	if !complete {
 		return true
 	}
 	if !t.pending.remove(&ec.pend) {
-		return false // evicted: answered and closed
+		return true // evicted or timed out meanwhile: answered, now discarding
 	}
 	if !t.acquireHandshake() {
-		ec.writeAndClose(responseOverloaded)
-		return false
+		ec.answerAndClose(responseOverloaded)
+		return true
 	}
 	ec.phase.Store(phaseUpgrade)
 	t.wg.Add(1)
@@ -438,7 +448,10 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	resp, hs, deflate := t.upgrade(ec.request.b, remote, deadline)
 	ec.request = requestBuf{}
 	if hs == nil {
-		ec.writeAndClose(resp)
+		ec.answerAndClose(resp)
+		// Nobody reads ec since its request completed: discard from here.
+		ec.rstate.Store(readQueued)
+		l.reads.push(ec)
 		return
 	}
 	c := newConn(t, ec, deflate)
@@ -458,14 +471,24 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	l.reads.push(ec)
 }
 
-// writeAndClose answers a refused handshake and closes the socket. The
-// answer is small; if the socket cannot take it at once it is dropped.
-func (ec *epConn) writeAndClose(b []byte) {
-	if ec.acquire() {
-		unix.Write(ec.fd, b)
-		ec.release()
+// answerAndClose answers a refused handshake and closes the socket the
+// way HTTP servers do (lingering close): it writes the answer, shuts the
+// write side (the client reads the answer, then EOF) and discards what the
+// client still sends until it closes, lingerBytes were discarded, or
+// lingerTime passed (the sweeper). Closing at once with unread bytes would
+// make the kernel answer with a reset, which can destroy the answer in the
+// client's receive buffer before it reads it: a client that sent a huge
+// header would never see its 431. The answer is small; if the socket cannot
+// take it at once it is dropped.
+func (ec *epConn) answerAndClose(b []byte) {
+	if !ec.acquire() {
+		return
 	}
-	ec.closeFD()
+	unix.Write(ec.fd, b)
+	unix.Shutdown(ec.fd, unix.SHUT_WR)
+	ec.release()
+	ec.lingerAt.Store(time.Now().UnixNano())
+	ec.phase.Store(phaseLinger)
 }
 
 // kick implements connIO: queue ec for a writer, or leave it to the
@@ -696,7 +719,11 @@ func (l *eventLoop) sweep() {
 				if now.Sub(ec.reqStarted) > cfg.HandshakeTimeout && t.pending.remove(&ec.pend) {
 					t.limit(LimitHandshakeTime)
 					t.handshakeEnded(OutcomeBadRequest)
-					ec.writeAndClose(responseRequestTimeout)
+					ec.answerAndClose(responseRequestTimeout)
+				}
+			case phaseLinger:
+				if now.Sub(time.Unix(0, ec.lingerAt.Load())) > lingerTime {
+					ec.closeFD()
 				}
 			case phaseOpen:
 				c := ec.c.Load()

@@ -1,10 +1,10 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -20,17 +20,16 @@ import (
 
 // goConn is the goroutine-mode transport of one connection.
 type goConn struct {
-	t       *Transport
-	nc      net.Conn
-	pend    pendingEntry
-	evicted atomic.Bool // pushed out of the pending list: its reader stops quietly
+	t        *Transport
+	nc       net.Conn
+	pend     pendingEntry
+	deadline time.Time // of the handshake, set on the socket before it is listed
 }
 
-// evict implements evictable.
+// evict implements evictable: it wakes the socket's goroutine, blocked in
+// Read, which answers 503 and closes.
 func (g *goConn) evict() {
-	g.evicted.Store(true)
-	writeBrief(g.nc, responseOverloaded)
-	g.nc.Close()
+	g.nc.SetReadDeadline(time.Now())
 }
 
 // writeBrief writes a short answer to a socket that is about to be closed,
@@ -38,6 +37,28 @@ func (g *goConn) evict() {
 func writeBrief(nc net.Conn, b []byte) {
 	nc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	nc.Write(b)
+}
+
+// lingerClose answers a refused handshake and closes the socket lingering,
+// as epoll mode's answerAndClose does: the answer, the write side shut,
+// then what the client still sends discarded into buf until it closes,
+// lingerBytes or lingerTime. It runs on the socket's own goroutine.
+func (t *Transport) lingerClose(nc net.Conn, answer, buf []byte) {
+	writeBrief(nc, answer)
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		nc.SetReadDeadline(time.Now().Add(lingerTime))
+		// Stop ends the linger at once.
+		stop := context.AfterFunc(t.baseCtx, func() { nc.SetReadDeadline(time.Now()) })
+		defer stop()
+		for n := 0; n < lingerBytes; {
+			m, err := nc.Read(buf)
+			n += m
+			if err != nil {
+				break
+			}
+		}
+	}
+	nc.Close()
 }
 
 // kick implements connIO: start the writer.
@@ -112,8 +133,10 @@ func (t *Transport) serveGoroutines(ln net.Listener) error {
 		}
 		// Listed here, in accept order, so that the oldest socket is the
 		// one evicted whatever order the goroutines run in.
-		g := &goConn{t: t, nc: nc}
+		g := &goConn{t: t, nc: nc, deadline: time.Now().Add(t.cfg.HandshakeTimeout)}
 		g.pend.owner = g
+		// Before listing: an eviction's deadline must not be overwritten.
+		nc.SetReadDeadline(g.deadline)
 		if !t.listPending(&g.pend) {
 			nc.Close()
 			continue
@@ -127,9 +150,7 @@ func (t *Transport) serveGoroutines(ln net.Listener) error {
 // the accept loop: its request, its upgrade, then its reads.
 func (t *Transport) serveConn(g *goConn) {
 	defer t.wg.Done()
-	nc := g.nc
-	deadline := time.Now().Add(t.cfg.HandshakeTimeout)
-	nc.SetReadDeadline(deadline)
+	nc, deadline := g.nc, g.deadline
 	var req requestBuf
 	buf := make([]byte, 4096) // the request's, then the connection's read buffer
 	for {
@@ -137,12 +158,13 @@ func (t *Transport) serveConn(g *goConn) {
 		if n > 0 {
 			complete, tooLarge := req.add(buf[:n], t.cfg.MaxHeaderBytes)
 			if tooLarge {
-				if t.pending.remove(&g.pend) {
-					t.limit(LimitHeaderBytes)
-					t.handshakeEnded(OutcomeBadRequest)
-					writeBrief(nc, responseHeaderTooLarge)
-					nc.Close()
+				if !t.pending.remove(&g.pend) {
+					t.lingerClose(nc, responseOverloaded, buf) // evicted as it overflowed
+					return
 				}
+				t.limit(LimitHeaderBytes)
+				t.handshakeEnded(OutcomeBadRequest)
+				t.lingerClose(nc, responseHeaderTooLarge, buf)
 				return
 			}
 			if complete {
@@ -151,31 +173,34 @@ func (t *Transport) serveConn(g *goConn) {
 		}
 		if err != nil {
 			if !t.pending.remove(&g.pend) {
-				return // evicted: answered and closed
+				// Evicted (counted by whoever evicted it).
+				t.lingerClose(nc, responseOverloaded, buf)
+				return
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				t.limit(LimitHandshakeTime)
-				writeBrief(nc, responseRequestTimeout)
+				t.handshakeEnded(OutcomeBadRequest)
+				t.lingerClose(nc, responseRequestTimeout, buf)
+				return
 			}
-			t.handshakeEnded(OutcomeBadRequest)
+			t.handshakeEnded(OutcomeBadRequest) // gave up before its request was complete
 			nc.Close()
 			return
 		}
 	}
 	if !t.pending.remove(&g.pend) {
-		return // evicted as the request completed
+		t.lingerClose(nc, responseOverloaded, buf) // evicted as the request completed
+		return
 	}
 	if !t.acquireHandshake() {
-		writeBrief(nc, responseOverloaded)
-		nc.Close()
+		t.lingerClose(nc, responseOverloaded, buf)
 		return
 	}
 	resp, hs, deflate := t.upgrade(req.b, nc.RemoteAddr(), deadline)
 	if hs == nil {
 		t.releaseHandshake()
-		writeBrief(nc, resp)
-		nc.Close()
+		t.lingerClose(nc, resp, buf)
 		return
 	}
 	nc.SetReadDeadline(time.Time{})

@@ -23,6 +23,16 @@ var (
 
 var headerEnd = []byte("\r\n\r\n")
 
+// A refused handshake's socket is closed lingering (see
+// epConn.answerAndClose and lingerClose): its write side is shut after the
+// answer and what the client still sends is discarded, for at most
+// lingerTime and lingerBytes, so that the kernel does not reset the
+// connection and destroy the answer before the client read it.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 4 << 20
+)
+
 // requestBuf collects one upgrade request as it arrives, never holding
 // more than the cap: a client that sends more gets 431 with at most
 // MaxHeaderBytes buffered, however it shapes its bytes.
