@@ -67,6 +67,7 @@ const (
 	ResultBusy        = "busy"
 	ResultTimeout     = "timeout"
 	ResultClosed      = "closed"
+	ResultIncomplete  = "incomplete"
 	ResultUnavailable = "unavailable"
 )
 
@@ -75,7 +76,8 @@ const (
 // 503: "ok" for nil; "not_found", "expired", "invalid_id", "too_large" for
 // what the store said about a session; "busy" (concurrency limit), "timeout"
 // (lookup timeout or a caller's deadline), "closed" and "unavailable" (any
-// other store failure) for errors wrapping ErrUnavailable.
+// other store failure) for errors wrapping ErrUnavailable; "incomplete" for
+// a client registry lookup refused with ErrIncomplete.
 func Result(err error) string {
 	switch {
 	case err == nil:
@@ -88,6 +90,8 @@ func Result(err error) string {
 		return ResultInvalidID
 	case errors.Is(err, ErrTooLarge):
 		return ResultTooLarge
+	case errors.Is(err, ErrIncomplete):
+		return ResultIncomplete
 	case errors.Is(err, ErrBusy):
 		return ResultBusy
 	case errors.Is(err, context.DeadlineExceeded):
