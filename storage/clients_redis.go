@@ -152,9 +152,9 @@ type RedisClientStorageOptions struct {
 //	P user:NAME   sorted set of NAME's authenticated M, scored likewise
 //	P epoch       the cluster epoch: a random token, no TTL, created with
 //	              SET NX by the first replica that finds it missing
-//	P epoch:young marker set (PX two check intervals) just before a new
-//	              epoch is created: while it lives, replicas may still be on
-//	              their way to re-register
+//	P epoch:young marker set (PX two check intervals) just before a replica
+//	              that was registered creates a new epoch after a loss:
+//	              while it lives, replicas may still be on their way back
 //	P node:N      N's heartbeat, PX three check intervals: the epoch N's
 //	              entries are registered under, renewed with SET XX (so a
 //	              lost key is never recreated unnoticed), or "closed" after
@@ -179,12 +179,18 @@ type RedisClientStorageOptions struct {
 // last consistent check, and every replica beating now, has a heartbeat
 // under the new epoch or "closed", or its heartbeat expiry passed (it died
 // with Redis), and (3) the young marker lapsed, so that replicas it never
-// saw had time to show up. A replica that closed cleanly is never waited
+// saw (a replica started just after the loss, one that joined just before
+// it) had time to show up. A replica that closed cleanly is never waited
 // for, except when Redis lost its "closed" mark within one check interval
 // of the Close (then until its heartbeat expiry). Replicas that keep beating
 // but never manage to re-register are waited for at most ten heartbeat TTLs.
 // A newly started storage refuses lookups until its first registration
-// (WaitComplete waits for it). Heartbeat expiries are compared with the
+// (WaitComplete waits for it); in a new registry (no epoch yet) that is one
+// round trip, so a cluster that starts together answers at once. The one
+// case left open: a replica that starts after a loss but before any
+// surviving replica noticed it (within one check interval) creates the new
+// epoch itself, without a marker, and may answer without the survivors'
+// entries until they are back, about one check interval. Heartbeat expiries are compared with the
 // local clock, as entry expiries are: replicas' clocks must agree within a
 // fraction of a check interval. In a Redis Cluster the epoch and heartbeats
 // live on one shard each, so only a loss of those shards is detected; losses
@@ -1043,16 +1049,24 @@ func (s *RedisClientStorage) register(ctx context.Context, c rueidis.Client, epo
 		if err != nil {
 			return false
 		}
-		// The marker first: whoever reads the new epoch also finds it.
-		resps := s.do(ctx, c, rueidis.Commands{
-			c.B().Set().Key(s.youngKey()).Value("1").Px(clientYoungBeats * s.every).Build(),
+		var cmds rueidis.Commands
+		if r.epoch != "" {
+			// We were registered: this is a loss, and replicas may be on
+			// their way back. The marker first: whoever reads the new
+			// epoch also finds it. A replica's first registration finds
+			// no epoch only in a new registry (or in one lost before any
+			// survivor noticed): no marker, lookups answer at once.
+			cmds = append(cmds, c.B().Set().Key(s.youngKey()).Value("1").Px(clientYoungBeats*s.every).Build())
+		}
+		cmds = append(cmds,
 			c.B().Set().Key(s.epochKey()).Value(token).Nx().Build(),
 			c.B().Get().Key(s.epochKey()).Build(),
-		})
+		)
+		resps := s.do(ctx, c, cmds)
 		if firstFailure(resps) != nil {
 			return false
 		}
-		if epoch, _ = stringOrEmpty(resps[2]); epoch == "" {
+		if epoch, _ = stringOrEmpty(resps[len(resps)-1]); epoch == "" {
 			return false
 		}
 	}
