@@ -129,7 +129,9 @@ type RedisClientStorageOptions struct {
 	// data loss is noticed within about one interval (at once by a lookup
 	// that meets it), and lookups answer again once every replica
 	// re-registered: about one interval later, at most a heartbeat TTL
-	// when a replica died together with Redis.
+	// when a replica died together with Redis. Every replica should use
+	// the same interval, and three intervals should stay well above the
+	// lookup timeout, or a slow Redis makes heartbeats lapse.
 	CheckInterval time.Duration
 	// Observer, if set, is told when Redis lost this replica's entries and
 	// when the registry is complete again.
