@@ -250,10 +250,7 @@ func benchFilesStore(b *testing.B) (*FilesStore, []string) {
 			b.Fatal(err)
 		}
 	}
-	s, err := NewFilesStore(FilesOptions{Dir: dir})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := openFilesStore(b, FilesOptions{Dir: dir})
 	return s, ids
 }
 
@@ -270,6 +267,39 @@ func BenchmarkPostgresLookup(b *testing.B) {
 func BenchmarkFilesLookup(b *testing.B) {
 	s, ids := benchFilesStore(b)
 	runLookups(b, s, ids)
+}
+
+// BenchmarkFilesRead: Read of 1 KiB sessions through the store's readers
+// ("pool") against the same read on the caller's goroutine ("direct", what
+// the store did before it had readers, without its limit), with GOMAXPROCS
+// goroutines and with 64 times as many (a handshake burst).
+//
+//	go test -run '^$' -bench 'FilesRead' -benchmem ./storage/
+func BenchmarkFilesRead(b *testing.B) {
+	s, ids := benchFilesStore(b)
+	for _, p := range []int{1, 64} {
+		for _, mode := range []string{"pool", "direct"} {
+			b.Run(fmt.Sprintf("%s/goroutines=%dxGOMAXPROCS", mode, p), func(b *testing.B) {
+				read := s.Read
+				if mode == "direct" {
+					read = s.read
+				}
+				ctx := context.Background()
+				var next atomic.Int64
+				b.SetParallelism(p)
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := read(ctx, ids[int(next.Add(1))%len(ids)]); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
 }
 
 // BenchmarkRevalidate15k: one op re-reads 15k sessions in batches of 500

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -95,6 +96,37 @@ func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) Clien
 		got, err = s.GetAll(ctx, true)
 		check(t, "GetAll after remove", got, err, "c3", "c4")
 	})
+	t.Run("remove many", func(t *testing.T) {
+		for _, e := range []ClientEntry{alice1, alice2} {
+			if err := s.Add(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Unknown and repeated ids are ignored; an anonymous entry goes too.
+		if err := s.RemoveMany(ctx, []string{"c1", "nope", "c4", "c1"}); err != nil {
+			t.Fatalf("RemoveMany: %v", err)
+		}
+		got, err := s.GetAll(ctx, true)
+		check(t, "GetAll after RemoveMany", got, err, "c2", "c3")
+		got, err = s.FindAllByUsername(ctx, "alice")
+		check(t, "alice after RemoveMany", got, err, "c2")
+		if err := s.RemoveMany(ctx, nil); err != nil {
+			t.Errorf("RemoveMany(nil) = %v", err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := s.RemoveMany(cctx, []string{"c2"}); !errors.Is(err, context.Canceled) {
+			t.Errorf("RemoveMany with canceled context = %v", err)
+		}
+		if err := s.RemoveMany(ctx, []string{"c2"}); err != nil {
+			t.Fatal(err)
+		}
+		got, err = s.GetAll(ctx, true)
+		check(t, "GetAll after the second RemoveMany", got, err, "c3")
+		if err := s.Add(ctx, anon); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("errors", func(t *testing.T) {
 		if err := s.Add(ctx, ClientEntry{UserIdentifier: "x"}); !errors.Is(err, ErrInvalidClient) {
 			t.Errorf("Add without ConnID = %v", err)
@@ -124,6 +156,9 @@ func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) Clien
 		if err := s.Remove(ctx, "c3"); !errors.Is(err, ErrClosed) {
 			t.Errorf("Remove after Close = %v", err)
 		}
+		if err := s.RemoveMany(ctx, []string{"c3"}); !errors.Is(err, ErrClosed) {
+			t.Errorf("RemoveMany after Close = %v", err)
+		}
 	})
 }
 
@@ -141,14 +176,30 @@ func TestClientStorageContract(t *testing.T) {
 	})
 }
 
+// testCheckInterval keeps the tests' young-epoch wait short (two
+// intervals) while a loaded machine still beats well within the heartbeat
+// TTL (three intervals).
+const testCheckInterval = 200 * time.Millisecond
+
 func newTestRedisClients(t *testing.T, addr, prefix, node string, ttl time.Duration) *RedisClientStorage {
 	t.Helper()
-	s, err := NewRedisClientStorage(RedisClientStorageOptions{Redis: RedisOptions{Addrs: []string{addr}}, Prefix: prefix, TTL: ttl, NodeID: node})
+	s, err := NewRedisClientStorage(RedisClientStorageOptions{Redis: RedisOptions{Addrs: []string{addr}}, Prefix: prefix, TTL: ttl, NodeID: node, CheckInterval: testCheckInterval})
 	if err != nil {
 		t.Fatalf("NewRedisClientStorage: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
+	waitComplete(t, s)
 	return s
+}
+
+// waitComplete waits (bounded) for s's first registration.
+func waitComplete(t *testing.T, s *RedisClientStorage) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitComplete(ctx); err != nil {
+		t.Fatalf("WaitComplete: %v", err)
+	}
 }
 
 // TestRedisClientStorageReplicas: two replicas with colliding ConnIDs share
@@ -214,7 +265,7 @@ func TestRedisClientStorageReplicas(t *testing.T) {
 // down, or lost in a restart, are written by the refresher once it is back.
 func TestRedisClientStorageHealsAfterRestart(t *testing.T) {
 	srv := testenv.StartRedis(t)
-	s, err := NewRedisClientStorage(RedisClientStorageOptions{Redis: RedisOptions{Addrs: []string{srv.Addr}, LookupTimeout: 2 * time.Second}, TTL: 1500 * time.Millisecond})
+	s, err := NewRedisClientStorage(RedisClientStorageOptions{Redis: RedisOptions{Addrs: []string{srv.Addr}, LookupTimeout: 2 * time.Second}, TTL: 1500 * time.Millisecond, CheckInterval: testCheckInterval})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,5 +312,37 @@ func TestRedisClientStorageMany(t *testing.T) {
 	auth, _ := s.GetAll(ctx, false)
 	if len(auth) != 540 {
 		t.Fatalf("GetAll(false) = %d entries", len(auth))
+	}
+	// Two pipelines' worth of removals in one call, plus unknown ids.
+	var gone []string
+	for i := 0; i < 500; i++ {
+		gone = append(gone, fmt.Sprint(i))
+	}
+	gone = append(gone, "unknown", "0")
+	if err := s.RemoveMany(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	all, err = s.GetAll(ctx, true)
+	if err != nil || len(all) != 100 {
+		t.Fatalf("GetAll(true) after RemoveMany = %d entries, %v", len(all), err)
+	}
+	for _, e := range all {
+		if n, _ := strconv.Atoi(e.ConnID); n < 500 {
+			t.Fatalf("removed entry %s still there", e.ConnID)
+		}
+	}
+	// The user indexes lost the removed members too.
+	u3, err := s.FindAllByUsername(ctx, "u3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for i := 500; i < 600; i++ {
+		if i%7 == 3 && i%10 != 0 {
+			want++
+		}
+	}
+	if len(u3) != want {
+		t.Fatalf("FindAllByUsername(u3) = %d entries, want %d", len(u3), want)
 	}
 }

@@ -55,6 +55,11 @@ type ClientStorage interface {
 	// Remove unregisters a connection; removing an unknown ConnID is not
 	// an error, since disconnect paths may race.
 	Remove(ctx context.Context, connID string) error
+	// RemoveMany unregisters several connections at once (one round trip
+	// for a shared storage); unknown ids are ignored. A batch of the
+	// connections that closed lately costs one call instead of one per
+	// connection, which is what a disconnect storm needs.
+	RemoveMany(ctx context.Context, connIDs []string) error
 	// FindByUsername returns the first (oldest) authenticated connection
 	// of user, as a slice of zero or one entry, like GosWebSocketBundle's
 	// ClientManipulator::findByUsername, which returns the first match
@@ -78,6 +83,22 @@ type ClientStorage interface {
 // ErrInvalidClient is returned by ClientStorage.Add for an entry it cannot
 // register (no ConnID).
 var ErrInvalidClient = errors.New("invalid client entry")
+
+// ErrIncomplete is returned (wrapped) by the lookups of a shared client
+// storage (RedisClientStorage) while the registry is known to miss entries:
+// Redis lost its data (it restarted empty, was flushed, or failed over
+// without them) and this replica, or replicas it saw alive just before, have
+// not written theirs again yet. An empty or short answer then would tell the
+// application that online users are offline.
+//
+// Errors wrapping ErrIncomplete also match ErrUnavailable, on purpose: as
+// with a store that is down, the storage cannot say who is connected, and
+// every caller that already answers 503 (or falls back to this replica's own
+// clients) on ErrUnavailable does the right thing unchanged. Callers that
+// want to say why check ErrIncomplete (Result reports "incomplete"). The
+// window is short: about one check interval after Redis comes back, at most
+// a heartbeat TTL for a replica that died together with Redis.
+var ErrIncomplete = errors.New("client registry incomplete")
 
 // MemoryClientStorage is a ClientStorage in process memory, for a single
 // gateway instance. Entries are indexed by ConnID and by username, so
@@ -140,6 +161,22 @@ func (m *MemoryClientStorage) Remove(ctx context.Context, connID string) error {
 		return fmt.Errorf("remove client: %w", ErrClosed)
 	}
 	m.removeLocked(connID)
+	return nil
+}
+
+// RemoveMany unregisters every id of connIDs; unknown ids are ignored.
+func (m *MemoryClientStorage) RemoveMany(ctx context.Context, connIDs []string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove clients: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("remove clients: %w", ErrClosed)
+	}
+	for _, id := range connIDs {
+		m.removeLocked(id)
+	}
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,19 +35,24 @@ type FilesOptions struct {
 	// MaxSize bounds how many bytes a read may return; bigger files fail
 	// with ErrTooLarge without being read. 0 means DefaultMaxSize.
 	MaxSize int64
-	// MaxConcurrent bounds the lookups in flight (each may hold an OS
-	// thread in a file read); a lookup that finds none free for BusyWait
-	// fails with ErrBusy. 0 means DefaultFilesMaxConcurrent.
+	// MaxConcurrent is how many reader goroutines the store owns. Every
+	// blocking file system call (open, stat, read, close) runs on one of
+	// them, and each such call holds an OS thread while it blocks, so this
+	// bounds the threads session reads can take however many handshakes
+	// arrive at once. 0 means DefaultFilesReaders() (a few per CPU); raise
+	// it for a session directory on network storage, where every read
+	// waits for the network.
 	MaxConcurrent int
-	// BusyWait is how long a lookup waits for a free slot; 0 means
-	// DefaultBusyWait.
+	// QueueSize bounds the lookups waiting for a reader; 0 means
+	// DefaultFilesQueueSize. A lookup that finds the queue full waits up
+	// to BusyWait for room, then fails with ErrBusy.
+	QueueSize int
+	// BusyWait is how long a lookup waits for room in a full queue; 0
+	// means DefaultBusyWait.
 	BusyWait time.Duration
 	// Observer, if set, is told about every lookup.
 	Observer Observer
 }
-
-// DefaultFilesMaxConcurrent is FilesOptions.MaxConcurrent's default.
-const DefaultFilesMaxConcurrent = 64
 
 // FilesStore reads sessions written by PHP's built-in "files" save handler:
 // one file named sess_<id> per session under session.save_path.
@@ -70,6 +74,11 @@ const DefaultFilesMaxConcurrent = 64
 // theory return a mix of old and new bytes; the serialized session format
 // carries lengths, so its decoder rejects such data rather than misreading
 // it.
+//
+// Goroutines: NewFilesStore starts MaxConcurrent reader goroutines, owned by
+// the store, which do every file system call of Read, ReadMany and Ping;
+// the lookup waits for its reader under its context. Close stops them and
+// waits for them.
 type FilesStore struct {
 	dir         string
 	depth       int
@@ -77,7 +86,8 @@ type FilesStore struct {
 	maxSize     int64
 	now         func() time.Time // injectable clock for tests
 	closed      atomic.Bool
-	lim         *limiter
+	obs         lookupObserver
+	pool        *readerPool
 }
 
 var _ SessionStore = (*FilesStore)(nil)
@@ -89,8 +99,8 @@ const (
 	filesRetryPause   = 2 * time.Millisecond
 )
 
-// NewFilesStore checks the options and that Dir is a directory. It does not
-// need to list Dir.
+// NewFilesStore checks the options and that Dir is a directory (it does not
+// need to list Dir), and starts the readers: Close the store to stop them.
 func NewFilesStore(o FilesOptions) (*FilesStore, error) {
 	if o.Dir == "" {
 		o.Dir = DefaultFilesDir
@@ -104,11 +114,14 @@ func NewFilesStore(o FilesOptions) (*FilesStore, error) {
 	if o.MaxSize < 0 {
 		return nil, fmt.Errorf("files session store: negative max size %d", o.MaxSize)
 	}
-	if o.MaxConcurrent < 0 || o.BusyWait < 0 {
-		return nil, errors.New("files session store: negative MaxConcurrent or BusyWait")
+	if o.MaxConcurrent < 0 || o.QueueSize < 0 || o.BusyWait < 0 {
+		return nil, errors.New("files session store: negative MaxConcurrent, QueueSize or BusyWait")
 	}
 	if o.MaxConcurrent == 0 {
-		o.MaxConcurrent = DefaultFilesMaxConcurrent
+		o.MaxConcurrent = DefaultFilesReaders()
+	}
+	if o.QueueSize == 0 {
+		o.QueueSize = DefaultFilesQueueSize
 	}
 	if o.MaxSize == 0 {
 		o.MaxSize = DefaultMaxSize
@@ -121,14 +134,16 @@ func NewFilesStore(o FilesOptions) (*FilesStore, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("files session store: %s is not a directory", dir)
 	}
-	return &FilesStore{
+	s := &FilesStore{
 		dir:         dir,
 		depth:       o.Depth,
 		maxLifetime: int64(o.GCMaxLifetime / time.Second),
 		maxSize:     o.MaxSize,
 		now:         time.Now,
-		lim:         newLimiter("files", o.MaxConcurrent, o.BusyWait, o.Observer),
-	}, nil
+		obs:         lookupObserver{store: "files", obs: o.Observer},
+	}
+	s.pool = newReaderPool(o.MaxConcurrent, o.QueueSize, o.BusyWait, s.read)
+	return s, nil
 }
 
 // path is where PHP's files handler keeps session id (ps_files_path_create).
@@ -147,43 +162,55 @@ func (s *FilesStore) path(id string) (p string, ok bool) {
 	return filepath.Join(parts...), true
 }
 
-// Read returns the contents of the session file for id. See FilesStore for
-// how it copes with concurrent writes by PHP.
+// Read returns the contents of the session file for id, read by one of the
+// store's readers. See FilesStore for how it copes with concurrent writes by
+// PHP.
 func (s *FilesStore) Read(ctx context.Context, id string) (data []byte, err error) {
 	if !ValidSessionID(id) {
 		return nil, fmt.Errorf("read session: %w", ErrInvalidID)
 	}
 	start := time.Now()
-	defer func() { s.lim.observe("read", start, err) }()
-	if err := s.lim.acquire(ctx); err != nil {
-		return nil, err
+	defer func() { s.obs.observe("read", start, err) }()
+	if s.closed.Load() {
+		return nil, unavailable("read session", ErrClosed)
 	}
-	defer s.lim.release()
-	return s.read(ctx, id)
+	return s.pool.readFile(ctx, "read session", id)
 }
 
-// ReadMany reads the files one after the other, under one slot of the
-// concurrency limit. A file that cannot be read for a reason that says
-// nothing about the session (permissions, I/O) fails the batch.
+// ReadMany reads the files one after the other on one reader, so that a
+// revalidation batch takes one reader, not all of them, and handshakes keep
+// the others. A file that cannot be read for a reason that says nothing
+// about the session (permissions, I/O) fails the batch.
 func (s *FilesStore) ReadMany(ctx context.Context, ids []string) (_ map[string]ReadResult, err error) {
 	start := time.Now()
-	defer func() { s.lim.observe("read_many", start, err) }()
+	defer func() { s.obs.observe("read_many", start, err) }()
+	if s.closed.Load() {
+		return nil, unavailable("read sessions", ErrClosed)
+	}
 	out, valid := readManyPrepare(ids)
-	if err := s.lim.acquire(ctx); err != nil {
+	if len(valid) == 0 {
+		return out, nil
+	}
+	var rerr error
+	if err := s.pool.do(ctx, "read sessions", func(ctx context.Context) {
+		for _, id := range valid {
+			data, err := s.read(ctx, id)
+			if errors.Is(err, ErrUnavailable) {
+				rerr = err
+				return
+			}
+			out[id] = ReadResult{Data: data, Err: err}
+		}
+	}); err != nil {
 		return nil, err
 	}
-	defer s.lim.release()
-	for _, id := range valid {
-		data, err := s.read(ctx, id)
-		if errors.Is(err, ErrUnavailable) {
-			return nil, err
-		}
-		out[id] = ReadResult{Data: data, Err: err}
+	if rerr != nil {
+		return nil, rerr
 	}
 	return out, nil
 }
 
-// read is Read without the limit and the observation.
+// read is Read without the pool and the observation; it runs on a reader.
 func (s *FilesStore) read(ctx context.Context, id string) ([]byte, error) {
 	if !ValidSessionID(id) {
 		return nil, fmt.Errorf("read session: %w", ErrInvalidID)
@@ -248,13 +275,15 @@ func (s *FilesStore) readOnce(f *os.File) (data []byte, changed bool, err error)
 	if before.Size() > s.maxSize {
 		return nil, false, fmt.Errorf("read session: %d bytes, limit %d: %w", before.Size(), s.maxSize, ErrTooLarge)
 	}
-	var buf bytes.Buffer
-	buf.Grow(int(before.Size()) + 1)
-	// Read one byte past the limit to notice a file that grew past it.
-	if _, err := buf.ReadFrom(io.NewSectionReader(f, 0, s.maxSize+1)); err != nil {
+	// One byte past the size it had: a file that grew meanwhile fills it
+	// and counts as changed, and the next attempt judges its new size. One
+	// allocation of the right size, where a growing buffer would copy.
+	buf := make([]byte, before.Size()+1)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, false, s.fsError(err)
 	}
-	if int64(buf.Len()) > s.maxSize {
+	if int64(n) > s.maxSize {
 		return nil, false, fmt.Errorf("read session: more than %d bytes: %w", s.maxSize, ErrTooLarge)
 	}
 	after, err := f.Stat()
@@ -263,8 +292,8 @@ func (s *FilesStore) readOnce(f *os.File) (data []byte, changed bool, err error)
 	}
 	changed = after.Size() != before.Size() ||
 		!after.ModTime().Equal(before.ModTime()) ||
-		int64(buf.Len()) != after.Size()
-	return buf.Bytes(), changed, nil
+		int64(n) != after.Size()
+	return buf[:n:n], changed, nil
 }
 
 // expired applies PHP's GC rule (ps_files_cleanup_dir): a file is garbage
@@ -291,12 +320,22 @@ func (s *FilesStore) fsError(err error) error {
 	return unavailable("read session", err)
 }
 
-// Ping checks that the session directory is still there and reachable.
+// Ping checks, on a reader, that the session directory is still there and
+// reachable.
 func (s *FilesStore) Ping(ctx context.Context) (err error) {
-	defer func(start time.Time) { s.lim.observe("ping", start, err) }(time.Now())
+	defer func(start time.Time) { s.obs.observe("ping", start, err) }(time.Now())
 	if s.closed.Load() {
 		return unavailable("ping", ErrClosed)
 	}
+	var perr error
+	if err := s.pool.do(ctx, "ping", func(ctx context.Context) { perr = s.ping(ctx) }); err != nil {
+		return err
+	}
+	return perr
+}
+
+// ping is Ping's file system work.
+func (s *FilesStore) ping(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return unavailable("ping", err)
 	}
@@ -310,8 +349,11 @@ func (s *FilesStore) Ping(ctx context.Context) (err error) {
 	return nil
 }
 
-// Close marks the store closed; it holds no open files between reads.
+// Close stops taking lookups, stops the readers and waits for them; the
+// lookups already queued fail with ErrClosed (wrapped with ErrUnavailable).
+// The store holds no open files between reads.
 func (s *FilesStore) Close() error {
 	s.closed.Store(true)
+	s.pool.close()
 	return nil
 }

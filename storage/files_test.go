@@ -17,13 +17,9 @@ func newFilesFixture(t *testing.T) sessionFixture {
 	t.Helper()
 	dir := t.TempDir()
 	const maxLifetime = 1440 * time.Second // PHP's default gc_maxlifetime
-	s, err := NewFilesStore(FilesOptions{Dir: dir, GCMaxLifetime: maxLifetime, MaxSize: 1024})
-	if err != nil {
-		t.Fatalf("NewFilesStore: %v", err)
-	}
+	s := openFilesStore(t, FilesOptions{Dir: dir, GCMaxLifetime: maxLifetime, MaxSize: 1024})
 	now := pinnedNow()
 	s.now = func() time.Time { return now }
-	t.Cleanup(func() { s.Close() })
 	return sessionFixture{
 		store:       s,
 		maxLifetime: maxLifetime,
@@ -33,6 +29,18 @@ func newFilesFixture(t *testing.T) sessionFixture {
 			writeSessionFile(t, filepath.Join(dir, "sess_"+id), data, now.Add(-age))
 		},
 	}
+}
+
+// openFilesStore opens a FilesStore that is closed (its readers stopped)
+// when the test ends.
+func openFilesStore(t testing.TB, o FilesOptions) *FilesStore {
+	t.Helper()
+	s, err := NewFilesStore(o)
+	if err != nil {
+		t.Fatalf("NewFilesStore: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // writeSessionFile writes a session file mode 0600, as PHP does, with mtime.
@@ -78,6 +86,7 @@ func TestNewFilesStoreOptions(t *testing.T) {
 				t.Fatalf("NewFilesStore(%+v) error = %v, wantErr %v", tt.o, err, tt.wantErr)
 			}
 			if err == nil {
+				defer s.Close()
 				if s.maxSize != DefaultMaxSize {
 					t.Errorf("default MaxSize = %d, want %d", s.maxSize, DefaultMaxSize)
 				}
@@ -87,8 +96,11 @@ func TestNewFilesStoreOptions(t *testing.T) {
 			}
 		})
 	}
-	if s, err := NewFilesStore(FilesOptions{}); err == nil && s.dir != DefaultFilesDir {
-		t.Errorf("default Dir = %q, want %q", s.dir, DefaultFilesDir)
+	if s, err := NewFilesStore(FilesOptions{}); err == nil {
+		if s.dir != DefaultFilesDir {
+			t.Errorf("default Dir = %q, want %q", s.dir, DefaultFilesDir)
+		}
+		s.Close()
 	}
 }
 
@@ -101,10 +113,7 @@ func TestFilesStoreInvalidIDTouchesNothing(t *testing.T) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewFilesStore(FilesOptions{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFilesStore(t, FilesOptions{Dir: dir})
 	secret := []byte("root:x:0:0")
 	// "sess_../secret" resolves to dir/sess_../secret.
 	writeSessionFile(t, filepath.Join(dir, "sess_..", "secret"), secret, time.Now())
@@ -159,10 +168,7 @@ func TestFilesStoreExpiryByMtime(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := NewFilesStore(FilesOptions{Dir: dir, GCMaxLifetime: tt.lifetime})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := openFilesStore(t, FilesOptions{Dir: dir, GCMaxLifetime: tt.lifetime})
 			s.now = func() time.Time { return now }
 			id := "expiry" + string(rune('a'+i))
 			writeSessionFile(t, filepath.Join(dir, "sess_"+id), data, now.Add(-tt.age))
@@ -194,10 +200,7 @@ func TestFilesStoreSizeLimit(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := NewFilesStore(FilesOptions{Dir: dir, MaxSize: tt.maxSize})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := openFilesStore(t, FilesOptions{Dir: dir, MaxSize: tt.maxSize})
 			id := "size" + string(rune('a'+i))
 			data := bytes.Repeat([]byte("s"), tt.size)
 			writeSessionFile(t, filepath.Join(dir, "sess_"+id), data, time.Now())
@@ -214,10 +217,7 @@ func TestFilesStoreSizeLimit(t *testing.T) {
 
 func TestFilesStoreDepth(t *testing.T) {
 	dir := t.TempDir()
-	s, err := NewFilesStore(FilesOptions{Dir: dir, Depth: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFilesStore(t, FilesOptions{Dir: dir, Depth: 2})
 	data := []byte("a|i:1;")
 	// PHP's save_path "2;dir" keeps session abXYZ as dir/a/b/sess_abXYZ.
 	writeSessionFile(t, filepath.Join(dir, "a", "b", "sess_abXYZ"), data, time.Now())
@@ -245,10 +245,7 @@ func TestFilesStoreDepth(t *testing.T) {
 }
 
 func TestFilesStoreIDTooLongForFileName(t *testing.T) {
-	s, err := NewFilesStore(FilesOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFilesStore(t, FilesOptions{Dir: t.TempDir()})
 	// Valid for PHP's session module, but sess_<id> exceeds NAME_MAX, so
 	// the files handler can never have stored it.
 	id := strings.Repeat("z", MaxSessionIDLength)

@@ -33,10 +33,7 @@ func TestFilesStoreOnlyRegularFiles(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "sess_dir01"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewFilesStore(FilesOptions{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFilesStore(t, FilesOptions{Dir: dir})
 	for _, id := range []string{"symlink01", "fifo01", "dir01"} {
 		t.Run(id, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -98,10 +95,7 @@ func TestFilesStoreConcurrentPHPWrites(t *testing.T) {
 	short := []byte(`a|s:5:"short";`)
 	long := []byte(`a|s:60:"` + strings.Repeat("L", 60) + `";b|i:42;`)
 	writeSessionFile(t, path, long, time.Now())
-	s, err := NewFilesStore(FilesOptions{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openFilesStore(t, FilesOptions{Dir: dir})
 
 	w, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

@@ -67,6 +67,7 @@ const (
 	ResultBusy        = "busy"
 	ResultTimeout     = "timeout"
 	ResultClosed      = "closed"
+	ResultIncomplete  = "incomplete"
 	ResultUnavailable = "unavailable"
 )
 
@@ -75,7 +76,8 @@ const (
 // 503: "ok" for nil; "not_found", "expired", "invalid_id", "too_large" for
 // what the store said about a session; "busy" (concurrency limit), "timeout"
 // (lookup timeout or a caller's deadline), "closed" and "unavailable" (any
-// other store failure) for errors wrapping ErrUnavailable.
+// other store failure) for errors wrapping ErrUnavailable; "incomplete" for
+// a client registry lookup refused with ErrIncomplete.
 func Result(err error) string {
 	switch {
 	case err == nil:
@@ -88,6 +90,8 @@ func Result(err error) string {
 		return ResultInvalidID
 	case errors.Is(err, ErrTooLarge):
 		return ResultTooLarge
+	case errors.Is(err, ErrIncomplete):
+		return ResultIncomplete
 	case errors.Is(err, ErrBusy):
 		return ResultBusy
 	case errors.Is(err, context.DeadlineExceeded):
@@ -105,13 +109,20 @@ const (
 	DefaultBusyWait = 50 * time.Millisecond
 )
 
-// limiter is the per-store concurrency limit and observation hook, shared by
-// every store. The zero value is not usable; use newLimiter.
-type limiter struct {
+// lookupObserver reports one store's lookups to its Observer, if any.
+type lookupObserver struct {
 	store string
-	sem   chan struct{}
-	wait  time.Duration
 	obs   Observer
+}
+
+// limiter is the per-store concurrency limit and observation hook, shared by
+// the stores that do their I/O on the caller's goroutine (the files store
+// has a pool of readers instead). The zero value is not usable; use
+// newLimiter.
+type limiter struct {
+	lookupObserver
+	sem  chan struct{}
+	wait time.Duration
 }
 
 // newLimiter returns a limiter allowing max concurrent lookups (max > 0),
@@ -120,7 +131,7 @@ func newLimiter(store string, max int, wait time.Duration, obs Observer) *limite
 	if wait <= 0 {
 		wait = DefaultBusyWait
 	}
-	return &limiter{store: store, sem: make(chan struct{}, max), wait: wait, obs: obs}
+	return &limiter{lookupObserver: lookupObserver{store: store, obs: obs}, sem: make(chan struct{}, max), wait: wait}
 }
 
 // acquire takes a slot, waiting at most l.wait and never past ctx. A lookup
@@ -151,14 +162,14 @@ func (l *limiter) acquire(ctx context.Context) error {
 func (l *limiter) release() { <-l.sem }
 
 // observe reports one lookup to the Observer, if any.
-func (l *limiter) observe(op string, start time.Time, err error) {
+func (l lookupObserver) observe(op string, start time.Time, err error) {
 	if l.obs != nil {
 		l.obs.ObserveLookup(l.store, op, Result(err), time.Since(start))
 	}
 }
 
 // observeCache reports cache use to the Observer, if any.
-func (l *limiter) observeCache(hits, misses int) {
+func (l lookupObserver) observeCache(hits, misses int) {
 	if l.obs != nil && hits+misses > 0 {
 		l.obs.ObserveCache(l.store, hits, misses)
 	}

@@ -614,6 +614,7 @@ func TestResult(t *testing.T) {
 		{fmt.Errorf("x: %w", ErrTooLarge), ResultTooLarge},
 		{unavailable("x", context.DeadlineExceeded), ResultTimeout},
 		{unavailable("x", ErrClosed), ResultClosed},
+		{unavailable("x", ErrIncomplete), ResultIncomplete},
 		{unavailable("x", errors.New("connection refused")), ResultUnavailable},
 	} {
 		if got := Result(tt.err); got != tt.want {
