@@ -330,7 +330,11 @@ func (s *Server) apiClients(w http.ResponseWriter, r *http.Request) {
 		entries, err = s.clients.GetAll(ctx, strings.EqualFold(r.URL.Query().Get("anonymous"), "true"))
 	}
 	if err != nil {
-		apiError(w, http.StatusServiceUnavailable, fmt.Sprintf("client storage: %v", err))
+		// Down, or known to miss entries (Redis lost its data and not every
+		// replica re-registered yet): a partial list would tell the app
+		// that online users are offline.
+		w.Header().Set("Retry-After", "1")
+		apiError(w, http.StatusServiceUnavailable, "client storage "+storage.Result(err)+": "+err.Error())
 		return
 	}
 	type client struct {

@@ -141,7 +141,9 @@ type SessionConfig struct {
 	// Redis configures the Redis session store.
 	Redis RedisSessionConfig `yaml:"redis"`
 	// MaxConcurrent bounds lookups in flight against the store; 0 takes the
-	// store's default.
+	// store's default. For the files store it is the number of reader
+	// goroutines doing the blocking file reads, and so of the OS threads
+	// they can hold (default 4 per CPU, 4 to 64).
 	MaxConcurrent int `yaml:"max_concurrent"`
 	// OnUnavailable is what a handshake gets while the store is down or
 	// slow: "refuse" (503 with the reason) or "anonymous" (admitted as an
@@ -219,6 +221,13 @@ type ClientStorageConfig struct {
 	Driver string `yaml:"driver"`
 	// TTL is how long an entry outlives a replica that stopped refreshing it.
 	TTL time.Duration `yaml:"ttl"`
+	// CheckInterval is how often each replica checks (driver redis) that
+	// Redis still holds its registration: after Redis lost its data (a
+	// restart without persistence, a flush) every replica re-registers its
+	// clients within about this, and GET /api/clients answers 503 until all
+	// of them did, instead of a partial list. Every replica must use the
+	// same value.
+	CheckInterval time.Duration `yaml:"check_interval"`
 	// Prefix namespaces the keys of shared drivers.
 	Prefix string `yaml:"prefix"`
 	// Redis is how to reach Redis for driver redis.
@@ -449,7 +458,7 @@ func DefaultConfig() Config {
 			OnUnavailable: "refuse",
 			OnInvalid:     "close",
 		},
-		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second, Prefix: "wsgate:", Redis: RedisConnConfig{Mode: "standalone"}},
+		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second, CheckInterval: time.Second, Prefix: "wsgate:", Redis: RedisConnConfig{Mode: "standalone"}},
 		Transport:     TransportConfig{Mode: transport.DefaultMode},
 		Keepalive:     KeepaliveConfig{Ping: false, Interval: 30 * time.Second},
 		Push:          PushConfig{Redis: RedisConnConfig{Mode: "standalone"}},
@@ -658,6 +667,7 @@ func (c *Config) Validate() error {
 	}{
 		{"session.lookup_timeout", s.LookupTimeout},
 		{"client_storage.ttl", c.ClientStorage.TTL},
+		{"client_storage.check_interval", c.ClientStorage.CheckInterval},
 		{"limits.handshake_timeout", c.Limits.HandshakeTimeout},
 		{"limits.write_timeout", c.Limits.WriteTimeout},
 		{"limits.idle_timeout", c.Limits.IdleTimeout},

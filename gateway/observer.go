@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
 )
 
@@ -33,6 +35,23 @@ func (o wampObserver) RoutingMiss(kind string) { o.m.RoutingMisses.WithLabelValu
 func (o wampObserver) AccessDenied(kind string) { o.m.AccessDenied.WithLabelValues(kind).Inc() }
 
 func (o wampObserver) Limit(name string) { o.m.LimitExceeded.WithLabelValues(name).Inc() }
+
+// clientStorageObserver counts and logs the Redis client storage's
+// recoveries after Redis lost its data.
+type clientStorageObserver struct {
+	m   *metrics.Gateway
+	log *slog.Logger
+}
+
+func (o clientStorageObserver) ClientDataLost(cause string) {
+	o.m.ClientStorageLosses.WithLabelValues(cause).Inc()
+	o.log.Warn("client storage: Redis lost this replica's registration; re-registering, client lists answer 503 meanwhile", "cause", cause)
+}
+
+func (o clientStorageObserver) ClientRecovered(r storage.ClientRecovery) {
+	o.log.Info("client storage: registration complete again", "cause", r.Cause, "entries", r.Entries,
+		"incomplete_for", r.Incomplete, "replicas_waited", r.Waited, "replicas_expired", r.Expired, "replicas_given_up", r.GaveUp)
+}
 
 // transportObserver turns the transport's events into Prometheus metrics;
 // its label values are the transport's constants and handshake outcomes.

@@ -102,7 +102,7 @@ func (r *clientRegistry) flush() {
 		}
 		r.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-		err := removeMany(ctx, r.store, batch)
+		err := r.store.RemoveMany(ctx, batch)
 		cancel()
 		if err != nil {
 			r.log.Warn("client storage remove failed", "connections", len(batch), "err", err)
@@ -121,20 +121,4 @@ func (r *clientRegistry) close() {
 	r.closed = true
 	r.mu.Unlock()
 	close(r.stop)
-}
-
-// removeMany removes ids in one call when the storage can.
-func removeMany(ctx context.Context, store storage.ClientStorage, ids []string) error {
-	if m, ok := store.(interface {
-		RemoveMany(context.Context, []string) error
-	}); ok {
-		return m.RemoveMany(ctx, ids)
-	}
-	var first error
-	for _, id := range ids {
-		if err := store.Remove(ctx, id); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }

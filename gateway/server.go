@@ -140,7 +140,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 			s.closeDeps()
 		}
 	}()
-	if s.clients, err = newClientStorage(cfg.ClientStorage); err != nil {
+	if s.clients, err = newClientStorage(cfg.ClientStorage, clientStorageObserver{m: m, log: log}); err != nil {
 		return nil, err
 	}
 	s.registry = newClientRegistry(s.clients, cfg.Session.LookupTimeout, cfg.Limits.MaxConnections, log, m)
@@ -691,14 +691,14 @@ func (s *Server) releaseUser(key string) {
 }
 
 // newClientStorage opens the configured client storage.
-func newClientStorage(c ClientStorageConfig) (storage.ClientStorage, error) {
+func newClientStorage(c ClientStorageConfig, obs storage.ClientStorageObserver) (storage.ClientStorage, error) {
 	if c.Driver != "redis" {
 		return storage.NewMemoryClientStorage(), nil
 	}
 	r := c.Redis
 	cs, err := storage.NewRedisClientStorage(storage.RedisClientStorageOptions{
 		Redis:  storage.RedisOptions{Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB},
-		Prefix: c.Prefix, TTL: c.TTL,
+		Prefix: c.Prefix, TTL: c.TTL, CheckInterval: c.CheckInterval, Observer: obs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client storage redis: %w", err)

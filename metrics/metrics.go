@@ -100,6 +100,11 @@ type Gateway struct {
 	FanoutLag       prometheus.Histogram
 	FanoutDropped   *prometheus.CounterVec
 
+	// ClientStorageLosses counts the times the Redis client storage found
+	// that Redis lost this replica's registration, by cause
+	// (epoch_changed, heartbeat_lost).
+	ClientStorageLosses *prometheus.CounterVec
+
 	// LimitExceeded counts every time a client or a handshake ran into
 	// a configured bound, by limit: the limit's configuration key without
 	// the "limits." prefix (max_header_bytes, outbound_queue_bytes, ...).
@@ -262,12 +267,16 @@ func New(reg prometheus.Registerer) *Gateway {
 		Name: "wsgate_fanout_dropped_total",
 		Help: "Broadcasts between replicas lost, by reason.",
 	}, []string{"reason"})
+	g.ClientStorageLosses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_client_storage_losses_total",
+		Help: "Times Redis lost this replica's client registration (restart without persistence, flush), by cause.",
+	}, []string{"cause"})
 	g.LimitExceeded = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsgate_limit_exceeded_total",
 		Help: "Times a client or handshake hit a configured bound, by limit (the limits.* key).",
 	}, []string{"limit"})
 	g.reg = reg
-	reg.MustRegister(g.LimitExceeded, g.PushRequests, g.UpstreamRequests, g.ConnectionEvents, g.ConnectionEventDuration,
+	reg.MustRegister(g.LimitExceeded, g.ClientStorageLosses, g.PushRequests, g.UpstreamRequests, g.ConnectionEvents, g.ConnectionEventDuration,
 		g.FanoutPublished, g.FanoutLag, g.FanoutDropped,
 		g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
 		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,

@@ -183,8 +183,13 @@ func tryStartGateway(t *testing.T, config string) (*gatewayProcess, error) {
 
 // stop sends SIGTERM and waits for a clean exit.
 func (g *gatewayProcess) stop(t *testing.T) error {
-	if g.cmd.ProcessState != nil {
-		return nil
+	// Exited already (done holds Wait's result): reading cmd.ProcessState
+	// here instead would race with the goroutine in Wait.
+	select {
+	case err := <-g.done:
+		g.done <- err
+		return err
+	default:
 	}
 	g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
