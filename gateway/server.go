@@ -60,7 +60,7 @@ type Server struct {
 	registry *clientRegistry // batches client storage removals off the transport
 	metrics  *metrics.Gateway
 	tr       *transport.Transport
-	work     *workPool // runs handler work off the transport (the node's Offloader)
+	work     *wamp.Pool // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
 	// directory answers user lookups: the node's own clients, or every
 	// replica's through the shared client storage (clusterClients).
 	directory handler.ClientManipulator
@@ -144,7 +144,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.registry = newClientRegistry(s.clients, cfg.Session.LookupTimeout, cfg.Limits.MaxConnections, log, m)
-	s.work = newWorkPool(cfg.Limits.MaxPendingCalls)
+	s.work = wamp.NewPool(cfg.Limits.MaxPendingCalls)
 	nodeCfg := wamp.NodeConfig{
 		ServerIdent: ServerIdent(),
 		Routes:      cfg.Routes,
@@ -358,7 +358,7 @@ wait:
 	// The disconnects' handler work (unsubscribe notices to the app) goes
 	// out within the drain budget, or a short grace when drain used it all.
 	workCtx, workCancel := graceCtx(ctx)
-	if e := s.work.wait(workCtx); e != nil {
+	if e := s.work.Wait(workCtx); e != nil {
 		s.log.Warn("drain: handler work still running", "err", e)
 	}
 	workCancel()

@@ -348,26 +348,34 @@ func probeSlowloris(t *testing.T, g *gatewayProcess, _ *rssProbe) {
 	w.expectLimit("handshake_timeout", sockets)
 }
 
-// probeSilentSockets opens 1,100 sockets that send nothing, far over
-// limits.max_handshakes: a real client connecting after them still gets
-// 101 and its call answered.
-func probeSilentSockets(t *testing.T, g *gatewayProcess, _ *rssProbe) {
-	const sockets = 1100
+// openSilentSockets opens n sockets to addr that send nothing; they are
+// closed when the test ends.
+func openSilentSockets(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conns := make([]net.Conn, 0, sockets)
-	defer func() {
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
 		for _, nc := range conns {
 			nc.Close()
 		}
-	}()
-	for range sockets {
-		nc, err := dialLoopback(ctx, g.Addr, 0)
+	})
+	for range n {
+		nc, err := dialLoopback(ctx, addr, 0)
 		if err != nil {
 			t.Fatalf("silent socket %d: %v", len(conns), err)
 		}
 		conns = append(conns, nc)
 	}
+	return conns
+}
+
+// probeSilentSockets opens 1,100 sockets that send nothing, far over
+// limits.max_handshakes: a real client connecting after them still gets
+// 101 and its call answered.
+func probeSilentSockets(t *testing.T, g *gatewayProcess, _ *rssProbe) {
+	const sockets = 1100
+	openSilentSockets(t, g.Addr, sockets)
 	c, err := dialV1(t, g.Addr, rawDialOpts{})
 	if err != nil {
 		var se statusError

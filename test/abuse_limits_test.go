@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -82,21 +81,7 @@ func probePendingEviction(t *testing.T, g *gatewayProcess) {
 	const sockets = 400
 	evicted := sockets + 1 - limMaxPending // the real client's socket counts too
 	w := watchMetrics(t, g)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conns := make([]net.Conn, 0, sockets)
-	defer func() {
-		for _, nc := range conns {
-			nc.Close()
-		}
-	}()
-	for range sockets {
-		nc, err := dialLoopback(ctx, g.Addr, 0)
-		if err != nil {
-			t.Fatalf("silent socket %d: %v", len(conns), err)
-		}
-		conns = append(conns, nc)
-	}
+	conns := openSilentSockets(t, g.Addr, sockets)
 	c, err := dialV1(t, g.Addr, rawDialOpts{})
 	if err != nil {
 		t.Fatalf("real client after %d silent sockets: %v", sockets, err)
@@ -135,7 +120,7 @@ func probePendingEviction(t *testing.T, g *gatewayProcess) {
 		if s != "data" {
 			continue
 		}
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		answer, _ := readHTTPAnswer(rctx, conns[i], 4096)
 		rcancel()
 		if st := statusOf(answer); st != 503 {

@@ -30,10 +30,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,55 +93,6 @@ func startAbuseGateway(t *testing.T, config string) *gatewayProcess {
 			t.Fatal(err)
 		}
 		t.Logf("retrying on other ports: %v", err)
-	}
-}
-
-// tryStartBin is tryStartGateway with the binary as a parameter.
-func tryStartBin(t *testing.T, bin, config string) (*gatewayProcess, error) {
-	t.Helper()
-	g := &gatewayProcess{Addr: freeAddr(t), MetricsAddr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
-	config = strings.ReplaceAll(config, "%LISTEN%", g.Addr)
-	config = strings.ReplaceAll(config, "%METRICS%", g.MetricsAddr)
-	g.Config = filepath.Join(t.TempDir(), "wsgate.yaml")
-	if err := os.WriteFile(g.Config, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g.cmd = exec.Command(bin, "serve", "--config", g.Config)
-	g.cmd.Env = cleanEnv()
-	g.cmd.Stderr = g.stderr
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { g.done <- g.cmd.Wait() }()
-	t.Cleanup(func() {
-		g.stop(t)
-		if t.Failed() {
-			log := g.stderr.String()
-			if len(log) > 16<<10 { // a flood's log is long; its end says why
-				log = "…" + log[len(log)-16<<10:]
-			}
-			t.Logf("wsgate log:\n%s", log)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.MetricsAddr+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return g, nil
-			}
-		}
-		select {
-		case err := <-g.done:
-			g.done <- err // for the cleanup's stop
-			return nil, fmt.Errorf("wsgate exited before ready: %v\n%s", err, g.stderr.String())
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wsgate not ready after 20s\n%s", g.stderr.String())
-		case <-time.After(50 * time.Millisecond):
-		}
 	}
 }
 

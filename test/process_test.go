@@ -110,7 +110,7 @@ func startGateway(t *testing.T, config string) *gatewayProcess {
 	// The free ports are only free when picked: another test process may
 	// take one before the gateway binds it. Then pick again.
 	for attempt := 1; ; attempt++ {
-		g, err := tryStartGateway(t, config)
+		g, err := tryStartBin(t, wsgateBin, config)
 		if err == nil {
 			return g
 		}
@@ -137,7 +137,11 @@ func withAcmePlugin(t *testing.T, config string) string {
 	return config + "\nplugins: [" + strconv.Quote(testenv.AcmePlugin(t)) + "]\n"
 }
 
-func tryStartGateway(t *testing.T, config string) (*gatewayProcess, error) {
+// tryStartBin starts bin serve on config (its %LISTEN% and %METRICS%
+// replaced by free loopback addresses) and waits until /readyz answers
+// 200; the process is stopped with SIGTERM when the test ends, and its
+// log (the end of it, when long) shown when the test failed.
+func tryStartBin(t *testing.T, bin, config string) (*gatewayProcess, error) {
 	t.Helper()
 	g := &gatewayProcess{Addr: freeAddr(t), MetricsAddr: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
 	config = strings.ReplaceAll(config, "%LISTEN%", g.Addr)
@@ -146,7 +150,7 @@ func tryStartGateway(t *testing.T, config string) (*gatewayProcess, error) {
 	if err := os.WriteFile(g.Config, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g.cmd = exec.Command(wsgateBin, "serve", "--config", g.Config)
+	g.cmd = exec.Command(bin, "serve", "--config", g.Config)
 	g.cmd.Env = cleanEnv()
 	g.cmd.Stderr = g.stderr
 	if err := g.cmd.Start(); err != nil {
@@ -156,12 +160,18 @@ func tryStartGateway(t *testing.T, config string) (*gatewayProcess, error) {
 	t.Cleanup(func() {
 		g.stop(t)
 		if t.Failed() {
-			t.Logf("wsgate log:\n%s", g.stderr.String())
+			log := g.stderr.String()
+			if len(log) > 16<<10 { // a flood's log is long; its end says why
+				log = "…" + log[len(log)-16<<10:]
+			}
+			t.Logf("wsgate log:\n%s", log)
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	for {
-		resp, err := http.Get("http://" + g.MetricsAddr + "/readyz")
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.MetricsAddr+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -172,12 +182,10 @@ func tryStartGateway(t *testing.T, config string) (*gatewayProcess, error) {
 		case err := <-g.done:
 			g.done <- err // for the cleanup's stop
 			return nil, fmt.Errorf("wsgate exited before ready: %v\n%s", err, g.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
+		case <-ctx.Done():
 			return nil, fmt.Errorf("wsgate not ready after 20s\n%s", g.stderr.String())
+		case <-time.After(50 * time.Millisecond):
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

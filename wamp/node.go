@@ -230,7 +230,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	n.off = cfg.Offloader
 	if n.off == nil {
-		n.off = &goroutineOffloader{max: n.limits.MaxOffloadedCalls}
+		n.off = NewPool(n.limits.MaxOffloadedCalls)
 	}
 	n.broker.topics = map[string]*topicState{}
 	n.broker.relay = cfg.Relay

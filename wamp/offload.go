@@ -1,7 +1,9 @@
 package wamp
 
 import (
+	"context"
 	"sync"
+	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -23,9 +25,13 @@ type Offloader interface {
 	Go(f func())
 }
 
-// goroutineOffloader is the Offloader of a node configured without one:
-// plain goroutines, at most max at once (past it Go queues).
-type goroutineOffloader struct {
+// Pool is an Offloader: a goroutine per task, at most max at once. TryGo
+// refuses past that; Go puts the task in a backlog that running goroutines
+// take from as they finish (bounded by what callers give it: the node
+// gives Go at most one lane per session). Its owner waits for it to empty
+// with Wait. The gateway owns one (limits.max_pending_calls); a node
+// configured without an Offloader makes its own.
+type Pool struct {
 	max int
 
 	mu      sync.Mutex // guards running and backlog
@@ -33,43 +39,76 @@ type goroutineOffloader struct {
 	backlog []func()
 }
 
-func (o *goroutineOffloader) TryGo(f func()) bool {
-	o.mu.Lock()
-	if o.running >= o.max {
-		o.mu.Unlock()
+var _ Offloader = (*Pool)(nil)
+
+// NewPool returns a Pool running at most limit goroutines (at least 1).
+func NewPool(limit int) *Pool { return &Pool{max: max(limit, 1)} }
+
+// TryGo implements Offloader.
+func (p *Pool) TryGo(f func()) bool {
+	p.mu.Lock()
+	if p.running >= p.max {
+		p.mu.Unlock()
 		return false
 	}
-	o.running++
-	o.mu.Unlock()
-	go o.run(f)
+	p.running++
+	p.mu.Unlock()
+	go p.run(f)
 	return true
 }
 
-func (o *goroutineOffloader) Go(f func()) {
-	o.mu.Lock()
-	if o.running >= o.max {
-		o.backlog = append(o.backlog, f)
-		o.mu.Unlock()
+// Go implements Offloader.
+func (p *Pool) Go(f func()) {
+	p.mu.Lock()
+	if p.running >= p.max {
+		p.backlog = append(p.backlog, f)
+		p.mu.Unlock()
 		return
 	}
-	o.running++
-	o.mu.Unlock()
-	go o.run(f)
+	p.running++
+	p.mu.Unlock()
+	go p.run(f)
 }
 
-func (o *goroutineOffloader) run(f func()) {
+// run runs f, then backlog tasks until there are none.
+func (p *Pool) run(f func()) {
 	for {
 		f()
-		o.mu.Lock()
-		if len(o.backlog) == 0 {
-			o.running--
-			o.mu.Unlock()
+		p.mu.Lock()
+		if len(p.backlog) == 0 {
+			p.running--
+			p.mu.Unlock()
 			return
 		}
-		f = o.backlog[0]
-		o.backlog[0] = nil
-		o.backlog = o.backlog[1:]
-		o.mu.Unlock()
+		f = p.backlog[0]
+		p.backlog[0] = nil
+		p.backlog = p.backlog[1:]
+		p.mu.Unlock()
+	}
+}
+
+// Busy returns the goroutines running and the tasks waiting.
+func (p *Pool) Busy() (running, waiting int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.running, len(p.backlog)
+}
+
+// Wait returns once nothing runs or waits, or with ctx's error. Every task
+// the node gives is bounded (by the call timeout and the handlers' own),
+// so the pool empties once nothing feeds it.
+func (p *Pool) Wait(ctx context.Context) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if r, w := p.Busy(); r == 0 && w == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
 	}
 }
 

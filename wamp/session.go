@@ -683,8 +683,17 @@ func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
 	if sub == nil {
 		return nil // not subscribed: Ratchet ignores it
 	}
-	// Never refused: each follows a subscription that was taken, so the
-	// handler always hears of it.
+	s.unsubscribed(ctx, uri, sub, func(err error) {
+		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
+	})
+	return nil
+}
+
+// unsubscribed tells the handler of a subscription the client took back
+// (OnUnsubscribe, on the lane for an offloaded handler); onErr reports the
+// handler's failure to the client. It is never refused: each follows a
+// subscription that was taken, so the handler always hears of it.
+func (s *Session) unsubscribed(ctx context.Context, uri string, sub *subscription, onErr func(error)) {
 	s.topicTask(sub.h, true, func() {
 		if s.isFailed(sub) {
 			return
@@ -694,10 +703,9 @@ func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
 		})
 		if err != nil {
 			s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
-			s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
+			onErr(err)
 		}
 	})
-	return nil
 }
 
 // isFailed reports whether OnSubscribe refused sub.

@@ -265,19 +265,7 @@ func (s *Session) unsubscribeV2(ctx context.Context, m message2) error {
 		return nil
 	}
 	s.send("UNSUBSCRIBED", encodeV2IDs(v2Unsubscribed, m.reqID))
-	// Never refused: each follows a subscription that was taken, so the
-	// handler always hears of it.
-	s.topicTask(sub.h, true, func() {
-		if s.isFailed(sub) {
-			return
-		}
-		err := s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
-			return sub.h.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
-		})
-		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
-		}
-	})
+	s.unsubscribed(ctx, uri, sub, func(error) {}) // v2 has answered already
 	return nil
 }
 

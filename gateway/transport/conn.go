@@ -206,6 +206,16 @@ func (c *Conn) takeBatch(written int) (batch [][]byte, closeAfter bool) {
 	return batch, false
 }
 
+// nextBatch is takeBatch for a writer loop: nil when the writer is done,
+// after closing the socket when a close frame went out.
+func (c *Conn) nextBatch(written int) [][]byte {
+	batch, closeAfter := c.takeBatch(written)
+	if batch == nil && closeAfter {
+		c.Kill("")
+	}
+	return batch
+}
+
 // requeue puts back, in front, what a non-blocking write left of its batch,
 // and counts off what it wrote.
 func (c *Conn) requeue(rest [][]byte, written int) {

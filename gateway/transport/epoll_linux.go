@@ -557,11 +557,8 @@ func (ec *epConn) flush() {
 	c := ec.c.Load() // set before anything can be queued
 	written := 0
 	for {
-		batch, closeAfter := c.takeBatch(written)
+		batch := c.nextBatch(written)
 		if batch == nil {
-			if closeAfter {
-				c.Kill("")
-			}
 			return
 		}
 		seen := ec.outEvents.Load()

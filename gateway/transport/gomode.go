@@ -73,11 +73,8 @@ func (g *goConn) writeLoop(c *Conn) {
 	defer g.t.wg.Done()
 	written := 0
 	for {
-		batch, closeAfter := c.takeBatch(written)
+		batch := c.nextBatch(written)
 		if batch == nil {
-			if closeAfter {
-				c.Kill("")
-			}
 			return
 		}
 		start := time.Now()
