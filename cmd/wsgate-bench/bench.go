@@ -51,6 +51,9 @@ type report struct {
 		PID       int    `json:"pid,omitempty"`
 		PIDSource string `json:"pid_source"`
 	} `json:"gateway"`
+	// LoadAvg is /proc/loadavg's 1, 5 and 15 minute load averages when
+	// the run started: how busy the shared machine was.
+	LoadAvg     []float64        `json:"load_avg,omitempty"`
 	Results     results          `json:"results"`
 	Errors      map[string]int64 `json:"errors"`
 	ErrorsTotal int64            `json:"errors_total"`
@@ -135,6 +138,9 @@ type results struct {
 	CallsPerSec  float64      `json:"calls_per_s,omitempty"`
 	Call         *percentiles `json:"call_latency,omitempty"` // CALL write to CALLRESULT read
 	CPUPerCallUs *float64     `json:"cpu_per_call_us,omitempty"`
+
+	// floor
+	Floor *floorResults `json:"floor,omitempty"`
 }
 
 func (b *bench) fail(kind string) {
@@ -157,7 +163,19 @@ func (b *bench) source() net.IP {
 }
 
 func (b *bench) run(ctx context.Context) (*report, error) {
-	rep := &report{Scenario: b.cfg.Scenario, Params: b.cfg}
+	rep := &report{Scenario: b.cfg.Scenario, Params: b.cfg, LoadAvg: loadAvg()}
+	if b.cfg.Scenario == "floor" {
+		// No gateway: nothing to find or sample.
+		rep.Gateway.PIDSource = "none (floor)"
+		err := b.floor(ctx, rep)
+		b.errMu.Lock()
+		rep.Errors = b.errs
+		for _, n := range b.errs {
+			rep.ErrorsTotal += n
+		}
+		b.errMu.Unlock()
+		return rep, err
+	}
 	for i, t := range b.cfg.targets {
 		pid, source := t.pid, "flag"
 		if pid <= 0 {
@@ -893,6 +911,12 @@ func (b *bench) rpc(ctx context.Context, rep *report) error {
 // writeText prints the report's main figures for a human.
 func (rep *report) writeText(w io.Writer) {
 	r := rep.Results
+	if rep.Results.Floor != nil {
+		rep.Results.Floor.writeText(w)
+		fmt.Fprintf(w, "load average at the start %v, tool CPU %.2f s over %.1f s\n", rep.LoadAvg, rep.ToolCPUSeconds, rep.WindowSeconds)
+		fmt.Fprintf(w, "errors %d %v\n", rep.ErrorsTotal, rep.Errors)
+		return
+	}
 	fmt.Fprintf(w, "scenario %s, target %s, gateway pid %d (%s)\n", rep.Scenario, rep.Params.Target, rep.Gateway.PID, rep.Gateway.PIDSource)
 	fmt.Fprintf(w, "connections opened %d in %.2fs (%.0f/s), lost %d\n", r.ConnectionsOpened, r.ConnectSeconds, r.HandshakesPerSec, r.ConnectionsLost)
 	pct := func(name string, p *percentiles) {

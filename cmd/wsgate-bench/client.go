@@ -179,6 +179,8 @@ func kindOf(err error) string {
 		return "bad_welcome"
 	case errors.Is(err, errTooBig):
 		return "message_too_big"
+	case errors.Is(err, errBadFloorResponse):
+		return "bad_response"
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return "dial_no_source_port"
 	case errors.Is(err, syscall.ECONNREFUSED):

@@ -2,7 +2,7 @@
 // gateway on this machine with many authenticated WAMP v1 websocket clients
 // and reports what the gateway spent doing it.
 //
-//	wsgate-bench --scenario idle|connect|broadcast|rpc [flags]
+//	wsgate-bench --scenario idle|connect|broadcast|rpc|floor [flags]
 //	wsgate-bench upstream-echo [--listen 127.0.0.1:8001] [--secret-env WSGATE_UPSTREAM_SECRET]
 //
 // Scenarios:
@@ -22,6 +22,12 @@
 //   - rpc: --conns clients call sample/sum in a closed loop for --duration
 //     (optionally paced to --rate calls/s in total); report calls/s, call
 //     latency and gateway CPU per call.
+//   - floor: no gateway; what the kernel alone costs on this machine per
+//     delivery (one write(2)/writev(2) of a websocket frame to each of
+//     --conns loopback connections whose peer does not read, --rounds times)
+//     and per handshake (a minimal server thread's accept4, read of an
+//     upgrade request, write of a fixed 101 and close, --handshakes times),
+//     so gateway figures of the same session can be given as ratios to it.
 //
 // upstream-echo is a minimal HTTP upstream of the gateway (gateway/upstream)
 // in Go, answering "sum" calls: run with an rpc scenario whose --procedure
@@ -92,6 +98,13 @@ type config struct {
 	VerifyAuth   bool          `json:"verify_auth"`
 	JSON         bool          `json:"-"`
 
+	// floor
+	Rounds      int      `json:"rounds,omitempty"`
+	FrameBytes  int      `json:"frame_bytes,omitempty"`
+	Handshakes  int      `json:"handshakes,omitempty"`
+	FloorCPU    int      `json:"floor_cpu,omitempty"`
+	FloorPhases []string `json:"floor_phases,omitempty"`
+
 	// Seconds, for the JSON report.
 	DurationS     float64 `json:"duration_s"`
 	SettleS       float64 `json:"settle_s"`
@@ -130,8 +143,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	var sources, targets, metrics, pids, extraPIDs string
 	fs.StringVar(&targets, "target", "ws://127.0.0.1:8080/", "gateway websocket URL (loopback only); broadcast: several replicas, comma-separated (subscribers round-robin, the publisher on the first)")
-	fs.StringVar(&c.Scenario, "scenario", "", "idle | connect | broadcast | rpc")
-	fs.IntVar(&c.Conns, "conns", 100, "connections (idle, broadcast subscribers, rpc clients) or handshakes (connect)")
+	fs.StringVar(&c.Scenario, "scenario", "", "idle | connect | broadcast | rpc | floor")
+	fs.IntVar(&c.Conns, "conns", 100, "connections (idle, broadcast subscribers, rpc clients), handshakes (connect) or loopback pairs (floor)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured phase: hold (idle), publish (broadcast), call (rpc), upper bound (connect)")
 	fs.Float64Var(&c.Rate, "rate", 0, "connect: handshakes/s; rpc: total calls/s; idle/broadcast: connections opened/s (0 = as fast as possible)")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "handshakes in flight at once")
@@ -151,6 +164,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 5*time.Second, "broadcast: wait for outstanding deliveries after the last publish")
 	fs.BoolVar(&c.VerifyAuth, "verify-auth", false, "idle/connect: make one sample/sum call per connection to check it is authenticated (broadcast and rpc always check)")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
+	fs.IntVar(&c.Rounds, "rounds", 100, "floor: writes to each pair in the delivery phases")
+	fs.IntVar(&c.FrameBytes, "frame-bytes", 112, "floor: bytes of the websocket frame written per delivery, header included (112 = a 100-byte event and its header, as issue 19 measured)")
+	fs.IntVar(&c.Handshakes, "handshakes", 20000, "floor: connections served in the handshake phase (--concurrency clients at a time)")
+	fs.IntVar(&c.FloorCPU, "floor-cpu", defaultFloorCPU, "floor: pin the measuring thread (writer, server) to this CPU, e.g. the gateway's; -1 = leave it where the process runs")
+	floorPhaseList := fs.String("floor-phases", strings.Join(floorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ","))
 	var err error
 	if err = fs.Parse(args); err != nil {
 		return nil, err
@@ -160,8 +178,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	switch c.Scenario {
 	case "idle", "connect", "broadcast", "rpc":
+	case "floor":
+		if err := c.checkFloor(*floorPhaseList); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("--scenario must be idle, connect, broadcast or rpc, not %q", c.Scenario)
+		return nil, fmt.Errorf("--scenario must be idle, connect, broadcast, rpc or floor, not %q", c.Scenario)
 	}
 	if c.Conns < 1 || c.Conns > maxConns {
 		return nil, fmt.Errorf("--conns must be 1..%d", maxConns)
@@ -226,6 +248,27 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.SetupTimeoutS = c.SetupTimeout.Seconds()
 	c.DrainTimeoutS = c.DrainTimeout.Seconds()
 	return c, nil
+}
+
+// checkFloor validates the floor scenario's flags.
+func (c *config) checkFloor(phases string) error {
+	var err error
+	if c.FloorPhases, err = parseFloorPhases(phases); err != nil {
+		return err
+	}
+	if c.Rounds < 1 || c.Rounds > maxRounds {
+		return fmt.Errorf("--rounds must be 1..%d", maxRounds)
+	}
+	if c.FrameBytes < minFrameBytes || c.FrameBytes > maxFrameBytes {
+		return fmt.Errorf("--frame-bytes must be %d..%d", minFrameBytes, maxFrameBytes)
+	}
+	if c.Handshakes < 1 || c.Handshakes > maxHandshakes {
+		return fmt.Errorf("--handshakes must be 1..%d", maxHandshakes)
+	}
+	if c.FloorCPU < -1 || c.FloorCPU >= 1024 {
+		return errors.New("--floor-cpu must be -1 (none) or a CPU number")
+	}
+	return nil
 }
 
 // clientsNeeded is the number of distinct clients a run opens (broadcast adds
@@ -392,7 +435,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	raiseNoFile(stderr)
-	if cfg.SessionDir != "" {
+	if cfg.SessionDir != "" && cfg.Scenario != "floor" {
 		if err := seedSessions(cfg.SessionDir, cfg.SessionIDs); err != nil {
 			fmt.Fprintln(stderr, "wsgate-bench: seeding sessions:", err)
 			return 1

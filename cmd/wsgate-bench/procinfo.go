@@ -244,3 +244,25 @@ func findListener(port int) (int, error) {
 	}
 	return 0, errors.New("several processes hold the listener (pass --gateway-pid)")
 }
+
+// loadAvg returns the 1, 5 and 15 minute load averages from /proc/loadavg,
+// or nil where there is none.
+func loadAvg() []float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return nil
+	}
+	out := make([]float64, 0, 3)
+	for _, s := range f[:3] {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil
+		}
+		out = append(out, v)
+	}
+	return out
+}

@@ -1,0 +1,421 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// floor runs the floor scenario's phases (see floor.go) and fills
+// rep.Results.Floor. No gateway is involved.
+func (b *bench) floor(ctx context.Context, rep *report) error {
+	cfg := b.cfg
+	fr := &floorResults{CPU: cfg.FloorCPU}
+	rep.Results.Floor = fr
+	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev")
+	if deliveries {
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && uint64(2*cfg.Conns+floorFDReserve) > rl.Cur {
+			return fmt.Errorf("floor: %d pairs need %d file descriptors, the limit is %d: lower --conns", cfg.Conns, 2*cfg.Conns+floorFDReserve, rl.Cur)
+		}
+	}
+	tool0 := selfCPU()
+	start := time.Now()
+	defer func() {
+		rep.ToolCPUSeconds = selfCPU() - tool0
+		rep.WindowSeconds = time.Since(start).Seconds()
+	}()
+	phase, cancel := context.WithTimeout(ctx, floorPhaseBound*time.Second)
+	defer cancel()
+	var err error
+	if cfg.floorPhase("write") {
+		if fr.Delivery, err = b.deliveryFloor(phase, false); err != nil {
+			return fmt.Errorf("floor, write phase: %w", err)
+		}
+	}
+	if cfg.floorPhase("writev") {
+		if fr.DeliveryWritev, err = b.deliveryFloor(phase, true); err != nil {
+			return fmt.Errorf("floor, writev phase: %w", err)
+		}
+	}
+	if cfg.floorPhase("handshake") {
+		if fr.Handshake, err = b.handshakeFloor(phase); err != nil {
+			return fmt.Errorf("floor, handshake phase: %w", err)
+		}
+	}
+	return ctx.Err()
+}
+
+// threadTimes is the calling OS thread's CPU time: Total from
+// CLOCK_THREAD_CPUTIME_ID (exact: it includes the time since the last
+// scheduler tick), User and Sys from getrusage(RUSAGE_THREAD), whose split
+// is tick-based (and lags by up to a tick): use it as a proportion over long
+// phases only.
+type threadTimes struct{ Total, User, Sys time.Duration }
+
+func threadCPU() threadTimes {
+	var t threadTimes
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) == nil {
+		t.Total = time.Duration(ts.Nano())
+	}
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) == nil {
+		t.User, t.Sys = time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+	}
+	return t
+}
+
+// cpuSince is the thread's exact CPU time since t0.
+func cpuSince(t0 threadTimes) time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano()) - t0.Total
+}
+
+// onThread runs f on a goroutine locked to an OS thread of its own, pinned
+// to cpu when cpu ≥ 0, and returns f's error. The goroutine never unlocks,
+// so the (possibly pinned) thread exits with it instead of going back to
+// the runtime.
+func onThread(cpu int, f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if cpu >= 0 {
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				done <- fmt.Errorf("pinning the measuring thread to CPU %d: %w", cpu, err)
+				return
+			}
+		}
+		done <- f()
+	}()
+	return <-done
+}
+
+// loopbackListener opens a blocking TCP listener on 127.0.0.1 (a free port)
+// whose accept, and the reads of the sockets it accepts (they inherit it),
+// give up after ioTimeout.
+func loopbackListener(backlog int, ioTimeout time.Duration) (int, *unix.SockaddrInet4, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, fmt.Errorf("socket: %w", err)
+	}
+	tv := unix.NsecToTimeval(ioTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("SO_RCVTIMEO: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("listen: %w", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	in4, ok := sa.(*unix.SockaddrInet4)
+	if err != nil || !ok {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("getsockname: %v", err)
+	}
+	return fd, in4, nil
+}
+
+// accept4 accepts one connection, retrying when a signal interrupted the
+// wait (the listener's timeout makes accept return EINTR even with
+// SA_RESTART). EAGAIN means the timeout passed.
+func accept4(lfd, flags int) (int, error) {
+	for {
+		fd, _, err := unix.Accept4(lfd, flags)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// connectLoopback connects a new blocking socket to sa. An interrupted
+// connect goes on in the background: wait for it by connecting again until
+// EISCONN.
+func connectLoopback(sa *unix.SockaddrInet4) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	for i := 0; ; i++ {
+		err = unix.Connect(fd, sa)
+		switch {
+		case err == nil, err == unix.EISCONN && i > 0:
+			return fd, nil
+		case (err == unix.EINTR || err == unix.EALREADY || err == unix.EINPROGRESS) && i < 1000:
+			if i > 0 {
+				time.Sleep(time.Millisecond)
+			}
+			continue
+		}
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect: %w", err)
+	}
+}
+
+// deliveryFloor opens cfg.Conns loopback pairs, then writes one frame of
+// cfg.FrameBytes to the accepted end of each, cfg.Rounds times, on one
+// thread whose CPU is measured; the connecting ends never read. With writev
+// the frame goes as two slices (header, payload), as the gateway writes it.
+func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor, error) {
+	cfg := b.cfg
+	header, payload := floorFrame(cfg.FrameBytes)
+	frame := append(append([]byte(nil), header...), payload...)
+	iov := [][]byte{header, payload}
+	d := &deliveryFloor{Syscall: "write", Pairs: cfg.Conns, Rounds: cfg.Rounds, FrameBytes: len(frame)}
+	if writev {
+		d.Syscall = "writev"
+	}
+
+	lfd, sa, err := loopbackListener(min(cfg.Conns, 4096), floorIOTimeoutMs*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(lfd)
+	writers := make([]int, 0, cfg.Conns)
+	peers := make([]int, 0, cfg.Conns)
+	defer func() {
+		for _, fd := range writers {
+			unix.Close(fd)
+		}
+		for _, fd := range peers {
+			unix.Close(fd)
+		}
+	}()
+	for i := 0; i < cfg.Conns; i++ {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		cfd, err := connectLoopback(sa)
+		if err != nil {
+			return nil, fmt.Errorf("pair %d: %w", i, err)
+		}
+		peers = append(peers, cfd)
+		sfd, err := accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		if err != nil {
+			return nil, fmt.Errorf("pair %d: accept: %w", i, err)
+		}
+		writers = append(writers, sfd)
+		// As the gateway does for every accepted socket.
+		if err := unix.SetsockoptInt(sfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return nil, fmt.Errorf("pair %d: TCP_NODELAY: %w", i, err)
+		}
+	}
+
+	perRound := make([]float64, 0, cfg.Rounds)
+	var total, user, sys time.Duration
+	start := time.Now()
+	err = onThread(cfg.FloorCPU, func() error {
+		t0 := threadCPU()
+		for r := 0; r < cfg.Rounds && ctx.Err() == nil; r++ {
+			r0 := threadCPU()
+			var ok int64
+			for _, fd := range writers {
+				var n int
+				var err error
+				for {
+					if writev {
+						n, err = unix.Writev(fd, iov)
+					} else {
+						n, err = unix.Write(fd, frame)
+					}
+					if err != unix.EINTR {
+						break
+					}
+				}
+				switch {
+				case err == unix.EAGAIN:
+					d.WouldBlock++
+				case err != nil:
+					return fmt.Errorf("%s: %w", d.Syscall, err)
+				case n < len(frame):
+					d.ShortWrites++
+				default:
+					ok++
+				}
+			}
+			if ok > 0 {
+				perRound = append(perRound, float64(cpuSince(r0))/float64(time.Microsecond)/float64(ok))
+			}
+			d.Writes += ok
+		}
+		t1 := threadCPU()
+		total, user, sys = t1.Total-t0.Total, t1.User-t0.User, t1.Sys-t0.Sys
+		return nil
+	})
+	d.WallSeconds = time.Since(start).Seconds()
+	if err != nil {
+		return nil, err
+	}
+	b.failN("floor_would_block", d.WouldBlock)
+	b.failN("floor_short_write", d.ShortWrites)
+	d.CPUSeconds, d.UserSeconds, d.SysSeconds = total.Seconds(), user.Seconds(), sys.Seconds()
+	if d.Writes > 0 {
+		per := func(s float64) float64 { return s / float64(d.Writes) * 1e6 }
+		d.CPUPerWriteUs, d.UserPerWriteUs, d.SysPerWriteUs = per(d.CPUSeconds), per(d.UserSeconds), per(d.SysSeconds)
+	}
+	d.PerRound = summarizeRounds(perRound)
+	return d, ctx.Err()
+}
+
+// handshakeFloor serves cfg.Handshakes connections on one measured thread
+// (accept4, read the request, write the fixed 101, close) while
+// cfg.Concurrency client goroutines connect, send floorRequest, read the
+// response to its end and close with RST (no TIME_WAIT, as the connect
+// scenario's clients).
+func (b *bench) handshakeFloor(ctx context.Context) (*handshakeFloor, error) {
+	cfg := b.cfg
+	n := cfg.Handshakes
+	h := &handshakeFloor{Concurrency: min(cfg.Concurrency, n), RequestBytes: len(floorRequest), ResponseBytes: len(floorResponse)}
+	lfd, sa, err := loopbackListener(4096, floorIOTimeoutMs*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(lfd)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.Port)
+
+	// failed counts client connections that never got a whole response;
+	// the server stops once served+failed reaches n (or accept times out).
+	var served, failed atomic.Int64
+	resp := []byte(floorResponse)
+	proc0 := selfCPU()
+	start := time.Now()
+	srv := make(chan error, 1)
+	go func() {
+		srv <- onThread(cfg.FloorCPU, func() error {
+			buf := make([]byte, 4096)
+			t0 := threadCPU()
+			defer func() {
+				t1 := threadCPU()
+				h.CPUSeconds = (t1.Total - t0.Total).Seconds()
+				h.UserSeconds, h.SysSeconds = (t1.User - t0.User).Seconds(), (t1.Sys - t0.Sys).Seconds()
+			}()
+			for served.Load()+failed.Load() < int64(n) && ctx.Err() == nil {
+				fd, err := accept4(lfd, unix.SOCK_CLOEXEC)
+				if err == unix.EAGAIN {
+					continue // the loop condition decides: a client may have failed meanwhile
+				}
+				if err != nil {
+					return fmt.Errorf("accept4: %w", err)
+				}
+				if serveFloorConn(fd, buf, resp) {
+					served.Add(1)
+				} else {
+					b.fail("floor_server_io")
+				}
+				unix.Close(fd)
+			}
+			return nil
+		})
+	}()
+
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < h.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if next.Add(1) > int64(n) {
+					return
+				}
+				if ctx.Err() != nil {
+					failed.Add(1)
+					b.fail("not_attempted")
+					continue
+				}
+				if err := floorClient(ctx, addr, resp); err != nil {
+					failed.Add(1)
+					b.fail("floor_client_" + kindOf(err))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	err = <-srv
+	h.WallSeconds = time.Since(start).Seconds()
+	h.ProcessCPUSeconds = selfCPU() - proc0
+	if err != nil {
+		return nil, err
+	}
+	h.Connections = served.Load()
+	if h.Connections > 0 {
+		h.CPUPerHandshakeUs = h.CPUSeconds / float64(h.Connections) * 1e6
+		h.PerSec = float64(h.Connections) / h.WallSeconds
+	}
+	return h, ctx.Err()
+}
+
+// serveFloorConn reads one request (to its blank line, at most len(buf)
+// bytes) from the blocking socket fd and writes resp; false when either
+// failed.
+func serveFloorConn(fd int, buf, resp []byte) bool {
+	got := 0
+	for got < len(buf) {
+		m, err := unix.Read(fd, buf[got:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			return false
+		}
+		got += m
+		if bytes.HasSuffix(buf[:got], []byte("\r\n\r\n")) {
+			break
+		}
+	}
+	for {
+		m, err := unix.Write(fd, resp)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && m == len(resp)
+	}
+}
+
+// floorClient makes one handshake-floor connection: it sends the request,
+// reads until the server closes and checks it got the whole response.
+func floorClient(ctx context.Context, addr string, resp []byte) error {
+	d := net.Dialer{Timeout: handshakeTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	tc := nc.(*net.TCPConn)
+	defer func() {
+		tc.SetLinger(0)
+		tc.Close()
+	}()
+	tc.SetDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := io.WriteString(tc, floorRequest); err != nil {
+		return err
+	}
+	got, err := io.ReadAll(io.LimitReader(tc, int64(2*len(resp))))
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, resp) {
+		return errBadFloorResponse
+	}
+	return nil
+}
