@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"sync"
 	"time"
@@ -32,7 +31,6 @@ type client struct {
 	srv  *Server
 	conn *transport.Conn
 	sess *wamp.Session
-	ctx  context.Context // the server's base context: handler calls end at a forced shutdown
 
 	id          string    // the connection id, unique across replicas
 	sessionID   string    // the PHP session id of its cookie, "" without one
@@ -63,7 +61,8 @@ func (c *client) Message(payload []byte) bool {
 	if s.drain.Load() {
 		return true
 	}
-	err := c.sess.Handle(c.ctx, payload)
+	// The server's base context: handler calls end at a forced shutdown.
+	err := c.sess.Handle(s.baseCtx, payload)
 	if err == nil {
 		return true
 	}

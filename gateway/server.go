@@ -627,7 +627,6 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 	c := &client{
 		srv:         s,
 		conn:        conn,
-		ctx:         s.baseCtx,
 		id:          h.connID,
 		sessionID:   h.sessionID,
 		connectedAt: h.connectedAt, // the connect event's, so both events agree
@@ -654,7 +653,7 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: c.connectedAt,
 		Extra: h.info.Extra,
 	}
-	if err := s.clients.Add(c.ctx, entry); err != nil {
+	if err := s.clients.Add(s.baseCtx, entry); err != nil {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
 	}
 	s.log.Debug("client connected", "conn", c.id, "anonymous", h.info.Anonymous, "firewall", h.info.Firewall)

@@ -191,7 +191,10 @@ func (s *Session) enqueueLane(must bool, task func()) bool {
 	if !s.acquireOffload(must) {
 		return false
 	}
-	l := &s.lane
+	if s.lane == nil {
+		s.lane = &lane{} // runLane reads it only after the go statement below
+	}
+	l := s.lane
 	l.mu.Lock()
 	l.tasks = append(l.tasks, task)
 	if l.running {
@@ -220,7 +223,7 @@ func (s *Session) enqueueLane(must bool, task func()) bool {
 
 // runLane runs the lane's tasks until it is empty.
 func (s *Session) runLane() {
-	l := &s.lane
+	l := s.lane
 	for {
 		l.mu.Lock()
 		if len(l.tasks) == 0 {

@@ -34,8 +34,11 @@ type Session struct {
 	node *Node
 	// offloaded counts this session's offloaded work queued or running.
 	offloaded atomic.Int64
-	// lane runs this session's offloaded topic callbacks in order.
-	lane lane
+	// lane runs this session's offloaded topic callbacks in order. It is
+	// made on first use (by enqueueLane, with cb held) and then kept: most
+	// sessions never offload a topic callback, and an idle one should not
+	// carry it.
+	lane *lane
 	// numID is the WAMP v2 session id (id is its decimal form); 0 for v1.
 	numID uint64
 	// seq is the node-wide open order.

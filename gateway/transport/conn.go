@@ -44,12 +44,8 @@ type Conn struct {
 
 	// lastRead is when bytes last came (unix nanoseconds), for IdleTimeout.
 	lastRead atomic.Int64
-	// stopped mirrors closing || dead for the reader, which checks it after
-	// every message without taking mu: once the connection closes, nothing
-	// more a client sent is handled.
-	stopped atomic.Bool
 
-	mu sync.Mutex // guards the queue and the state below
+	mu sync.Mutex // guards the queue and the state below, not stopped
 	// out holds queued frames: headers and payloads, never copied (a
 	// fan-out shares one payload among all its receivers).
 	out [][]byte
@@ -57,13 +53,19 @@ type Conn struct {
 	// of it is memory this client makes us keep, bounded by
 	// OutboundQueueBytes.
 	queued   int
+	reason   string // why the connection ends, for Handler.Closed
 	flushing bool   // the mode was kicked and its writer has not found the queue empty
 	closing  bool   // a close frame is queued: nothing more is taken
 	dead     bool   // the socket is closed (or closing)
-	reason   string // why the connection ends, for Handler.Closed
 	opened   bool   // the host's Open returned a Handler: Closed is owed
 	early    bool   // the socket closed before Open returned
 	ended    bool   // Handler.Closed was called
+
+	// stopped mirrors closing || dead for the reader, which checks it after
+	// every message without taking mu: once the connection closes, nothing
+	// more a client sent is handled. (Beside the flags, where it fits in
+	// their padding: an idle connection's Conn stays in a 192-byte class.)
+	stopped atomic.Bool
 }
 
 func newConn(t *Transport, io connIO, deflate bool) *Conn {

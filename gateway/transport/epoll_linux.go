@@ -74,11 +74,11 @@ type epConn struct {
 	phase atomic.Int32
 	c     atomic.Pointer[Conn] // set when the upgrade succeeded
 
-	request    requestBuf // the upgrade request so far (phaseRequest only)
-	reqStarted time.Time
-	lingerAt   atomic.Int64 // unix nanoseconds phaseLinger began
-	lingered   int          // bytes discarded in phaseLinger; touched by the reading worker only
-	pend       pendingEntry // its place in the pending list (phaseRequest only)
+	// hs is what the socket needs only until it is established or closed:
+	// its request, its place in the pending list, the linger of a refusal.
+	// Set at accept, dropped once the websocket is open, so an idle
+	// connection does not carry it.
+	hs atomic.Pointer[handshakeState]
 
 	rstate    atomic.Int32
 	outEvents atomic.Uint32 // EPOLLOUT edges seen; see flush
@@ -93,6 +93,16 @@ type epConn struct {
 	fdMu     sync.Mutex // guards fdRefs and fdClosed
 	fdRefs   int
 	fdClosed bool
+}
+
+// handshakeState is an epConn's state from accept until its websocket is
+// open (or its socket closed).
+type handshakeState struct {
+	request  requestBuf   // the upgrade request so far (phaseRequest only)
+	started  time.Time    // accepted: the handshake deadline runs from here
+	pend     pendingEntry // its place in the pending list (phaseRequest only)
+	lingerAt atomic.Int64 // unix nanoseconds phaseLinger began
+	lingered int          // bytes discarded in phaseLinger; touched by the reading worker only
 }
 
 // serveEpoll runs the event loop on ln until Stop.
@@ -234,11 +244,13 @@ func (l *eventLoop) accept() {
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		l.mu.Lock()
 		l.gen++
-		ec := &epConn{loop: l, fd: fd, gen: int32(l.gen), reqStarted: time.Now()}
-		ec.pend.owner = ec
+		ec := &epConn{loop: l, fd: fd, gen: int32(l.gen)}
+		hs := &handshakeState{started: time.Now()}
+		hs.pend.owner = ec
+		ec.hs.Store(hs)
 		l.conns[int32(fd)] = ec
 		l.mu.Unlock()
-		if !t.listPending(&ec.pend) {
+		if !t.listPending(&hs.pend) {
 			ec.closeFD() // not accepting any more
 			continue
 		}
@@ -375,7 +387,7 @@ func (l *eventLoop) read(ec *epConn, buf []byte) {
 		if c := ec.c.Load(); c != nil && ec.phase.Load() == phaseOpen {
 			c.readEnded()
 		} else if ph := ec.phase.Load(); ph == phaseRequest || ph == phaseLinger {
-			if ph == phaseRequest && l.t.pending.remove(&ec.pend) {
+			if hs := ec.hs.Load(); ph == phaseRequest && hs != nil && l.t.pending.remove(&hs.pend) {
 				l.t.handshakeEnded(OutcomeBadRequest) // gave up before its request was complete
 			}
 			ec.closeFD()
@@ -393,8 +405,9 @@ func (l *eventLoop) consume(ec *epConn, data []byte) bool {
 	case phaseRequest:
 		return l.consumeRequest(ec, data)
 	case phaseLinger:
-		ec.lingered += len(data)
-		if ec.lingered > lingerBytes {
+		hs := ec.hs.Load()
+		hs.lingered += len(data)
+		if hs.lingered > lingerBytes {
 			ec.closeFD() // it keeps sending: enough
 			return false
 		}
@@ -408,9 +421,10 @@ func (l *eventLoop) consume(ec *epConn, data []byte) bool {
 // ec.
 func (l *eventLoop) consumeRequest(ec *epConn, data []byte) bool {
 	t := l.t
-	complete, tooLarge := ec.request.add(data, t.cfg.MaxHeaderBytes)
+	hs := ec.hs.Load()
+	complete, tooLarge := hs.request.add(data, t.cfg.MaxHeaderBytes)
 	if tooLarge {
-		if t.pending.remove(&ec.pend) {
+		if t.pending.remove(&hs.pend) {
 			t.limit(LimitHeaderBytes)
 			t.handshakeEnded(OutcomeBadRequest)
 			ec.answerAndClose(responseHeaderTooLarge)
@@ -420,7 +434,7 @@ func (l *eventLoop) consumeRequest(ec *epConn, data []byte) bool {
 	if !complete {
 		return true
 	}
-	if !t.pending.remove(&ec.pend) {
+	if !t.pending.remove(&hs.pend) {
 		return true // evicted or timed out meanwhile: answered, now discarding
 	}
 	if !t.acquireHandshake() {
@@ -440,13 +454,14 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	t := l.t
 	defer t.wg.Done()
 	defer t.releaseHandshake()
-	deadline := ec.reqStarted.Add(t.cfg.HandshakeTimeout)
+	state := ec.hs.Load()
+	deadline := state.started.Add(t.cfg.HandshakeTimeout)
 	var remote net.Addr
 	if sa, err := unix.Getpeername(ec.fd); err == nil {
 		remote = sockaddrToAddr(sa)
 	}
-	resp, hs, deflate := t.upgrade(ec.request.b, remote, deadline)
-	ec.request = requestBuf{}
+	resp, hs, deflate := t.upgrade(state.request.b, remote, deadline)
+	state.request = requestBuf{}
 	if hs == nil {
 		ec.answerAndClose(resp)
 		// Nobody reads ec since its request completed: discard from here.
@@ -465,6 +480,7 @@ func (l *eventLoop) upgrade(ec *epConn) {
 		return
 	}
 	ec.phase.Store(phaseOpen)
+	ec.hs.Store(nil) // an open connection does not carry its handshake
 	// Bytes may have arrived while we upgraded, and with edge triggering
 	// no new event announces them: read now.
 	ec.rstate.Store(readQueued)
@@ -487,7 +503,7 @@ func (ec *epConn) answerAndClose(b []byte) {
 	unix.Write(ec.fd, b)
 	unix.Shutdown(ec.fd, unix.SHUT_WR)
 	ec.release()
-	ec.lingerAt.Store(time.Now().UnixNano())
+	ec.hs.Load().lingerAt.Store(time.Now().UnixNano())
 	ec.phase.Store(phaseLinger)
 }
 
@@ -670,8 +686,8 @@ func (ec *epConn) closeFD() {
 	}
 	ec.fdClosed = true
 	l := ec.loop
-	if ec.phase.Load() == phaseRequest {
-		l.t.pending.remove(&ec.pend)
+	if hs := ec.hs.Load(); hs != nil && ec.phase.Load() == phaseRequest {
+		l.t.pending.remove(&hs.pend)
 	}
 	l.mu.Lock()
 	if l.conns[int32(ec.fd)] == ec {
@@ -713,13 +729,15 @@ func (l *eventLoop) sweep() {
 		for _, ec := range all {
 			switch ec.phase.Load() {
 			case phaseRequest:
-				if now.Sub(ec.reqStarted) > cfg.HandshakeTimeout && t.pending.remove(&ec.pend) {
+				// hs is nil once the websocket is open, which may have
+				// happened since the phase was read.
+				if hs := ec.hs.Load(); hs != nil && now.Sub(hs.started) > cfg.HandshakeTimeout && t.pending.remove(&hs.pend) {
 					t.limit(LimitHandshakeTime)
 					t.handshakeEnded(OutcomeBadRequest)
 					ec.answerAndClose(responseRequestTimeout)
 				}
 			case phaseLinger:
-				if now.Sub(time.Unix(0, ec.lingerAt.Load())) > lingerTime {
+				if hs := ec.hs.Load(); hs != nil && now.Sub(time.Unix(0, hs.lingerAt.Load())) > lingerTime {
 					ec.closeFD()
 				}
 			case phaseOpen:

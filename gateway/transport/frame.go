@@ -51,12 +51,12 @@ type frameSink interface {
 // single goroutine that reads the connection at a time.
 type frameReader struct {
 	maxMessage int
-	deflate    bool      // permessage-deflate was negotiated (RFC 7692)
-	compressed bool      // the unfinished message has RSV1: inflate it when complete
 	pending    []byte    // an incomplete frame, nil when none
 	msg        []byte    // fragments of an unfinished message, nil when none
+	deflate    bool      // permessage-deflate was negotiated (RFC 7692)
+	compressed bool      // the unfinished message has RSV1: inflate it when complete
+	inMessage  bool      // a fragmented message is under way
 	msgOp      ws.OpCode // opcode of the unfinished message
-	inMessage  bool
 }
 
 // feed decodes every complete frame in pending+data, calling sink for each

@@ -144,12 +144,23 @@ func (t *Transport) serveGoroutines(ln net.Listener) error {
 }
 
 // serveConn runs one connection in goroutine mode, listed as pending by
-// the accept loop: its request, its upgrade, then its reads.
+// the accept loop: its request and upgrade, then its reads. They are two
+// calls so that the idle connection's goroutine holds only the read loop's
+// small frame: the handshake's deep stack (the session decode) is gone, and
+// the runtime can shrink the stack back.
 func (t *Transport) serveConn(g *goConn) {
 	defer t.wg.Done()
+	buf := make([]byte, 4096) // the request's, then the connection's read buffer
+	if c := t.handshake(g, buf); c != nil {
+		t.readLoop(g.nc, c, buf)
+	}
+}
+
+// handshake collects g's request and upgrades it; it returns the live
+// connection, or nil when the socket was answered and closed.
+func (t *Transport) handshake(g *goConn, buf []byte) *Conn {
 	nc, deadline := g.nc, g.deadline
 	var req requestBuf
-	buf := make([]byte, 4096) // the request's, then the connection's read buffer
 	for {
 		n, err := nc.Read(buf)
 		if n > 0 {
@@ -157,12 +168,12 @@ func (t *Transport) serveConn(g *goConn) {
 			if tooLarge {
 				if !t.pending.remove(&g.pend) {
 					t.lingerClose(nc, responseOverloaded, buf) // evicted as it overflowed
-					return
+					return nil
 				}
 				t.limit(LimitHeaderBytes)
 				t.handshakeEnded(OutcomeBadRequest)
 				t.lingerClose(nc, responseHeaderTooLarge, buf)
-				return
+				return nil
 			}
 			if complete {
 				break
@@ -172,33 +183,33 @@ func (t *Transport) serveConn(g *goConn) {
 			if !t.pending.remove(&g.pend) {
 				// Evicted (counted by whoever evicted it).
 				t.lingerClose(nc, responseOverloaded, buf)
-				return
+				return nil
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				t.limit(LimitHandshakeTime)
 				t.handshakeEnded(OutcomeBadRequest)
 				t.lingerClose(nc, responseRequestTimeout, buf)
-				return
+				return nil
 			}
 			t.handshakeEnded(OutcomeBadRequest) // gave up before its request was complete
 			nc.Close()
-			return
+			return nil
 		}
 	}
 	if !t.pending.remove(&g.pend) {
 		t.lingerClose(nc, responseOverloaded, buf) // evicted as the request completed
-		return
+		return nil
 	}
 	if !t.acquireHandshake() {
 		t.lingerClose(nc, responseOverloaded, buf)
-		return
+		return nil
 	}
 	resp, hs, deflate := t.upgrade(req.b, nc.RemoteAddr(), deadline)
 	if hs == nil {
 		t.releaseHandshake()
 		t.lingerClose(nc, resp, buf)
-		return
+		return nil
 	}
 	nc.SetReadDeadline(time.Time{})
 	c := newConn(t, g, deflate)
@@ -207,8 +218,13 @@ func (t *Transport) serveConn(g *goConn) {
 	t.releaseHandshake()
 	t.handshakeEnded(hs.Outcome())
 	if !opened {
-		return
+		return nil
 	}
+	return c
+}
+
+// readLoop reads c until it ends.
+func (t *Transport) readLoop(nc net.Conn, c *Conn, buf []byte) {
 	for {
 		nc.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
 		n, err := nc.Read(buf)
