@@ -403,6 +403,7 @@ func TestReidentifyDuringHandle(t *testing.T) {
 				t.Errorf("calls %q, want %q", got, want)
 			}
 			s.Close()
+			f.settle(t) // Close's callbacks run off the caller
 			if got := g.takeCalls(); len(got) != 0 {
 				t.Errorf("Close repeated callbacks: %q", got)
 			}
@@ -471,6 +472,7 @@ func TestReidentifyDuringSubscribe(t *testing.T) {
 					t.Error("dropped subscription still in the broker")
 				}
 				s.Close()
+				f.settle(t) // Close's callbacks run off the caller
 				if got := g.takeCalls(); len(got) != 0 {
 					t.Errorf("Close repeated callbacks: %q", got)
 				}

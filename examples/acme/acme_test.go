@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wsgate/wsgate/wamp"
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -171,11 +172,25 @@ func TestTopic(t *testing.T) {
 	pa.take()
 	pb.take()
 	b.Close()
+	settle(t, n) // the leave runs off the caller of Close
 	expect(t, pa.take(), `[8,"acme/channel/lobby",{"msg":"conn-b has left acme/channel/lobby"}]`)
 
 	// Rooms are separate topics.
 	send(t, a, `[7,"acme/channel/other","x"]`)
 	expect(t, pa.take())
+}
+
+// settle waits until the node has no offloaded work left, such as the
+// unsubscribes a Close leaves.
+func settle(t *testing.T, n *wamp.Node) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n.OffloadedCalls() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("offloaded work still running after 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func TestRegisterTwiceFails(t *testing.T) {
