@@ -257,7 +257,7 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 func (s *Server) kickLocal(user string) int {
 	n := 0
 	for _, c := range s.snapshotClients() {
-		if c.identity().user == user {
+		if id := c.identity(); !id.Anonymous && id.UserIdentifier == user {
 			c.conn.Close(closeKicked, "disconnected by the application", "app_disconnect")
 			n++
 		}

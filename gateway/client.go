@@ -10,6 +10,7 @@ import (
 	"github.com/wsgate/wsgate/gateway/transport"
 	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/wamp"
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // Close codes of the gateway's own (private range 4000-4999), beside the
@@ -36,15 +37,15 @@ type client struct {
 	sessionID   string    // the PHP session id of its cookie, "" without one
 	connectedAt time.Time // the connect event's, so both events of a pair agree
 
-	mu      sync.Mutex // guards userKey and ident
-	userKey string     // counted in Server.userConns under this key; "" when not
-	ident   identity   // who the connection is now; changes on revalidation
+	mu      sync.Mutex       // guards userKey and ident
+	userKey string           // counted in Server.userConns under this key; "" when not
+	ident   handler.Identity // who the connection is now (anonymous: unnamed); changes on revalidation
 }
 
 var _ transport.Handler = (*client)(nil)
 
 // identity returns who the client is now.
-func (c *client) identity() identity {
+func (c *client) identity() handler.Identity {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ident
@@ -107,8 +108,7 @@ func (c *client) Closed(reason string) {
 		// (Shutdown flushes the queue).
 		sess := c.sess
 		s.events.Disconnected(upstream.ConnEvent{
-			ConnID: c.id, SessionID: sess.ID(), Firewall: sess.Firewall(), UserIdentifier: sess.UserIdentifier(),
-			Anonymous: sess.Anonymous(), Roles: sess.Roles(), Protocol: sess.Protocol().Subprotocol(),
+			ConnID: c.id, SessionID: sess.ID(), Identity: sess.Identity(), Protocol: sess.Protocol().Subprotocol(),
 			ConnectedAt: c.connectedAt, Extra: sess.Extra(), Reason: reason,
 		})
 	}

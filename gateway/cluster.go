@@ -115,7 +115,14 @@ type remoteClient struct{ e storage.ClientEntry }
 
 var _ handler.Client = remoteClient{}
 
-func (r remoteClient) ConnID() string         { return r.e.ConnID }
+func (r remoteClient) ConnID() string { return r.e.ConnID }
+
+// Identity implements handler.Client; its roles are a copy, as Roles'.
+func (r remoteClient) Identity() handler.Identity {
+	id := r.e.Identity
+	id.Roles = slices.Clone(id.Roles)
+	return id
+}
 func (r remoteClient) SessionID() string      { return r.e.WAMPSessionID }
 func (r remoteClient) UserIdentifier() string { return r.e.UserIdentifier }
 func (r remoteClient) Anonymous() bool        { return r.e.Anonymous }

@@ -3,37 +3,16 @@ package gateway
 import (
 	"context"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // revalidateBatch bounds one store call: one MGET or one WHERE IN of this
 // many ids, so that no single lookup grows with the connection count.
 const revalidateBatch = 500
-
-// identity is who a connection was admitted as; it changes on revalidation.
-type identity struct {
-	firewall string
-	user     string // "" for anonymous
-	roles    []string
-}
-
-func identityOf(res *Resolution) identity {
-	id := res.Identity()
-	if id == nil {
-		return identity{}
-	}
-	// Copies: the decoder's strings share one allocation with the whole
-	// Result, which a long-lived connection must not keep alive.
-	roles := make([]string, len(id.Token.Roles))
-	for i, r := range id.Token.Roles {
-		roles[i] = strings.Clone(r)
-	}
-	return identity{firewall: strings.Clone(id.Firewall), user: strings.Clone(id.Token.UserIdentifier), roles: roles}
-}
 
 // revalidate re-reads every connection's session every
 // session.revalidate_interval. The connections are split into batches
@@ -110,21 +89,21 @@ func (s *Server) revalidateBatch(conns []*client) {
 	}
 	for _, c := range conns {
 		res := found[c.sessionID]
-		now := identityOf(&res)
+		now := res.Identity()
 		was := c.identity()
 		switch {
-		case now.user == was.user && now.firewall == was.firewall && slices.Equal(now.roles, was.roles):
+		case now.Equal(was):
 			s.metrics.Revalidations.WithLabelValues("valid").Inc()
-		case now.user != "" && now.user == was.user && now.firewall == was.firewall:
+		case !now.Anonymous && now.UserIdentifier == was.UserIdentifier && now.Firewall == was.Firewall:
 			// Same user, other roles (the app changed them): follow.
 			s.reidentify(c, now)
 			s.metrics.Revalidations.WithLabelValues("roles_changed").Inc()
-		case was.user == "":
+		case was.Anonymous:
 			// Admitted anonymous with a cookie and has since logged in:
 			// an upgrade needs a new handshake (the client reconnects).
 			s.metrics.Revalidations.WithLabelValues("valid").Inc()
 		case s.cfg.Session.OnInvalid == "downgrade":
-			s.reidentify(c, identity{})
+			s.reidentify(c, anonymous)
 			s.metrics.Revalidations.WithLabelValues("downgraded").Inc()
 			s.log.Debug("session ended, client downgraded to anonymous", "conn", c.id, "status", res.Status)
 		default:
@@ -138,12 +117,12 @@ func (s *Server) revalidateBatch(conns []*client) {
 // reidentify gives a live connection a new identity: its WAMP session
 // (subscriptions its routes no longer allow are dropped), its client storage
 // entry and its per-user count follow.
-func (s *Server) reidentify(c *client, id identity) {
+func (s *Server) reidentify(c *client, id handler.Identity) {
 	c.mu.Lock()
 	c.ident = id
 	oldKey := c.userKey
 	c.userKey = ""
-	if id.user != "" && s.cfg.Limits.MaxConnectionsPerUser > 0 {
+	if !id.Anonymous && s.cfg.Limits.MaxConnectionsPerUser > 0 {
 		c.userKey = userKey(id)
 	}
 	newKey := c.userKey
@@ -156,14 +135,10 @@ func (s *Server) reidentify(c *client, id identity) {
 			s.mu.Unlock()
 		}
 	}
-	info := wamp.ClientInfo{ConnID: c.id, Firewall: id.firewall, UserIdentifier: id.user, Roles: id.roles, Anonymous: id.user == ""}
-	c.sess.Reidentify(info)
+	c.sess.Reidentify(wamp.ClientInfo{ConnID: c.id, Identity: id})
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.baseCtx), s.cfg.Session.LookupTimeout)
 	defer cancel()
-	entry := storage.ClientEntry{
-		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
-		Firewall: id.firewall, Roles: id.roles, Anonymous: id.user == "", ConnectedAt: c.connectedAt,
-	}
+	entry := s.clientEntry(c)
 	if err := s.clients.Remove(ctx, c.id); err != nil {
 		s.log.Warn("client storage remove failed", "conn", c.id, "err", err)
 	}

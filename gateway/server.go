@@ -403,7 +403,7 @@ type handshake struct {
 	outcome     string
 	headers     map[string]string // kept for upstream forwarding
 	userKey     string            // reserved in Server.userConns by admit
-	ident       identity          // who admit found
+	ident       handler.Identity  // who admit found
 	connID      string            // the connection id, fixed by admit
 	remote      string            // the peer's address, kept only for the connect event
 	connectedAt time.Time         // when the connect event was sent
@@ -531,17 +531,16 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 			res = Resolution{Status: StatusAnonymous, Reason: "session store unavailable"}
 		}
 	}
-	id := res.Identity()
-	if id == nil {
+	ident := res.Identity()
+	if ident.Anonymous {
 		if !s.cfg.AllowAnonymous {
 			h.outcome = metrics.OutcomeRefusedAnon
 			return reject(403, "authentication required")
 		}
 		h.outcome = metrics.OutcomeAnonymous
-		h.info = wamp.ClientInfo{Anonymous: true}
+		h.info = wamp.ClientInfo{Identity: ident}
 		return s.askApp(ctx, h)
 	}
-	ident := identityOf(&res)
 	if s.cfg.Limits.MaxConnectionsPerUser > 0 { // counting costs memory per connection: only when limited
 		key := userKey(ident)
 		if !s.reserveUser(key) {
@@ -553,7 +552,7 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 	}
 	h.ident = ident
 	h.outcome = metrics.OutcomeAuthenticated
-	h.info = wamp.ClientInfo{Firewall: ident.firewall, UserIdentifier: ident.user, Roles: ident.roles}
+	h.info = wamp.ClientInfo{Identity: ident}
 	if err := s.askApp(ctx, h); err != nil {
 		s.releaseUser(h.userKey)
 		h.userKey = ""
@@ -578,8 +577,7 @@ func (s *Server) askApp(ctx context.Context, h *handshake) error {
 		headers = upstream.HeaderMap(h.headers)
 	}
 	d, err := s.events.Connected(ctx, upstream.ConnEvent{
-		ConnID: h.connID, Firewall: h.info.Firewall, UserIdentifier: h.info.UserIdentifier,
-		Anonymous: h.info.Anonymous, Roles: h.info.Roles, Protocol: h.proto.Subprotocol(),
+		ConnID: h.connID, Identity: h.info.Identity, Protocol: h.proto.Subprotocol(),
 		ConnectedAt: h.connectedAt, RemoteAddr: h.remote,
 	}, headers)
 	if err != nil {
@@ -612,8 +610,7 @@ func (s *Server) abandon(h *handshake, reason string) {
 	}
 	h.announced = false
 	s.events.Disconnected(upstream.ConnEvent{
-		ConnID: h.connID, Firewall: h.info.Firewall, UserIdentifier: h.info.UserIdentifier,
-		Anonymous: h.info.Anonymous, Roles: h.info.Roles, Protocol: h.proto.Subprotocol(),
+		ConnID: h.connID, Identity: h.info.Identity, Protocol: h.proto.Subprotocol(),
 		ConnectedAt: h.connectedAt, Extra: h.info.Extra, Reason: reason,
 	})
 }
@@ -648,20 +645,24 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 	}
 	s.metrics.Connections.Inc()
 	c.sess = s.node.OpenProtocol(conn, h.info, h.proto)
-	entry := storage.ClientEntry{
-		ConnID: c.id, WAMPSessionID: c.sess.ID(), UserIdentifier: c.sess.UserIdentifier(),
-		Firewall: h.info.Firewall, Roles: h.info.Roles, Anonymous: h.info.Anonymous, ConnectedAt: c.connectedAt,
-		Extra: h.info.Extra,
-	}
-	if err := s.clients.Add(s.baseCtx, entry); err != nil {
+	if err := s.clients.Add(s.baseCtx, s.clientEntry(c)); err != nil {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
 	}
-	s.log.Debug("client connected", "conn", c.id, "anonymous", h.info.Anonymous, "firewall", h.info.Firewall)
+	s.log.Debug("client connected", "conn", c.id, "anonymous", h.info.Identity.Anonymous, "firewall", h.info.Identity.Firewall)
 	return c
 }
 
+// clientEntry is c's client storage entry: its identity as its WAMP
+// session has it (an anonymous client named).
+func (s *Server) clientEntry(c *client) storage.ClientEntry {
+	return storage.ClientEntry{
+		ConnID: c.id, WAMPSessionID: c.sess.ID(), Identity: c.sess.Identity(),
+		ConnectedAt: c.connectedAt, Extra: c.sess.Extra(),
+	}
+}
+
 // userKey is the Server.userConns key of an authenticated identity.
-func userKey(id identity) string { return id.firewall + "\x00" + id.user }
+func userKey(id handler.Identity) string { return id.Firewall + "\x00" + id.UserIdentifier }
 
 // reserveUser counts one more connection for key, or returns false when
 // the user is at limits.max_connections_per_user.

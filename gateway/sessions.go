@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate/phpsession"
 	"github.com/wsgate/wsgate/storage"
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // Session statuses, the "status" of `wsgate session inspect` output and of
@@ -37,15 +39,43 @@ type Resolution struct {
 	Meta *phpsession.Meta `json:"meta,omitempty"`
 }
 
-// Identity is the first authenticated firewall's token, or nil when the
-// session is anonymous.
-func (r *Resolution) Identity() *phpsession.FirewallResult {
+// Authenticated is the first authenticated firewall's result, or nil when
+// the session is anonymous.
+func (r *Resolution) Authenticated() *phpsession.FirewallResult {
 	for i := range r.Firewalls {
 		if r.Firewalls[i].Authenticated && r.Firewalls[i].Token != nil {
 			return &r.Firewalls[i]
 		}
 	}
 	return nil
+}
+
+// anonymous is the identity of a client without an authenticated user.
+var anonymous = handler.Identity{Anonymous: true}
+
+// Identity is who the session says the client is: the first authenticated
+// firewall's token, or anonymous. It is made here, once, and carried as
+// is by the connection, its WAMP session, the client storage and the
+// connection events. Its strings are copies: the decoder's share one
+// allocation with the whole Result, which a long-lived connection must not
+// keep alive.
+func (r *Resolution) Identity() handler.Identity {
+	fw := r.Authenticated()
+	if fw == nil {
+		return anonymous
+	}
+	t := fw.Token
+	roles := make([]string, len(t.Roles))
+	for i, role := range t.Roles {
+		roles[i] = strings.Clone(role)
+	}
+	return handler.Identity{
+		UserIdentifier: strings.Clone(t.UserIdentifier),
+		Roles:          roles,
+		Firewall:       strings.Clone(fw.Firewall),
+		TokenClass:     strings.Clone(t.Class),
+		Impersonator:   strings.Clone(t.Impersonator),
+	}
 }
 
 // SessionResolver reads a PHP session from its store and decodes the
@@ -128,50 +158,73 @@ func (r *SessionResolver) Resolve(ctx context.Context, id string) (Resolution, e
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	data, err := r.store.Read(ctx, id)
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		return Resolution{Status: StatusNotFound}, nil
-	case errors.Is(err, storage.ErrExpired):
-		return Resolution{Status: StatusExpired}, nil
-	case errors.Is(err, storage.ErrInvalidID):
-		return Resolution{Status: StatusInvalidID}, nil
-	case errors.Is(err, storage.ErrTooLarge):
-		// Over the decoder's input limit: it identifies nobody, and the
-		// store is fine, so this is no reason for a 503.
-		return Resolution{Status: StatusAnonymous, Reason: "session data too large"}, nil
-	case err != nil:
+	if err != nil && !sessionOutcome(err) {
 		return Resolution{}, fmt.Errorf("read session: %w", err)
 	}
-	return r.decode(data), nil
+	return r.resolution(data, err), nil
 }
 
 // ResolveMany reads and decodes a batch of sessions with one store call
 // (one MGET, one WHERE id IN (...)). A store failure fails the whole batch;
-// per session, the Resolution says what was found.
+// per session, the Resolution says what was found, as Resolve would.
 func (r *SessionResolver) ResolveMany(ctx context.Context, ids []string) (map[string]Resolution, error) {
+	out := make(map[string]Resolution, len(ids))
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if storage.ValidSessionID(id) {
+			valid = append(valid, id)
+		} else {
+			out[id] = Resolution{Status: StatusInvalidID}
+		}
+	}
+	if len(valid) == 0 {
+		return out, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	found, err := r.store.ReadMany(ctx, ids)
+	found, err := r.store.ReadMany(ctx, valid)
 	if err != nil {
 		return nil, fmt.Errorf("read sessions: %w", err)
 	}
-	out := make(map[string]Resolution, len(ids))
-	for _, id := range ids {
+	for _, id := range valid {
 		rr, ok := found[id]
-		switch {
-		case !ok, errors.Is(rr.Err, storage.ErrNotFound):
-			out[id] = Resolution{Status: StatusNotFound}
-		case errors.Is(rr.Err, storage.ErrExpired):
-			out[id] = Resolution{Status: StatusExpired}
-		case errors.Is(rr.Err, storage.ErrInvalidID):
-			out[id] = Resolution{Status: StatusInvalidID}
-		case rr.Err != nil:
-			out[id] = Resolution{Status: StatusAnonymous, Reason: rr.Err.Error()}
-		default:
-			out[id] = r.decode(rr.Data)
+		if !ok {
+			rr.Err = storage.ErrNotFound
 		}
+		out[id] = r.resolution(rr.Data, rr.Err)
 	}
 	return out, nil
+}
+
+// sessionOutcome reports whether a read error says something about the
+// session (it does not exist, expired, cannot be a session id, is too
+// large) rather than about the store.
+func sessionOutcome(err error) bool {
+	return errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrExpired) ||
+		errors.Is(err, storage.ErrInvalidID) || errors.Is(err, storage.ErrTooLarge)
+}
+
+// resolution is the one decision Resolve and ResolveMany make of a
+// session's read: its data, or the error the store gave for it.
+func (r *SessionResolver) resolution(data []byte, err error) Resolution {
+	switch {
+	case err == nil:
+		return r.decode(data)
+	case errors.Is(err, storage.ErrNotFound):
+		return Resolution{Status: StatusNotFound}
+	case errors.Is(err, storage.ErrExpired):
+		return Resolution{Status: StatusExpired}
+	case errors.Is(err, storage.ErrInvalidID):
+		return Resolution{Status: StatusInvalidID}
+	case errors.Is(err, storage.ErrTooLarge):
+		// Over the decoder's input limit: it identifies nobody, and the
+		// store is fine, so this is no reason for a 503.
+		return Resolution{Status: StatusAnonymous, Reason: "session data too large"}
+	default:
+		// A batch reports a session it could not read among others it
+		// could; that one identifies nobody this time.
+		return Resolution{Status: StatusAnonymous, Reason: err.Error()}
+	}
 }
 
 func (r *SessionResolver) decode(data []byte) Resolution {
@@ -182,7 +235,7 @@ func (r *SessionResolver) decode(data []byte) Resolution {
 		return Resolution{Status: StatusAnonymous, Reason: err.Error()}
 	}
 	out := Resolution{Status: StatusAnonymous, Firewalls: res.Firewalls, Format: res.Format, Meta: res.Meta}
-	if out.Identity() != nil {
+	if out.Authenticated() != nil {
 		out.Status = StatusAuthenticated
 	}
 	return out

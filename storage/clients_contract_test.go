@@ -11,16 +11,17 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/test/testenv"
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // testClientStorageContract is what every ClientStorage must do.
 func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) ClientStorage) {
 	ctx := context.Background()
 	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
-	alice1 := ClientEntry{ConnID: "c1", WAMPSessionID: "w1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}, ConnectedAt: t0, Extra: json.RawMessage(`{"plan":"gold"}`)}
-	alice2 := ClientEntry{ConnID: "c2", WAMPSessionID: "w2", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER", "ROLE_EDITOR"}, ConnectedAt: t0.Add(time.Second)}
-	bob := ClientEntry{ConnID: "c3", WAMPSessionID: "w3", UserIdentifier: "bob", Firewall: "admin", Roles: []string{"ROLE_ADMIN"}, ConnectedAt: t0.Add(2 * time.Second)}
-	anon := ClientEntry{ConnID: "c4", WAMPSessionID: "w4", UserIdentifier: "anon-4", Anonymous: true, Roles: []string{"ROLE_USER"}, ConnectedAt: t0.Add(3 * time.Second)}
+	alice1 := ClientEntry{ConnID: "c1", WAMPSessionID: "w1", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}}, ConnectedAt: t0, Extra: json.RawMessage(`{"plan":"gold"}`)}
+	alice2 := ClientEntry{ConnID: "c2", WAMPSessionID: "w2", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER", "ROLE_EDITOR"}}, ConnectedAt: t0.Add(time.Second)}
+	bob := ClientEntry{ConnID: "c3", WAMPSessionID: "w3", Identity: handler.Identity{UserIdentifier: "bob", Firewall: "admin", Roles: []string{"ROLE_ADMIN"}}, ConnectedAt: t0.Add(2 * time.Second)}
+	anon := ClientEntry{ConnID: "c4", WAMPSessionID: "w4", Identity: handler.Identity{UserIdentifier: "anon-4", Anonymous: true, Roles: []string{"ROLE_USER"}}, ConnectedAt: t0.Add(3 * time.Second)}
 
 	s := newStorage(t)
 	for _, e := range []ClientEntry{bob, alice2, anon, alice1} {
@@ -79,7 +80,7 @@ func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) Clien
 	})
 	t.Run("replace and remove", func(t *testing.T) {
 		// c1 becomes bob's: alice keeps c2 only.
-		if err := s.Add(ctx, ClientEntry{ConnID: "c1", UserIdentifier: "bob", Roles: []string{"ROLE_USER"}, ConnectedAt: t0}); err != nil {
+		if err := s.Add(ctx, ClientEntry{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "bob", Roles: []string{"ROLE_USER"}}, ConnectedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.FindAllByUsername(ctx, "alice")
@@ -128,7 +129,7 @@ func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) Clien
 		}
 	})
 	t.Run("errors", func(t *testing.T) {
-		if err := s.Add(ctx, ClientEntry{UserIdentifier: "x"}); !errors.Is(err, ErrInvalidClient) {
+		if err := s.Add(ctx, ClientEntry{Identity: handler.Identity{UserIdentifier: "x"}}); !errors.Is(err, ErrInvalidClient) {
 			t.Errorf("Add without ConnID = %v", err)
 		}
 		cctx, cancel := context.WithCancel(ctx)
@@ -218,7 +219,7 @@ func TestRedisClientStorageReplicas(t *testing.T) {
 	now := time.Now()
 	for i, s := range []*RedisClientStorage{a, b, c} {
 		// The same ConnID on every replica.
-		if err := s.Add(ctx, ClientEntry{ConnID: "1", UserIdentifier: "erin", Roles: []string{"ROLE_USER"}, ConnectedAt: now.Add(time.Duration(i) * time.Millisecond)}); err != nil {
+		if err := s.Add(ctx, ClientEntry{ConnID: "1", Identity: handler.Identity{UserIdentifier: "erin", Roles: []string{"ROLE_USER"}}, ConnectedAt: now.Add(time.Duration(i) * time.Millisecond)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -271,11 +272,11 @@ func TestRedisClientStorageHealsAfterRestart(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	if err := s.Add(ctx, ClientEntry{ConnID: "1", UserIdentifier: "frank"}); err != nil {
+	if err := s.Add(ctx, ClientEntry{ConnID: "1", Identity: handler.Identity{UserIdentifier: "frank"}}); err != nil {
 		t.Fatal(err)
 	}
 	srv.Kill()
-	if err := s.Add(ctx, ClientEntry{ConnID: "2", UserIdentifier: "frank"}); !errors.Is(err, ErrUnavailable) {
+	if err := s.Add(ctx, ClientEntry{ConnID: "2", Identity: handler.Identity{UserIdentifier: "frank"}}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Add while down = %v", err)
 	}
 	if _, err := s.FindAllByUsername(ctx, "frank"); !errors.Is(err, ErrUnavailable) {
@@ -298,7 +299,7 @@ func TestRedisClientStorageMany(t *testing.T) {
 	s := newTestRedisClients(t, addr, prefix, "n", time.Minute)
 	ctx := context.Background()
 	for i := 0; i < 600; i++ {
-		if err := s.Add(ctx, ClientEntry{ConnID: fmt.Sprint(i), UserIdentifier: fmt.Sprintf("u%d", i%7), Anonymous: i%10 == 0}); err != nil {
+		if err := s.Add(ctx, ClientEntry{ConnID: fmt.Sprint(i), Identity: handler.Identity{UserIdentifier: fmt.Sprintf("u%d", i%7), Anonymous: i%10 == 0}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/wsgate/wsgate/wamp/handler"
 	"slices"
 	"sync"
 	"time"
@@ -18,15 +19,10 @@ type ClientEntry struct {
 	ConnID string
 	// WAMPSessionID is the WAMP session id announced to the client.
 	WAMPSessionID string
-	// UserIdentifier is the Symfony user identifier (username) of an
-	// authenticated client.
-	UserIdentifier string
-	// Firewall is the Symfony firewall the client authenticated against.
-	Firewall string
-	// Roles are the user's roles at handshake time.
-	Roles []string
-	// Anonymous is true for clients without an authenticated user.
-	Anonymous bool
+	// Identity is who the client is, as its WAMP session has it (an
+	// anonymous client is named "anon-<WAMPSessionID>"); embedded, so
+	// e.UserIdentifier, e.Roles, ... read it.
+	handler.Identity
 	// ConnectedAt is when the connection was accepted.
 	ConnectedAt time.Time
 	// Node is the gateway replica holding the connection, set by storages

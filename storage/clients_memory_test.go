@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wsgate/wsgate/wamp/handler"
 	"slices"
 	"sync"
 	"testing"
@@ -21,13 +22,13 @@ func connIDs(es []ClientEntry) []string {
 func TestMemoryClientStorage(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
-	alice1 := ClientEntry{ConnID: "c1", WAMPSessionID: "w1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}, ConnectedAt: t0}
-	alice2 := ClientEntry{ConnID: "c2", WAMPSessionID: "w2", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}, ConnectedAt: t0.Add(time.Second)}
-	bob := ClientEntry{ConnID: "c3", WAMPSessionID: "w3", UserIdentifier: "bob", Firewall: "main", Roles: []string{"ROLE_ADMIN"}, ConnectedAt: t0.Add(2 * time.Second)}
-	anon := ClientEntry{ConnID: "c4", WAMPSessionID: "w4", Anonymous: true, ConnectedAt: t0.Add(3 * time.Second)}
+	alice1 := ClientEntry{ConnID: "c1", WAMPSessionID: "w1", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}}, ConnectedAt: t0}
+	alice2 := ClientEntry{ConnID: "c2", WAMPSessionID: "w2", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}}, ConnectedAt: t0.Add(time.Second)}
+	bob := ClientEntry{ConnID: "c3", WAMPSessionID: "w3", Identity: handler.Identity{UserIdentifier: "bob", Firewall: "main", Roles: []string{"ROLE_ADMIN"}}, ConnectedAt: t0.Add(2 * time.Second)}
+	anon := ClientEntry{ConnID: "c4", WAMPSessionID: "w4", Identity: handler.Identity{Anonymous: true}, ConnectedAt: t0.Add(3 * time.Second)}
 	// An anonymous client carrying a name (e.g. GosWebSocketBundle's
 	// "anon-<id>") must not be found by it either.
-	anonNamed := ClientEntry{ConnID: "c5", WAMPSessionID: "w5", UserIdentifier: "anon-5", Anonymous: true, ConnectedAt: t0.Add(4 * time.Second)}
+	anonNamed := ClientEntry{ConnID: "c5", WAMPSessionID: "w5", Identity: handler.Identity{UserIdentifier: "anon-5", Anonymous: true}, ConnectedAt: t0.Add(4 * time.Second)}
 
 	type op struct {
 		add    *ClientEntry
@@ -83,12 +84,12 @@ func TestMemoryClientStorage(t *testing.T) {
 		},
 		{
 			name:     "re-adding a ConnID replaces it and re-indexes",
-			ops:      []op{{add: &alice1}, {add: &ClientEntry{ConnID: "c1", UserIdentifier: "bob", ConnectedAt: t0}}},
+			ops:      []op{{add: &alice1}, {add: &ClientEntry{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "bob"}, ConnectedAt: t0}}},
 			findUser: "alice", wantFind: []string{}, wantAuth: []string{"c1"}, wantAll: []string{"c1"},
 		},
 		{
 			name:     "replaced by anonymous leaves the index",
-			ops:      []op{{add: &alice1}, {add: &ClientEntry{ConnID: "c1", UserIdentifier: "alice", Anonymous: true}}},
+			ops:      []op{{add: &alice1}, {add: &ClientEntry{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Anonymous: true}}}},
 			findUser: "alice", wantFind: []string{}, wantAuth: []string{}, wantAll: []string{"c1"},
 		},
 	}
@@ -151,7 +152,7 @@ func TestMemoryClientStorage(t *testing.T) {
 func TestMemoryClientStorageReturnsCopies(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemoryClientStorage()
-	in := ClientEntry{ConnID: "c1", UserIdentifier: "alice", Roles: []string{"ROLE_USER"}}
+	in := ClientEntry{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Roles: []string{"ROLE_USER"}}}
 	if err := m.Add(ctx, in); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func TestMemoryClientStorageReturnsCopies(t *testing.T) {
 func TestMemoryClientStorageErrors(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemoryClientStorage()
-	if err := m.Add(ctx, ClientEntry{UserIdentifier: "alice"}); !errors.Is(err, ErrInvalidClient) {
+	if err := m.Add(ctx, ClientEntry{Identity: handler.Identity{UserIdentifier: "alice"}}); !errors.Is(err, ErrInvalidClient) {
 		t.Errorf("Add without ConnID = %v; want ErrInvalidClient", err)
 	}
 	canceled, cancel := context.WithCancel(ctx)
@@ -209,7 +210,7 @@ func TestMemoryClientStorageConcurrent(t *testing.T) {
 			user := fmt.Sprintf("user%d", w%4)
 			for i := 0; i < perWorker; i++ {
 				id := fmt.Sprintf("w%d-c%d", w, i)
-				e := ClientEntry{ConnID: id, UserIdentifier: user, Roles: []string{"ROLE_USER"}, Anonymous: i%5 == 0, ConnectedAt: time.Now()}
+				e := ClientEntry{ConnID: id, Identity: handler.Identity{UserIdentifier: user, Roles: []string{"ROLE_USER"}, Anonymous: i%5 == 0}, ConnectedAt: time.Now()}
 				if err := m.Add(ctx, e); err != nil {
 					t.Error(err)
 					return

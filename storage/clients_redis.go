@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // Defaults for RedisClientStorageOptions.
@@ -370,7 +371,8 @@ func randomToken() (string, error) {
 // NodeID returns the replica id this storage writes into keys and entries.
 func (s *RedisClientStorage) NodeID() string { return s.node }
 
-// redisEntry is the JSON form of a ClientEntry in Redis.
+// redisEntry is the JSON form of a ClientEntry in Redis, which replicas of
+// different versions read: fields are only ever added.
 type redisEntry struct {
 	ConnID         string    `json:"conn_id"`
 	WAMPSessionID  string    `json:"wamp_session_id,omitempty"`
@@ -378,11 +380,31 @@ type redisEntry struct {
 	Firewall       string    `json:"firewall,omitempty"`
 	Roles          []string  `json:"roles,omitempty"`
 	Anonymous      bool      `json:"anonymous,omitempty"`
+	TokenClass     string    `json:"token_class,omitempty"`
+	Impersonator   string    `json:"impersonator,omitempty"`
 	ConnectedAt    time.Time `json:"connected_at"`
 	Node           string    `json:"node"`
 	// Extra must be valid JSON when set; the gateway only stores what
 	// it decoded from the app's reply.
 	Extra json.RawMessage `json:"extra,omitempty"`
+}
+
+func toRedisEntry(e ClientEntry) redisEntry {
+	return redisEntry{
+		ConnID: e.ConnID, WAMPSessionID: e.WAMPSessionID, ConnectedAt: e.ConnectedAt, Node: e.Node, Extra: e.Extra,
+		UserIdentifier: e.UserIdentifier, Firewall: e.Firewall, Roles: e.Roles, Anonymous: e.Anonymous,
+		TokenClass: e.TokenClass, Impersonator: e.Impersonator,
+	}
+}
+
+func (re redisEntry) entry() ClientEntry {
+	return ClientEntry{
+		ConnID: re.ConnID, WAMPSessionID: re.WAMPSessionID, ConnectedAt: re.ConnectedAt, Node: re.Node, Extra: re.Extra,
+		Identity: handler.Identity{
+			UserIdentifier: re.UserIdentifier, Firewall: re.Firewall, Roles: re.Roles, Anonymous: re.Anonymous,
+			TokenClass: re.TokenClass, Impersonator: re.Impersonator,
+		},
+	}
 }
 
 func (s *RedisClientStorage) member(connID string) string { return s.node + ":" + connID }
@@ -552,7 +574,7 @@ func (s *RedisClientStorage) Add(ctx context.Context, e ClientEntry) error {
 	}
 	e = e.clone()
 	e.Node = s.node
-	b, merr := json.Marshal(redisEntry(e))
+	b, merr := json.Marshal(toRedisEntry(e))
 	if merr != nil {
 		// Kept locally, it would fail every refresh.
 		return fmt.Errorf("add client: %w: %w", ErrInvalidClient, merr)
@@ -717,7 +739,7 @@ func (s *RedisClientStorage) lookup(ctx context.Context, what, key string) ([]Cl
 		if err := json.Unmarshal(b, &re); err != nil {
 			continue // not ours: ignore rather than fail every lookup
 		}
-		out = append(out, ClientEntry(re))
+		out = append(out, re.entry())
 	}
 	sortClients(out)
 	return out, nil

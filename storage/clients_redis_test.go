@@ -15,6 +15,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/wsgate/wsgate/test/testenv"
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // Tests of RedisClientStorage when Redis loses its data: lookups either
@@ -90,9 +91,9 @@ func seed(t *testing.T, s *RedisClientStorage, t0 time.Time) []string {
 	ctx := context.Background()
 	n := s.NodeID()
 	es := []ClientEntry{
-		{ConnID: "1", UserIdentifier: "erin", Roles: []string{"ROLE_USER"}, ConnectedAt: t0},
-		{ConnID: "2", UserIdentifier: "u-" + n, Roles: []string{"ROLE_USER"}, ConnectedAt: t0.Add(time.Second)},
-		{ConnID: "3", UserIdentifier: "anon-" + n, Anonymous: true, ConnectedAt: t0.Add(2 * time.Second)},
+		{ConnID: "1", Identity: handler.Identity{UserIdentifier: "erin", Roles: []string{"ROLE_USER"}}, ConnectedAt: t0},
+		{ConnID: "2", Identity: handler.Identity{UserIdentifier: "u-" + n, Roles: []string{"ROLE_USER"}}, ConnectedAt: t0.Add(time.Second)},
+		{ConnID: "3", Identity: handler.Identity{UserIdentifier: "anon-" + n, Anonymous: true}, ConnectedAt: t0.Add(2 * time.Second)},
 	}
 	var names []string
 	for _, e := range es {
@@ -344,7 +345,7 @@ func TestRedisClientStorageDeadReplicaAfterLoss(t *testing.T) {
 	// E talks to the new server (its first call may meet the dead
 	// connection), then closes without having re-registered.
 	waitChecks(t, a, 100, "E reconnected", func() bool {
-		return e.Add(ctx, ClientEntry{ConnID: "probe", UserIdentifier: "probe"}) == nil
+		return e.Add(ctx, ClientEntry{ConnID: "probe", Identity: handler.Identity{UserIdentifier: "probe"}}) == nil
 	})
 	if err := e.Close(); err != nil {
 		t.Fatalf("E's Close: %v", err)
@@ -523,9 +524,9 @@ func TestRedisClientStorageUndoStale(t *testing.T) {
 	ctx := context.Background()
 	s := newTestRedisClients(t, addr, prefix, "n", time.Minute)
 	for _, e := range []ClientEntry{
-		{ConnID: "gone", UserIdentifier: "gina"},
-		{ConnID: "moved", UserIdentifier: "mia"},
-		{ConnID: "kept", UserIdentifier: "kim"},
+		{ConnID: "gone", Identity: handler.Identity{UserIdentifier: "gina"}},
+		{ConnID: "moved", Identity: handler.Identity{UserIdentifier: "mia"}},
+		{ConnID: "kept", Identity: handler.Identity{UserIdentifier: "kim"}},
 	} {
 		if err := s.Add(ctx, e); err != nil {
 			t.Fatal(err)
@@ -538,7 +539,7 @@ func TestRedisClientStorageUndoStale(t *testing.T) {
 	if err := s.Remove(ctx, "gone"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Add(ctx, ClientEntry{ConnID: "moved", UserIdentifier: "max"}); err != nil {
+	if err := s.Add(ctx, ClientEntry{ConnID: "moved", Identity: handler.Identity{UserIdentifier: "max"}}); err != nil {
 		t.Fatal(err)
 	}
 	// The refresh's pipeline reaches Redis after those writes.

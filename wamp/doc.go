@@ -43,8 +43,8 @@
 //
 // When revalidation finds that the PHP session behind a live connection
 // changed (expired, logged out, another user) and the client is to be kept,
-// s.Reidentify(newInfo) gives it the new identity (ClientInfo{Anonymous:
-// true} to downgrade) and drops the subscriptions the new identity may no
+// s.Reidentify(newInfo) gives it the new identity (a ClientInfo whose
+// Identity is anonymous, to downgrade) and drops the subscriptions the new identity may no
 // longer have; it may be called from any goroutine.
 //
 // Handle must be called from one goroutine per session (the reader) and

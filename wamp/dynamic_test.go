@@ -34,7 +34,7 @@ func TestDynamicRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &fakePeer{}
-	s := n.Open(p, ClientInfo{ConnID: "c", Anonymous: true})
+	s := n.Open(p, ClientInfo{ConnID: "c", Identity: handler.Identity{Anonymous: true}})
 	p.take()
 	for _, tc := range []struct{ call, want string }{
 		{`[2,"1","dyn/listed"]`, `[3,"1",["listed"]]`},

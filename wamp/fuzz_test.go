@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/wsgate/wsgate/wamp/handler"
 	"sync"
 	"testing"
 	"time"
@@ -250,7 +251,7 @@ func FuzzSessionHandleV2(f *testing.F) {
 			})
 		})
 		p := &fakePeer{}
-		s := fx.node.OpenProtocol(p, ClientInfo{ConnID: "fuzz", UserIdentifier: "u"}, ProtocolV2JSON)
+		s := fx.node.OpenProtocol(p, ClientInfo{ConnID: "fuzz", Identity: handler.Identity{UserIdentifier: "u"}}, ProtocolV2JSON)
 		if err := s.Handle(context.Background(), []byte(`[1,"realm1",{}]`)); err != nil {
 			t.Fatal(err)
 		}

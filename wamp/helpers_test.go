@@ -207,7 +207,7 @@ func (f *fixture) settle(t testing.TB) {
 func (f *fixture) open(t testing.TB, connID string, info ...ClientInfo) (*Session, *fakePeer) {
 	t.Helper()
 	p := &fakePeer{}
-	ci := ClientInfo{ConnID: connID, UserIdentifier: "user-" + connID, Firewall: "main", Roles: []string{"ROLE_USER"}}
+	ci := ClientInfo{ConnID: connID, Identity: handler.Identity{UserIdentifier: "user-" + connID, Firewall: "main", Roles: []string{"ROLE_USER"}}}
 	if len(info) > 0 {
 		ci = info[0]
 	}

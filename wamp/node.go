@@ -33,21 +33,16 @@ type Peer interface {
 	Send(msg []byte) bool
 }
 
-// ClientInfo is the identity of a connection, taken by the gateway from the
-// PHP session at connect time.
+// ClientInfo is what the gateway knows of a connection when it opens its
+// session: who it is, from the PHP session, and what the handshake left.
 type ClientInfo struct {
 	// ConnID is the gateway connection id, unique across replicas.
 	ConnID string
-	// Firewall is the Symfony firewall name.
-	Firewall string
-	// UserIdentifier is the Symfony username. Leave it empty for anonymous
-	// clients: the node names them "anon-<WAMP session id>", as the bundle
-	// does, because only the node knows the session id.
-	UserIdentifier string
-	// Roles are the user's roles.
-	Roles []string
-	// Anonymous marks a client without an authenticated user.
-	Anonymous bool
+	// Identity is who the client is. Leave UserIdentifier empty for an
+	// anonymous client: the node names it "anon-<WAMP session id>", as the
+	// bundle does, because only the node knows the session id. An empty
+	// UserIdentifier makes the client anonymous.
+	Identity handler.Identity
 	// Headers are handshake request headers the gateway kept for handlers
 	// (e.g. Cookie, forwarded to an HTTP upstream), by canonical name.
 	// Nil when none are kept; never modified after Open.
@@ -417,7 +412,7 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 		s.proto = ProtocolV1
 		s.id = newSessionID()
 	}
-	id := newIdentity(info, s.id)
+	id := sessionIdentity(info, s.id)
 	s.ident.Store(id)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -428,7 +423,7 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	n.seq++
 	s.seq = n.seq
 	n.byConn[s.connID] = s
-	n.indexUser(id.user, s)
+	n.indexUser(id.UserIdentifier, s)
 	n.sessions[s.proto]++
 	n.mu.Unlock()
 
@@ -444,7 +439,7 @@ func (n *Node) forget(s *Session) {
 	if n.byConn[s.connID] == s {
 		delete(n.byConn, s.connID)
 	}
-	if n.unindexUser(s.ident.Load().user, s) {
+	if n.unindexUser(s.ident.Load().UserIdentifier, s) {
 		n.sessions[s.proto]--
 	}
 }
@@ -524,7 +519,7 @@ func (c *clientIndex) FindByRoles(roles []string) []handler.Client {
 	defer c.n.mu.RUnlock()
 	var out []handler.Client
 	for _, s := range c.n.byConn {
-		if id := s.ident.Load(); !id.anon && (accessRule{roles: roles}).allows(false, id.roles) && len(roles) > 0 {
+		if id := s.ident.Load(); !id.Anonymous && (accessRule{roles: roles}).allows(false, id.Roles) && len(roles) > 0 {
 			out = append(out, s)
 		}
 	}
@@ -536,7 +531,7 @@ func (c *clientIndex) GetAll(anonymous bool) []handler.Client {
 	defer c.n.mu.RUnlock()
 	out := make([]handler.Client, 0, len(c.n.byConn))
 	for _, s := range c.n.byConn {
-		if !anonymous && s.ident.Load().anon {
+		if !anonymous && s.ident.Load().Anonymous {
 			continue
 		}
 		out = append(out, s)

@@ -101,7 +101,7 @@ func TestOffloadedCallsV2BusyError(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	s, p := f.openV2(t, ClientInfo{ConnID: "b", UserIdentifier: "bob"})
+	s, p := f.openV2(t, ClientInfo{ConnID: "b", Identity: handler.Identity{UserIdentifier: "bob"}})
 	if err := s.Handle(ctx, []byte(`[48,1,{},"slow/wait",[1]]`)); err != nil {
 		t.Fatal(err)
 	}

@@ -43,12 +43,12 @@ import (
 // from any goroutine, concurrently with Handle, Close and broadcasts. After
 // Close it only changes what the identity accessors report and returns 0.
 func (s *Session) Reidentify(info ClientInfo) int {
-	id := newIdentity(info, s.id)
+	id := sessionIdentity(info, s.id)
 	n := s.node
 	s.mu.Lock()
 	n.mu.Lock()
-	if n.unindexUser(s.ident.Load().user, s) {
-		n.indexUser(id.user, s)
+	if n.unindexUser(s.ident.Load().UserIdentifier, s) {
+		n.indexUser(id.UserIdentifier, s)
 	}
 	s.ident.Store(id)
 	n.mu.Unlock()
@@ -59,7 +59,7 @@ func (s *Session) Reidentify(info ClientInfo) int {
 	}
 	uris := make([]string, 0, len(s.subs))
 	for uri, sub := range s.subs {
-		if !sub.access.allows(id.anon, id.roles) {
+		if !sub.access.allows(id.Anonymous, id.Roles) {
 			uris = append(uris, uri)
 		}
 	}
@@ -87,7 +87,7 @@ func (s *Session) Reidentify(info ClientInfo) int {
 		s.send("UNSUBSCRIBED", msg)
 	}
 	if len(uris) > 0 {
-		s.logAt(slog.LevelInfo, "wamp: subscriptions dropped after identity change", "dropped", len(uris), "anonymous", id.anon)
+		s.logAt(slog.LevelInfo, "wamp: subscriptions dropped after identity change", "dropped", len(uris), "anonymous", id.Anonymous)
 		s.runPending()
 	}
 	return len(uris)

@@ -65,9 +65,9 @@ func TestReidentify(t *testing.T) {
 	cases := []tc{
 		{
 			name:     "logout downgrades to anonymous",
-			before:   ClientInfo{ConnID: "c1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}},
+			before:   ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}}},
 			subs:     []string{"private/1", "chan/1"},
-			after:    ClientInfo{ConnID: "c1", Anonymous: true},
+			after:    ClientInfo{ConnID: "c1", Identity: handler.Identity{Anonymous: true}},
 			dropped:  []string{"private/1"},
 			user:     "anon-$SID",
 			anon:     true,
@@ -76,9 +76,9 @@ func TestReidentify(t *testing.T) {
 		},
 		{
 			name:    "expired session with roles drops role and member topics",
-			before:  ClientInfo{ConnID: "c1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_STAFF"}},
+			before:  ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_STAFF"}}},
 			subs:    []string{"staff/1", "private/1", "chan/1"},
-			after:   ClientInfo{ConnID: "c1", Firewall: "main"}, // no user: anonymous
+			after:   ClientInfo{ConnID: "c1", Identity: handler.Identity{Firewall: "main"}}, // no user: anonymous
 			dropped: []string{"private/1", "staff/1"},
 			user:    "anon-$SID",
 			anon:    true,
@@ -86,9 +86,9 @@ func TestReidentify(t *testing.T) {
 		},
 		{
 			name:     "role revoked drops role-restricted topics only",
-			before:   ClientInfo{ConnID: "c1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_ADMIN", "ROLE_USER"}},
+			before:   ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_ADMIN", "ROLE_USER"}}},
 			subs:     []string{"staff/1", "private/1", "chan/1"},
-			after:    ClientInfo{ConnID: "c1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}},
+			after:    ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_USER"}}},
 			dropped:  []string{"staff/1"},
 			user:     "alice",
 			roles:    []string{"ROLE_USER"},
@@ -98,18 +98,18 @@ func TestReidentify(t *testing.T) {
 		},
 		{
 			name:    "another user who passes every rule keeps everything",
-			before:  ClientInfo{ConnID: "c1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_ADMIN"}},
+			before:  ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_ADMIN"}}},
 			subs:    []string{"staff/1", "private/1"},
-			after:   ClientInfo{ConnID: "c1", UserIdentifier: "bob", Firewall: "admin", Roles: []string{"ROLE_STAFF"}},
+			after:   ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "bob", Firewall: "admin", Roles: []string{"ROLE_STAFF"}}},
 			dropped: nil,
 			user:    "bob",
 			roles:   []string{"ROLE_STAFF"},
 		},
 		{
 			name:     "anonymous client logs in",
-			before:   ClientInfo{ConnID: "c1", Anonymous: true},
+			before:   ClientInfo{ConnID: "c1", Identity: handler.Identity{Anonymous: true}},
 			subs:     []string{"chan/1"},
-			after:    ClientInfo{ConnID: "c1", UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_ADMIN"}},
+			after:    ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Firewall: "main", Roles: []string{"ROLE_ADMIN"}}},
 			dropped:  nil,
 			user:     "alice",
 			roles:    []string{"ROLE_ADMIN"},
@@ -154,7 +154,7 @@ func TestReidentify(t *testing.T) {
 				if s.UserIdentifier() != wantUser || s.Anonymous() != c.anon || !reflect.DeepEqual(s.Roles(), c.roles) {
 					t.Errorf("identity %q anon=%v roles=%q, want %q %v %q", s.UserIdentifier(), s.Anonymous(), s.Roles(), wantUser, c.anon, c.roles)
 				}
-				if want := c.after.Firewall; s.Firewall() != want {
+				if want := c.after.Identity.Firewall; s.Firewall() != want {
 					t.Errorf("firewall %q, want %q", s.Firewall(), want)
 				}
 				if s.ConnID() != "c1" {
@@ -357,7 +357,7 @@ func TestReidentifyDuringHandle(t *testing.T) {
 	for _, proto := range []Protocol{ProtocolV1, ProtocolV2JSON} {
 		t.Run(proto.String(), func(t *testing.T) {
 			f, g := gatedFixture(t)
-			info := ClientInfo{ConnID: "c1", UserIdentifier: "alice", Roles: []string{"ROLE_USER"}}
+			info := ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Roles: []string{"ROLE_USER"}}}
 			var s *Session
 			var p *fakePeer
 			if proto == ProtocolV2JSON {
@@ -376,7 +376,7 @@ func TestReidentifyDuringHandle(t *testing.T) {
 			go func() { done <- s.Handle(context.Background(), []byte(pub)) }()
 			waitEntered(t, g, "pub gpub/1")
 
-			if n := s.Reidentify(ClientInfo{ConnID: "c1", Anonymous: true}); n != 1 {
+			if n := s.Reidentify(ClientInfo{ConnID: "c1", Identity: handler.Identity{Anonymous: true}}); n != 1 {
 				t.Errorf("dropped %d, want 1", n)
 			}
 			if f.node.broker.count("gpriv/1") != 0 {
@@ -421,7 +421,7 @@ func TestReidentifyDuringSubscribe(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/failSub=%v", proto, fail), func(t *testing.T) {
 				f, g := gatedFixture(t)
 				g.failSub = fail
-				info := ClientInfo{ConnID: "c1", UserIdentifier: "alice"}
+				info := ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice"}}
 				var s *Session
 				var p *fakePeer
 				if proto == ProtocolV2JSON {
@@ -436,7 +436,7 @@ func TestReidentifyDuringSubscribe(t *testing.T) {
 				done := make(chan error, 1)
 				go func() { done <- s.Handle(context.Background(), []byte(sub)) }()
 				waitEntered(t, g, "sub gsub/1")
-				if n := s.Reidentify(ClientInfo{ConnID: "c1", Anonymous: true}); n != 1 {
+				if n := s.Reidentify(ClientInfo{ConnID: "c1", Identity: handler.Identity{Anonymous: true}}); n != 1 {
 					t.Errorf("dropped %d, want 1", n)
 				}
 				close(g.gate)
@@ -519,7 +519,7 @@ func TestReidentifyRace(t *testing.T) {
 		proto := []Protocol{ProtocolV1, ProtocolV2JSON}[i%2]
 		p := &fakePeer{}
 		connID := "c" + strconv.Itoa(i)
-		s := f.node.OpenProtocol(p, ClientInfo{ConnID: connID, UserIdentifier: "alice", Roles: []string{"ROLE_ADMIN"}}, proto)
+		s := f.node.OpenProtocol(p, ClientInfo{ConnID: connID, Identity: handler.Identity{UserIdentifier: "alice", Roles: []string{"ROLE_ADMIN"}}}, proto)
 		if proto == ProtocolV2JSON {
 			if err := s.Handle(context.Background(), []byte(`[1,"realm1",{}]`)); err != nil {
 				t.Fatal(err)
@@ -553,9 +553,9 @@ func TestReidentifyRace(t *testing.T) {
 			defer wg.Done()
 			for j := 0; j < rounds; j++ {
 				if j%2 == 0 {
-					s.Reidentify(ClientInfo{ConnID: connID, Anonymous: true})
+					s.Reidentify(ClientInfo{ConnID: connID, Identity: handler.Identity{Anonymous: true}})
 				} else {
-					s.Reidentify(ClientInfo{ConnID: connID, UserIdentifier: "alice", Roles: []string{"ROLE_ADMIN"}})
+					s.Reidentify(ClientInfo{ConnID: connID, Identity: handler.Identity{UserIdentifier: "alice", Roles: []string{"ROLE_ADMIN"}}})
 				}
 				_ = s.UserIdentifier()
 				time.Sleep(50 * time.Microsecond)

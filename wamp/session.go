@@ -53,7 +53,7 @@ type Session struct {
 	// ident is the current identity. It is replaced as a whole by
 	// Reidentify (with mu and the node's mu held, so that the client
 	// index and subscription checks agree with it) and read without locks.
-	ident atomic.Pointer[identity]
+	ident atomic.Pointer[handler.Identity]
 
 	// ctx is cancelled by Close so in-flight handler calls see it.
 	ctx    context.Context
@@ -87,28 +87,18 @@ type Session struct {
 	joined   bool                     // v2: WELCOME sent
 }
 
-// identity is a client's identity. It is immutable once published in
-// Session.ident.
-type identity struct {
-	user, firewall string
-	roles          []string
-	anon           bool
-}
-
-// newIdentity derives the identity of the session with id sid from info,
-// as on open: no user, or Anonymous, makes "anon-<sid>".
-func newIdentity(info ClientInfo, sid string) *identity {
-	id := &identity{
-		user:     info.UserIdentifier,
-		firewall: info.Firewall,
-		roles:    append([]string(nil), info.Roles...),
-		anon:     info.Anonymous,
+// sessionIdentity is the identity of the session with id sid as the node
+// keeps it: info's, with its own copy of the roles (it is published
+// immutable in Session.ident), and an anonymous client (no user, or
+// Anonymous) named "anon-<sid>".
+func sessionIdentity(info ClientInfo, sid string) *handler.Identity {
+	id := info.Identity
+	id.Roles = append([]string(nil), id.Roles...)
+	if id.Anonymous || id.UserIdentifier == "" {
+		id.Anonymous = true
+		id.UserIdentifier = "anon-" + sid
 	}
-	if id.anon || id.user == "" {
-		id.anon = true
-		id.user = "anon-" + sid
-	}
-	return id
+	return &id
 }
 
 type subscription struct {
@@ -150,28 +140,31 @@ func (s *Session) ConnID() string { return s.connID }
 // SessionID implements handler.Client; it equals ID.
 func (s *Session) SessionID() string { return s.id }
 
+// Identity implements handler.Client. It changes with Reidentify.
+func (s *Session) Identity() handler.Identity { return *s.ident.Load() }
+
 // UserIdentifier implements handler.Client. It changes with Reidentify.
-func (s *Session) UserIdentifier() string { return s.ident.Load().user }
+func (s *Session) UserIdentifier() string { return s.ident.Load().UserIdentifier }
 
 // Anonymous implements handler.Client. It changes with Reidentify.
-func (s *Session) Anonymous() bool { return s.ident.Load().anon }
+func (s *Session) Anonymous() bool { return s.ident.Load().Anonymous }
 
 // Roles implements handler.Client; the slice is a copy. They change with
 // Reidentify.
-func (s *Session) Roles() []string { return append([]string(nil), s.ident.Load().roles...) }
+func (s *Session) Roles() []string { return append([]string(nil), s.ident.Load().Roles...) }
 
 // Extra implements handler.Client: what the application attached on
 // connect, fixed for the life of the connection.
 func (s *Session) Extra() json.RawMessage { return s.extra }
 
 // Firewall implements handler.Client. It changes with Reidentify.
-func (s *Session) Firewall() string { return s.ident.Load().firewall }
+func (s *Session) Firewall() string { return s.ident.Load().Firewall }
 
 // allowed reports whether the current identity passes a route's access
 // rule.
 func (s *Session) allowed(a accessRule) bool {
 	id := s.ident.Load()
-	return a.allows(id.anon, id.roles)
+	return a.allows(id.Anonymous, id.Roles)
 }
 
 // Handle processes one incoming text message. It returns an error wrapping

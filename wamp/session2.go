@@ -106,20 +106,20 @@ func (s *Session) handleHello(m message2) error {
 	id := s.ident.Load()
 	role := "authenticated"
 	switch {
-	case id.anon:
+	case id.Anonymous:
 		role = "anonymous"
-	case len(id.roles) > 0:
-		role = id.roles[0]
+	case len(id.Roles) > 0:
+		role = id.Roles[0]
 	}
-	roles := id.roles
+	roles := id.Roles
 	if roles == nil {
 		roles = []string{}
 	}
 	s.joined = true
 	s.send("WELCOME", encodeWelcomeV2(s.numID, welcomeDetails{
-		Realm: m.uri, AuthID: id.user, AuthRole: role,
+		Realm: m.uri, AuthID: id.UserIdentifier, AuthRole: role,
 		AuthMethod: "cookie", AuthProvider: "symfony",
-		AuthExtra: welcomeExtra{Roles: roles, Firewall: id.firewall, Anonymous: id.anon},
+		AuthExtra: welcomeExtra{Roles: roles, Firewall: id.Firewall, Anonymous: id.Anonymous},
 		Agent:     s.node.ident, Roles: routerRoles,
 	}))
 	return nil

@@ -69,7 +69,7 @@ func runSteps2(t *testing.T, s *Session, p *fakePeer, steps []step) {
 func TestV2Welcome(t *testing.T) {
 	f := newFixture(t, accessRoutes)
 	p := &fakePeer{}
-	s := f.node.OpenProtocol(p, ClientInfo{ConnID: "c1", UserIdentifier: "alice", Roles: []string{"ROLE_USER", "ROLE_ADMIN"}, Firewall: "main"}, ProtocolV2JSON)
+	s := f.node.OpenProtocol(p, ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "alice", Roles: []string{"ROLE_USER", "ROLE_ADMIN"}, Firewall: "main"}}, ProtocolV2JSON)
 	if err := s.Handle(context.Background(), []byte(`[1,"realm1",{}]`)); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestV2Welcome(t *testing.T) {
 		t.Errorf("WELCOME details %s", w[2])
 	}
 
-	anon, ap := f.openV2(t, ClientInfo{ConnID: "c2", Anonymous: true})
+	anon, ap := f.openV2(t, ClientInfo{ConnID: "c2", Identity: handler.Identity{Anonymous: true}})
 	_ = ap
 	if anon.UserIdentifier() != "anon-"+anon.ID() {
 		t.Errorf("anonymous v2 client is %q, want anon-<session id>", anon.UserIdentifier())
@@ -213,7 +213,7 @@ func TestV2Conformance(t *testing.T) {
 			{in: `[16,14,{"acknowledge":true,"exclude":"x"},"chan/a",["x"]]`, want: []string{`[8,16,14,{},"wamp.error.invalid_argument",["invalid PUBLISH options"]]`}},
 			{in: `[16,15,{},"nowhere",["x"]]`},
 		}},
-		{"access rules for anonymous", ClientInfo{ConnID: "c1", Anonymous: true}, []step{
+		{"access rules for anonymous", ClientInfo{ConnID: "c1", Identity: handler.Identity{Anonymous: true}}, []step{
 			{in: `[48,1,{},"admin/echo",[1]]`, want: []string{`[8,48,1,{},"wamp.error.not_authorized",["Access denied"]]`}},
 			{in: `[48,2,{},"members/echo",[1]]`, want: []string{`[8,48,2,{},"wamp.error.not_authorized",["Access denied"]]`}},
 			{in: `[48,3,{},"sample/echo",[1]]`, want: []string{`[50,3,{},[[1]]]`}},
@@ -221,13 +221,13 @@ func TestV2Conformance(t *testing.T) {
 			{in: `[16,5,{"acknowledge":true},"private/a",[1]]`, want: []string{`[8,16,5,{},"wamp.error.not_authorized",["Access denied"]]`}},
 			{in: `[16,6,{},"private/a",[1]]`},
 		}},
-		{"access rules by role", ClientInfo{ConnID: "c1", UserIdentifier: "bob", Roles: []string{"ROLE_USER"}}, []step{
+		{"access rules by role", ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "bob", Roles: []string{"ROLE_USER"}}}, []step{
 			{in: `[48,1,{},"admin/echo",[1]]`, want: []string{`[8,48,1,{},"wamp.error.not_authorized",["Access denied"]]`}},
 			{in: `[48,2,{},"members/echo",[1]]`, want: []string{`[50,2,{},[[1]]]`}},
 			{in: `[32,3,{},"staff/a"]`, want: []string{`[8,32,3,{},"wamp.error.not_authorized",["Access denied"]]`}},
 			{in: `[32,4,{},"private/a"]`, want: []string{`[33,4,1]`, `[36,1,"$PUB",{},[{"msg":"c1 has joined private/a"}]]`}},
 		}},
-		{"admin", ClientInfo{ConnID: "c1", UserIdentifier: "root", Roles: []string{"ROLE_USER", "ROLE_STAFF"}}, []step{
+		{"admin", ClientInfo{ConnID: "c1", Identity: handler.Identity{UserIdentifier: "root", Roles: []string{"ROLE_USER", "ROLE_STAFF"}}}, []step{
 			{in: `[32,1,{},"staff/a"]`, want: []string{`[33,1,1]`, `[36,1,"$PUB",{},[{"msg":"c1 has joined staff/a"}]]`}},
 		}},
 		{"violations", ClientInfo{}, []step{
@@ -255,8 +255,8 @@ func TestV2Conformance(t *testing.T) {
 			if info.ConnID == "" {
 				info.ConnID = "c1"
 			}
-			if info.UserIdentifier == "" && !info.Anonymous {
-				info.UserIdentifier = "user-" + info.ConnID
+			if info.Identity.UserIdentifier == "" && !info.Identity.Anonymous {
+				info.Identity.UserIdentifier = "user-" + info.ConnID
 			}
 			s, p := f.openV2(t, info)
 			for i, st := range tc.steps {
@@ -314,8 +314,8 @@ func TestMixedTopic(t *testing.T) {
 	f := newFixture(t, nil)
 	v1a, p1a := f.open(t, "v1a")
 	v1b, p1b := f.open(t, "v1b")
-	v2a, p2a := f.openV2(t, ClientInfo{ConnID: "v2a", UserIdentifier: "carol"})
-	v2b, p2b := f.openV2(t, ClientInfo{ConnID: "v2b", UserIdentifier: "dave"})
+	v2a, p2a := f.openV2(t, ClientInfo{ConnID: "v2a", Identity: handler.Identity{UserIdentifier: "carol"}})
+	v2b, p2b := f.openV2(t, ClientInfo{ConnID: "v2b", Identity: handler.Identity{UserIdentifier: "dave"}})
 	ctx := context.Background()
 	for _, s := range []*Session{v1a, v1b} {
 		if err := s.Handle(ctx, []byte(`[5,"chan/mix"]`)); err != nil {
@@ -385,7 +385,7 @@ func TestMixedTopic(t *testing.T) {
 
 func TestV1AccessRules(t *testing.T) {
 	f := newFixture(t, accessRoutes)
-	anon, p := f.open(t, "n", ClientInfo{ConnID: "n", Anonymous: true})
+	anon, p := f.open(t, "n", ClientInfo{ConnID: "n", Identity: handler.Identity{Anonymous: true}})
 	runSteps(t, f, anon, p, []step{
 		{in: `[2,"c1","admin/echo",1]`, want: []string{`[4,"c1","admin/echo","Access denied",{"code":403,"rpc":{},"params":[1],"request":{}}]`}},
 		{in: `[2,"c2","members/echo",1]`, want: []string{`[4,"c2","members/echo","Access denied",{"code":403,"rpc":{},"params":[1],"request":{}}]`}},
@@ -399,7 +399,7 @@ func TestV1AccessRules(t *testing.T) {
 	if calls := f.topic.takeCalls(); len(calls) != 0 {
 		t.Errorf("handler ran for denied requests: %q", calls)
 	}
-	admin, pa := f.open(t, "a", ClientInfo{ConnID: "a", UserIdentifier: "root", Roles: []string{"ROLE_ADMIN"}})
+	admin, pa := f.open(t, "a", ClientInfo{ConnID: "a", Identity: handler.Identity{UserIdentifier: "root", Roles: []string{"ROLE_ADMIN"}}})
 	runSteps(t, f, admin, pa, []step{
 		{in: `[2,"c1","admin/echo",1]`, want: []string{`[3,"c1",[1]]`}},
 		{in: `[5,"staff/a"]`, want: []string{`[8,"staff/a",{"msg":"a has joined staff/a"}]`}},
@@ -471,7 +471,7 @@ func TestObserver(t *testing.T) {
 	obs := newRecObserver()
 	f := newFixture(t, func(c *NodeConfig) { accessRoutes(c); c.Observer = obs })
 	s1, _ := f.open(t, "a")
-	s2, _ := f.openV2(t, ClientInfo{ConnID: "b", Anonymous: true})
+	s2, _ := f.openV2(t, ClientInfo{ConnID: "b", Identity: handler.Identity{Anonymous: true}})
 	ctx := context.Background()
 	for _, m := range []string{`[2,"c","sample/echo",1]`, `[2,"c","sample/fail"]`, `[2,"c","nope"]`, `[5,"chan/a"]`, `[5,"nope"]`, `[9]`} {
 		_ = s1.Handle(ctx, []byte(m))
@@ -612,7 +612,7 @@ func TestPush(t *testing.T) {
 	f, _ := newPeriodicFixture(t)
 	ctx := context.Background()
 	s1, p1 := f.open(t, "a")
-	s2, p2 := f.openV2(t, ClientInfo{ConnID: "b", UserIdentifier: "bob"})
+	s2, p2 := f.openV2(t, ClientInfo{ConnID: "b", Identity: handler.Identity{UserIdentifier: "bob"}})
 	_ = s1.Handle(ctx, []byte(`[5,"tick/lobby"]`))
 	_ = s2.Handle(ctx, []byte(`[32,1,{},"tick/lobby"]`))
 	p1.take()

@@ -501,9 +501,9 @@ func TestClientManipulator(t *testing.T) {
 	// Plugins capture the registry's manipulator before the node exists;
 	// it must see the node's clients.
 	m := f.reg.Clients()
-	a, _ := f.open(t, "a", ClientInfo{ConnID: "a", UserIdentifier: "alice", Roles: []string{"ROLE_USER"}, Firewall: "main"})
-	a2, _ := f.open(t, "a2", ClientInfo{ConnID: "a2", UserIdentifier: "alice"})
-	anon, _ := f.open(t, "n", ClientInfo{ConnID: "n", Anonymous: true})
+	a, _ := f.open(t, "a", ClientInfo{ConnID: "a", Identity: handler.Identity{UserIdentifier: "alice", Roles: []string{"ROLE_USER"}, Firewall: "main"}})
+	a2, _ := f.open(t, "a2", ClientInfo{ConnID: "a2", Identity: handler.Identity{UserIdentifier: "alice"}})
+	anon, _ := f.open(t, "n", ClientInfo{ConnID: "n", Identity: handler.Identity{Anonymous: true}})
 	empty, _ := f.open(t, "e", ClientInfo{ConnID: "e"})
 
 	if anon.UserIdentifier() != "anon-"+anon.ID() || !anon.Anonymous() {

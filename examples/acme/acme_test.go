@@ -91,8 +91,8 @@ func expect(t *testing.T, got [][]byte, want ...string) {
 
 func TestSum(t *testing.T) {
 	n := newNode(t)
-	user, pu := open(t, n, wamp.ClientInfo{ConnID: "u1", UserIdentifier: "alice", Roles: []string{"ROLE_USER"}})
-	anon, pa := open(t, n, wamp.ClientInfo{ConnID: "a1", Anonymous: true})
+	user, pu := open(t, n, wamp.ClientInfo{ConnID: "u1", Identity: handler.Identity{UserIdentifier: "alice", Roles: []string{"ROLE_USER"}}})
+	anon, pa := open(t, n, wamp.ClientInfo{ConnID: "a1", Identity: handler.Identity{Anonymous: true}})
 	cases := []struct {
 		call string
 		want string
@@ -137,8 +137,8 @@ func TestArraySum(t *testing.T) {
 
 func TestTopic(t *testing.T) {
 	n := newNode(t)
-	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", UserIdentifier: "alice"})
-	b, pb := open(t, n, wamp.ClientInfo{ConnID: "conn-b", UserIdentifier: "bob"})
+	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", Identity: handler.Identity{UserIdentifier: "alice"}})
+	b, pb := open(t, n, wamp.ClientInfo{ConnID: "conn-b", Identity: handler.Identity{UserIdentifier: "bob"}})
 	const topic = "acme/channel/lobby"
 
 	send(t, a, `[5,"`+topic+`"]`)
@@ -205,12 +205,12 @@ func TestRegisterTwiceFails(t *testing.T) {
 
 func TestTopicUsername(t *testing.T) {
 	n := newNode(t)
-	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", UserIdentifier: "alice"})
-	b1, pb1 := open(t, n, wamp.ClientInfo{ConnID: "conn-b1", UserIdentifier: "bob"})
-	b2, pb2 := open(t, n, wamp.ClientInfo{ConnID: "conn-b2", UserIdentifier: "bob"})
+	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", Identity: handler.Identity{UserIdentifier: "alice"}})
+	b1, pb1 := open(t, n, wamp.ClientInfo{ConnID: "conn-b1", Identity: handler.Identity{UserIdentifier: "bob"}})
+	b2, pb2 := open(t, n, wamp.ClientInfo{ConnID: "conn-b2", Identity: handler.Identity{UserIdentifier: "bob"}})
 	// carol speaks WAMP v2 and is bob's audience too when she is bob.
 	pc := &peer{}
-	c := n.OpenProtocol(pc, wamp.ClientInfo{ConnID: "conn-c", UserIdentifier: "bob"}, wamp.ProtocolV2JSON)
+	c := n.OpenProtocol(pc, wamp.ClientInfo{ConnID: "conn-c", Identity: handler.Identity{UserIdentifier: "bob"}}, wamp.ProtocolV2JSON)
 	send(t, c, `[1,"realm1",{}]`)
 	const topic = "acme/channel/lobby"
 	for _, s := range []*wamp.Session{a, b1, b2} {
@@ -248,14 +248,14 @@ func TestTopicUsername(t *testing.T) {
 func TestSumV2(t *testing.T) {
 	n := newNode(t)
 	p := &peer{}
-	s := n.OpenProtocol(p, wamp.ClientInfo{ConnID: "c", UserIdentifier: "alice"}, wamp.ProtocolV2JSON)
+	s := n.OpenProtocol(p, wamp.ClientInfo{ConnID: "c", Identity: handler.Identity{UserIdentifier: "alice"}}, wamp.ProtocolV2JSON)
 	send(t, s, `[1,"realm1",{}]`)
 	p.take()
 	send(t, s, `[48,1,{},"sample/sum",[1,2,3]]`)
 	expect(t, p.take(), `[50,1,{},[{"result":6}]]`)
 	send(t, s, `[48,2,{},"sample/sum",[[4,5]]]`)
 	expect(t, p.take(), `[50,2,{},[{"result":9}]]`)
-	anon := n.OpenProtocol(p, wamp.ClientInfo{ConnID: "n", Anonymous: true}, wamp.ProtocolV2JSON)
+	anon := n.OpenProtocol(p, wamp.ClientInfo{ConnID: "n", Identity: handler.Identity{Anonymous: true}}, wamp.ProtocolV2JSON)
 	send(t, anon, `[1,"realm1",{}]`)
 	p.take()
 	send(t, anon, `[48,1,{},"sample/sum",[1]]`)
@@ -264,8 +264,8 @@ func TestSumV2(t *testing.T) {
 
 func TestRelayAnnouncesNothing(t *testing.T) {
 	n := newNode(t)
-	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", UserIdentifier: "alice"})
-	b, pb := open(t, n, wamp.ClientInfo{ConnID: "conn-b", UserIdentifier: "bob"})
+	a, pa := open(t, n, wamp.ClientInfo{ConnID: "conn-a", Identity: handler.Identity{UserIdentifier: "alice"}})
+	b, pb := open(t, n, wamp.ClientInfo{ConnID: "conn-b", Identity: handler.Identity{UserIdentifier: "bob"}})
 	const topic = "acme/relay/r"
 	send(t, a, `[5,"`+topic+`"]`)
 	send(t, b, `[5,"`+topic+`"]`)

@@ -46,6 +46,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/wsgate/wsgate/wamp/handler"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -173,11 +174,11 @@ type ConnEvent struct {
 	ConnID string
 	// SessionID is the WAMP session id. Never put the PHP session id here:
 	// the event body is not a place for credentials.
-	SessionID      string
-	Firewall       string
-	UserIdentifier string
-	Anonymous      bool
-	Roles          []string
+	SessionID string
+	// Identity is who the client is (UserIdentifier "" on the connect
+	// event of an anonymous client, whose WAMP session does not exist
+	// yet); embedded, so ev.UserIdentifier, ev.Roles, ... read it.
+	handler.Identity
 	// Protocol is the negotiated subprotocol, "wamp" or "wamp.2.json".
 	Protocol   string
 	RemoteAddr string

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/wsgate/wsgate/wamp/handler"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,8 +71,14 @@ func TestPHPEventsExample(t *testing.T) {
 	gone := alice
 	gone.Extra, gone.Reason, gone.Duration = json.RawMessage(`{"greeting":"hello alice","plan":"gold"}`), ReasonClientClose, 61500*time.Millisecond
 	e.Disconnected(gone)
-	anon := ConnEvent{ConnID: "c-3", SessionID: "wamp-sess-3", Anonymous: true, UserIdentifier: "anon-1",
-		Protocol: "wamp.2.json", ConnectedAt: time.Now(), Reason: ReasonDrain}
+	anon := ConnEvent{
+		ConnID:      "c-3",
+		SessionID:   "wamp-sess-3",
+		Identity:    handler.Identity{Anonymous: true, UserIdentifier: "anon-1"},
+		Protocol:    "wamp.2.json",
+		ConnectedAt: time.Now(),
+		Reason:      ReasonDrain,
+	}
 	e.Disconnected(anon)
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()

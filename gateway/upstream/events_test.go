@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/wsgate/wsgate/wamp/handler"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -104,8 +105,11 @@ func newEvents(t *testing.T, url string, obs EventsObserver, mod func(*EventsCon
 }
 
 var alice = ConnEvent{
-	ConnID: "c-1", SessionID: "wamp-sess-1", Firewall: "main", UserIdentifier: "alice",
-	Roles: []string{"ROLE_USER"}, Protocol: "wamp", RemoteAddr: "203.0.113.7:51234",
+	ConnID:      "c-1",
+	SessionID:   "wamp-sess-1",
+	Identity:    handler.Identity{Firewall: "main", UserIdentifier: "alice", Roles: []string{"ROLE_USER"}},
+	Protocol:    "wamp",
+	RemoteAddr:  "203.0.113.7:51234",
 	ConnectedAt: time.Date(2024, 5, 1, 12, 0, 0, 123456789, time.UTC),
 }
 
@@ -328,7 +332,7 @@ func TestConnectWire(t *testing.T) {
 	// becomes the time of the event.
 	srv, got := eventsServer(t, answerJSON(`{"accept": true}`))
 	e := newEvents(t, srv.URL, nil, nil)
-	if _, err := e.Connected(context.Background(), ConnEvent{ConnID: "c-2", Anonymous: true, Protocol: "wamp.2.json"}, nil); err != nil {
+	if _, err := e.Connected(context.Background(), ConnEvent{ConnID: "c-2", Identity: handler.Identity{Anonymous: true}, Protocol: "wamp.2.json"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	ev := recv(t, got)

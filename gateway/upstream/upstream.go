@@ -574,16 +574,19 @@ func attributes(req handler.Request) map[string]string {
 	return req.Attributes
 }
 
+// callerOf is c as the app sees it in "caller": its identity read once,
+// so that revalidation cannot change it halfway.
 func callerOf(c handler.Client) caller {
-	roles := c.Roles()
+	id := c.Identity()
+	roles := id.Roles
 	if roles == nil {
 		roles = []string{}
 	}
 	return caller{
-		Firewall:       c.Firewall(),
-		UserIdentifier: c.UserIdentifier(),
+		Firewall:       id.Firewall,
+		UserIdentifier: id.UserIdentifier,
 		Roles:          roles,
-		Anonymous:      c.Anonymous(),
+		Anonymous:      id.Anonymous,
 		WAMPSessionID:  c.SessionID(),
 		ConnID:         c.ConnID(),
 		Extra:          c.Extra(),

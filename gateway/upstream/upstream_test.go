@@ -40,6 +40,9 @@ func (c fakeClient) Roles() []string {
 	return []string{"ROLE_USER"}
 }
 func (fakeClient) Firewall() string { return "main" }
+func (c fakeClient) Identity() handler.Identity {
+	return handler.Identity{UserIdentifier: c.UserIdentifier(), Roles: c.Roles(), Firewall: c.Firewall(), Anonymous: c.anon}
+}
 func (c fakeClient) Extra() json.RawMessage {
 	if c.anon {
 		return nil

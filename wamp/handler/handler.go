@@ -64,14 +64,56 @@ import (
 	"time"
 )
 
-// Client is one connected websocket client as handlers see it. Its values
-// come from the PHP session at connect time. ConnID and SessionID never
-// change; the identity (UserIdentifier, Anonymous, Roles, Firewall) may
-// change while the client stays connected, when the gateway re-reads the
-// PHP session and finds it expired, logged out or holding another user
-// (the client is then downgraded to anonymous or takes the new user). A
-// Client may be kept and read from any goroutine; each method returns the
-// current value, so read what you need once if it must be consistent.
+// Identity is who a client is: what the gateway read from the Symfony
+// security token in its PHP session, or anonymous. It is one value type
+// for all of wsgate: the gateway makes it once per handshake (and again
+// when revalidation finds the session changed) and the client handlers
+// see, the client storage, connection events and the HTTP upstream all
+// carry it. Roles is shared by every copy: treat it as read-only.
+type Identity struct {
+	// UserIdentifier is the Symfony user identifier (username). An
+	// anonymous client is "anon-<SessionID>" once its WAMP session is
+	// open, as GosWebSocketBundle names them, and "" before that (the
+	// app's connect event).
+	UserIdentifier string
+	// Roles are the token's role names, e.g. "ROLE_USER"; none when
+	// anonymous.
+	Roles []string
+	// Firewall is the Symfony firewall (security context) whose token
+	// identified the client; "" when anonymous.
+	Firewall string
+	// TokenClass is that token's PHP class, e.g.
+	// Symfony\Component\Security\Core\Authentication\Token\UsernamePasswordToken.
+	TokenClass string
+	// Impersonator is the user identifier of who switched to this user
+	// (Symfony's switch_user), "" when nobody impersonates.
+	Impersonator string
+	// Anonymous is true for a client without an authenticated user.
+	Anonymous bool
+}
+
+// Equal reports whether two identities are the same user with the same
+// roles, firewall, token class and impersonator.
+func (id Identity) Equal(o Identity) bool {
+	if id.UserIdentifier != o.UserIdentifier || id.Firewall != o.Firewall || id.Anonymous != o.Anonymous ||
+		id.TokenClass != o.TokenClass || id.Impersonator != o.Impersonator || len(id.Roles) != len(o.Roles) {
+		return false
+	}
+	for i := range id.Roles {
+		if id.Roles[i] != o.Roles[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Client is one connected websocket client as handlers see it. ConnID and
+// SessionID never change; the Identity may change while the client stays
+// connected, when the gateway re-reads the PHP session and finds it
+// expired, logged out or holding another user (the client is then
+// downgraded to anonymous or takes the new user). A Client may be kept and
+// read from any goroutine; each method returns the current value: read
+// Identity once when several of its parts must agree.
 type Client interface {
 	// ConnID is the gateway connection id, unique across gateway replicas.
 	// It plays the role of Ratchet's $conn->resourceId.
@@ -81,16 +123,18 @@ type Client interface {
 	// in PUBLISH exclude/eligible lists and what TopicRef.Broadcast
 	// filters on.
 	SessionID() string
-	// UserIdentifier is the Symfony username, or "anon-<SessionID>" for an
-	// anonymous client, exactly as GosWebSocketBundle names anonymous
-	// clients.
+	// Identity is who the client is now, all at once.
+	Identity() Identity
+	// UserIdentifier is Identity().UserIdentifier: the Symfony username,
+	// or "anon-<SessionID>" for an anonymous client, exactly as
+	// GosWebSocketBundle names anonymous clients.
 	UserIdentifier() string
-	// Anonymous reports whether the client has no authenticated user.
+	// Anonymous is Identity().Anonymous.
 	Anonymous() bool
-	// Roles are the user's security roles (e.g. "ROLE_USER"). The returned
-	// slice is a copy.
+	// Roles are Identity().Roles, e.g. "ROLE_USER"; the returned slice is
+	// a copy.
 	Roles() []string
-	// Firewall is the Symfony firewall the session was authenticated on.
+	// Firewall is Identity().Firewall.
 	Firewall() string
 	// Extra is what the PHP app attached to the connection when it
 	// accepted the gateway's connect event (a JSON object, e.g.

@@ -29,6 +29,7 @@ type fakeClient struct{ id string }
 
 func (c fakeClient) ConnID() string         { return c.id }
 func (c fakeClient) SessionID() string      { return "s-" + c.id }
+func (c fakeClient) Identity() Identity     { return Identity{UserIdentifier: "u"} }
 func (c fakeClient) UserIdentifier() string { return "u" }
 func (c fakeClient) Anonymous() bool        { return false }
 func (c fakeClient) Roles() []string        { return nil }
