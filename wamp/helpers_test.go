@@ -163,6 +163,17 @@ func testRoutes() RoutesConfig {
 	}
 }
 
+func boolp(b bool) *bool { return &b }
+
+// accessRoutes adds routes with access rules to the test fixture.
+func accessRoutes(c *NodeConfig) {
+	c.Routes.RPC["admin"] = RouteConfig{Pattern: "admin/{method}", Handler: "test.rpc", Roles: []string{"ROLE_ADMIN"}}
+	c.Routes.RPC["members"] = RouteConfig{Pattern: "members/{method}", Handler: "test.rpc", Anonymous: boolp(false)}
+	c.Routes.Topics["private"] = RouteConfig{Pattern: "private/{room}", Handler: "test.topic", Anonymous: boolp(false)}
+	c.Routes.Topics["staff"] = RouteConfig{Pattern: "staff/{room}", Handler: "test.topic", Roles: []string{"ROLE_ADMIN", "ROLE_STAFF"}}
+	c.Realm = "realm1"
+}
+
 type fixture struct {
 	node  *Node
 	topic *testTopic
@@ -216,6 +227,68 @@ func (f *fixture) open(t testing.TB, connID string, info ...ClientInfo) (*Sessio
 		t.Fatalf("want 1 WELCOME, got %q", got)
 	}
 	return s, p
+}
+
+// openV2 opens a v2 session and completes HELLO/WELCOME.
+func (f *fixture) openV2(t testing.TB, info ClientInfo) (*Session, *fakePeer) {
+	t.Helper()
+	p := &fakePeer{}
+	s := f.node.OpenProtocol(p, info, ProtocolV2JSON)
+	if got := p.take(); len(got) != 0 {
+		t.Fatalf("v2 session sent %q before HELLO", got)
+	}
+	realm := f.node.realm
+	if realm == "" {
+		realm = "any.realm"
+	}
+	if err := s.Handle(context.Background(), []byte(`[1,"`+realm+`",{"roles":{"subscriber":{},"publisher":{},"caller":{}}}]`)); err != nil {
+		t.Fatal(err)
+	}
+	got := p.take()
+	if len(got) != 1 || !strings.HasPrefix(string(got[0]), "[2,") {
+		t.Fatalf("want WELCOME, got %q", got)
+	}
+	return s, p
+}
+
+// step is one incoming message and what must come back to the sender.
+type step struct {
+	in   string
+	want []string // expected messages to the sender; $SID = own session id
+	err  error    // errors.Is target; nil = must succeed
+}
+
+func runSteps(t *testing.T, f *fixture, s *Session, p *fakePeer, steps []step) {
+	t.Helper()
+	for i, st := range steps {
+		err := s.Handle(context.Background(), []byte(st.in))
+		switch {
+		case st.err == nil && err != nil:
+			t.Errorf("step %d %s: unexpected error %v", i, st.in, err)
+		case st.err != nil && !errors.Is(err, st.err):
+			t.Errorf("step %d %s: error %v, want %v", i, st.in, err, st.err)
+		}
+		expectMsgs(t, p.take(), st.want, s.ID())
+	}
+}
+
+func runSteps2(t *testing.T, s *Session, p *fakePeer, steps []step) {
+	t.Helper()
+	for i, st := range steps {
+		err := s.Handle(context.Background(), []byte(st.in))
+		switch {
+		case st.err == nil && err != nil:
+			t.Errorf("step %d %s: unexpected error %v", i, st.in, err)
+		case st.err != nil && !errors.Is(err, st.err):
+			t.Errorf("step %d %s: error %v, want %v", i, st.in, err, st.err)
+		}
+		got := p.take()
+		want := make([]string, len(st.want))
+		for j, w := range st.want {
+			want[j] = strings.ReplaceAll(w, "$NSID", s.ID())
+		}
+		expectMsgs(t, got, want, s.ID())
+	}
 }
 
 // jsonEqual compares two JSON texts semantically.

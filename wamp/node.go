@@ -6,15 +6,11 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime/debug"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,46 +48,6 @@ type ClientInfo struct {
 	// with Client.Extra. Never modified after Open.
 	Extra json.RawMessage
 }
-
-// Limits bounds what one client can make the node hold. Zero fields take
-// the defaults below. A client that goes over a limit gets an error
-// wrapping ErrLimit (and ErrProtocol) from Handle: the gateway closes it,
-// which is clearer for a misbehaving client than silently dropping part of
-// what it asked for.
-type Limits struct {
-	// MaxURILength bounds every URI and prefix in a message, before and
-	// after CURIE expansion. Default 1024 bytes.
-	MaxURILength int
-	// MaxPrefixes bounds the PREFIX definitions of one session. Default 64.
-	MaxPrefixes int
-	// MaxSubscriptions bounds the topics one session is subscribed to.
-	// Default 1024.
-	MaxSubscriptions int
-	// MaxJSONDepth bounds how deep arrays and objects nest in one message.
-	// Default 512, PHP's json_decode default: whatever the PHP app could
-	// decode passes.
-	MaxJSONDepth int
-	// MaxOffloadedCallsPerSession bounds the offloaded calls (see
-	// handler.OffloadedRPC) one session may have running. Default 64.
-	MaxOffloadedCallsPerSession int
-	// MaxOffloadedCalls bounds the offloaded calls running on the node.
-	// Default 10000.
-	MaxOffloadedCalls int
-}
-
-// Default limits.
-const (
-	DefaultMaxURILength     = 1024
-	DefaultMaxPrefixes      = 64
-	DefaultMaxSubscriptions = 1024
-	DefaultMaxJSONDepth     = 512
-	// DefaultMaxOffloadedCallsPerSession and DefaultMaxOffloadedCalls are
-	// the defaults of the Limits of the same names.
-	DefaultMaxOffloadedCallsPerSession = 64
-	DefaultMaxOffloadedCalls           = 10000
-	DefaultCallTimeout                 = 30 * time.Second
-	DefaultServerIdent                 = "wsgate"
-)
 
 // NodeConfig configures a Node.
 type NodeConfig struct {
@@ -168,15 +124,6 @@ type Node struct {
 	clients clientIndex
 }
 
-// rpcHandler is an RPC handler with its methods resolved once at start-up.
-type rpcHandler struct {
-	h       handler.RPC
-	offload bool // handler.OffloadedRPC: calls run on their own goroutine
-	methods map[string]handler.RPCMethod
-	folded  map[string]handler.RPCMethod // lower-cased name -> method
-	dynamic handler.RPCMethod            // handler.DynamicRPC's Call, or nil
-}
-
 // NewNode compiles the routes against the registered handlers. The error
 // names the offending route and value: a bad pattern, a bad requirement
 // regexp, a requirement for a placeholder the pattern does not have, or an
@@ -247,138 +194,6 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		return nil, fmt.Errorf("wamp: %w", err)
 	}
 	return n, nil
-}
-
-// CheckRoutes reports the error NewNode would give for these routes and
-// handlers, without building a node or binding the registry, so a config
-// check can run before (or instead of) serving with the same registry.
-func CheckRoutes(routes RoutesConfig, handlers *handler.Registry) error {
-	if handlers == nil {
-		handlers = handler.NewRegistry()
-	}
-	_, _, err := compileAll(routes, handlers)
-	return err
-}
-
-func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler], *router[*topicHandler], error) {
-	rpcs := map[string]*rpcHandler{}
-	for _, name := range reg.RPCNames() {
-		h, _ := reg.RPC(name)
-		rh, err := newRPCHandler(h)
-		if err != nil {
-			return nil, nil, err
-		}
-		rpcs[name] = rh
-	}
-	rpcRoutes, err := compileRoutes("rpc", routes.RPC, func(name string) (*rpcHandler, bool) {
-		h, ok := rpcs[name]
-		return h, ok
-	})
-	if err != nil {
-		return nil, nil, withKnown(err, reg.RPCNames())
-	}
-	topics := map[string]*topicHandler{}
-	for _, name := range reg.TopicNames() {
-		h, _ := reg.Topic(name)
-		topics[name] = newTopicHandler(h)
-	}
-	topicRoutes, err := compileRoutes("topic", routes.Topics, func(name string) (*topicHandler, bool) {
-		h, ok := topics[name]
-		return h, ok
-	})
-	if err != nil {
-		return nil, nil, withKnown(err, reg.TopicNames())
-	}
-	return rpcRoutes, topicRoutes, nil
-}
-
-// UnknownHandlerError is a route naming a handler nobody registered,
-// typically a plugin missing from the configuration or a misspelling.
-type UnknownHandlerError struct {
-	Kind    string   // "rpc" or "topic"
-	Route   string   // the route's name
-	Handler string   // the handler it names
-	Known   []string // the handlers of that kind that are registered
-}
-
-func (e *UnknownHandlerError) Error() string {
-	known := "none are registered"
-	if len(e.Known) > 0 {
-		known = "registered: " + strings.Join(e.Known, ", ")
-	}
-	return fmt.Sprintf("wamp: %s route %q: unknown %s handler %q (%s)", e.Kind, e.Route, e.Kind, e.Handler, known)
-}
-
-func withKnown(err error, known []string) error {
-	var u *UnknownHandlerError
-	if errors.As(err, &u) {
-		u.Known = known
-	}
-	return err
-}
-
-func newRPCHandler(h handler.RPC) (*rpcHandler, error) {
-	rh := &rpcHandler{h: h, methods: map[string]handler.RPCMethod{}, folded: map[string]handler.RPCMethod{}}
-	if o, ok := h.(handler.OffloadedRPC); ok {
-		rh.offload = o.Offload()
-	}
-	names := make([]string, 0)
-	for name, m := range h.Methods() {
-		if m == nil {
-			return nil, fmt.Errorf("wamp: RPC handler %q: method %q is nil", h.Name(), name)
-		}
-		rh.methods[name] = m
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	seen := map[string]string{}
-	for _, name := range names {
-		low := strings.ToLower(name)
-		if other, dup := seen[low]; dup {
-			return nil, fmt.Errorf("wamp: RPC handler %q: methods %q and %q differ only in case, which PHP-style method lookup cannot tell apart", h.Name(), other, name)
-		}
-		seen[low] = name
-		rh.folded[low] = rh.methods[name]
-	}
-	if d, ok := h.(handler.DynamicRPC); ok {
-		rh.dynamic = d.Call
-	}
-	return rh, nil
-}
-
-// lookup finds the method for a route's "method" attribute: exact name
-// first, then the bundle's rule (snake_case to camelCase, then PHP's
-// case-insensitive method_exists).
-func (rh *rpcHandler) lookup(method string) (handler.RPCMethod, bool) {
-	if method != "" {
-		if m, ok := rh.methods[method]; ok {
-			return m, true
-		}
-		if m, ok := rh.folded[strings.ToLower(camelCase(method))]; ok {
-			return m, true
-		}
-	}
-	if rh.dynamic != nil {
-		return rh.dynamic, true
-	}
-	return nil, false
-}
-
-// camelCase converts "_x" to "X" as the bundle's toCamelCase does.
-func camelCase(s string) string {
-	if !strings.Contains(s, "_") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '_' && i+1 < len(s) && s[i+1] >= 'a' && s[i+1] <= 'z' {
-			b.WriteByte(s[i+1] - 'a' + 'A')
-			i++
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // Open registers a new WAMP v1 session for a connection and sends WELCOME
@@ -559,70 +374,4 @@ func newGlobalID() uint64 {
 			return id
 		}
 	}
-}
-
-// ErrClosed is returned by Handle after Close, and wrapped by ErrGoodbye.
-var ErrClosed = errors.New("wamp: session closed")
-
-// ErrGoodbye is returned by Handle when a WAMP v2 session ended normally:
-// the client said GOODBYE (and got GOODBYE back) or ABORT, or its HELLO
-// was answered with ABORT. The gateway should close the websocket with
-// 1000. It wraps ErrClosed.
-var ErrGoodbye = fmt.Errorf("%w: WAMP session ended", ErrClosed)
-
-// errConcurrentHandle reports gateway misuse: Handle must be called from
-// one goroutine at a time per session.
-var errConcurrentHandle = errors.New("wamp: concurrent Handle calls on one session")
-
-// ErrNoRoute is returned by Push for a URI no topic route matches.
-var ErrNoRoute = errors.New("wamp: no topic route for the URI")
-
-// ErrNotPushable is returned by Push when the topic handler of the URI
-// does not implement handler.PushableTopic.
-var ErrNotPushable = errors.New("wamp: topic handler does not accept pushes")
-
-// Push delivers an application push (the bundle's pusher) to the topic
-// handler of uri: it matches uri against the topic routes and calls the
-// handler's OnPush, which broadcasts what it wants. Access rules do not
-// apply (the push comes from the application, not a client). provider
-// names the source for the handler ("http", "redis", ...). The call is
-// bounded by NodeConfig.CallTimeout; a handler panic is recovered and
-// returned as an error. Push is safe for concurrent use. What the handler
-// broadcasts also reaches the other replicas when the node has a Relay.
-func (n *Node) Push(ctx context.Context, uri string, payload json.RawMessage, provider string) error {
-	return n.push(ctx, uri, payload, provider, false)
-}
-
-// PushLocal is Push for a source every replica receives by itself (the
-// Redis push channel): the handler's broadcasts reach this node's
-// subscribers only, so that each replica delivers the push once.
-func (n *Node) PushLocal(ctx context.Context, uri string, payload json.RawMessage, provider string) error {
-	return n.push(ctx, uri, payload, provider, true)
-}
-
-func (n *Node) push(ctx context.Context, uri string, payload json.RawMessage, provider string, local bool) (err error) {
-	if !json.Valid(payload) {
-		return errors.New("wamp: push payload is not valid JSON")
-	}
-	r, attrs, ok := n.topicRoutes.match(uri)
-	if !ok {
-		n.obs.RoutingMiss("topic")
-		return fmt.Errorf("%w: %q", ErrNoRoute, uri)
-	}
-	p, ok := r.handler.h.(handler.PushableTopic)
-	if !ok {
-		return fmt.Errorf("%w: route %q, handler %q", ErrNotPushable, r.name, r.handler.h.Name())
-	}
-	if n.callTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.callTimeout)
-		defer cancel()
-	}
-	defer func() {
-		if rec := recover(); rec != nil {
-			n.log.Error("wamp: push handler panic", "uri", uri, "route", r.name, "panic", fmt.Sprint(rec), "stack", string(debug.Stack()))
-			err = fmt.Errorf("wamp: push to %q: %w", uri, errPanic)
-		}
-	}()
-	return p.OnPush(ctx, topicRef{n: n, id: uri, local: local}, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, payload, provider)
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // Offloader runs handler work off the connection's reader, which in the
@@ -112,6 +110,11 @@ func (p *Pool) Wait(ctx context.Context) error {
 	}
 }
 
+// OffloadedCalls returns how much offloaded work (calls, topic callbacks,
+// disconnect unsubscribes) is queued or running, so that a drain can wait
+// for results to go out.
+func (n *Node) OffloadedCalls() int64 { return n.offloaded.Load() }
+
 // runCall runs finish, the rest of a CALL once it is routed and allowed:
 // on the caller's goroutine or, for a handler.OffloadedRPC, on one of the
 // Offloader's, so that the connection's reader is free at once. Offloaded
@@ -157,11 +160,6 @@ func (s *Session) releaseOffload() {
 	s.node.offloaded.Add(-1)
 	s.offloaded.Add(-1)
 }
-
-// OffloadedCalls returns how much offloaded work (calls, topic callbacks,
-// disconnect unsubscribes) is queued or running, so that a drain can wait
-// for results to go out.
-func (n *Node) OffloadedCalls() int64 { return n.offloaded.Load() }
 
 // lane runs a session's offloaded topic callbacks one at a time, in the
 // order the client's messages asked for them, on the node's Offloader. A
@@ -238,21 +236,4 @@ func (s *Session) runLane() {
 		task()
 		s.releaseOffload()
 	}
-}
-
-// topicHandler is a topic handler with what the node asks of it once, at
-// start-up.
-type topicHandler struct {
-	h       handler.Topic
-	offload bool                      // handler.OffloadedTopic: callbacks run on the session's lane
-	batch   handler.BatchUnsubscriber // nil unless implemented
-}
-
-func newTopicHandler(h handler.Topic) *topicHandler {
-	th := &topicHandler{h: h}
-	if o, ok := h.(handler.OffloadedTopic); ok {
-		th.offload = o.Offload()
-	}
-	th.batch, _ = h.(handler.BatchUnsubscriber)
-	return th
 }

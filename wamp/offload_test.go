@@ -17,8 +17,10 @@ type slowRPC struct {
 	started chan struct{}
 }
 
-func (slowRPC) Name() string  { return "test.slow" }
+func (slowRPC) Name() string { return "test.slow" }
+
 func (slowRPC) Offload() bool { return true }
+
 func (r slowRPC) Methods() map[string]handler.RPCMethod {
 	return map[string]handler.RPCMethod{
 		"wait": func(ctx context.Context, _ handler.Client, _ handler.Request, p json.RawMessage) (any, error) {

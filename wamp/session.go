@@ -9,8 +9,6 @@ import (
 	"net/textproto"
 	"runtime/debug"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,6 +157,13 @@ func (s *Session) Extra() json.RawMessage { return s.extra }
 
 // Firewall implements handler.Client. It changes with Reidentify.
 func (s *Session) Firewall() string { return s.ident.Load().Firewall }
+
+// HandshakeHeader returns a handshake request header the gateway kept for
+// handlers (ClientInfo.Headers), or "". It lets an HTTP upstream forward,
+// say, the browser's Cookie to the PHP app.
+func (s *Session) HandshakeHeader(name string) string {
+	return s.headers[textproto.CanonicalMIMEHeaderKey(name)]
+}
 
 // allowed reports whether the current identity passes a route's access
 // rule.
@@ -377,47 +382,6 @@ func (s *Session) announceLeave(reason string, left []drop) {
 	}
 }
 
-// resolve expands a CURIE exactly as Ratchet 0.4's WampConnection::getUri:
-// URIs containing "http://" or "https://" are left alone; otherwise
-// "prefix:action" becomes prefixes[prefix] + "#" + action when the prefix
-// is known. Like PHP's explode/list, only the text up to a second ':' is
-// kept as the action.
-func (s *Session) resolve(uri string) string {
-	if len(s.prefixes) == 0 || containsHTTPScheme(uri) {
-		return uri
-	}
-	i := strings.IndexByte(uri, ':')
-	if i < 0 {
-		return uri
-	}
-	base, ok := s.prefixes[uri[:i]]
-	if !ok {
-		return uri
-	}
-	action := uri[i+1:]
-	if j := strings.IndexByte(action, ':'); j >= 0 {
-		action = action[:j]
-	}
-	return base + "#" + action
-}
-
-// containsHTTPScheme reports whether s matches Ratchet's unanchored
-// /http(s*):\/\// anywhere.
-func containsHTTPScheme(s string) bool {
-	for {
-		i := strings.Index(s, "http")
-		if i < 0 {
-			return false
-		}
-		rest := s[i+4:]
-		rest = strings.TrimLeft(rest, "s")
-		if strings.HasPrefix(rest, "://") {
-			return true
-		}
-		s = s[i+4:]
-	}
-}
-
 func (s *Session) checkURI(what, uri string) error {
 	if len(uri) > s.node.limits.MaxURILength {
 		return limitErr(LimitURILength, "%s longer than %d bytes", what, s.node.limits.MaxURILength)
@@ -425,177 +389,9 @@ func (s *Session) checkURI(what, uri string) error {
 	return nil
 }
 
-// expand validates the raw URI, resolves CURIEs and validates the result.
-func (s *Session) expand(what, raw string) (string, error) {
-	if err := s.checkURI(what, raw); err != nil {
-		return "", err
-	}
-	uri := s.resolve(raw)
-	if err := s.checkURI(what, uri); err != nil {
-		return "", err
-	}
-	return uri, nil
-}
-
-func (s *Session) handlePrefix(m message) error {
-	if err := s.checkURI("PREFIX prefix", m.prefix); err != nil {
-		return err
-	}
-	if err := s.checkURI("PREFIX uri", m.uri); err != nil {
-		return err
-	}
-	if _, exists := s.prefixes[m.prefix]; !exists && len(s.prefixes) >= s.node.limits.MaxPrefixes {
-		return limitErr(LimitPrefixes, "more than %d prefixes", s.node.limits.MaxPrefixes)
-	}
-	if s.prefixes == nil {
-		s.prefixes = make(map[string]string, 1) // most clients define none
-	}
-	s.prefixes[m.prefix] = m.uri
-	return nil
-}
-
-func (s *Session) handleCall(ctx context.Context, m message) error {
-	uri, err := s.expand("CALL procURI", m.uri)
-	if err != nil {
-		return err
-	}
-	params := callParams(m.args)
-	r, attrs, ok := s.node.rpcRoutes.match(uri)
-	if !ok {
-		// The bundle throws here and the client never gets an answer;
-		// answering 404 keeps the client's call from hanging forever.
-		s.logAt(slog.LevelInfo, "wamp: no rpc route", "uri", uri)
-		s.node.obs.RoutingMiss("rpc")
-		s.send("CALLERROR", encodeCallError(m.callID, uri, fmt.Sprintf("Unable to find route for %q", uri), rpcDetails(404, params)))
-		return nil
-	}
-	if !s.allowed(r.access) {
-		s.logAt(slog.LevelInfo, "wamp: rpc access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("rpc")
-		s.send("CALLERROR", encodeCallError(m.callID, uri, "Access denied", rpcDetails(403, params)))
-		return nil
-	}
-	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
-	method, ok := r.handler.lookup(attrs["method"])
-	if !ok {
-		s.logAt(slog.LevelInfo, "wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
-		s.node.obs.RoutingMiss("rpc")
-		s.send("CALLERROR", encodeCallError(m.callID, uri, "Could not execute RPC callback, method not found", rpcDetails(404, params)))
-		return nil
-	}
-	s.runCall(r.handler, func() {
-		out, err := s.callMethod(ctx, r, method, req, params)
-		if err != nil {
-			s.send("CALLERROR", s.errorMessage(m.callID, uri, err, func(code int) []byte { return rpcDetails(code, params) }))
-			return
-		}
-		if out == nil {
-			s.send("CALLERROR", encodeCallError(m.callID, uri, "RPC Error", rpcDetails(500, params)))
-			return
-		}
-		if !isJSONContainer(out) {
-			// The bundle wraps scalar results: return 5 sends [5].
-			out = append(append([]byte{'['}, out...), ']')
-		}
-		s.send("CALLRESULT", encodeCallResult(m.callID, out))
-	}, func() {
-		s.send("CALLERROR", encodeCallError(m.callID, uri, errDescBusy, rpcDetails(503, params)))
-	})
-	return nil
-}
-
 // errDescBusy answers a call, subscribe or publish refused at the bound of
 // offloaded work.
 const errDescBusy = "Too many calls in progress, try again later"
-
-// callMethod runs an RPC method and encodes its result. It returns the
-// handler's error, or a nil result for what the bundle treats as a failed
-// call (null, false, or a result that cannot be encoded), and reports the
-// call to the observer.
-func (s *Session) callMethod(ctx context.Context, r *route[*rpcHandler], method handler.RPCMethod, req handler.Request, params json.RawMessage) ([]byte, error) {
-	var result any
-	start := time.Now()
-	err := s.invoke(ctx, true, "call", req.URI, func(ctx context.Context) error {
-		var err error
-		result, err = method(ctx, s, req, params)
-		return err
-	})
-	if err != nil {
-		s.node.obs.Call(r.handler.h.Name(), time.Since(start), true)
-		// An error the handler meant for the client (a *handler.Error
-		// under 500: bad arguments, not allowed) is the call's answer,
-		// not the gateway's problem.
-		level := slog.LevelWarn
-		if he := (*handler.Error)(nil); errors.As(err, &he) && he.Code > 0 && he.Code < 500 {
-			level = slog.LevelDebug
-		}
-		s.logAt(level, "wamp: rpc handler failed", "uri", req.URI, "route", r.name, "err", err)
-		return nil, err
-	}
-	out, encErr := appendJSON(nil, result)
-	failed := encErr != nil || string(out) == "null" || string(out) == "false"
-	s.node.obs.Call(r.handler.h.Name(), time.Since(start), failed)
-	if failed {
-		// The bundle treats null and false as a failed call; an
-		// unencodable result is a handler bug of the same kind.
-		if encErr != nil {
-			s.logAt(slog.LevelWarn, "wamp: rpc result not JSON-encodable", "uri", req.URI, "route", r.name, "err", encErr)
-		} else {
-			s.logAt(slog.LevelWarn, "wamp: rpc handler returned a failed result", "result", string(out), "uri", req.URI, "route", r.name)
-		}
-		return nil, nil
-	}
-	return out, nil
-}
-
-func (s *Session) handleSubscribe(ctx context.Context, m message) error {
-	uri, err := s.expand("SUBSCRIBE topicURI", m.uri)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	_, dup := s.subs[uri]
-	s.mu.Unlock()
-	if dup {
-		return nil // Ratchet ignores duplicate subscriptions
-	}
-	r, attrs, ok := s.node.topicRoutes.match(uri)
-	if !ok {
-		// The bundle fails to route and only logs; nobody could ever
-		// publish to an unrouted topic, so there is nothing to keep.
-		s.logAt(slog.LevelInfo, "wamp: no topic route for subscribe", "uri", uri)
-		s.node.obs.RoutingMiss("topic")
-		return nil
-	}
-	sub := &subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
-	switch s.addSub(uri, sub) {
-	case errDenied:
-		s.logAt(slog.LevelInfo, "wamp: subscribe access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("topic")
-		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onSubscribe")(403)))
-		return nil
-	case errTooMany:
-		return limitErr(LimitSubscriptions, "more than %d subscriptions", s.node.limits.MaxSubscriptions)
-	}
-	ref := topicRef{n: s.node, id: uri}
-	if !s.topicTask(sub.h, false, func() {
-		err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
-			return sub.h.h.OnSubscribe(ctx, s, ref, sub.req)
-		})
-		s.subscribed(uri, sub, err)
-		if err != nil {
-			// Undone, so a handler can refuse a subscription by failing.
-			// (Ratchet would keep the client subscribed after the handler
-			// threw.)
-			s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
-			s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
-		}
-	}) {
-		s.subscribed(uri, sub, errBusy)
-		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, errDescBusy, topicDetails("onSubscribe")(503)))
-	}
-	return nil
-}
 
 var (
 	errDenied  = errors.New("access denied")
@@ -670,21 +466,6 @@ func (s *Session) takeSub(uri string) *subscription {
 	return sub
 }
 
-func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
-	uri, err := s.expand("UNSUBSCRIBE topicURI", m.uri)
-	if err != nil {
-		return err
-	}
-	sub := s.takeSub(uri)
-	if sub == nil {
-		return nil // not subscribed: Ratchet ignores it
-	}
-	s.unsubscribed(ctx, uri, sub, func(err error) {
-		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
-	})
-	return nil
-}
-
 // unsubscribed tells the handler of a subscription the client took back
 // (OnUnsubscribe, on the lane for an offloaded handler); onErr reports the
 // handler's failure to the client. It is never refused: each follows a
@@ -711,40 +492,69 @@ func (s *Session) isFailed(sub *subscription) bool {
 	return sub.failed
 }
 
-func (s *Session) handlePublish(ctx context.Context, m message) error {
-	uri, err := s.expand("PUBLISH topicURI", m.uri)
-	if err != nil {
+// callMethod runs an RPC method and encodes its result. It returns the
+// handler's error, or a nil result for what the bundle treats as a failed
+// call (null, false, or a result that cannot be encoded), and reports the
+// call to the observer.
+func (s *Session) callMethod(ctx context.Context, r *route[*rpcHandler], method handler.RPCMethod, req handler.Request, params json.RawMessage) ([]byte, error) {
+	var result any
+	start := time.Now()
+	err := s.invoke(ctx, true, "call", req.URI, func(ctx context.Context) error {
+		var err error
+		result, err = method(ctx, s, req, params)
 		return err
-	}
-	r, attrs, ok := s.node.topicRoutes.match(uri)
-	if !ok {
-		s.logAt(slog.LevelInfo, "wamp: no topic route for publish", "uri", uri)
-		s.node.obs.RoutingMiss("topic")
-		return nil
-	}
-	if !s.allowed(r.access) {
-		s.logAt(slog.LevelInfo, "wamp: publish access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("topic")
-		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onPublish")(403)))
-		return nil
-	}
-	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
-	exclude := m.exclude
-	if m.excludeMe {
-		exclude = []string{s.id}
-	}
-	if !s.topicTask(r.handler, false, func() {
-		err := s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
-			return r.handler.h.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, m.event, exclude, m.eligible)
-		})
-		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
-			s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
+	})
+	if err != nil {
+		s.node.obs.Call(r.handler.h.Name(), time.Since(start), true)
+		// An error the handler meant for the client (a *handler.Error
+		// under 500: bad arguments, not allowed) is the call's answer,
+		// not the gateway's problem.
+		level := slog.LevelWarn
+		if he := (*handler.Error)(nil); errors.As(err, &he) && he.Code > 0 && he.Code < 500 {
+			level = slog.LevelDebug
 		}
-	}) {
-		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, errDescBusy, topicDetails("onPublish")(503)))
+		s.logAt(level, "wamp: rpc handler failed", "uri", req.URI, "route", r.name, "err", err)
+		return nil, err
 	}
-	return nil
+	out, encErr := appendJSON(nil, result)
+	failed := encErr != nil || string(out) == "null" || string(out) == "false"
+	s.node.obs.Call(r.handler.h.Name(), time.Since(start), failed)
+	if failed {
+		// The bundle treats null and false as a failed call; an
+		// unencodable result is a handler bug of the same kind.
+		if encErr != nil {
+			s.logAt(slog.LevelWarn, "wamp: rpc result not JSON-encodable", "uri", req.URI, "route", r.name, "err", encErr)
+		} else {
+			s.logAt(slog.LevelWarn, "wamp: rpc handler returned a failed result", "result", string(out), "uri", req.URI, "route", r.name)
+		}
+		return nil, nil
+	}
+	return out, nil
+}
+
+// callParams applies Ratchet's rule: exactly one argument that is an array
+// (JSON array or object) becomes the params, otherwise the list of
+// arguments does.
+func callParams(args []json.RawMessage) json.RawMessage {
+	if len(args) == 1 && isJSONContainer(args[0]) {
+		return args[0]
+	}
+	if len(args) == 0 {
+		return json.RawMessage("[]")
+	}
+	n := 2
+	for _, a := range args {
+		n += len(a) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, a := range args {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, a...)
+	}
+	return append(b, ']')
 }
 
 // send sends one message of type typ (for the observer) to the client.
@@ -791,67 +601,6 @@ func (s *Session) invoke(parent context.Context, linked bool, what, uri string, 
 	return fn(ctx)
 }
 
-// errorMessage builds the CALLERROR for a handler error: a *handler.Error
-// controls URI, description, code and details; any other error is code 500
-// with its message, as the bundle reports an exception.
-func (s *Session) errorMessage(callID json.RawMessage, uri string, err error, details func(code int) []byte) []byte {
-	var he *handler.Error
-	if errors.As(err, &he) {
-		errURI := he.URI
-		if errURI == "" {
-			errURI = uri
-		}
-		code := he.Code
-		if code == 0 {
-			code = 500
-		}
-		d := details(code)
-		if he.Details != nil {
-			b, encErr := appendJSON(nil, he.Details)
-			if encErr != nil {
-				s.logAt(slog.LevelWarn, "wamp: handler error details not JSON-encodable", "uri", uri, "err", encErr)
-			} else {
-				d = b
-			}
-		}
-		return encodeCallError(callID, errURI, he.Desc, d)
-	}
-	desc := err.Error()
-	if errors.Is(err, errPanic) {
-		desc = "Internal Server Error"
-	}
-	return encodeCallError(callID, uri, desc, details(500))
-}
-
-// rpcDetails is the bundle's CALLERROR details for RPC calls. "rpc" and
-// "request" are PHP objects with only private properties, which
-// json_encode renders as {}.
-func rpcDetails(code int, params json.RawMessage) []byte {
-	b := make([]byte, 0, 48+len(params))
-	b = append(b, `{"code":`...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, `,"rpc":{},"params":`...)
-	b = append(b, params...)
-	return append(b, `,"request":{}}`...)
-}
-
-// topicDetails is the bundle's CALLERROR details for topic callbacks; the
-// event names are those of the bundle's TopicDispatcher.
-func topicDetails(event string) func(code int) []byte {
-	return func(code int) []byte {
-		b := make([]byte, 0, 64)
-		b = append(b, `{"code":`...)
-		b = strconv.AppendInt(b, int64(code), 10)
-		b = append(b, `,"topic":{},"request":{},"event":`...)
-		b = appendJSONString(b, event)
-		return append(b, '}')
-	}
-}
-
-// topicCallID: the bundle uses the topic id as the call id of a topic
-// CALLERROR.
-func topicCallID(uri string) json.RawMessage { return appendJSONString(nil, uri) }
-
 // logger returns the node's logger with this session's attributes. It is
 // built when something is logged, not kept per session: an idle session
 // would otherwise hold a few hundred bytes of attributes for nothing.
@@ -859,9 +608,14 @@ func (s *Session) logger() *slog.Logger {
 	return s.node.log.With("session", s.id, "conn", s.connID, "protocol", s.proto.String())
 }
 
-// HandshakeHeader returns a handshake request header the gateway kept for
-// handlers (ClientInfo.Headers), or "". It lets an HTTP upstream forward,
-// say, the browser's Cookie to the PHP app.
-func (s *Session) HandshakeHeader(name string) string {
-	return s.headers[textproto.CanonicalMIMEHeaderKey(name)]
+// logAt logs msg at level for this session. Most session lines are caused
+// by the client, one per message: the gateway bounds them with a
+// rate-limiting slog handler (gateway/loglimit.go), which is why message
+// texts here are constants and the variable parts are attributes.
+func (s *Session) logAt(level slog.Level, msg string, args ...any) {
+	ctx := context.Background()
+	if !s.node.log.Enabled(ctx, level) {
+		return
+	}
+	s.logger().Log(ctx, level, msg, args...)
 }

@@ -1,0 +1,83 @@
+package wamp
+
+import (
+	"fmt"
+	"time"
+)
+
+// Limits bounds what one client can make the node hold. Zero fields take
+// the defaults below. A client that goes over a limit gets an error
+// wrapping ErrLimit (and ErrProtocol) from Handle: the gateway closes it,
+// which is clearer for a misbehaving client than silently dropping part of
+// what it asked for.
+type Limits struct {
+	// MaxURILength bounds every URI and prefix in a message, before and
+	// after CURIE expansion. Default 1024 bytes.
+	MaxURILength int
+	// MaxPrefixes bounds the PREFIX definitions of one session. Default 64.
+	MaxPrefixes int
+	// MaxSubscriptions bounds the topics one session is subscribed to.
+	// Default 1024.
+	MaxSubscriptions int
+	// MaxJSONDepth bounds how deep arrays and objects nest in one message.
+	// Default 512, PHP's json_decode default: whatever the PHP app could
+	// decode passes.
+	MaxJSONDepth int
+	// MaxOffloadedCallsPerSession bounds the offloaded calls (see
+	// handler.OffloadedRPC) one session may have running. Default 64.
+	MaxOffloadedCallsPerSession int
+	// MaxOffloadedCalls bounds the offloaded calls running on the node.
+	// Default 10000.
+	MaxOffloadedCalls int
+}
+
+// Default limits.
+const (
+	DefaultMaxURILength     = 1024
+	DefaultMaxPrefixes      = 64
+	DefaultMaxSubscriptions = 1024
+	DefaultMaxJSONDepth     = 512
+	// DefaultMaxOffloadedCallsPerSession and DefaultMaxOffloadedCalls are
+	// the defaults of the Limits of the same names.
+	DefaultMaxOffloadedCallsPerSession = 64
+	DefaultMaxOffloadedCalls           = 10000
+	DefaultCallTimeout                 = 30 * time.Second
+	DefaultServerIdent                 = "wsgate"
+)
+
+// Names of the limits a client can run into (LimitError.Limit and
+// Observer.Limit): each is the gateway's configuration key without
+// "limits.", so that one metric label names them all.
+const (
+	LimitURILength             = "max_uri_length"
+	LimitPrefixes              = "max_prefixes"
+	LimitSubscriptions         = "max_subscriptions"
+	LimitJSONDepth             = "max_json_depth"
+	LimitPendingCallsPerClient = "max_pending_calls_per_connection"
+	LimitPendingCalls          = "max_pending_calls"
+)
+
+// ErrLimit is wrapped (together with ErrProtocol) by errors for a client
+// that exceeded a Limits bound, so the gateway can log or count it apart
+// from garbage input while still closing the connection. Those errors are
+// *LimitError, which names the limit.
+var ErrLimit = fmt.Errorf("%w: client limit exceeded", ErrProtocol)
+
+// LimitError is a client going over one of the node's Limits. Handle
+// returns it; it wraps ErrLimit (and so ErrProtocol): the gateway closes
+// the connection, with 1008 (policy violation), and counts Limit.
+type LimitError struct {
+	// Limit is one of the Limit* names.
+	Limit string
+	// Detail says by how much, for logs.
+	Detail string
+}
+
+func (e *LimitError) Error() string { return ErrLimit.Error() + ": " + e.Limit + ": " + e.Detail }
+
+// Unwrap makes errors.Is(err, ErrLimit) and errors.Is(err, ErrProtocol) hold.
+func (e *LimitError) Unwrap() error { return ErrLimit }
+
+func limitErr(limit, format string, a ...any) error {
+	return &LimitError{Limit: limit, Detail: fmt.Sprintf(format, a...)}
+}
