@@ -28,7 +28,7 @@ func BenchmarkParseCall(b *testing.B) {
 	msg := []byte(`[2,"call-1","sample/echo",1,2,3]`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := parseMessage(msg, DefaultMaxJSONDepth); err != nil {
+		if _, err := parseMessageV1(msg, DefaultMaxJSONDepth); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -22,9 +22,11 @@ import (
 // rebuilt only after membership changed, so repeated broadcasts to a stable
 // topic do not allocate per subscriber.
 type broker struct {
+	// mu guards topics (and each topic's subscribers and stopTimer) and
+	// subscriptions.
 	mu     sync.RWMutex
 	topics map[string]*topicState
-	// subscriptions is the sum of len(subs) over topics.
+	// subscriptions is the sum of len(subscribers) over topics.
 	subscriptions int
 	// relay, when set, hears when a topic gains its first and loses its
 	// last local subscriber, so that other replicas' broadcasts reach
@@ -32,10 +34,11 @@ type broker struct {
 	relay Relay
 }
 
+// topicState is one topic with local subscribers.
 type topicState struct {
-	subs map[*Session]struct{}
-	// snap is an immutable copy of subs, or nil when stale.
-	snap atomic.Pointer[subSnap]
+	subscribers map[*Session]struct{}
+	// snap is an immutable copy of subscribers, or nil when stale.
+	snap atomic.Pointer[subscriberSnap]
 	// subID is the WAMP v2 subscription id of the topic: router scope,
 	// shared by every v2 subscriber of the topic so that one EVENT
 	// encoding serves them all. A topic that empties and comes back gets
@@ -45,51 +48,51 @@ type topicState struct {
 	stopTimer context.CancelFunc
 }
 
-// add subscribes s to id and returns the topic's v2 subscription id. The
+// add subscribes s to uri and returns the topic's v2 subscription id. The
 // first subscriber of a topic served by a PeriodicTopic handler starts its
 // timer.
-func (b *broker) add(n *Node, id string, s *Session, h handler.Topic, req handler.Request) uint64 {
+func (b *broker) add(n *Node, uri string, s *Session, h handler.Topic, req handler.Request) uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	t := b.topics[id]
+	t := b.topics[uri]
 	if t == nil {
-		t = &topicState{subs: map[*Session]struct{}{}, subID: n.subSeq.Add(1)}
-		b.topics[id] = t
+		t = &topicState{subscribers: map[*Session]struct{}{}, subID: n.subSeq.Add(1)}
+		b.topics[uri] = t
 		if b.relay != nil {
-			b.relay.Watch(id)
+			b.relay.Watch(uri)
 		}
 		if p, ok := h.(handler.PeriodicTopic); ok {
-			t.stopTimer = n.startTimer(p, id, req)
+			t.stopTimer = n.startTimer(p, uri, req)
 		}
 	}
-	if _, dup := t.subs[s]; !dup {
-		t.subs[s] = struct{}{}
+	if _, dup := t.subscribers[s]; !dup {
+		t.subscribers[s] = struct{}{}
 		b.subscriptions++
 		t.snap.Store(nil)
 	}
 	return t.subID
 }
 
-// remove unsubscribes s from id and deletes the topic when it is empty, so
+// remove unsubscribes s from uri and deletes the topic when it is empty, so
 // topics do not accumulate as clients come and go; that stops the topic's
 // timer.
-func (b *broker) remove(id string, s *Session) {
+func (b *broker) remove(uri string, s *Session) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	t := b.topics[id]
+	t := b.topics[uri]
 	if t == nil {
 		return
 	}
-	if _, ok := t.subs[s]; !ok {
+	if _, ok := t.subscribers[s]; !ok {
 		return
 	}
-	delete(t.subs, s)
+	delete(t.subscribers, s)
 	b.subscriptions--
 	t.snap.Store(nil)
-	if len(t.subs) == 0 {
-		delete(b.topics, id)
+	if len(t.subscribers) == 0 {
+		delete(b.topics, uri)
 		if b.relay != nil {
-			b.relay.Unwatch(id)
+			b.relay.Unwatch(uri)
 		}
 		if t.stopTimer != nil {
 			t.stopTimer()
@@ -97,11 +100,11 @@ func (b *broker) remove(id string, s *Session) {
 	}
 }
 
-func (b *broker) count(id string) int {
+func (b *broker) count(uri string) int {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if t := b.topics[id]; t != nil {
-		return len(t.subs)
+	if t := b.topics[uri]; t != nil {
+		return len(t.subscribers)
 	}
 	return 0
 }
@@ -112,26 +115,26 @@ func (b *broker) topicCount() int {
 	return len(b.topics)
 }
 
-// subRef is what a fan-out needs of one subscriber, copied out of its
+// subscriberRef is what a fan-out needs of one subscriber, copied out of its
 // Session so that a broadcast walks one contiguous array instead of
 // touching every Session's memory.
-type subRef struct {
+type subscriberRef struct {
 	id   string
 	peer Peer
 }
 
-// subSnap is a topic's subscribers split by protocol, so that each
+// subscriberSnap is a topic's subscribers split by protocol, so that each
 // protocol's fan-out is a plain loop over the same encoded message.
-type subSnap struct {
-	v1, v2 []subRef
+type subscriberSnap struct {
+	v1, v2 []subscriberRef
 }
 
-// snapshot returns the current subscribers of id by protocol and the
+// snapshot returns the current subscribers of uri by protocol and the
 // topic's v2 subscription id. The snapshot must not be modified.
-func (b *broker) snapshot(id string) (*subSnap, uint64) {
+func (b *broker) snapshot(uri string) (*subscriberSnap, uint64) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	t := b.topics[id]
+	t := b.topics[uri]
 	if t == nil {
 		return nil, 0
 	}
@@ -140,12 +143,12 @@ func (b *broker) snapshot(id string) (*subSnap, uint64) {
 	}
 	// Concurrent readers may both build; both results are identical
 	// because writers are excluded by the read lock.
-	snap := &subSnap{}
-	for s := range t.subs {
+	snap := &subscriberSnap{}
+	for s := range t.subscribers {
 		if s.proto == ProtocolV2JSON {
-			snap.v2 = append(snap.v2, subRef{id: s.id, peer: s.peer})
+			snap.v2 = append(snap.v2, subscriberRef{id: s.id, peer: s.peer})
 		} else {
-			snap.v1 = append(snap.v1, subRef{id: s.id, peer: s.peer})
+			snap.v1 = append(snap.v1, subscriberRef{id: s.id, peer: s.peer})
 		}
 	}
 	t.snap.Store(snap)
@@ -158,13 +161,13 @@ func (b *broker) snapshot(id string) (*subSnap, uint64) {
 // n.timers); it ends when the returned cancel is called, which remove does
 // when the topic empties. OnTick runs without any node lock held, so it
 // may broadcast.
-func (n *Node) startTimer(p handler.PeriodicTopic, id string, req handler.Request) context.CancelFunc {
+func (n *Node) startTimer(p handler.PeriodicTopic, uri string, req handler.Request) context.CancelFunc {
 	period := p.Period()
 	if period <= 0 {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ref := topicRef{n: n, id: id, local: true} // every replica with subscribers runs its own timer
+	ref := topicRef{n: n, uri: uri, local: true} // every replica with subscribers runs its own timer
 	n.timers.Add(1)
 	go func() {
 		defer n.timers.Done()
@@ -188,7 +191,7 @@ func (n *Node) startTimer(p handler.PeriodicTopic, id string, req handler.Reques
 func (n *Node) runTick(ctx context.Context, p handler.PeriodicTopic, ref topicRef, req handler.Request) {
 	defer func() {
 		if r := recover(); r != nil {
-			n.log.Error("wamp: periodic topic handler panic", "topic", ref.id, "route", req.Route, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			n.log.Error("wamp: periodic topic handler panic", "topic", ref.uri, "route", req.Route, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		}
 	}()
 	if n.callTimeout > 0 {
@@ -202,8 +205,8 @@ func (n *Node) runTick(ctx context.Context, p handler.PeriodicTopic, ref topicRe
 // topicRef implements handler.TopicRef by topic URI, so it stays valid
 // when the topic empties and is created again.
 type topicRef struct {
-	n  *Node
-	id string
+	n   *Node
+	uri string
 	// local keeps broadcasts on this node: set for pushes every replica
 	// receives by itself (the Redis push channel), which relaying would
 	// deliver once per replica.
@@ -212,12 +215,12 @@ type topicRef struct {
 
 var _ handler.TopicRef = topicRef{}
 
-func (t topicRef) ID() string { return t.id }
+func (t topicRef) ID() string { return t.uri }
 
-func (t topicRef) Count() int { return t.n.broker.count(t.id) }
+func (t topicRef) Count() int { return t.n.broker.count(t.uri) }
 
 func (t topicRef) Broadcast(event any, exclude, eligible []string) error {
-	_, err := t.n.broadcast(t.id, event, exclude, eligible, !t.local)
+	_, err := t.n.broadcast(t.uri, event, exclude, eligible, !t.local)
 	return err
 }
 
@@ -225,13 +228,13 @@ func (t topicRef) Broadcast(event any, exclude, eligible []string) error {
 // for broadcasting from outside a handler callback, e.g. a server-side push.
 // Broadcasts through it also reach the other replicas when the node has a
 // Relay.
-func (n *Node) Topic(uri string) handler.TopicRef { return topicRef{n: n, id: uri} }
+func (n *Node) Topic(uri string) handler.TopicRef { return topicRef{n: n, uri: uri} }
 
 // LocalTopic is Topic for a source that every replica receives by itself
 // (the Redis push channel): its broadcasts reach this node's subscribers
 // only, never the Relay.
 func (n *Node) LocalTopic(uri string) handler.TopicRef {
-	return topicRef{n: n, id: uri, local: true}
+	return topicRef{n: n, uri: uri, local: true}
 }
 
 // broadcast encodes the event payload once, wraps it once per protocol
@@ -240,7 +243,7 @@ func (n *Node) LocalTopic(uri string) handler.TopicRef {
 // every selected subscriber of that protocol. It returns how many peers
 // accepted the message. With relay set and a Relay configured, the
 // encoded payload also goes to the other replicas.
-func (n *Node) broadcast(id string, event any, exclude, eligible []string, relay bool) (int, error) {
+func (n *Node) broadcast(uri string, event any, exclude, eligible []string, relay bool) (int, error) {
 	payload, err := appendJSON(make([]byte, 0, 64), event)
 	if err != nil {
 		return 0, err
@@ -248,9 +251,9 @@ func (n *Node) broadcast(id string, event any, exclude, eligible []string, relay
 	if relay && n.broker.relay != nil {
 		// The relay keeps payload: appendJSON gave us a fresh buffer that
 		// nothing below modifies.
-		n.broker.relay.Publish(id, payload, exclude, eligible)
+		n.broker.relay.Publish(uri, payload, exclude, eligible)
 	}
-	return n.deliver(id, payload, exclude, eligible), nil
+	return n.deliver(uri, payload, exclude, eligible), nil
 }
 
 // DeliverRelayed hands a broadcast relayed from another replica to this
@@ -266,9 +269,9 @@ func (n *Node) DeliverRelayed(topic string, payload []byte, exclude, eligible []
 }
 
 // deliver wraps the encoded payload once per protocol and fans it out to
-// this node's subscribers of id.
-func (n *Node) deliver(id string, payload []byte, exclude, eligible []string) int {
-	snap, subID := n.broker.snapshot(id)
+// this node's subscribers of uri.
+func (n *Node) deliver(uri string, payload []byte, exclude, eligible []string) int {
+	snap, subID := n.broker.snapshot(uri)
 	if snap == nil {
 		return 0
 	}
@@ -276,7 +279,7 @@ func (n *Node) deliver(id string, payload []byte, exclude, eligible []string) in
 	el := newIDSet(eligible)
 	sent := 0
 	if len(snap.v1) > 0 {
-		if c := fanout(snap.v1, encodeEventRaw(id, payload), ex, el); c > 0 {
+		if c := fanout(snap.v1, encodeEventV1(uri, payload), ex, el); c > 0 {
 			n.obs.MessagesOut(ProtocolV1, "EVENT", c)
 			sent += c
 		}
@@ -292,7 +295,7 @@ func (n *Node) deliver(id string, payload []byte, exclude, eligible []string) in
 
 // fanout hands msg to every selected subscriber and counts the peers that
 // accepted it.
-func fanout(subs []subRef, msg []byte, ex, el idSet) int {
+func fanout(subs []subscriberRef, msg []byte, ex, el idSet) int {
 	sent := 0
 	for _, s := range subs {
 		if ex.has(s.id) {

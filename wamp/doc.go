@@ -5,6 +5,23 @@
 // publisher reaches v2 subscribers of the same topic and the other way
 // round. Handlers are written against package wamp/handler only.
 //
+// # Files
+//
+// node.go: the Node, its configuration, opening sessions, the client
+// index. session.go: the Session core (lifecycle, Handle, invoking
+// handlers, sending); subscriptions.go: its subscriptions; requests.go:
+// the steps of a CALL, SUBSCRIBE or PUBLISH both protocols take. v1.go and
+// v2.go: one protocol each, its messages and its handlers; json.go: the
+// JSON codec both use. broker.go: topics, fan-out, periodic topics.
+// router.go: route patterns; handlers.go: the registered handlers bound to
+// routes. offload.go: handler work off the reader; reidentify.go: identity
+// changes; push.go: application pushes; relay.go: other replicas;
+// limits.go: Limits and LimitError; errors.go: what else Handle returns;
+// protocol.go: Protocol; observer.go: metrics. Tests sit in the file named
+// for what they test (requests.go's steps through v1_test.go and
+// v2_test.go), fuzz targets beside the parsers; helpers_test.go holds the
+// fixtures.
+//
 // # Use from the gateway
 //
 // At start-up:
@@ -44,8 +61,8 @@
 // When revalidation finds that the PHP session behind a live connection
 // changed (expired, logged out, another user) and the client is to be kept,
 // s.Reidentify(newInfo) gives it the new identity (a ClientInfo whose
-// Identity is anonymous, to downgrade) and drops the subscriptions the new identity may no
-// longer have; it may be called from any goroutine.
+// Identity is anonymous, to downgrade) and revokes the subscriptions the
+// new identity may no longer have; it may be called from any goroutine.
 //
 // Handle must be called from one goroutine per session (the reader) and
 // may block while a handler runs, bounded by NodeConfig.CallTimeout;
@@ -60,10 +77,13 @@
 // The node starts goroutines only for handler.PeriodicTopic handlers: one
 // per topic that has subscribers, started by the first SUBSCRIBE and
 // stopped (its context cancelled) when the last subscriber leaves; it
-// never holds a node lock while OnTick runs. Everything else runs on the
-// caller's goroutine: Handle on the connection reader, Push on the pusher,
-// Reidentify on its caller (or on the reader, for callbacks that must wait
-// for a Handle call in flight).
+// never holds a node lock while OnTick runs. Offloaded handler work (the
+// calls of a handler.OffloadedRPC, the callbacks of a
+// handler.OffloadedTopic, the unsubscribes a disconnect leaves) runs on
+// the NodeConfig.Offloader, whose goroutines the gateway owns. Everything
+// else runs on the caller's goroutine: Handle on the connection reader,
+// Push on the pusher, Reidentify on its caller (or on the reader, for
+// callbacks that must wait for a Handle call in flight).
 //
 // # WAMP v2
 //
@@ -79,8 +99,8 @@
 //     shared by all subscribers of a topic, so one EVENT encoding serves
 //     them all; request ids from the client must be in [1, 2^53].
 //   - GOODBYE is answered with GOODBYE wamp.close.goodbye_and_out, ABORT
-//     is accepted; both end the session (its subscriptions are dropped as
-//     on Close) and Handle returns ErrGoodbye.
+//     is accepted; both end the session (its subscriptions go as on
+//     Close) and Handle returns ErrGoodbye.
 //   - Input that is not valid v2 JSON, an unknown or router-only message
 //     type, callee messages (ERROR, YIELD), a second HELLO, or anything
 //     before HELLO gets ABORT wamp.error.protocol_violation and an error

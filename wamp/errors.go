@@ -6,12 +6,14 @@ import (
 )
 
 // ErrProtocol is wrapped by every error Session.Handle returns for input
-// that is not valid WAMP v1: malformed JSON, a non-array message, an
-// unknown or server-only message type, wrong arity or element types, and
-// exceeded client limits. Ratchet closes such connections with status 1007
-// and so should the gateway.
+// that is not valid in the session's protocol: malformed JSON, a non-array
+// message, an unknown or server-only message type, wrong arity or element
+// types, and exceeded client limits (a v2 client gets ABORT
+// wamp.error.protocol_violation first). Ratchet closes such connections
+// with status 1007 and so should the gateway.
 var ErrProtocol = errors.New("wamp protocol error")
 
+// protoErr makes an error wrapping ErrProtocol.
 func protoErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, a...))
 }

@@ -11,15 +11,17 @@ import (
 
 // rpcHandler is an RPC handler with its methods resolved once at start-up.
 type rpcHandler struct {
-	h       handler.RPC
+	rpc     handler.RPC
 	offload bool // handler.OffloadedRPC: calls run on their own goroutine
 	methods map[string]handler.RPCMethod
 	folded  map[string]handler.RPCMethod // lower-cased name -> method
 	dynamic handler.RPCMethod            // handler.DynamicRPC's Call, or nil
 }
 
+// newRPCHandler resolves h's methods, refusing a nil method and names
+// that differ only in case.
 func newRPCHandler(h handler.RPC) (*rpcHandler, error) {
-	rh := &rpcHandler{h: h, methods: map[string]handler.RPCMethod{}, folded: map[string]handler.RPCMethod{}}
+	rh := &rpcHandler{rpc: h, methods: map[string]handler.RPCMethod{}, folded: map[string]handler.RPCMethod{}}
 	if o, ok := h.(handler.OffloadedRPC); ok {
 		rh.offload = o.Offload()
 	}
@@ -85,13 +87,14 @@ func camelCase(s string) string {
 // topicHandler is a topic handler with what the node asks of it once, at
 // start-up.
 type topicHandler struct {
-	h       handler.Topic
+	topic   handler.Topic
 	offload bool                      // handler.OffloadedTopic: callbacks run on the session's lane
 	batch   handler.BatchUnsubscriber // nil unless implemented
 }
 
+// newTopicHandler asks h once what it opts into.
 func newTopicHandler(h handler.Topic) *topicHandler {
-	th := &topicHandler{h: h}
+	th := &topicHandler{topic: h}
 	if o, ok := h.(handler.OffloadedTopic); ok {
 		th.offload = o.Offload()
 	}
@@ -110,6 +113,8 @@ func CheckRoutes(routes RoutesConfig, handlers *handler.Registry) error {
 	return err
 }
 
+// compileAll compiles the RPC and topic routes against the registry's
+// handlers.
 func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler], *router[*topicHandler], error) {
 	rpcs := map[string]*rpcHandler{}
 	for _, name := range reg.RPCNames() {
@@ -159,6 +164,7 @@ func (e *UnknownHandlerError) Error() string {
 	return fmt.Sprintf("wamp: %s route %q: unknown %s handler %q (%s)", e.Kind, e.Route, e.Kind, e.Handler, known)
 }
 
+// withKnown adds the registered handler names to an UnknownHandlerError.
 func withKnown(err error, known []string) error {
 	var u *UnknownHandlerError
 	if errors.As(err, &u) {

@@ -1,6 +1,7 @@
 package wamp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -258,21 +260,11 @@ type step struct {
 	err  error    // errors.Is target; nil = must succeed
 }
 
-func runSteps(t *testing.T, f *fixture, s *Session, p *fakePeer, steps []step) {
-	t.Helper()
-	for i, st := range steps {
-		err := s.Handle(context.Background(), []byte(st.in))
-		switch {
-		case st.err == nil && err != nil:
-			t.Errorf("step %d %s: unexpected error %v", i, st.in, err)
-		case st.err != nil && !errors.Is(err, st.err):
-			t.Errorf("step %d %s: error %v, want %v", i, st.in, err, st.err)
-		}
-		expectMsgs(t, p.take(), st.want, s.ID())
-	}
-}
-
-func runSteps2(t *testing.T, s *Session, p *fakePeer, steps []step) {
+// runSteps feeds each step's message to s and checks the error Handle
+// returns and what came back to p ($SID in expectations is s's id).
+// normalize, when not nil, rewrites each message received before the
+// comparison.
+func runSteps(t *testing.T, s *Session, p *fakePeer, steps []step, normalize func([]byte) []byte) {
 	t.Helper()
 	for i, st := range steps {
 		err := s.Handle(context.Background(), []byte(st.in))
@@ -283,11 +275,79 @@ func runSteps2(t *testing.T, s *Session, p *fakePeer, steps []step) {
 			t.Errorf("step %d %s: error %v, want %v", i, st.in, err, st.err)
 		}
 		got := p.take()
-		want := make([]string, len(st.want))
-		for j, w := range st.want {
-			want[j] = strings.ReplaceAll(w, "$NSID", s.ID())
+		if normalize != nil {
+			for j := range got {
+				got[j] = normalize(got[j])
+			}
 		}
-		expectMsgs(t, got, want, s.ID())
+		expectMsgs(t, got, st.want, s.ID())
+	}
+}
+
+// fuzzFixture returns what gives a session fuzz target its fixture: one
+// node for all inputs, made on first use with mod and the small limits and
+// call timeout the targets run into.
+func fuzzFixture(mod func(*NodeConfig)) func(t *testing.T) *fixture {
+	var (
+		once sync.Once
+		fx   *fixture
+	)
+	return func(t *testing.T) *fixture {
+		once.Do(func() {
+			fx = newFixture(t, func(c *NodeConfig) {
+				if mod != nil {
+					mod(c)
+				}
+				c.CallTimeout = time.Millisecond
+				c.Limits = Limits{MaxURILength: 64, MaxPrefixes: 4, MaxSubscriptions: 4}
+			})
+		})
+		return fx
+	}
+}
+
+// handleLines hands s up to 32 newline-separated messages of data, until
+// Handle fails, with an error expected must accept: the gateway closes the
+// connection there.
+func handleLines(t *testing.T, s *Session, data []byte, expected func(error) bool) {
+	t.Helper()
+	for i, msg := range bytes.Split(data, []byte("\n")) {
+		if i >= 32 {
+			return
+		}
+		if err := s.Handle(context.Background(), msg); err != nil {
+			if !expected(err) {
+				t.Fatalf("message %q: unexpected error %v", msg, err)
+			}
+			return
+		}
+	}
+}
+
+// checkSent checks what a fuzzed session and its neighbours were sent:
+// valid JSON in valid UTF-8, arrays of at least minElems elements.
+func checkSent(t *testing.T, sent [][]byte, minElems int) {
+	t.Helper()
+	for _, out := range sent {
+		if !utf8.Valid(out) || !json.Valid(out) {
+			t.Fatalf("sent invalid JSON %q", out)
+		}
+		var arr []json.RawMessage
+		if json.Unmarshal(out, &arr) != nil || len(arr) < minElems {
+			t.Fatalf("sent non-WAMP message %q", out)
+		}
+	}
+}
+
+// checkEmpty checks that a node whose sessions all closed keeps no topic
+// and no client.
+func checkEmpty(t *testing.T, n *Node) {
+	t.Helper()
+	if c := n.broker.topicCount(); c != 0 {
+		t.Fatalf("%d topics left after Close", c)
+	}
+	if c := len(n.Clients().GetAll(true)); c != 0 {
+		t.Fatalf("%d clients left after Close", c)
 	}
 }
 

@@ -88,6 +88,8 @@ func splitArray(data []byte) ([]json.RawMessage, bool) {
 	return nil, false
 }
 
+// skipSpace returns the index of the first byte from i on that is not
+// JSON whitespace.
 func skipSpace(d []byte, i int) int {
 	for i < len(d) && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r') {
 		i++
@@ -167,6 +169,7 @@ func jsonDepth(d []byte, limit int) int {
 	return deepest
 }
 
+// jsonString reads a JSON string; what names it in the error.
 func jsonString(raw json.RawMessage, what string) (string, error) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", protoErr("%s must be a string", what)
@@ -182,6 +185,8 @@ func jsonString(raw json.RawMessage, what string) (string, error) {
 	return s, nil
 }
 
+// jsonDict requires a JSON object (a WAMP dict); what names it in the
+// error.
 func jsonDict(raw json.RawMessage, what string) (json.RawMessage, error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, protoErr("%s must be a dictionary", what)
@@ -189,6 +194,8 @@ func jsonDict(raw json.RawMessage, what string) (json.RawMessage, error) {
 	return raw, nil
 }
 
+// isJSONStringOrNumber reports whether the valid JSON raw is a string or a
+// number.
 func isJSONStringOrNumber(raw json.RawMessage) bool {
 	if len(raw) == 0 {
 		return false
@@ -197,8 +204,11 @@ func isJSONStringOrNumber(raw json.RawMessage) bool {
 	return c == '"' || c == '-' || (c >= '0' && c <= '9')
 }
 
+// isJSONArray reports whether the valid JSON raw is an array.
 func isJSONArray(raw json.RawMessage) bool { return len(raw) > 0 && raw[0] == '[' }
 
+// isJSONContainer reports whether the valid JSON raw is an array or an
+// object: what PHP decodes to an array.
 func isJSONContainer(raw []byte) bool {
 	return len(raw) > 0 && (raw[0] == '[' || raw[0] == '{')
 }

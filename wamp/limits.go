@@ -1,9 +1,6 @@
 package wamp
 
-import (
-	"fmt"
-	"time"
-)
+import "fmt"
 
 // Limits bounds what one client can make the node hold. Zero fields take
 // the defaults below. A client that goes over a limit gets an error
@@ -41,9 +38,26 @@ const (
 	// the defaults of the Limits of the same names.
 	DefaultMaxOffloadedCallsPerSession = 64
 	DefaultMaxOffloadedCalls           = 10000
-	DefaultCallTimeout                 = 30 * time.Second
-	DefaultServerIdent                 = "wsgate"
 )
+
+// withDefaults returns l with the default of every field that is zero (or
+// negative).
+func (l Limits) withDefaults() Limits {
+	orDefault(&l.MaxURILength, DefaultMaxURILength)
+	orDefault(&l.MaxPrefixes, DefaultMaxPrefixes)
+	orDefault(&l.MaxSubscriptions, DefaultMaxSubscriptions)
+	orDefault(&l.MaxJSONDepth, DefaultMaxJSONDepth)
+	orDefault(&l.MaxOffloadedCallsPerSession, DefaultMaxOffloadedCallsPerSession)
+	orDefault(&l.MaxOffloadedCalls, DefaultMaxOffloadedCalls)
+	return l
+}
+
+// orDefault sets *v to def unless it is positive.
+func orDefault(v *int, def int) {
+	if *v <= 0 {
+		*v = def
+	}
+}
 
 // Names of the limits a client can run into (LimitError.Limit and
 // Observer.Limit): each is the gateway's configuration key without
@@ -78,6 +92,7 @@ func (e *LimitError) Error() string { return ErrLimit.Error() + ": " + e.Limit +
 // Unwrap makes errors.Is(err, ErrLimit) and errors.Is(err, ErrProtocol) hold.
 func (e *LimitError) Unwrap() error { return ErrLimit }
 
+// limitErr makes the *LimitError for limit, with a Detail from format.
 func limitErr(limit, format string, a ...any) error {
 	return &LimitError{Limit: limit, Detail: fmt.Sprintf(format, a...)}
 }

@@ -49,6 +49,12 @@ type ClientInfo struct {
 	Extra json.RawMessage
 }
 
+// Defaults of NodeConfig.
+const (
+	DefaultCallTimeout = 30 * time.Second
+	DefaultServerIdent = "wsgate"
+)
+
 // NodeConfig configures a Node.
 type NodeConfig struct {
 	// ServerIdent is the server identity in WELCOME (Ratchet sends
@@ -90,7 +96,7 @@ type NodeConfig struct {
 // topic broker and the index of connected clients. It is safe for
 // concurrent use.
 type Node struct {
-	ident       string
+	serverIdent string
 	realm       string
 	log         *slog.Logger
 	obs         Observer
@@ -100,16 +106,17 @@ type Node struct {
 	rpcRoutes   *router[*rpcHandler]
 	topicRoutes *router[*topicHandler]
 
-	// off runs offloaded handler work.
-	off Offloader
+	// offloader runs offloaded handler work.
+	offloader Offloader
 
 	broker broker
 
-	mu       sync.RWMutex
-	byConn   map[string]*Session
-	byUser   map[string][]*Session // a slice per user: most have one or two sessions
-	sessions map[Protocol]int
-	seq      uint64 // session open order, for FindByUsername
+	// mu guards the client index (byConn, byUser), sessionCount and seq.
+	mu           sync.RWMutex
+	byConn       map[string]*Session
+	byUser       map[string][]*Session // a slice per user: most have one or two sessions
+	sessionCount map[Protocol]int
+	seq          uint64 // session open order, for FindByUsername
 
 	// subSeq numbers v2 subscriptions (router scope, sequential).
 	subSeq atomic.Uint64
@@ -130,18 +137,18 @@ type Node struct {
 // unknown handler name.
 func NewNode(cfg NodeConfig) (*Node, error) {
 	n := &Node{
-		ident:       cfg.ServerIdent,
-		realm:       cfg.Realm,
-		log:         cfg.Logger,
-		obs:         cfg.Observer,
-		sessions:    map[Protocol]int{},
-		callTimeout: cfg.CallTimeout,
-		limits:      cfg.Limits,
-		byConn:      map[string]*Session{},
-		byUser:      map[string][]*Session{},
+		serverIdent:  cfg.ServerIdent,
+		realm:        cfg.Realm,
+		log:          cfg.Logger,
+		obs:          cfg.Observer,
+		sessionCount: map[Protocol]int{},
+		callTimeout:  cfg.CallTimeout,
+		limits:       cfg.Limits.withDefaults(),
+		byConn:       map[string]*Session{},
+		byUser:       map[string][]*Session{},
 	}
-	if n.ident == "" {
-		n.ident = DefaultServerIdent
+	if n.serverIdent == "" {
+		n.serverIdent = DefaultServerIdent
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -152,27 +159,9 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if n.callTimeout == 0 {
 		n.callTimeout = DefaultCallTimeout
 	}
-	if n.limits.MaxURILength <= 0 {
-		n.limits.MaxURILength = DefaultMaxURILength
-	}
-	if n.limits.MaxPrefixes <= 0 {
-		n.limits.MaxPrefixes = DefaultMaxPrefixes
-	}
-	if n.limits.MaxSubscriptions <= 0 {
-		n.limits.MaxSubscriptions = DefaultMaxSubscriptions
-	}
-	if n.limits.MaxJSONDepth <= 0 {
-		n.limits.MaxJSONDepth = DefaultMaxJSONDepth
-	}
-	if n.limits.MaxOffloadedCallsPerSession <= 0 {
-		n.limits.MaxOffloadedCallsPerSession = DefaultMaxOffloadedCallsPerSession
-	}
-	if n.limits.MaxOffloadedCalls <= 0 {
-		n.limits.MaxOffloadedCalls = DefaultMaxOffloadedCalls
-	}
-	n.off = cfg.Offloader
-	if n.off == nil {
-		n.off = NewPool(n.limits.MaxOffloadedCalls)
+	n.offloader = cfg.Offloader
+	if n.offloader == nil {
+		n.offloader = NewPool(n.limits.MaxOffloadedCalls)
 	}
 	n.broker.topics = map[string]*topicState{}
 	n.broker.relay = cfg.Relay
@@ -225,10 +214,10 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 		s.subIDs = map[uint64]string{}
 	} else {
 		s.proto = ProtocolV1
-		s.id = newSessionID()
+		s.id = newSessionIDV1()
 	}
-	id := sessionIdentity(info, s.id)
-	s.ident.Store(id)
+	who := sessionIdentity(info, s.id)
+	s.identity.Store(who)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	n.mu.Lock()
@@ -238,12 +227,12 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	n.seq++
 	s.seq = n.seq
 	n.byConn[s.connID] = s
-	n.indexUser(id.UserIdentifier, s)
-	n.sessions[s.proto]++
+	n.indexUser(who.UserIdentifier, s)
+	n.sessionCount[s.proto]++
 	n.mu.Unlock()
 
 	if s.proto == ProtocolV1 {
-		s.send("WELCOME", encodeWelcome(s.id, n.ident))
+		s.send("WELCOME", encodeWelcomeV1(s.id, n.serverIdent))
 	}
 	return s
 }
@@ -254,8 +243,8 @@ func (n *Node) forget(s *Session) {
 	if n.byConn[s.connID] == s {
 		delete(n.byConn, s.connID)
 	}
-	if n.unindexUser(s.ident.Load().UserIdentifier, s) {
-		n.sessions[s.proto]--
+	if n.unindexUser(s.identity.Load().UserIdentifier, s) {
+		n.sessionCount[s.proto]--
 	}
 }
 
@@ -334,7 +323,7 @@ func (c *clientIndex) FindByRoles(roles []string) []handler.Client {
 	defer c.n.mu.RUnlock()
 	var out []handler.Client
 	for _, s := range c.n.byConn {
-		if id := s.ident.Load(); !id.Anonymous && (accessRule{roles: roles}).allows(false, id.Roles) && len(roles) > 0 {
+		if who := s.identity.Load(); !who.Anonymous && (accessRule{roles: roles}).allows(false, who.Roles) && len(roles) > 0 {
 			out = append(out, s)
 		}
 	}
@@ -346,7 +335,7 @@ func (c *clientIndex) GetAll(anonymous bool) []handler.Client {
 	defer c.n.mu.RUnlock()
 	out := make([]handler.Client, 0, len(c.n.byConn))
 	for _, s := range c.n.byConn {
-		if !anonymous && s.ident.Load().Anonymous {
+		if !anonymous && s.identity.Load().Anonymous {
 			continue
 		}
 		out = append(out, s)
@@ -354,10 +343,10 @@ func (c *clientIndex) GetAll(anonymous bool) []handler.Client {
 	return out
 }
 
-// newSessionID returns 128 random bits in hex: unguessable, because clients
+// newSessionIDV1 returns 128 random bits in hex: unguessable, because clients
 // use session ids of others in PUBLISH exclude/eligible lists and the
 // anonymous user name is derived from it.
-func newSessionID() string {
+func newSessionIDV1() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b[:])

@@ -69,7 +69,7 @@ type Stats struct {
 func (n *Node) Stats() Stats {
 	st := Stats{Sessions: map[Protocol]int{}}
 	n.mu.RLock()
-	for p, c := range n.sessions {
+	for p, c := range n.sessionCount {
 		st.Sessions[p] = c
 	}
 	n.mu.RUnlock()

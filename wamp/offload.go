@@ -131,7 +131,7 @@ func (s *Session) runCall(h *rpcHandler, finish, busy func()) {
 		busy()
 		return
 	}
-	if !s.node.off.TryGo(func() {
+	if !s.node.offloader.TryGo(func() {
 		defer s.releaseOffload()
 		finish()
 	}) {
@@ -202,10 +202,10 @@ func (s *Session) enqueueLane(must bool, task func()) bool {
 	l.running = true
 	l.mu.Unlock()
 	if must {
-		s.node.off.Go(s.runLane)
+		s.node.offloader.Go(s.runLane)
 		return true
 	}
-	if !s.node.off.TryGo(s.runLane) {
+	if !s.node.offloader.TryGo(s.runLane) {
 		// The lane was idle, so task is its only work (callers hold cb):
 		// take it back.
 		l.mu.Lock()

@@ -45,9 +45,9 @@ func (n *Node) push(ctx context.Context, uri string, payload json.RawMessage, pr
 		n.obs.RoutingMiss("topic")
 		return fmt.Errorf("%w: %q", ErrNoRoute, uri)
 	}
-	p, ok := r.handler.h.(handler.PushableTopic)
+	p, ok := r.handler.topic.(handler.PushableTopic)
 	if !ok {
-		return fmt.Errorf("%w: route %q, handler %q", ErrNotPushable, r.name, r.handler.h.Name())
+		return fmt.Errorf("%w: route %q, handler %q", ErrNotPushable, r.name, r.handler.topic.Name())
 	}
 	if n.callTimeout > 0 {
 		var cancel context.CancelFunc
@@ -60,5 +60,5 @@ func (n *Node) push(ctx context.Context, uri string, payload json.RawMessage, pr
 			err = fmt.Errorf("wamp: push to %q: %w", uri, errPanic)
 		}
 	}()
-	return p.OnPush(ctx, topicRef{n: n, id: uri, local: local}, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, payload, provider)
+	return p.OnPush(ctx, topicRef{n: n, uri: uri, local: local}, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, payload, provider)
 }

@@ -20,7 +20,7 @@ import (
 // checked against it.
 //
 // Subscriptions whose route's access rules (RouteConfig.Roles,
-// RouteConfig.Anonymous) the new identity no longer passes are dropped at
+// RouteConfig.Anonymous) the new identity no longer passes are revoked at
 // once: the client gets no further EVENT on them. For each, the topic
 // handler's OnUnsubscribe runs as on UNSUBSCRIBE (the Client it gets
 // already carries the new identity), and a WAMP v2 client gets the
@@ -39,72 +39,78 @@ import (
 // therefore never waits for a handler, but may run OnUnsubscribe
 // callbacks, each bounded by NodeConfig.CallTimeout.
 //
-// Reidentify returns the number of subscriptions dropped. It may be called
+// Reidentify returns the number of subscriptions revoked. It may be called
 // from any goroutine, concurrently with Handle, Close and broadcasts. After
 // Close it only changes what the identity accessors report and returns 0.
 func (s *Session) Reidentify(info ClientInfo) int {
-	id := sessionIdentity(info, s.id)
+	who := sessionIdentity(info, s.id)
 	n := s.node
 	s.mu.Lock()
 	n.mu.Lock()
-	if n.unindexUser(s.ident.Load().UserIdentifier, s) {
-		n.indexUser(id.UserIdentifier, s)
+	if n.unindexUser(s.identity.Load().UserIdentifier, s) {
+		n.indexUser(who.UserIdentifier, s)
 	}
-	s.ident.Store(id)
+	s.identity.Store(who)
 	n.mu.Unlock()
 	if s.closing {
 		// cleanup unsubscribes whatever is left.
 		s.mu.Unlock()
 		return 0
 	}
+	revoked, unsubscribed := s.revokeLocked(who)
+	s.mu.Unlock()
+	for _, msg := range unsubscribed {
+		s.send("UNSUBSCRIBED", msg)
+	}
+	if revoked > 0 {
+		s.logAt(slog.LevelInfo, "wamp: subscriptions revoked after identity change", "revoked", revoked, "anonymous", who.Anonymous)
+		s.runDeferred()
+	}
+	return revoked
+}
+
+// revokeLocked takes the subscriptions whose access rule who does not
+// pass, in URI order, and queues them for announceRevoked. It returns how
+// many it took and, for a v2 client, the UNSUBSCRIBED to send at once:
+// those of subscriptions whose SUBSCRIBED is not out yet are sent later,
+// by announceLeave. s.mu must be held.
+func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
 	uris := make([]string, 0, len(s.subs))
 	for uri, sub := range s.subs {
-		if !sub.access.allows(id.Anonymous, id.Roles) {
+		if !sub.access.allows(who.Anonymous, who.Roles) {
 			uris = append(uris, uri)
 		}
 	}
 	sort.Strings(uris)
-	var revoked [][]byte
+	var unsubscribed [][]byte
 	for _, uri := range uris {
 		sub := s.subs[uri]
-		delete(s.subs, uri)
-		if s.subIDs != nil {
-			delete(s.subIDs, sub.subID)
-		}
-		n.broker.remove(uri, s)
-		d := drop{uri: uri, sub: sub}
+		s.removeSub(uri, sub)
+		l := leaving{uri: uri, sub: sub}
 		if s.proto == ProtocolV2JSON {
 			if sub.subscribing {
-				d.notify = true // after SUBSCRIBED, which may not be out yet
+				l.owesUnsubscribed = true // after SUBSCRIBED, which may not be out yet
 			} else {
-				revoked = append(revoked, encodeRevokedV2(sub.subID, errURINotAuthorized))
+				unsubscribed = append(unsubscribed, encodeRevokedV2(sub.subID, errURINotAuthorized))
 			}
 		}
-		s.drops = append(s.drops, d)
+		s.revoked = append(s.revoked, l)
 	}
-	s.mu.Unlock()
-	for _, msg := range revoked {
-		s.send("UNSUBSCRIBED", msg)
-	}
-	if len(uris) > 0 {
-		s.logAt(slog.LevelInfo, "wamp: subscriptions dropped after identity change", "dropped", len(uris), "anonymous", id.Anonymous)
-		s.runPending()
-	}
-	return len(uris)
+	return len(uris), unsubscribed
 }
 
-// runDrops completes subscriptions Reidentify took away: the v2
+// announceRevoked completes subscriptions Reidentify revoked: the v2
 // UNSUBSCRIBED it could not send yet, then the handlers' unsubscribes
-// (announceLeave, reason revoked). It runs with cb held; an offloaded
+// (announceLeave, reason handler.LeaveRevoked). It runs with cb held; an offloaded
 // handler hears of it on the session's lane, after its callbacks still
 // queued there.
-func (s *Session) runDrops(drops []drop) {
-	var inline, offloaded []drop
-	for _, d := range drops {
-		if d.sub.h.offload {
-			offloaded = append(offloaded, d)
+func (s *Session) announceRevoked(revoked []leaving) {
+	var inline, offloaded []leaving
+	for _, l := range revoked {
+		if l.sub.handler.offload {
+			offloaded = append(offloaded, l)
 		} else {
-			inline = append(inline, d)
+			inline = append(inline, l)
 		}
 	}
 	if len(inline) > 0 {

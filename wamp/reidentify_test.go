@@ -575,19 +575,19 @@ func TestReidentifyRace(t *testing.T) {
 		t.Errorf("%d clients still indexed", n)
 	}
 	// Per (client, topic): sub, unsub, sub, unsub, ... ending unsubscribed.
-	subscribed := map[string]bool{}
+	finishSubscribe := map[string]bool{}
 	for _, c := range f.topic.takeCalls() {
 		fields := strings.Fields(c)
 		if fields[0] != "sub" && fields[0] != "unsub" {
 			continue
 		}
 		key := fields[1] + " " + fields[2]
-		if (fields[0] == "sub") == subscribed[key] {
-			t.Fatalf("%s: %s while subscribed=%v", key, fields[0], subscribed[key])
+		if (fields[0] == "sub") == finishSubscribe[key] {
+			t.Fatalf("%s: %s while subscribed=%v", key, fields[0], finishSubscribe[key])
 		}
-		subscribed[key] = fields[0] == "sub"
+		finishSubscribe[key] = fields[0] == "sub"
 	}
-	for key, on := range subscribed {
+	for key, on := range finishSubscribe {
 		if on {
 			t.Errorf("%s: OnSubscribe without OnUnsubscribe", key)
 		}

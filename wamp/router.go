@@ -68,7 +68,8 @@ type RoutesConfig struct {
 	Topics map[string]RouteConfig `yaml:"topics"`
 }
 
-// Limits on placeholder names, as in GosPubSubRouterBundle's compiler.
+// maxVarNameLen bounds placeholder names, as GosPubSubRouterBundle's
+// compiler does.
 const maxVarNameLen = 32
 
 var varNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -214,19 +215,48 @@ func parsePattern(pattern string) ([]segSpec, error) {
 }
 
 func (rt *router[H]) add(kind, name string, rc RouteConfig, lookup func(string) (H, bool)) error {
+	r, segs, reqs, err := compileRoute(kind, name, rc, lookup)
+	if err != nil {
+		return err
+	}
+	first := firstOptional(segs, rc.Defaults)
+	n := rt.root
+	var path []string
+	for i, s := range segs {
+		if i >= first {
+			n.addEnd(r, path)
+		}
+		if s.param == "" {
+			n = n.staticChild(s.static)
+			continue
+		}
+		n = n.paramChild(s.param, rc.Requirements[s.param], reqs[s.param])
+		path = append(path, s.param)
+	}
+	n.addEnd(r, path)
+	r.nvars = len(path)
+	if len(segs) > rt.maxDepth {
+		rt.maxDepth = len(segs)
+	}
+	return nil
+}
+
+// compileRoute checks one route and compiles its pattern, requirements
+// and access rule; the error names the route.
+func compileRoute[H any](kind, name string, rc RouteConfig, lookup func(string) (H, bool)) (*route[H], []segSpec, map[string]*regexp.Regexp, error) {
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("wamp: %s route %q: %s", kind, name, fmt.Sprintf(format, a...))
 	}
 	if rc.Handler == "" {
-		return fail("no handler")
+		return nil, nil, nil, fail("no handler")
 	}
 	h, ok := lookup(rc.Handler)
 	if !ok {
-		return &UnknownHandlerError{Kind: kind, Route: name, Handler: rc.Handler}
+		return nil, nil, nil, &UnknownHandlerError{Kind: kind, Route: name, Handler: rc.Handler}
 	}
 	segs, err := parsePattern(rc.Pattern)
 	if err != nil {
-		return fail("pattern %q: %v", rc.Pattern, err)
+		return nil, nil, nil, fail("pattern %q: %v", rc.Pattern, err)
 	}
 	vars := map[string]bool{}
 	for _, s := range segs {
@@ -237,11 +267,11 @@ func (rt *router[H]) add(kind, name string, rc RouteConfig, lookup func(string) 
 	reqs := map[string]*regexp.Regexp{}
 	for v, src := range rc.Requirements {
 		if !vars[v] {
-			return fail("requirement for %q, which is not a placeholder in pattern %q", v, rc.Pattern)
+			return nil, nil, nil, fail("requirement for %q, which is not a placeholder in pattern %q", v, rc.Pattern)
 		}
 		re, err := regexp.Compile(`^(?:` + src + `)$`)
 		if err != nil {
-			return fail("requirement for {%s}: bad regexp %q: %v", v, src, err)
+			return nil, nil, nil, fail("requirement for {%s}: bad regexp %q: %v", v, src, err)
 		}
 		reqs[v] = re
 	}
@@ -249,80 +279,69 @@ func (rt *router[H]) add(kind, name string, rc RouteConfig, lookup func(string) 
 	r.access.denyAnon = rc.Anonymous != nil && !*rc.Anonymous
 	for _, role := range rc.Roles {
 		if strings.TrimSpace(role) == "" {
-			return fail("empty role in roles")
+			return nil, nil, nil, fail("empty role in roles")
 		}
 		r.access.roles = append(r.access.roles, role)
 	}
-	// First optional segment: the start of the trailing run of
-	// placeholders that all have defaults.
-	firstOpt := len(segs)
+	return r, segs, reqs, nil
+}
+
+// firstOptional returns the index of the first optional segment: the start
+// of the trailing run of placeholders that all have defaults, but never 0,
+// so that the empty URI never matches.
+func firstOptional(segs []segSpec, defaults map[string]string) int {
+	first := len(segs)
 	for i := len(segs) - 1; i >= 0; i-- {
 		if segs[i].param == "" {
 			break
 		}
-		if _, ok := rc.Defaults[segs[i].param]; !ok {
+		if _, ok := defaults[segs[i].param]; !ok {
 			break
 		}
-		firstOpt = i
+		first = i
 	}
-	if firstOpt == 0 {
-		// Keep at least one segment so that the empty URI never matches.
-		firstOpt = 1
+	return max(first, 1)
+}
+
+// staticChild returns the child for the literal segment seg, made if need
+// be.
+func (n *trieNode[H]) staticChild(seg string) *trieNode[H] {
+	if n.static == nil {
+		n.static = map[string]*trieNode[H]{}
 	}
-	n := rt.root
-	var path []string
-	for i, s := range segs {
-		if i >= firstOpt {
-			n.addEnd(r, path)
+	c := n.static[seg]
+	if c == nil {
+		c = &trieNode[H]{}
+		n.static[seg] = c
+	}
+	return c
+}
+
+// paramChild returns the child for placeholder name with requirement re
+// (source src; nil and "" for none), made if need be. Constrained edges go
+// before unconstrained ones; within each group, insertion (= route name)
+// order is kept.
+func (n *trieNode[H]) paramChild(name, src string, re *regexp.Regexp) *trieNode[H] {
+	if re == nil {
+		src = ""
+	}
+	for _, e := range n.params {
+		if e.name == name && e.reSrc == src {
+			return e.child
 		}
-		if s.param == "" {
-			if n.static == nil {
-				n.static = map[string]*trieNode[H]{}
-			}
-			c := n.static[s.static]
-			if c == nil {
-				c = &trieNode[H]{}
-				n.static[s.static] = c
-			}
-			n = c
-			continue
-		}
-		re := reqs[s.param]
-		src := ""
-		if re != nil {
-			src = rc.Requirements[s.param]
-		}
-		var edge *paramEdge[H]
-		for _, e := range n.params {
-			if e.name == s.param && e.reSrc == src {
-				edge = e
+	}
+	edge := &paramEdge[H]{name: name, reSrc: src, re: re, child: &trieNode[H]{}}
+	at := len(n.params)
+	if re != nil {
+		for i, e := range n.params {
+			if e.re == nil {
+				at = i
 				break
 			}
 		}
-		if edge == nil {
-			edge = &paramEdge[H]{name: s.param, reSrc: src, re: re, child: &trieNode[H]{}}
-			// Constrained edges go before unconstrained ones; within each
-			// group, insertion (= route name) order is kept.
-			at := len(n.params)
-			if re != nil {
-				for i, e := range n.params {
-					if e.re == nil {
-						at = i
-						break
-					}
-				}
-			}
-			n.params = slices.Insert(n.params, at, edge)
-		}
-		path = append(path, s.param)
-		n = edge.child
 	}
-	n.addEnd(r, path)
-	r.nvars = len(path)
-	if len(segs) > rt.maxDepth {
-		rt.maxDepth = len(segs)
-	}
-	return nil
+	n.params = slices.Insert(n.params, at, edge)
+	return edge.child
 }
 
 func (n *trieNode[H]) addEnd(r *route[H], path []string) {

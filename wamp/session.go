@@ -11,7 +11,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -48,10 +47,10 @@ type Session struct {
 	// extra is ClientInfo.Extra, fixed at Open.
 	extra json.RawMessage
 
-	// ident is the current identity. It is replaced as a whole by
+	// identity is the client's current one. It is replaced as a whole by
 	// Reidentify (with mu and the node's mu held, so that the client
 	// index and subscription checks agree with it) and read without locks.
-	ident atomic.Pointer[handler.Identity]
+	identity atomic.Pointer[handler.Identity]
 
 	// ctx is cancelled by Close so in-flight handler calls see it.
 	ctx    context.Context
@@ -59,11 +58,11 @@ type Session struct {
 
 	// cb is held by whoever runs this client's handler callbacks: the
 	// reader for a whole Handle, or a goroutine running the work
-	// Reidentify or Close left (dropped subscriptions' OnUnsubscribe, the
-	// disconnect cleanup). It keeps handler callbacks for one client
+	// Reidentify or Close deferred (revoked subscriptions' OnUnsubscribe,
+	// the disconnect cleanup). It keeps handler callbacks for one client
 	// sequential, as package handler promises. Only the reader ever waits
 	// for it; everyone else uses TryLock and leaves the work to the
-	// holder, who looks for work after releasing it (runPending).
+	// holder, who looks for work after releasing it (runDeferred).
 	cb sync.Mutex
 
 	// mu guards the fields below. It is never held across Peer.Send or a
@@ -72,9 +71,9 @@ type Session struct {
 	inHandle bool
 	closing  bool
 	cleaned  bool
-	// drops are subscriptions Reidentify removed whose OnUnsubscribe has
-	// not run yet.
-	drops []drop
+	// revoked are subscriptions Reidentify took whose handlers have not
+	// heard of it yet (announceRevoked).
+	revoked []leaving
 
 	// subs and subIDs are changed only under mu: by Handle (the reader),
 	// Reidentify and cleanup. prefixes and joined are touched only by
@@ -87,39 +86,16 @@ type Session struct {
 
 // sessionIdentity is the identity of the session with id sid as the node
 // keeps it: info's, with its own copy of the roles (it is published
-// immutable in Session.ident), and an anonymous client (no user, or
+// immutable in Session.identity), and an anonymous client (no user, or
 // Anonymous) named "anon-<sid>".
 func sessionIdentity(info ClientInfo, sid string) *handler.Identity {
-	id := info.Identity
-	id.Roles = append([]string(nil), id.Roles...)
-	if id.Anonymous || id.UserIdentifier == "" {
-		id.Anonymous = true
-		id.UserIdentifier = "anon-" + sid
+	who := info.Identity
+	who.Roles = append([]string(nil), who.Roles...)
+	if who.Anonymous || who.UserIdentifier == "" {
+		who.Anonymous = true
+		who.UserIdentifier = "anon-" + sid
 	}
-	return &id
-}
-
-type subscription struct {
-	h      *topicHandler
-	req    handler.Request
-	access accessRule // of the route, rechecked by Reidentify
-	subID  uint64     // v2 subscription id
-	// subscribing is true while SUBSCRIBE is not finished (SUBSCRIBED
-	// may not be sent yet, OnSubscribe is queued or running). Guarded by
-	// Session.mu.
-	subscribing bool
-	// failed: OnSubscribe refused it, so it never was a subscription and
-	// no unsubscribe is owed. Guarded by Session.mu.
-	failed bool
-}
-
-// drop is a subscription Reidentify took away.
-type drop struct {
-	uri string
-	sub *subscription
-	// notify: a v2 client still has to get UNSUBSCRIBED (it could not be
-	// sent at once because SUBSCRIBED was not out yet).
-	notify bool
+	return &who
 }
 
 var _ handler.Client = (*Session)(nil)
@@ -139,24 +115,24 @@ func (s *Session) ConnID() string { return s.connID }
 func (s *Session) SessionID() string { return s.id }
 
 // Identity implements handler.Client. It changes with Reidentify.
-func (s *Session) Identity() handler.Identity { return *s.ident.Load() }
+func (s *Session) Identity() handler.Identity { return *s.identity.Load() }
 
 // UserIdentifier implements handler.Client. It changes with Reidentify.
-func (s *Session) UserIdentifier() string { return s.ident.Load().UserIdentifier }
+func (s *Session) UserIdentifier() string { return s.identity.Load().UserIdentifier }
 
 // Anonymous implements handler.Client. It changes with Reidentify.
-func (s *Session) Anonymous() bool { return s.ident.Load().Anonymous }
+func (s *Session) Anonymous() bool { return s.identity.Load().Anonymous }
 
 // Roles implements handler.Client; the slice is a copy. They change with
 // Reidentify.
-func (s *Session) Roles() []string { return append([]string(nil), s.ident.Load().Roles...) }
+func (s *Session) Roles() []string { return append([]string(nil), s.identity.Load().Roles...) }
 
 // Extra implements handler.Client: what the application attached on
 // connect, fixed for the life of the connection.
 func (s *Session) Extra() json.RawMessage { return s.extra }
 
 // Firewall implements handler.Client. It changes with Reidentify.
-func (s *Session) Firewall() string { return s.ident.Load().Firewall }
+func (s *Session) Firewall() string { return s.identity.Load().Firewall }
 
 // HandshakeHeader returns a handshake request header the gateway kept for
 // handlers (ClientInfo.Headers), or "". It lets an HTTP upstream forward,
@@ -168,17 +144,39 @@ func (s *Session) HandshakeHeader(name string) string {
 // allowed reports whether the current identity passes a route's access
 // rule.
 func (s *Session) allowed(a accessRule) bool {
-	id := s.ident.Load()
-	return a.allows(id.Anonymous, id.Roles)
+	who := s.identity.Load()
+	return a.allows(who.Anonymous, who.Roles)
 }
 
-// Handle processes one incoming text message. It returns an error wrapping
-// ErrProtocol for input that is not valid WAMP v1 (the gateway should close
-// with 1007, as Ratchet does), ErrClosed after Close, and nil otherwise:
-// routing misses and handler failures are reported to the client as
-// CALLERROR or logged, never returned. ctx should be the connection's
-// context; handler calls derive from it.
+// Handle processes one incoming text message in the session's protocol
+// (handleV1 in v1.go, handleV2 in v2.go). It returns an error wrapping
+// ErrProtocol for input that is not valid in that protocol (the gateway
+// should close with 1007, as Ratchet does; a *LimitError for a client over
+// one of the Limits), ErrGoodbye when a v2 session ended normally,
+// ErrClosed after Close, and nil otherwise: routing misses and handler
+// failures are reported to the client (v1 CALLERROR, v2 ERROR) or logged,
+// never returned. ctx should be the connection's context; handler calls
+// derive from it.
 func (s *Session) Handle(ctx context.Context, msg []byte) error {
+	if err := s.beginHandle(); err != nil {
+		return err
+	}
+	defer s.endHandle()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if s.proto == ProtocolV2JSON {
+		return s.handleV2(ctx, msg)
+	}
+	return s.handleV1(ctx, msg)
+}
+
+// beginHandle starts a Handle call: it marks the session as in a Handle
+// call and takes cb, waiting for callbacks Reidentify or Close deferred to
+// keep this client's callbacks in order. It returns ErrClosed (having
+// ended the call) once the session is closing, and errConcurrentHandle
+// for a second reader.
+func (s *Session) beginHandle() error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -202,53 +200,27 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 			return ErrClosed
 		}
 	}
-	defer s.endHandle()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	if s.proto == ProtocolV2JSON {
-		return s.handleV2(ctx, msg)
-	}
-
-	m, err := parseMessage(msg, s.node.limits.MaxJSONDepth)
-	if err != nil {
-		s.node.obs.MessageIn(ProtocolV1, "INVALID")
-		return err
-	}
-	s.node.obs.MessageIn(ProtocolV1, typeName(m.typ))
-	switch m.typ {
-	case msgPrefix:
-		return s.handlePrefix(m)
-	case msgCall:
-		return s.handleCall(ctx, m)
-	case msgSubscribe:
-		return s.handleSubscribe(ctx, m)
-	case msgUnsubscribe:
-		return s.handleUnsubscribe(ctx, m)
-	case msgPublish:
-		return s.handlePublish(ctx, m)
-	}
-	return protoErr("invalid WAMP message type %d", m.typ)
+	return nil
 }
 
-// endHandle ends a Handle call, which holds cb: it runs the drops
-// Reidentify left meanwhile, then releases cb and runs what is left
-// (cleanup, if Close came during the call).
+// endHandle ends a Handle call, which holds cb: it announces the
+// subscriptions Reidentify revoked meanwhile, then releases cb and runs
+// what is left (cleanup, if Close came during the call).
 func (s *Session) endHandle() {
 	for {
 		s.mu.Lock()
-		drops := s.drops
-		s.drops = nil
-		if len(drops) == 0 {
+		revoked := s.revoked
+		s.revoked = nil
+		if len(revoked) == 0 {
 			s.inHandle = false
 			s.mu.Unlock()
 			break
 		}
 		s.mu.Unlock()
-		s.runDrops(drops)
+		s.announceRevoked(revoked)
 	}
 	s.cb.Unlock()
-	s.runPending()
+	s.runDeferred()
 }
 
 // Close ends the session: it cancels in-flight handler calls, unsubscribes
@@ -262,32 +234,32 @@ func (s *Session) Close() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	s.runPending()
+	s.runDeferred()
 }
 
-// runPending runs the callbacks left for this client (dropped
+// runDeferred runs the callbacks deferred for this client (revoked
 // subscriptions, then the disconnect cleanup once closing and no Handle is
-// in flight) unless someone else holds cb: the holder calls runPending
+// in flight) unless someone else holds cb: the holder calls runDeferred
 // after releasing it, so nothing is stranded.
-func (s *Session) runPending() {
+func (s *Session) runDeferred() {
 	for {
 		s.mu.Lock()
-		pending := len(s.drops) > 0 || s.closing && !s.inHandle && !s.cleaned
+		pending := len(s.revoked) > 0 || s.closing && !s.inHandle && !s.cleaned
 		s.mu.Unlock()
 		if !pending || !s.cb.TryLock() {
 			return
 		}
 		for {
 			s.mu.Lock()
-			drops := s.drops
-			s.drops = nil
-			clean := len(drops) == 0 && s.closing && !s.inHandle && !s.cleaned
+			revoked := s.revoked
+			s.revoked = nil
+			clean := len(revoked) == 0 && s.closing && !s.inHandle && !s.cleaned
 			if clean {
 				s.cleaned = true
 			}
 			s.mu.Unlock()
-			if len(drops) > 0 {
-				s.runDrops(drops)
+			if len(revoked) > 0 {
+				s.announceRevoked(revoked)
 				continue
 			}
 			if clean {
@@ -309,252 +281,29 @@ func (s *Session) cleanup() {
 	subs := s.subs
 	s.subs = map[string]*subscription{}
 	clear(s.subIDs)
-	for id := range subs {
-		s.node.broker.remove(id, s)
+	for uri := range subs {
+		s.node.broker.remove(uri, s)
 	}
 	s.mu.Unlock()
 	s.node.forget(s)
 	if len(subs) == 0 {
 		return
 	}
-	left := make([]drop, 0, len(subs))
-	for id, sub := range subs {
-		left = append(left, drop{uri: id, sub: sub})
+	left := make([]leaving, 0, len(subs))
+	for uri, sub := range subs {
+		left = append(left, leaving{uri: uri, sub: sub})
 	}
 	sort.Slice(left, func(i, j int) bool { return left[i].uri < left[j].uri })
 	s.enqueueLane(true, func() { s.announceLeave(handler.LeaveDisconnect, left) })
 }
 
-// announceLeave tells the handlers that the client left the topics of left (sorted
-// by URI) for reason: a BatchUnsubscriber once for all its topics, any
-// other handler once per topic. A v2 client whose drop asks for it first
-// gets its UNSUBSCRIBED. The callbacks are not tied to the session's
-// context, which is cancelled by then: the leave is announced even after
-// the client went.
-func (s *Session) announceLeave(reason string, left []drop) {
-	type group struct {
-		h    *topicHandler
-		subs []drop
-	}
-	var groups []group
-	s.mu.Lock()
-	for _, d := range left {
-		if d.sub.failed {
-			continue // OnSubscribe refused it: nothing to undo
-		}
-		i := len(groups) - 1
-		for ; i >= 0 && groups[i].h != d.sub.h; i-- {
-		}
-		if i < 0 {
-			groups = append(groups, group{h: d.sub.h})
-			i = len(groups) - 1
-		}
-		groups[i].subs = append(groups[i].subs, d)
-	}
-	s.mu.Unlock()
-	for _, g := range groups {
-		for _, d := range g.subs {
-			if d.notify {
-				s.send("UNSUBSCRIBED", encodeRevokedV2(d.sub.subID, errURINotAuthorized))
-			}
-		}
-		if g.h.batch != nil {
-			subs := make([]handler.Subscription, len(g.subs))
-			for i, d := range g.subs {
-				subs[i] = handler.Subscription{Topic: topicRef{n: s.node, id: d.uri}, Request: d.sub.req}
-			}
-			err := s.invoke(context.Background(), false, "onUnSubscribeBatch", g.subs[0].uri, func(ctx context.Context) error {
-				return g.h.batch.OnUnsubscribeBatch(ctx, s, reason, subs)
-			})
-			if err != nil {
-				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topics", len(subs), "handler", g.h.h.Name(), "err", err)
-			}
-			continue
-		}
-		for _, d := range g.subs {
-			err := s.invoke(context.Background(), false, "onUnSubscribe", d.uri, func(ctx context.Context) error {
-				return g.h.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: d.uri}, d.sub.req)
-			})
-			if err != nil {
-				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topic", d.uri, "route", d.sub.req.Route, "err", err)
-			}
-		}
-	}
-}
-
+// checkURI refuses a URI (or prefix) longer than Limits.MaxURILength;
+// what names it in the error.
 func (s *Session) checkURI(what, uri string) error {
 	if len(uri) > s.node.limits.MaxURILength {
 		return limitErr(LimitURILength, "%s longer than %d bytes", what, s.node.limits.MaxURILength)
 	}
 	return nil
-}
-
-// errDescBusy answers a call, subscribe or publish refused at the bound of
-// offloaded work.
-const errDescBusy = "Too many calls in progress, try again later"
-
-var (
-	errDenied  = errors.New("access denied")
-	errTooMany = errors.New("too many subscriptions")
-	errBusy    = errors.New("too much offloaded work in progress")
-)
-
-// addSub adds sub (for uri) to the session and the broker, marked as
-// subscribing, unless the current identity fails its route's access rule
-// (errDenied) or the session is at its limit (errTooMany). The check and
-// the insertion are atomic with respect to Reidentify.
-func (s *Session) addSub(uri string, sub *subscription) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.allowed(sub.access) {
-		return errDenied
-	}
-	if len(s.subs) >= s.node.limits.MaxSubscriptions {
-		return errTooMany
-	}
-	sub.subscribing = true
-	sub.subID = s.node.broker.add(s.node, uri, s, sub.h.h, sub.req)
-	s.subs[uri] = sub
-	if s.subIDs != nil {
-		s.subIDs[sub.subID] = uri
-	}
-	return nil
-}
-
-// subscribed ends a SUBSCRIBE once OnSubscribe returned err. On failure
-// the subscription is undone; if Reidentify dropped it meanwhile, its
-// queued drop is cancelled, since OnSubscribe failed and the caller
-// reports the failure instead.
-func (s *Session) subscribed(uri string, sub *subscription, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sub.subscribing = false
-	if err == nil {
-		return
-	}
-	sub.failed = true
-	if s.subs[uri] == sub {
-		delete(s.subs, uri)
-		if s.subIDs != nil {
-			delete(s.subIDs, sub.subID)
-		}
-		s.node.broker.remove(uri, s)
-		return
-	}
-	for i, d := range s.drops {
-		if d.sub == sub {
-			s.drops = append(s.drops[:i], s.drops[i+1:]...)
-			break
-		}
-	}
-}
-
-// takeSub removes the subscription to uri, returning it, or nil when the
-// session is not subscribed (any more).
-func (s *Session) takeSub(uri string) *subscription {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sub := s.subs[uri]
-	if sub == nil {
-		return nil
-	}
-	delete(s.subs, uri)
-	if s.subIDs != nil {
-		delete(s.subIDs, sub.subID)
-	}
-	s.node.broker.remove(uri, s)
-	return sub
-}
-
-// unsubscribed tells the handler of a subscription the client took back
-// (OnUnsubscribe, on the lane for an offloaded handler); onErr reports the
-// handler's failure to the client. It is never refused: each follows a
-// subscription that was taken, so the handler always hears of it.
-func (s *Session) unsubscribed(ctx context.Context, uri string, sub *subscription, onErr func(error)) {
-	s.topicTask(sub.h, true, func() {
-		if s.isFailed(sub) {
-			return
-		}
-		err := s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
-			return sub.h.h.OnUnsubscribe(ctx, s, topicRef{n: s.node, id: uri}, sub.req)
-		})
-		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
-			onErr(err)
-		}
-	})
-}
-
-// isFailed reports whether OnSubscribe refused sub.
-func (s *Session) isFailed(sub *subscription) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return sub.failed
-}
-
-// callMethod runs an RPC method and encodes its result. It returns the
-// handler's error, or a nil result for what the bundle treats as a failed
-// call (null, false, or a result that cannot be encoded), and reports the
-// call to the observer.
-func (s *Session) callMethod(ctx context.Context, r *route[*rpcHandler], method handler.RPCMethod, req handler.Request, params json.RawMessage) ([]byte, error) {
-	var result any
-	start := time.Now()
-	err := s.invoke(ctx, true, "call", req.URI, func(ctx context.Context) error {
-		var err error
-		result, err = method(ctx, s, req, params)
-		return err
-	})
-	if err != nil {
-		s.node.obs.Call(r.handler.h.Name(), time.Since(start), true)
-		// An error the handler meant for the client (a *handler.Error
-		// under 500: bad arguments, not allowed) is the call's answer,
-		// not the gateway's problem.
-		level := slog.LevelWarn
-		if he := (*handler.Error)(nil); errors.As(err, &he) && he.Code > 0 && he.Code < 500 {
-			level = slog.LevelDebug
-		}
-		s.logAt(level, "wamp: rpc handler failed", "uri", req.URI, "route", r.name, "err", err)
-		return nil, err
-	}
-	out, encErr := appendJSON(nil, result)
-	failed := encErr != nil || string(out) == "null" || string(out) == "false"
-	s.node.obs.Call(r.handler.h.Name(), time.Since(start), failed)
-	if failed {
-		// The bundle treats null and false as a failed call; an
-		// unencodable result is a handler bug of the same kind.
-		if encErr != nil {
-			s.logAt(slog.LevelWarn, "wamp: rpc result not JSON-encodable", "uri", req.URI, "route", r.name, "err", encErr)
-		} else {
-			s.logAt(slog.LevelWarn, "wamp: rpc handler returned a failed result", "result", string(out), "uri", req.URI, "route", r.name)
-		}
-		return nil, nil
-	}
-	return out, nil
-}
-
-// callParams applies Ratchet's rule: exactly one argument that is an array
-// (JSON array or object) becomes the params, otherwise the list of
-// arguments does.
-func callParams(args []json.RawMessage) json.RawMessage {
-	if len(args) == 1 && isJSONContainer(args[0]) {
-		return args[0]
-	}
-	if len(args) == 0 {
-		return json.RawMessage("[]")
-	}
-	n := 2
-	for _, a := range args {
-		n += len(a) + 1
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, a := range args {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, a...)
-	}
-	return append(b, ']')
 }
 
 // send sends one message of type typ (for the observer) to the client.

@@ -5,46 +5,43 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
-
-	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // WAMP v1 message type ids.
 const (
-	msgWelcome     = 0
-	msgPrefix      = 1
-	msgCall        = 2
-	msgCallResult  = 3
-	msgCallError   = 4
-	msgSubscribe   = 5
-	msgUnsubscribe = 6
-	msgPublish     = 7
-	msgEvent       = 8
+	v1Welcome     = 0
+	v1Prefix      = 1
+	v1Call        = 2
+	v1CallResult  = 3
+	v1CallError   = 4
+	v1Subscribe   = 5
+	v1Unsubscribe = 6
+	v1Publish     = 7
+	v1Event       = 8
 )
 
-func typeName(t int) string {
+// typeNameV1 names a client message type for the observer and errors.
+func typeNameV1(t int) string {
 	switch t {
-	case msgPrefix:
+	case v1Prefix:
 		return "PREFIX"
-	case msgCall:
+	case v1Call:
 		return "CALL"
-	case msgSubscribe:
+	case v1Subscribe:
 		return "SUBSCRIBE"
-	case msgUnsubscribe:
+	case v1Unsubscribe:
 		return "UNSUBSCRIBE"
-	case msgPublish:
+	case v1Publish:
 		return "PUBLISH"
 	}
 	return strconv.Itoa(t)
 }
 
-// message is one parsed client-to-server WAMP message. URIs are as sent,
-// before CURIE expansion.
-type message struct {
+// messageV1 is one parsed client-to-server WAMP v1 message. URIs are as
+// sent, before CURIE expansion.
+type messageV1 struct {
 	typ int
 
 	// PREFIX
@@ -64,30 +61,29 @@ type message struct {
 	eligible  []string
 }
 
-// parseMessage decodes and validates one client message. Its rules follow
+// parseMessageV1 decodes and validates one client message. Its rules follow
 // Ratchet 0.4's ServerProtocol, made strict where Ratchet would hit a PHP
 // notice or type error: URIs and prefixes must be strings, the call id a
 // string or number, and each type has a fixed arity.
-func parseMessage(data []byte, maxDepth int) (message, error) {
-	var m message
+func parseMessageV1(data []byte, maxDepth int) (messageV1, error) {
+	var m messageV1
 	arr, typ, err := splitMessage(data, maxDepth)
 	if err != nil {
 		return m, err
 	}
 	m.typ = typ
 	switch typ {
-	case msgPrefix:
+	case v1Prefix:
 		if len(arr) != 3 {
 			return m, protoErr("PREFIX needs 3 elements, got %d", len(arr))
 		}
-		var err error
 		if m.prefix, err = jsonString(arr[1], "PREFIX prefix"); err != nil {
 			return m, err
 		}
 		if m.uri, err = jsonString(arr[2], "PREFIX uri"); err != nil {
 			return m, err
 		}
-	case msgCall:
+	case v1Call:
 		if len(arr) < 3 {
 			return m, protoErr("CALL needs at least 3 elements, got %d", len(arr))
 		}
@@ -95,47 +91,20 @@ func parseMessage(data []byte, maxDepth int) (message, error) {
 			return m, protoErr("CALL id must be a string or number")
 		}
 		m.callID = arr[1]
-		var err error
 		if m.uri, err = jsonString(arr[2], "CALL procURI"); err != nil {
 			return m, err
 		}
 		m.args = arr[3:]
-	case msgSubscribe, msgUnsubscribe:
+	case v1Subscribe, v1Unsubscribe:
 		if len(arr) != 2 {
-			return m, protoErr("%s needs 2 elements, got %d", typeName(typ), len(arr))
+			return m, protoErr("%s needs 2 elements, got %d", typeNameV1(typ), len(arr))
 		}
-		var err error
-		if m.uri, err = jsonString(arr[1], typeName(typ)+" topicURI"); err != nil {
+		if m.uri, err = jsonString(arr[1], typeNameV1(typ)+" topicURI"); err != nil {
 			return m, err
 		}
-	case msgPublish:
-		if len(arr) < 3 || len(arr) > 5 {
-			return m, protoErr("PUBLISH needs 3 to 5 elements, got %d", len(arr))
-		}
-		var err error
-		if m.uri, err = jsonString(arr[1], "PUBLISH topicURI"); err != nil {
+	case v1Publish:
+		if err := m.parsePublish(arr); err != nil {
 			return m, err
-		}
-		m.event = arr[2]
-		if len(arr) >= 4 {
-			// Ratchet: a list is the exclude list, anything else is the
-			// excludeMe flag.
-			switch x := arr[3]; {
-			case isJSONArray(x):
-				if m.exclude, err = stringList(x, "PUBLISH exclude"); err != nil {
-					return m, err
-				}
-			case bytes.Equal(x, []byte("true")):
-				m.excludeMe = true
-			case bytes.Equal(x, []byte("false")):
-			default:
-				return m, protoErr("PUBLISH excludeMe must be a boolean or a list of session ids")
-			}
-		}
-		if len(arr) == 5 {
-			if m.eligible, err = stringList(arr[4], "PUBLISH eligible"); err != nil {
-				return m, err
-			}
 		}
 	default:
 		return m, protoErr("invalid WAMP message type %d", typ)
@@ -143,6 +112,40 @@ func parseMessage(data []byte, maxDepth int) (message, error) {
 	return m, nil
 }
 
+// parsePublish reads PUBLISH [7, topicURI, event, excludeMe|exclude,
+// eligible] into m, with Ratchet's reading of the fourth element: a list is
+// the exclude list, anything else the excludeMe flag.
+func (m *messageV1) parsePublish(arr []json.RawMessage) error {
+	if len(arr) < 3 || len(arr) > 5 {
+		return protoErr("PUBLISH needs 3 to 5 elements, got %d", len(arr))
+	}
+	var err error
+	if m.uri, err = jsonString(arr[1], "PUBLISH topicURI"); err != nil {
+		return err
+	}
+	m.event = arr[2]
+	if len(arr) >= 4 {
+		switch x := arr[3]; {
+		case isJSONArray(x):
+			if m.exclude, err = stringList(x, "PUBLISH exclude"); err != nil {
+				return err
+			}
+		case bytes.Equal(x, []byte("true")):
+			m.excludeMe = true
+		case bytes.Equal(x, []byte("false")):
+		default:
+			return protoErr("PUBLISH excludeMe must be a boolean or a list of session ids")
+		}
+	}
+	if len(arr) == 5 {
+		if m.eligible, err = stringList(arr[4], "PUBLISH eligible"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stringList reads a PUBLISH exclude or eligible list of session ids.
 func stringList(raw json.RawMessage, what string) ([]string, error) {
 	if !isJSONArray(raw) {
 		return nil, protoErr("%s must be a list of session ids", what)
@@ -154,7 +157,8 @@ func stringList(raw json.RawMessage, what string) ([]string, error) {
 	return out, nil
 }
 
-func encodeWelcome(sessionID, serverIdent string) []byte {
+// encodeWelcomeV1 builds WELCOME [0, sessionId, 1, serverIdent].
+func encodeWelcomeV1(sessionID, serverIdent string) []byte {
 	b := make([]byte, 0, 16+len(sessionID)+len(serverIdent))
 	b = append(b, "[0,"...)
 	b = appendJSONString(b, sessionID)
@@ -163,17 +167,9 @@ func encodeWelcome(sessionID, serverIdent string) []byte {
 	return append(b, ']')
 }
 
-// encodeEvent builds EVENT [8, topicURI, event] once for a whole fan-out.
-func encodeEvent(topicURI string, event any) ([]byte, error) {
-	payload, err := appendJSON(nil, event)
-	if err != nil {
-		return nil, err
-	}
-	return encodeEventRaw(topicURI, payload), nil
-}
-
-// encodeEventRaw builds EVENT [8, topicURI, payload] from encoded JSON.
-func encodeEventRaw(topicURI string, payload []byte) []byte {
+// encodeEventV1 builds EVENT [8, topicURI, payload] from the encoded
+// payload, once for a whole fan-out.
+func encodeEventV1(topicURI string, payload []byte) []byte {
 	b := make([]byte, 0, 8+len(topicURI)+len(payload))
 	b = append(b, "[8,"...)
 	b = appendJSONString(b, topicURI)
@@ -182,7 +178,8 @@ func encodeEventRaw(topicURI string, payload []byte) []byte {
 	return append(b, ']')
 }
 
-func encodeCallResult(callID json.RawMessage, result []byte) []byte {
+// encodeCallResultV1 builds CALLRESULT [3, callID, result].
+func encodeCallResultV1(callID json.RawMessage, result []byte) []byte {
 	b := make([]byte, 0, 8+len(callID)+len(result))
 	b = append(b, "[3,"...)
 	b = append(b, callID...)
@@ -191,7 +188,9 @@ func encodeCallResult(callID json.RawMessage, result []byte) []byte {
 	return append(b, ']')
 }
 
-func encodeCallError(callID json.RawMessage, errorURI, desc string, details []byte) []byte {
+// encodeCallErrorV1 builds CALLERROR [4, callID, errorURI, desc,
+// details]; details is left out when nil.
+func encodeCallErrorV1(callID json.RawMessage, errorURI, desc string, details []byte) []byte {
 	b := make([]byte, 0, 16+len(callID)+len(errorURI)+len(desc)+len(details))
 	b = append(b, "[4,"...)
 	b = append(b, callID...)
@@ -235,12 +234,38 @@ func topicDetails(event string) func(code int) []byte {
 // CALLERROR.
 func topicCallID(uri string) json.RawMessage { return appendJSONString(nil, uri) }
 
-// resolve expands a CURIE exactly as Ratchet 0.4's WampConnection::getUri:
+// The v1 handlers, one per message type, called by Handle on the reader;
+// handler callbacks run there or, when offloaded, on the Offloader.
+
+// handleV1 processes one WAMP v1 message (see Handle).
+func (s *Session) handleV1(ctx context.Context, msg []byte) error {
+	m, err := parseMessageV1(msg, s.node.limits.MaxJSONDepth)
+	if err != nil {
+		s.node.obs.MessageIn(ProtocolV1, "INVALID")
+		return err
+	}
+	s.node.obs.MessageIn(ProtocolV1, typeNameV1(m.typ))
+	switch m.typ {
+	case v1Prefix:
+		return s.prefixV1(m)
+	case v1Call:
+		return s.callV1(ctx, m)
+	case v1Subscribe:
+		return s.subscribeV1(ctx, m)
+	case v1Unsubscribe:
+		return s.unsubscribeV1(ctx, m)
+	case v1Publish:
+		return s.publishV1(ctx, m)
+	}
+	return protoErr("invalid WAMP message type %d", m.typ)
+}
+
+// expandCURIE expands a CURIE exactly as Ratchet 0.4's WampConnection::getUri:
 // URIs containing "http://" or "https://" are left alone; otherwise
 // "prefix:action" becomes prefixes[prefix] + "#" + action when the prefix
 // is known. Like PHP's explode/list, only the text up to a second ':' is
 // kept as the action.
-func (s *Session) resolve(uri string) string {
+func (s *Session) expandCURIE(uri string) string {
 	if len(s.prefixes) == 0 || containsHTTPScheme(uri) {
 		return uri
 	}
@@ -276,19 +301,20 @@ func containsHTTPScheme(s string) bool {
 	}
 }
 
-// expand validates the raw URI, resolves CURIEs and validates the result.
-func (s *Session) expand(what, raw string) (string, error) {
+// expandURI checks the raw URI, expands a CURIE and checks the result.
+func (s *Session) expandURI(what, raw string) (string, error) {
 	if err := s.checkURI(what, raw); err != nil {
 		return "", err
 	}
-	uri := s.resolve(raw)
+	uri := s.expandCURIE(raw)
 	if err := s.checkURI(what, uri); err != nil {
 		return "", err
 	}
 	return uri, nil
 }
 
-func (s *Session) handlePrefix(m message) error {
+// prefixV1 defines a CURIE prefix for the session's later URIs.
+func (s *Session) prefixV1(m messageV1) error {
 	if err := s.checkURI("PREFIX prefix", m.prefix); err != nil {
 		return err
 	}
@@ -305,184 +331,138 @@ func (s *Session) handlePrefix(m message) error {
 	return nil
 }
 
-func (s *Session) handleCall(ctx context.Context, m message) error {
-	uri, err := s.expand("CALL procURI", m.uri)
+// callV1 answers CALL with CALLRESULT or CALLERROR, the bundle's way.
+func (s *Session) callV1(ctx context.Context, m messageV1) error {
+	uri, err := s.expandURI("CALL procURI", m.uri)
 	if err != nil {
 		return err
 	}
 	params := callParams(m.args)
-	r, attrs, ok := s.node.rpcRoutes.match(uri)
-	if !ok {
-		// The bundle throws here and the client never gets an answer;
-		// answering 404 keeps the client's call from hanging forever.
-		s.logAt(slog.LevelInfo, "wamp: no rpc route", "uri", uri)
-		s.node.obs.RoutingMiss("rpc")
-		s.send("CALLERROR", encodeCallError(m.callID, uri, fmt.Sprintf("Unable to find route for %q", uri), rpcDetails(404, params)))
-		return nil
-	}
-	if !s.allowed(r.access) {
-		s.logAt(slog.LevelInfo, "wamp: rpc access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("rpc")
-		s.send("CALLERROR", encodeCallError(m.callID, uri, "Access denied", rpcDetails(403, params)))
-		return nil
-	}
-	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
-	method, ok := r.handler.lookup(attrs["method"])
-	if !ok {
-		s.logAt(slog.LevelInfo, "wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
-		s.node.obs.RoutingMiss("rpc")
-		s.send("CALLERROR", encodeCallError(m.callID, uri, "Could not execute RPC callback, method not found", rpcDetails(404, params)))
+	r, req, method, refused := s.routeCall(uri)
+	if refused != nil {
+		s.send("CALLERROR", encodeCallErrorV1(m.callID, uri, refused.desc, rpcDetails(refused.code, params)))
 		return nil
 	}
 	s.runCall(r.handler, func() {
 		out, err := s.callMethod(ctx, r, method, req, params)
 		if err != nil {
-			s.send("CALLERROR", s.errorMessage(m.callID, uri, err, func(code int) []byte { return rpcDetails(code, params) }))
+			s.send("CALLERROR", s.handlerErrorV1(m.callID, uri, err, func(code int) []byte { return rpcDetails(code, params) }))
 			return
 		}
 		if out == nil {
-			s.send("CALLERROR", encodeCallError(m.callID, uri, "RPC Error", rpcDetails(500, params)))
+			s.send("CALLERROR", encodeCallErrorV1(m.callID, uri, "RPC Error", rpcDetails(500, params)))
 			return
 		}
 		if !isJSONContainer(out) {
 			// The bundle wraps scalar results: return 5 sends [5].
 			out = append(append([]byte{'['}, out...), ']')
 		}
-		s.send("CALLRESULT", encodeCallResult(m.callID, out))
+		s.send("CALLRESULT", encodeCallResultV1(m.callID, out))
 	}, func() {
-		s.send("CALLERROR", encodeCallError(m.callID, uri, errDescBusy, rpcDetails(503, params)))
+		s.send("CALLERROR", encodeCallErrorV1(m.callID, uri, errDescBusy, rpcDetails(503, params)))
 	})
 	return nil
 }
 
-func (s *Session) handleSubscribe(ctx context.Context, m message) error {
-	uri, err := s.expand("SUBSCRIBE topicURI", m.uri)
+// subscribeV1 subscribes the client to a topic. v1 acknowledges nothing:
+// the client hears only of a refusal or a failing OnSubscribe (a topic
+// CALLERROR), and duplicates and topics without a route are ignored, as
+// Ratchet and the bundle do.
+func (s *Session) subscribeV1(ctx context.Context, m messageV1) error {
+	uri, err := s.expandURI("SUBSCRIBE topicURI", m.uri)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	_, dup := s.subs[uri]
-	s.mu.Unlock()
-	if dup {
-		return nil // Ratchet ignores duplicate subscriptions
-	}
-	r, attrs, ok := s.node.topicRoutes.match(uri)
-	if !ok {
-		// The bundle fails to route and only logs; nobody could ever
-		// publish to an unrouted topic, so there is nothing to keep.
-		s.logAt(slog.LevelInfo, "wamp: no topic route for subscribe", "uri", uri)
-		s.node.obs.RoutingMiss("topic")
+	if _, dup := s.subscribedTo(uri); dup {
 		return nil
 	}
-	sub := &subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
-	switch s.addSub(uri, sub) {
-	case errDenied:
-		s.logAt(slog.LevelInfo, "wamp: subscribe access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("topic")
-		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onSubscribe")(403)))
+	sub, err := s.newSubscription(uri)
+	switch {
+	case errors.Is(err, errDenied):
+		s.sendTopicErrorV1(uri, "onSubscribe", "Access denied", 403)
 		return nil
-	case errTooMany:
+	case errors.Is(err, errTooMany):
 		return limitErr(LimitSubscriptions, "more than %d subscriptions", s.node.limits.MaxSubscriptions)
+	case err != nil:
+		return nil // no route: the bundle only logged
 	}
-	ref := topicRef{n: s.node, id: uri}
-	if !s.topicTask(sub.h, false, func() {
-		err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
-			return sub.h.h.OnSubscribe(ctx, s, ref, sub.req)
-		})
-		s.subscribed(uri, sub, err)
-		if err != nil {
-			// Undone, so a handler can refuse a subscription by failing.
-			// (Ratchet would keep the client subscribed after the handler
-			// threw.)
-			s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
-			s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onSubscribe")))
-		}
+	if !s.runOnSubscribe(ctx, uri, sub, nil, func(err error) {
+		s.sendTopicFailureV1(uri, "onSubscribe", err)
 	}) {
-		s.subscribed(uri, sub, errBusy)
-		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, errDescBusy, topicDetails("onSubscribe")(503)))
+		s.sendTopicErrorV1(uri, "onSubscribe", errDescBusy, 503)
 	}
 	return nil
 }
 
-func (s *Session) handleUnsubscribe(ctx context.Context, m message) error {
-	uri, err := s.expand("UNSUBSCRIBE topicURI", m.uri)
+// unsubscribeV1 takes a subscription back; one the client does not have is
+// ignored, as Ratchet does.
+func (s *Session) unsubscribeV1(ctx context.Context, m messageV1) error {
+	uri, err := s.expandURI("UNSUBSCRIBE topicURI", m.uri)
 	if err != nil {
 		return err
 	}
 	sub := s.takeSub(uri)
 	if sub == nil {
-		return nil // not subscribed: Ratchet ignores it
+		return nil
 	}
-	s.unsubscribed(ctx, uri, sub, func(err error) {
-		s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onUnSubscribe")))
+	s.runOnUnsubscribe(ctx, uri, sub, func(err error) {
+		s.sendTopicFailureV1(uri, "onUnSubscribe", err)
 	})
 	return nil
 }
 
-func (s *Session) handlePublish(ctx context.Context, m message) error {
-	uri, err := s.expand("PUBLISH topicURI", m.uri)
+// publishV1 hands a PUBLISH to the topic handler; excludeMe=true becomes
+// exclude=[own session id]. A topic without a route is ignored.
+func (s *Session) publishV1(ctx context.Context, m messageV1) error {
+	uri, err := s.expandURI("PUBLISH topicURI", m.uri)
 	if err != nil {
 		return err
 	}
-	r, attrs, ok := s.node.topicRoutes.match(uri)
-	if !ok {
-		s.logAt(slog.LevelInfo, "wamp: no topic route for publish", "uri", uri)
-		s.node.obs.RoutingMiss("topic")
+	h, req, err := s.routePublish(uri)
+	if errors.Is(err, errDenied) {
+		s.sendTopicErrorV1(uri, "onPublish", "Access denied", 403)
+	}
+	if err != nil {
 		return nil
 	}
-	if !s.allowed(r.access) {
-		s.logAt(slog.LevelInfo, "wamp: publish access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("topic")
-		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, "Access denied", topicDetails("onPublish")(403)))
-		return nil
-	}
-	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs}
 	exclude := m.exclude
 	if m.excludeMe {
 		exclude = []string{s.id}
 	}
-	if !s.topicTask(r.handler, false, func() {
-		err := s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
-			return r.handler.h.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, m.event, exclude, m.eligible)
-		})
+	if !s.runOnPublish(ctx, h, req, m.event, exclude, m.eligible, func(err error) {
 		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
-			s.send("CALLERROR", s.errorMessage(topicCallID(uri), uri, err, topicDetails("onPublish")))
+			s.sendTopicFailureV1(uri, "onPublish", err)
 		}
 	}) {
-		s.send("CALLERROR", encodeCallError(topicCallID(uri), uri, errDescBusy, topicDetails("onPublish")(503)))
+		s.sendTopicErrorV1(uri, "onPublish", errDescBusy, 503)
 	}
 	return nil
 }
 
-// errorMessage builds the CALLERROR for a handler error: a *handler.Error
-// controls URI, description, code and details; any other error is code 500
-// with its message, as the bundle reports an exception.
-func (s *Session) errorMessage(callID json.RawMessage, uri string, err error, details func(code int) []byte) []byte {
-	var he *handler.Error
-	if errors.As(err, &he) {
-		errURI := he.URI
-		if errURI == "" {
-			errURI = uri
-		}
-		code := he.Code
-		if code == 0 {
-			code = 500
-		}
-		d := details(code)
-		if he.Details != nil {
-			b, encErr := appendJSON(nil, he.Details)
-			if encErr != nil {
-				s.logAt(slog.LevelWarn, "wamp: handler error details not JSON-encodable", "uri", uri, "err", encErr)
-			} else {
-				d = b
-			}
-		}
-		return encodeCallError(callID, errURI, he.Desc, d)
+// sendTopicErrorV1 sends the bundle's topic CALLERROR for a topic request
+// the node refused: event is the callback's name in the bundle
+// ("onSubscribe", "onUnSubscribe", "onPublish").
+func (s *Session) sendTopicErrorV1(uri, event, desc string, code int) {
+	s.send("CALLERROR", encodeCallErrorV1(topicCallID(uri), uri, desc, topicDetails(event)(code)))
+}
+
+// sendTopicFailureV1 sends the bundle's topic CALLERROR for a topic
+// callback that failed with err.
+func (s *Session) sendTopicFailureV1(uri, event string, err error) {
+	s.send("CALLERROR", s.handlerErrorV1(topicCallID(uri), uri, err, topicDetails(event)))
+}
+
+// handlerErrorV1 builds the CALLERROR for a handler's error (see
+// handlerFailure): its URI defaults to the request's, and the handler's
+// details, when it gave some, replace the bundle's details.
+func (s *Session) handlerErrorV1(callID json.RawMessage, uri string, err error, details func(code int) []byte) []byte {
+	f := s.describeFailure(uri, err)
+	if f.uri == "" {
+		f.uri = uri
 	}
-	desc := err.Error()
-	if errors.Is(err, errPanic) {
-		desc = "Internal Server Error"
+	d := f.details
+	if d == nil {
+		d = details(f.code)
 	}
-	return encodeCallError(callID, uri, desc, details(500))
+	return encodeCallErrorV1(callID, f.uri, f.desc, d)
 }

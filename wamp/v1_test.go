@@ -7,9 +7,7 @@ import (
 	"errors"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -157,7 +155,7 @@ func TestConformance(t *testing.T) {
 				st.in = strings.ReplaceAll(st.in, "$SID", s.ID())
 				steps[i] = st
 			}
-			runSteps(t, f, s, p, steps)
+			runSteps(t, s, p, steps, nil)
 		})
 	}
 }
@@ -211,7 +209,7 @@ func TestResolveCURIE(t *testing.T) {
 		"p:httpx://x":            "base#httpx",
 	}
 	for in, want := range cases {
-		if got := s.resolve(in); got != want {
+		if got := s.expandCURIE(in); got != want {
 			t.Errorf("resolve(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -220,13 +218,13 @@ func TestResolveCURIE(t *testing.T) {
 func TestV1AccessRules(t *testing.T) {
 	f := newFixture(t, accessRoutes)
 	anon, p := f.open(t, "n", ClientInfo{ConnID: "n", Identity: handler.Identity{Anonymous: true}})
-	runSteps(t, f, anon, p, []step{
+	runSteps(t, anon, p, []step{
 		{in: `[2,"c1","admin/echo",1]`, want: []string{`[4,"c1","admin/echo","Access denied",{"code":403,"rpc":{},"params":[1],"request":{}}]`}},
 		{in: `[2,"c2","members/echo",1]`, want: []string{`[4,"c2","members/echo","Access denied",{"code":403,"rpc":{},"params":[1],"request":{}}]`}},
 		{in: `[5,"private/a"]`, want: []string{`[4,"private/a","private/a","Access denied",{"code":403,"topic":{},"request":{},"event":"onSubscribe"}]`}},
 		{in: `[7,"private/a","x"]`, want: []string{`[4,"private/a","private/a","Access denied",{"code":403,"topic":{},"request":{},"event":"onPublish"}]`}},
 		{in: `[6,"private/a"]`},
-	})
+	}, nil)
 	if n := f.node.broker.count("private/a"); n != 0 {
 		t.Errorf("denied subscriber is subscribed (%d)", n)
 	}
@@ -234,10 +232,10 @@ func TestV1AccessRules(t *testing.T) {
 		t.Errorf("handler ran for denied requests: %q", calls)
 	}
 	admin, pa := f.open(t, "a", ClientInfo{ConnID: "a", Identity: handler.Identity{UserIdentifier: "root", Roles: []string{"ROLE_ADMIN"}}})
-	runSteps(t, f, admin, pa, []step{
+	runSteps(t, admin, pa, []step{
 		{in: `[2,"c1","admin/echo",1]`, want: []string{`[3,"c1",[1]]`}},
 		{in: `[5,"staff/a"]`, want: []string{`[8,"staff/a",{"msg":"a has joined staff/a"}]`}},
-	})
+	}, nil)
 }
 
 // seedMessages are well-formed and malformed messages for the fuzz
@@ -294,7 +292,7 @@ func FuzzParseMessage(f *testing.F) {
 				}
 			}
 		}
-		m, err := parseMessage(data, DefaultMaxJSONDepth)
+		m, err := parseMessageV1(data, DefaultMaxJSONDepth)
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) {
 				t.Fatalf("error %v does not wrap ErrProtocol", err)
@@ -302,25 +300,24 @@ func FuzzParseMessage(f *testing.F) {
 			return
 		}
 		switch m.typ {
-		case msgPrefix, msgCall, msgSubscribe, msgUnsubscribe, msgPublish:
+		case v1Prefix, v1Call, v1Subscribe, v1Unsubscribe, v1Publish:
 		default:
 			t.Fatalf("accepted message type %d", m.typ)
 		}
-		if m.typ == msgCall {
+		if m.typ == v1Call {
 			// Everything echoed back verbatim must stay valid JSON.
-			out := encodeCallResult(m.callID, callParams(m.args))
+			out := encodeCallResultV1(m.callID, callParams(m.args))
 			if !json.Valid(out) || !utf8.Valid(out) {
 				t.Fatalf("CALLRESULT %q is not valid JSON", out)
 			}
-			out = encodeCallError(m.callID, m.uri, m.uri, rpcDetails(500, callParams(m.args)))
+			out = encodeCallErrorV1(m.callID, m.uri, m.uri, rpcDetails(500, callParams(m.args)))
 			if !json.Valid(out) {
 				t.Fatalf("CALLERROR %q is not valid JSON", out)
 			}
 		}
-		if m.typ == msgPublish {
-			out, err := encodeEvent(m.uri, m.event)
-			if err != nil || !json.Valid(out) {
-				t.Fatalf("EVENT %q: %v", out, err)
+		if m.typ == v1Publish {
+			if out := encodeEventV1(m.uri, m.event); !json.Valid(out) {
+				t.Fatalf("EVENT %q is not valid JSON", out)
 			}
 		}
 	})
@@ -337,50 +334,18 @@ func FuzzSessionHandle(f *testing.F) {
 	f.Add([]byte(`[1,"p","chan"]` + "\n" + `[5,"p:a"]` + "\n" + `[5,"chan/b"]` + "\n" + `[7,"chan/b","hi",true]`))
 	f.Add([]byte(`[5,"chan/a"]` + "\n" + `[5,"chan/a"]` + "\n" + `[6,"chan/a"]` + "\n" + `[6,"chan/a"]`))
 
-	var (
-		once sync.Once
-		fx   *fixture
-	)
+	fixture := fuzzFixture(nil)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		once.Do(func() {
-			fx = newFixture(t, func(c *NodeConfig) {
-				c.CallTimeout = time.Millisecond
-				c.Limits = Limits{MaxURILength: 64, MaxPrefixes: 4, MaxSubscriptions: 4}
-			})
-		})
+		fx := fixture(t)
 		p := &fakePeer{}
 		s := fx.node.Open(p, ClientInfo{ConnID: "fuzz"})
 		other := &fakePeer{}
 		o := fx.node.Open(other, ClientInfo{ConnID: "other"})
 		_ = o.Handle(context.Background(), []byte(`[5,"chan/a"]`))
-		for i, msg := range bytes.Split(data, []byte("\n")) {
-			if i >= 32 {
-				break
-			}
-			err := s.Handle(context.Background(), msg)
-			if err != nil {
-				if !errors.Is(err, ErrProtocol) {
-					t.Fatalf("message %q: error %v is not a protocol error", msg, err)
-				}
-				break // the gateway closes the connection here
-			}
-		}
+		handleLines(t, s, data, func(err error) bool { return errors.Is(err, ErrProtocol) })
 		s.Close()
 		o.Close()
-		for _, out := range append(p.take(), other.take()...) {
-			if !utf8.Valid(out) || !json.Valid(out) {
-				t.Fatalf("sent invalid JSON %q", out)
-			}
-			var arr []json.RawMessage
-			if json.Unmarshal(out, &arr) != nil || len(arr) < 3 {
-				t.Fatalf("sent non-WAMP message %q", out)
-			}
-		}
-		if n := fx.node.broker.topicCount(); n != 0 {
-			t.Fatalf("%d topics left after Close", n)
-		}
-		if n := len(fx.node.Clients().GetAll(true)); n != 0 {
-			t.Fatalf("%d clients left after Close", n)
-		}
+		checkSent(t, append(p.take(), other.take()...), 3)
+		checkEmpty(t, fx.node)
 	})
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -51,6 +50,7 @@ const (
 	closeGoodbyeAndOut = "wamp.close.goodbye_and_out"
 )
 
+// typeNameV2 names a message type for the observer and errors.
 func typeNameV2(t int) string {
 	switch t {
 	case v2Hello:
@@ -93,8 +93,8 @@ func typeNameV2(t int) string {
 	return "OTHER"
 }
 
-// message2 is one parsed client-to-router WAMP v2 message.
-type message2 struct {
+// messageV2 is one parsed client-to-router WAMP v2 message.
+type messageV2 struct {
 	typ int
 	// reqID: PUBLISH, SUBSCRIBE, UNSUBSCRIBE, CALL, REGISTER, UNREGISTER,
 	// CANCEL, YIELD, ERROR request id.
@@ -116,87 +116,109 @@ type message2 struct {
 // code, with that type's arity and element types (ids integers in
 // [0, 2^53], URIs strings, dicts objects, Arguments a list, ArgumentsKw a
 // dict). Every error wraps ErrProtocol.
-func parseMessageV2(data []byte, maxDepth int) (message2, error) {
-	var m message2
+func parseMessageV2(data []byte, maxDepth int) (messageV2, error) {
+	var m messageV2
 	arr, typ, err := splitMessage(data, maxDepth)
 	if err != nil {
 		return m, err
 	}
 	m.typ = typ
-	name := typeNameV2(typ)
-	arity := func(min, max int) error {
-		if len(arr) < min || len(arr) > max {
-			if min == max {
-				return protoErr("%s needs %d elements, got %d", name, min, len(arr))
-			}
-			return protoErr("%s needs %d to %d elements, got %d", name, min, max, len(arr))
-		}
-		return nil
-	}
+	e := elementsV2{arr: arr, name: typeNameV2(typ)}
 	switch typ {
 	case v2Hello: // [HELLO, Realm|uri, Details|dict]
-		if err = arity(3, 3); err != nil {
-			return m, err
-		}
-		if m.uri, err = jsonString(arr[1], "HELLO realm"); err != nil {
-			return m, err
-		}
-		m.dict, err = jsonDict(arr[2], "HELLO details")
+		e.arity(3, 3)
+		m.uri = e.str(1, "realm")
+		m.dict = e.dict(2, "details")
 	case v2Abort, v2Goodbye: // [GOODBYE, Details|dict, Reason|uri]
-		if err = arity(3, 3); err != nil {
-			return m, err
-		}
-		if m.dict, err = jsonDict(arr[1], name+" details"); err != nil {
-			return m, err
-		}
-		m.uri, err = jsonString(arr[2], name+" reason")
+		e.arity(3, 3)
+		m.dict = e.dict(1, "details")
+		m.uri = e.str(2, "reason")
 	case v2Publish, v2Call: // [PUBLISH, Request|id, Options|dict, Topic|uri, Arguments|list, ArgumentsKw|dict]
-		if err = arity(4, 6); err != nil {
-			return m, err
-		}
-		if m.reqID, err = jsonID(arr[1], name+" request id"); err != nil {
-			return m, err
-		}
-		if m.dict, err = jsonDict(arr[2], name+" options"); err != nil {
-			return m, err
-		}
-		if m.uri, err = jsonString(arr[3], name+" uri"); err != nil {
-			return m, err
-		}
-		m.args, m.kwargs, err = argsKwargs(arr[4:], name)
+		e.arity(4, 6)
+		m.reqID = e.id(1, "request id")
+		m.dict = e.dict(2, "options")
+		m.uri = e.str(3, "uri")
+		m.args, m.kwargs = e.argsKwargs(4)
 	case v2Subscribe, v2Register: // [SUBSCRIBE, Request|id, Options|dict, Topic|uri]
-		if err = arity(4, 4); err != nil {
-			return m, err
-		}
-		if m.reqID, err = jsonID(arr[1], name+" request id"); err != nil {
-			return m, err
-		}
-		if m.dict, err = jsonDict(arr[2], name+" options"); err != nil {
-			return m, err
-		}
-		m.uri, err = jsonString(arr[3], name+" uri")
+		e.arity(4, 4)
+		m.reqID = e.id(1, "request id")
+		m.dict = e.dict(2, "options")
+		m.uri = e.str(3, "uri")
 	case v2Unsubscribe, v2Unregister: // [UNSUBSCRIBE, Request|id, SUBSCRIBED.Subscription|id]
-		if err = arity(3, 3); err != nil {
-			return m, err
-		}
-		if m.reqID, err = jsonID(arr[1], name+" request id"); err != nil {
-			return m, err
-		}
-		m.subID, err = jsonID(arr[2], name+" id")
+		e.arity(3, 3)
+		m.reqID = e.id(1, "request id")
+		m.subID = e.id(2, "id")
 	case v2Cancel: // [CANCEL, CALL.Request|id, Options|dict]
-		if err = arity(3, 3); err != nil {
-			return m, err
-		}
-		if m.reqID, err = jsonID(arr[1], name+" request id"); err != nil {
-			return m, err
-		}
-		m.dict, err = jsonDict(arr[2], name+" options")
+		e.arity(3, 3)
+		m.reqID = e.id(1, "request id")
+		m.dict = e.dict(2, "options")
 	default:
 		// ERROR and YIELD are callee messages; the node never sends
 		// INVOCATION, so they are violations too, like router-only types.
 		return m, protoErr("unexpected WAMP v2 message type %d", typ)
 	}
-	return m, err
+	return m, e.err
+}
+
+// elementsV2 reads the elements of one v2 message of type name, in order;
+// after the first error it reads nothing more and keeps that error. What
+// each element is called in errors is name + " " + what.
+type elementsV2 struct {
+	arr  []json.RawMessage
+	name string
+	err  error
+}
+
+// arity requires min to max elements.
+func (e *elementsV2) arity(min, max int) {
+	if len(e.arr) >= min && len(e.arr) <= max {
+		return
+	}
+	if min == max {
+		e.err = protoErr("%s needs %d elements, got %d", e.name, min, len(e.arr))
+		return
+	}
+	e.err = protoErr("%s needs %d to %d elements, got %d", e.name, min, max, len(e.arr))
+}
+
+// id reads element i as a WAMP id.
+func (e *elementsV2) id(i int, what string) uint64 {
+	if e.err != nil {
+		return 0
+	}
+	var v uint64
+	v, e.err = jsonID(e.arr[i], e.name+" "+what)
+	return v
+}
+
+// dict reads element i as a dictionary.
+func (e *elementsV2) dict(i int, what string) json.RawMessage {
+	if e.err != nil {
+		return nil
+	}
+	var v json.RawMessage
+	v, e.err = jsonDict(e.arr[i], e.name+" "+what)
+	return v
+}
+
+// str reads element i as a string.
+func (e *elementsV2) str(i int, what string) string {
+	if e.err != nil {
+		return ""
+	}
+	var v string
+	v, e.err = jsonString(e.arr[i], e.name+" "+what)
+	return v
+}
+
+// argsKwargs reads the optional Arguments|list and ArgumentsKw|dict from
+// element i on (see argsKwargs).
+func (e *elementsV2) argsKwargs(i int) (args, kwargs json.RawMessage) {
+	if e.err != nil {
+		return nil, nil
+	}
+	args, kwargs, e.err = argsKwargs(e.arr[i:], e.name)
+	return args, kwargs
 }
 
 // jsonID parses a WAMP id: a plain JSON integer in [0, 2^53]. Zero is
@@ -284,6 +306,8 @@ type publishOptions struct {
 	EligibleAuthID []string `json:"eligible_authid"`
 }
 
+// parsePublishOptions reads PUBLISH options; an error is the client's
+// (ERROR wamp.error.invalid_argument), not a violation.
 func parsePublishOptions(dict json.RawMessage) (publishOptions, error) {
 	var o publishOptions
 	if isEmptyContainer(dict) {
@@ -316,9 +340,9 @@ func encodeEventV2(subID, pubID uint64, payload []byte) []byte {
 	return append(b, "]]"...)
 }
 
-// encodeV2 builds [typ, id1, id2...] for SUBSCRIBED, UNSUBSCRIBED,
+// encodeIDsV2 builds [typ, id1, id2...] for SUBSCRIBED, UNSUBSCRIBED,
 // PUBLISHED.
-func encodeV2IDs(typ int, ids ...uint64) []byte {
+func encodeIDsV2(typ int, ids ...uint64) []byte {
 	b := make([]byte, 0, 8+18*len(ids))
 	b = append(b, '[')
 	b = strconv.AppendInt(b, int64(typ), 10)
@@ -411,6 +435,7 @@ var routerRoles = map[string]any{
 	"dealer": map[string]any{"features": map[string]bool{}},
 }
 
+// encodeWelcomeV2 builds WELCOME [2, session, details].
 func encodeWelcomeV2(sessionID uint64, d welcomeDetails) []byte {
 	b := make([]byte, 0, 256)
 	b = append(b, "[2,"...)
@@ -420,7 +445,11 @@ func encodeWelcomeV2(sessionID uint64, d welcomeDetails) []byte {
 	return append(b, ']')
 }
 
-// handleV2 processes one WAMP v2 message. See doc.go for the behaviour.
+// The v2 handlers, one per message type, called by Handle on the reader;
+// handler callbacks run there or, when offloaded, on the Offloader.
+
+// handleV2 processes one WAMP v2 message (see Handle and, for the
+// behaviour, doc.go).
 func (s *Session) handleV2(ctx context.Context, msg []byte) error {
 	m, err := parseMessageV2(msg, s.node.limits.MaxJSONDepth)
 	if err != nil {
@@ -431,7 +460,7 @@ func (s *Session) handleV2(ctx context.Context, msg []byte) error {
 	if !s.joined {
 		switch m.typ {
 		case v2Hello:
-			return s.handleHello(m)
+			return s.helloV2(m)
 		case v2Abort:
 			return ErrGoodbye
 		}
@@ -442,10 +471,10 @@ func (s *Session) handleV2(ctx context.Context, msg []byte) error {
 		return s.violation(protoErr("HELLO in an established session"))
 	case v2Goodbye:
 		s.send("GOODBYE", encodeCloseV2(v2Goodbye, "", closeGoodbyeAndOut))
-		s.leave()
+		s.closeInHandle()
 		return ErrGoodbye
 	case v2Abort:
-		s.leave()
+		s.closeInHandle()
 		return ErrGoodbye
 	case v2Subscribe:
 		return s.subscribeV2(ctx, m)
@@ -478,6 +507,7 @@ func (s *Session) violation(err error) error {
 	return err
 }
 
+// clip cuts s to at most n bytes.
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -485,168 +515,161 @@ func clip(s string, n int) string {
 	return s[:n]
 }
 
-// leave ends a joined session's realm membership: its subscriptions go as
-// on Close. Further messages are refused with ErrClosed.
-func (s *Session) leave() {
+// closeInHandle is Close from within Handle, when the client ends the
+// session (GOODBYE, ABORT) or is refused its realm: the subscriptions go as
+// on Close, once Handle returns (cleanup runs in endHandle), and further
+// messages are refused with ErrClosed.
+func (s *Session) closeInHandle() {
 	s.joined = false
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
 	s.cancel()
-	// cleanup runs in endHandle, once Handle returns.
 }
 
-func (s *Session) checkReqID(m message2) error {
+// checkRequestV2 checks what every v2 request has: a request id in
+// [1, 2^53] and a URI (what names it) within Limits.MaxURILength. A
+// failure is a protocol violation.
+func (s *Session) checkRequestV2(m messageV2, what string) error {
+	if err := s.checkReqID(m); err != nil {
+		return err
+	}
+	if err := s.checkURI(what, m.uri); err != nil {
+		return s.violation(err)
+	}
+	return nil
+}
+
+// checkReqID refuses request id 0, which the parser lets through because
+// ids elsewhere may be 0.
+func (s *Session) checkReqID(m messageV2) error {
 	if m.reqID == 0 {
 		return s.violation(protoErr("%s request id 0 is outside [1, 2^53]", typeNameV2(m.typ)))
 	}
 	return nil
 }
 
-func (s *Session) handleHello(m message2) error {
+// helloV2 joins the realm: WELCOME with the client's identity, or ABORT
+// for a realm the node does not serve.
+func (s *Session) helloV2(m messageV2) error {
 	if err := s.checkURI("HELLO realm", m.uri); err != nil {
 		return s.violation(err)
 	}
 	if s.node.realm != "" && m.uri != s.node.realm {
 		s.send("ABORT", encodeCloseV2(v2Abort, "no such realm", errURINoSuchRealm))
-		s.leave()
+		s.closeInHandle()
 		return ErrGoodbye
 	}
-	id := s.ident.Load()
+	who := s.identity.Load()
 	role := "authenticated"
 	switch {
-	case id.Anonymous:
+	case who.Anonymous:
 		role = "anonymous"
-	case len(id.Roles) > 0:
-		role = id.Roles[0]
+	case len(who.Roles) > 0:
+		role = who.Roles[0]
 	}
-	roles := id.Roles
+	roles := who.Roles
 	if roles == nil {
 		roles = []string{}
 	}
 	s.joined = true
 	s.send("WELCOME", encodeWelcomeV2(s.numID, welcomeDetails{
-		Realm: m.uri, AuthID: id.UserIdentifier, AuthRole: role,
+		Realm: m.uri, AuthID: who.UserIdentifier, AuthRole: role,
 		AuthMethod: "cookie", AuthProvider: "symfony",
-		AuthExtra: welcomeExtra{Roles: roles, Firewall: id.Firewall, Anonymous: id.Anonymous},
-		Agent:     s.node.ident, Roles: routerRoles,
+		AuthExtra: welcomeExtra{Roles: roles, Firewall: who.Firewall, Anonymous: who.Anonymous},
+		Agent:     s.node.serverIdent, Roles: routerRoles,
 	}))
 	return nil
 }
 
+// sendErrorV2 sends ERROR for a request of type reqType; kwargs may be nil.
 func (s *Session) sendErrorV2(reqType int, reqID uint64, errURI, desc string, kwargs []byte) {
 	s.send("ERROR", encodeErrorV2(reqType, reqID, errURI, desc, kwargs))
 }
 
-// handlerErrorV2 sends the ERROR for a handler failure: a *handler.Error
-// controls the URI (default wamp.error.runtime_error), the description
-// (the single positional argument) and kwargs {"code": Code, "details":
-// Details}; other errors give their text and code 500; panics give
-// "Internal Server Error".
-func (s *Session) handlerErrorV2(reqType int, reqID uint64, err error) {
-	uri, desc, code := errURIRuntime, err.Error(), 500
-	var details any
-	var he *handler.Error
-	switch {
-	case errors.As(err, &he):
-		if he.URI != "" {
-			uri = he.URI
-		}
-		desc = he.Desc
-		if he.Code != 0 {
-			code = he.Code
-		}
-		details = he.Details
-	case errors.Is(err, errPanic):
-		desc = "Internal Server Error"
+// handlerErrorV2 sends the ERROR for a handler's error (see
+// handlerFailure): its URI defaults to wamp.error.runtime_error, the
+// description is the single positional argument and kwargs are {"code",
+// "details"}.
+func (s *Session) handlerErrorV2(reqType int, reqID uint64, uri string, err error) {
+	f := s.describeFailure(uri, err)
+	if f.uri == "" {
+		f.uri = errURIRuntime
 	}
-	kw := []byte(`{"code":` + strconv.Itoa(code))
-	if details != nil {
-		if b, encErr := appendJSON(nil, details); encErr == nil {
-			kw = append(append(kw, `,"details":`...), b...)
-		} else {
-			s.logAt(slog.LevelWarn, "wamp: handler error details not JSON-encodable", "err", encErr)
-		}
+	kw := []byte(`{"code":` + strconv.Itoa(f.code))
+	if f.details != nil {
+		kw = append(append(kw, `,"details":`...), f.details...)
 	}
 	kw = append(kw, '}')
-	s.sendErrorV2(reqType, reqID, uri, desc, kw)
+	s.sendErrorV2(reqType, reqID, f.uri, f.desc, kw)
 }
 
-func (s *Session) subscribeV2(ctx context.Context, m message2) error {
-	if err := s.checkReqID(m); err != nil {
+// sendBusyV2 answers a request refused at the bound of offloaded work.
+func (s *Session) sendBusyV2(reqType int, reqID uint64) {
+	s.sendErrorV2(reqType, reqID, errURIBusy, errDescBusy, []byte(`{"code":503}`))
+}
+
+// subscribeV2 answers SUBSCRIBE with SUBSCRIBED, sent before OnSubscribe so
+// that the client knows the subscription id when the handler's join
+// broadcast reaches it (as a v1 client sees its own join), or ERROR.
+// Subscribing again returns the existing subscription, as the spec says.
+func (s *Session) subscribeV2(ctx context.Context, m messageV2) error {
+	if err := s.checkRequestV2(m, "SUBSCRIBE topic"); err != nil {
 		return err
 	}
-	if err := s.checkURI("SUBSCRIBE topic", m.uri); err != nil {
-		return s.violation(err)
-	}
 	uri := m.uri
-	if !isEmptyContainer(m.dict) {
-		var o struct {
-			Match string `json:"match"`
-		}
-		if json.Unmarshal(m.dict, &o) != nil || (o.Match != "" && o.Match != "exact") {
-			s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidArgument, "only exact topic matching is supported", nil)
-			return nil
-		}
-	}
-	s.mu.Lock()
-	var dupID uint64
-	if sub := s.subs[uri]; sub != nil {
-		dupID = sub.subID
-	}
-	s.mu.Unlock()
-	if dupID != 0 {
-		// The spec: subscribing again returns the existing subscription.
-		s.send("SUBSCRIBED", encodeV2IDs(v2Subscribed, m.reqID, dupID))
+	if !exactMatchV2(m.dict) {
+		s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidArgument, "only exact topic matching is supported", nil)
 		return nil
 	}
-	r, attrs, ok := s.node.topicRoutes.match(uri)
-	if !ok {
-		s.logAt(slog.LevelInfo, "wamp: no topic route for subscribe", "uri", uri)
-		s.node.obs.RoutingMiss("topic")
+	if subID, dup := s.subscribedTo(uri); dup {
+		s.send("SUBSCRIBED", encodeIDsV2(v2Subscribed, m.reqID, subID))
+		return nil
+	}
+	sub, err := s.newSubscription(uri)
+	switch {
+	case errors.Is(err, ErrNoRoute):
 		s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
 		return nil
-	}
-	sub := &subscription{h: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
-	switch s.addSub(uri, sub) {
-	case errDenied:
-		s.logAt(slog.LevelInfo, "wamp: subscribe access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("topic")
+	case errors.Is(err, errDenied):
 		s.sendErrorV2(v2Subscribe, m.reqID, errURINotAuthorized, "Access denied", nil)
 		return nil
-	case errTooMany:
+	case errors.Is(err, errTooMany):
 		return s.violation(limitErr(LimitSubscriptions, "more than %d subscriptions", s.node.limits.MaxSubscriptions))
 	}
-	ref := topicRef{n: s.node, id: uri}
-	if !s.topicTask(sub.h, false, func() {
-		// SUBSCRIBED goes out before OnSubscribe so that the client knows
-		// the subscription id when the handler's join broadcast reaches
-		// it, as a v1 client sees its own join.
-		s.send("SUBSCRIBED", encodeV2IDs(v2Subscribed, m.reqID, sub.subID))
-		err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
-			return sub.h.h.OnSubscribe(ctx, s, ref, sub.req)
-		})
-		s.subscribed(uri, sub, err)
-		if err != nil {
-			// The handler refused: the subscription is undone; revoke it
-			// with the advanced profile's router-initiated UNSUBSCRIBED
-			// (request 0), which autobahn understands.
-			s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", r.name, "err", err)
-			reason := errURIRuntime
-			var he *handler.Error
-			if errors.As(err, &he) && he.URI != "" {
-				reason = he.URI
-			}
-			s.send("UNSUBSCRIBED", encodeRevokedV2(sub.subID, reason))
+	if !s.runOnSubscribe(ctx, uri, sub, func() {
+		s.send("SUBSCRIBED", encodeIDsV2(v2Subscribed, m.reqID, sub.subID))
+	}, func(err error) {
+		// The handler refused: revoke the subscription with the advanced
+		// profile's router-initiated UNSUBSCRIBED (request 0), which
+		// autobahn understands.
+		reason := errURIRuntime
+		var he *handler.Error
+		if errors.As(err, &he) && he.URI != "" {
+			reason = he.URI
 		}
+		s.send("UNSUBSCRIBED", encodeRevokedV2(sub.subID, reason))
 	}) {
-		s.subscribed(uri, sub, errBusy)
-		s.sendErrorV2(v2Subscribe, m.reqID, errURIBusy, errDescBusy, []byte(`{"code":503}`))
+		s.sendBusyV2(v2Subscribe, m.reqID)
 	}
 	return nil
 }
 
-func (s *Session) unsubscribeV2(ctx context.Context, m message2) error {
+// exactMatchV2 reports whether SUBSCRIBE options ask for exact matching,
+// the only policy the node has.
+func exactMatchV2(options json.RawMessage) bool {
+	if isEmptyContainer(options) {
+		return true
+	}
+	var o struct {
+		Match string `json:"match"`
+	}
+	return json.Unmarshal(options, &o) == nil && (o.Match == "" || o.Match == "exact")
+}
+
+// unsubscribeV2 answers UNSUBSCRIBE with UNSUBSCRIBED at once, then tells
+// the handler.
+func (s *Session) unsubscribeV2(ctx context.Context, m messageV2) error {
 	if err := s.checkReqID(m); err != nil {
 		return err
 	}
@@ -663,61 +686,45 @@ func (s *Session) unsubscribeV2(ctx context.Context, m message2) error {
 		s.sendErrorV2(v2Unsubscribe, m.reqID, errURINoSuchSubscription, "no such subscription", nil)
 		return nil
 	}
-	s.send("UNSUBSCRIBED", encodeV2IDs(v2Unsubscribed, m.reqID))
-	s.unsubscribed(ctx, uri, sub, func(error) {}) // v2 has answered already
+	s.send("UNSUBSCRIBED", encodeIDsV2(v2Unsubscribed, m.reqID))
+	s.runOnUnsubscribe(ctx, uri, sub, func(error) {}) // v2 has answered already
 	return nil
 }
 
-func (s *Session) publishV2(ctx context.Context, m message2) error {
-	if err := s.checkReqID(m); err != nil {
+// publishV2 hands a PUBLISH to the topic handler. Its errors and PUBLISHED
+// are sent only when the publisher asked for acknowledge; options the
+// client got wrong are its error, not a violation.
+func (s *Session) publishV2(ctx context.Context, m messageV2) error {
+	if err := s.checkRequestV2(m, "PUBLISH topic"); err != nil {
 		return err
-	}
-	if err := s.checkURI("PUBLISH topic", m.uri); err != nil {
-		return s.violation(err)
 	}
 	uri := m.uri
 	opts, err := parsePublishOptions(m.dict)
 	if err != nil {
-		// Options the client got wrong are its error, not a violation.
 		s.sendErrorV2(v2Publish, m.reqID, errURIInvalidArgument, "invalid PUBLISH options", nil)
 		return nil
 	}
-	r, attrs, ok := s.node.topicRoutes.match(uri)
-	if !ok {
-		s.logAt(slog.LevelInfo, "wamp: no topic route for publish", "uri", uri)
-		s.node.obs.RoutingMiss("topic")
-		if opts.Acknowledge {
+	h, req, err := s.routePublish(uri)
+	if err != nil {
+		if opts.Acknowledge && errors.Is(err, ErrNoRoute) {
 			s.sendErrorV2(v2Publish, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
-		}
-		return nil
-	}
-	if !s.allowed(r.access) {
-		s.logAt(slog.LevelInfo, "wamp: publish access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("topic")
-		if opts.Acknowledge {
+		} else if opts.Acknowledge {
 			s.sendErrorV2(v2Publish, m.reqID, errURINotAuthorized, "Access denied", nil)
 		}
 		return nil
 	}
 	exclude, eligible := s.node.receivers(s, opts)
-	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs, Kwargs: m.kwargs}
-	event := eventFromArgs(m.args, m.kwargs)
-	if !s.topicTask(r.handler, false, func() {
-		err := s.invoke(ctx, true, "onPublish", uri, func(ctx context.Context) error {
-			return r.handler.h.OnPublish(ctx, s, topicRef{n: s.node, id: uri}, req, event, exclude, eligible)
-		})
-		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", uri, "route", r.name, "err", err)
-			if opts.Acknowledge {
-				s.handlerErrorV2(v2Publish, m.reqID, err)
-			}
-			return
-		}
-		if opts.Acknowledge {
-			s.send("PUBLISHED", encodeV2IDs(v2Published, m.reqID, newGlobalID()))
+	req.Kwargs = m.kwargs
+	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, func(err error) {
+		switch {
+		case !opts.Acknowledge:
+		case err != nil:
+			s.handlerErrorV2(v2Publish, m.reqID, uri, err)
+		default:
+			s.send("PUBLISHED", encodeIDsV2(v2Published, m.reqID, newGlobalID()))
 		}
 	}) && opts.Acknowledge {
-		s.sendErrorV2(v2Publish, m.reqID, errURIBusy, errDescBusy, []byte(`{"code":503}`))
+		s.sendBusyV2(v2Publish, m.reqID)
 	}
 	return nil
 }
@@ -755,39 +762,23 @@ func (n *Node) receivers(pub *Session, o publishOptions) (exclude, eligible []st
 	return exclude, eligible
 }
 
-func (s *Session) callV2(ctx context.Context, m message2) error {
-	if err := s.checkReqID(m); err != nil {
+// callV2 answers CALL with RESULT, carrying the handler's result as its
+// single positional argument, or ERROR.
+func (s *Session) callV2(ctx context.Context, m messageV2) error {
+	if err := s.checkRequestV2(m, "CALL procedure"); err != nil {
 		return err
 	}
-	if err := s.checkURI("CALL procedure", m.uri); err != nil {
-		return s.violation(err)
-	}
 	uri := m.uri
-	r, attrs, ok := s.node.rpcRoutes.match(uri)
-	if !ok {
-		s.logAt(slog.LevelInfo, "wamp: no rpc route", "uri", uri)
-		s.node.obs.RoutingMiss("rpc")
-		s.sendErrorV2(v2Call, m.reqID, errURINoSuchProcedure, fmt.Sprintf("Unable to find route for %q", uri), nil)
+	r, req, method, refused := s.routeCall(uri)
+	if refused != nil {
+		s.sendErrorV2(v2Call, m.reqID, refused.uriV2, refused.desc, nil)
 		return nil
 	}
-	if !s.allowed(r.access) {
-		s.logAt(slog.LevelInfo, "wamp: rpc access denied", "uri", uri, "route", r.name)
-		s.node.obs.AccessDenied("rpc")
-		s.sendErrorV2(v2Call, m.reqID, errURINotAuthorized, "Access denied", nil)
-		return nil
-	}
-	method, ok := r.handler.lookup(attrs["method"])
-	if !ok {
-		s.logAt(slog.LevelInfo, "wamp: rpc method not found", "uri", uri, "route", r.name, "handler", r.handler.h.Name(), "method", attrs["method"])
-		s.node.obs.RoutingMiss("rpc")
-		s.sendErrorV2(v2Call, m.reqID, errURINoSuchProcedure, "Could not execute RPC callback, method not found", nil)
-		return nil
-	}
-	req := handler.Request{Route: r.name, URI: uri, Attributes: attrs, Kwargs: m.kwargs}
+	req.Kwargs = m.kwargs
 	s.runCall(r.handler, func() {
 		out, err := s.callMethod(ctx, r, method, req, paramsFromArgs(m.args, m.kwargs))
 		if err != nil {
-			s.handlerErrorV2(v2Call, m.reqID, err)
+			s.handlerErrorV2(v2Call, m.reqID, req.URI, err)
 			return
 		}
 		if out == nil {
@@ -796,7 +787,7 @@ func (s *Session) callV2(ctx context.Context, m message2) error {
 		}
 		s.send("RESULT", encodeResultV2(m.reqID, out))
 	}, func() {
-		s.sendErrorV2(v2Call, m.reqID, errURIBusy, errDescBusy, []byte(`{"code":503}`))
+		s.sendBusyV2(v2Call, m.reqID)
 	})
 	return nil
 }

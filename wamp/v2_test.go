@@ -1,15 +1,12 @@
 package wamp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -208,21 +205,8 @@ func TestV2Conformance(t *testing.T) {
 				info.Identity.UserIdentifier = "user-" + info.ConnID
 			}
 			s, p := f.openV2(t, info)
-			for i, st := range tc.steps {
-				err := s.Handle(context.Background(), []byte(st.in))
-				switch {
-				case st.err == nil && err != nil:
-					t.Errorf("step %d %s: unexpected error %v", i, st.in, err)
-				case st.err != nil && !errors.Is(err, st.err):
-					t.Errorf("step %d %s: error %v, want %v", i, st.in, err, st.err)
-				}
-				got := p.take()
-				// Publication ids are random: replace them before comparing.
-				for j := range got {
-					got[j] = normalizePub(got[j])
-				}
-				expectMsgs(t, got, st.want, s.ID())
-			}
+			// Publication ids are random: normalizePub replaces them.
+			runSteps(t, s, p, tc.steps, normalizePub)
 			s.Close()
 			if n := f.node.broker.topicCount(); n != 0 {
 				t.Errorf("%d topics left after Close", n)
@@ -338,18 +322,9 @@ func FuzzSessionHandleV2(f *testing.F) {
 	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[16,2,{"acknowledge":true,"exclude_me":false},"chan/a",[1]]` + "\n" + `[34,3,1]` + "\n" + `[6,{},"x"]`))
 	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[32,2,{},"chan/a"]` + "\n" + `[34,3,1]` + "\n" + `[34,4,1]`))
 
-	var (
-		once sync.Once
-		fx   *fixture
-	)
+	fixture := fuzzFixture(accessRoutes)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		once.Do(func() {
-			fx = newFixture(t, func(c *NodeConfig) {
-				accessRoutes(c)
-				c.CallTimeout = time.Millisecond
-				c.Limits = Limits{MaxURILength: 64, MaxPrefixes: 4, MaxSubscriptions: 4}
-			})
-		})
+		fx := fixture(t)
 		p := &fakePeer{}
 		s := fx.node.OpenProtocol(p, ClientInfo{ConnID: "fuzz", Identity: handler.Identity{UserIdentifier: "u"}}, ProtocolV2JSON)
 		if err := s.Handle(context.Background(), []byte(`[1,"realm1",{}]`)); err != nil {
@@ -361,35 +336,13 @@ func FuzzSessionHandleV2(f *testing.F) {
 		_ = o2.Handle(context.Background(), []byte(`[1,"realm1",{}]`))
 		_ = o1.Handle(context.Background(), []byte(`[5,"chan/a"]`))
 		_ = o2.Handle(context.Background(), []byte(`[32,1,{},"chan/a"]`))
-		for i, msg := range bytes.Split(data, []byte("\n")) {
-			if i >= 32 {
-				break
-			}
-			err := s.Handle(context.Background(), msg)
-			if err != nil {
-				if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrClosed) {
-					t.Fatalf("message %q: error %v is neither a protocol error nor the end of the session", msg, err)
-				}
-				break // the gateway closes the connection here
-			}
-		}
+		handleLines(t, s, data, func(err error) bool {
+			return errors.Is(err, ErrProtocol) || errors.Is(err, ErrClosed)
+		})
 		s.Close()
 		o1.Close()
 		o2.Close()
-		for _, out := range append(append(p.take(), o1p.take()...), o2p.take()...) {
-			if !utf8.Valid(out) || !json.Valid(out) {
-				t.Fatalf("sent invalid JSON %q", out)
-			}
-			var arr []json.RawMessage
-			if json.Unmarshal(out, &arr) != nil || len(arr) < 2 {
-				t.Fatalf("sent non-WAMP message %q", out)
-			}
-		}
-		if n := fx.node.broker.topicCount(); n != 0 {
-			t.Fatalf("%d topics left after Close", n)
-		}
-		if n := len(fx.node.Clients().GetAll(true)); n != 0 {
-			t.Fatalf("%d clients left after Close", n)
-		}
+		checkSent(t, append(append(p.take(), o1p.take()...), o2p.take()...), 2)
+		checkEmpty(t, fx.node)
 	})
 }

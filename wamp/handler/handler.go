@@ -334,8 +334,8 @@ type TopicRef interface {
 	// subscribers get EVENT [36, subscriptionId, publicationId, {},
 	// [event]]. The event is encoded once per protocol, not per
 	// subscriber; an error means it could not be JSON-encoded. Delivery
-	// is asynchronous: a slow client is dropped by the gateway rather than
-	// slowing the broadcast.
+	// is asynchronous: a slow client is disconnected by the gateway
+	// rather than slowing the broadcast.
 	Broadcast(event any, exclude, eligible []string) error
 	// Count is the number of subscribers at this moment.
 	Count() int

@@ -1,0 +1,207 @@
+package wamp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/wsgate/wsgate/wamp/handler"
+)
+
+// A session's subscriptions: its side of the bookkeeping (the broker keeps
+// each topic's subscribers) and telling handlers when the client leaves
+// topics, by UNSUBSCRIBE (requests.go), disconnect (cleanup) or revocation
+// (reidentify.go).
+
+// subscription is one topic a session is subscribed to, as the session
+// keeps it (the broker keeps the subscribers of each topic).
+type subscription struct {
+	handler *topicHandler
+	req     handler.Request
+	access  accessRule // of the route, rechecked by Reidentify
+	subID   uint64     // v2 subscription id
+	// subscribing is true while SUBSCRIBE is not finished (SUBSCRIBED
+	// may not be sent yet, OnSubscribe is queued or running). Guarded by
+	// Session.mu.
+	subscribing bool
+	// failed: OnSubscribe refused it, so it never was a subscription and
+	// no unsubscribe is owed. Guarded by Session.mu.
+	failed bool
+}
+
+var (
+	errDenied  = errors.New("access denied")
+	errTooMany = errors.New("too many subscriptions")
+	errBusy    = errors.New("too much offloaded work in progress")
+)
+
+// addSub adds sub (for uri) to the session and the broker, marked as
+// subscribing, unless the current identity fails its route's access rule
+// (errDenied) or the session is at its limit (errTooMany). The check and
+// the insertion are atomic with respect to Reidentify.
+func (s *Session) addSub(uri string, sub *subscription) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.allowed(sub.access) {
+		return errDenied
+	}
+	if len(s.subs) >= s.node.limits.MaxSubscriptions {
+		return errTooMany
+	}
+	sub.subscribing = true
+	sub.subID = s.node.broker.add(s.node, uri, s, sub.handler.topic, sub.req)
+	s.subs[uri] = sub
+	if s.subIDs != nil {
+		s.subIDs[sub.subID] = uri
+	}
+	return nil
+}
+
+// finishSubscribe ends a SUBSCRIBE once OnSubscribe returned err. On
+// failure the subscription is undone; if Reidentify revoked it meanwhile,
+// its announcement is cancelled, since OnSubscribe failed and the caller
+// reports the failure instead.
+func (s *Session) finishSubscribe(uri string, sub *subscription, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub.subscribing = false
+	if err == nil {
+		return
+	}
+	sub.failed = true
+	if s.subs[uri] == sub {
+		s.removeSub(uri, sub)
+		return
+	}
+	for i, l := range s.revoked {
+		if l.sub == sub {
+			s.revoked = append(s.revoked[:i], s.revoked[i+1:]...)
+			break
+		}
+	}
+}
+
+// isFailed reports whether OnSubscribe refused sub.
+func (s *Session) isFailed(sub *subscription) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sub.failed
+}
+
+// subscribedTo returns the v2 subscription id (0 for v1) of the session's
+// subscription to uri, and whether there is one.
+func (s *Session) subscribedTo(uri string) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := s.subs[uri]
+	if sub == nil {
+		return 0, false
+	}
+	return sub.subID, true
+}
+
+// takeSub removes the subscription to uri, returning it, or nil when the
+// session is not subscribed (any more).
+func (s *Session) takeSub(uri string) *subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := s.subs[uri]
+	if sub == nil {
+		return nil
+	}
+	s.removeSub(uri, sub)
+	return sub
+}
+
+// removeSub takes sub, the subscription to uri, from the session and the
+// broker; s.mu must be held.
+func (s *Session) removeSub(uri string, sub *subscription) {
+	delete(s.subs, uri)
+	if s.subIDs != nil {
+		delete(s.subIDs, sub.subID)
+	}
+	s.node.broker.remove(uri, s)
+}
+
+// leaving is a subscription taken from the session, by a disconnect
+// (cleanup) or an identity change (Reidentify revokes it), whose handler
+// has yet to hear that the client left the topic (announceLeave).
+type leaving struct {
+	uri string
+	sub *subscription
+	// owesUnsubscribed: a v2 client whose subscription Reidentify revoked
+	// still has to get UNSUBSCRIBED (it could not be sent at once because
+	// SUBSCRIBED was not out yet).
+	owesUnsubscribed bool
+}
+
+// announceLeave tells the handlers that the client left the topics of
+// left (sorted by URI) for reason: a BatchUnsubscriber once for all its
+// topics, any other handler once per topic. A v2 client owed an
+// UNSUBSCRIBED for one of them gets it first. The callbacks are not tied
+// to the session's context, which is cancelled by then: the leave is
+// announced even after the client went.
+func (s *Session) announceLeave(reason string, left []leaving) {
+	for _, g := range s.groupByHandler(left) {
+		for _, l := range g.left {
+			if l.owesUnsubscribed {
+				s.send("UNSUBSCRIBED", encodeRevokedV2(l.sub.subID, errURINotAuthorized))
+			}
+		}
+		if g.handler.batch != nil {
+			s.announceBatch(reason, g)
+			continue
+		}
+		for _, l := range g.left {
+			err := s.invoke(context.Background(), false, "onUnSubscribe", l.uri, func(ctx context.Context) error {
+				return g.handler.topic.OnUnsubscribe(ctx, s, topicRef{n: s.node, uri: l.uri}, l.sub.req)
+			})
+			if err != nil {
+				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topic", l.uri, "route", l.sub.req.Route, "err", err)
+			}
+		}
+	}
+}
+
+// leaveGroup is what one topic handler hears of a leave.
+type leaveGroup struct {
+	handler *topicHandler
+	left    []leaving
+}
+
+// groupByHandler groups left by topic handler, in order of first
+// appearance, without the subscriptions OnSubscribe refused: there is
+// nothing to undo for them.
+func (s *Session) groupByHandler(left []leaving) []leaveGroup {
+	var groups []leaveGroup
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range left {
+		if l.sub.failed {
+			continue
+		}
+		i := len(groups) - 1
+		for ; i >= 0 && groups[i].handler != l.sub.handler; i-- {
+		}
+		if i < 0 {
+			groups = append(groups, leaveGroup{handler: l.sub.handler})
+			i = len(groups) - 1
+		}
+		groups[i].left = append(groups[i].left, l)
+	}
+	return groups
+}
+
+// announceBatch tells a BatchUnsubscriber of all of g's topics at once.
+func (s *Session) announceBatch(reason string, g leaveGroup) {
+	subs := make([]handler.Subscription, len(g.left))
+	for i, l := range g.left {
+		subs[i] = handler.Subscription{Topic: topicRef{n: s.node, uri: l.uri}, Request: l.sub.req}
+	}
+	err := s.invoke(context.Background(), false, "onUnSubscribeBatch", g.left[0].uri, func(ctx context.Context) error {
+		return g.handler.batch.OnUnsubscribeBatch(ctx, s, reason, subs)
+	})
+	if err != nil {
+		s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topics", len(subs), "handler", g.handler.topic.Name(), "err", err)
+	}
+}
