@@ -171,6 +171,10 @@ func (c *Control) Disconnect(ctx context.Context, user string) error {
 	if err != nil {
 		return fmt.Errorf("cluster control: disconnect: %w", err)
 	}
+	if len(msg) > controlMaxBytes {
+		// The receivers would drop it.
+		return fmt.Errorf("cluster control: disconnect: command of %d bytes, at most %d", len(msg), controlMaxBytes)
+	}
 	legacy, err := legacyDisconnect(c.node, user)
 	if err != nil {
 		return fmt.Errorf("cluster control: disconnect: %w", err)
