@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/gateway/cluster"
+	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
 )
@@ -206,7 +208,7 @@ func (s *Server) receivePushes() {
 	defer s.wg.Done()
 	ctx := s.bgCtx
 	r := s.cfg.Push.Redis
-	storage.SubscribeRedis(ctx, storage.RedisOptions{
+	cluster.Subscribe(ctx, storage.RedisOptions{
 		Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
 	}, s.cfg.Push.RedisChannel, func(msg []byte) {
 		var req publishRequest
@@ -240,81 +242,33 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "username is required")
 		return
 	}
-	n := s.kickLocal(req.Username)
+	n := s.closeUserConnections(req.Username)
 	out := map[string]any{"disconnected": n}
-	if s.fanout != nil {
+	if s.control != nil {
 		// The user's connections on other replicas go too; they close
-		// them when the relay delivers, so only ours are counted.
-		b, _ := json.Marshal(controlMessage{Op: "disconnect", Username: req.Username})
-		s.fanout.Publish(controlTopic, b, nil, nil)
-		out["relayed"] = true
+		// them when the command arrives, so only ours are counted.
+		// relayed says whether Redis took the command.
+		err := s.control.Disconnect(r.Context(), req.Username)
+		if err != nil {
+			s.log.Warn("disconnect: not relayed to the other replicas", "err", err)
+		}
+		out["relayed"] = err == nil
 	}
 	apiJSON(w, http.StatusOK, out)
 }
 
-// kickLocal closes the user's connections on this replica with 4002 and
-// returns how many it closed.
-func (s *Server) kickLocal(user string) int {
+// closeUserConnections closes the user's connections on this replica with
+// 4002 and returns how many it closed: POST /api/disconnect, here or on
+// another replica.
+func (s *Server) closeUserConnections(user string) int {
 	n := 0
 	for _, c := range s.snapshotClients() {
 		if id := c.identity(); !id.Anonymous && id.UserIdentifier == user {
-			c.conn.Close(closeKicked, "disconnected by the application", "app_disconnect")
+			c.conn.Close(closeAppDisconnect, "disconnected by the application", upstream.ReasonAppDisconnect)
 			n++
 		}
 	}
 	return n
-}
-
-// controlTopic is the relay topic of commands between replicas. It is not
-// a URI a client can subscribe or publish to: it is refused by nodeRelay
-// on the way out and intercepted by deliverRelayed on the way in, so a
-// client route that happened to match it could never issue commands.
-const controlTopic = "\x00wsgate-control"
-
-// controlMessage is a command relayed to every replica.
-type controlMessage struct {
-	Op       string `json:"op"`
-	Username string `json:"username,omitempty"`
-}
-
-// deliverRelayed hands what other replicas published to this node; it runs
-// on the relay's delivery goroutine.
-func (s *Server) deliverRelayed(m storage.FanoutMessage) {
-	if m.Topic == controlTopic {
-		var c controlMessage
-		if err := json.Unmarshal(m.Payload, &c); err != nil || c.Op != "disconnect" || c.Username == "" {
-			s.log.Warn("cluster: ignoring an unknown control message", "bytes", len(m.Payload))
-			return
-		}
-		s.kickLocal(c.Username)
-		return
-	}
-	if _, err := s.node.DeliverRelayed(m.Topic, m.Payload, m.Exclude, m.Eligible); err != nil {
-		s.log.Warn("cluster: dropping a relayed broadcast", "err", err)
-	}
-}
-
-// nodeRelay is the Relay the node gets: the Redis fan-out, except that a
-// broadcast on the control topic is never relayed (see controlTopic).
-type nodeRelay struct{ *storage.RedisFanout }
-
-func (r nodeRelay) Publish(topic string, payload []byte, exclude, eligible []string) {
-	if topic == controlTopic {
-		return
-	}
-	r.RedisFanout.Publish(topic, payload, exclude, eligible)
-}
-
-func (r nodeRelay) Watch(topic string) {
-	if topic != controlTopic {
-		r.RedisFanout.Watch(topic)
-	}
-}
-
-func (r nodeRelay) Unwatch(topic string) {
-	if topic != controlTopic {
-		r.RedisFanout.Unwatch(topic)
-	}
 }
 
 func (s *Server) apiClients(w http.ResponseWriter, r *http.Request) {

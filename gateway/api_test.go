@@ -97,7 +97,7 @@ func TestPushAPI(t *testing.T) {
 		if code, body := call("POST", "/api/disconnect", `{"username":"alice"}`, token); code != 200 || !bytes.Contains([]byte(body), []byte(`"disconnected":1`)) {
 			t.Fatalf("disconnect: %d %s", code, body)
 		}
-		if code := alice.expectClose(); code != closeKicked {
+		if code := alice.expectClose(); code != closeAppDisconnect {
 			t.Fatalf("close code %d, want 4002", code)
 		}
 	})

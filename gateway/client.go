@@ -20,9 +20,9 @@ const (
 	// closeSessionEnded: the PHP session ended (logout, expiry, another
 	// user) with session.on_invalid: close; send the user to log in again.
 	closeSessionEnded ws.StatusCode = 4001
-	// closeKicked: the application disconnected the user through the push
-	// API (POST /api/disconnect).
-	closeKicked ws.StatusCode = 4002
+	// closeAppDisconnect: the application disconnected the user through
+	// the push API (POST /api/disconnect).
+	closeAppDisconnect ws.StatusCode = 4002
 )
 
 // client is one established connection as the gateway sees it: its

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgate/wsgate/gateway/cluster"
 	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/storage"
@@ -267,17 +268,22 @@ func newEvents(c EventsConfig, getenv func(string) string, obs upstream.EventsOb
 	return ev, nil
 }
 
-// newFanout connects the Redis relay of cluster.fanout. Messages from
-// other replicas go to the node, except the control topic, which carries
-// push API disconnects to every replica.
-func (s *Server) newFanout() (*storage.RedisFanout, error) {
-	c := s.cfg.Cluster
-	r := c.Redis
+// clusterRedis is the Redis of the replicas' links: cluster.redis, or the
+// client storage's when it names no address.
+func (s *Server) clusterRedis() storage.RedisOptions {
+	r := s.cfg.Cluster.Redis
 	if len(r.Addrs) == 0 {
 		r = s.cfg.ClientStorage.Redis
 	}
-	f, err := storage.NewRedisFanout(storage.RedisFanoutOptions{
-		Redis:     storage.RedisOptions{Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB},
+	return storage.RedisOptions{Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB}
+}
+
+// newFanout connects the Redis relay of cluster.fanout, the node's Relay:
+// broadcasts from other replicas go to the node (deliverRelayed).
+func (s *Server) newFanout() (*cluster.Fanout, error) {
+	c := s.cfg.Cluster
+	f, err := cluster.NewFanout(cluster.FanoutOptions{
+		Redis:     s.clusterRedis(),
 		Prefix:    c.Prefix,
 		NodeID:    s.nodeID,
 		QueueSize: c.QueueSize,
@@ -288,6 +294,31 @@ func (s *Server) newFanout() (*storage.RedisFanout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster.fanout redis: %w", err)
 	}
-	f.Watch(controlTopic)
 	return f, nil
+}
+
+// deliverRelayed hands what other replicas broadcast to this node; it runs
+// on the fan-out's delivery goroutine.
+func (s *Server) deliverRelayed(m cluster.FanoutMessage) {
+	if _, err := s.node.DeliverRelayed(m.Topic, m.Payload, m.Exclude, m.Eligible); err != nil {
+		s.log.Warn("cluster: dropping a relayed broadcast", "err", err)
+	}
+}
+
+// newControl connects the control channel of cluster.fanout, on which
+// POST /api/disconnect reaches the other replicas and theirs reach this one.
+func (s *Server) newControl() (*cluster.Control, error) {
+	ctl, err := cluster.NewControl(cluster.ControlOptions{
+		Redis:  s.clusterRedis(),
+		Prefix: s.cfg.Cluster.Prefix,
+		NodeID: s.nodeID,
+		OnDisconnect: func(user string) {
+			s.closeUserConnections(user)
+		},
+		Logger: s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster.fanout redis: %w", err)
+	}
+	return ctl, nil
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgate/wsgate/gateway/cluster"
 	"github.com/wsgate/wsgate/gateway/transport"
 	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
@@ -62,10 +63,11 @@ type Server struct {
 	tr       *transport.Transport
 	work     *wamp.Pool // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
 	// directory answers user lookups: the node's own clients, or every
-	// replica's through the shared client storage (clusterClients).
+	// replica's through the shared client storage (cluster.Clients).
 	directory handler.ClientManipulator
-	fanout    *storage.RedisFanout // relays broadcasts between replicas; nil without cluster.fanout
-	events    *upstream.Events     // connection events to the app; nil without events.url
+	fanout    *cluster.Fanout  // relays broadcasts between replicas; nil without cluster.fanout
+	control   *cluster.Control // carries disconnects to the other replicas; nil without cluster.fanout
+	events    *upstream.Events // connection events to the app; nil without events.url
 
 	keepHeaders map[string]bool // handshake headers kept for upstream forwarding
 	nodeID      string          // prefixes connection ids so replicas never collide
@@ -163,25 +165,25 @@ func New(cfg Config, opts Options) (*Server, error) {
 		Observer:  wampObserver{m},
 		Offloader: s.work,
 	}
-	var cluster *clusterClients
+	var everyReplica *cluster.Clients
 	if cfg.ClientStorage.Driver == "redis" {
 		// Handlers and the push API find every replica's clients.
-		cluster = &clusterClients{store: s.clients, timeout: cfg.Session.LookupTimeout, log: log}
-		nodeCfg.Clients = cluster
+		everyReplica = cluster.NewClients(s.clients, cfg.Session.LookupTimeout, log)
+		nodeCfg.Clients = everyReplica
 	}
 	if cfg.Cluster.Fanout == "redis" {
 		if s.fanout, err = s.newFanout(); err != nil {
 			return nil, err
 		}
-		nodeCfg.Relay = nodeRelay{s.fanout}
+		nodeCfg.Relay = s.fanout
 	}
 	if s.node, err = wamp.NewNode(nodeCfg); err != nil {
 		return nil, routesError(err)
 	}
 	s.directory = s.node.Clients()
-	if cluster != nil {
-		cluster.local = s.node.Clients()
-		s.directory = cluster
+	if everyReplica != nil {
+		everyReplica.SetLocal(s.node.Clients())
+		s.directory = everyReplica
 	}
 	node := s.node
 	m.WatchWAMP(func() (sessions map[string]int, topics, subscriptions int) {
@@ -225,6 +227,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Cluster.Fanout == "redis" {
+		// Last: its commands close connections, found through s.tr.
+		if s.control, err = s.newControl(); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return s, nil
 }
@@ -252,6 +260,9 @@ func (s *Server) closeDepsOnce() {
 	}
 	if s.resolver != nil {
 		s.resolver.Close()
+	}
+	if s.control != nil {
+		s.control.Close()
 	}
 	if s.fanout != nil {
 		s.fanout.Close()

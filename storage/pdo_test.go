@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -30,14 +29,7 @@ type mysqlTable struct {
 
 // uniqueName returns prefix plus random hex, so parallel runs and leftovers
 // from killed runs never collide.
-func uniqueName(t testing.TB, prefix string) string {
-	t.Helper()
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return prefix + hex.EncodeToString(b)
-}
+func uniqueName(t testing.TB, prefix string) string { return testenv.UniqueName(t, prefix) }
 
 // createSessionTable creates a Symfony sessions table with a unique name
 // (optionally schema-qualified with the connection's database) and the given

@@ -98,8 +98,11 @@ type RedisOptions struct {
 	Observer Observer
 }
 
-// withDefaults checks the options and fills in the defaults.
-func (o RedisOptions) withDefaults() (RedisOptions, error) {
+// WithDefaults checks the options and fills in the defaults. Besides the
+// stores, packages that talk to the same Redis for something else than
+// sessions (gateway/cluster) call it, then ClientOption, so that they
+// connect as the stores do.
+func (o RedisOptions) WithDefaults() (RedisOptions, error) {
 	if len(o.Addrs) == 0 {
 		return o, errors.New("no addresses")
 	}
@@ -152,15 +155,18 @@ func (o RedisOptions) withDefaults() (RedisOptions, error) {
 	return o, nil
 }
 
-// clientOption is the rueidis configuration for o (after withDefaults).
-func (o RedisOptions) clientOption(cache bool) rueidis.ClientOption {
+// ClientOption is the rueidis configuration for o, which must come from
+// WithDefaults: the addresses, credentials, database and topology, the
+// dial timeout (LookupTimeout), one immediate retry, and server-assisted
+// client-side caching when ClientCache is set.
+func (o RedisOptions) ClientOption() rueidis.ClientOption {
 	co := rueidis.ClientOption{
 		InitAddress:       append([]string(nil), o.Addrs...),
 		Username:          o.Username,
 		Password:          o.Password,
 		SelectDB:          o.DB,
 		ClientName:        "wsgate",
-		DisableCache:      !cache,
+		DisableCache:      !o.ClientCache,
 		CacheSizeEachConn: o.CacheBytes,
 		PipelineMultiplex: o.PipelineMultiplex,
 		Dialer:            net.Dialer{Timeout: o.LookupTimeout},
@@ -306,12 +312,12 @@ var _ SessionStore = (*RedisStore)(nil)
 // after a failed attempt (at most every 250ms), so a store opened while
 // Redis is down answers ErrUnavailable and recovers by itself.
 func OpenRedis(o RedisOptions) (*RedisStore, error) {
-	o, err := o.withDefaults()
+	o, err := o.WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("redis session store: %w", err)
 	}
 	return &RedisStore{
-		conn:          &redisConn{opt: o.clientOption(o.ClientCache)},
+		conn:          &redisConn{opt: o.ClientOption()},
 		prefix:        o.Prefix,
 		cache:         o.ClientCache,
 		cacheTTL:      o.CacheTTL,

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -390,37 +389,8 @@ func TestRedisStoreHung(t *testing.T) {
 	}
 }
 
-// blackhole listens on loopback, accepts connections and never speaks; it
-// returns the address.
-func blackhole(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
+// blackhole is a Redis that accepts connections and never answers.
+func blackhole(t *testing.T) string { return testenv.Blackhole(t) }
 
 // TestRedisStoreSentinel reads through a Sentinel that monitors a private
 // master.
@@ -445,35 +415,7 @@ func TestRedisStoreSentinel(t *testing.T) {
 // TestRedisStoreCluster reads, one at a time and in a batch spanning every
 // slot owner, from a private three-master cluster.
 func TestRedisStoreCluster(t *testing.T) {
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		testenv.Missing(t, "redis-cli", err)
-	}
-	var nodes []string
-	for i := 0; i < 3; i++ {
-		n := testenv.StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
-		nodes = append(nodes, n.Addr)
-	}
-	out, err := exec.Command(cli, append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	// Every node must see the cluster as ok: the first one saying so is
-	// not enough, a write routed to another may still get CLUSTERDOWN.
-	waitFor(t, 20*time.Second, "cluster ready on every node", func() bool {
-		for _, n := range nodes {
-			c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{n}, DisableCache: true, ForceSingleClient: true})
-			if err != nil {
-				return false
-			}
-			info, err := c.Do(context.Background(), c.B().ClusterInfo().Build()).ToString()
-			c.Close()
-			if err != nil || !strings.Contains(info, "cluster_state:ok") {
-				return false
-			}
-		}
-		return true
-	})
+	nodes := testenv.StartRedisCluster(t, 3)
 	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: nodes[:1], DisableCache: true})
 	if err != nil {
 		t.Fatal(err)
@@ -599,26 +541,5 @@ func TestStoreBusy(t *testing.T) {
 	<-parked
 	if obs.count("read busy") != 1 {
 		t.Errorf("observer: %v", obs.lookups)
-	}
-}
-
-func TestResult(t *testing.T) {
-	for _, tt := range []struct {
-		err  error
-		want string
-	}{
-		{nil, ResultOK},
-		{fmt.Errorf("x: %w", ErrNotFound), ResultNotFound},
-		{fmt.Errorf("x: %w", ErrExpired), ResultExpired},
-		{fmt.Errorf("x: %w", ErrInvalidID), ResultInvalidID},
-		{fmt.Errorf("x: %w", ErrTooLarge), ResultTooLarge},
-		{unavailable("x", context.DeadlineExceeded), ResultTimeout},
-		{unavailable("x", ErrClosed), ResultClosed},
-		{unavailable("x", ErrIncomplete), ResultIncomplete},
-		{unavailable("x", errors.New("connection refused")), ResultUnavailable},
-	} {
-		if got := Result(tt.err); got != tt.want {
-			t.Errorf("Result(%v) = %q, want %q", tt.err, got, tt.want)
-		}
 	}
 }

@@ -153,9 +153,10 @@ routes:
 		cl.send(5, topic)
 	}
 	// Subscribing in Redis follows the first local subscriber
-	// asynchronously: wait until every replica listens.
+	// asynchronously: wait until every replica listens, on the topic's
+	// channel and on the control channel (which disconnects travel on).
 	channel := prefix + "fanout:" + topic
-	numsub := func() int64 {
+	numsubOf := func(channel string) int64 {
 		m, err := rdb.Do(context.Background(), rdb.B().PubsubNumsub().Channel(channel).Build()).ToArray()
 		if err != nil || len(m) != 2 {
 			return -1
@@ -163,7 +164,10 @@ routes:
 		n, _ := m[1].AsInt64()
 		return n
 	}
-	eventually(t, 10*time.Second, "three replicas subscribed to the topic's channel", func() bool { return numsub() == 3 })
+	numsub := func() int64 { return numsubOf(channel) }
+	eventually(t, 10*time.Second, "three replicas subscribed to the topic's and the control channel", func() bool {
+		return numsub() == 3 && numsubOf(prefix+"control") == 3
+	})
 
 	expect := func(cl *wampV1Client, who, want string) {
 		t.Helper()
@@ -225,8 +229,10 @@ routes:
 	})
 
 	t.Run("disconnect on one replica closes the user on another", func(t *testing.T) {
+		// bob is on replica 1 only: replica 0 closes none itself, and
+		// hands the command to Redis.
 		status, body := g[0].apiCall(t, "POST", "/api/disconnect", map[string]string{"username": "bob"})
-		if status != 200 {
+		if status != 200 || !bytes.Contains(body, []byte(`"disconnected":0`)) || !bytes.Contains(body, []byte(`"relayed":true`)) {
 			t.Fatalf("disconnect: %d %s", status, body)
 		}
 		if code := b.expectClose(); code != ws.StatusCode(4002) {

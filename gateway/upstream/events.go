@@ -98,7 +98,7 @@ const (
 	ReasonRevalidation  = "revalidation"
 	ReasonSlowConsumer  = "slow_consumer"
 	ReasonDrain         = "drain"
-	ReasonKicked        = "kicked"
+	ReasonAppDisconnect = "app_disconnect"
 	ReasonError         = "error"
 	ReasonProtocolError = "protocol_error"
 )

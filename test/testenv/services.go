@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -10,10 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/rueidis"
 )
 
 // PostgresDSN is the pgx connection string of the loopback PostgreSQL test
@@ -224,4 +228,97 @@ func free(port int) bool {
 	}
 	ln.Close()
 	return true
+}
+
+// StartRedisCluster starts masters redis-server nodes in cluster mode (each
+// a StartRedis server, stopped when the test ends), joins them with
+// redis-cli --cluster create (no replicas), waits until every node says the
+// cluster is ok (the first one saying so is not enough: a command routed to
+// another may still get CLUSTERDOWN), and returns their addresses. A
+// missing redis-server or redis-cli skips t, or fails it under CI=true.
+func StartRedisCluster(t testing.TB, masters int) []string {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		Missing(t, "redis-cli", err)
+	}
+	var nodes []string
+	for range masters {
+		n := StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		nodes = append(nodes, n.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	ok := func(addr string) bool {
+		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true, ForceSingleClient: true})
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		info, err := c.Do(ctx, c.B().ClusterInfo().Build()).ToString()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	}
+	for _, n := range nodes {
+		for !ok(n) {
+			if ctx.Err() != nil {
+				t.Fatalf("Redis Cluster node %s not ok within 30s", n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nodes
+}
+
+// Blackhole listens on loopback, accepts connections and never answers:
+// a server that hangs. It returns the address; the listener and the
+// connections it holds close when the test ends.
+func Blackhole(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex // guards held
+		held []net.Conn
+		wg   sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// UniqueName returns prefix followed by 12 random hex digits, for the keys,
+// tables and channels of a test sharing a server with others.
+func UniqueName(t testing.TB, prefix string) string {
+	t.Helper()
+	b := make([]byte, 6)
+	if _, err := crand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return prefix + hex.EncodeToString(b)
 }

@@ -1,4 +1,4 @@
-package storage
+package cluster
 
 import (
 	"encoding/binary"

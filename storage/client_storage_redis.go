@@ -349,11 +349,11 @@ func newRedisClientStorage(o RedisClientStorageOptions, now func() time.Time) (*
 	if o.Client == nil {
 		ro := o.Redis
 		ro.Prefix, ro.ClientCache = "", false
-		ro, err := ro.withDefaults()
+		ro, err := ro.WithDefaults()
 		if err != nil {
 			return nil, fmt.Errorf("redis client storage: %w", err)
 		}
-		s.conn = &redisConn{opt: ro.clientOption(false)}
+		s.conn = &redisConn{opt: ro.ClientOption()}
 	}
 	go s.run()
 	return s, nil
@@ -640,16 +640,25 @@ func (s *RedisClientStorage) remove(ctx context.Context, what string, connIDs []
 		// Not in Redis either way once its TTL runs out.
 		return err
 	}
+	if err := s.removeEntries(ctx, c, olds); err != nil {
+		return unavailable(what, err)
+	}
+	return nil
+}
+
+// removeEntries deletes es from Redis in pipelines of clientRefreshChunk,
+// stopping at the first that fails.
+func (s *RedisClientStorage) removeEntries(ctx context.Context, c rueidis.Client, es []ClientEntry) error {
 	var cmds rueidis.Commands
-	for len(olds) > 0 {
-		chunk := olds[:min(len(olds), clientRefreshChunk)]
-		olds = olds[len(chunk):]
+	for len(es) > 0 {
+		chunk := es[:min(len(es), clientRefreshChunk)]
+		es = es[len(chunk):]
 		cmds = cmds[:0]
 		for _, e := range chunk {
 			cmds = s.removeCmds(c, cmds, e)
 		}
 		if err := firstError(s.do(ctx, c, cmds)); err != nil {
-			return unavailable(what, err)
+			return err
 		}
 	}
 	return nil
@@ -1226,17 +1235,8 @@ func (s *RedisClientStorage) Close() error {
 		for _, lc := range local {
 			es = append(es, lc.e)
 		}
-		var cmds rueidis.Commands
-		for len(es) > 0 && err == nil {
-			chunk := es[:min(len(es), clientRefreshChunk)]
-			es = es[len(chunk):]
-			cmds = cmds[:0]
-			for _, e := range chunk {
-				cmds = s.removeCmds(c, cmds, e)
-			}
-			if e := firstError(s.do(ctx, c, cmds)); e != nil {
-				err = unavailable("close client storage", e)
-			}
+		if e := s.removeEntries(ctx, c, es); e != nil {
+			err = unavailable("close client storage", e)
 		}
 		// After the entries: whoever sees "closed" finds them gone.
 		if e := firstError(s.do(ctx, c, rueidis.Commands{

@@ -1,4 +1,4 @@
-package storage
+package cluster
 
 import (
 	"context"
@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/wsgate/wsgate/storage"
 )
 
-// Defaults and fixed bounds of RedisFanout.
+// Defaults and fixed bounds of Fanout.
 const (
 	// DefaultFanoutQueueSize bounds each of the outbound and inbound queues
-	// when RedisFanoutOptions.QueueSize is 0.
+	// when FanoutOptions.QueueSize is 0.
 	DefaultFanoutQueueSize = 4096
 	// fanoutBatch is the most PUBLISH commands one pipeline (DoMulti)
 	// carries; a bigger backlog goes out in several round trips.
@@ -25,13 +27,6 @@ const (
 	// names, so that resubscribing thousands of topics after a reconnect
 	// sends commands of reasonable size.
 	fanoutSubChunk = 512
-	// fanoutMinBackoff and fanoutMaxBackoff bound the pause between two
-	// attempts to (re)connect, as for SubscribeRedis.
-	fanoutMinBackoff = 100 * time.Millisecond
-	fanoutMaxBackoff = 5 * time.Second
-	// fanoutWarnEvery is the least time between two warnings of one kind,
-	// so that an outage logs a line every few seconds, not one per message.
-	fanoutWarnEvery = 10 * time.Second
 )
 
 // Reasons given to FanoutObserver.Dropped.
@@ -76,17 +71,19 @@ type FanoutObserver interface {
 	Published(n int)
 }
 
-// RedisFanoutOptions configures a RedisFanout.
-type RedisFanoutOptions struct {
+// FanoutOptions configures a Fanout.
+type FanoutOptions struct {
 	// Redis gives the connection: Addrs, Mode (standalone, sentinel or
-	// cluster), MasterName, Username, Password, DB, PipelineMultiplex; its
-	// LookupTimeout (default DefaultRedisLookupTimeout) bounds dialing and
-	// every command. The session-reading fields are ignored. DB does not
-	// separate channels (Redis pub/sub ignores it): Prefix does.
-	Redis RedisOptions
+	// cluster), MasterName, Username, Password, DB, PipelineMultiplex;
+	// its LookupTimeout (default storage.DefaultRedisLookupTimeout) bounds
+	// dialing and every command. The session-reading fields are ignored.
+	// DB does not separate channels (Redis pub/sub ignores it): Prefix
+	// does.
+	Redis storage.RedisOptions
 	// Prefix starts every channel name: topic T travels on
-	// Prefix+"fanout:"+T. Default DefaultClientPrefix ("wsgate:").
-	// Deployments sharing one Redis must use different prefixes.
+	// Prefix+"fanout:"+T. Default storage.DefaultClientPrefix ("wsgate:"),
+	// the client storage's. Deployments sharing one Redis must use
+	// different prefixes.
 	Prefix string
 	// NodeID identifies this replica (1 to 255 bytes, required): it is the
 	// Origin of what it publishes, and messages carrying it are ignored
@@ -111,10 +108,11 @@ type RedisFanoutOptions struct {
 	Logger *slog.Logger
 }
 
-// RedisFanout relays topic events between gateway replicas over Redis
+// Fanout relays topic events between gateway replicas over Redis
 // pub/sub: what a handler broadcasts on one replica reaches the subscribers
 // of that topic on every other replica. Each replica subscribes only to the
-// channels of topics it has local subscribers for (Watch / Unwatch).
+// channels of topics it has local subscribers for (Watch / Unwatch). It is
+// the WAMP node's Relay (wamp.Relay: Publish, Watch, Unwatch).
 //
 // Standalone and sentinel use classic pub/sub (PUBLISH, SUBSCRIBE) on one
 // dedicated connection; cluster uses sharded pub/sub (SPUBLISH,
@@ -129,7 +127,7 @@ type RedisFanoutOptions struct {
 // except in the rare case of a PUBLISH retried by rueidis after its
 // connection broke once the command was already sent.
 //
-// Goroutines, all started by NewRedisFanout and stopped by Close:
+// Goroutines, all started by NewFanout and stopped by Close:
 //
 //	publisher    drains the outbound queue, PUBLISHes in pipelined batches
 //	deliverer    drains the inbound queue into Deliver
@@ -142,7 +140,7 @@ type RedisFanoutOptions struct {
 // The publisher and the subscriber each own their rueidis client (so a
 // subscription connection killed or stuck never holds up publishing) and
 // close it when they stop.
-type RedisFanout struct {
+type Fanout struct {
 	node       string
 	chanPrefix string // Prefix + "fanout:"
 	cluster    bool   // sharded pub/sub
@@ -151,7 +149,6 @@ type RedisFanout struct {
 	subOpt     rueidis.ClientOption // for the subscriber: named, see fanoutClientName
 	deliver    func(FanoutMessage)
 	obs        FanoutObserver
-	log        *slog.Logger
 
 	outbound chan fanoutOut     // bounded by QueueSize: Publish → publisher
 	inbound  chan FanoutMessage // bounded by QueueSize: Redis → deliverer
@@ -178,9 +175,7 @@ type RedisFanout struct {
 	// resubscribed (standalone/sentinel; tests).
 	connects atomic.Int64
 
-	warnMu   sync.Mutex
-	warnedAt map[string]time.Time
-	warnSkip map[string]int
+	warn *warner // rate-limited warnings
 
 	ctx       context.Context // cancelled by Close: ends every wait
 	cancel    context.CancelFunc
@@ -202,28 +197,19 @@ func (nopFanoutObserver) Relayed(time.Duration) {}
 func (nopFanoutObserver) Dropped(string)        {}
 func (nopFanoutObserver) Published(int)         {}
 
-// NewRedisFanout checks the options and starts the goroutines. It does not
+// NewFanout checks the options and starts the goroutines. It does not
 // need Redis to be up: the clients are created by the goroutines that use
 // them, and again after a failure, with a capped backoff.
-func NewRedisFanout(o RedisFanoutOptions) (*RedisFanout, error) {
-	ro := o.Redis
-	ro.Prefix, ro.ClientCache = "", false
-	ro, err := ro.withDefaults()
+func NewFanout(o FanoutOptions) (*Fanout, error) {
+	l, err := newLink(o.Redis, o.Prefix, o.NodeID, o.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("redis fanout: Redis: %w", err)
+		return nil, fmt.Errorf("cluster fanout: %w", err)
 	}
 	switch {
-	case o.NodeID == "":
-		return nil, errors.New("redis fanout: NodeID: empty")
-	case len(o.NodeID) > fanoutMaxIDLen:
-		return nil, fmt.Errorf("redis fanout: NodeID: %d bytes, at most %d", len(o.NodeID), fanoutMaxIDLen)
 	case o.Deliver == nil:
-		return nil, errors.New("redis fanout: Deliver: nil")
+		return nil, errors.New("cluster fanout: Deliver: nil")
 	case o.QueueSize < 0:
-		return nil, fmt.Errorf("redis fanout: QueueSize: negative (%d)", o.QueueSize)
-	}
-	if o.Prefix == "" {
-		o.Prefix = DefaultClientPrefix
+		return nil, fmt.Errorf("cluster fanout: QueueSize: negative (%d)", o.QueueSize)
 	}
 	if o.QueueSize == 0 {
 		o.QueueSize = DefaultFanoutQueueSize
@@ -231,27 +217,22 @@ func NewRedisFanout(o RedisFanoutOptions) (*RedisFanout, error) {
 	if o.Observer == nil {
 		o.Observer = nopFanoutObserver{}
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &RedisFanout{
+	f := &Fanout{
 		node:       o.NodeID,
-		chanPrefix: o.Prefix + "fanout:",
-		cluster:    ro.Mode == RedisCluster,
-		timeout:    ro.LookupTimeout,
-		clientOpt:  ro.clientOption(false),
-		subOpt:     ro.clientOption(false),
+		chanPrefix: l.prefix + "fanout:",
+		cluster:    l.cluster,
+		timeout:    l.redis.LookupTimeout,
+		clientOpt:  l.client,
+		subOpt:     cloneClientOption(l.client),
 		deliver:    o.Deliver,
 		obs:        o.Observer,
-		log:        o.Logger.With("component", "redis_fanout", "node", o.NodeID),
+		warn:       newWarner(l.log.With("component", "redis_fanout", "node", o.NodeID)),
 		outbound:   make(chan fanoutOut, o.QueueSize),
 		inbound:    make(chan FanoutMessage, o.QueueSize),
 		want:       make(map[string]struct{}),
 		dirty:      make(map[string]struct{}),
 		kick:       make(chan struct{}, 1),
-		warnedAt:   make(map[string]time.Time),
-		warnSkip:   make(map[string]int),
 		ctx:        ctx,
 		cancel:     cancel,
 		stop:       make(chan struct{}),
@@ -286,17 +267,23 @@ func fanoutClientName(node string) string {
 // Publish relays an event to the other replicas. It never blocks: the
 // message is encoded (copying payload and ids, so the caller may reuse
 // them) and put on the bounded outbound queue; when the queue is full it is
-// dropped and the Observer hears Dropped("publish_queue_full"). After Close
-// it does nothing.
-func (f *RedisFanout) Publish(topic string, payload []byte, exclude, eligible []string) {
+// dropped and the Observer hears Dropped("publish_queue_full"). A topic
+// that is not relayable (see relayable) is dropped as "encode_error".
+// After Close it does nothing.
+func (f *Fanout) Publish(topic string, payload []byte, exclude, eligible []string) {
 	if f.closed.Load() {
+		return
+	}
+	if !relayable(topic) {
+		f.obs.Dropped(FanoutDropEncodeError)
+		f.warn.warn("encode", "fan-out message not published: its topic holds a NUL byte")
 		return
 	}
 	m := FanoutMessage{Payload: payload, Exclude: exclude, Eligible: eligible, Origin: f.node, SentAt: time.Now()}
 	data, err := encodeFanout(nil, &m)
 	if err != nil {
 		f.obs.Dropped(FanoutDropEncodeError)
-		f.warn("encode", "fan-out message not published", "topic", topic, "error", err)
+		f.warn.warn("encode", "fan-out message not published", "topic", topic, "error", err)
 		return
 	}
 	select {
@@ -309,14 +296,29 @@ func (f *RedisFanout) Publish(topic string, payload []byte, exclude, eligible []
 // Watch tells that this replica got its first local subscriber of topic:
 // its channel is subscribed soon after. It never blocks (the caller may hold
 // a lock): it records the wish and wakes the subscriber. Calls coalesce:
-// Watch then Unwatch before the subscriber runs sends nothing to Redis.
-func (f *RedisFanout) Watch(topic string) { f.setWant(topic, true) }
+// Watch then Unwatch before the subscriber runs sends nothing to Redis. A
+// topic that is not relayable is never subscribed: its subscribers hear
+// this replica's broadcasts only.
+func (f *Fanout) Watch(topic string) {
+	if relayable(topic) {
+		f.setWant(topic, true)
+	}
+}
+
+// relayable reports whether topic may travel between replicas: not when it
+// holds a NUL byte. No URI does, but a route whose placeholder takes any
+// segment matches one; and the previous release carried its disconnect
+// commands on the topic "\x00wsgate-control" of this very fan-out, so
+// relaying such a topic during a rolling upgrade would let a client's
+// broadcast be read as a command by the older replicas, or let a client
+// subscribe to their commands.
+func relayable(topic string) bool { return strings.IndexByte(topic, 0) < 0 }
 
 // Unwatch tells that the last local subscriber of topic left: its channel
 // is unsubscribed soon after. It never blocks.
-func (f *RedisFanout) Unwatch(topic string) { f.setWant(topic, false) }
+func (f *Fanout) Unwatch(topic string) { f.setWant(topic, false) }
 
-func (f *RedisFanout) setWant(topic string, on bool) {
+func (f *Fanout) setWant(topic string, on bool) {
 	f.mu.Lock()
 	if f.closed.Load() {
 		f.mu.Unlock()
@@ -344,7 +346,7 @@ func (f *RedisFanout) setWant(topic string, on bool) {
 // subscribe (wanted, not in subscribed) and to unsubscribe (in subscribed,
 // not wanted). With all, every wanted topic counts as changed (after a
 // reconnect, when subscribed is empty).
-func (f *RedisFanout) takeDirty(subscribed map[string]bool, all bool) (add, drop []string) {
+func (f *Fanout) takeDirty(subscribed map[string]bool, all bool) (add, drop []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if all {
@@ -376,14 +378,14 @@ func (f *RedisFanout) takeDirty(subscribed map[string]bool, all bool) (add, drop
 
 // Watching returns the number of topics currently subscribed in Redis
 // (confirmed by Redis; 0 while the subscription connection is down).
-func (f *RedisFanout) Watching() int { return int(f.watching.Load()) }
+func (f *Fanout) Watching() int { return int(f.watching.Load()) }
 
 // Close stops every goroutine, closes the connections and waits, at most
 // a few lookup timeouts, for all of it. Messages still in the outbound
 // queue get one last pipelined PUBLISH within the lookup timeout; those in
 // the inbound queue are not delivered. It returns an error if the
 // goroutines did not stop in time (they still stop, later).
-func (f *RedisFanout) Close() error {
+func (f *Fanout) Close() error {
 	f.closeOnce.Do(func() {
 		f.mu.Lock()
 		f.closed.Store(true)
@@ -391,24 +393,14 @@ func (f *RedisFanout) Close() error {
 		f.cancel()
 		close(f.stop)
 	})
-	done := make(chan struct{})
-	go func() { f.wg.Wait(); close(done) }()
-	// The longest stop: a client being created (dial, bounded by the
-	// timeout per address tried) plus the final flush (one timeout), plus
-	// rueidis' own close of a silent connection (1s).
-	limit := time.Duration(len(f.clientOpt.InitAddress)+1)*f.timeout + 2*time.Second
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	select {
-	case <-done:
-		return nil
-	case <-t.C:
-		return fmt.Errorf("redis fanout: close: goroutines still running after %v", limit)
+	if err := waitStopped(&f.wg, f.clientOpt, f.timeout); err != nil {
+		return fmt.Errorf("cluster fanout: close: %w", err)
 	}
+	return nil
 }
 
 // runDeliverer hands inbound messages to Deliver, one at a time.
-func (f *RedisFanout) runDeliverer() {
+func (f *Fanout) runDeliverer() {
 	defer f.wg.Done()
 	for {
 		select {
@@ -428,11 +420,11 @@ func (f *RedisFanout) runDeliverer() {
 // onMessage handles one message from Redis, on rueidis' reader goroutine
 // (standalone) or the topic's receiver (cluster): it must not block, so it
 // only decodes and queues.
-func (f *RedisFanout) onMessage(channel, data string) {
+func (f *Fanout) onMessage(channel, data string) {
 	topic, ok := strings.CutPrefix(channel, f.chanPrefix)
 	if !ok {
 		f.obs.Dropped(FanoutDropDecodeError)
-		f.warn("decode", "fan-out message on an unexpected channel", "channel", channel)
+		f.warn.warn("decode", "fan-out message on an unexpected channel", "channel", channel)
 		return
 	}
 	m, own, err := decodeFanoutExcept([]byte(data), f.node)
@@ -441,7 +433,7 @@ func (f *RedisFanout) onMessage(channel, data string) {
 	}
 	if err != nil {
 		f.obs.Dropped(FanoutDropDecodeError)
-		f.warn("decode", "fan-out message dropped", "topic", topic, "bytes", len(data), "error", err)
+		f.warn.warn("decode", "fan-out message dropped", "topic", topic, "bytes", len(data), "error", err)
 		return
 	}
 	m.Topic = topic
@@ -456,7 +448,7 @@ func (f *RedisFanout) onMessage(channel, data string) {
 // first message wakes it, and whatever queued meanwhile (up to fanoutBatch)
 // goes in the same round trip, so a burst costs a few round trips, not one
 // per message.
-func (f *RedisFanout) runPublisher() {
+func (f *Fanout) runPublisher() {
 	defer f.wg.Done()
 	p := &fanoutPublisher{f: f}
 	defer p.close()
@@ -507,9 +499,9 @@ func (f *RedisFanout) runPublisher() {
 }
 
 // fanoutPublisher is the publisher goroutine's state: its client, created
-// on first use and again after a failure, at most every redisReconnectPause.
+// on first use and again after a failure, at most every reconnectPause.
 type fanoutPublisher struct {
-	f       *RedisFanout
+	f       *Fanout
 	client  rueidis.Client
 	failErr error
 	failAt  time.Time
@@ -526,7 +518,7 @@ func (p *fanoutPublisher) close() {
 func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool) {
 	f := p.f
 	if p.client == nil {
-		if dial && (p.failErr == nil || time.Since(p.failAt) >= redisReconnectPause) {
+		if dial && (p.failErr == nil || time.Since(p.failAt) >= reconnectPause) {
 			c, err := rueidis.NewClient(f.clientOpt)
 			if err != nil {
 				p.failErr, p.failAt = err, time.Now()
@@ -540,9 +532,9 @@ func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool
 			}
 			err := p.failErr
 			if err == nil {
-				err = ErrClosed
+				err = errClosed
 			}
-			f.warn("publish", "fan-out messages not published: cannot connect to Redis", "messages", len(batch), "error", err)
+			f.warn.warn("publish", "fan-out messages not published: cannot connect to Redis", "messages", len(batch), "error", err)
 			return
 		}
 	}
@@ -574,31 +566,12 @@ func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool
 		f.obs.Dropped(FanoutDropPublishError)
 	}
 	if firstErr != nil {
-		f.warn("publish", "fan-out messages not published", "messages", failed, "error", firstErr)
+		f.warn.warn("publish", "fan-out messages not published", "messages", failed, "error", firstErr)
 	}
-}
-
-// warn logs at most one warning of each kind every fanoutWarnEvery, with
-// the number of warnings of that kind skipped since the last one.
-func (f *RedisFanout) warn(kind, msg string, args ...any) {
-	f.warnMu.Lock()
-	now := time.Now()
-	if last, ok := f.warnedAt[kind]; ok && now.Sub(last) < fanoutWarnEvery {
-		f.warnSkip[kind]++
-		f.warnMu.Unlock()
-		return
-	}
-	skipped := f.warnSkip[kind]
-	f.warnedAt[kind], f.warnSkip[kind] = now, 0
-	f.warnMu.Unlock()
-	if skipped > 0 {
-		args = append(args, "similar_warnings_skipped", skipped)
-	}
-	f.log.Warn(msg, args...)
 }
 
 // sleep waits d or until Close; it reports whether it was not closed.
-func (f *RedisFanout) sleep(d time.Duration) bool {
+func (f *Fanout) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

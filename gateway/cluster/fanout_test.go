@@ -1,11 +1,9 @@
-package storage
+package cluster
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/test/testenv"
 )
 
@@ -97,52 +96,35 @@ func (c *fanoutCounter) pubs() int {
 	return c.published
 }
 
-// fanoutNode is one RedisFanout under test with what it received.
+// fanoutNode is one Fanout under test with what it received.
 type fanoutNode struct {
-	*RedisFanout
+	*Fanout
 	rec *fanoutRecorder
 	obs *fanoutCounter
 }
 
-// newFanoutNode starts a RedisFanout closed (and checked to close in time)
+// newFanoutNode starts a Fanout closed (and checked to close in time)
 // when the test ends.
-func newFanoutNode(t testing.TB, o RedisFanoutOptions) *fanoutNode {
+func newFanoutNode(t testing.TB, o FanoutOptions) *fanoutNode {
 	t.Helper()
 	n := &fanoutNode{rec: &fanoutRecorder{}, obs: &fanoutCounter{}}
 	if o.Deliver == nil {
 		o.Deliver = n.rec.deliver
 	}
 	o.Observer = n.obs
-	o.Logger = slog.New(slog.NewTextHandler(testLogWriter{t}, nil))
-	if o.Redis.LookupTimeout == 0 {
-		// Generous: the tests are about outcomes, and -race is slow.
-		o.Redis.LookupTimeout = 5 * time.Second
-	}
-	f, err := NewRedisFanout(o)
+	o.Logger = testOptions(t, &o.Redis)
+	f, err := NewFanout(o)
 	if err != nil {
-		t.Fatalf("NewRedisFanout: %v", err)
+		t.Fatalf("NewFanout: %v", err)
 	}
-	n.RedisFanout = f
-	t.Cleanup(func() {
-		if err := f.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	n.Fanout = f
+	closeAtEnd(t, f.Close)
 	return n
-}
-
-// testLogWriter sends log lines to t.Log.
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }
 
 // fanoutEnv is a Redis deployment the fan-out tests run against.
 type fanoutEnv struct {
-	redis RedisOptions
+	redis storage.RedisOptions
 	// numsub returns how many connections are subscribed to channel, as
 	// Redis sees it (PUBSUB NUMSUB or SHARDNUMSUB, summed over nodes).
 	numsub func(t testing.TB, channel string) int64
@@ -170,16 +152,16 @@ func pollFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 func standaloneFanoutEnv(t testing.TB, sharded bool) fanoutEnv {
 	t.Helper()
 	addr := testenv.Redis(t)
-	o := RedisOptions{Addrs: []string{addr}}
+	o := storage.RedisOptions{Addrs: []string{addr}}
 	if sharded {
-		o.Mode = RedisCluster
+		o.Mode = storage.RedisCluster
 	}
 	return singleNodeFanoutEnv(redisAdmin(t, addr), o, sharded)
 }
 
 // singleNodeFanoutEnv is one Redis server, reached through o, that admin
 // talks to directly.
-func singleNodeFanoutEnv(admin rueidis.Client, o RedisOptions, sharded bool) fanoutEnv {
+func singleNodeFanoutEnv(admin rueidis.Client, o storage.RedisOptions, sharded bool) fanoutEnv {
 	env := fanoutEnv{redis: o}
 	env.numsub = func(t testing.TB, channel string) int64 {
 		return numsubOn(t, admin, channel, sharded)
@@ -221,7 +203,7 @@ var fanoutModes = []struct {
 	sharded bool
 }{{"classic", false}, {"sharded", true}}
 
-func TestRedisFanoutRelay(t *testing.T) {
+func TestFanoutRelay(t *testing.T) {
 	for _, m := range fanoutModes {
 		t.Run(m.name, func(t *testing.T) {
 			testFanoutRelay(t, standaloneFanoutEnv(t, m.sharded))
@@ -240,7 +222,7 @@ func TestRedisFanoutRelay(t *testing.T) {
 func testFanoutRelay(t *testing.T, env fanoutEnv) {
 	prefix := uniqueName(t, "wsgate_t_") + ":"
 	mk := func(node string) *fanoutNode {
-		return newFanoutNode(t, RedisFanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: node})
+		return newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: node})
 	}
 	a, b, c := mk("node-a"), mk("node-b"), mk("node-c")
 	const T, U, V = "acme.topic/room.1", "acme.topic/room.2", "acme.topic/room.3"
@@ -337,9 +319,9 @@ func mustEncodeFanout(t testing.TB, m FanoutMessage) []byte {
 	return b
 }
 
-// TestRedisFanoutCoalescing: Watch/Unwatch calls made while the subscriber
+// TestFanoutCoalescing: Watch/Unwatch calls made while the subscriber
 // is busy land in one batch, and only their net effect reaches Redis.
-func TestRedisFanoutCoalescing(t *testing.T) {
+func TestFanoutCoalescing(t *testing.T) {
 	type op struct {
 		watch bool
 		topic string
@@ -368,7 +350,7 @@ func TestRedisFanoutCoalescing(t *testing.T) {
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
 					prefix := uniqueName(t, "wsgate_t_") + ":"
-					f := newFanoutNode(t, RedisFanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "n"})
+					f := newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "n"})
 					for _, p := range tc.pre {
 						f.Watch(p)
 					}
@@ -402,14 +384,14 @@ func TestRedisFanoutCoalescing(t *testing.T) {
 	}
 }
 
-// TestRedisFanoutPublishQueueFull: with the publisher stuck (Redis accepts
+// TestFanoutPublishQueueFull: with the publisher stuck (Redis accepts
 // and never answers: connecting takes the whole 2s timeout) and a queue of
 // 1, Publish still returns at once and drops; every message ends up
 // counted exactly once.
-func TestRedisFanoutPublishQueueFull(t *testing.T) {
+func TestFanoutPublishQueueFull(t *testing.T) {
 	addr := blackhole(t)
-	f := newFanoutNode(t, RedisFanoutOptions{
-		Redis:     RedisOptions{Addrs: []string{addr}, LookupTimeout: 2 * time.Second},
+	f := newFanoutNode(t, FanoutOptions{
+		Redis:     storage.RedisOptions{Addrs: []string{addr}, LookupTimeout: 2 * time.Second},
 		NodeID:    "n",
 		QueueSize: 1,
 	})
@@ -435,16 +417,43 @@ func TestRedisFanoutPublishQueueFull(t *testing.T) {
 	}
 }
 
-// TestRedisFanoutEncodeError: what the envelope cannot carry is dropped at
+// TestFanoutEncodeError: what the envelope cannot carry is dropped at
 // Publish, never sent.
-func TestRedisFanoutEncodeError(t *testing.T) {
-	f := newFanoutNode(t, RedisFanoutOptions{Redis: RedisOptions{Addrs: []string{blackhole(t)}, LookupTimeout: 300 * time.Millisecond}, NodeID: "n"})
+func TestFanoutEncodeError(t *testing.T) {
+	f := newFanoutNode(t, FanoutOptions{Redis: storage.RedisOptions{Addrs: []string{blackhole(t)}, LookupTimeout: 300 * time.Millisecond}, NodeID: "n"})
 	f.Publish("t", nil, nil, nil)
 	f.Publish("t", []byte("1"), []string{strings.Repeat("x", 256)}, nil)
 	f.Publish("t", bytes.Repeat([]byte("1"), fanoutMaxEnvelope), nil, nil)
 	if d := f.obs.drops(FanoutDropEncodeError); d != 3 {
 		t.Fatalf("%d encode errors; want 3", d)
 	}
+}
+
+// TestFanoutRefusesNULTopics: a topic holding a NUL byte, such as the
+// previous release's control topic, is neither subscribed nor published,
+// so that no client can reach that release's commands during an upgrade.
+func TestFanoutRefusesNULTopics(t *testing.T) {
+	env := standaloneFanoutEnv(t, false)
+	prefix := uniqueName(t, "wsgate_t_") + ":"
+	f := newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "n"})
+	f.Watch(legacyControlTopic)
+	f.Watch("a\x00b")
+	// Watch calls are applied in order: once the sentinel is subscribed,
+	// the refused ones would have been too.
+	f.Watch("sentinel")
+	pollFor(t, 10*time.Second, "sentinel subscribed", func() bool { return env.numsub(t, prefix+"fanout:sentinel") == 1 })
+	if n := f.Watching(); n != 1 {
+		t.Fatalf("Watching = %d; want 1 (the sentinel only)", n)
+	}
+	if n := env.numsub(t, legacyControlChannel(prefix)); n != 0 {
+		t.Fatalf("%d subscribers of the legacy control channel", n)
+	}
+	f.Publish(legacyControlTopic, []byte(`{"op":"disconnect","username":"bob"}`), nil, nil)
+	if d := f.obs.drops(FanoutDropEncodeError); d != 1 {
+		t.Fatalf("%d encode errors; want 1", d)
+	}
+	f.Publish("sentinel", []byte("1"), nil, nil)
+	pollFor(t, 10*time.Second, "the sentinel published", func() bool { return f.obs.pubs() == 1 })
 }
 
 // fanoutSubConnIDs returns the ids of node's subscription connections.
@@ -472,18 +481,18 @@ func fanoutSubConnIDs(t testing.TB, admin rueidis.Client, node string) []string 
 	return ids
 }
 
-// TestRedisFanoutReconnect kills B's subscription connection (by id, so
+// TestFanoutReconnect kills B's subscription connection (by id, so
 // that no other test's subscriber is touched): B reconnects, subscribes T
 // again and receives what A publishes after that.
-func TestRedisFanoutReconnect(t *testing.T) {
+func TestFanoutReconnect(t *testing.T) {
 	for _, m := range fanoutModes {
 		t.Run(m.name, func(t *testing.T) {
 			env := standaloneFanoutEnv(t, m.sharded)
 			admin := redisAdmin(t, env.redis.Addrs[0])
 			prefix := uniqueName(t, "wsgate_t_") + ":"
 			node := uniqueName(t, "node-b-")
-			a := newFanoutNode(t, RedisFanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "node-a"})
-			b := newFanoutNode(t, RedisFanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: node})
+			a := newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "node-a"})
+			b := newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: node})
 			b.Watch("T")
 			pollFor(t, 10*time.Second, "B subscribed", func() bool { return b.Watching() == 1 })
 			a.Publish("T", []byte(`"before"`), nil, nil)
@@ -525,38 +534,21 @@ func TestRedisFanoutReconnect(t *testing.T) {
 
 // fanoutGoroutines returns the stacks of live goroutines running fan-out
 // code.
-func fanoutGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "(*RedisFanout)") || strings.Contains(g, "(*fanoutPublisher)") {
-			out = append(out, g)
-		}
-	}
-	return out
-}
+func fanoutGoroutines() []string { return goroutinesRunning("(*Fanout)", "(*fanoutPublisher)") }
 
-// TestRedisFanoutCloseStopsGoroutines: after Close no fan-out goroutine is
+// TestFanoutCloseStopsGoroutines: after Close no fan-out goroutine is
 // left, and the goroutine count (rueidis' included) comes back down.
-func TestRedisFanoutCloseStopsGoroutines(t *testing.T) {
+func TestFanoutCloseStopsGoroutines(t *testing.T) {
 	for _, m := range fanoutModes {
 		t.Run(m.name, func(t *testing.T) {
 			env := standaloneFanoutEnv(t, m.sharded)
 			prefix := uniqueName(t, "wsgate_t_") + ":"
 			before := runtime.NumGoroutine()
-			var nodes []*RedisFanout
+			var nodes []*Fanout
 			for _, id := range []string{"a", "b"} {
 				o := env.redis
 				o.LookupTimeout = 5 * time.Second
-				f, err := NewRedisFanout(RedisFanoutOptions{Redis: o, Prefix: prefix, NodeID: id, Deliver: func(FanoutMessage) {}})
+				f, err := NewFanout(FanoutOptions{Redis: o, Prefix: prefix, NodeID: id, Deliver: func(FanoutMessage) {}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -598,26 +590,26 @@ func TestRedisFanoutCloseStopsGoroutines(t *testing.T) {
 	}
 }
 
-func TestNewRedisFanoutRejectsBadOptions(t *testing.T) {
-	ok := RedisFanoutOptions{Redis: RedisOptions{Addrs: []string{"127.0.0.1:6379"}}, NodeID: "n", Deliver: func(FanoutMessage) {}}
+func TestNewFanoutRejectsBadOptions(t *testing.T) {
+	ok := FanoutOptions{Redis: storage.RedisOptions{Addrs: []string{"127.0.0.1:6379"}}, NodeID: "n", Deliver: func(FanoutMessage) {}}
 	cases := []struct {
 		name  string
-		edit  func(o *RedisFanoutOptions)
+		edit  func(o *FanoutOptions)
 		field string
 	}{
-		{"no address", func(o *RedisFanoutOptions) { o.Redis.Addrs = nil }, "Redis"},
-		{"bad mode", func(o *RedisFanoutOptions) { o.Redis.Mode = "ring" }, "Redis"},
-		{"sentinel without master", func(o *RedisFanoutOptions) { o.Redis.Mode = RedisSentinel }, "Redis"},
-		{"no node id", func(o *RedisFanoutOptions) { o.NodeID = "" }, "NodeID"},
-		{"long node id", func(o *RedisFanoutOptions) { o.NodeID = strings.Repeat("n", 256) }, "NodeID"},
-		{"no deliver", func(o *RedisFanoutOptions) { o.Deliver = nil }, "Deliver"},
-		{"negative queue", func(o *RedisFanoutOptions) { o.QueueSize = -1 }, "QueueSize"},
+		{"no address", func(o *FanoutOptions) { o.Redis.Addrs = nil }, "Redis"},
+		{"bad mode", func(o *FanoutOptions) { o.Redis.Mode = "ring" }, "Redis"},
+		{"sentinel without master", func(o *FanoutOptions) { o.Redis.Mode = storage.RedisSentinel }, "Redis"},
+		{"no node id", func(o *FanoutOptions) { o.NodeID = "" }, "NodeID"},
+		{"long node id", func(o *FanoutOptions) { o.NodeID = strings.Repeat("n", 256) }, "NodeID"},
+		{"no deliver", func(o *FanoutOptions) { o.Deliver = nil }, "Deliver"},
+		{"negative queue", func(o *FanoutOptions) { o.QueueSize = -1 }, "QueueSize"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := ok
 			tc.edit(&o)
-			f, err := NewRedisFanout(o)
+			f, err := NewFanout(o)
 			if err == nil {
 				f.Close()
 				t.Fatal("accepted")
@@ -629,20 +621,20 @@ func TestNewRedisFanoutRejectsBadOptions(t *testing.T) {
 	}
 }
 
-// TestRedisFanoutSentinel runs the relay through a Sentinel that monitors
+// TestFanoutSentinel runs the relay through a Sentinel that monitors
 // a private master.
-func TestRedisFanoutSentinel(t *testing.T) {
+func TestFanoutSentinel(t *testing.T) {
 	master := testenv.StartRedis(t)
 	conf := fmt.Sprintf("sentinel monitor wsgatefanout 127.0.0.1 %d 1\nsentinel down-after-milliseconds wsgatefanout 1000\n", master.Port)
 	sentinel := testenv.StartRedisConfig(t, conf, "--sentinel")
-	o := RedisOptions{Addrs: []string{sentinel.Addr}, Mode: RedisSentinel, MasterName: "wsgatefanout"}
+	o := storage.RedisOptions{Addrs: []string{sentinel.Addr}, Mode: storage.RedisSentinel, MasterName: "wsgatefanout"}
 	testFanoutRelay(t, singleNodeFanoutEnv(redisAdmin(t, master.Addr), o, false))
 }
 
-// TestRedisFanoutCluster runs the relay on a private three-master cluster,
+// TestFanoutCluster runs the relay on a private three-master cluster,
 // with topics spread over the masters, in sharded pub/sub.
-func TestRedisFanoutCluster(t *testing.T) {
-	nodes := startFanoutCluster(t)
+func TestFanoutCluster(t *testing.T) {
+	nodes := testenv.StartRedisCluster(t, 3)
 	admins := make([]rueidis.Client, len(nodes))
 	for i, n := range nodes {
 		admins[i] = redisAdmin(t, n)
@@ -653,7 +645,7 @@ func TestRedisFanoutCluster(t *testing.T) {
 	}
 	t.Cleanup(cluster.Close)
 	env := fanoutEnv{
-		redis: RedisOptions{Addrs: nodes[:1], Mode: RedisCluster},
+		redis: storage.RedisOptions{Addrs: nodes[:1], Mode: storage.RedisCluster},
 		numsub: func(t testing.TB, channel string) int64 {
 			var sum int64
 			for _, a := range admins {
@@ -669,13 +661,16 @@ func TestRedisFanoutCluster(t *testing.T) {
 		},
 	}
 	t.Run("relay", func(t *testing.T) { testFanoutRelay(t, env) })
+	// The control channel and the legacy one hash to different slots:
+	// each has a receiver of its own.
+	t.Run("control", func(t *testing.T) { testControlDisconnect(t, env) })
 
 	// Many topics: their channels hash to every master, and each
 	// replica's subscriptions follow them there.
 	t.Run("spread", func(t *testing.T) {
 		prefix := uniqueName(t, "wsgate_t_") + ":"
-		a := newFanoutNode(t, RedisFanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "a"})
-		b := newFanoutNode(t, RedisFanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "b"})
+		a := newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "a"})
+		b := newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "b"})
 		const n = 30
 		owners := map[int]bool{}
 		for i := range n {
@@ -717,50 +712,11 @@ func TestRedisFanoutCluster(t *testing.T) {
 	})
 }
 
-// startFanoutCluster starts three redis-server masters with cluster mode on
-// free loopback ports (each in its own t.TempDir, stopped when the test
-// ends), joins them with redis-cli --cluster create, waits until every
-// node says the cluster is ok, and returns their addresses. A missing
-// redis-server or redis-cli skips the test, or fails it under CI=true.
-func startFanoutCluster(t *testing.T) []string {
-	t.Helper()
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		testenv.Missing(t, "redis-cli", err)
-	}
-	var nodes []string
-	for range 3 {
-		n := testenv.StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
-		nodes = append(nodes, n.Addr)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, cli, append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	pollFor(t, 20*time.Second, "cluster ok on every node", func() bool {
-		for _, n := range nodes {
-			c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{n}, DisableCache: true, ForceSingleClient: true})
-			if err != nil {
-				return false
-			}
-			info, err := c.Do(context.Background(), c.B().ClusterInfo().Build()).ToString()
-			c.Close()
-			if err != nil || !strings.Contains(info, "cluster_state:ok") {
-				return false
-			}
-		}
-		return true
-	})
-	return nodes
-}
-
-// BenchmarkRedisFanoutPublish measures relay throughput from A to B through
+// BenchmarkFanoutPublish measures relay throughput from A to B through
 // the real Redis: b.N messages published by A on one topic, timed until B
 // has delivered them all. Publish never blocks, so the loop leaves room in
 // A's queue rather than dropping.
-func BenchmarkRedisFanoutPublish(b *testing.B) {
+func BenchmarkFanoutPublish(b *testing.B) {
 	for _, m := range fanoutModes {
 		b.Run(m.name, func(b *testing.B) {
 			env := standaloneFanoutEnv(b, m.sharded)
@@ -768,8 +724,8 @@ func BenchmarkRedisFanoutPublish(b *testing.B) {
 			var mu sync.Mutex
 			delivered := 0
 			const queue = 1 << 16
-			a := newFanoutNode(b, RedisFanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "a", QueueSize: queue})
-			rb := newFanoutNode(b, RedisFanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "b", QueueSize: queue, Deliver: func(FanoutMessage) {
+			a := newFanoutNode(b, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "a", QueueSize: queue})
+			rb := newFanoutNode(b, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "b", QueueSize: queue, Deliver: func(FanoutMessage) {
 				mu.Lock()
 				delivered++
 				mu.Unlock()

@@ -1,4 +1,4 @@
-package gateway
+package cluster
 
 import (
 	"context"
@@ -11,34 +11,53 @@ import (
 	"github.com/wsgate/wsgate/wamp/handler"
 )
 
-// clusterClients is the ClientManipulator handlers get when the client
-// storage is shared by replicas (client_storage.driver redis): lookups by
-// user, role or "all" answer from the storage, so a handler on any replica
-// finds the clients of every replica. A connection of this replica comes
-// back as its live session (whose identity follows revalidation); one held
-// by another replica as remoteClient, a snapshot of its storage entry —
-// pass its SessionID to TopicRef.Broadcast as eligible to reach it, the
-// fan-out carries the event there.
+// Clients is the ClientManipulator handlers get when the client storage is
+// shared by replicas (client_storage.driver redis): lookups by user, role
+// or "all" answer from the storage, so a handler on any replica finds the
+// clients of every replica. A connection of this replica comes back as its
+// live session (whose identity follows revalidation); one held by another
+// replica as a snapshot of its storage entry — pass its SessionID to
+// TopicRef.Broadcast as eligible to reach it, the fan-out carries the event
+// there.
 //
 // The handler SDK's lookups take no context, so each one is bounded by
 // timeout; when the storage cannot answer in time the lookup falls back to
 // this replica's clients and logs why, rather than failing the handler.
-type clusterClients struct {
+type Clients struct {
+	// local is this replica's own index; set once by SetLocal before the
+	// first lookup and read-only after.
 	local   handler.ClientManipulator
 	store   storage.ClientStorage
 	timeout time.Duration
 	log     *slog.Logger
 }
 
-var _ handler.ClientManipulator = (*clusterClients)(nil)
+var _ handler.ClientManipulator = (*Clients)(nil)
+
+// NewClients returns the lookups of every replica's clients through store,
+// each bounded by timeout (a lookup timeout: it runs on the handler's
+// goroutine). SetLocal must be called before the first lookup.
+func NewClients(store storage.ClientStorage, timeout time.Duration, log *slog.Logger) *Clients {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Clients{store: store, timeout: timeout, log: log}
+}
+
+// SetLocal gives this replica's own index (wamp.Node.Clients), which finds
+// live sessions and answers when the storage cannot. The node that serves
+// these lookups to handlers is built with them, so its index comes after:
+// call this once, before the node serves any connection.
+func (c *Clients) SetLocal(local handler.ClientManipulator) { c.local = local }
 
 // GetClient finds connections of this replica only: connection ids are
 // what handlers hold of clients that talked to them, which are local.
-func (c *clusterClients) GetClient(connID string) (handler.Client, bool) {
+func (c *Clients) GetClient(connID string) (handler.Client, bool) {
 	return c.local.GetClient(connID)
 }
 
-func (c *clusterClients) FindByUsername(user string) (handler.Client, bool) {
+// FindByUsername returns the user's oldest connection on any replica.
+func (c *Clients) FindByUsername(user string) (handler.Client, bool) {
 	es, err := c.lookup("find_by_username", func(ctx context.Context) ([]storage.ClientEntry, error) {
 		return c.store.FindByUsername(ctx, user)
 	})
@@ -51,7 +70,8 @@ func (c *clusterClients) FindByUsername(user string) (handler.Client, bool) {
 	return c.client(es[0]), true
 }
 
-func (c *clusterClients) FindAllByUsername(user string) []handler.Client {
+// FindAllByUsername returns the user's connections on every replica.
+func (c *Clients) FindAllByUsername(user string) []handler.Client {
 	es, err := c.lookup("find_all_by_username", func(ctx context.Context) ([]storage.ClientEntry, error) {
 		return c.store.FindAllByUsername(ctx, user)
 	})
@@ -61,7 +81,9 @@ func (c *clusterClients) FindAllByUsername(user string) []handler.Client {
 	return c.clients(es)
 }
 
-func (c *clusterClients) FindByRoles(roles []string) []handler.Client {
+// FindByRoles returns the connections, on every replica, of users holding
+// one of roles.
+func (c *Clients) FindByRoles(roles []string) []handler.Client {
 	es, err := c.lookup("find_by_roles", func(ctx context.Context) ([]storage.ClientEntry, error) {
 		return c.store.FindByRoles(ctx, roles)
 	})
@@ -71,7 +93,9 @@ func (c *clusterClients) FindByRoles(roles []string) []handler.Client {
 	return c.clients(es)
 }
 
-func (c *clusterClients) GetAll(anonymous bool) []handler.Client {
+// GetAll returns the authenticated connections of every replica, and the
+// anonymous ones too when anonymous is true.
+func (c *Clients) GetAll(anonymous bool) []handler.Client {
 	es, err := c.lookup("get_all", func(ctx context.Context) ([]storage.ClientEntry, error) {
 		return c.store.GetAll(ctx, anonymous)
 	})
@@ -81,7 +105,9 @@ func (c *clusterClients) GetAll(anonymous bool) []handler.Client {
 	return c.clients(es)
 }
 
-func (c *clusterClients) lookup(op string, f func(context.Context) ([]storage.ClientEntry, error)) ([]storage.ClientEntry, error) {
+// lookup runs f within the timeout; on failure it logs why, and the caller
+// answers with this replica's clients.
+func (c *Clients) lookup(op string, f func(context.Context) ([]storage.ClientEntry, error)) ([]storage.ClientEntry, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	es, err := f(ctx)
@@ -91,7 +117,8 @@ func (c *clusterClients) lookup(op string, f func(context.Context) ([]storage.Cl
 	return es, err
 }
 
-func (c *clusterClients) clients(es []storage.ClientEntry) []handler.Client {
+// clients turns entries into clients, as client does.
+func (c *Clients) clients(es []storage.ClientEntry) []handler.Client {
 	out := make([]handler.Client, 0, len(es))
 	for _, e := range es {
 		out = append(out, c.client(e))
@@ -101,7 +128,7 @@ func (c *clusterClients) clients(es []storage.ClientEntry) []handler.Client {
 
 // client prefers the live local session: its identity is current, and a
 // handler may keep it.
-func (c *clusterClients) client(e storage.ClientEntry) handler.Client {
+func (c *Clients) client(e storage.ClientEntry) handler.Client {
 	if l, ok := c.local.GetClient(e.ConnID); ok {
 		return l
 	}

@@ -1,4 +1,4 @@
-package storage
+package cluster
 
 import (
 	"context"
@@ -15,40 +15,45 @@ import (
 // after a capped backoff and subscribes every watched topic again. Messages
 // published between the loss and the resubscription are lost for this
 // replica: Redis pub/sub keeps nothing for absent subscribers.
-func (f *RedisFanout) runSubscriber() {
+func (f *Fanout) runSubscriber() {
 	defer f.wg.Done()
-	var client rueidis.Client
-	defer func() {
-		if client != nil {
-			client.Close()
-		}
-	}()
-	backoff := fanoutMinBackoff
+	client := f.newSubscriberClient()
+	if client == nil {
+		return
+	}
+	defer client.Close()
+	backoff := minBackoff
 	for f.ctx.Err() == nil {
-		if client == nil {
-			c, err := rueidis.NewClient(f.subOpt)
-			if err != nil {
-				f.warn("subscribe", "fan-out subscription: cannot connect to Redis; messages from other replicas are lost until it can", "error", err, "retry_in", backoff)
-				if !f.sleep(backoff) {
-					return
-				}
-				backoff = min(2*backoff, fanoutMaxBackoff)
-				continue
-			}
-			client = c
-		}
 		established, err := f.serveDedicated(client)
 		if f.ctx.Err() != nil {
 			return
 		}
 		if established {
-			backoff = fanoutMinBackoff
+			backoff = minBackoff
 		}
-		f.warn("subscribe", "fan-out subscription lost; messages from other replicas are lost until it is back", "error", err, "retry_in", backoff)
+		f.warn.warn("subscribe", "fan-out subscription lost; messages from other replicas are lost until it is back", "error", err, "retry_in", backoff)
 		if !f.sleep(backoff) {
 			return
 		}
-		backoff = min(2*backoff, fanoutMaxBackoff)
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// newSubscriberClient creates the subscriber's client, trying again after a
+// capped backoff until it can or Close (then it returns nil). Once made, the
+// client reconnects by itself.
+func (f *Fanout) newSubscriberClient() rueidis.Client {
+	backoff := minBackoff
+	for {
+		c, err := rueidis.NewClient(f.subOpt)
+		if err == nil {
+			return c
+		}
+		f.warn.warn("subscribe", "fan-out subscription: cannot connect to Redis; messages from other replicas are lost until it can", "error", err, "retry_in", backoff)
+		if !f.sleep(backoff) {
+			return nil
+		}
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
@@ -58,7 +63,7 @@ func (f *RedisFanout) runSubscriber() {
 // Any failed command ends the connection: after a timeout nobody knows what
 // Redis did with it, and a fresh connection resubscribing everything is
 // the one state that is known.
-func (f *RedisFanout) serveDedicated(client rueidis.Client) (established bool, err error) {
+func (f *Fanout) serveDedicated(client rueidis.Client) (established bool, err error) {
 	// Dedicate dials a connection of its own (bounded by the dial timeout)
 	// apart from the client's pipeline; in pubsub mode it carries nothing
 	// else. Close (not the release func) because a subscribed connection
@@ -112,7 +117,7 @@ func (f *RedisFanout) serveDedicated(client rueidis.Client) (established bool, e
 // reconnect), each within the lookup timeout. The reply to a (UN)SUBSCRIBE
 // is Redis' confirmation, so subscribed and Watching are the truth once it
 // returns.
-func (f *RedisFanout) applyDedicated(dc rueidis.DedicatedClient, subscribed map[string]bool, all bool) error {
+func (f *Fanout) applyDedicated(dc rueidis.DedicatedClient, subscribed map[string]bool, all bool) error {
 	f.procMu.Lock()
 	defer f.procMu.Unlock()
 	add, drop := f.takeDirty(subscribed, all)
@@ -169,21 +174,11 @@ type fanoutShard struct {
 // so it cannot carry them all); its receivers share the one subscription
 // connection rueidis keeps per node. The cost is a goroutine per watched
 // topic, all owned here and waited for before this goroutine ends.
-func (f *RedisFanout) runShardedSubscriber() {
+func (f *Fanout) runShardedSubscriber() {
 	defer f.wg.Done()
-	var client rueidis.Client
-	backoff := fanoutMinBackoff
-	for client == nil {
-		c, err := rueidis.NewClient(f.subOpt)
-		if err != nil {
-			f.warn("subscribe", "fan-out subscription: cannot connect to Redis; messages from other replicas are lost until it can", "error", err, "retry_in", backoff)
-			if !f.sleep(backoff) {
-				return
-			}
-			backoff = min(2*backoff, fanoutMaxBackoff)
-			continue
-		}
-		client = c
+	client := f.newSubscriberClient()
+	if client == nil {
+		return
 	}
 	// Deferred in this order, run in reverse: the receivers end (their
 	// contexts are cancelled by Close) before the client closes.
@@ -238,11 +233,11 @@ func (f *RedisFanout) runShardedSubscriber() {
 // SUNSUBSCRIBE, like SSUBSCRIBE, is routed by the channel's slot to the
 // node's first connection (mux slotfn: no-reply commands use wire 0), the
 // one Receive subscribed on.
-func (f *RedisFanout) runShard(ctx context.Context, client rueidis.Client, topic string, done chan struct{}) {
+func (f *Fanout) runShard(ctx context.Context, client rueidis.Client, topic string, done chan struct{}) {
 	defer f.wg.Done()
 	defer close(done)
 	channel := f.chanPrefix + topic
-	backoff := fanoutMinBackoff
+	backoff := minBackoff
 	onMsg := func(m rueidis.PubSubMessage) { f.onMessage(m.Channel, m.Message) }
 	for ctx.Err() == nil {
 		var confirmed atomic.Bool
@@ -258,7 +253,7 @@ func (f *RedisFanout) runShard(ctx context.Context, client rueidis.Client, topic
 		err := client.Receive(hctx, client.B().Ssubscribe().Channel(channel).Build(), onMsg)
 		if confirmed.Load() {
 			f.watching.Add(-1)
-			backoff = fanoutMinBackoff
+			backoff = minBackoff
 		}
 		if ctx.Err() != nil {
 			break
@@ -266,14 +261,14 @@ func (f *RedisFanout) runShard(ctx context.Context, client rueidis.Client, topic
 		if err == nil {
 			err = errors.New("unsubscribed by the server (slot moved?)")
 		}
-		f.warn("subscribe", "fan-out shard subscription lost; messages from other replicas on it are lost until it is back", "topic", topic, "error", err, "retry_in", backoff)
+		f.warn.warn("subscribe", "fan-out shard subscription lost; messages from other replicas on it are lost until it is back", "topic", topic, "error", err, "retry_in", backoff)
 		t := time.NewTimer(backoff) // ctx ends on Unwatch and on Close
 		select {
 		case <-ctx.Done():
 		case <-t.C:
 		}
 		t.Stop()
-		backoff = min(2*backoff, fanoutMaxBackoff)
+		backoff = min(2*backoff, maxBackoff)
 	}
 	if f.closed.Load() {
 		return // the client closes: its connections and subscriptions go
@@ -282,6 +277,6 @@ func (f *RedisFanout) runShard(ctx context.Context, client rueidis.Client, topic
 	defer cancel()
 	f.unsubscribes.Add(1)
 	if err := client.Do(uctx, client.B().Sunsubscribe().Channel(channel).Build()).Error(); err != nil {
-		f.warn("unsubscribe", "fan-out shard unsubscribe failed; the node may keep sending the channel until the connection ends", "topic", topic, "error", err)
+		f.warn.warn("unsubscribe", "fan-out shard unsubscribe failed; the node may keep sending the channel until the connection ends", "topic", topic, "error", err)
 	}
 }

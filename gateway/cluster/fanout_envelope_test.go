@@ -1,0 +1,52 @@
+package cluster
+
+import (
+	"encoding/hex"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestFanoutEnvelopeWireCompat pins the envelope to the bytes the previous
+// release (storage.RedisFanout, commit 8e6ce97) encoded for the same
+// messages, so that replicas of both releases understand each other during
+// a rolling upgrade: each message encodes to those bytes, and they decode
+// back to it.
+func TestFanoutEnvelopeWireCompat(t *testing.T) {
+	cases := []struct {
+		name string
+		m    FanoutMessage
+		hex  string
+	}{
+		{
+			"lists and time",
+			FanoutMessage{Origin: "3f9a01bc", SentAt: time.Unix(1700000000, 123456789), Exclude: []string{"1234567890123456", "s2"}, Eligible: []string{"s3"}, Payload: []byte(`{"msg":"hello","n":[1,2,3]}`)},
+			"01aab4aed8c7bfce972f083366396130316263021031323334353637383930313233343536027332010273331b7b226d7367223a2268656c6c6f222c226e223a5b312c322c335d7d",
+		},
+		{"minimal", FanoutMessage{Origin: "n", Payload: []byte(`"x"`)}, "0100016e000003227822"},
+		{
+			// What the previous release's POST /api/disconnect relayed, minus
+			// the "bridged" mark this release adds (see control_legacy.go).
+			"legacy disconnect",
+			FanoutMessage{Origin: "node-b", SentAt: time.Unix(1700000001, 0), Payload: []byte(`{"op":"disconnect","username":"bob"}`)},
+			"0180a8a69ccebfce972f066e6f64652d620000247b226f70223a22646973636f6e6e656374222c22757365726e616d65223a22626f62227d",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := hex.EncodeToString(mustEncodeFanout(t, tc.m))
+			if got != tc.hex {
+				t.Fatalf("encoded\n %s\nwant (previous release)\n %s", got, tc.hex)
+			}
+			raw, _ := hex.DecodeString(tc.hex)
+			m, err := decodeFanout(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Origin != tc.m.Origin || string(m.Payload) != string(tc.m.Payload) || !m.SentAt.Equal(tc.m.SentAt) ||
+				!slices.Equal(m.Exclude, tc.m.Exclude) || !slices.Equal(m.Eligible, tc.m.Eligible) {
+				t.Fatalf("decoded %+v, want %+v", m, tc.m)
+			}
+		})
+	}
+}

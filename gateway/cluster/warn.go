@@ -1,0 +1,44 @@
+package cluster
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// warnEvery is the least time between two warnings of one kind, so that an
+// outage logs a line every few seconds, not one per message.
+const warnEvery = 10 * time.Second
+
+// warner logs at most one warning of each kind every warnEvery, with the
+// number of warnings of that kind skipped since the last one: an outage
+// logs a line every few seconds, not one per message.
+type warner struct {
+	log *slog.Logger
+
+	mu   sync.Mutex // guards at and skip
+	at   map[string]time.Time
+	skip map[string]int
+}
+
+// newWarner returns a warner logging to log.
+func newWarner(log *slog.Logger) *warner {
+	return &warner{log: log, at: make(map[string]time.Time), skip: make(map[string]int)}
+}
+
+func (w *warner) warn(kind, msg string, args ...any) {
+	w.mu.Lock()
+	now := time.Now()
+	if last, ok := w.at[kind]; ok && now.Sub(last) < warnEvery {
+		w.skip[kind]++
+		w.mu.Unlock()
+		return
+	}
+	skipped := w.skip[kind]
+	w.at[kind], w.skip[kind] = now, 0
+	w.mu.Unlock()
+	if skipped > 0 {
+		args = append(args, "similar_warnings_skipped", skipped)
+	}
+	w.log.Warn(msg, args...)
+}
