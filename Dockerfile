@@ -39,7 +39,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 RUN mkdir -p /out/etc && \
     sed -e 's/^listen: "127\.0\.0\.1:8080"/listen: "0.0.0.0:8080"/' \
         -e 's/^  listen: "127\.0\.0\.1:9090"/  listen: "0.0.0.0:9090"/' \
-        gateway/default.yaml > /out/etc/wsgate.yaml && \
+        gateway/config/default.yaml > /out/etc/wsgate.yaml && \
     grep -q '^listen: "0.0.0.0:8080"' /out/etc/wsgate.yaml && \
     grep -q '^  listen: "0.0.0.0:9090"' /out/etc/wsgate.yaml && \
     /out/wsgate config check --config /out/etc/wsgate.yaml
@@ -82,7 +82,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 RUN mkdir -p /out/etc && \
     sed -e 's/^listen: "127\.0\.0\.1:8080"/listen: "0.0.0.0:8080"/' \
         -e 's/^  listen: "127\.0\.0\.1:9090"/  listen: "0.0.0.0:9090"/' \
-        gateway/default.yaml > /out/etc/wsgate.yaml && \
+        gateway/config/default.yaml > /out/etc/wsgate.yaml && \
     /out/wsgate config check --config /out/etc/wsgate.yaml
 
 # glibc runtime (Debian 12, as the builder) for the cgo gateway and plugins.

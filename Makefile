@@ -21,7 +21,7 @@ build:
 # The example plugin (the acme.rpc, acme.topic and acme.relay handlers, which
 # the binary no longer compiles in); needs cgo, like Go plugins do. Load it
 # with `plugins: [bin/plugins/acme.so]` and routes to acme.* (see the routes
-# comment of gateway/default.yaml, or cmd/wsgate-bench/testdata/bench.yaml).
+# comment of gateway/config/default.yaml, or cmd/wsgate-bench/testdata/bench.yaml).
 plugins:
 	$(GO) build $(BUILDFLAGS) -buildmode=plugin -o bin/plugins/acme.so ./examples/acme/plugin
 

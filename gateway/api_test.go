@@ -14,6 +14,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/test/testenv"
 )
 
@@ -21,7 +22,7 @@ func TestPushAPI(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
 		dir := t.TempDir()
 		seedSession(t, dir, "alice1")
-		addr, srv := startServer(t, mode, func(c *Config) {
+		addr, srv := startServer(t, mode, func(c *config.Config) {
 			c.Session.Files.Path = dir
 			c.Session.Files.GCMaxLifetime = 0
 		})
@@ -108,8 +109,8 @@ func TestPushAPI(t *testing.T) {
 func TestRedisPushChannel(t *testing.T) {
 	redisAddr := testenv.Redis(t)
 	channel := "wsgate-test-push-" + t.Name()
-	addr, _ := startServer(t, ModeEpoll, func(c *Config) {
-		c.Push = PushConfig{RedisChannel: channel, Redis: RedisConnConfig{Addrs: []string{redisAddr}, Mode: "standalone"}}
+	addr, _ := startServer(t, config.ModeEpoll, func(c *config.Config) {
+		c.Push = config.PushConfig{RedisChannel: channel, Redis: config.RedisConnConfig{Addrs: []string{redisAddr}, Mode: "standalone"}}
 	})
 	c, err := dialRaw(t, addr, nil)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/wamp"
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -105,7 +106,7 @@ func TestConnectionEvents(t *testing.T) {
 		if err := reg.AddRPC(extraRPC{}); err != nil {
 			t.Fatal(err)
 		}
-		cfg := DefaultConfig()
+		cfg := config.Default()
 		cfg.Transport.Mode = mode
 		cfg.Listen = "127.0.0.1:0"
 		cfg.Session.Files.Path = t.TempDir()
@@ -244,7 +245,7 @@ func TestConnectionEventsAbandonedHandshake(t *testing.T) {
 			io.WriteString(w, `{}`)
 		}))
 		defer app.Close()
-		cfg := DefaultConfig()
+		cfg := config.Default()
 		cfg.Transport.Mode = mode
 		cfg.Listen = "127.0.0.1:0"
 		cfg.Session.Files.Path = t.TempDir()

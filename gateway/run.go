@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsgate/wsgate/gateway/cluster"
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/storage"
@@ -24,13 +25,13 @@ import (
 )
 
 // CheckConfig does every check `serve` does before it touches the network:
-// the configuration's own validation (done by LoadConfig), the origin
+// the configuration's own validation (done by config.Load), the origin
 // patterns, and the routes against the registered handlers.
-func CheckConfig(cfg Config, handlers *handler.Registry) error {
+func CheckConfig(cfg config.Config, handlers *handler.Registry) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if _, err := NewOriginPolicy(cfg.Origins); err != nil {
+	if _, err := config.NewOriginPolicy(cfg.Origins); err != nil {
 		return err
 	}
 	if handlers == nil {
@@ -64,7 +65,7 @@ func routesError(err error) error {
 // Run serves the gateway until ctx is cancelled, then drains it within
 // limits.drain_timeout. It owns the websocket accept loop and the metrics
 // listener and stops both before it returns.
-func Run(ctx context.Context, cfg Config, opts Options) error {
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -116,7 +117,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		if len(token) < 16 {
 			ln.Close()
 			srv.Shutdown(context.Background())
-			return &ConfigError{Key: "api.token_env", Value: cfg.API.TokenEnv, Reason: "names an unset variable or a token under 16 bytes"}
+			return &config.Error{Key: "api.token_env", Value: cfg.API.TokenEnv, Reason: "names an unset variable or a token under 16 bytes"}
 		}
 		aln, err := net.Listen("tcp", cfg.API.Listen)
 		if err != nil {
@@ -167,7 +168,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 // "upstream.<name>" for routes to refer to. All upstreams share one
 // keep-alive pool. routes are the gateway's, against which the upstreams'
 // per-route limits are checked.
-func addUpstreams(ups map[string]UpstreamConfig, routes wamp.RoutesConfig, reg *handler.Registry, getenv func(string) string, obs upstream.RequestObserver) error {
+func addUpstreams(ups map[string]config.UpstreamConfig, routes wamp.RoutesConfig, reg *handler.Registry, getenv func(string) string, obs upstream.RequestObserver) error {
 	if len(ups) == 0 {
 		return nil
 	}
@@ -193,7 +194,7 @@ func addUpstreams(ups map[string]UpstreamConfig, routes wamp.RoutesConfig, reg *
 		if u.SecretEnv != "" {
 			secret = getenv(u.SecretEnv)
 			if secret == "" {
-				return &ConfigError{Key: key + ".secret_env", Value: u.SecretEnv, Reason: "names an empty or unset variable"}
+				return &config.Error{Key: key + ".secret_env", Value: u.SecretEnv, Reason: "names an empty or unset variable"}
 			}
 		}
 		var limits map[string]upstream.RouteLimits
@@ -203,7 +204,7 @@ func addUpstreams(ups map[string]UpstreamConfig, routes wamp.RoutesConfig, reg *
 				rc, ok = routes.Topics[route]
 			}
 			if !ok || rc.Handler != upstreamHandlerPrefix+name {
-				return &ConfigError{Key: key + ".routes", Value: route, Reason: "names no route whose handler is " + upstreamHandlerPrefix + name}
+				return &config.Error{Key: key + ".routes", Value: route, Reason: "names no route whose handler is " + upstreamHandlerPrefix + name}
 			}
 			if limits == nil {
 				limits = map[string]upstream.RouteLimits{}
@@ -216,7 +217,7 @@ func addUpstreams(ups map[string]UpstreamConfig, routes wamp.RoutesConfig, reg *
 			Routes: limits,
 		}, client)
 		if err != nil {
-			return &ConfigError{Key: key, Reason: err.Error()}
+			return config.Nest(key, err)
 		}
 		if err := reg.AddRPC(up); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
@@ -231,7 +232,7 @@ func addUpstreams(ups map[string]UpstreamConfig, routes wamp.RoutesConfig, reg *
 // keptHeaders is the set of handshake headers (canonical names) that some
 // upstream or the connect event forwards; the handshake keeps only these,
 // nil when none.
-func keptHeaders(ups map[string]UpstreamConfig, ev EventsConfig) map[string]bool {
+func keptHeaders(ups map[string]config.UpstreamConfig, ev config.EventsConfig) map[string]bool {
 	var keep map[string]bool
 	add := func(names []string) {
 		for _, h := range names {
@@ -251,11 +252,11 @@ func keptHeaders(ups map[string]UpstreamConfig, ev EventsConfig) map[string]bool
 }
 
 // newEvents builds the connection events client from the config.
-func newEvents(c EventsConfig, getenv func(string) string, obs upstream.EventsObserver, log *slog.Logger) (*upstream.Events, error) {
+func newEvents(c config.EventsConfig, getenv func(string) string, obs upstream.EventsObserver, log *slog.Logger) (*upstream.Events, error) {
 	secret := c.Secret
 	if c.SecretEnv != "" {
 		if secret = getenv(c.SecretEnv); secret == "" {
-			return nil, &ConfigError{Key: "events.secret_env", Value: c.SecretEnv, Reason: "names an empty or unset variable"}
+			return nil, &config.Error{Key: "events.secret_env", Value: c.SecretEnv, Reason: "names an empty or unset variable"}
 		}
 	}
 	ev, err := upstream.NewEvents(upstream.EventsConfig{
@@ -263,7 +264,7 @@ func newEvents(c EventsConfig, getenv func(string) string, obs upstream.EventsOb
 		OnConnectError: c.OnConnectError, QueueSize: c.QueueSize, Workers: c.Workers, ForwardHeaders: c.ForwardHeaders,
 	}, obs, log)
 	if err != nil {
-		return nil, &ConfigError{Key: "events", Reason: err.Error()}
+		return nil, config.Nest("events", err)
 	}
 	return ev, nil
 }

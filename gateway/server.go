@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsgate/wsgate/gateway/cluster"
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/gateway/transport"
 	"github.com/wsgate/wsgate/gateway/upstream"
 	"github.com/wsgate/wsgate/metrics"
@@ -52,10 +53,10 @@ type Options struct {
 // Server is one gateway instance: the transport's Host, the session
 // resolver and the WAMP node its connections share.
 type Server struct {
-	cfg      Config
+	cfg      config.Config
 	log      *slog.Logger
 	resolver *SessionResolver
-	origins  *OriginPolicy
+	origins  *config.OriginPolicy
 	node     *wamp.Node
 	clients  storage.ClientStorage
 	registry *clientRegistry // batches client storage removals off the transport
@@ -98,7 +99,7 @@ type Server struct {
 // New builds a Server from a validated configuration. It opens the session
 // store (without requiring it to answer yet: a store that is down makes
 // handshakes fail with 503 until it is back) and compiles the routes.
-func New(cfg Config, opts Options) (*Server, error) {
+func New(cfg config.Config, opts Options) (*Server, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -116,7 +117,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err := addUpstreams(cfg.Upstreams, cfg.Routes, handlers, os.Getenv, upstreamObserver{m}); err != nil {
 		return nil, err
 	}
-	origins, err := NewOriginPolicy(cfg.Origins)
+	origins, err := config.NewOriginPolicy(cfg.Origins)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +240,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 
 // keepaliveInterval is the transport's ping interval: keepalive.interval
 // when keepalive.ping is on, else none.
-func keepaliveInterval(k KeepaliveConfig) time.Duration {
+func keepaliveInterval(k config.KeepaliveConfig) time.Duration {
 	if !k.Ping {
 		return 0
 	}
@@ -702,7 +703,7 @@ func (s *Server) releaseUser(key string) {
 }
 
 // newClientStorage opens the configured client storage.
-func newClientStorage(c ClientStorageConfig, obs storage.ClientStorageObserver) (storage.ClientStorage, error) {
+func newClientStorage(c config.ClientStorageConfig, obs storage.ClientStorageObserver) (storage.ClientStorage, error) {
 	if c.Driver != "redis" {
 		return storage.NewMemoryClientStorage(), nil
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/gobwas/ws/wsflate"
 
 	"github.com/wsgate/wsgate/examples/acme"
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/gateway/transport"
 	"github.com/wsgate/wsgate/wamp"
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -32,9 +33,9 @@ import (
 
 // startServer runs an in-process gateway on a files store in a temp dir
 // (empty: every client is anonymous) and returns its address.
-func startServer(t *testing.T, mode string, mutate func(*Config)) (string, *Server) {
+func startServer(t *testing.T, mode string, mutate func(*config.Config)) (string, *Server) {
 	t.Helper()
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.Transport.Mode = mode
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Session.Files.Path = t.TempDir()
@@ -54,9 +55,9 @@ func startServer(t *testing.T, mode string, mutate func(*Config)) (string, *Serv
 }
 
 // startServerWith is startServer with the caller's handlers.
-func startServerWith(t *testing.T, mode string, reg *handler.Registry, mutate func(*Config)) (string, *Server) {
+func startServerWith(t *testing.T, mode string, reg *handler.Registry, mutate func(*config.Config)) (string, *Server) {
 	t.Helper()
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.Transport.Mode = mode
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Session.Files.Path = t.TempDir()
@@ -64,7 +65,7 @@ func startServerWith(t *testing.T, mode string, reg *handler.Registry, mutate fu
 	return serveConfig(t, cfg, reg)
 }
 
-func serveConfig(t *testing.T, cfg Config, reg *handler.Registry) (string, *Server) {
+func serveConfig(t *testing.T, cfg config.Config, reg *handler.Registry) (string, *Server) {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -95,9 +96,9 @@ func serveConfig(t *testing.T, cfg Config, reg *handler.Registry) (string, *Serv
 // forEachMode runs f once per transport mode this platform has: both
 // modes must pass the same tests.
 func forEachMode(t *testing.T, f func(t *testing.T, mode string)) {
-	modes := []string{ModeGoroutine}
+	modes := []string{config.ModeGoroutine}
 	if transport.EpollSupported {
-		modes = append(modes, ModeEpoll)
+		modes = append(modes, config.ModeEpoll)
 	}
 	for _, m := range modes {
 		t.Run(m, func(t *testing.T) { f(t, m) })
@@ -198,7 +199,7 @@ func (c *rawClient) expectClose() ws.StatusCode {
 
 func TestConnFraming(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
-		addr, _ := startServer(t, mode, func(c *Config) { c.Limits.MaxMessageSize = 1024 })
+		addr, _ := startServer(t, mode, func(c *config.Config) { c.Limits.MaxMessageSize = 1024 })
 		call := []byte(`[2,"c1","sample/sum",[1,2]]`)
 		anonResult := `[3,"c1",{"error":true,"msg":"You must be authenticated to use this function."}]`
 
@@ -277,7 +278,7 @@ func TestConnFraming(t *testing.T) {
 
 func TestHandshakeRefusals(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
-		addr, _ := startServer(t, mode, func(c *Config) {
+		addr, _ := startServer(t, mode, func(c *config.Config) {
 			c.AllowAnonymous = false
 			c.Origins.Allowed = []string{"https://app.example.com"}
 		})
@@ -310,7 +311,7 @@ func TestHandshakeRefusals(t *testing.T) {
 
 func TestHandshakeTimeout(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
-		addr, _ := startServer(t, mode, func(c *Config) { c.Limits.HandshakeTimeout = 300 * time.Millisecond })
+		addr, _ := startServer(t, mode, func(c *config.Config) { c.Limits.HandshakeTimeout = 300 * time.Millisecond })
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -326,7 +327,7 @@ func TestHandshakeTimeout(t *testing.T) {
 
 func TestSlowConsumerIsClosed(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
-		addr, srv := startServer(t, mode, func(c *Config) { c.Limits.OutboundQueueBytes = 4096 })
+		addr, srv := startServer(t, mode, func(c *config.Config) { c.Limits.OutboundQueueBytes = 4096 })
 		c, err := dialRaw(t, addr, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -404,7 +405,7 @@ func TestEpollHalfFrameDoesNotPinWorker(t *testing.T) {
 	if !transport.EpollSupported {
 		t.Skip("epoll mode needs Linux")
 	}
-	addr, _ := startServer(t, ModeEpoll, func(c *Config) { c.Transport.Workers = 1 })
+	addr, _ := startServer(t, config.ModeEpoll, func(c *config.Config) { c.Transport.Workers = 1 })
 	stalled, err := dialRaw(t, addr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -439,7 +440,7 @@ func TestEpollIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	if !transport.EpollSupported {
 		t.Skip("epoll mode needs Linux")
 	}
-	addr, _ := startServer(t, ModeEpoll, nil)
+	addr, _ := startServer(t, config.ModeEpoll, nil)
 	// Warm up: the loop, workers and writers exist before we count.
 	if _, err := dialRaw(t, addr, nil); err != nil {
 		t.Fatal(err)
@@ -481,7 +482,7 @@ func TestLimitsPerUserAndPerIP(t *testing.T) {
 		dir := t.TempDir()
 		seedSession(t, dir, "sessA1")
 		seedSession(t, dir, "sessA2")
-		addr, _ := startServer(t, mode, func(c *Config) {
+		addr, _ := startServer(t, mode, func(c *config.Config) {
 			c.Session.Files.Path = dir
 			c.Session.Files.GCMaxLifetime = 0
 			c.Limits.MaxConnectionsPerUser = 1
@@ -517,7 +518,7 @@ func TestLimitsPerUserAndPerIP(t *testing.T) {
 		}
 	})
 	forEachMode(t, func(t *testing.T, mode string) {
-		addr, _ := startServer(t, mode, func(c *Config) { c.Limits.AcceptRatePerIP = 3 })
+		addr, _ := startServer(t, mode, func(c *config.Config) { c.Limits.AcceptRatePerIP = 3 })
 		refused := 0
 		for i := 0; i < 10; i++ {
 			_, err := dialRaw(t, addr, nil)
@@ -536,8 +537,8 @@ func TestLimitsPerUserAndPerIP(t *testing.T) {
 
 func TestKeepalivePings(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
-		addr, _ := startServer(t, mode, func(c *Config) {
-			c.Keepalive = KeepaliveConfig{Ping: true, Interval: 50 * time.Millisecond}
+		addr, _ := startServer(t, mode, func(c *config.Config) {
+			c.Keepalive = config.KeepaliveConfig{Ping: true, Interval: 50 * time.Millisecond}
 		})
 		c, err := dialRaw(t, addr, nil)
 		if err != nil {
@@ -557,7 +558,7 @@ func TestDrainFinishesInflightCalls(t *testing.T) {
 		if err := reg.AddRPC(slowRPC{started: started}); err != nil {
 			t.Fatal(err)
 		}
-		addr, srv := startServerWith(t, mode, reg, func(c *Config) {
+		addr, srv := startServerWith(t, mode, reg, func(c *config.Config) {
 			c.Routes.RPC = map[string]wamp.RouteConfig{"slow": {Pattern: "slow/{method}", Handler: "test.slow"}}
 			c.Routes.Topics = nil
 		})
@@ -590,7 +591,7 @@ func (r slowRPC) Methods() map[string]handler.RPCMethod {
 
 func TestPermessageDeflateNegotiated(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
-		addr, _ := startServer(t, mode, func(c *Config) { c.Transport.PermessageDeflate = true })
+		addr, _ := startServer(t, mode, func(c *config.Config) { c.Transport.PermessageDeflate = true })
 		ext := wsflate.Extension{Parameters: wsflate.DefaultParameters}
 		d := ws.Dialer{Protocols: []string{"wamp"}, Extensions: []httphead.Option{ext.Parameters.Option()}, Timeout: 5 * time.Second}
 		nc, br, hs, err := d.Dial(context.Background(), "ws://"+addr+"/")
@@ -625,8 +626,8 @@ func TestUpstreamForwardsHandshakeHeaders(t *testing.T) {
 			w.Write([]byte(`{"result":"ok"}`))
 		}))
 		defer app.Close()
-		addr, _ := startServerWith(t, mode, handler.NewRegistry(), func(c *Config) {
-			c.Upstreams = map[string]UpstreamConfig{"app": {URL: app.URL, Secret: "0123456789abcdef0123", ForwardHeaders: []string{"cookie"}}}
+		addr, _ := startServerWith(t, mode, handler.NewRegistry(), func(c *config.Config) {
+			c.Upstreams = map[string]config.UpstreamConfig{"app": {URL: app.URL, Secret: "0123456789abcdef0123", ForwardHeaders: []string{"cookie"}}}
 			c.Routes.RPC = map[string]wamp.RouteConfig{"app": {Pattern: "app/{method}", Handler: "upstream.app"}}
 		})
 		h := http.Header{"Cookie": {"a=1", "PHPSESSID=zz"}, "X-Other": {"not forwarded"}}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/phpsession"
 	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -89,7 +90,7 @@ type SessionResolver struct {
 // NewSessionResolver opens the configured session store and prepares the
 // decoder. obs (may be nil) is told about every store lookup. The caller
 // owns the result and must Close it.
-func NewSessionResolver(c SessionConfig, obs storage.Observer) (*SessionResolver, error) {
+func NewSessionResolver(c config.SessionConfig, obs storage.Observer) (*SessionResolver, error) {
 	reader, err := phpsession.NewReader(phpsession.Options{
 		Format:                          phpsession.Format(c.SerializeHandler),
 		Firewalls:                       c.Firewalls,
@@ -107,19 +108,19 @@ func NewSessionResolver(c SessionConfig, obs storage.Observer) (*SessionResolver
 	return &SessionResolver{store: store, reader: reader, timeout: c.LookupTimeout}, nil
 }
 
-func openStore(c SessionConfig, obs storage.Observer) (storage.SessionStore, error) {
+func openStore(c config.SessionConfig, obs storage.Observer) (storage.SessionStore, error) {
 	maxSize := int64(phpsession.DefaultLimits().MaxInput) // more could not be decoded anyway
 	var (
 		s   storage.SessionStore
 		err error
 	)
 	switch c.Store {
-	case StoreFiles:
+	case config.StoreFiles:
 		s, err = storage.NewFilesStore(storage.FilesOptions{
 			Dir: c.Files.Path, GCMaxLifetime: c.Files.GCMaxLifetime, MaxSize: maxSize,
 			MaxConcurrent: c.MaxConcurrent, Observer: obs,
 		})
-	case StorePDOMySQL, StorePDOPgSQL:
+	case config.StorePDOMySQL, config.StorePDOPgSQL:
 		p := c.PDO
 		o := storage.PDOOptions{
 			DSN: p.DSN, Table: p.Table, IDColumn: p.IDColumn, DataColumn: p.DataColumn,
@@ -127,12 +128,12 @@ func openStore(c SessionConfig, obs storage.Observer) (storage.SessionStore, err
 			MaxOpenConns: p.MaxOpenConns, LookupTimeout: c.LookupTimeout, MaxSize: maxSize,
 			MaxConcurrent: c.MaxConcurrent, Observer: obs,
 		}
-		if c.Store == StorePDOMySQL {
+		if c.Store == config.StorePDOMySQL {
 			s, err = storage.OpenMySQL(o)
 		} else {
 			s, err = storage.OpenPostgres(o)
 		}
-	case StoreRedis:
+	case config.StoreRedis:
 		r := c.Redis
 		s, err = storage.OpenRedis(storage.RedisOptions{
 			Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
@@ -140,7 +141,7 @@ func openStore(c SessionConfig, obs storage.Observer) (storage.SessionStore, err
 			LookupTimeout: c.LookupTimeout, MaxSize: maxSize, MaxConcurrent: c.MaxConcurrent, Observer: obs,
 		})
 	default:
-		return nil, &ConfigError{Key: "session.store", Value: c.Store, Reason: "unknown store"}
+		return nil, &config.Error{Key: "session.store", Value: c.Store, Reason: "unknown store"}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("session store %s: %w", c.Store, err)

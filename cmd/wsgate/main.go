@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/gateway/plugins"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -73,18 +74,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // loadConfig parses the --config flag, checks that exactly operands
 // positional arguments follow (named in usage), and loads the config.
-func loadConfig(name, usage string, operands int, args []string, stderr io.Writer) (gateway.Config, []string, bool) {
+func loadConfig(name, usage string, operands int, args []string, stderr io.Writer) (config.Config, []string, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "YAML configuration file (default: the embedded default)")
 	if err := fs.Parse(args); err != nil {
-		return gateway.Config{}, nil, false
+		return config.Config{}, nil, false
 	}
 	if fs.NArg() != operands {
 		fmt.Fprintf(stderr, "usage: wsgate %s\n", usage)
-		return gateway.Config{}, nil, false
+		return config.Config{}, nil, false
 	}
-	cfg, err := gateway.LoadConfig(*path, os.Environ())
+	cfg, err := config.Load(*path, os.Environ())
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return cfg, nil, false
@@ -96,7 +97,7 @@ func loadConfig(name, usage string, operands int, args []string, stderr io.Write
 // No handler is compiled in: Go handlers come from `plugins:` (the acme
 // examples are examples/acme/plugin, `make plugins`), and the gateway adds
 // the `upstreams:` ones itself.
-func handlers(cfg gateway.Config) (*handler.Registry, error) {
+func handlers(cfg config.Config) (*handler.Registry, error) {
 	reg := handler.NewRegistry()
 	if err := plugins.Load(cfg.Plugins, reg); err != nil {
 		return nil, fmt.Errorf("load plugins: %w", err)
@@ -104,7 +105,7 @@ func handlers(cfg gateway.Config) (*handler.Registry, error) {
 	return reg, nil
 }
 
-func newLogger(cfg gateway.LogConfig, w io.Writer) *slog.Logger {
+func newLogger(cfg config.LogConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.Level)) // validated by the config
 	opts := &slog.HandlerOptions{Level: level}

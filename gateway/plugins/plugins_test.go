@@ -21,6 +21,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/gateway/plugins"
 	"github.com/wsgate/wsgate/test/testenv"
 	"github.com/wsgate/wsgate/wamp"
@@ -195,8 +196,8 @@ func TestServeAcme(t *testing.T) {
 	if err := plugins.Load([]string{so}, reg); err != nil {
 		t.Fatal(err)
 	}
-	cfg := gateway.DefaultConfig()
-	cfg.Transport.Mode = gateway.ModeGoroutine
+	cfg := config.Default()
+	cfg.Transport.Mode = config.ModeGoroutine
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Session.Files.Path = t.TempDir()
 	cfg.Routes.RPC = map[string]wamp.RouteConfig{"acme_rpc": {Pattern: "sample/{method}", Handler: "acme.rpc"}}

@@ -46,7 +46,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/wsgate/wsgate/wamp/handler"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -55,6 +54,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsgate/wsgate/gateway/config"
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // Event kinds, the "event" of the JSON body and the kind reported to an
@@ -146,11 +148,11 @@ type EventsConfig struct {
 	OnConnectError string
 	// QueueSize bounds the disconnect events waiting to be sent; more are
 	// dropped and reported as EventOutcomeDropped. Zero means
-	// DefaultEventsQueueSize.
+	// DefaultEventsQueueSize; at most config.MaxEventsQueueSize.
 	QueueSize int
 	// Workers is the number of goroutines sending disconnect events, so
 	// also the most disconnect requests in flight. Zero means
-	// DefaultEventsWorkers.
+	// DefaultEventsWorkers; at most config.MaxEventsWorkers.
 	Workers int
 	// ForwardHeaders names handshake headers (e.g. "Cookie") copied onto
 	// connect events and covered by their signature, with the rules of
@@ -268,62 +270,15 @@ type Events struct {
 }
 
 // NewEvents checks cfg, applies its defaults and starts the disconnect
-// workers (when cfg.Disconnect). obs and log may be nil. Errors name the
-// offending field as the `events:` config spells it.
+// workers (when cfg.Disconnect). obs and log may be nil. A bad field is a
+// *config.Error naming it (as the `events:` config spells it) and its value.
 func NewEvents(cfg EventsConfig, obs EventsObserver, log *slog.Logger) (*Events, error) {
-	bad := func(field, format string, a ...any) error {
-		return fmt.Errorf("upstream events: %s: %s", field, fmt.Sprintf(format, a...))
-	}
 	if !cfg.Connect && !cfg.Disconnect {
 		return nil, errors.New("upstream events: neither connect nor disconnect is enabled")
 	}
-	u, err := checkEndpoint(cfg.URL)
+	u, sg, err := cfg.resolve()
 	if err != nil {
-		return nil, bad("url", "%v", err)
-	}
-	if len(cfg.Secret) < MinSecretBytes {
-		return nil, bad("secret", "is %d bytes, want at least %d", len(cfg.Secret), MinSecretBytes)
-	}
-	if cfg.Timeout < 0 {
-		return nil, bad("timeout", "must not be negative, got %v", cfg.Timeout)
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultEventsTimeout
-	}
-	switch cfg.OnConnectError {
-	case "":
-		cfg.OnConnectError = OnConnectErrorAccept
-	case OnConnectErrorAccept, OnConnectErrorReject:
-	default:
-		return nil, bad("on_connect_error", "must be %q or %q, got %q", OnConnectErrorAccept, OnConnectErrorReject, cfg.OnConnectError)
-	}
-	if cfg.QueueSize < 0 {
-		return nil, bad("queue_size", "must not be negative, got %d", cfg.QueueSize)
-	}
-	if cfg.QueueSize == 0 {
-		cfg.QueueSize = DefaultEventsQueueSize
-	}
-	if cfg.Workers < 0 {
-		return nil, bad("workers", "must not be negative, got %d", cfg.Workers)
-	}
-	if cfg.Workers == 0 {
-		cfg.Workers = DefaultEventsWorkers
-	}
-	if cfg.MaxReplyBytes < 0 {
-		return nil, bad("max_reply_bytes", "must not be negative, got %d", cfg.MaxReplyBytes)
-	}
-	if cfg.MaxReplyBytes == 0 {
-		cfg.MaxReplyBytes = DefaultMaxConnectReplyBytes
-	}
-	if cfg.MaxExtraBytes < 0 {
-		return nil, bad("max_extra_bytes", "must not be negative, got %d", cfg.MaxExtraBytes)
-	}
-	if cfg.MaxExtraBytes == 0 {
-		cfg.MaxExtraBytes = DefaultMaxExtraBytes
-	}
-	sg, err := newSigner(cfg.Secret, cfg.ForwardHeaders)
-	if err != nil {
-		return nil, bad("forward_headers", "%v", err)
+		return nil, fmt.Errorf("upstream events: %w", err)
 	}
 	if obs == nil {
 		obs = nopObserver{}
@@ -346,24 +301,49 @@ func NewEvents(cfg EventsConfig, obs EventsObserver, log *slog.Logger) (*Events,
 		done:     make(chan struct{}),
 	}
 	if e.client == nil {
+		// Connect events come with handshakes, in bursts at a restart:
+		// keep as many idle connections as the RPC upstreams do, plus the
+		// disconnect workers.
 		e.ownClient = true
-		e.client = &http.Client{
-			// Connect events come with handshakes, in bursts at a
-			// restart: keep as many idle connections as the RPC
-			// upstreams do, plus the disconnect workers.
-			Transport: NewTransport(DefaultMaxConcurrent + cfg.Workers),
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		}
+		e.client = newClient(DefaultMaxConcurrent + cfg.Workers)
 	}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	if !cfg.Disconnect {
 		close(e.done)
 		return e, nil
 	}
-	e.queue = make(chan ConnEvent, cfg.QueueSize)
-	for range cfg.Workers {
+	e.start(cfg.QueueSize, cfg.Workers)
+	return e, nil
+}
+
+// resolve checks NewEvents' copy of the config and applies its defaults.
+// The bounds of queue_size and workers are the gateway's events: ones.
+func (c *EventsConfig) resolve() (*url.URL, *signer, error) {
+	u, sg, err := newEndpoint(c.URL, c.Secret, c.ForwardHeaders)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.OnConnectError == "" {
+		c.OnConnectError = OnConnectErrorAccept
+	}
+	err = config.First(
+		config.OrDefault("timeout", &c.Timeout, DefaultEventsTimeout, 0),
+		config.OneOf("on_connect_error", c.OnConnectError, OnConnectErrorAccept, OnConnectErrorReject),
+		config.OrDefault("queue_size", &c.QueueSize, DefaultEventsQueueSize, config.MaxEventsQueueSize),
+		config.OrDefault("workers", &c.Workers, DefaultEventsWorkers, config.MaxEventsWorkers),
+		config.OrDefault("max_reply_bytes", &c.MaxReplyBytes, DefaultMaxConnectReplyBytes, 0),
+		config.OrDefault("max_extra_bytes", &c.MaxExtraBytes, DefaultMaxExtraBytes, 0),
+	)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, sg, nil
+}
+
+// start makes the disconnect queue and its workers.
+func (e *Events) start(queueSize, workers int) {
+	e.queue = make(chan ConnEvent, queueSize)
+	for range workers {
 		e.wg.Go(e.worker)
 	}
 	// Close waits on done with a select, which a WaitGroup cannot join;
@@ -372,26 +352,6 @@ func NewEvents(cfg EventsConfig, obs EventsObserver, log *slog.Logger) (*Events,
 		e.wg.Wait()
 		close(e.done)
 	}()
-	return e, nil
-}
-
-// checkEndpoint applies the URL rules of New.
-func checkEndpoint(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("scheme must be http or https, got %q", u.Scheme)
-	case u.Host == "":
-		return nil, errors.New("has no host")
-	case u.User != nil:
-		return nil, errors.New("must not carry credentials; requests are authenticated by the signature")
-	case u.Fragment != "":
-		return nil, errors.New("must not have a fragment")
-	}
-	return u, nil
 }
 
 // canonForwardHeaders applies the ForwardHeaders rules of New: valid names,

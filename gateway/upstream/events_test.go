@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/wsgate/wsgate/wamp/handler"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/gateway/config"
+	"github.com/wsgate/wsgate/wamp/handler"
 )
 
 // eventsRecorder is an EventsObserver counting "kind/outcome".
@@ -537,38 +539,42 @@ func TestCloseDeadline(t *testing.T) {
 	waitEventsGoroutines(t, 0)
 }
 
+// A bad field is a *config.Error naming it as the events: config does, with
+// the bad value (never the secret's).
 func TestNewEventsValidates(t *testing.T) {
 	ok := EventsConfig{URL: "http://app.internal/events", Secret: testSecret, Connect: true}
 	for _, tc := range []struct {
-		mod  func(*EventsConfig)
-		want string
+		mod               func(*EventsConfig)
+		key, value, inMsg string // key "": accepted
 	}{
-		{func(c *EventsConfig) { c.Connect = false }, "neither connect nor disconnect"},
-		{func(c *EventsConfig) { c.URL = "" }, "url: scheme"},
-		{func(c *EventsConfig) { c.URL = "ftp://x/" }, "url: scheme"},
-		{func(c *EventsConfig) { c.URL = "http:///events" }, "url: has no host"},
-		{func(c *EventsConfig) { c.URL = "http://u:p@app/events" }, "url: must not carry credentials"},
-		{func(c *EventsConfig) { c.URL = "http://app/events#x" }, "url: must not have a fragment"},
-		{func(c *EventsConfig) { c.Secret = nil }, "secret: is 0 bytes"},
-		{func(c *EventsConfig) { c.Secret = []byte("short") }, "secret: is 5 bytes"},
-		{func(c *EventsConfig) { c.Timeout = -1 }, "timeout"},
-		{func(c *EventsConfig) { c.OnConnectError = "maybe" }, "on_connect_error"},
-		{func(c *EventsConfig) { c.QueueSize = -1 }, "queue_size"},
-		{func(c *EventsConfig) { c.Workers = -1 }, "workers"},
-		{func(c *EventsConfig) { c.MaxReplyBytes = -1 }, "max_reply_bytes"},
-		{func(c *EventsConfig) { c.MaxExtraBytes = -1 }, "max_extra_bytes"},
-		{func(c *EventsConfig) { c.ForwardHeaders = []string{"Bad Header"} }, "forward_headers"},
-		{func(c *EventsConfig) { c.ForwardHeaders = []string{"content-length"} }, "cannot be forwarded"},
-		{func(c *EventsConfig) { c.ForwardHeaders = []string{"x-wsgate-signature"} }, "cannot be forwarded"},
-		{nil, ""},
-		{func(c *EventsConfig) { c.OnConnectError = OnConnectErrorReject; c.Disconnect = true }, ""},
+		{func(c *EventsConfig) { c.URL = "" }, "url", "", "scheme must be http or https"},
+		{func(c *EventsConfig) { c.URL = "ftp://x/" }, "url", "ftp://x/", `got "ftp"`},
+		{func(c *EventsConfig) { c.URL = "http:///events" }, "url", "http:///events", "has no host"},
+		{func(c *EventsConfig) { c.URL = "http://u:p@app/events" }, "url", "http://u:xxxxx@app/events", "must not carry credentials"},
+		{func(c *EventsConfig) { c.URL = "http://app/events#x" }, "url", "http://app/events#x", "must not have a fragment"},
+		{func(c *EventsConfig) { c.URL = "://bad" }, "url", "", "missing protocol scheme"},
+		{func(c *EventsConfig) { c.Secret = nil }, "secret", "", "is 0 bytes, want at least 16"},
+		{func(c *EventsConfig) { c.Secret = []byte("short") }, "secret", "", "is 5 bytes"},
+		{func(c *EventsConfig) { c.Timeout = -time.Second }, "timeout", "-1s", "must not be negative"},
+		{func(c *EventsConfig) { c.OnConnectError = "maybe" }, "on_connect_error", "maybe", "must be accept or reject"},
+		{func(c *EventsConfig) { c.QueueSize = -1 }, "queue_size", "-1", "must not be negative"},
+		{func(c *EventsConfig) { c.QueueSize = 1<<22 + 1 }, "queue_size", "4194305", "must be at most 4194304"},
+		{func(c *EventsConfig) { c.Workers = -1 }, "workers", "-1", "must not be negative"},
+		{func(c *EventsConfig) { c.Workers = 1025 }, "workers", "1025", "must be at most 1024"},
+		{func(c *EventsConfig) { c.MaxReplyBytes = -1 }, "max_reply_bytes", "-1", "must not be negative"},
+		{func(c *EventsConfig) { c.MaxExtraBytes = -1 }, "max_extra_bytes", "-1", "must not be negative"},
+		{func(c *EventsConfig) { c.ForwardHeaders = []string{"Bad Header"} }, "forward_headers", "", `"Bad Header" is not a header name`},
+		{func(c *EventsConfig) { c.ForwardHeaders = []string{"content-length"} }, "forward_headers", "", "cannot be forwarded"},
+		{func(c *EventsConfig) { c.ForwardHeaders = []string{"x-wsgate-signature"} }, "forward_headers", "", "cannot be forwarded"},
+		{nil, "", "", ""},
+		{func(c *EventsConfig) { c.OnConnectError = OnConnectErrorReject; c.Disconnect = true; c.Workers = 1024 }, "", "", ""},
 	} {
 		cfg := ok
 		if tc.mod != nil {
 			tc.mod(&cfg)
 		}
 		e, err := NewEvents(cfg, nil, nil)
-		if tc.want == "" {
+		if tc.key == "" {
 			if err != nil {
 				t.Fatalf("%+v: %v", cfg, err)
 			}
@@ -578,9 +584,14 @@ func TestNewEventsValidates(t *testing.T) {
 			e.Close(context.Background())
 			continue
 		}
-		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "upstream events: ") {
-			t.Fatalf("%+v: error %v, want one containing %q", cfg, err, tc.want)
+		var ce *config.Error
+		if !errors.As(err, &ce) || ce.Key != tc.key || ce.Value != tc.value || !strings.Contains(ce.Reason, tc.inMsg) ||
+			!strings.HasPrefix(err.Error(), "upstream events: ") || strings.Contains(err.Error(), string(testSecret)) {
+			t.Errorf("%+v: error %v, want key %q value %q reason with %q", cfg, err, tc.key, tc.value, tc.inMsg)
 		}
+	}
+	if _, err := NewEvents(EventsConfig{URL: ok.URL, Secret: testSecret}, nil, nil); err == nil || !strings.Contains(err.Error(), "neither connect nor disconnect") {
+		t.Errorf("nothing enabled: %v", err)
 	}
 }
 

@@ -102,6 +102,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
 
@@ -263,96 +264,25 @@ var forbiddenForward = map[string]bool{
 // from c. client sends the requests; nil means a client of its own built on
 // NewTransport(MaxConcurrent) that does not follow redirects. Pass one shared
 // client (and transport) when several upstreams reach the same application,
-// so they share one keep-alive pool. Errors name the offending field.
+// so they share one keep-alive pool. A bad field is a *config.Error naming
+// it (as `upstreams:` spells it) and its value, wrapped with the name.
 func New(name string, c Config, client *http.Client) (*Upstream, error) {
 	if name == "" {
 		return nil, errors.New("upstream: name is empty")
 	}
-	bad := func(field, format string, a ...any) error {
-		return fmt.Errorf("upstream %q: %s: %s", name, field, fmt.Sprintf(format, a...))
-	}
-	u, err := url.Parse(c.URL)
+	u, sg, routes, err := c.resolve()
 	if err != nil {
-		return nil, bad("url", "%v", err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, bad("url", "scheme must be http or https, got %q", u.Scheme)
-	}
-	if u.Host == "" {
-		return nil, bad("url", "has no host")
-	}
-	if u.User != nil {
-		return nil, bad("url", "must not carry credentials; requests are authenticated by the signature")
-	}
-	if u.Fragment != "" {
-		return nil, bad("url", "must not have a fragment")
-	}
-	if len(c.Secret) == 0 {
-		return nil, bad("secret", "is empty")
-	}
-	if len(c.Secret) < MinSecretBytes {
-		return nil, bad("secret", "is %d bytes, want at least %d", len(c.Secret), MinSecretBytes)
-	}
-	if c.Timeout < 0 {
-		return nil, bad("timeout", "must not be negative, got %v", c.Timeout)
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.MaxConcurrent < 0 {
-		return nil, bad("max_concurrent", "must not be negative, got %d", c.MaxConcurrent)
-	}
-	if c.MaxConcurrent == 0 {
-		c.MaxConcurrent = DefaultMaxConcurrent
-	}
-	// u.wait: 0 waits until the request's deadline, < 0 not at all.
-	if c.MaxReplyBytes < 0 {
-		return nil, bad("max_reply_bytes", "must not be negative, got %d", c.MaxReplyBytes)
-	}
-	if c.MaxReplyBytes == 0 {
-		c.MaxReplyBytes = DefaultMaxReplyBytes
-	}
-	sg, err := newSigner(c.Secret, c.ForwardHeaders)
-	if err != nil {
-		return nil, bad("forward_headers", "%v", err)
-	}
-	for _, m := range c.Methods {
-		if m == "" {
-			return nil, bad("methods", "empty method name")
-		}
-	}
-	routes := map[string]routeLimits{}
-	for route, rl := range c.Routes {
-		field := "routes." + route
-		if rl.Timeout < 0 {
-			return nil, bad(field+".timeout", "must not be negative, got %v", rl.Timeout)
-		}
-		if rl.MaxConcurrent < 0 {
-			return nil, bad(field+".max_concurrent", "must not be negative, got %d", rl.MaxConcurrent)
-		}
-		lim := routeLimits{timeout: rl.Timeout}
-		if lim.timeout == 0 {
-			lim.timeout = c.Timeout
-		}
-		if rl.MaxConcurrent > 0 {
-			lim.slots = make(chan struct{}, rl.MaxConcurrent)
-		}
-		routes[route] = lim
+		return nil, fmt.Errorf("upstream %q: %w", name, err)
 	}
 	if client == nil {
-		client = &http.Client{
-			Transport: NewTransport(c.MaxConcurrent),
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		}
+		client = newClient(c.MaxConcurrent)
 	}
 	return &Upstream{
 		name:    name,
 		url:     u.String(),
 		signer:  sg,
 		timeout: c.Timeout,
-		wait:    c.QueueWait,
+		wait:    c.QueueWait, // 0 waits until the request's deadline, < 0 not at all
 		max:     c.MaxReplyBytes,
 		methods: append([]string(nil), c.Methods...),
 		notify:  c.NotifyUnsubscribe,
@@ -362,6 +292,54 @@ func New(name string, c Config, client *http.Client) (*Upstream, error) {
 		now:     time.Now,
 		obs:     c.Observer,
 	}, nil
+}
+
+// resolve checks New's copy of the config and applies its defaults.
+func (c *Config) resolve() (*url.URL, *signer, map[string]routeLimits, error) {
+	u, sg, err := newEndpoint(c.URL, c.Secret, c.ForwardHeaders)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	err = config.First(
+		config.OrDefault("timeout", &c.Timeout, DefaultTimeout, 0),
+		config.OrDefault("max_concurrent", &c.MaxConcurrent, DefaultMaxConcurrent, 0),
+		config.OrDefault("max_reply_bytes", &c.MaxReplyBytes, DefaultMaxReplyBytes, 0),
+	)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, m := range c.Methods {
+		if m == "" {
+			return nil, nil, nil, &config.Error{Key: "methods", Reason: "empty method name"}
+		}
+	}
+	routes, err := c.routeLimits()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return u, sg, routes, nil
+}
+
+// routeLimits resolves Routes: a route's zero timeout is the upstream's
+// (resolve has set it), a zero bound leaves only the upstream's.
+func (c *Config) routeLimits() (map[string]routeLimits, error) {
+	routes := make(map[string]routeLimits, len(c.Routes))
+	for route, rl := range c.Routes {
+		key := "routes." + route
+		lim := routeLimits{timeout: rl.Timeout}
+		err := config.First(
+			config.OrDefault(key+".timeout", &lim.timeout, c.Timeout, 0),
+			config.NotNegative(key+".max_concurrent", rl.MaxConcurrent),
+		)
+		if err != nil {
+			return nil, err
+		}
+		if rl.MaxConcurrent > 0 {
+			lim.slots = make(chan struct{}, rl.MaxConcurrent)
+		}
+		routes[route] = lim
+	}
+	return routes, nil
 }
 
 // NewTransport returns a keep-alive transport for upstream requests that

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
 
@@ -553,27 +554,34 @@ func TestKeepAlive(t *testing.T) {
 	}
 }
 
+// A bad field is a *config.Error naming it as the upstreams: config does,
+// with the bad value (never the secret's), wrapped with the upstream's name.
 func TestNewValidates(t *testing.T) {
 	for _, tc := range []struct {
-		c     Config
-		field string
+		c                 Config
+		key, value, inMsg string
 	}{
-		{Config{URL: "ftp://x", Secret: testSecret}, "url"},
-		{Config{URL: "http://", Secret: testSecret}, "url"},
-		{Config{URL: "://bad", Secret: testSecret}, "url"},
-		{Config{URL: "http://u:p@x/", Secret: testSecret}, "url"},
-		{Config{URL: "http://x/"}, "secret"},
-		{Config{URL: "http://x/", Secret: []byte("short")}, "secret"},
-		{Config{URL: "http://x/", Secret: testSecret, Timeout: -1}, "timeout"},
-		{Config{URL: "http://x/", Secret: testSecret, MaxConcurrent: -1}, "max_concurrent"},
-		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"Bad Header"}}, "forward_headers"},
-		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"content-length"}}, "forward_headers"},
-		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"X-Wsgate-Signature"}}, "forward_headers"},
-		{Config{URL: "http://x/", Secret: testSecret, Methods: []string{""}}, "methods"},
+		{Config{URL: "ftp://x", Secret: testSecret}, "url", "ftp://x", `scheme must be http or https, got "ftp"`},
+		{Config{URL: "http://", Secret: testSecret}, "url", "http:", "has no host"},
+		{Config{URL: "://bad", Secret: testSecret}, "url", "", "missing protocol scheme"},
+		{Config{URL: "http://u:p@x/", Secret: testSecret}, "url", "http://u:xxxxx@x/", "credentials"},
+		{Config{URL: "http://x/"}, "secret", "", "is 0 bytes, want at least 16"},
+		{Config{URL: "http://x/", Secret: []byte("short")}, "secret", "", "is 5 bytes"},
+		{Config{URL: "http://x/", Secret: testSecret, Timeout: -1}, "timeout", "-1ns", "must not be negative"},
+		{Config{URL: "http://x/", Secret: testSecret, MaxConcurrent: -1}, "max_concurrent", "-1", "must not be negative"},
+		{Config{URL: "http://x/", Secret: testSecret, MaxReplyBytes: -2}, "max_reply_bytes", "-2", "must not be negative"},
+		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"Bad Header"}}, "forward_headers", "", "not a header name"},
+		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"content-length"}}, "forward_headers", "", "cannot be forwarded"},
+		{Config{URL: "http://x/", Secret: testSecret, ForwardHeaders: []string{"X-Wsgate-Signature"}}, "forward_headers", "", "cannot be forwarded"},
+		{Config{URL: "http://x/", Secret: testSecret, Methods: []string{""}}, "methods", "", "empty method name"},
+		{Config{URL: "http://x/", Secret: testSecret, Routes: map[string]RouteLimits{"r": {Timeout: -time.Second}}}, "routes.r.timeout", "-1s", "must not be negative"},
+		{Config{URL: "http://x/", Secret: testSecret, Routes: map[string]RouteLimits{"r": {MaxConcurrent: -1}}}, "routes.r.max_concurrent", "-1", "must not be negative"},
 	} {
 		_, err := New("app", tc.c, nil)
-		if err == nil || !strings.Contains(err.Error(), tc.field+":") {
-			t.Errorf("%+v: error %v, want one naming %s", tc.c, err, tc.field)
+		var ce *config.Error
+		if !errors.As(err, &ce) || ce.Key != tc.key || ce.Value != tc.value || !strings.Contains(ce.Reason, tc.inMsg) ||
+			!strings.HasPrefix(err.Error(), `upstream "app": `) || strings.Contains(err.Error(), string(testSecret)) {
+			t.Errorf("%+v: error %v, want key %q value %q reason with %q", tc.c, err, tc.key, tc.value, tc.inMsg)
 		}
 	}
 	if _, err := New("", Config{URL: "http://x/", Secret: testSecret}, nil); err == nil {
@@ -582,5 +590,15 @@ func TestNewValidates(t *testing.T) {
 	u, err := New("app", Config{URL: "https://x/", Secret: testSecret}, nil)
 	if err != nil || u.Name() != "app" {
 		t.Fatalf("%v %v", u, err)
+	}
+	if u.timeout != DefaultTimeout || cap(u.slots) != DefaultMaxConcurrent || u.max != DefaultMaxReplyBytes {
+		t.Fatalf("defaults not applied: timeout %v slots %d max %d", u.timeout, cap(u.slots), u.max)
+	}
+	u, err = New("app", Config{URL: "https://x/", Secret: testSecret, Timeout: time.Second, Routes: map[string]RouteLimits{"r": {}, "s": {Timeout: time.Minute, MaxConcurrent: 3}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, s := u.routes["r"], u.routes["s"]; r.timeout != time.Second || r.slots != nil || s.timeout != time.Minute || cap(s.slots) != 3 {
+		t.Fatalf("route limits: r %+v s %+v", r, s)
 	}
 }

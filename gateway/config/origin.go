@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"errors"
@@ -55,7 +55,10 @@ func hostOnly(hostport string) string {
 	return hostport
 }
 
-// OriginPolicy decides whether a browser Origin may open a websocket.
+// OriginPolicy decides whether a browser Origin may open a websocket. It
+// is the compiled origins: section, kept here beside the pattern syntax
+// that Validate checks, so that what is accepted and what it means cannot
+// part.
 type OriginPolicy struct {
 	allowAny bool
 	patterns []originPattern
@@ -67,7 +70,7 @@ func NewOriginPolicy(c OriginsConfig) (*OriginPolicy, error) {
 	for _, s := range c.Allowed {
 		op, err := parseOriginPattern(s)
 		if err != nil {
-			return nil, &ConfigError{Key: "origins.allowed", Value: s, Reason: err.Error()}
+			return nil, &Error{Key: "origins.allowed", Value: s, Reason: err.Error()}
 		}
 		p.patterns = append(p.patterns, op)
 	}

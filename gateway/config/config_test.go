@@ -1,8 +1,7 @@
-package gateway
+package config
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -10,11 +9,11 @@ import (
 )
 
 func TestEmbeddedDefaultIsValid(t *testing.T) {
-	cfg, err := ParseConfig(DefaultConfigYAML, "embedded", nil)
+	cfg, err := Parse(DefaultYAML, "embedded", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	def := DefaultConfig()
+	def := Default()
 	if cfg.Session.Cookie != def.Session.Cookie || cfg.Session.Store != StoreFiles ||
 		cfg.Session.Files.Path != "/var/lib/php/sessions" || cfg.Session.Files.GCMaxLifetime != 1440*time.Second {
 		t.Fatalf("embedded default disagrees with DefaultConfig: %+v", cfg.Session)
@@ -91,7 +90,7 @@ func TestParseConfig(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseConfig([]byte(tc.yaml), "test.yaml", tc.env)
+			c, err := Parse([]byte(tc.yaml), "test.yaml", tc.env)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -141,12 +140,45 @@ func TestParseConfigErrors(t *testing.T) {
 		{"events bad url", "events: {url: \"ftp://app\", secret: 0123456789abcdef}\n", nil, "events.url", "ftp://app", "http or https"},
 		{"events no secret", "events: {url: \"http://app/\"}\n", nil, "events.secret", "", "secret_env"},
 		{"events on error", "events: {url: \"http://app/\", secret: 0123456789abcdef, on_connect_error: maybe}\n", nil, "events.on_connect_error", "maybe", "accept or reject"},
+		// One case per section check beyond the above, so that each
+		// section's Validate is held to its key, value and reason.
+		{"bad metrics listen", "metrics: {listen: nowhere}\n", nil, "metrics.listen", "nowhere", "host:port"},
+		{"bad api listen", "api: {listen: nowhere, token: 0123456789abcdef}\n", nil, "api.listen", "nowhere", "host:port"},
+		{"api without token", "api: {listen: \"127.0.0.1:1\"}\n", nil, "api.token", "", "api.token_env"},
+		{"api short token not echoed", "api: {listen: \"127.0.0.1:1\", token: short}\n", nil, "api.token", "", "at least 16 bytes"},
+		{"push without redis", "push: {redis_channel: c}\n", nil, "push.redis.addrs", "", "at least one"},
+		{"redis bad mode", "push: {redis_channel: c, redis: {addrs: [\"h:1\"], mode: ring}}\n", nil, "push.redis.mode", "ring", "must be standalone, sentinel or cluster"},
+		{"sentinel without master", "session: {store: redis, redis: {addrs: [\"h:1\"], mode: sentinel}}\n", nil, "session.redis.master_name", "", "mode sentinel"},
+		{"redis db on cluster", "client_storage: {driver: redis, redis: {addrs: [\"h:1\"], mode: cluster, db: 1}}\n", nil, "client_storage.redis.db", "1", "0 for a cluster"},
+		{"redis db too big", "session: {store: redis, redis: {addrs: [\"h:1\"], db: 16}}\n", nil, "session.redis.db", "16", "0 to 15"},
+		{"files without path", "session: {files: {path: \"\"}}\n", nil, "session.files.path", "", "store files"},
+		{"bad on_unavailable", "session: {on_unavailable: wait}\n", nil, "session.on_unavailable", "wait", "must be refuse or anonymous"},
+		{"bad on_invalid", "session: {on_invalid: keep}\n", nil, "session.on_invalid", "keep", "must be close or downgrade"},
+		{"revalidate too often", "session: {revalidate_interval: 500ms}\n", nil, "session.revalidate_interval", "500ms", "at least 1s"},
+		{"session max_concurrent", "session: {max_concurrent: -1}\n", nil, "session.max_concurrent", "-1", "between 0 and 1048576"},
+		{"bad serialize handler", "session: {serialize_handler: json}\n", nil, "session.serialize_handler", "json", "must be one of php, php_binary, php_serialize, igbinary, auto"},
+		{"bad firewall", "session: {firewalls: [\"a b\"]}\n", nil, "session.firewalls", "a b", "not a firewall name"},
+		{"negative gc_maxlifetime", "session: {files: {gc_maxlifetime: -1}}\n", nil, "session.files.gc_maxlifetime", "-1s", "must not be negative"},
+		{"pdo pool", "session: {pdo: {max_open_conns: 1025}}\n", nil, "session.pdo.max_open_conns", "1025", "between 1 and 1024"},
+		{"zero lookup timeout", "session: {lookup_timeout: 0s}\n", nil, "session.lookup_timeout", "0s", "must be positive"},
+		{"bad client storage", "client_storage: {driver: disk}\n", nil, "client_storage.driver", "disk", "must be memory or redis"},
+		{"client storage ttl", "client_storage: {ttl: 0}\n", nil, "client_storage.ttl", "0s", "must be positive"},
+		{"fanout without prefix", "client_storage: {driver: redis, redis: {addrs: [\"h:1\"]}}\ncluster: {fanout: redis, prefix: \"\"}\n", nil, "cluster.prefix", "", "fanout redis"},
+		{"events queue", "events: {url: \"http://app/\", secret: 0123456789abcdef, queue_size: 4194305}\n", nil, "events.queue_size", "4194305", "between 1 and 4194304"},
+		{"events workers", "events: {url: \"http://app/\", secret: 0123456789abcdef, workers: 0}\n", nil, "events.workers", "0", "between 1 and 1024"},
+		{"events timeout", "events: {url: \"http://app/\", secret: 0123456789abcdef, timeout: -1s}\n", nil, "events.timeout", "-1s", "must be positive"},
+		{"limits int above", "limits: {max_json_depth: 10001}\n", nil, "limits.max_json_depth", "10001", "between 2 and 10000"},
+		{"keepalive interval", "keepalive: {interval: 0s}\n", nil, "keepalive.interval", "0s", "must be positive"},
+		{"bad transport mode", "transport: {mode: kqueue}\n", nil, "transport.mode", "kqueue", "must be epoll or goroutine"},
+		{"transport workers", "transport: {workers: 65537}\n", nil, "transport.workers", "65537", "between 0 and 65536"},
+		{"transport writers", "transport: {writers: -1}\n", nil, "transport.writers", "-1", "between 0 and 4096"},
+		{"bad log format", "log: {format: xml}\n", nil, "log.format", "xml", "must be text or json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tc.yaml), "test.yaml", tc.env)
-			var ce *ConfigError
+			_, err := Parse([]byte(tc.yaml), "test.yaml", tc.env)
+			var ce *Error
 			if !errors.As(err, &ce) {
-				t.Fatalf("got %v, want a *ConfigError", err)
+				t.Fatalf("got %v, want a *Error", err)
 			}
 			if ce.Key != tc.key || ce.Value != tc.val {
 				t.Errorf("key %q value %q, want key %q value %q (%v)", ce.Key, ce.Value, tc.key, tc.val, err)
@@ -167,7 +199,7 @@ events: {url: "http://app/events", secret_env: WSGATE_EVENTS_KEY}
 upstreams: {app: {url: "http://app/", secret_env: WSGATE_UPSTREAM_SECRET}}
 `
 	env := []string{"WSGATE_PUSH_TOKEN=a", "WSGATE_EVENTS_KEY=b", "WSGATE_UPSTREAM_SECRET=c"}
-	cfg, err := ParseConfig([]byte(yaml), "test.yaml", env)
+	cfg, err := Parse([]byte(yaml), "test.yaml", env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,16 +207,16 @@ upstreams: {app: {url: "http://app/", secret_env: WSGATE_UPSTREAM_SECRET}}
 		t.Fatalf("got %+v %+v %+v", cfg.Upstreams, cfg.API, cfg.Events)
 	}
 	// The same variables without the keys that name them are typos.
-	if _, err := ParseConfig(nil, "test.yaml", env); err == nil || !strings.Contains(err.Error(), "WSGATE_EVENTS_KEY") {
+	if _, err := Parse(nil, "test.yaml", env); err == nil || !strings.Contains(err.Error(), "WSGATE_EVENTS_KEY") {
 		t.Fatalf("got %v, want WSGATE_EVENTS_KEY refused", err)
 	}
 }
 
 func TestParseConfigNotYAML(t *testing.T) {
-	if _, err := ParseConfig([]byte("a: [\n"), "x.yaml", nil); err == nil || !strings.Contains(err.Error(), "x.yaml") {
+	if _, err := Parse([]byte("a: [\n"), "x.yaml", nil); err == nil || !strings.Contains(err.Error(), "x.yaml") {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := ParseConfig([]byte("a: 1\n---\nb: 2\n"), "x.yaml", nil); err == nil {
+	if _, err := Parse([]byte("a: 1\n---\nb: 2\n"), "x.yaml", nil); err == nil {
 		t.Fatal("two documents accepted")
 	}
 }
@@ -193,7 +225,7 @@ func TestParseConfigNotYAML(t *testing.T) {
 // another.
 func TestEnvNamesUnique(t *testing.T) {
 	seen := map[string]string{}
-	for _, k := range ConfigKeys() {
+	for _, k := range Keys() {
 		if prev, dup := seen[k.Env]; dup {
 			t.Errorf("%s and %s share %s", prev, k.Path, k.Env)
 		}
@@ -204,11 +236,11 @@ func TestEnvNamesUnique(t *testing.T) {
 // docs/configuration.md must list every key, so the reference cannot drift
 // from the struct.
 func TestConfigurationDocListsEveryKey(t *testing.T) {
-	doc, err := os.ReadFile("../docs/configuration.md")
+	doc, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range ConfigKeys() {
+	for _, k := range Keys() {
 		if !strings.Contains(string(doc), "`"+k.Path+"`") || !strings.Contains(string(doc), k.Env) {
 			t.Errorf("docs/configuration.md lacks %s / %s", k.Path, k.Env)
 		}
@@ -216,13 +248,13 @@ func TestConfigurationDocListsEveryKey(t *testing.T) {
 }
 
 func FuzzParseConfig(f *testing.F) {
-	f.Add(string(DefaultConfigYAML), "")
+	f.Add(string(DefaultYAML), "")
 	f.Add("session: {store: pdo_mysql, pdo: {dsn: x}}\n", "WSGATE_SESSION_COOKIE=A")
 	f.Add("a: &x [1]\nb: *x\n", "")
 	f.Add("routes: {rpc: {r: {pattern: 'a/{b}', requirements: {b: '\\d+'}}}}", "WSGATE_ROUTES={}")
 	f.Add("limits: {max_connections: 0x10}", "WSGATE_LIMITS_IDLE_TIMEOUT=1")
 	f.Fuzz(func(t *testing.T, yaml, env string) {
-		cfg, err := ParseConfig([]byte(yaml), "fuzz", strings.Split(env, "\n"))
+		cfg, err := Parse([]byte(yaml), "fuzz", strings.Split(env, "\n"))
 		if err == nil {
 			if verr := cfg.Validate(); verr != nil {
 				t.Fatalf("accepted config fails validation: %v", verr)
@@ -232,7 +264,7 @@ func FuzzParseConfig(f *testing.F) {
 }
 
 func TestRouteAccessRulesParse(t *testing.T) {
-	c, err := ParseConfig([]byte("routes:\n  topics:\n    t: {pattern: \"p/{x}\", handler: h, anonymous: false, roles: [ROLE_ADMIN]}\n    u: {pattern: \"u/{x}\", handler: h}\n"), "t.yaml", nil)
+	c, err := Parse([]byte("routes:\n  topics:\n    t: {pattern: \"p/{x}\", handler: h, anonymous: false, roles: [ROLE_ADMIN]}\n    u: {pattern: \"u/{x}\", handler: h}\n"), "t.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,48 +274,7 @@ func TestRouteAccessRulesParse(t *testing.T) {
 	if c.Routes.Topics["u"].Anonymous != nil {
 		t.Error("anonymous set though not given")
 	}
-	if _, err := ParseConfig([]byte("routes:\n  topics:\n    t: {anonymous: nope}\n"), "t.yaml", nil); err == nil || !strings.Contains(err.Error(), "routes.topics.t.anonymous") {
+	if _, err := Parse([]byte("routes:\n  topics:\n    t: {anonymous: nope}\n"), "t.yaml", nil); err == nil || !strings.Contains(err.Error(), "routes.topics.t.anonymous") {
 		t.Errorf("bad anonymous: %v", err)
-	}
-}
-
-// upstreams.<name>.routes must name routes that use that upstream: a
-// misspelt route would otherwise silently keep the upstream's limits.
-func TestUpstreamRouteLimitsConfig(t *testing.T) {
-	base := `
-upstreams:
-  app: {url: "http://127.0.0.1:1/", secret: 0123456789abcdef, routes: {%s}}
-  other: {url: "http://127.0.0.1:1/", secret: 0123456789abcdef}
-routes:
-  rpc:
-    report: {pattern: "app/report", handler: upstream.app}
-    misc: {pattern: "misc/{method}", handler: upstream.other}
-  topics:
-    chat: {pattern: "chat/{room}", handler: upstream.app}
-`
-	for _, tc := range []struct {
-		routes   string
-		key, val string // "" when it is accepted
-		inMsg    string
-	}{
-		{"report: {timeout: 30s, max_concurrent: 2}, chat: {max_concurrent: 8}", "", "", ""},
-		{"reprot: {timeout: 30s}", "upstreams.app.routes", "reprot", "names no route"},
-		{"misc: {timeout: 30s}", "upstreams.app.routes", "misc", "upstream.app"},
-		{"report: {max_concurrent: -1}", "upstreams.app", "", "routes.report.max_concurrent"},
-	} {
-		cfg, err := ParseConfig([]byte(fmt.Sprintf(base, tc.routes)), "test.yaml", nil)
-		if err == nil {
-			err = CheckConfig(cfg, nil)
-		}
-		if tc.key == "" {
-			if err != nil {
-				t.Errorf("%s: %v", tc.routes, err)
-			}
-			continue
-		}
-		var ce *ConfigError
-		if !errors.As(err, &ce) || ce.Key != tc.key || ce.Value != tc.val || !strings.Contains(err.Error(), tc.inMsg) {
-			t.Errorf("%s: got %v, want key %q value %q mentioning %q", tc.routes, err, tc.key, tc.val, tc.inMsg)
-		}
 	}
 }

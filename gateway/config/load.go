@@ -1,0 +1,106 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// maxConfigSize bounds a configuration file or variable: a config larger
+// than this is a mistake, and bounding it keeps the parser's work bounded.
+const maxConfigSize = 1 << 20
+
+// Load reads the YAML file at path (the embedded default when path is
+// empty), applies the WSGATE_* variables of environ on top, and validates the
+// result. Errors are *Error where a key is to blame.
+func Load(path string, environ []string) (Config, error) {
+	data := DefaultYAML
+	source := "embedded default"
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		defer f.Close()
+		data, err = readBounded(f, maxConfigSize)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: read %s: %w", path, err)
+		}
+		source = path
+	}
+	return Parse(data, source, environ)
+}
+
+func readBounded(r io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return data, nil
+}
+
+// Parse decodes YAML data (source names it in errors), applies the
+// WSGATE_* variables of environ and validates the result.
+func Parse(data []byte, source string, environ []string) (Config, error) {
+	cfg := Default()
+	if len(data) > maxConfigSize {
+		return cfg, fmt.Errorf("config: %s is larger than %d bytes", source, maxConfigSize)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return cfg, fmt.Errorf("config: %s: %w", source, err)
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) != 1 {
+			return cfg, fmt.Errorf("config: %s: want one YAML document", source)
+		}
+		root = root.Content[0]
+	}
+	if root.Kind == 0 { // empty file
+		root = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	}
+	d := &decoder{source: source, envOf: map[*yaml.Node]string{}}
+	unknown, err := d.applyEnv(root, environ)
+	if err != nil {
+		return cfg, err
+	}
+	if err := d.decode("", root, reflect.ValueOf(&cfg).Elem()); err != nil {
+		return cfg, err
+	}
+	// A secret's variable may carry our prefix (secret_env:
+	// WSGATE_UPSTREAM_SECRET is the natural name): it is known once the
+	// configuration names it.
+	named := cfg.secretVariables()
+	for _, name := range unknown {
+		if !named[name] {
+			return cfg, &Error{Key: name, Source: "environment", Reason: "unknown variable: no configuration key has this name, and no *_env key names it"}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// secretVariables returns the environment variables the *_env keys name.
+func (c *Config) secretVariables() map[string]bool {
+	named := map[string]bool{}
+	add := func(name string) {
+		if name != "" {
+			named[name] = true
+		}
+	}
+	add(c.API.TokenEnv)
+	add(c.Events.SecretEnv)
+	for _, u := range c.Upstreams {
+		add(u.SecretEnv)
+	}
+	return named
+}
