@@ -441,7 +441,11 @@ func TestFanoutRefusesNULTopics(t *testing.T) {
 	// Watch calls are applied in order: once the sentinel is subscribed,
 	// the refused ones would have been too.
 	f.Watch("sentinel")
-	pollFor(t, 10*time.Second, "sentinel subscribed", func() bool { return env.numsub(t, prefix+"fanout:sentinel") == 1 })
+	// Redis counts the subscriber as soon as it handled SUBSCRIBE, the
+	// fan-out once the reply came back: wait for both.
+	pollFor(t, 10*time.Second, "sentinel subscribed", func() bool {
+		return env.numsub(t, prefix+"fanout:sentinel") == 1 && f.Watching() >= 1
+	})
 	if n := f.Watching(); n != 1 {
 		t.Fatalf("Watching = %d; want 1 (the sentinel only)", n)
 	}

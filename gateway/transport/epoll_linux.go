@@ -453,7 +453,6 @@ func (l *eventLoop) consumeRequest(ec *epConn, data []byte) bool {
 func (l *eventLoop) upgrade(ec *epConn) {
 	t := l.t
 	defer t.wg.Done()
-	defer t.releaseHandshake()
 	state := ec.hs.Load()
 	deadline := state.started.Add(t.cfg.HandshakeTimeout)
 	var remote net.Addr
@@ -463,6 +462,7 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	resp, hs, deflate := t.upgrade(state.request.b, remote, deadline)
 	state.request = requestBuf{}
 	if hs == nil {
+		t.releaseHandshake()
 		ec.answerAndClose(resp)
 		// Nobody reads ec since its request completed: discard from here.
 		ec.rstate.Store(readQueued)
@@ -474,6 +474,9 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	ec.own(c)        // the 101 and what Open sends are written from here
 	c.queueRaw(resp) // the 101 goes out before anything the host sends
 	opened := t.open(c, hs)
+	// The slot bounds the host's Admit and Open; it is free before the 101
+	// goes out, so a client that got its 101 finds it free for the next.
+	t.releaseHandshake()
 	t.handshakeEnded(hs.Outcome())
 	ec.disown(c)
 	if !opened {
