@@ -37,19 +37,15 @@ type client struct {
 	sessionID   string    // the PHP session id of its cookie, "" without one
 	connectedAt time.Time // the connect event's, so both events of a pair agree
 
-	mu      sync.Mutex       // guards userKey and ident
-	userKey string           // counted in Server.userConns under this key; "" when not
-	ident   handler.Identity // who the connection is now (anonymous: unnamed); changes on revalidation
+	mu      sync.Mutex // guards userKey
+	userKey string     // counted in Server.userConns under this key; "" when not
 }
 
 var _ transport.Handler = (*client)(nil)
 
-// identity returns who the client is now.
-func (c *client) identity() handler.Identity {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ident
-}
+// identity returns who the client is now: its WAMP session's, which
+// revalidation keeps current (the one copy a connection holds).
+func (c *client) identity() handler.Identity { return c.sess.Identity() }
 
 // Message implements transport.Handler: a complete text message for WAMP.
 // It runs on the transport goroutine reading the connection.

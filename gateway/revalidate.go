@@ -119,7 +119,6 @@ func (s *Server) revalidateBatch(conns []*client) {
 // entry and its per-user count follow.
 func (s *Server) reidentify(c *client, id handler.Identity) {
 	c.mu.Lock()
-	c.ident = id
 	oldKey := c.userKey
 	c.userKey = ""
 	if !id.Anonymous && s.cfg.Limits.MaxConnectionsPerUser > 0 {

@@ -640,7 +640,6 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 		sessionID:   h.sessionID,
 		connectedAt: h.connectedAt, // the connect event's, so both events agree
 		userKey:     h.userKey,
-		ident:       h.ident,
 	}
 	if c.id == "" {
 		c.id = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wsgate/wsgate/gateway/config"
@@ -68,15 +69,46 @@ func (r *Resolution) Identity() handler.Identity {
 	t := fw.Token
 	roles := make([]string, len(t.Roles))
 	for i, role := range t.Roles {
-		roles[i] = strings.Clone(role)
+		roles[i] = interned.get(role)
 	}
 	return handler.Identity{
 		UserIdentifier: strings.Clone(t.UserIdentifier),
 		Roles:          roles,
-		Firewall:       strings.Clone(fw.Firewall),
-		TokenClass:     strings.Clone(t.Class),
+		Firewall:       interned.get(fw.Firewall),
+		TokenClass:     interned.get(t.Class),
 		Impersonator:   strings.Clone(t.Impersonator),
 	}
+}
+
+// interned holds one copy of the strings every identity repeats — role
+// names, firewall names, token classes — so that a hundred thousand
+// connections do not keep a hundred thousand copies of
+// "ROLE_USER" and of a 70-byte token class.
+var interned = internTable{strings: map[string]string{}}
+
+// internTable is a bounded set of interned strings.
+type internTable struct {
+	mu      sync.Mutex // guards strings
+	strings map[string]string
+}
+
+// maxInterned bounds the table: the names it is for come from the app's
+// security configuration, a few dozen at most; past the bound (a session
+// store full of invented role names) strings are copied, not kept.
+const maxInterned = 4096
+
+// get returns the table's copy of s, adding one while there is room.
+func (t *internTable) get(s string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.strings[s]; ok {
+		return v
+	}
+	v := strings.Clone(s)
+	if len(t.strings) < maxInterned {
+		t.strings[v] = v
+	}
+	return v
 }
 
 // SessionResolver reads a PHP session from its store and decodes the
