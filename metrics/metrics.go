@@ -150,140 +150,110 @@ func (w *wampStats) Collect(ch chan<- prometheus.Metric) {
 // New creates the gateway metrics and registers them, with the Go runtime
 // and process collectors, on reg.
 func New(reg prometheus.Registerer) *Gateway {
-	g := &Gateway{
-		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "wsgate_connections",
-			Help: "Established websocket connections.",
-		}),
-		Handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "wsgate_handshakes_total",
-			Help: "Websocket handshakes by outcome.",
-		}, []string{"outcome"}),
-		SessionLookups: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "wsgate_session_lookup_duration_seconds",
-			Help:    "Time to read and decode a PHP session, by result.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		}, []string{"result"}),
-		MessagesReceived: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "wsgate_messages_received_total",
-			Help: "Websocket messages received from clients.",
-		}),
-		MessagesSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "wsgate_messages_sent_total",
-			Help: "Websocket messages queued to clients.",
-		}),
-		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "wsgate_disconnects_total",
-			Help: "Closed websocket connections by reason.",
-		}, []string{"reason"}),
-	}
-	g.ReceivedBytes = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "wsgate_received_bytes_total",
-		Help: "Bytes read from websocket clients.",
-	})
-	g.SentBytes = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "wsgate_sent_bytes_total",
-		Help: "Bytes written to websocket clients.",
-	})
-	g.Dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_dropped_messages_total",
-		Help: "Messages not queued to a client, by reason.",
-	}, []string{"reason"})
-	g.WriteDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "wsgate_write_duration_seconds",
-		Help:    "Duration of one socket write of queued frames.",
-		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
-	})
-	g.WAMPMessagesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_wamp_messages_received_total",
-		Help: "WAMP messages received from clients, by protocol and message type.",
-	}, []string{"protocol", "type"})
-	g.WAMPMessagesOut = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_wamp_messages_sent_total",
-		Help: "WAMP messages sent to clients, by protocol and message type.",
-	}, []string{"protocol", "type"})
-	g.RPCDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "wsgate_rpc_duration_seconds",
-		Help:    "RPC handler call duration, by handler and outcome.",
-		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
-	}, []string{"handler", "outcome"})
-	g.RoutingMisses = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_routing_misses_total",
-		Help: "URIs no route matched, by kind.",
-	}, []string{"kind"})
-	g.AccessDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_access_denied_total",
-		Help: "Requests refused by route access rules, by kind.",
-	}, []string{"kind"})
-	g.StoreLookups = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "wsgate_session_store_lookup_duration_seconds",
-		Help:    "Session store calls by store, operation and result.",
-		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	}, []string{"store", "op", "result"})
-	g.StoreCacheHits = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_session_store_cache_hits_total",
-		Help: "Session lookups served from the client-side cache, by store.",
-	}, []string{"store"})
-	g.StoreCacheMisses = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_session_store_cache_misses_total",
-		Help: "Session lookups the client-side cache sent to the server, by store.",
-	}, []string{"store"})
-	g.Revalidations = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_session_revalidations_total",
-		Help: "Re-reads of live connections' sessions, by outcome (valid, closed, downgraded, error).",
-	}, []string{"outcome"})
-	g.Pushes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_pushes_total",
-		Help: "Application pushes received, by source.",
-	}, []string{"source"})
-	g.PushRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_push_requests_total",
-		Help: "Push API requests and Redis push channel messages, by source and outcome.",
-	}, []string{"source", "outcome"})
-	g.UpstreamRequests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "wsgate_upstream_request_duration_seconds",
-		Help:    "HTTP upstream requests to the application, by upstream, route, kind and outcome.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-	}, []string{"upstream", "route", "kind", "outcome"})
-	g.ConnectionEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_connection_events_total",
-		Help: "Connection events sent to the application, by event and outcome.",
-	}, []string{"event", "outcome"})
-	g.ConnectionEventDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "wsgate_connection_event_duration_seconds",
-		Help:    "Duration of connection event requests to the application, by event.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-	}, []string{"event"})
-	g.FanoutPublished = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "wsgate_fanout_published_total",
-		Help: "Broadcasts sent to the other replicas over Redis.",
-	})
-	g.FanoutLag = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "wsgate_fanout_lag_seconds",
-		Help:    "Delay from another replica's publish to local delivery.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
-	})
-	g.FanoutDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_fanout_dropped_total",
-		Help: "Broadcasts between replicas lost, by reason.",
-	}, []string{"reason"})
-	g.ClientStorageLosses = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_client_storage_losses_total",
-		Help: "Times Redis lost this replica's client registration (restart without persistence, flush), by cause.",
-	}, []string{"cause"})
-	g.LimitExceeded = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wsgate_limit_exceeded_total",
-		Help: "Times a client or handshake hit a configured bound, by limit (the limits.* key).",
-	}, []string{"limit"})
-	g.reg = reg
-	reg.MustRegister(g.LimitExceeded, g.ClientStorageLosses, g.PushRequests, g.UpstreamRequests, g.ConnectionEvents, g.ConnectionEventDuration,
-		g.FanoutPublished, g.FanoutLag, g.FanoutDropped,
-		g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
-		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,
-		g.WAMPMessagesIn, g.WAMPMessagesOut, g.RPCDuration, g.RoutingMisses, g.AccessDenied,
-		g.StoreLookups, g.StoreCacheHits, g.StoreCacheMisses, g.Revalidations, g.Pushes,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g := &Gateway{reg: reg}
+	f := registering{reg}
+	g.Connections = f.gauge("wsgate_connections",
+		"Established websocket connections.")
+	g.Handshakes = f.counterVec("wsgate_handshakes_total",
+		"Websocket handshakes by outcome.", "outcome")
+	g.SessionLookups = f.histogramVec("wsgate_session_lookup_duration_seconds",
+		"Time to read and decode a PHP session, by result.",
+		[]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}, "result")
+	g.MessagesReceived = f.counter("wsgate_messages_received_total",
+		"Websocket messages received from clients.")
+	g.MessagesSent = f.counter("wsgate_messages_sent_total",
+		"Websocket messages queued to clients.")
+	g.Disconnects = f.counterVec("wsgate_disconnects_total",
+		"Closed websocket connections by reason.", "reason")
+	g.ReceivedBytes = f.counter("wsgate_received_bytes_total",
+		"Bytes read from websocket clients.")
+	g.SentBytes = f.counter("wsgate_sent_bytes_total",
+		"Bytes written to websocket clients.")
+	g.Dropped = f.counterVec("wsgate_dropped_messages_total",
+		"Messages not queued to a client, by reason.", "reason")
+	g.WriteDuration = f.histogram("wsgate_write_duration_seconds",
+		"Duration of one socket write of queued frames.",
+		[]float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05})
+	g.WAMPMessagesIn = f.counterVec("wsgate_wamp_messages_received_total",
+		"WAMP messages received from clients, by protocol and message type.", "protocol", "type")
+	g.WAMPMessagesOut = f.counterVec("wsgate_wamp_messages_sent_total",
+		"WAMP messages sent to clients, by protocol and message type.", "protocol", "type")
+	g.RPCDuration = f.histogramVec("wsgate_rpc_duration_seconds",
+		"RPC handler call duration, by handler and outcome.",
+		prometheus.ExponentialBuckets(0.00005, 4, 10), "handler", "outcome")
+	g.RoutingMisses = f.counterVec("wsgate_routing_misses_total",
+		"URIs no route matched, by kind.", "kind")
+	g.AccessDenied = f.counterVec("wsgate_access_denied_total",
+		"Requests refused by route access rules, by kind.", "kind")
+	g.StoreLookups = f.histogramVec("wsgate_session_store_lookup_duration_seconds",
+		"Session store calls by store, operation and result.",
+		[]float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}, "store", "op", "result")
+	g.StoreCacheHits = f.counterVec("wsgate_session_store_cache_hits_total",
+		"Session lookups served from the client-side cache, by store.", "store")
+	g.StoreCacheMisses = f.counterVec("wsgate_session_store_cache_misses_total",
+		"Session lookups the client-side cache sent to the server, by store.", "store")
+	g.Revalidations = f.counterVec("wsgate_session_revalidations_total",
+		"Re-reads of live connections' sessions, by outcome (valid, closed, downgraded, error).", "outcome")
+	g.Pushes = f.counterVec("wsgate_pushes_total",
+		"Application pushes received, by source.", "source")
+	g.PushRequests = f.counterVec("wsgate_push_requests_total",
+		"Push API requests and Redis push channel messages, by source and outcome.", "source", "outcome")
+	g.UpstreamRequests = f.histogramVec("wsgate_upstream_request_duration_seconds",
+		"HTTP upstream requests to the application, by upstream, route, kind and outcome.",
+		[]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}, "upstream", "route", "kind", "outcome")
+	g.ConnectionEvents = f.counterVec("wsgate_connection_events_total",
+		"Connection events sent to the application, by event and outcome.", "event", "outcome")
+	g.ConnectionEventDuration = f.histogramVec("wsgate_connection_event_duration_seconds",
+		"Duration of connection event requests to the application, by event.",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}, "event")
+	g.FanoutPublished = f.counter("wsgate_fanout_published_total",
+		"Broadcasts sent to the other replicas over Redis.")
+	g.FanoutLag = f.histogram("wsgate_fanout_lag_seconds",
+		"Delay from another replica's publish to local delivery.",
+		[]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1})
+	g.FanoutDropped = f.counterVec("wsgate_fanout_dropped_total",
+		"Broadcasts between replicas lost, by reason.", "reason")
+	g.ClientStorageLosses = f.counterVec("wsgate_client_storage_losses_total",
+		"Times Redis lost this replica's client registration (restart without persistence, flush), by cause.", "cause")
+	g.LimitExceeded = f.counterVec("wsgate_limit_exceeded_total",
+		"Times a client or handshake hit a configured bound, by limit (the limits.* key).", "limit")
 	return g
+}
+
+// registering makes collectors and registers each on reg as it is made,
+// so that a metric cannot be created and then left out of the registry.
+// Help strings and label names are as Prometheus shows them.
+type registering struct{ reg prometheus.Registerer }
+
+func (f registering) gauge(name, help string) prometheus.Gauge {
+	m := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	f.reg.MustRegister(m)
+	return m
+}
+
+func (f registering) counter(name, help string) prometheus.Counter {
+	m := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	f.reg.MustRegister(m)
+	return m
+}
+
+func (f registering) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	m := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(m)
+	return m
+}
+
+func (f registering) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	m := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	f.reg.MustRegister(m)
+	return m
+}
+
+func (f registering) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	m := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	f.reg.MustRegister(m)
+	return m
 }
 
 // Handler serves /metrics from g, /healthz (the process answers) and

@@ -502,6 +502,20 @@ func rssOf(s *sample) *float64 {
 	return &v
 }
 
+// verifyAuth makes --verify-auth's one call on a fresh connection and
+// reports whether it answered as an authenticated client; a failure is
+// counted under its kind. Without --verify-auth every connection passes.
+func (b *bench) verifyAuth(c *client) bool {
+	if !b.cfg.VerifyAuth {
+		return true
+	}
+	if r := syncCall(c, b.cfg.Procedure, "auth", time.Now().Add(10*time.Second)); r != "ok" {
+		b.fail(r)
+		return false
+	}
+	return true
+}
+
 // idle opens cfg.Conns connections and holds them. Before: just before the
 // first connection; After: --settle after the last; End: after holding
 // --duration more.
@@ -518,12 +532,9 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 	setup, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
 	defer cancel()
 	n, took := b.open(setup, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, onOpen: func(c *client) {
-		if cfg.VerifyAuth {
-			if r := syncCall(c, b.cfg.Procedure, "auth", time.Now().Add(10*time.Second)); r != "ok" {
-				b.fail(r)
-				c.closeAbort()
-				return
-			}
+		if !b.verifyAuth(c) {
+			c.closeAbort()
+			return
 		}
 		p.add(c)
 		b.readers.Add(1)
@@ -570,11 +581,7 @@ func (b *bench) connect(ctx context.Context, rep *report) error {
 	run, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	n, took := b.open(run, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, onOpen: func(c *client) {
-		if cfg.VerifyAuth {
-			if r := syncCall(c, b.cfg.Procedure, "auth", time.Now().Add(10*time.Second)); r != "ok" {
-				b.fail(r)
-			}
-		}
+		b.verifyAuth(c)
 		c.closeAbort()
 	}}, hs)
 	b.settleConnections(ctx, rep.Before.Connections)

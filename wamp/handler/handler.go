@@ -424,20 +424,7 @@ func (r *Registry) AddRPC(h RPC) error {
 	if h == nil {
 		return errors.New("handler: AddRPC(nil)")
 	}
-	name := h.Name()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.bound != nil {
-		return fmt.Errorf("handler: add RPC %q: %w", name, ErrFrozen)
-	}
-	if strings.TrimSpace(name) == "" {
-		return errors.New("handler: RPC handler with empty name")
-	}
-	if _, dup := r.rpcs[name]; dup {
-		return fmt.Errorf("handler: RPC handler %q registered twice", name)
-	}
-	r.rpcs[name] = h
-	return nil
+	return addHandler(r, r.rpcs, "RPC", h.Name(), h)
 }
 
 // AddTopic registers a topic handler. Names must be non-empty and unique
@@ -446,19 +433,26 @@ func (r *Registry) AddTopic(h Topic) error {
 	if h == nil {
 		return errors.New("handler: AddTopic(nil)")
 	}
-	name := h.Name()
+	return addHandler(r, r.topics, "topic", h.Name(), h)
+}
+
+// addHandler registers h under name in handlers, one of r's maps (AddRPC and
+// AddTopic follow the same rules for their own kind of handler): refused
+// once a node uses r, for an empty name, or for a name already taken;
+// kind names the handler kind in the errors.
+func addHandler[H any](r *Registry, handlers map[string]H, kind, name string, h H) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.bound != nil {
-		return fmt.Errorf("handler: add topic %q: %w", name, ErrFrozen)
+		return fmt.Errorf("handler: add %s %q: %w", kind, name, ErrFrozen)
 	}
 	if strings.TrimSpace(name) == "" {
-		return errors.New("handler: topic handler with empty name")
+		return fmt.Errorf("handler: %s handler with empty name", kind)
 	}
-	if _, dup := r.topics[name]; dup {
-		return fmt.Errorf("handler: topic handler %q registered twice", name)
+	if _, dup := handlers[name]; dup {
+		return fmt.Errorf("handler: %s handler %q registered twice", kind, name)
 	}
-	r.topics[name] = h
+	handlers[name] = h
 	return nil
 }
 
