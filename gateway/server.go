@@ -172,7 +172,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		everyReplica = cluster.NewClients(s.clients, cfg.Session.LookupTimeout, log)
 		nodeCfg.Clients = everyReplica
 	}
-	if cfg.Cluster.Fanout == "redis" {
+	if cfg.Cluster.Relayed() {
 		if s.fanout, err = s.newFanout(); err != nil {
 			return nil, err
 		}
@@ -228,7 +228,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Cluster.Fanout == "redis" {
+	if cfg.Cluster.Relayed() {
 		// Last: its commands close connections, found through s.tr.
 		if s.control, err = s.newControl(); err != nil {
 			return nil, err

@@ -342,14 +342,26 @@ type PushConfig struct {
 	Redis RedisConnConfig `yaml:"redis"`
 }
 
-// ClusterConfig relays broadcasts between replicas over Redis pub/sub.
+// ClusterConfig relays broadcasts and commands between replicas over
+// Redis.
 type ClusterConfig struct {
-	// Fanout is "none" (each replica serves its own subscribers) or
-	// "redis" (a broadcast on any replica reaches every replica's
-	// subscribers; each replica listens only to topics it has subscribers
-	// for). Redis needs client_storage.driver redis, so that user lookups
-	// see every replica's clients too.
+	// Fanout is "none" (each replica serves its own subscribers), "redis"
+	// (a broadcast on any replica reaches every replica's subscribers over
+	// Redis pub/sub; each replica listens only to topics it has
+	// subscribers for; what a replica misses while cut off is lost, and
+	// counted) or "redis_streams" (the same through one Redis Stream that
+	// every replica reads: a replica cut off for less than
+	// StreamRetention replays what it missed). Both need
+	// client_storage.driver redis, so that user lookups see every
+	// replica's clients too.
 	Fanout string `yaml:"fanout"`
+	// StreamRetention is how long the redis_streams fan-out keeps a
+	// message for replicas that were cut off (trimmed by age on each
+	// write).
+	StreamRetention time.Duration `yaml:"stream_retention"`
+	// StreamMaxLen caps the redis_streams fan-out's stream, whatever the
+	// retention: under a burst, the oldest go first.
+	StreamMaxLen int64 `yaml:"stream_max_len"`
 	// Prefix starts the pub/sub channel names; replicas of one deployment
 	// must share it, deployments sharing a Redis must not.
 	Prefix string `yaml:"prefix"`

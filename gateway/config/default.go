@@ -45,7 +45,7 @@ func Default() Config {
 		Transport:     TransportConfig{Mode: transport.DefaultMode},
 		Keepalive:     KeepaliveConfig{Ping: false, Interval: 30 * time.Second},
 		Push:          PushConfig{Redis: RedisConnConfig{Mode: "standalone"}},
-		Cluster:       ClusterConfig{Fanout: "none", Prefix: "wsgate:", QueueSize: 4096, Redis: RedisConnConfig{Mode: "standalone"}},
+		Cluster:       ClusterConfig{Fanout: "none", Prefix: "wsgate:", QueueSize: 4096, StreamRetention: 5 * time.Minute, StreamMaxLen: 100000, Redis: RedisConnConfig{Mode: "standalone"}},
 		Events: EventsConfig{
 			Timeout: 2 * time.Second, Connect: true, Disconnect: true, OnConnectError: "accept",
 			QueueSize: 10000, Workers: 4,

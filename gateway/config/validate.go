@@ -173,7 +173,7 @@ func (c *ClientStorageConfig) Validate() error {
 // needs the shared client storage, or user lookups would see this
 // replica's clients only.
 func (c *Config) validateFanoutStorage() error {
-	if c.Cluster.Fanout == "redis" && c.ClientStorage.Driver != "redis" {
+	if c.Cluster.Relayed() && c.ClientStorage.Driver != "redis" {
 		return &Error{Key: "cluster.fanout", Value: c.Cluster.Fanout, Reason: "needs client_storage.driver redis, so that replicas see each other's clients"}
 	}
 	return nil
@@ -182,21 +182,33 @@ func (c *Config) validateFanoutStorage() error {
 // Validate checks the fan-out, its Redis (when it has addresses of its
 // own), its prefix and its queue.
 func (c *ClusterConfig) Validate() error {
-	if err := OneOf("cluster.fanout", c.Fanout, "none", "redis"); err != nil {
+	if err := OneOf("cluster.fanout", c.Fanout, "none", "redis", "redis_streams"); err != nil {
 		return err
 	}
-	if c.Fanout == "redis" {
+	if c.Relayed() {
 		if len(c.Redis.Addrs) > 0 {
 			if err := c.Redis.Validate("cluster.redis"); err != nil {
 				return err
 			}
 		}
 		if c.Prefix == "" {
-			return &Error{Key: "cluster.prefix", Reason: "must not be empty with fanout redis"}
+			return &Error{Key: "cluster.prefix", Reason: "must not be empty with a Redis fan-out"}
+		}
+	}
+	if c.Fanout == "redis_streams" {
+		if err := Between("cluster.stream_retention", c.StreamRetention, time.Second, 24*time.Hour); err != nil {
+			return err
+		}
+		if err := Between("cluster.stream_max_len", c.StreamMaxLen, 1000, 100_000_000); err != nil {
+			return err
 		}
 	}
 	return Between("cluster.queue_size", c.QueueSize, 1, 1<<22)
 }
+
+// Relayed reports whether replicas are linked over Redis (fanout redis or
+// redis_streams): broadcasts and commands cross between them.
+func (c *ClusterConfig) Relayed() bool { return c.Fanout == "redis" || c.Fanout == "redis_streams" }
 
 // Validate checks the connection events, when events.url is set. The
 // bounds are those gateway/upstream's NewEvents enforces, so that a
