@@ -242,7 +242,7 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "username is required")
 		return
 	}
-	n := s.closeUserConnections(req.Username)
+	n := s.closeUserConnections(req.Username, time.Now())
 	out := map[string]any{"disconnected": n}
 	if s.control != nil {
 		// The user's connections on other replicas go too; they close
@@ -257,13 +257,15 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	apiJSON(w, http.StatusOK, out)
 }
 
-// closeUserConnections closes the user's connections on this replica with
-// 4002 and returns how many it closed: POST /api/disconnect, here or on
-// another replica.
-func (s *Server) closeUserConnections(user string) int {
+// closeUserConnections closes with 4002 the user's connections on this
+// replica established at or before before, and returns how many it
+// closed: POST /api/disconnect here (before is now), or another replica's
+// (before is when it was sent, so that a command read late spares the
+// connections the user opened since).
+func (s *Server) closeUserConnections(user string, before time.Time) int {
 	n := 0
 	for _, c := range s.snapshotClients() {
-		if id := c.identity(); !id.Anonymous && id.UserIdentifier == user {
+		if id := c.identity(); !id.Anonymous && id.UserIdentifier == user && !c.connectedAt.After(before) {
 			c.conn.Close(closeAppDisconnect, "disconnected by the application", upstream.ReasonAppDisconnect)
 			n++
 		}
