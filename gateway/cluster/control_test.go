@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,6 +369,35 @@ func previousReleaseReceive(t testing.TB, prefix, self, channel string, data []b
 		return "", false
 	}
 	return c.Username, true
+}
+
+// TestControlLegacyFailureIsNotFatal: a disconnect Redis took on the
+// stream succeeds even when its copy for the previous release could not be
+// published (here a Redis user without PUBLISH); OnLegacyFailure hears it.
+func TestControlLegacyFailureIsNotFatal(t *testing.T) {
+	addr := testenv.Redis(t)
+	admin := redisAdmin(t, addr)
+	user := uniqueName(t, "wsgate_t_nopub_")
+	ctx := context.Background()
+	if err := admin.Do(ctx, admin.B().Arbitrary("ACL", "SETUSER", user, "on", "nopass", "~*", "&*", "+@all", "-publish", "-spublish").Build()).Error(); err != nil {
+		t.Skipf("ACL SETUSER: %v", err)
+	}
+	t.Cleanup(func() { admin.Do(ctx, admin.B().Arbitrary("ACL", "DELUSER", user).Build()) })
+	prefix := uniqueName(t, "wsgate_t_") + ":"
+	var failures atomic.Int64
+	a := newControlNode(t, ControlOptions{
+		Redis:  storage.RedisOptions{Addrs: []string{addr}, Username: user},
+		Prefix: prefix, NodeID: "node-a",
+		OnLegacyFailure: func(error) { failures.Add(1) },
+	})
+	b := newControlNode(t, ControlOptions{Redis: storage.RedisOptions{Addrs: []string{addr}}, Prefix: prefix, NodeID: "node-b"})
+	if err := a.Disconnect(ctx, "bob"); err != nil {
+		t.Fatalf("Disconnect failed over the legacy copy: %v", err)
+	}
+	if failures.Load() != 1 {
+		t.Fatalf("OnLegacyFailure called %d times; want 1", failures.Load())
+	}
+	pollFor(t, 10*time.Second, "B carries out the command", func() bool { return slices.Equal(b.disconnected(), []string{"bob"}) })
 }
 
 // cutProxyAddr is an address that accepts connections and closes them at
