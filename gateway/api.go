@@ -231,6 +231,13 @@ func (s *Server) receivePushes() {
 	})
 }
 
+// apiDisconnect closes the user's connections here, then, with
+// cluster.fanout, asks the other replicas to close theirs. The answer says
+// what was done: 200 {"disconnected": n, "relayed": true} once Redis took
+// the command (every replica alive carries it out), 503 with Retry-After
+// and "relayed": false when it did not (the app retries: closing twice is
+// harmless), never a 200 for a command that went nowhere. n counts this
+// replica's connections only.
 func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Username string `json:"username"`
@@ -242,28 +249,38 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "username is required")
 		return
 	}
-	n := s.closeUserConnections(req.Username)
-	out := map[string]any{"disconnected": n}
-	if s.control != nil {
-		// The user's connections on other replicas go too; they close
-		// them when the command arrives, so only ours are counted.
-		// relayed says whether Redis took the command.
-		err := s.control.Disconnect(r.Context(), req.Username)
-		if err != nil {
-			s.log.Warn("disconnect: not relayed to the other replicas", "err", err)
-		}
-		out["relayed"] = err == nil
+	n := s.closeUserConnections(req.Username, time.Now())
+	if s.control == nil {
+		apiJSON(w, http.StatusOK, map[string]any{"disconnected": n})
+		return
 	}
-	apiJSON(w, http.StatusOK, out)
+	err := s.control.Disconnect(r.Context(), req.Username)
+	switch {
+	case err == nil:
+		apiJSON(w, http.StatusOK, map[string]any{"disconnected": n, "relayed": true})
+	case errors.Is(err, cluster.ErrControlUnavailable):
+		s.log.Warn("disconnect: not relayed to the other replicas", "err", err)
+		w.Header().Set("Retry-After", "1")
+		apiJSON(w, http.StatusServiceUnavailable, map[string]any{
+			"error": "not relayed to the other replicas: " + err.Error(), "disconnected": n, "relayed": false,
+		})
+	default:
+		// A user no command can carry (too long): retrying cannot help.
+		apiJSON(w, http.StatusBadRequest, map[string]any{
+			"error": err.Error(), "disconnected": n, "relayed": false,
+		})
+	}
 }
 
-// closeUserConnections closes the user's connections on this replica with
-// 4002 and returns how many it closed: POST /api/disconnect, here or on
-// another replica.
-func (s *Server) closeUserConnections(user string) int {
+// closeUserConnections closes with 4002 the user's connections on this
+// replica established at or before before, and returns how many it
+// closed: POST /api/disconnect here (before is now), or another replica's
+// (before is when it was sent, so that a command read late spares the
+// connections the user opened since).
+func (s *Server) closeUserConnections(user string, before time.Time) int {
 	n := 0
 	for _, c := range s.snapshotClients() {
-		if id := c.identity(); !id.Anonymous && id.UserIdentifier == user {
+		if id := c.identity(); !id.Anonymous && id.UserIdentifier == user && !c.connectedAt.After(before) {
 			c.conn.Close(closeAppDisconnect, "disconnected by the application", upstream.ReasonAppDisconnect)
 			n++
 		}

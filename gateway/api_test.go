@@ -14,7 +14,9 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/wsgate/wsgate/gateway/cluster"
 	"github.com/wsgate/wsgate/gateway/config"
+	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/test/testenv"
 )
 
@@ -140,5 +142,130 @@ func TestRedisPushChannel(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no push arrived within 10s: %v", err)
 		}
+	}
+}
+
+// TestAPIDisconnectRelay: with cluster.fanout, POST /api/disconnect
+// answers 200 with "relayed": true only once Redis took the command, and
+// 503 with Retry-After and "relayed": false when it could not (the local
+// connections are closed either way, so a retry is harmless).
+func TestAPIDisconnectRelay(t *testing.T) {
+	redisAddr := testenv.Redis(t)
+	dir := t.TempDir()
+	seedSession(t, dir, "alice1")
+	seedSession(t, dir, "alice2")
+	addr, srv := startServer(t, config.ModeGoroutine, func(c *config.Config) {
+		c.Session.Files.Path = dir
+		c.Session.Files.GCMaxLifetime = 0
+	})
+	const token = "0123456789abcdef-token"
+	api := srv.APIHandler(token)
+	// The handler runs on this goroutine (no server in between), so the
+	// control swapped in below is seen without a race.
+	disconnect := func() (*httptest.ResponseRecorder, map[string]any) {
+		req := httptest.NewRequest("POST", "/api/disconnect", strings.NewReader(`{"username":"alice"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, req)
+		var body map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("answer %d %q: %v", rec.Code, rec.Body, err)
+		}
+		return rec, body
+	}
+	connect := func(sid string) *rawClient {
+		waitUserConns(t, srv, "alice", 0) // the previous one is gone
+		c, err := dialRaw(t, addr, http.Header{"Cookie": {"PHPSESSID=" + sid}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitUserConns(t, srv, "alice", 1)
+		return c
+	}
+	control := func(redis string) *cluster.Control {
+		ctl, err := cluster.NewControl(cluster.ControlOptions{
+			Redis:        storage.RedisOptions{Addrs: []string{redis}, LookupTimeout: 300 * time.Millisecond},
+			Prefix:       testenv.UniqueName(t, "wsgate_t_") + ":",
+			NodeID:       "api-test",
+			OnDisconnect: func(string, time.Time) {},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ctl.Close() })
+		return ctl
+	}
+	defer func() { srv.control = nil }()
+
+	// Redis hung: the local connection closes, the answer (within the
+	// lookup timeout) says the others were not told.
+	alice := connect("alice1")
+	srv.control = control(testenv.Blackhole(t))
+	rec, body := disconnect()
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" ||
+		body["disconnected"] != 1.0 || body["relayed"] != false || body["error"] == nil {
+		t.Fatalf("with Redis hung: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	if code := alice.expectClose(); code != closeAppDisconnect {
+		t.Fatalf("close code %d, want 4002", code)
+	}
+
+	// Redis up: relayed.
+	alice = connect("alice2")
+	srv.control = control(redisAddr)
+	rec, body = disconnect()
+	if rec.Code != http.StatusOK || body["disconnected"] != 1.0 || body["relayed"] != true {
+		t.Fatalf("with Redis up: %d %s", rec.Code, rec.Body)
+	}
+	if code := alice.expectClose(); code != closeAppDisconnect {
+		t.Fatalf("close code %d, want 4002", code)
+	}
+}
+
+// TestCloseUserConnectionsBefore: another replica's disconnect closes the
+// connections established by the time it was sent, and spares those
+// opened since (a command read late after a lost link).
+func TestCloseUserConnectionsBefore(t *testing.T) {
+	dir := t.TempDir()
+	seedSession(t, dir, "alice1")
+	addr, srv := startServer(t, config.ModeGoroutine, func(c *config.Config) {
+		c.Session.Files.Path = dir
+		c.Session.Files.GCMaxLifetime = 0
+	})
+	alice, err := dialRaw(t, addr, http.Header{"Cookie": {"PHPSESSID=alice1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUserConns(t, srv, "alice", 1)
+	if n := srv.closeUserConnections("alice", time.Now().Add(-time.Minute)); n != 0 {
+		t.Fatalf("a command sent before alice connected closed %d connections", n)
+	}
+	if n := srv.closeUserConnections("alice", time.Now()); n != 1 {
+		t.Fatalf("a command sent after alice connected closed %d connections, want 1", n)
+	}
+	if code := alice.expectClose(); code != closeAppDisconnect {
+		t.Fatalf("close code %d, want 4002", code)
+	}
+}
+
+// waitUserConns waits until srv lists n connections of user: WELCOME
+// can reach the client a moment before its connection is listed.
+func waitUserConns(t *testing.T, srv *Server, user string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := 0
+		for _, c := range srv.snapshotClients() {
+			if c.identity().UserIdentifier == user {
+				got++
+			}
+		}
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections of %s listed; want %d", got, user, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

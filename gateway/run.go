@@ -306,15 +306,20 @@ func (s *Server) deliverRelayed(m cluster.FanoutMessage) {
 	}
 }
 
-// newControl connects the control channel of cluster.fanout, on which
+// newControl connects the control stream of cluster.fanout, on which
 // POST /api/disconnect reaches the other replicas and theirs reach this one.
 func (s *Server) newControl() (*cluster.Control, error) {
 	ctl, err := cluster.NewControl(cluster.ControlOptions{
 		Redis:  s.clusterRedis(),
 		Prefix: s.cfg.Cluster.Prefix,
 		NodeID: s.nodeID,
-		OnDisconnect: func(user string) {
-			s.closeUserConnections(user)
+		OnDisconnect: func(user string, before time.Time) {
+			s.closeUserConnections(user, before)
+		},
+		// The copy for replicas of the previous release is a fan-out
+		// broadcast on its control topic: lost, it is counted as one.
+		OnLegacyFailure: func(error) {
+			s.metrics.FanoutDropped.WithLabelValues("control_legacy_publish_failed").Inc()
 		},
 		Logger: s.log,
 	})

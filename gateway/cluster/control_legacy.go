@@ -17,15 +17,18 @@ import (
 //   - publishes each command there in that form, marked "bridged":true
 //     (older replicas ignore the field and carry it out), and
 //   - listens there, carrying out what older replicas send and skipping
-//     what carries the mark (the sender also put it on the control
-//     channel, where this replica heard it).
+//     what carries the mark (the sender also wrote it to the control
+//     stream, where this replica reads it).
 //
 // The Fanout refuses topics holding a NUL byte (see relayable), so no
 // client broadcast ever reaches that channel from this release.
 //
+// A failure to publish here does not fail the command (see Disconnect):
+// the stream is what this release trusts, and a roll is brief.
+//
 // Remove this file, and the legacy channel from Control, in the release
-// after the one that added the control channel: a replica of that release
-// and one of this one then talk on Prefix+"control" alone.
+// after the one that added the control stream: a replica of that release
+// and one of this one then talk on Prefix+"control-stream" alone.
 
 // legacyControlTopic is the previous release's control topic.
 const legacyControlTopic = "\x00wsgate-control"
@@ -35,8 +38,8 @@ const legacyControlTopic = "\x00wsgate-control"
 type legacyCommand struct {
 	Op       string `json:"op"`
 	Username string `json:"username,omitempty"`
-	// Bridged marks a command sent by this release, which also sent it on
-	// the control channel.
+	// Bridged marks a command sent by this release, which also wrote it
+	// to the control stream.
 	Bridged bool `json:"bridged,omitempty"`
 }
 
@@ -69,7 +72,9 @@ func (c *Control) receiveLegacy(data []byte) {
 		return
 	}
 	if cmd.Bridged {
-		return // heard on the control channel already
+		return // read from the control stream
 	}
-	c.handle(cmd.Username)
+	// Pub/sub is live: every connection of the user here now was
+	// established before the command (the old release sends no time).
+	c.handle(cmd.Username, time.Now())
 }
