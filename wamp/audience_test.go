@@ -233,14 +233,6 @@ func newRelayNodes(t *testing.T) *relayNodes {
 	return r
 }
 
-func (r *memRelay) takeAudiences() []Audience {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.audiences
-	r.audiences = nil
-	return out
-}
-
 // A v2 PUBLISH naming users and roles connected only to another replica
 // reaches them there: the Audience travels, the handler's lists (this
 // node's sessions) do not limit it.

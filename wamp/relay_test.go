@@ -74,11 +74,17 @@ func (r *memRelay) Unwatch(topic string) {
 	r.mu.Unlock()
 }
 
-func (r *memRelay) takeLog() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.log
-	r.log = nil
+func (r *memRelay) takeLog() []string { return takeLocked(&r.mu, &r.log) }
+
+// takeAudiences returns and clears the audiences published.
+func (r *memRelay) takeAudiences() []Audience { return takeLocked(&r.mu, &r.audiences) }
+
+// takeLocked returns *list and clears it, under mu.
+func takeLocked[T any](mu *sync.Mutex, list *[]T) []T {
+	mu.Lock()
+	defer mu.Unlock()
+	out := *list
+	*list = nil
 	return out
 }
 
