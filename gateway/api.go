@@ -148,11 +148,11 @@ func (s *Server) publish(ctx context.Context, req publishRequest, source string)
 	// Every replica receives the Redis push channel by itself and serves
 	// its own clients; an HTTP push reaches one replica, which relays it.
 	local := source == "redis"
-	push, topic, directory := s.node.Push, s.node.Topic, s.directory
-	if local {
-		push, topic, directory = s.node.PushLocal, s.node.LocalTopic, s.node.Clients()
-	}
 	if req.EligibleUsers == nil && req.ExcludedUsers == nil {
+		push := s.node.Push
+		if local {
+			push = s.node.PushLocal
+		}
 		err := push(ctx, req.Topic, req.Payload, source)
 		switch {
 		case errors.Is(err, wamp.ErrNoRoute):
@@ -164,25 +164,15 @@ func (s *Server) publish(ctx context.Context, req publishRequest, source string)
 		}
 		return http.StatusAccepted, nil
 	}
-	sessions := func(users []string) []string {
-		if users == nil {
-			return nil
-		}
-		ids := []string{}
-		for _, u := range users {
-			for _, c := range directory.FindAllByUsername(u) {
-				ids = append(ids, c.SessionID())
-			}
-		}
-		return ids
-	}
-	eligible, exclude := sessions(req.EligibleUsers), sessions(req.ExcludedUsers)
-	if eligible != nil && len(eligible) == 0 {
-		// Named users, none connected: nobody to send to (an empty
-		// eligible list would otherwise mean everybody).
+	if req.EligibleUsers != nil && len(req.EligibleUsers) == 0 {
+		// Named nobody: an empty eligible list would otherwise mean
+		// everybody.
 		return http.StatusAccepted, nil
 	}
-	if err := topic(req.Topic).Broadcast(req.Payload, exclude, eligible); err != nil {
+	// The user lists travel with the broadcast: every replica selects its
+	// own subscribers of those users, wherever they are connected.
+	a := wamp.Audience{EligibleUsers: req.EligibleUsers, ExcludeUsers: req.ExcludedUsers}
+	if _, err := s.node.BroadcastTo(req.Topic, req.Payload, a, !local); err != nil {
 		return http.StatusInternalServerError, fmt.Errorf("broadcast failed: %w", err)
 	}
 	return http.StatusAccepted, nil

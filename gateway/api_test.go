@@ -78,6 +78,27 @@ func TestPushAPI(t *testing.T) {
 		if f := alice.readFrame(); string(f.Payload) != `[8,"acme/channel/news","for alice"]` {
 			t.Fatalf("alice got %q", f.Payload)
 		}
+		// Everyone but alice; then nobody (an empty eligible list); then
+		// everyone again. Frames arrive in order, so each client's next
+		// frame shows what it was (not) sent: anon never got "for alice",
+		// alice never got "not alice", nobody got "nobody".
+		for _, req := range []string{
+			`{"topic":"acme/channel/news","payload":"not alice","excluded_users":["alice"]}`,
+			`{"topic":"acme/channel/news","payload":"nobody","eligible_users":[]}`,
+			`{"topic":"acme/channel/news","payload":{"n":2}}`,
+		} {
+			if code, body := call("POST", "/api/publish", req, token); code != 202 {
+				t.Fatalf("publish %s: %d %s", req, code, body)
+			}
+		}
+		if f := anon.readFrame(); string(f.Payload) != `[8,"acme/channel/news","not alice"]` {
+			t.Fatalf("anon got %q, want not alice", f.Payload)
+		}
+		for _, c := range []*rawClient{alice, anon} {
+			if f := c.readFrame(); string(f.Payload) != `[8,"acme/channel/news",{"msg":{"n":2}}]` {
+				t.Fatalf("got %q, want the last push", f.Payload)
+			}
+		}
 		if code, _ := call("POST", "/api/publish", `{"topic":"nowhere/x","payload":1}`, token); code != 404 {
 			t.Fatalf("unrouted topic: %d", code)
 		}

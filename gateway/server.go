@@ -62,13 +62,10 @@ type Server struct {
 	registry *clientRegistry // batches client storage removals off the transport
 	metrics  *metrics.Gateway
 	tr       *transport.Transport
-	work     *wamp.Pool // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
-	// directory answers user lookups: the node's own clients, or every
-	// replica's through the shared client storage (cluster.Clients).
-	directory handler.ClientManipulator
-	fanout    *cluster.Fanout  // relays broadcasts between replicas; nil without cluster.fanout
-	control   *cluster.Control // carries disconnects to the other replicas; nil without cluster.fanout
-	events    *upstream.Events // connection events to the app; nil without events.url
+	work     *wamp.Pool       // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
+	fanout   *cluster.Fanout  // relays broadcasts between replicas; nil without cluster.fanout
+	control  *cluster.Control // carries disconnects to the other replicas; nil without cluster.fanout
+	events   *upstream.Events // connection events to the app; nil without events.url
 
 	keepHeaders map[string]bool // handshake headers kept for upstream forwarding
 	nodeID      string          // prefixes connection ids so replicas never collide
@@ -168,7 +165,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	}
 	var everyReplica *cluster.Clients
 	if cfg.ClientStorage.Driver == "redis" {
-		// Handlers and the push API find every replica's clients.
+		// Handlers find every replica's clients.
 		everyReplica = cluster.NewClients(s.clients, cfg.Session.LookupTimeout, log)
 		nodeCfg.Clients = everyReplica
 	}
@@ -176,15 +173,13 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		if s.fanout, err = s.newFanout(); err != nil {
 			return nil, err
 		}
-		nodeCfg.Relay = s.fanout
+		nodeCfg.Relay = fanoutRelay{s.fanout}
 	}
 	if s.node, err = wamp.NewNode(nodeCfg); err != nil {
 		return nil, routesError(err)
 	}
-	s.directory = s.node.Clients()
 	if everyReplica != nil {
 		everyReplica.SetLocal(s.node.Clients())
-		s.directory = everyReplica
 	}
 	node := s.node
 	m.WatchWAMP(func() (sessions map[string]int, topics, subscriptions int) {

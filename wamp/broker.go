@@ -117,10 +117,13 @@ func (b *broker) topicCount() int {
 
 // subscriberRef is what a fan-out needs of one subscriber, copied out of its
 // Session so that a broadcast walks one contiguous array instead of
-// touching every Session's memory.
+// touching every Session's memory. s is read only by a broadcast whose
+// Audience names users or roles, for the subscriber's identity (one
+// atomic load, no lock).
 type subscriberRef struct {
 	id   string
 	peer Peer
+	s    *Session
 }
 
 // subscriberSnap is a topic's subscribers split by protocol, so that each
@@ -146,9 +149,9 @@ func (b *broker) snapshot(uri string) (*subscriberSnap, uint64) {
 	snap := &subscriberSnap{}
 	for s := range t.subscribers {
 		if s.proto == ProtocolV2JSON {
-			snap.v2 = append(snap.v2, subscriberRef{id: s.id, peer: s.peer})
+			snap.v2 = append(snap.v2, subscriberRef{id: s.id, peer: s.peer, s: s})
 		} else {
-			snap.v1 = append(snap.v1, subscriberRef{id: s.id, peer: s.peer})
+			snap.v1 = append(snap.v1, subscriberRef{id: s.id, peer: s.peer, s: s})
 		}
 	}
 	t.snap.Store(snap)
@@ -211,6 +214,10 @@ type topicRef struct {
 	// receives by itself (the Redis push channel), which relaying would
 	// deliver once per replica.
 	local bool
+	// pub, on the TopicRef handed to OnPublish for a PUBLISH whose
+	// Audience says more than session ids, is what the publish asked for
+	// (see published).
+	pub *published
 }
 
 var _ handler.TopicRef = topicRef{}
@@ -219,8 +226,16 @@ func (t topicRef) ID() string { return t.uri }
 
 func (t topicRef) Count() int { return t.n.broker.count(t.uri) }
 
+// Broadcast implements handler.TopicRef. exclude and eligible are session
+// ids, except on the TopicRef of an OnPublish when they are the very
+// lists OnPublish got: then the broadcast carries the publish's whole
+// Audience (its users and roles too), here and to the other replicas.
 func (t topicRef) Broadcast(event any, exclude, eligible []string) error {
-	_, err := t.n.broadcast(t.uri, event, exclude, eligible, !t.local)
+	a := Audience{ExcludeSessions: exclude, EligibleSessions: eligible}
+	if t.pub != nil && t.pub.given(exclude, eligible) {
+		a = t.pub.audience
+	}
+	_, err := t.n.broadcast(t.uri, event, &a, !t.local)
 	return err
 }
 
@@ -237,13 +252,25 @@ func (n *Node) LocalTopic(uri string) handler.TopicRef {
 	return topicRef{n: n, uri: uri, local: true}
 }
 
+// BroadcastTo sends event to the subscribers of the topic uri that a
+// selects, as a handler's TopicRef.Broadcast does, and returns how many of
+// this node's peers accepted it. With relay set and a Relay configured,
+// the broadcast and its Audience also go to the other replicas, each of
+// which selects its own subscribers (users and roles wherever they are
+// connected); leave relay unset for a source every replica receives by
+// itself (the Redis push channel). An error means event could not be
+// JSON-encoded.
+func (n *Node) BroadcastTo(uri string, event any, a Audience, relay bool) (int, error) {
+	return n.broadcast(uri, event, &a, relay)
+}
+
 // broadcast encodes the event payload once, wraps it once per protocol
 // that has a selected subscriber (v1 EVENT, v2 EVENT with the topic's
 // subscription id and a fresh publication id), and hands the same bytes to
 // every selected subscriber of that protocol. It returns how many peers
 // accepted the message. With relay set and a Relay configured, the
-// encoded payload also goes to the other replicas.
-func (n *Node) broadcast(uri string, event any, exclude, eligible []string, relay bool) (int, error) {
+// encoded payload and the audience also go to the other replicas.
+func (n *Node) broadcast(uri string, event any, a *Audience, relay bool) (int, error) {
 	payload, err := appendJSON(make([]byte, 0, 64), event)
 	if err != nil {
 		return 0, err
@@ -251,41 +278,40 @@ func (n *Node) broadcast(uri string, event any, exclude, eligible []string, rela
 	if relay && n.broker.relay != nil {
 		// The relay keeps payload: appendJSON gave us a fresh buffer that
 		// nothing below modifies.
-		n.broker.relay.Publish(uri, payload, exclude, eligible)
+		n.broker.relay.Publish(uri, payload, *a)
 	}
-	return n.deliver(uri, payload, exclude, eligible), nil
+	return n.deliver(uri, payload, a), nil
 }
 
 // DeliverRelayed hands a broadcast relayed from another replica to this
-// node's subscribers of topic, without relaying it again. payload is the
-// JSON-encoded event; a payload that is not valid JSON is refused, since
-// it would corrupt every subscriber's stream. It returns how many peers
-// accepted the message.
-func (n *Node) DeliverRelayed(topic string, payload []byte, exclude, eligible []string) (int, error) {
+// node's subscribers of topic that a selects, without relaying it again.
+// payload is the JSON-encoded event; a payload that is not valid JSON is
+// refused, since it would corrupt every subscriber's stream. It returns
+// how many peers accepted the message.
+func (n *Node) DeliverRelayed(topic string, payload []byte, a Audience) (int, error) {
 	if !json.Valid(payload) {
 		return 0, errors.New("wamp: relayed payload is not valid JSON")
 	}
-	return n.deliver(topic, payload, exclude, eligible), nil
+	return n.deliver(topic, payload, &a), nil
 }
 
 // deliver wraps the encoded payload once per protocol and fans it out to
-// this node's subscribers of uri.
-func (n *Node) deliver(uri string, payload []byte, exclude, eligible []string) int {
+// this node's subscribers of uri that a selects.
+func (n *Node) deliver(uri string, payload []byte, a *Audience) int {
 	snap, subID := n.broker.snapshot(uri)
 	if snap == nil {
 		return 0
 	}
-	ex := newIDSet(exclude)
-	el := newIDSet(eligible)
+	f := newAudienceFilter(a)
 	sent := 0
 	if len(snap.v1) > 0 {
-		if c := fanout(snap.v1, encodeEventV1(uri, payload), ex, el); c > 0 {
+		if c := fanout(snap.v1, encodeEventV1(uri, payload), &f); c > 0 {
 			n.obs.MessagesOut(ProtocolV1, "EVENT", c)
 			sent += c
 		}
 	}
 	if len(snap.v2) > 0 {
-		if c := fanout(snap.v2, encodeEventV2(subID, newGlobalID(), payload), ex, el); c > 0 {
+		if c := fanout(snap.v2, encodeEventV2(subID, newGlobalID(), payload), &f); c > 0 {
 			n.obs.MessagesOut(ProtocolV2JSON, "EVENT", c)
 			sent += c
 		}
@@ -293,15 +319,12 @@ func (n *Node) deliver(uri string, payload []byte, exclude, eligible []string) i
 	return sent
 }
 
-// fanout hands msg to every selected subscriber and counts the peers that
+// fanout hands msg to every subscriber f admits and counts the peers that
 // accepted it.
-func fanout(subs []subscriberRef, msg []byte, ex, el idSet) int {
+func fanout(subs []subscriberRef, msg []byte, f *audienceFilter) int {
 	sent := 0
 	for _, s := range subs {
-		if ex.has(s.id) {
-			continue
-		}
-		if el.n > 0 && !el.has(s.id) {
+		if f.any && !f.admits(s.id, s.s) {
 			continue
 		}
 		if s.peer.Send(msg) {
@@ -309,36 +332,4 @@ func fanout(subs []subscriberRef, msg []byte, ex, el idSet) int {
 		}
 	}
 	return sent
-}
-
-// idSet is a small set of session ids: linear for the usual handful, a map
-// for long lists so that filtering 10k subscribers stays linear.
-type idSet struct {
-	n    int
-	list []string
-	m    map[string]struct{}
-}
-
-func newIDSet(ids []string) idSet {
-	if len(ids) <= 8 {
-		return idSet{n: len(ids), list: ids}
-	}
-	m := make(map[string]struct{}, len(ids))
-	for _, id := range ids {
-		m[id] = struct{}{}
-	}
-	return idSet{n: len(ids), m: m}
-}
-
-func (s idSet) has(id string) bool {
-	if s.m != nil {
-		_, ok := s.m[id]
-		return ok
-	}
-	for _, x := range s.list {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }

@@ -12,7 +12,8 @@
 // handlers, sending); subscriptions.go: its subscriptions; requests.go:
 // the steps of a CALL, SUBSCRIBE or PUBLISH both protocols take. v1.go and
 // v2.go: one protocol each, its messages and its handlers; json.go: the
-// JSON codec both use. broker.go: topics, fan-out, periodic topics.
+// JSON codec both use. broker.go: topics, fan-out, periodic topics;
+// audience.go: who of a topic's subscribers a broadcast selects.
 // router.go: route patterns; handlers.go: the registered handlers bound to
 // routes. offload.go: handler work off the reader; reidentify.go: identity
 // changes; push.go: application pushes; relay.go: other replicas;
@@ -129,14 +130,38 @@
 //     wamp.error.no_such_subscription.
 //   - PUBLISH goes through the topic handler's OnPublish like a v1
 //     PUBLISH (see handler.Topic for how arguments map to the event and
-//     exclude/eligible options to session ids); exclude_me defaults to
-//     true as the spec says. Errors (no route → wamp.error.invalid_uri,
-//     access → wamp.error.not_authorized, handler failure, invalid
-//     options → wamp.error.invalid_argument) and PUBLISHED (with a random
-//     publication id) are sent only when the publisher asked for
-//     acknowledge.
+//     the options to session ids); exclude_me defaults to true as the
+//     spec says. exclude/eligible take session ids as numbers (v2) or
+//     strings (v1); exclude_authid/eligible_authid select users and
+//     exclude_authrole/eligible_authrole roles, on every replica (see
+//     Audiences below). Errors (no route → wamp.error.invalid_uri, access
+//     → wamp.error.not_authorized, handler failure) and PUBLISHED (with a
+//     random publication id) are sent only when the publisher asked for
+//     acknowledge; invalid options (a list element that is no session id
+//     included) always get wamp.error.invalid_argument.
 //   - EVENT [36, subscription, publication, {}, [event]] carries the
 //     handler's broadcast value as the single positional argument.
+//
+// # Audiences
+//
+// A broadcast selects its recipients with an Audience: session ids, user
+// identifiers and roles to exclude, and ones eligible. A subscriber is
+// excluded when its session id, its user (never an anonymous client's
+// "anon-<session>") or one of its roles (plus the v2 authrole
+// "anonymous" or "authenticated" when its roles do not name one) is
+// excluded; when an eligible list is non-empty, only subscribers matching
+// one eligible entry get it. The Audience travels with the broadcast to
+// the other replicas (Relay.Publish, Node.DeliverRelayed), and each node
+// selects its own subscribers, so users and roles reach clients wherever
+// they are connected.
+//
+// Topic handlers see session ids only: OnPublish gets the v2 options'
+// users and roles expanded against this node's sessions. The TopicRef
+// OnPublish gets remembers the publish's Audience, and a Broadcast with
+// the very exclude and eligible slices OnPublish got (the same backing
+// arrays and lengths, not equal copies) carries it whole; lists of the
+// handler's own select exactly those sessions. The push API's user
+// lists go through Node.BroadcastTo the same way.
 //
 // # Behaviour
 //
@@ -157,6 +182,10 @@
 //     OnUnsubscribe. Duplicates are ignored, with no acknowledgement.
 //   - PUBLISH never forwards by itself: the topic handler's OnPublish
 //     decides. excludeMe=true becomes exclude=[own session id].
+//     exclude/eligible elements that are integers in [0, 2^53] (v2
+//     session ids as v2 clients write them) are taken as their decimal
+//     form; other elements that are not strings are ignored (v1 has no
+//     error reply; an eligible list left empty by this names nobody).
 //   - A failing topic callback gets the bundle's CALLERROR with the topic
 //     URI as call id and details {"code", "topic": {}, "request": {},
 //     "event": "onSubscribe"|"onUnSubscribe"|"onPublish"}.

@@ -13,11 +13,13 @@ package wamp
 type Relay interface {
 	// Publish hands a broadcast made on this node to the other replicas:
 	// payload is the JSON-encoded event (owned by the relay from now on),
-	// exclude and eligible the WAMP session ids of the broadcast, which are
-	// unique across replicas. It runs on socket workers and must not
-	// block: an implementation queues and drops when its bounded queue is
-	// full.
-	Publish(topic string, payload []byte, exclude, eligible []string)
+	// a who gets it: every replica selects its own subscribers with it
+	// (Node.DeliverRelayed), so users and roles reach clients wherever
+	// they are connected; session ids are unique across replicas. The
+	// relay may keep a's lists, which nobody modifies. It runs on socket
+	// workers and must not block: an implementation queues and drops when
+	// its bounded queue is full.
+	Publish(topic string, payload []byte, a Audience)
 	// Watch reports that topic got its first subscriber on this node.
 	// It is called with the broker's lock held: it must not block nor
 	// call back into the node.

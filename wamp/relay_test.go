@@ -19,6 +19,8 @@ type memRelay struct {
 	// it at 0 or 1.
 	watched map[string]int
 	log     []string
+	// audiences are those of the broadcasts published, in order.
+	audiences []Audience
 }
 
 type memHub struct {
@@ -34,9 +36,10 @@ func (h *memHub) join() *memRelay {
 	return r
 }
 
-func (r *memRelay) Publish(topic string, payload []byte, exclude, eligible []string) {
+func (r *memRelay) Publish(topic string, payload []byte, a Audience) {
 	r.mu.Lock()
 	r.log = append(r.log, "publish "+topic+" "+string(payload))
+	r.audiences = append(r.audiences, a)
 	r.mu.Unlock()
 	r.hub.mu.Lock()
 	peers := slices.Clone(r.hub.relays)
@@ -45,7 +48,7 @@ func (r *memRelay) Publish(topic string, payload []byte, exclude, eligible []str
 		if p == r || !p.watches(topic) {
 			continue
 		}
-		if _, err := p.node.DeliverRelayed(topic, payload, exclude, eligible); err != nil {
+		if _, err := p.node.DeliverRelayed(topic, payload, a); err != nil {
 			panic(err)
 		}
 	}
@@ -71,11 +74,17 @@ func (r *memRelay) Unwatch(topic string) {
 	r.mu.Unlock()
 }
 
-func (r *memRelay) takeLog() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.log
-	r.log = nil
+func (r *memRelay) takeLog() []string { return takeLocked(&r.mu, &r.log) }
+
+// takeAudiences returns and clears the audiences published.
+func (r *memRelay) takeAudiences() []Audience { return takeLocked(&r.mu, &r.audiences) }
+
+// takeLocked returns *list and clears it, under mu.
+func takeLocked[T any](mu *sync.Mutex, list *[]T) []T {
+	mu.Lock()
+	defer mu.Unlock()
+	out := *list
+	*list = nil
 	return out
 }
 
@@ -212,7 +221,7 @@ func TestPushLocalIsNotRelayed(t *testing.T) {
 	if got := pushes(peers[1]); len(got) != 0 {
 		t.Errorf("PushLocal was relayed to node 1: %q", got)
 	}
-	if _, err := nodes[1].node.DeliverRelayed("tick/lobby", []byte(`{bad`), nil, nil); err == nil {
+	if _, err := nodes[1].node.DeliverRelayed("tick/lobby", []byte(`{bad`), Audience{}); err == nil {
 		t.Error("DeliverRelayed accepted invalid JSON")
 	}
 }

@@ -205,12 +205,13 @@ func (s *Session) routePublish(uri string) (*topicHandler, handler.Request, erro
 // runOnPublish runs OnPublish as a topic task (on the lane for an
 // offloaded handler); done gets the handler's error, nil on success, once
 // a failure is logged. The publish never forwards by itself: the handler
-// decides. It returns false when the task is refused: the caller answers
-// busy.
-func (s *Session) runOnPublish(ctx context.Context, h *topicHandler, req handler.Request, event json.RawMessage, exclude, eligible []string, done func(error)) bool {
+// decides. pub, when not nil, is the publish's Audience for the TopicRef
+// the handler gets (see published). It returns false when the task is
+// refused: the caller answers busy.
+func (s *Session) runOnPublish(ctx context.Context, h *topicHandler, req handler.Request, event json.RawMessage, exclude, eligible []string, pub *published, done func(error)) bool {
 	return s.topicTask(h, false, func() {
 		err := s.invoke(ctx, true, "onPublish", req.URI, func(ctx context.Context) error {
-			return h.topic.OnPublish(ctx, s, topicRef{n: s.node, uri: req.URI}, req, event, exclude, eligible)
+			return h.topic.OnPublish(ctx, s, topicRef{n: s.node, uri: req.URI, pub: pub}, req, event, exclude, eligible)
 		})
 		if err != nil {
 			s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", req.URI, "route", req.Route, "err", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 )
@@ -59,6 +60,9 @@ type messageV1 struct {
 	excludeMe bool
 	exclude   []string
 	eligible  []string
+	// ignored counts exclude and eligible elements that were no session
+	// id (see sessionIDList).
+	ignored int
 }
 
 // parseMessageV1 decodes and validates one client message. Its rules follow
@@ -127,9 +131,7 @@ func (m *messageV1) parsePublish(arr []json.RawMessage) error {
 	if len(arr) >= 4 {
 		switch x := arr[3]; {
 		case isJSONArray(x):
-			if m.exclude, err = stringList(x, "PUBLISH exclude"); err != nil {
-				return err
-			}
+			m.exclude = m.sessionIDList(x)
 		case bytes.Equal(x, []byte("true")):
 			m.excludeMe = true
 		case bytes.Equal(x, []byte("false")):
@@ -138,23 +140,37 @@ func (m *messageV1) parsePublish(arr []json.RawMessage) error {
 		}
 	}
 	if len(arr) == 5 {
-		if m.eligible, err = stringList(arr[4], "PUBLISH eligible"); err != nil {
-			return err
+		if !isJSONArray(arr[4]) {
+			return protoErr("PUBLISH eligible must be a list of session ids")
+		}
+		ignored := m.ignored
+		m.eligible = m.sessionIDList(arr[4])
+		if len(m.eligible) == 0 && m.ignored > ignored {
+			// The publisher named someone, only not by a session id:
+			// reach nobody rather than, as an empty list would, everybody.
+			m.eligible = append(m.eligible, "")
 		}
 	}
 	return nil
 }
 
-// stringList reads a PUBLISH exclude or eligible list of session ids.
-func stringList(raw json.RawMessage, what string) ([]string, error) {
-	if !isJSONArray(raw) {
-		return nil, protoErr("%s must be a list of session ids", what)
+// sessionIDList reads a PUBLISH exclude or eligible list, a JSON array:
+// strings are session ids, integers in [0, 2^53] v2 session ids as
+// their decimal form (as v2 clients write them); other elements are
+// dropped and counted in m.ignored, since v1 PUBLISH has no error reply
+// and one odd element should not cost the publisher its connection.
+func (m *messageV1) sessionIDList(raw json.RawMessage) []string {
+	elems, _ := splitArray(raw) // raw is a valid JSON array
+	ids := make([]string, 0, len(elems))
+	for _, e := range elems {
+		id, ok := sessionIDElem(e)
+		if !ok {
+			m.ignored++
+			continue
+		}
+		ids = append(ids, id)
 	}
-	var out []string
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, protoErr("%s must be a list of session id strings", what)
-	}
-	return out, nil
+	return ids
 }
 
 // encodeWelcomeV1 builds WELCOME [0, sessionId, 1, serverIdent].
@@ -425,11 +441,16 @@ func (s *Session) publishV1(ctx context.Context, m messageV1) error {
 	if err != nil {
 		return nil
 	}
+	if m.ignored > 0 {
+		// No counter fits (the message itself was valid), and v1 has no
+		// reply to tell the client.
+		s.logAt(slog.LevelDebug, "wamp: PUBLISH list elements that are no session id ignored", "uri", uri, "ignored", m.ignored)
+	}
 	exclude := m.exclude
 	if m.excludeMe {
 		exclude = []string{s.id}
 	}
-	if !s.runOnPublish(ctx, h, req, m.event, exclude, m.eligible, func(err error) {
+	if !s.runOnPublish(ctx, h, req, m.event, exclude, m.eligible, nil, func(err error) {
 		if err != nil {
 			s.sendTopicFailureV1(uri, "onPublish", err)
 		}

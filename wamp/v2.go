@@ -298,16 +298,26 @@ func paramsFromArgs(args, kwargs json.RawMessage) json.RawMessage {
 
 // publishOptions are the PUBLISH options the node honours.
 type publishOptions struct {
-	Acknowledge    bool     `json:"acknowledge"`
-	ExcludeMe      *bool    `json:"exclude_me"`
-	Exclude        []uint64 `json:"exclude"`
-	Eligible       []uint64 `json:"eligible"`
-	ExcludeAuthID  []string `json:"exclude_authid"`
-	EligibleAuthID []string `json:"eligible_authid"`
+	Acknowledge bool  `json:"acknowledge"`
+	ExcludeMe   *bool `json:"exclude_me"`
+	// Exclude and Eligible are session ids, numbers (v2) or strings
+	// (v1); parsePublishOptions reads them into exclude and eligible.
+	Exclude          []json.RawMessage `json:"exclude"`
+	Eligible         []json.RawMessage `json:"eligible"`
+	ExcludeAuthID    []string          `json:"exclude_authid"`
+	EligibleAuthID   []string          `json:"eligible_authid"`
+	ExcludeAuthRole  []string          `json:"exclude_authrole"`
+	EligibleAuthRole []string          `json:"eligible_authrole"`
+
+	// exclude and eligible are Exclude and Eligible as session id
+	// strings, nil when the option is absent.
+	exclude, eligible []string
 }
 
 // parsePublishOptions reads PUBLISH options; an error is the client's
-// (ERROR wamp.error.invalid_argument), not a violation.
+// (ERROR wamp.error.invalid_argument), not a violation. A session id list
+// may mix v2 ids (integers in [0, 2^53]) and v1 ids (strings), since v1
+// and v2 clients share topics; any other element is an error.
 func parsePublishOptions(dict json.RawMessage) (publishOptions, error) {
 	var o publishOptions
 	if isEmptyContainer(dict) {
@@ -316,12 +326,31 @@ func parsePublishOptions(dict json.RawMessage) (publishOptions, error) {
 	if err := json.Unmarshal(dict, &o); err != nil {
 		return o, err
 	}
-	for _, id := range append(o.Exclude, o.Eligible...) {
-		if id > maxV2ID {
-			return o, protoErr("session id out of range")
-		}
+	var err error
+	if o.exclude, err = sessionIDOption(o.Exclude, "exclude"); err != nil {
+		return o, err
+	}
+	if o.eligible, err = sessionIDOption(o.Eligible, "eligible"); err != nil {
+		return o, err
 	}
 	return o, nil
+}
+
+// sessionIDOption reads the PUBLISH option what, a list of session ids,
+// keeping nil (absent) apart from empty (named nobody).
+func sessionIDOption(raw []json.RawMessage, what string) ([]string, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	ids := make([]string, 0, len(raw))
+	for _, e := range raw {
+		id, ok := sessionIDElem(e)
+		if !ok {
+			return nil, fmt.Errorf("PUBLISH option %s: %.32s is not a session id", what, e)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // appendID appends a WAMP id.
@@ -561,13 +590,7 @@ func (s *Session) helloV2(m messageV2) error {
 		return ErrGoodbye
 	}
 	who := s.identity.Load()
-	role := "authenticated"
-	switch {
-	case who.Anonymous:
-		role = "anonymous"
-	case len(who.Roles) > 0:
-		role = who.Roles[0]
-	}
+	role := authRole(who)
 	roles := who.Roles
 	if roles == nil {
 		roles = []string{}
@@ -713,9 +736,9 @@ func (s *Session) publishV2(ctx context.Context, m messageV2) error {
 		}
 		return nil
 	}
-	exclude, eligible := s.node.receivers(s, opts)
+	exclude, eligible, pub := s.node.receivers(s, opts)
 	req.Kwargs = m.kwargs
-	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, func(err error) {
+	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, pub, func(err error) {
 		switch {
 		case !opts.Acknowledge:
 		case err != nil:
@@ -729,37 +752,80 @@ func (s *Session) publishV2(ctx context.Context, m messageV2) error {
 	return nil
 }
 
-// receivers turns v2 PUBLISH options into the handler's exclude and
-// eligible session id lists (see handler.Topic.OnPublish).
-func (n *Node) receivers(pub *Session, o publishOptions) (exclude, eligible []string) {
-	for _, id := range o.Exclude {
-		exclude = append(exclude, strconv.FormatUint(id, 10))
+// receivers turns v2 PUBLISH options into the publish's Audience and the
+// handler's exclude and eligible session id lists (see
+// handler.Topic.OnPublish): the options' session ids, the publisher
+// unless exclude_me is false, and the sessions on this node of the named
+// users and roles. When users or roles are named, pub remembers the
+// Audience for the handler's TopicRef (see published), so that a
+// Broadcast with these lists selects the users and roles on every
+// replica; pub is nil when the lists say all there is.
+func (n *Node) receivers(publisher *Session, o publishOptions) (exclude, eligible []string, pub *published) {
+	a := Audience{
+		ExcludeSessions: o.exclude, EligibleSessions: o.eligible,
+		ExcludeUsers: o.ExcludeAuthID, EligibleUsers: o.EligibleAuthID,
+		ExcludeRoles: o.ExcludeAuthRole, EligibleRoles: o.EligibleAuthRole,
 	}
 	if o.ExcludeMe == nil || *o.ExcludeMe {
-		exclude = append(exclude, pub.id)
+		a.ExcludeSessions = append(a.ExcludeSessions, publisher.id)
 	}
-	named := o.Eligible != nil || o.EligibleAuthID != nil
-	for _, id := range o.Eligible {
-		eligible = append(eligible, strconv.FormatUint(id, 10))
+	named := o.Eligible != nil || o.EligibleAuthID != nil || o.EligibleAuthRole != nil
+	if named && !a.named() {
+		a.EligibleSessions = []string{""} // named nobody: reach nobody
 	}
-	if len(o.ExcludeAuthID) > 0 || len(o.EligibleAuthID) > 0 {
-		n.mu.RLock()
-		for _, u := range o.ExcludeAuthID {
-			for _, s := range n.byUser[u] {
+	if !a.byIdentity() {
+		return a.ExcludeSessions, a.EligibleSessions, nil
+	}
+	// Lists of their own (capacity at least 1, so never nil nor sharing
+	// the zero-size array), so that published.given recognises them.
+	exclude = append(make([]string, 0, len(a.ExcludeSessions)+1), a.ExcludeSessions...)
+	eligible = append(make([]string, 0, len(a.EligibleSessions)+1), a.EligibleSessions...)
+	exclude, eligible = n.localSessions(&a, exclude, eligible)
+	if named && len(eligible) == 0 {
+		eligible = append(eligible, "")
+	}
+	return exclude, eligible, &published{exclude: exclude, eligible: eligible, audience: a}
+}
+
+// localSessions appends to exclude and eligible the ids of this node's
+// sessions whose user or roles a's Exclude and Eligible lists name, with
+// the rule deliver applies (see Audience).
+func (n *Node) localSessions(a *Audience, exclude, eligible []string) ([]string, []string) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if len(a.ExcludeRoles) == 0 && len(a.EligibleRoles) == 0 {
+		// Users only: the index has them.
+		return n.userSessions(exclude, a.ExcludeUsers), n.userSessions(eligible, a.EligibleUsers)
+	}
+	// Roles are not indexed: every session is looked at once.
+	exUser, elUser := newIDSet(a.ExcludeUsers), newIDSet(a.EligibleUsers)
+	exRole, elRole := newIDSet(a.ExcludeRoles), newIDSet(a.EligibleRoles)
+	for _, set := range n.byUser {
+		for _, s := range set {
+			who := s.identity.Load()
+			if identityIn(&exUser, &exRole, who) {
 				exclude = append(exclude, s.id)
 			}
-		}
-		for _, u := range o.EligibleAuthID {
-			for _, s := range n.byUser[u] {
+			if identityIn(&elUser, &elRole, who) {
 				eligible = append(eligible, s.id)
 			}
 		}
-		n.mu.RUnlock()
-	}
-	if named && len(eligible) == 0 {
-		eligible = []string{""} // named nobody: reach nobody
 	}
 	return exclude, eligible
+}
+
+// userSessions appends to ids the ids of this node's sessions of users,
+// never an anonymous client's ("anon-<session>" names no user); n.mu must
+// be held.
+func (n *Node) userSessions(ids, users []string) []string {
+	for _, u := range users {
+		for _, s := range n.byUser[u] {
+			if !s.identity.Load().Anonymous {
+				ids = append(ids, s.id)
+			}
+		}
+	}
+	return ids
 }
 
 // callV2 answers CALL with RESULT, carrying the handler's result as its

@@ -312,13 +312,20 @@ type Topic interface {
 	// there is exactly one, the ArgumentsKw dictionary when there are no
 	// positional arguments, null when there is neither, and the list of
 	// positional arguments otherwise; req.Kwargs has the dictionary.
-	// exclude holds the v2 "exclude" session ids, the sessions of the
-	// "exclude_authid" users and, unless the publisher set exclude_me to
-	// false (v2's default is true), the publisher. eligible holds the
-	// "eligible" session ids and the sessions of the "eligible_authid"
-	// users; when the publisher gave an eligible list that names nobody
-	// connected, eligible is [""], which matches no session, so that a
+	// exclude holds the v2 "exclude" session ids, the sessions on this
+	// replica of the "exclude_authid" users and "exclude_authrole" roles
+	// and, unless the publisher set exclude_me to false (v2's default is
+	// true), the publisher. eligible holds the "eligible" session ids and
+	// the sessions on this replica of the "eligible_authid" users and
+	// "eligible_authrole" roles; when the publisher named someone but
+	// nobody here, eligible is [""], which matches no session, so that a
 	// Broadcast with it reaches nobody rather than everyone.
+	//
+	// Users and roles may be connected to other replicas: t.Broadcast
+	// with the very exclude and eligible slices given here (not copies)
+	// sends the publish's whole selection, users and roles included, and
+	// every replica picks its own subscribers. Lists the handler builds
+	// itself select exactly the sessions they name.
 	OnPublish(ctx context.Context, c Client, t TopicRef, req Request, event json.RawMessage, exclude, eligible []string) error
 }
 
@@ -330,7 +337,9 @@ type TopicRef interface {
 	ID() string
 	// Broadcast sends EVENT [8, ID, event] to the current subscribers,
 	// skipping session ids in exclude and, when eligible is non-empty, any
-	// session id not in eligible (Ratchet's Topic::broadcast). WAMP v2
+	// session id not in eligible (Ratchet's Topic::broadcast); given the
+	// lists OnPublish got, it selects as the publisher asked (see
+	// Topic.OnPublish). WAMP v2
 	// subscribers get EVENT [36, subscriptionId, publicationId, {},
 	// [event]]. The event is encoded once per protocol, not per
 	// subscriber; an error means it could not be JSON-encoded. Delivery
