@@ -295,28 +295,20 @@ func newRedisClientStorage(o RedisClientStorageOptions, now func() time.Time) (*
 	if o.TTL < 0 || o.RefreshInterval < 0 || o.CheckInterval < 0 {
 		return nil, errors.New("redis client storage: negative TTL, RefreshInterval or CheckInterval")
 	}
-	if o.TTL == 0 {
-		o.TTL = DefaultClientTTL
-	}
+	orDefault(&o.TTL, DefaultClientTTL)
 	if o.TTL < 3*time.Millisecond {
 		return nil, errors.New("redis client storage: TTL under 3ms")
 	}
-	if o.RefreshInterval == 0 {
-		o.RefreshInterval = o.TTL / 3
-	}
+	orDefault(&o.RefreshInterval, o.TTL/3)
 	if o.RefreshInterval >= o.TTL {
 		return nil, errors.New("redis client storage: RefreshInterval must be below TTL")
 	}
-	if o.CheckInterval == 0 {
-		o.CheckInterval = DefaultClientCheckInterval
-	}
+	orDefault(&o.CheckInterval, DefaultClientCheckInterval)
 	if o.CheckInterval < 10*time.Millisecond {
 		// The recovery polls at a tenth of it, and PX takes milliseconds.
 		return nil, errors.New("redis client storage: CheckInterval under 10ms")
 	}
-	if o.Prefix == "" {
-		o.Prefix = DefaultClientPrefix
-	}
+	orDefault(&o.Prefix, DefaultClientPrefix)
 	if o.NodeID == "" {
 		var err error
 		if o.NodeID, err = randomToken(); err != nil {

@@ -55,31 +55,18 @@ type PDOOptions struct {
 // withDefaults fills in the defaults and checks the numbers; kind names the
 // store in errors.
 func (o PDOOptions) withDefaults(kind string) (PDOOptions, error) {
-	def := func(v *string, d string) {
-		if *v == "" {
-			*v = d
-		}
-	}
-	def(&o.Table, DefaultPDOTable)
-	def(&o.IDColumn, DefaultPDOIDColumn)
-	def(&o.DataColumn, DefaultPDODataColumn)
-	def(&o.LifetimeColumn, DefaultPDOLifetimeColumn)
-	def(&o.TimeColumn, DefaultPDOTimeColumn)
+	orDefault(&o.Table, DefaultPDOTable)
+	orDefault(&o.IDColumn, DefaultPDOIDColumn)
+	orDefault(&o.DataColumn, DefaultPDODataColumn)
+	orDefault(&o.LifetimeColumn, DefaultPDOLifetimeColumn)
+	orDefault(&o.TimeColumn, DefaultPDOTimeColumn)
 	if o.MaxOpenConns < 0 || o.LookupTimeout < 0 || o.MaxSize < 0 || o.MaxConcurrent < 0 || o.BusyWait < 0 {
 		return o, fmt.Errorf("%s session store: negative MaxOpenConns, LookupTimeout, MaxSize, MaxConcurrent or BusyWait", kind)
 	}
-	if o.MaxOpenConns == 0 {
-		o.MaxOpenConns = DefaultPDOMaxOpenConns
-	}
-	if o.LookupTimeout == 0 {
-		o.LookupTimeout = DefaultPDOLookupTimeout
-	}
-	if o.MaxSize == 0 {
-		o.MaxSize = DefaultMaxSize
-	}
-	if o.MaxConcurrent == 0 {
-		o.MaxConcurrent = 2 * o.MaxOpenConns
-	}
+	orDefault(&o.MaxOpenConns, DefaultPDOMaxOpenConns)
+	orDefault(&o.LookupTimeout, DefaultPDOLookupTimeout)
+	orDefault(&o.MaxSize, DefaultMaxSize)
+	orDefault(&o.MaxConcurrent, 2*o.MaxOpenConns)
 	return o, nil
 }
 
