@@ -197,16 +197,24 @@ func (d *decoder) igAnyString() (string, bool, error) {
 	case t == igStringEmpty:
 		d.pos++
 		return "", true, nil
-	case t >= igStringID8 && t <= igStringID32:
+	case t >= igStringID8 && t <= igString32:
 		d.pos++
-		s, err := d.igStringID(t, igStringID8)
-		return s, true, err
-	case t >= igString8 && t <= igString32:
-		d.pos++
-		_, s, err := d.igString(t, igString8)
+		_, s, err := d.igStringOrID(t, igString8, igStringID8)
 		return s, true, err
 	}
 	return "", false, nil
+}
+
+// igStringOrID reads a string written out (types plain to plain+2) or given
+// as an earlier string's number (types id to id+2), type byte consumed. off
+// is where a written-out string starts in the input, noOffset for a number.
+func (d *decoder) igStringOrID(t, plain, id byte) (off uint64, s string, err error) {
+	if t >= id && t <= id+2 {
+		s, err = d.igStringID(t, id)
+		return noOffset, s, err
+	}
+	o, s, err := d.igString(t, plain)
+	return uint64(o), s, err
 }
 
 // igLong reads an integer of any width (type byte consumed); ok=false when
@@ -297,18 +305,12 @@ func (d *decoder) igValue(v *Value) error {
 		*v = Value{kind: Float, num: u}
 	case t == igStringEmpty:
 		*v = Value{kind: String, num: uint64(d.pos)}
-	case t >= igStringID8 && t <= igStringID32:
-		s, err := d.igStringID(t, igStringID8)
+	case t >= igStringID8 && t <= igString32:
+		off, s, err := d.igStringOrID(t, igString8, igStringID8)
 		if err != nil {
 			return err
 		}
-		*v = Value{kind: String, str: s, num: noOffset}
-	case t >= igString8 && t <= igString32:
-		off, s, err := d.igString(t, igString8)
-		if err != nil {
-			return err
-		}
-		*v = Value{kind: String, str: s, num: uint64(off)}
+		*v = Value{kind: String, str: s, num: off}
 	case t >= igArray8 && t <= igArray32:
 		d.pushSlot(Array)
 		items, err := d.igEntries(t, igArray8, true, start)
@@ -316,14 +318,8 @@ func (d *decoder) igValue(v *Value) error {
 			return err
 		}
 		*v = Value{kind: Array, items: items, num: uint64(start)}
-	case t >= igObject8 && t <= igObject32:
-		_, class, err := d.igString(t, igObject8)
-		if err != nil {
-			return err
-		}
-		return d.igObject(v, class, start)
-	case t >= igObjectID8 && t <= igObjectID32:
-		class, err := d.igStringID(t, igObjectID8)
+	case t >= igObject8 && t <= igObjectID32:
+		_, class, err := d.igStringOrID(t, igObject8, igObjectID8)
 		if err != nil {
 			return err
 		}
@@ -482,11 +478,7 @@ func (d *decoder) igResolve(v *Value) error {
 	if d.refs == 0 {
 		return nil
 	}
-	d.table = d.table[:0]
-	err := d.igWalk(v)
-	clear(d.table)
-	d.table = d.table[:0]
-	return err
+	return d.renumbered(func() error { return d.igWalk(v) })
 }
 
 func (d *decoder) igWalk(v *Value) error {
