@@ -312,12 +312,7 @@ func (d *decoder) igValue(v *Value) error {
 		}
 		*v = Value{kind: String, str: s, num: off}
 	case t >= igArray8 && t <= igArray32:
-		d.pushSlot(Array)
-		items, err := d.igEntries(t, igArray8, true, start)
-		if err != nil {
-			return err
-		}
-		*v = Value{kind: Array, items: items, num: uint64(start)}
+		return d.igItems(v, t, Array, "", start)
 	case t >= igObject8 && t <= igObjectID32:
 		_, class, err := d.igStringOrID(t, igObject8, igObjectID8)
 		if err != nil {
@@ -352,6 +347,19 @@ func (d *decoder) igValue(v *Value) error {
 	return nil
 }
 
+// igItems decodes the entries of an array (type t, consumed) into v: an
+// Array, or the properties of an Object of class; start is where the value
+// began.
+func (d *decoder) igItems(v *Value, t byte, kind Kind, class string, start int) error {
+	d.pushSlot(kind)
+	items, err := d.igEntries(t, igArray8, kind == Array, start)
+	if err != nil {
+		return err
+	}
+	*v = Value{kind: kind, class: class, items: items, num: uint64(start)}
+	return nil
+}
+
 // igObject decodes what follows an object's class name: its properties, a
 // Serializable payload or an enum case.
 func (d *decoder) igObject(v *Value, class string, start int) error {
@@ -365,12 +373,7 @@ func (d *decoder) igObject(v *Value, class string, start int) error {
 	d.pos++
 	switch {
 	case t >= igArray8 && t <= igArray32:
-		d.pushSlot(Object)
-		items, err := d.igEntries(t, igArray8, false, start)
-		if err != nil {
-			return err
-		}
-		*v = Value{kind: Object, class: class, items: items, num: uint64(start)}
+		return d.igItems(v, t, Object, class, start)
 	case t >= igObjSer8 && t <= igObjSer32:
 		d.pushSlot(Custom)
 		n64, err := d.igN(igWidth(t, igObjSer8), "payload length")
