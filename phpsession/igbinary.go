@@ -197,16 +197,24 @@ func (d *decoder) igAnyString() (string, bool, error) {
 	case t == igStringEmpty:
 		d.pos++
 		return "", true, nil
-	case t >= igStringID8 && t <= igStringID32:
+	case t >= igStringID8 && t <= igString32:
 		d.pos++
-		s, err := d.igStringID(t, igStringID8)
-		return s, true, err
-	case t >= igString8 && t <= igString32:
-		d.pos++
-		_, s, err := d.igString(t, igString8)
+		_, s, err := d.igStringOrID(t, igString8, igStringID8)
 		return s, true, err
 	}
 	return "", false, nil
+}
+
+// igStringOrID reads a string written out (types plain to plain+2) or given
+// as an earlier string's number (types id to id+2), type byte consumed. off
+// is where a written-out string starts in the input, noOffset for a number.
+func (d *decoder) igStringOrID(t, plain, id byte) (off uint64, s string, err error) {
+	if t >= id && t <= id+2 {
+		s, err = d.igStringID(t, id)
+		return noOffset, s, err
+	}
+	o, s, err := d.igString(t, plain)
+	return uint64(o), s, err
 }
 
 // igLong reads an integer of any width (type byte consumed); ok=false when
@@ -297,33 +305,16 @@ func (d *decoder) igValue(v *Value) error {
 		*v = Value{kind: Float, num: u}
 	case t == igStringEmpty:
 		*v = Value{kind: String, num: uint64(d.pos)}
-	case t >= igStringID8 && t <= igStringID32:
-		s, err := d.igStringID(t, igStringID8)
+	case t >= igStringID8 && t <= igString32:
+		off, s, err := d.igStringOrID(t, igString8, igStringID8)
 		if err != nil {
 			return err
 		}
-		*v = Value{kind: String, str: s, num: noOffset}
-	case t >= igString8 && t <= igString32:
-		off, s, err := d.igString(t, igString8)
-		if err != nil {
-			return err
-		}
-		*v = Value{kind: String, str: s, num: uint64(off)}
+		*v = Value{kind: String, str: s, num: off}
 	case t >= igArray8 && t <= igArray32:
-		d.pushSlot(Array)
-		items, err := d.igEntries(t, igArray8, true, start)
-		if err != nil {
-			return err
-		}
-		*v = Value{kind: Array, items: items, num: uint64(start)}
-	case t >= igObject8 && t <= igObject32:
-		_, class, err := d.igString(t, igObject8)
-		if err != nil {
-			return err
-		}
-		return d.igObject(v, class, start)
-	case t >= igObjectID8 && t <= igObjectID32:
-		class, err := d.igStringID(t, igObjectID8)
+		return d.igItems(v, t, Array, "", start)
+	case t >= igObject8 && t <= igObjectID32:
+		_, class, err := d.igStringOrID(t, igObject8, igObjectID8)
 		if err != nil {
 			return err
 		}
@@ -356,6 +347,19 @@ func (d *decoder) igValue(v *Value) error {
 	return nil
 }
 
+// igItems decodes the entries of an array (type t, consumed) into v: an
+// Array, or the properties of an Object of class; start is where the value
+// began.
+func (d *decoder) igItems(v *Value, t byte, kind Kind, class string, start int) error {
+	d.pushSlot(kind)
+	items, err := d.igEntries(t, igArray8, kind == Array, start)
+	if err != nil {
+		return err
+	}
+	*v = Value{kind: kind, class: class, items: items, num: uint64(start)}
+	return nil
+}
+
 // igObject decodes what follows an object's class name: its properties, a
 // Serializable payload or an enum case.
 func (d *decoder) igObject(v *Value, class string, start int) error {
@@ -369,12 +373,7 @@ func (d *decoder) igObject(v *Value, class string, start int) error {
 	d.pos++
 	switch {
 	case t >= igArray8 && t <= igArray32:
-		d.pushSlot(Object)
-		items, err := d.igEntries(t, igArray8, false, start)
-		if err != nil {
-			return err
-		}
-		*v = Value{kind: Object, class: class, items: items, num: uint64(start)}
+		return d.igItems(v, t, Object, class, start)
 	case t >= igObjSer8 && t <= igObjSer32:
 		d.pushSlot(Custom)
 		n64, err := d.igN(igWidth(t, igObjSer8), "payload length")
@@ -482,11 +481,7 @@ func (d *decoder) igResolve(v *Value) error {
 	if d.refs == 0 {
 		return nil
 	}
-	d.table = d.table[:0]
-	err := d.igWalk(v)
-	clear(d.table)
-	d.table = d.table[:0]
-	return err
+	return d.renumbered(func() error { return d.igWalk(v) })
 }
 
 func (d *decoder) igWalk(v *Value) error {

@@ -422,18 +422,21 @@ func (r *Reader) scan(d *decoder, f Format, res *Result, metaOut *Meta) bool {
 	clear(d.found)
 	var meta Meta
 	attrsSeen, metaSeen := false, false
-	visit := func(name string) (bool, error) {
+	// visit scans the value of the session variable name: the two bags
+	// for what they hold, any other value only to check and number it.
+	visit := func(name string) error {
 		switch name {
 		case AttributesKey:
 			attrsSeen = true
 			clear(d.found) // a later _sf2_attributes replaces an earlier one
-			return true, r.scanAttrs(d)
+			return r.scanAttrs(d)
 		case MetaKey:
 			metaSeen = true
 			meta = Meta{}
-			return true, d.scanMeta(&meta)
+			return d.scanMeta(&meta)
 		}
-		return false, nil
+		var v Value
+		return d.value(&v)
 	}
 	switch f {
 	case FormatPHPSerialize:
@@ -443,28 +446,14 @@ func (r *Reader) scan(d *decoder, f Format, res *Result, metaOut *Meta) bool {
 		if d.s[0] != 'a' {
 			return false
 		}
-		n, err := d.scanArrayOpen()
-		if err != nil {
-			return false
-		}
-		for range n {
-			k, err := d.key(true, "array")
-			if err != nil {
-				return false
+		err := d.scanArray(func(k Key) error {
+			if k.isInt {
+				var v Value
+				return d.value(&v)
 			}
-			if !k.isInt {
-				if done, err := visit(k.str); err != nil {
-					return false
-				} else if done {
-					continue
-				}
-			}
-			var v Value
-			if d.value(&v) != nil {
-				return false
-			}
-		}
-		if d.scanArrayClose() != nil || d.pos != len(d.s) {
+			return visit(k.str)
+		})
+		if err != nil || d.pos != len(d.s) {
 			return false
 		}
 	default:
@@ -474,16 +463,7 @@ func (r *Reader) scan(d *decoder, f Format, res *Result, metaOut *Meta) bool {
 		}
 		for !d.eof() {
 			n, err := name()
-			if err != nil {
-				return false
-			}
-			if done, err := visit(n); err != nil {
-				return false
-			} else if done {
-				continue
-			}
-			var v Value
-			if d.value(&v) != nil {
+			if err != nil || visit(n) != nil {
 				return false
 			}
 		}
@@ -511,6 +491,29 @@ func (r *Reader) scan(d *decoder, f Format, res *Result, metaOut *Meta) bool {
 	return true
 }
 
+// scanArray scans an array like value/array do (slot, counters, depth),
+// calling entry with each key; entry must consume the entry's value.
+func (d *decoder) scanArray(entry func(k Key) error) error {
+	n, err := d.scanArrayOpen()
+	if err != nil {
+		return err
+	}
+	for range n {
+		k, err := d.key(true, "array")
+		if err != nil {
+			return err
+		}
+		if err := entry(k); err != nil {
+			return err
+		}
+	}
+	if err := d.expectIn('}', "closing ", "array", " (more entries than its count?)"); err != nil {
+		return err
+	}
+	d.depth--
+	return nil
+}
+
 // scanArrayOpen consumes "a:<n>:{" like value/array do (slot, counters,
 // depth) and returns n.
 func (d *decoder) scanArrayOpen() (int, error) {
@@ -531,29 +534,13 @@ func (d *decoder) scanArrayOpen() (int, error) {
 	return n, d.enter(start)
 }
 
-func (d *decoder) scanArrayClose() error {
-	if err := d.expectIn('}', "closing ", "array", " (more entries than its count?)"); err != nil {
-		return err
-	}
-	d.depth--
-	return nil
-}
-
 // scanAttrs scans the AttributeBag array, keeping the values stored under
 // the firewall keys (found[i].flag = 1 marks "present").
 func (r *Reader) scanAttrs(d *decoder) error {
 	if d.eof() || d.s[d.pos] != 'a' {
 		return malformed(d.pos, "not an array") // the full decode decides
 	}
-	n, err := d.scanArrayOpen()
-	if err != nil {
-		return err
-	}
-	for range n {
-		k, err := d.key(true, "array")
-		if err != nil {
-			return err
-		}
+	return d.scanArray(func(k Key) error {
 		idx := -1
 		if !k.isInt && len(k.str) > len(SecurityKeyPrefix) && k.str[:len(SecurityKeyPrefix)] == SecurityKeyPrefix {
 			for i, key := range r.keys {
@@ -571,8 +558,8 @@ func (r *Reader) scanAttrs(d *decoder) error {
 			v.flag = 1
 			d.found[idx] = v
 		}
-	}
-	return d.scanArrayClose()
+		return nil
+	})
 }
 
 // scanMeta scans the MetadataBag array for its integers.
@@ -581,15 +568,7 @@ func (d *decoder) scanMeta(m *Meta) error {
 		var v Value
 		return d.value(&v)
 	}
-	n, err := d.scanArrayOpen()
-	if err != nil {
-		return err
-	}
-	for range n {
-		k, err := d.key(true, "array")
-		if err != nil {
-			return err
-		}
+	return d.scanArray(func(k Key) error {
 		var v Value
 		if err := d.value(&v); err != nil {
 			return err
@@ -597,8 +576,8 @@ func (d *decoder) scanMeta(m *Meta) error {
 		if !k.isInt {
 			setMeta(m, k.str, &v)
 		}
-	}
-	return d.scanArrayClose()
+		return nil
+	})
 }
 
 // firewall fills fr from the attribute value sv (dereferenced).

@@ -129,16 +129,26 @@ func (d *decoder) continued(s string) (*Value, error) {
 	if d.refs == refs {
 		return v, nil
 	}
-	d.table = d.table[:0]
-	var err error
-	for _, r := range d.roots {
-		if err = d.walk(r); err != nil {
-			break
+	return v, d.renumbered(func() error {
+		for _, r := range d.roots {
+			if err := d.walk(r); err != nil {
+				return err
+			}
 		}
-	}
+		return nil
+	})
+}
+
+// renumbered runs walkAll, which walks values in order to rebuild their
+// slot numbering, on an empty slot table, and empties the table again after,
+// so that it keeps no pointers into the values. Both formats resolve their
+// back-references through it.
+func (d *decoder) renumbered(walkAll func() error) error {
+	d.table = d.table[:0]
+	err := walkAll()
 	clear(d.table)
 	d.table = d.table[:0]
-	return v, err
+	return err
 }
 
 // resolve points every r:/R: in v (decoded by one call) at its slot's
@@ -147,11 +157,7 @@ func (d *decoder) resolve(v *Value) error {
 	if d.refs == 0 {
 		return nil
 	}
-	d.table = d.table[:0]
-	err := d.walk(v)
-	clear(d.table)
-	d.table = d.table[:0]
-	return err
+	return d.renumbered(func() error { return d.walk(v) })
 }
 
 // resolveEntries points every r:/R: among the values of es (decoded in one
@@ -166,16 +172,14 @@ func (d *decoder) resolveEntries(es []Entry, at []int) error {
 	if i, j := duplicateKey(es, false); i >= 0 {
 		return errDuplicateWithRefs(at[j], es[j].Key)
 	}
-	d.table = d.table[:0]
-	var err error
-	for i := range es {
-		if err = d.walk(&es[i].Value); err != nil {
-			break
+	return d.renumbered(func() error {
+		for i := range es {
+			if err := d.walk(&es[i].Value); err != nil {
+				return err
+			}
 		}
-	}
-	clear(d.table)
-	d.table = d.table[:0]
-	return err
+		return nil
+	})
 }
 
 // walk recurses at most MaxDepth levels (decoding enforced it).

@@ -60,31 +60,30 @@ func (m *MemoryClientStorage) Add(ctx context.Context, e ClientEntry) error {
 
 // Remove unregisters connID; unknown ids are ignored.
 func (m *MemoryClientStorage) Remove(ctx context.Context, connID string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("remove client: %w", err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return fmt.Errorf("remove client: %w", ErrClosed)
-	}
-	m.removeLocked(connID)
-	return nil
+	return m.update(ctx, "remove client", func() { m.removeLocked(connID) })
 }
 
 // RemoveMany unregisters every id of connIDs; unknown ids are ignored.
 func (m *MemoryClientStorage) RemoveMany(ctx context.Context, connIDs []string) error {
+	return m.update(ctx, "remove clients", func() {
+		for _, id := range connIDs {
+			m.removeLocked(id)
+		}
+	})
+}
+
+// update runs change under the write lock, unless ctx is done or the
+// storage closed; what names the call in errors.
+func (m *MemoryClientStorage) update(ctx context.Context, what string, change func()) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("remove clients: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return fmt.Errorf("remove clients: %w", ErrClosed)
+		return fmt.Errorf("%s: %w", what, ErrClosed)
 	}
-	for _, id := range connIDs {
-		m.removeLocked(id)
-	}
+	change()
 	return nil
 }
 

@@ -295,28 +295,20 @@ func newRedisClientStorage(o RedisClientStorageOptions, now func() time.Time) (*
 	if o.TTL < 0 || o.RefreshInterval < 0 || o.CheckInterval < 0 {
 		return nil, errors.New("redis client storage: negative TTL, RefreshInterval or CheckInterval")
 	}
-	if o.TTL == 0 {
-		o.TTL = DefaultClientTTL
-	}
+	orDefault(&o.TTL, DefaultClientTTL)
 	if o.TTL < 3*time.Millisecond {
 		return nil, errors.New("redis client storage: TTL under 3ms")
 	}
-	if o.RefreshInterval == 0 {
-		o.RefreshInterval = o.TTL / 3
-	}
+	orDefault(&o.RefreshInterval, o.TTL/3)
 	if o.RefreshInterval >= o.TTL {
 		return nil, errors.New("redis client storage: RefreshInterval must be below TTL")
 	}
-	if o.CheckInterval == 0 {
-		o.CheckInterval = DefaultClientCheckInterval
-	}
+	orDefault(&o.CheckInterval, DefaultClientCheckInterval)
 	if o.CheckInterval < 10*time.Millisecond {
 		// The recovery polls at a tenth of it, and PX takes milliseconds.
 		return nil, errors.New("redis client storage: CheckInterval under 10ms")
 	}
-	if o.Prefix == "" {
-		o.Prefix = DefaultClientPrefix
-	}
+	orDefault(&o.Prefix, DefaultClientPrefix)
 	if o.NodeID == "" {
 		var err error
 		if o.NodeID, err = randomToken(); err != nil {
@@ -1214,20 +1206,10 @@ func (s *RedisClientStorage) settle(ctx context.Context, c rueidis.Client, alive
 // the lookup timeout), and releases the client it created. Later calls fail
 // with ErrClosed.
 func (s *RedisClientStorage) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	local, stopped := s.shutdown()
+	if !stopped {
 		return nil
 	}
-	local := s.local
-	s.local = nil
-	s.closed = true
-	s.complete = false
-	s.signalLocked()
-	s.mu.Unlock()
-	close(s.stop)
-	<-s.done
-
 	var err error
 	if c, gerr := s.clientFor(context.Background(), "close client storage"); gerr == nil {
 		ctx := context.Background()
@@ -1252,16 +1234,30 @@ func (s *RedisClientStorage) Close() error {
 	return err
 }
 
-// abandon stops the storage's goroutine without deleting anything, as if
-// the process had died; for tests of TTL expiry and of data loss.
-func (s *RedisClientStorage) abandon() {
+// shutdown marks the storage closed, so that calls fail with ErrClosed, and
+// stops its goroutine. It returns this replica's entries, which it no
+// longer holds, and false when the storage was already closed.
+func (s *RedisClientStorage) shutdown() (local map[string]localClient, stopped bool) {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, false
+	}
+	local = s.local
+	s.local = nil
 	s.closed = true
 	s.complete = false
 	s.signalLocked()
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.done
+	return local, true
+}
+
+// abandon stops the storage's goroutine without deleting anything, as if
+// the process had died; for tests of TTL expiry and of data loss.
+func (s *RedisClientStorage) abandon() {
+	s.shutdown()
 	if s.conn != nil {
 		s.conn.close()
 	}

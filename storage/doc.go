@@ -14,7 +14,9 @@
 // ClientEntry). Their implementations sit in files named for the backend:
 // files.go, pdo.go (MySQL), postgres.go, redis.go (whose RedisOptions is
 // also the connection config of everything else that talks to Redis) and
-// client_storage_memory.go, client_storage_redis.go. errors.go holds the
+// client_storage_memory.go, client_storage_redis.go; sql_store.go holds
+// what the MySQL and PostgreSQL stores share (the selects, each lookup's
+// steps around the driver call). errors.go holds the
 // sentinel errors and Result, their metric label; observer.go what the
 // stores report; limiter.go the concurrency limit every store applies.
 // Messages between replicas are not stored: they live in gateway/cluster.

@@ -102,9 +102,7 @@ const (
 // NewFilesStore checks the options and that Dir is a directory (it does not
 // need to list Dir), and starts the readers: Close the store to stop them.
 func NewFilesStore(o FilesOptions) (*FilesStore, error) {
-	if o.Dir == "" {
-		o.Dir = DefaultFilesDir
-	}
+	orDefault(&o.Dir, DefaultFilesDir)
 	if o.Depth < 0 || o.Depth >= MaxSessionIDLength {
 		return nil, fmt.Errorf("files session store: invalid depth %d", o.Depth)
 	}
@@ -117,15 +115,9 @@ func NewFilesStore(o FilesOptions) (*FilesStore, error) {
 	if o.MaxConcurrent < 0 || o.QueueSize < 0 || o.BusyWait < 0 {
 		return nil, errors.New("files session store: negative MaxConcurrent, QueueSize or BusyWait")
 	}
-	if o.MaxConcurrent == 0 {
-		o.MaxConcurrent = DefaultFilesReaders()
-	}
-	if o.QueueSize == 0 {
-		o.QueueSize = DefaultFilesQueueSize
-	}
-	if o.MaxSize == 0 {
-		o.MaxSize = DefaultMaxSize
-	}
+	orDefault(&o.MaxConcurrent, DefaultFilesReaders())
+	orDefault(&o.QueueSize, DefaultFilesQueueSize)
+	orDefault(&o.MaxSize, DefaultMaxSize)
 	dir := filepath.Clean(o.Dir)
 	fi, err := os.Stat(dir)
 	if err != nil {

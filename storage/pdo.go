@@ -55,31 +55,18 @@ type PDOOptions struct {
 // withDefaults fills in the defaults and checks the numbers; kind names the
 // store in errors.
 func (o PDOOptions) withDefaults(kind string) (PDOOptions, error) {
-	def := func(v *string, d string) {
-		if *v == "" {
-			*v = d
-		}
-	}
-	def(&o.Table, DefaultPDOTable)
-	def(&o.IDColumn, DefaultPDOIDColumn)
-	def(&o.DataColumn, DefaultPDODataColumn)
-	def(&o.LifetimeColumn, DefaultPDOLifetimeColumn)
-	def(&o.TimeColumn, DefaultPDOTimeColumn)
+	orDefault(&o.Table, DefaultPDOTable)
+	orDefault(&o.IDColumn, DefaultPDOIDColumn)
+	orDefault(&o.DataColumn, DefaultPDODataColumn)
+	orDefault(&o.LifetimeColumn, DefaultPDOLifetimeColumn)
+	orDefault(&o.TimeColumn, DefaultPDOTimeColumn)
 	if o.MaxOpenConns < 0 || o.LookupTimeout < 0 || o.MaxSize < 0 || o.MaxConcurrent < 0 || o.BusyWait < 0 {
 		return o, fmt.Errorf("%s session store: negative MaxOpenConns, LookupTimeout, MaxSize, MaxConcurrent or BusyWait", kind)
 	}
-	if o.MaxOpenConns == 0 {
-		o.MaxOpenConns = DefaultPDOMaxOpenConns
-	}
-	if o.LookupTimeout == 0 {
-		o.LookupTimeout = DefaultPDOLookupTimeout
-	}
-	if o.MaxSize == 0 {
-		o.MaxSize = DefaultMaxSize
-	}
-	if o.MaxConcurrent == 0 {
-		o.MaxConcurrent = 2 * o.MaxOpenConns
-	}
+	orDefault(&o.MaxOpenConns, DefaultPDOMaxOpenConns)
+	orDefault(&o.LookupTimeout, DefaultPDOLookupTimeout)
+	orDefault(&o.MaxSize, DefaultMaxSize)
+	orDefault(&o.MaxConcurrent, 2*o.MaxOpenConns)
 	return o, nil
 }
 
@@ -158,21 +145,15 @@ const symfonyMaxLifetime = 315576000
 // the last committed session data. Both BLOB (64 KiB) and MEDIUMBLOB data
 // columns work.
 type PDOStore struct {
-	db            *sql.DB
-	query         string
-	batchQuery    string // fmt pattern: %s is the list of placeholders
-	lookupTimeout time.Duration
-	maxSize       int64
-	now           func() time.Time // injectable clock for tests
-	lim           *limiter
+	sqlStore // batchQuery is a fmt pattern: %s is the list of placeholders
+	db       *sql.DB
 
 	// The selects are prepared once, lazily, so that the store can be
 	// opened while the database is still down (the gateway then answers
 	// 503 and its readiness probe fails) and recovers by itself.
-	stmt   atomic.Pointer[sql.Stmt]
-	mu     sync.Mutex // serializes preparing and Close
-	batch  map[int]*sql.Stmt
-	closed bool
+	stmt  atomic.Pointer[sql.Stmt]
+	mu    sync.Mutex // serializes preparing and Close (which sets closed)
+	batch map[int]*sql.Stmt
 }
 
 var _ SessionStore = (*PDOStore)(nil)
@@ -223,23 +204,10 @@ func OpenMySQL(o PDOOptions) (*PDOStore, error) {
 		// The driver's DSN errors do not echo the password.
 		return nil, fmt.Errorf("mysql session store: %w", err)
 	}
-	if o, err = o.withDefaults("mysql"); err != nil {
+	s := &PDOStore{batch: make(map[int]*sql.Stmt)}
+	if o, err = s.open(mysqlDialect, o); err != nil {
 		return nil, err
 	}
-	table, cols, err := quoteNames(o, "`")
-	if err != nil {
-		return nil, fmt.Errorf("mysql session store: %w", err)
-	}
-	id, data, lifetime, tm := cols[0], cols[1], cols[2], cols[3]
-	// The data is only sent when it fits MaxSize; LENGTH tells an
-	// oversized session (data NULL, length > max) from an empty one.
-	query := fmt.Sprintf(
-		"SELECT CASE WHEN LENGTH(%[2]s) <= ? THEN %[2]s END, LENGTH(%[2]s), %[3]s, %[4]s FROM %[5]s WHERE %[1]s = ?",
-		id, data, lifetime, tm, table)
-	batchQuery := fmt.Sprintf(
-		"SELECT %[1]s, CASE WHEN LENGTH(%[2]s) <= ? THEN %[2]s END, LENGTH(%[2]s), %[3]s, %[4]s FROM %[5]s WHERE %[1]s IN (%%s)",
-		id, data, lifetime, tm, table)
-
 	if cfg.Timeout == 0 {
 		// Dial timeout; the per-lookup context bounds it anyway, this
 		// also covers connections opened outside a lookup.
@@ -249,21 +217,12 @@ func OpenMySQL(o PDOOptions) (*PDOStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mysql session store: %w", err)
 	}
-	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(o.MaxOpenConns)
-	db.SetMaxIdleConns(o.MaxOpenConns)
-	db.SetConnMaxLifetime(pdoConnMaxLifetime)
-	db.SetConnMaxIdleTime(pdoConnMaxIdleTime)
-	return &PDOStore{
-		db:            db,
-		query:         query,
-		batchQuery:    batchQuery,
-		lookupTimeout: o.LookupTimeout,
-		maxSize:       o.MaxSize,
-		now:           time.Now,
-		lim:           newLimiter("mysql", o.MaxConcurrent, o.BusyWait, o.Observer),
-		batch:         make(map[int]*sql.Stmt),
-	}, nil
+	s.db = sql.OpenDB(connector)
+	s.db.SetMaxOpenConns(o.MaxOpenConns)
+	s.db.SetMaxIdleConns(o.MaxOpenConns)
+	s.db.SetConnMaxLifetime(pdoConnMaxLifetime)
+	s.db.SetConnMaxIdleTime(pdoConnMaxIdleTime)
+	return s, nil
 }
 
 // prepared returns the prepared select, preparing it on first use.
@@ -273,7 +232,7 @@ func (s *PDOStore) prepared(ctx context.Context) (*sql.Stmt, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return nil, ErrClosed
 	}
 	if st := s.stmt.Load(); st != nil {
@@ -292,7 +251,7 @@ func (s *PDOStore) prepared(ctx context.Context) (*sql.Stmt, error) {
 func (s *PDOStore) preparedBatch(ctx context.Context, n int) (*sql.Stmt, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return nil, ErrClosed
 	}
 	if st := s.batch[n]; st != nil {
@@ -311,129 +270,55 @@ func (s *PDOStore) preparedBatch(ctx context.Context, n int) (*sql.Stmt, error) 
 // its locking: no row or empty data is ErrNotFound, and a row whose expiry
 // (sess_lifetime, plus sess_time for pre-4.4 rows) is before now is
 // ErrExpired. Database errors and timeouts are ErrUnavailable.
-func (s *PDOStore) Read(ctx context.Context, id string) (_ []byte, err error) {
-	if !ValidSessionID(id) {
-		return nil, fmt.Errorf("read session: %w", ErrInvalidID)
-	}
-	start := time.Now()
-	defer func() { s.lim.observe("read", start, err) }()
-	ctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
-	defer cancel()
-	if err := s.lim.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer s.lim.release()
-	st, err := s.prepared(ctx)
-	if err != nil {
-		return nil, unavailable("read session", err)
-	}
-	var (
-		data               []byte
-		length             sql.NullInt64
-		lifetime, modified sql.NullInt64 // NULL reads as 0, as PHP's (int) cast would
-	)
-	err = st.QueryRowContext(ctx, s.maxSize, id).Scan(&data, &length, &lifetime, &modified)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil, fmt.Errorf("read session: %w", ErrNotFound)
-	case err != nil:
-		return nil, unavailable("read session", err)
-	}
-	r := judgeRow(data, length.Int64, lifetime.Int64, modified.Int64, s.now().Unix(), s.maxSize)
-	return r.Data, r.Err
+func (s *PDOStore) Read(ctx context.Context, id string) ([]byte, error) {
+	return s.read(ctx, id, sql.ErrNoRows, func(ctx context.Context, r *sessionRow) error {
+		st, err := s.prepared(ctx)
+		if err != nil {
+			return err
+		}
+		return st.QueryRowContext(ctx, s.maxSize, id).Scan(&r.data, &r.length, &r.lifetime, &r.modified)
+	})
 }
 
 // ReadMany looks up to 512 sessions up per SELECT ... WHERE id IN (...),
 // judging each row as Read does; ids without a row are ErrNotFound.
-func (s *PDOStore) ReadMany(ctx context.Context, ids []string) (_ map[string]ReadResult, err error) {
-	start := time.Now()
-	defer func() { s.lim.observe("read_many", start, err) }()
-	out, valid := readManyPrepare(ids)
-	if len(valid) == 0 {
-		return out, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
-	defer cancel()
-	if err := s.lim.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer s.lim.release()
-	now := s.now().Unix()
+func (s *PDOStore) ReadMany(ctx context.Context, ids []string) (map[string]ReadResult, error) {
 	max := pdoBatchSizes[len(pdoBatchSizes)-1]
-	args := make([]any, 0, 1+max)
-	for len(valid) > 0 {
-		chunk := valid[:min(len(valid), max)]
-		valid = valid[len(chunk):]
+	var args []any // made by the first chunk, reused by the others
+	return s.readMany(ctx, ids, max, func(ctx context.Context, chunk []string, out map[string]ReadResult, now int64) error {
 		n := batchSize(len(chunk))
 		st, err := s.preparedBatch(ctx, n)
 		if err != nil {
-			return nil, unavailable("read sessions", err)
+			return err
+		}
+		if args == nil {
+			args = make([]any, 0, 1+max)
 		}
 		args = append(args[:0], s.maxSize)
 		for i := 0; i < n; i++ {
 			args = append(args, chunk[min(i, len(chunk)-1)])
 		}
-		if err := scanBatch(ctx, st, args, out, now, s.maxSize); err != nil {
-			return nil, unavailable("read sessions", err)
-		}
-		for _, id := range chunk {
-			if r := out[id]; r.Data == nil && r.Err == nil {
-				out[id] = ReadResult{Err: fmt.Errorf("read session: %w", ErrNotFound)}
-			}
-		}
-	}
-	return out, nil
-}
-
-// scanBatch runs one batched select and records each row's judgement in out.
-func scanBatch(ctx context.Context, st *sql.Stmt, args []any, out map[string]ReadResult, now, maxSize int64) error {
-	rows, err := st.QueryContext(ctx, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			id                 string
-			data               []byte
-			length             sql.NullInt64
-			lifetime, modified sql.NullInt64
-		)
-		if err := rows.Scan(&id, &data, &length, &lifetime, &modified); err != nil {
+		rows, err := st.QueryContext(ctx, args...)
+		if err != nil {
 			return err
 		}
-		if _, asked := out[id]; asked {
-			out[id] = judgeRow(data, length.Int64, lifetime.Int64, modified.Int64, now, maxSize)
-		}
-	}
-	return rows.Err()
+		defer rows.Close()
+		return s.judgeRows(rows, out, now)
+	})
 }
 
 // Ping checks that the database answers within the lookup timeout.
-func (s *PDOStore) Ping(ctx context.Context) (err error) {
-	defer func(start time.Time) { s.lim.observe("ping", start, err) }(time.Now())
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return unavailable("ping", ErrClosed)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
-	defer cancel()
-	if err := s.db.PingContext(ctx); err != nil {
-		return unavailable("ping", err)
-	}
-	return nil
+func (s *PDOStore) Ping(ctx context.Context) error {
+	return s.ping(ctx, s.db.PingContext)
 }
 
 // Close closes the prepared statements and the connection pool.
 func (s *PDOStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Swap(true) {
 		return nil
 	}
-	s.closed = true
 	var errs []error
 	if st := s.stmt.Swap(nil); st != nil {
 		errs = append(errs, st.Close())

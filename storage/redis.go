@@ -134,24 +134,12 @@ func (o RedisOptions) WithDefaults() (RedisOptions, error) {
 	if o.PipelineMultiplex < 0 || o.PipelineMultiplex > rueidis.MaxPipelineMultiplex {
 		return o, fmt.Errorf("PipelineMultiplex %d: want 0 to %d", o.PipelineMultiplex, rueidis.MaxPipelineMultiplex)
 	}
-	if o.Prefix == "" {
-		o.Prefix = DefaultRedisPrefix
-	}
-	if o.CacheTTL == 0 {
-		o.CacheTTL = DefaultRedisCacheTTL
-	}
-	if o.CacheBytes == 0 {
-		o.CacheBytes = DefaultRedisCacheBytes
-	}
-	if o.LookupTimeout == 0 {
-		o.LookupTimeout = DefaultRedisLookupTimeout
-	}
-	if o.MaxConcurrent == 0 {
-		o.MaxConcurrent = DefaultRedisMaxConcurrent
-	}
-	if o.MaxSize == 0 {
-		o.MaxSize = DefaultMaxSize
-	}
+	orDefault(&o.Prefix, DefaultRedisPrefix)
+	orDefault(&o.CacheTTL, DefaultRedisCacheTTL)
+	orDefault(&o.CacheBytes, DefaultRedisCacheBytes)
+	orDefault(&o.LookupTimeout, DefaultRedisLookupTimeout)
+	orDefault(&o.MaxConcurrent, DefaultRedisMaxConcurrent)
+	orDefault(&o.MaxSize, DefaultMaxSize)
 	return o, nil
 }
 

@@ -10,6 +10,15 @@ import (
 // keeping one pathological row or file from costing much memory.
 const DefaultMaxSize int64 = 4 << 20
 
+// orDefault sets *v to d when *v is the zero value: the options of every
+// store and of the client storage leave a setting at zero for its default.
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}
+
 // SessionStore reads PHP sessions.
 //
 // Implementations never write, never lock (no GET_LOCK, no FOR UPDATE, no
