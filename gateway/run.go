@@ -301,9 +301,20 @@ func (s *Server) newFanout() (*cluster.Fanout, error) {
 // deliverRelayed hands what other replicas broadcast to this node; it runs
 // on the fan-out's delivery goroutine.
 func (s *Server) deliverRelayed(m cluster.FanoutMessage) {
-	if _, err := s.node.DeliverRelayed(m.Topic, m.Payload, m.Exclude, m.Eligible); err != nil {
+	// The user and role lists travel in the envelope; the node takes
+	// session lists only until wamp.Audience lands (issue 16).
+	if _, err := s.node.DeliverRelayed(m.Topic, m.Payload, m.ExcludeSessions, m.EligibleSessions); err != nil {
 		s.log.Warn("cluster: dropping a relayed broadcast", "err", err)
 	}
+}
+
+// fanoutRelay is the Fanout as the node's wamp.Relay, which still passes
+// session lists rather than an Audience.
+type fanoutRelay struct{ *cluster.Fanout }
+
+// Publish relays a broadcast made on this node to the other replicas.
+func (r fanoutRelay) Publish(topic string, payload []byte, exclude, eligible []string) {
+	r.Fanout.Publish(topic, payload, cluster.Audience{ExcludeSessions: exclude, EligibleSessions: eligible})
 }
 
 // newControl connects the control channel of cluster.fanout, on which

@@ -176,7 +176,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		if s.fanout, err = s.newFanout(); err != nil {
 			return nil, err
 		}
-		nodeCfg.Relay = s.fanout
+		nodeCfg.Relay = fanoutRelay{s.fanout}
 	}
 	if s.node, err = wamp.NewNode(nodeCfg); err != nil {
 		return nil, routesError(err)

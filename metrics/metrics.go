@@ -7,6 +7,7 @@ package metrics
 import (
 	"net/http"
 	"net/http/pprof"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -99,6 +100,16 @@ type Gateway struct {
 	FanoutPublished prometheus.Counter
 	FanoutLag       prometheus.Histogram
 	FanoutDropped   *prometheus.CounterVec
+	// FanoutLost counts broadcasts of another replica that never reached
+	// this one (holes in its sequence numbers), by peer (FanoutPeer);
+	// FanoutDuplicates counts the ones that came twice or out of order,
+	// by peer likewise; FanoutSubscriptionUp is 1 while this replica
+	// receives the other replicas' broadcasts, 0 while its subscription
+	// to Redis is down.
+	FanoutLost           *prometheus.CounterVec
+	FanoutDuplicates     *prometheus.CounterVec
+	FanoutSubscriptionUp prometheus.Gauge
+	fanoutPeers          boundedLabel
 
 	// ClientStorageLosses counts the times the Redis client storage found
 	// that Redis lost this replica's registration, by cause
@@ -267,6 +278,19 @@ func New(reg prometheus.Registerer) *Gateway {
 		Name: "wsgate_fanout_dropped_total",
 		Help: "Broadcasts between replicas lost, by reason.",
 	}, []string{"reason"})
+	g.FanoutLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_fanout_lost_total",
+		Help: "Broadcasts of another replica that never reached this one (gaps in its sequence numbers), by peer NodeID.",
+	}, []string{"peer"})
+	g.FanoutDuplicates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_fanout_duplicates_total",
+		Help: "Broadcasts of another replica that arrived twice or out of order (delivered all the same), by peer NodeID.",
+	}, []string{"peer"})
+	g.FanoutSubscriptionUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsgate_fanout_subscription_up",
+		Help: "1 while this replica receives the other replicas' broadcasts, 0 while its Redis subscription is down.",
+	})
+	g.fanoutPeers = boundedLabel{max: MaxFanoutPeers, seen: make(map[string]struct{})}
 	g.ClientStorageLosses = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsgate_client_storage_losses_total",
 		Help: "Times Redis lost this replica's client registration (restart without persistence, flush), by cause.",
@@ -277,13 +301,42 @@ func New(reg prometheus.Registerer) *Gateway {
 	}, []string{"limit"})
 	g.reg = reg
 	reg.MustRegister(g.LimitExceeded, g.ClientStorageLosses, g.PushRequests, g.UpstreamRequests, g.ConnectionEvents, g.ConnectionEventDuration,
-		g.FanoutPublished, g.FanoutLag, g.FanoutDropped,
+		g.FanoutPublished, g.FanoutLag, g.FanoutDropped, g.FanoutLost, g.FanoutDuplicates, g.FanoutSubscriptionUp,
 		g.Connections, g.Handshakes, g.SessionLookups, g.MessagesReceived, g.MessagesSent, g.Disconnects,
 		g.ReceivedBytes, g.SentBytes, g.Dropped, g.WriteDuration,
 		g.WAMPMessagesIn, g.WAMPMessagesOut, g.RPCDuration, g.RoutingMisses, g.AccessDenied,
 		g.StoreLookups, g.StoreCacheHits, g.StoreCacheMisses, g.Revalidations, g.Pushes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return g
+}
+
+// MaxFanoutPeers bounds the distinct peer labels of the fan-out metrics:
+// NodeIDs change at every restart of a replica whose id is not configured,
+// so a long-lived replica would otherwise grow a series per restart.
+const MaxFanoutPeers = 64
+
+// FanoutPeer returns the peer label for the replica node: node itself
+// for the first MaxFanoutPeers distinct ones, "other" after that.
+func (g *Gateway) FanoutPeer(node string) string { return g.fanoutPeers.label(node) }
+
+// boundedLabel hands out at most max distinct label values, then "other".
+type boundedLabel struct {
+	max  int
+	mu   sync.Mutex
+	seen map[string]struct{}
+}
+
+func (b *boundedLabel) label(v string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.seen[v]; ok {
+		return v
+	}
+	if len(b.seen) >= b.max {
+		return "other"
+	}
+	b.seen[v] = struct{}{}
+	return v
 }
 
 // Handler serves /metrics from g, /healthz (the process answers) and
