@@ -197,21 +197,28 @@ type FanoutOptions struct {
 //
 // Delivery is at most once: Redis pub/sub keeps nothing for a subscriber
 // that is not connected, so messages published while a replica's
-// subscription connection is down (from the loss until the resubscription
-// after reconnecting) are lost for that replica, as are messages dropped by
-// a full queue. Nothing is retried, so nothing is delivered twice either,
-// except in the rare case of a PUBLISH retried by rueidis after its
-// connection broke once the command was already sent.
+// subscription connection is down (from the loss until the resubscription,
+// within fanoutProbeEvery of Redis answering again) are lost for that
+// replica, as are messages dropped by a full queue; the receivers count
+// them from the holes in the sequence numbers (FanoutObserver.Lost).
+// Nothing is retried, so nothing is delivered twice either, except in the
+// rare case of a PUBLISH retried by rueidis after its connection broke once
+// the command was already sent (counted as Duplicate). Streams mode
+// (FanoutStreams) trades memory in Redis and reading every message for
+// surviving outages shorter than its retention.
 //
 // Goroutines, all started by NewFanout and stopped by Close:
 //
-//	publisher    drains the outbound queue, PUBLISHes in pipelined batches
+//	publisher    drains the outbound queue, PUBLISHes (streams: XADDs) in
+//	             pipelined batches; PINGs while idle, for Up
 //	deliverer    drains the inbound queue into Deliver
 //	subscriber   standalone/sentinel: owns the dedicated connection,
 //	             applies Watch/Unwatch, reconnects and resubscribes;
 //	             cluster: applies Watch/Unwatch by starting and stopping
 //	             one receiver goroutine per watched topic (each counted in
 //	             the same WaitGroup)
+//	stream reader  streams mode, instead of the subscriber: XREADs the
+//	             stream from its last id on a client of its own
 //
 // The publisher and the subscriber each own their rueidis client (so a
 // subscription connection killed or stuck never holds up publishing) and

@@ -40,6 +40,7 @@ func (f *Fanout) runStreamReader() {
 		return
 	}
 	defer client.Close()
+	f.subBack()
 	// The last id before the start time: XREAD returns the entries after
 	// it, every one added from the start's millisecond on.
 	last := strconv.FormatInt(f.started.UnixMilli()-1, 10) + "-" + strconv.FormatUint(math.MaxUint64, 10)
@@ -56,9 +57,11 @@ func (f *Fanout) runStreamReader() {
 			if !f.awaitRedis(client) {
 				return
 			}
+			// Up as soon as Redis answers, not once the next XREAD
+			// returns (up to fanoutStreamBlock later if nothing comes).
+			f.subBack()
 			continue
 		}
-		f.subBack()
 		entries := res[f.streamKey]
 		if len(entries) == 0 {
 			continue
