@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -206,6 +207,7 @@ func TestFanoutLinkLoss(t *testing.T) {
 			env := standaloneFanoutEnv(t, m.sharded)
 			proxy := newLinkProxy(t, env.redis.Addrs[0])
 			prefix := uniqueName(t, "wsgate_t_") + ":"
+			dropStreamAtEnd(t, env.redis.Addrs[0], prefix)
 			viaProxy := env.redis
 			viaProxy.Addrs = []string{proxy.Addr}
 			viaProxy.LookupTimeout = 2 * time.Second
@@ -364,9 +366,10 @@ func TestFanoutStreamTrimmed(t *testing.T) {
 // the real Redis in one mode: b.N messages published by A on one topic,
 // timed until B has delivered them all. Publish never blocks, so the loop
 // leaves room in A's queue rather than dropping.
-func benchFanout(b *testing.B, mode string) {
-	env := standaloneFanoutEnv(b, false)
+func benchFanout(b *testing.B, mode string, sharded bool) {
+	env := standaloneFanoutEnv(b, sharded)
 	prefix := uniqueName(b, "wsgate_b_") + ":"
+	dropStreamAtEnd(b, env.redis.Addrs[0], prefix)
 	var mu sync.Mutex
 	delivered := 0
 	const queue = 1 << 16
@@ -378,10 +381,6 @@ func benchFanout(b *testing.B, mode string) {
 	}})
 	rb.Watch("T")
 	pollFor(b, 10*time.Second, "B watching", func() bool { return rb.Watching() == 1 })
-	b.Cleanup(func() { // the stream outlives the test otherwise
-		admin := redisAdmin(b, env.redis.Addrs[0])
-		admin.Do(b.Context(), admin.B().Del().Key(prefix+"fanout-stream").Build())
-	})
 	payload := []byte(`{"type":"chat","room":42,"user":"alice","text":"hello, this is a typical small event payload"}`)
 	aud := Audience{ExcludeSessions: []string{"1234567890123456"}}
 	b.ReportAllocs()
@@ -407,13 +406,27 @@ func benchFanout(b *testing.B, mode string) {
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(b.N), "ns/msg")
 	b.ReportMetric(float64(dropped()), "dropped")
 	b.ReportMetric(float64(rb.obs.lostTotal()), "lost")
 }
 
+// dropStreamAtEnd deletes the stream of prefix from the Redis at addr
+// when the test ends, after its fan-outs have closed (cleanups run last
+// registered first), so that streams-mode tests on the shared Redis leave
+// nothing behind.
+func dropStreamAtEnd(t testing.TB, addr, prefix string) {
+	admin := redisAdmin(t, addr)
+	t.Cleanup(func() {
+		if err := admin.Do(context.Background(), admin.B().Del().Key(prefix+"fanout-stream").Build()).Error(); err != nil {
+			t.Errorf("delete the test stream: %v", err)
+		}
+	})
+}
+
 // BenchmarkFanoutPubSub: classic pub/sub, for comparison with streams.
-func BenchmarkFanoutPubSub(b *testing.B) { benchFanout(b, FanoutPubSub) }
+func BenchmarkFanoutPubSub(b *testing.B) { benchFanout(b, FanoutPubSub, false) }
 
 // BenchmarkFanoutStreams: the durable mode, XADD and XREAD.
-func BenchmarkFanoutStreams(b *testing.B) { benchFanout(b, FanoutStreams) }
+func BenchmarkFanoutStreams(b *testing.B) { benchFanout(b, FanoutStreams, false) }

@@ -789,52 +789,9 @@ func TestFanoutCluster(t *testing.T) {
 }
 
 // BenchmarkFanoutPublish measures relay throughput from A to B through
-// the real Redis: b.N messages published by A on one topic, timed until B
-// has delivered them all. Publish never blocks, so the loop leaves room in
-// A's queue rather than dropping.
+// the real Redis in classic and sharded pub/sub (see benchFanout).
 func BenchmarkFanoutPublish(b *testing.B) {
 	for _, m := range fanoutModes {
-		b.Run(m.name, func(b *testing.B) {
-			env := standaloneFanoutEnv(b, m.sharded)
-			prefix := uniqueName(b, "wsgate_t_") + ":"
-			var mu sync.Mutex
-			delivered := 0
-			const queue = 1 << 16
-			a := newFanoutNode(b, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "a", QueueSize: queue})
-			rb := newFanoutNode(b, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "b", QueueSize: queue, Deliver: func(FanoutMessage) {
-				mu.Lock()
-				delivered++
-				mu.Unlock()
-			}})
-			rb.Watch("T")
-			pollFor(b, 10*time.Second, "B subscribed", func() bool { return rb.Watching() == 1 })
-			payload := []byte(`{"type":"chat","room":42,"user":"alice","text":"hello, this is a typical small event payload"}`)
-			exclude := []string{"1234567890123456"}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(payload)))
-			b.ResetTimer()
-			start := time.Now()
-			for i := range b.N {
-				if i%1024 == 0 {
-					for len(a.outbound) > queue/2 {
-						runtime.Gosched()
-					}
-				}
-				a.Publish("T", payload, Audience{ExcludeSessions: exclude})
-			}
-			dropped := func() int {
-				return a.obs.drops(FanoutDropPublishQueueFull) + a.obs.drops(FanoutDropPublishError) +
-					rb.obs.drops(FanoutDropDeliverQueueFull)
-			}
-			pollFor(b, time.Minute, "B delivers everything", func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				return delivered+dropped() >= b.N
-			})
-			elapsed := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-			b.ReportMetric(float64(dropped()), "dropped")
-		})
+		b.Run(m.name, func(b *testing.B) { benchFanout(b, FanoutPubSub, m.sharded) })
 	}
 }
