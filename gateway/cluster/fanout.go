@@ -361,6 +361,7 @@ func NewFanout(o FanoutOptions) (*Fanout, error) {
 	}
 	f.clientOpt.ClientName = "wsgate-fanout"
 	f.subOpt.ClientName = fanoutClientName(o.NodeID)
+	f.pubUp.Store(true) // see runPublisher
 	f.wg.Add(3)
 	go f.runPublisher()
 	go f.runDeliverer()
@@ -427,7 +428,8 @@ func (f *Fanout) Publish(topic string, payload []byte, a Audience) {
 }
 
 // Up reports whether the publisher reached Redis on its last attempt (a
-// batch sent, or its probe while idle or down: at most a second old) and,
+// batch sent, or its probe while idle or down: at most a second old; true
+// until the first attempt, a second after NewFanout at the latest) and,
 // in streams mode, whether its last XADD succeeded: while it is false, what
 // Publish accepts is probably lost, and the push API says so (503).
 func (f *Fanout) Up() bool { return f.pubUp.Load() }
@@ -642,7 +644,12 @@ func (f *Fanout) runPublisher() {
 	p := &fanoutPublisher{f: f}
 	defer p.close()
 	batch := make([]fanoutOut, 0, fanoutBatch)
-	probe := time.NewTimer(0)
+	// Up starts true (NewFanout), as if a first probe had worked, and that
+	// probe waits as an idle one would: a probe at once would hold the
+	// publisher for a whole lookup timeout when Redis is unreachable,
+	// before it has even taken the first message (and Up would be false
+	// for as long when Redis is fine). The first batch or probe tells.
+	probe := time.NewTimer(fanoutIdleProbe)
 	defer probe.Stop()
 	for {
 		select {
