@@ -113,3 +113,19 @@ func (o fanoutObserver) Relayed(lag time.Duration) {
 func (o fanoutObserver) Dropped(reason string) { o.m.FanoutDropped.WithLabelValues(reason).Inc() }
 
 func (o fanoutObserver) Published(n int) { o.m.FanoutPublished.Add(float64(n)) }
+
+func (o fanoutObserver) Lost(origin string, n uint64) {
+	o.m.FanoutLost.WithLabelValues(o.m.FanoutPeer(origin)).Add(float64(n))
+}
+
+func (o fanoutObserver) Duplicate(origin string) {
+	o.m.FanoutDuplicates.WithLabelValues(o.m.FanoutPeer(origin)).Inc()
+}
+
+func (o fanoutObserver) SubscriptionUp(up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	o.m.FanoutSubscriptionUp.Set(v)
+}

@@ -301,30 +301,19 @@ func (s *Server) newFanout() (*cluster.Fanout, error) {
 // deliverRelayed hands what other replicas broadcast to this node; it runs
 // on the fan-out's delivery goroutine.
 func (s *Server) deliverRelayed(m cluster.FanoutMessage) {
-	if _, err := s.node.DeliverRelayed(m.Topic, m.Payload, wamp.Audience{ExcludeSessions: m.Exclude, EligibleSessions: m.Eligible}); err != nil {
+	if _, err := s.node.DeliverRelayed(m.Topic, m.Payload, wamp.Audience(m.Audience)); err != nil {
 		s.log.Warn("cluster: dropping a relayed broadcast", "err", err)
 	}
 }
 
-// fanoutRelay is the node's Relay over the Redis fan-out.
-//
-// TODO(issue16): users and roles once cluster.Audience lands; until then
-// the fan-out carries session ids only, and an audience it cannot carry
-// errs on the side of fewer recipients: named users or roles become a
-// session list that names nobody else, and excluded users or roles keep
-// the broadcast on this replica.
+// fanoutRelay is the Fanout as the node's wamp.Relay: the audience
+// (session, user and role lists) travels in the envelope, and every
+// replica selects its own subscribers by it.
 type fanoutRelay struct{ *cluster.Fanout }
 
-// Publish implements wamp.Relay.
+// Publish relays a broadcast made on this node to the other replicas.
 func (r fanoutRelay) Publish(topic string, payload []byte, a wamp.Audience) {
-	if len(a.ExcludeUsers) > 0 || len(a.ExcludeRoles) > 0 {
-		return
-	}
-	eligible := a.EligibleSessions
-	if len(a.EligibleUsers) > 0 || len(a.EligibleRoles) > 0 {
-		eligible = append(append(make([]string, 0, len(eligible)+1), eligible...), "")
-	}
-	r.Fanout.Publish(topic, payload, a.ExcludeSessions, eligible)
+	r.Fanout.Publish(topic, payload, cluster.Audience(a))
 }
 
 // newControl connects the control stream of cluster.fanout, on which

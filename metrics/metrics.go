@@ -7,6 +7,7 @@ package metrics
 import (
 	"net/http"
 	"net/http/pprof"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -99,6 +100,16 @@ type Gateway struct {
 	FanoutPublished prometheus.Counter
 	FanoutLag       prometheus.Histogram
 	FanoutDropped   *prometheus.CounterVec
+	// FanoutLost counts broadcasts of another replica that never reached
+	// this one (holes in its sequence numbers), by peer (FanoutPeer);
+	// FanoutDuplicates counts the ones that came twice or out of order,
+	// by peer likewise; FanoutSubscriptionUp is 1 while this replica
+	// receives the other replicas' broadcasts, 0 while its subscription
+	// to Redis is down.
+	FanoutLost           *prometheus.CounterVec
+	FanoutDuplicates     *prometheus.CounterVec
+	FanoutSubscriptionUp prometheus.Gauge
+	fanoutPeers          boundedLabel
 
 	// ClientStorageLosses counts the times the Redis client storage found
 	// that Redis lost this replica's registration, by cause
@@ -214,6 +225,13 @@ func New(reg prometheus.Registerer) *Gateway {
 		[]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1})
 	g.FanoutDropped = f.counterVec("wsgate_fanout_dropped_total",
 		"Broadcasts between replicas lost, by reason.", "reason")
+	g.FanoutLost = f.counterVec("wsgate_fanout_lost_total",
+		"Broadcasts of another replica that never reached this one (gaps in its sequence numbers), by peer NodeID.", "peer")
+	g.FanoutDuplicates = f.counterVec("wsgate_fanout_duplicates_total",
+		"Broadcasts of another replica that arrived twice or out of order (delivered all the same), by peer NodeID.", "peer")
+	g.FanoutSubscriptionUp = f.gauge("wsgate_fanout_subscription_up",
+		"1 while this replica receives the other replicas' broadcasts, 0 while its Redis subscription is down.")
+	g.fanoutPeers = boundedLabel{max: MaxFanoutPeers, seen: make(map[string]struct{})}
 	g.ClientStorageLosses = f.counterVec("wsgate_client_storage_losses_total",
 		"Times Redis lost this replica's client registration (restart without persistence, flush), by cause.", "cause")
 	g.LimitExceeded = f.counterVec("wsgate_limit_exceeded_total",
@@ -254,6 +272,35 @@ func (f registering) histogramVec(name, help string, buckets []float64, labels .
 	m := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 	f.reg.MustRegister(m)
 	return m
+}
+
+// MaxFanoutPeers bounds the distinct peer labels of the fan-out metrics:
+// NodeIDs change at every restart of a replica whose id is not configured,
+// so a long-lived replica would otherwise grow a series per restart.
+const MaxFanoutPeers = 64
+
+// FanoutPeer returns the peer label for the replica node: node itself
+// for the first MaxFanoutPeers distinct ones, "other" after that.
+func (g *Gateway) FanoutPeer(node string) string { return g.fanoutPeers.label(node) }
+
+// boundedLabel hands out at most max distinct label values, then "other".
+type boundedLabel struct {
+	max  int
+	mu   sync.Mutex          // guards seen
+	seen map[string]struct{} // the values handed out, at most max
+}
+
+func (b *boundedLabel) label(v string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.seen[v]; ok {
+		return v
+	}
+	if len(b.seen) >= b.max {
+		return "other"
+	}
+	b.seen[v] = struct{}{}
+	return v
 }
 
 // Handler serves /metrics from g, /healthz (the process answers) and

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,16 @@ const (
 	// names, so that resubscribing thousands of topics after a reconnect
 	// sends commands of reasonable size.
 	fanoutSubChunk = 512
+	// fanoutProbeEvery is the pause between two PINGs while Redis cannot
+	// be reached (by the subscriber while its subscription is down, by the
+	// publisher while its last attempt failed): a refused connection fails
+	// at once, so the subscription is back within this pause of Redis
+	// being back, instead of after a backoff of up to seconds during which
+	// the publishers, already reconnected, publish to nobody.
+	fanoutProbeEvery = 100 * time.Millisecond
+	// fanoutIdleProbe is the pause between two PINGs of an idle publisher
+	// whose last attempt worked.
+	fanoutIdleProbe = time.Second
 )
 
 // Reasons given to FanoutObserver.Dropped.
@@ -41,21 +52,40 @@ const (
 	FanoutDropEncodeError = "encode_error"
 )
 
+// Audience is who a broadcast is for, beyond the topic's subscribers: the
+// lists of a WAMP publish's options. Sessions are WAMP session ids
+// (globally unique strings), users authenticated user names, roles the
+// users' roles. It has the fields of wamp.Audience, in the same order, so
+// that the gateway converts one to the other with Audience(a); the lists
+// mean there what they mean here.
+type Audience struct {
+	// ExcludeSessions and EligibleSessions: sessions not to deliver to,
+	// and, if non-empty, the only ones to deliver to.
+	ExcludeSessions, EligibleSessions []string
+	// ExcludeUsers and EligibleUsers: likewise by user name.
+	ExcludeUsers, EligibleUsers []string
+	// ExcludeRoles and EligibleRoles: likewise by role.
+	ExcludeRoles, EligibleRoles []string
+}
+
 // FanoutMessage is one broadcast relayed between replicas.
 type FanoutMessage struct {
 	// Topic is the WAMP topic the event was published on.
 	Topic string
 	// Payload is the event, already JSON-encoded (a valid JSON value).
 	Payload []byte
-	// Exclude lists WAMP session ids (globally unique strings) not to
-	// deliver to.
-	Exclude []string
-	// Eligible, if non-empty, restricts delivery to these session ids.
-	Eligible []string
+	// Audience restricts who receives it.
+	Audience
 	// Origin is the NodeID of the publishing replica.
 	Origin string
 	// SentAt is when the publishing replica called Publish (its clock).
 	SentAt time.Time
+	// Epoch and Seq place the message on its stream: the origin's
+	// messages on Topic (pub/sub mode) or all the origin's messages
+	// (streams mode) are numbered 1, 2, 3... within an epoch, so that a
+	// receiver sees what it missed. Seq is 0 in messages from a replica of
+	// the previous release (envelope version 1), which are never counted.
+	Epoch, Seq uint64
 }
 
 // FanoutObserver hears about relay health. Its methods are called on hot
@@ -69,7 +99,42 @@ type FanoutObserver interface {
 	Dropped(reason string)
 	// Published: n messages were accepted by Redis.
 	Published(n int)
+	// Lost: n messages from the replica origin never arrived here, as
+	// found from the holes in its sequence numbers. They include what the
+	// origin itself dropped (a full queue, a failed PUBLISH) and what
+	// Redis did not bring here (this replica's subscription down), but
+	// not the messages dropped here after arrival, which Dropped counts.
+	// Only a hole followed by a later message is seen: messages lost at
+	// the end of a burst are counted when the next one arrives.
+	Lost(origin string, n uint64)
+	// Duplicate: a message from origin came with a sequence number at or
+	// before the last one seen (a PUBLISH retried by the client library
+	// after its connection broke, or a reorder). It is delivered all the
+	// same: the number cannot tell a copy from a late original.
+	Duplicate(origin string)
+	// SubscriptionUp: this replica's subscription (or, in streams mode,
+	// its reading of the stream) was lost (false) or is back (true). It
+	// starts down until first set up.
+	SubscriptionUp(up bool)
 }
+
+// Fan-out modes (FanoutOptions.Mode).
+const (
+	// FanoutPubSub relays over Redis pub/sub (sharded in a cluster): at
+	// most once, nothing kept for a replica that is not listening.
+	FanoutPubSub = "pubsub"
+	// FanoutStreams relays through one Redis stream, Prefix+"fanout-stream",
+	// that every replica reads: a replica whose link was down reads on
+	// from where it stopped, so an outage shorter than the retention loses
+	// nothing.
+	FanoutStreams = "streams"
+)
+
+// Stream defaults (FanoutOptions.StreamRetention, StreamMaxLen).
+const (
+	DefaultFanoutStreamRetention = 5 * time.Minute
+	DefaultFanoutStreamMaxLen    = 100000
+)
 
 // FanoutOptions configures a Fanout.
 type FanoutOptions struct {
@@ -106,6 +171,17 @@ type FanoutOptions struct {
 	// Logger receives the warnings (at most one per kind every 10s;
 	// payloads are never logged). Default slog.Default().
 	Logger *slog.Logger
+	// Mode is FanoutPubSub (default) or FanoutStreams. Every replica
+	// sharing a Prefix must use the same: the two do not hear each other.
+	Mode string
+	// StreamRetention (streams mode): entries older than this are trimmed
+	// (XADD ... MINID ~), so a replica away longer loses what was trimmed
+	// (counted as Lost). Default DefaultFanoutStreamRetention.
+	StreamRetention time.Duration
+	// StreamMaxLen (streams mode) caps the stream's length besides
+	// (XTRIM MAXLEN ~ once per batch), so that a burst cannot fill Redis'
+	// memory within the retention. Default DefaultFanoutStreamMaxLen.
+	StreamMaxLen int64
 }
 
 // Fanout relays topic events between gateway replicas over Redis
@@ -121,21 +197,28 @@ type FanoutOptions struct {
 //
 // Delivery is at most once: Redis pub/sub keeps nothing for a subscriber
 // that is not connected, so messages published while a replica's
-// subscription connection is down (from the loss until the resubscription
-// after reconnecting) are lost for that replica, as are messages dropped by
-// a full queue. Nothing is retried, so nothing is delivered twice either,
-// except in the rare case of a PUBLISH retried by rueidis after its
-// connection broke once the command was already sent.
+// subscription connection is down (from the loss until the resubscription,
+// within fanoutProbeEvery of Redis answering again) are lost for that
+// replica, as are messages dropped by a full queue; the receivers count
+// them from the holes in the sequence numbers (FanoutObserver.Lost).
+// Nothing is retried, so nothing is delivered twice either, except in the
+// rare case of a PUBLISH retried by rueidis after its connection broke once
+// the command was already sent (counted as Duplicate). Streams mode
+// (FanoutStreams) trades memory in Redis and reading every message for
+// surviving outages shorter than its retention.
 //
 // Goroutines, all started by NewFanout and stopped by Close:
 //
-//	publisher    drains the outbound queue, PUBLISHes in pipelined batches
+//	publisher    drains the outbound queue, PUBLISHes (streams: XADDs) in
+//	             pipelined batches; PINGs while idle, for Up
 //	deliverer    drains the inbound queue into Deliver
 //	subscriber   standalone/sentinel: owns the dedicated connection,
 //	             applies Watch/Unwatch, reconnects and resubscribes;
 //	             cluster: applies Watch/Unwatch by starting and stopping
 //	             one receiver goroutine per watched topic (each counted in
 //	             the same WaitGroup)
+//	stream reader  streams mode, instead of the subscriber: XREADs the
+//	             stream from its last id on a client of its own
 //
 // The publisher and the subscriber each own their rueidis client (so a
 // subscription connection killed or stuck never holds up publishing) and
@@ -149,6 +232,20 @@ type Fanout struct {
 	subOpt     rueidis.ClientOption // for the subscriber: named, see fanoutClientName
 	deliver    func(FanoutMessage)
 	obs        FanoutObserver
+	streams    bool   // FanoutStreams mode
+	streamKey  string // Prefix + "fanout-stream"
+	retention  time.Duration
+	maxLen     int64
+	started    time.Time
+
+	seqs *fanoutSeqs // numbers what Publish relays
+	seen *fanoutSeen // last numbers heard, per origin and topic
+
+	// pubUp: the publisher's last attempt reached Redis (Up).
+	pubUp atomic.Bool
+	// sub tracks the subscription's ups and downs, for the logs and the
+	// Observer.
+	sub fanoutSubState
 
 	outbound chan fanoutOut     // bounded by QueueSize: Publish → publisher
 	inbound  chan FanoutMessage // bounded by QueueSize: Redis → deliverer
@@ -186,7 +283,8 @@ type Fanout struct {
 
 // fanoutOut is one encoded message waiting in the outbound queue.
 type fanoutOut struct {
-	channel string
+	channel string // pub/sub mode
+	topic   string
 	data    []byte
 }
 
@@ -196,6 +294,9 @@ type nopFanoutObserver struct{}
 func (nopFanoutObserver) Relayed(time.Duration) {}
 func (nopFanoutObserver) Dropped(string)        {}
 func (nopFanoutObserver) Published(int)         {}
+func (nopFanoutObserver) Lost(string, uint64)   {}
+func (nopFanoutObserver) Duplicate(string)      {}
+func (nopFanoutObserver) SubscriptionUp(bool)   {}
 
 // NewFanout checks the options and starts the goroutines. It does not
 // need Redis to be up: the clients are created by the goroutines that use
@@ -210,10 +311,24 @@ func NewFanout(o FanoutOptions) (*Fanout, error) {
 		return nil, errors.New("cluster fanout: Deliver: nil")
 	case o.QueueSize < 0:
 		return nil, fmt.Errorf("cluster fanout: QueueSize: negative (%d)", o.QueueSize)
+	case o.Mode != "" && o.Mode != FanoutPubSub && o.Mode != FanoutStreams:
+		return nil, fmt.Errorf("cluster fanout: Mode: %q, want %q or %q", o.Mode, FanoutPubSub, FanoutStreams)
+	case o.StreamRetention < 0:
+		return nil, fmt.Errorf("cluster fanout: StreamRetention: negative (%v)", o.StreamRetention)
+	case o.StreamMaxLen < 0:
+		return nil, fmt.Errorf("cluster fanout: StreamMaxLen: negative (%d)", o.StreamMaxLen)
 	}
 	if o.QueueSize == 0 {
 		o.QueueSize = DefaultFanoutQueueSize
 	}
+	if o.StreamRetention == 0 {
+		o.StreamRetention = DefaultFanoutStreamRetention
+	}
+	if o.StreamMaxLen == 0 {
+		o.StreamMaxLen = DefaultFanoutStreamMaxLen
+	}
+	streams := o.Mode == FanoutStreams
+	now := time.Now()
 	if o.Observer == nil {
 		o.Observer = nopFanoutObserver{}
 	}
@@ -227,6 +342,13 @@ func NewFanout(o FanoutOptions) (*Fanout, error) {
 		subOpt:     cloneClientOption(l.client),
 		deliver:    o.Deliver,
 		obs:        o.Observer,
+		streams:    streams,
+		streamKey:  l.prefix + "fanout-stream",
+		retention:  o.StreamRetention,
+		maxLen:     o.StreamMaxLen,
+		started:    now,
+		seqs:       newFanoutSeqs(!streams, uint64(now.UnixNano())),
+		seen:       newFanoutSeen(),
 		warn:       newWarner(l.log.With("component", "redis_fanout", "node", o.NodeID)),
 		outbound:   make(chan fanoutOut, o.QueueSize),
 		inbound:    make(chan FanoutMessage, o.QueueSize),
@@ -239,12 +361,16 @@ func NewFanout(o FanoutOptions) (*Fanout, error) {
 	}
 	f.clientOpt.ClientName = "wsgate-fanout"
 	f.subOpt.ClientName = fanoutClientName(o.NodeID)
+	f.pubUp.Store(true) // see runPublisher
 	f.wg.Add(3)
 	go f.runPublisher()
 	go f.runDeliverer()
-	if f.cluster {
+	switch {
+	case streams:
+		go f.runStreamReader()
+	case f.cluster:
 		go f.runShardedSubscriber()
-	} else {
+	default:
 		go f.runSubscriber()
 	}
 	return f, nil
@@ -264,13 +390,14 @@ func fanoutClientName(node string) string {
 	return string(b)
 }
 
-// Publish relays an event to the other replicas. It never blocks: the
-// message is encoded (copying payload and ids, so the caller may reuse
-// them) and put on the bounded outbound queue; when the queue is full it is
-// dropped and the Observer hears Dropped("publish_queue_full"). A topic
-// that is not relayable (see relayable) is dropped as "encode_error".
-// After Close it does nothing.
-func (f *Fanout) Publish(topic string, payload []byte, exclude, eligible []string) {
+// Publish relays an event to the other replicas, for audience a. It never
+// blocks: the message is encoded (copying payload and lists, so the caller
+// may reuse them), numbered on its stream and put on the bounded outbound
+// queue; when the queue is full it is dropped and the Observer hears
+// Dropped("publish_queue_full") (and the receivers, from the hole in the
+// numbers, Lost). A topic that is not relayable (see relayable) is dropped
+// as "encode_error", unnumbered. After Close it does nothing.
+func (f *Fanout) Publish(topic string, payload []byte, a Audience) {
 	if f.closed.Load() {
 		return
 	}
@@ -279,19 +406,33 @@ func (f *Fanout) Publish(topic string, payload []byte, exclude, eligible []strin
 		f.warn.warn("encode", "fan-out message not published: its topic holds a NUL byte")
 		return
 	}
-	m := FanoutMessage{Payload: payload, Exclude: exclude, Eligible: eligible, Origin: f.node, SentAt: time.Now()}
+	// Seq 1 makes a version 2 envelope; stamp writes the real numbers.
+	m := FanoutMessage{Payload: payload, Audience: a, Origin: f.node, SentAt: time.Now(), Seq: 1}
 	data, err := encodeFanout(nil, &m)
 	if err != nil {
 		f.obs.Dropped(FanoutDropEncodeError)
 		f.warn.warn("encode", "fan-out message not published", "topic", topic, "error", err)
 		return
 	}
-	select {
-	case f.outbound <- fanoutOut{channel: f.chanPrefix + topic, data: data}:
-	default:
-		f.obs.Dropped(FanoutDropPublishQueueFull)
+	out := fanoutOut{topic: topic, data: data}
+	if !f.streams {
+		out.channel = f.chanPrefix + topic
 	}
+	f.seqs.stamp(topic, data, func() {
+		select {
+		case f.outbound <- out:
+		default:
+			f.obs.Dropped(FanoutDropPublishQueueFull)
+		}
+	})
 }
+
+// Up reports whether the publisher reached Redis on its last attempt (a
+// batch sent, or its probe while idle or down: at most a second old; true
+// until the first attempt, a second after NewFanout at the latest) and,
+// in streams mode, whether its last XADD succeeded: while it is false, what
+// Publish accepts is probably lost, and the push API says so (503).
+func (f *Fanout) Up() bool { return f.pubUp.Load() }
 
 // Watch tells that this replica got its first local subscriber of topic:
 // its channel is subscribed soon after. It never blocks (the caller may hold
@@ -333,6 +474,12 @@ func (f *Fanout) setWant(topic string, on bool) {
 		f.want[topic] = struct{}{}
 	} else {
 		delete(f.want, topic)
+	}
+	if f.streams {
+		// The stream reader reads everything and looks at want: there is
+		// nothing to (un)subscribe.
+		f.mu.Unlock()
+		return
 	}
 	f.dirty[topic] = struct{}{}
 	f.mu.Unlock()
@@ -376,9 +523,32 @@ func (f *Fanout) takeDirty(subscribed map[string]bool, all bool) (add, drop []st
 	return add, drop
 }
 
+// wanted reports whether topic has local subscribers, as last told.
+func (f *Fanout) wanted(topic string) bool {
+	f.mu.Lock()
+	_, ok := f.want[topic]
+	f.mu.Unlock()
+	return ok
+}
+
 // Watching returns the number of topics currently subscribed in Redis
-// (confirmed by Redis; 0 while the subscription connection is down).
-func (f *Fanout) Watching() int { return int(f.watching.Load()) }
+// (confirmed by Redis; 0 while the subscription connection is down). In
+// streams mode: the number of watched topics while the stream reader's
+// last XREAD worked, else 0.
+func (f *Fanout) Watching() int {
+	if f.streams {
+		f.sub.mu.Lock()
+		up := f.sub.up
+		f.sub.mu.Unlock()
+		if !up {
+			return 0
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.want)
+	}
+	return int(f.watching.Load())
+}
 
 // Close stops every goroutine, closes the connections and waits, at most
 // a few lookup timeouts, for all of it. Messages still in the outbound
@@ -437,6 +607,25 @@ func (f *Fanout) onMessage(channel, data string) {
 		return
 	}
 	m.Topic = topic
+	f.count(topic, &m)
+	f.enqueue(m)
+}
+
+// count checks m's number against the last one heard on its stream (topic
+// "" in streams mode) and tells the Observer of holes and repeats.
+func (f *Fanout) count(stream string, m *FanoutMessage) {
+	lost, dup := f.seen.check(stream, m)
+	if lost > 0 {
+		f.obs.Lost(m.Origin, lost)
+		f.warn.warn("lost", "fan-out messages from another replica never arrived", "origin", m.Origin, "messages", lost)
+	}
+	if dup {
+		f.obs.Duplicate(m.Origin)
+	}
+}
+
+// enqueue puts m on the inbound queue, or drops it when full.
+func (f *Fanout) enqueue(m FanoutMessage) {
 	select {
 	case f.inbound <- m:
 	default:
@@ -447,12 +636,21 @@ func (f *Fanout) onMessage(channel, data string) {
 // runPublisher sends the outbound queue to Redis in pipelined batches: the
 // first message wakes it, and whatever queued meanwhile (up to fanoutBatch)
 // goes in the same round trip, so a burst costs a few round trips, not one
-// per message.
+// per message. While idle it PINGs Redis (every fanoutIdleProbe, every
+// fanoutProbeEvery while Redis is unreachable), so that Up tells the truth
+// without a message having to fail first.
 func (f *Fanout) runPublisher() {
 	defer f.wg.Done()
 	p := &fanoutPublisher{f: f}
 	defer p.close()
 	batch := make([]fanoutOut, 0, fanoutBatch)
+	// Up starts true (NewFanout), as if a first probe had worked, and that
+	// probe waits as an idle one would: a probe at once would hold the
+	// publisher for a whole lookup timeout when Redis is unreachable,
+	// before it has even taken the first message (and Up would be false
+	// for as long when Redis is fine). The first batch or probe tells.
+	probe := time.NewTimer(fanoutIdleProbe)
+	defer probe.Stop()
 	for {
 		select {
 		case <-f.stop:
@@ -477,6 +675,10 @@ func (f *Fanout) runPublisher() {
 				p.send(ctx, batch, false)
 			}
 			return
+		case <-probe.C:
+			p.probe()
+			probe.Reset(p.probeIn())
+			continue
 		case m := <-f.outbound:
 			batch = append(batch[:0], m)
 		}
@@ -495,6 +697,13 @@ func (f *Fanout) runPublisher() {
 		p.send(ctx, batch, true)
 		cancel()
 		clear(batch) // let the sent envelopes go
+		if !probe.Stop() {
+			select {
+			case <-probe.C:
+			default:
+			}
+		}
+		probe.Reset(p.probeIn())
 	}
 }
 
@@ -513,44 +722,100 @@ func (p *fanoutPublisher) close() {
 	}
 }
 
+// probeIn is the pause before the next idle probe.
+func (p *fanoutPublisher) probeIn() time.Duration {
+	if p.f.pubUp.Load() {
+		return fanoutIdleProbe
+	}
+	return fanoutProbeEvery
+}
+
+// probe PINGs Redis (creating the client if need be) and records in Up
+// whether it answered.
+func (p *fanoutPublisher) probe() {
+	f := p.f
+	c, err := p.connect(true)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(f.ctx, f.timeout)
+		err = c.Do(ctx, c.B().Ping().Build()).Error()
+		cancel()
+	}
+	if f.ctx.Err() != nil {
+		return
+	}
+	f.pubUp.Store(err == nil)
+	if err != nil {
+		f.warn.warn("probe", "fan-out publisher cannot reach Redis; what is published now is lost", "error", err)
+	}
+}
+
+// connect returns the client, creating it if there is none and dial says
+// it may (not during Close), at most every reconnectPause.
+func (p *fanoutPublisher) connect(dial bool) (rueidis.Client, error) {
+	if p.client != nil {
+		return p.client, nil
+	}
+	if dial && (p.failErr == nil || time.Since(p.failAt) >= reconnectPause) {
+		c, err := rueidis.NewClient(p.f.clientOpt)
+		if err != nil {
+			p.failErr, p.failAt = err, time.Now()
+		} else {
+			p.client, p.failErr = c, nil
+			return c, nil
+		}
+	}
+	if p.failErr != nil {
+		return nil, p.failErr
+	}
+	return nil, errClosed
+}
+
 // send publishes batch within ctx and reports the outcome. dial says
 // whether a missing client may be created (not during Close).
 func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool) {
 	f := p.f
-	if p.client == nil {
-		if dial && (p.failErr == nil || time.Since(p.failAt) >= reconnectPause) {
-			c, err := rueidis.NewClient(f.clientOpt)
-			if err != nil {
-				p.failErr, p.failAt = err, time.Now()
-			} else {
-				p.client, p.failErr = c, nil
-			}
+	c, err := p.connect(dial)
+	if err != nil {
+		for range batch {
+			f.obs.Dropped(FanoutDropPublishError)
 		}
-		if p.client == nil {
-			for range batch {
-				f.obs.Dropped(FanoutDropPublishError)
-			}
-			err := p.failErr
-			if err == nil {
-				err = errClosed
-			}
-			f.warn.warn("publish", "fan-out messages not published: cannot connect to Redis", "messages", len(batch), "error", err)
-			return
-		}
+		f.pubUp.Store(false)
+		f.warn.warn("publish", "fan-out messages not published: cannot connect to Redis", "messages", len(batch), "error", err)
+		return
 	}
-	c := p.client
-	cmds := make(rueidis.Commands, len(batch))
+	cmds := make(rueidis.Commands, len(batch), len(batch)+1)
+	var minID string
+	if f.streams {
+		minID = strconv.FormatInt(time.Now().Add(-f.retention).UnixMilli(), 10)
+	}
 	for i, m := range batch {
-		if f.cluster {
+		switch {
+		case f.streams:
+			// MINID ~ trims by age at every XADD (cheap: whole macro
+			// nodes only); MAXLEN ~ once per batch, below.
+			cmds[i] = c.B().Xadd().Key(f.streamKey).Minid().Almost().Threshold(minID).Id("*").
+				FieldValue().FieldValue(fanoutStreamTopic, m.topic).FieldValue(fanoutStreamEnvelope, rueidis.BinaryString(m.data)).Build()
+		case f.cluster:
 			cmds[i] = c.B().Spublish().Channel(m.channel).Message(rueidis.BinaryString(m.data)).Build()
-		} else {
+		default:
 			cmds[i] = c.B().Publish().Channel(m.channel).Message(rueidis.BinaryString(m.data)).Build()
 		}
 	}
+	if f.streams {
+		cmds = append(cmds, c.B().Xtrim().Key(f.streamKey).Maxlen().Almost().Threshold(strconv.FormatInt(f.maxLen, 10)).Build())
+	}
 	ok, failed := 0, 0
-	var firstErr error
-	for _, r := range c.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
+	var firstErr, lastErr error
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		err := r.Error()
+		if i == len(batch) { // the XTRIM
+			if err != nil {
+				f.warn.warn("trim", "fan-out stream not trimmed", "error", err)
+			}
+			continue
+		}
+		lastErr = err
+		if err != nil {
 			failed++
 			if firstErr == nil {
 				firstErr = err
@@ -558,6 +823,11 @@ func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool
 			continue
 		}
 		ok++
+	}
+	if f.streams {
+		f.pubUp.Store(lastErr == nil)
+	} else {
+		f.pubUp.Store(ok > 0 || failed == 0)
 	}
 	if ok > 0 {
 		f.obs.Published(ok)

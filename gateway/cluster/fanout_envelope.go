@@ -8,46 +8,82 @@ import (
 	"time"
 )
 
-// The fan-out envelope is the bytes one replica PUBLISHes for a
-// FanoutMessage. It is binary rather than JSON so that the payload (already
-// JSON, and by far the largest part) is carried as is, without a second
-// escaping pass on the hot path, and so that the decoder has few cases.
+// The fan-out envelope is the bytes one replica PUBLISHes (or XADDs) for
+// a FanoutMessage. It is binary rather than JSON so that the payload
+// (already JSON, and by far the largest part) is carried as is, without a
+// second escaping pass on the hot path, and so that the decoder has few
+// cases.
 //
-// Version 1, every integer an unsigned varint (LEB128, minimal length)
-// except t, a signed (zig-zag) varint:
+// Version 1 (the previous release's), every integer an unsigned varint
+// (LEB128, minimal length) except t, a signed (zig-zag) varint:
 //
 //	0x01                     version
 //	t                        SentAt in Unix nanoseconds; 0 = unknown
 //	len origin               the publishing replica's NodeID (1..255 bytes)
-//	n  (len id)*n            Exclude: n <= fanoutMaxIDs, ids <= 255 bytes
-//	n  (len id)*n            Eligible: likewise
+//	n  (len id)*n            ExcludeSessions: n <= fanoutMaxIDs, ids <= 255 bytes
+//	n  (len id)*n            EligibleSessions: likewise
 //	len payload              the event: a JSON value, <= fanoutMaxEnvelope
 //
+// Version 2 adds the stream position and the user and role lists:
+//
+//	0x02                     version
+//	epoch                    8 bytes, big-endian: Epoch
+//	seq                      8 bytes, big-endian: Seq, >= 1
+//	t, origin                as in version 1
+//	6 × (n (len id)*n)       ExcludeSessions, EligibleSessions,
+//	                         ExcludeUsers, EligibleUsers,
+//	                         ExcludeRoles, EligibleRoles: each as the
+//	                         session lists of version 1
+//	len payload              as in version 1
+//
+// Epoch and Seq have a fixed width so that Publish can encode the message
+// outside its lock and write the sequence number in place under it (see
+// fanoutSeqs). In every list an entry may be empty, as version 1 allowed:
+// [""] in an Eligible list names nobody, and refusing it would turn a
+// valid broadcast into an encode_error.
+//
 // The topic is not in the envelope: it is the channel's name past the
-// prefix. Nothing may follow the payload, and varints must be minimal, so
-// every accepted envelope has exactly one encoding (decode then encode gives
-// the same bytes back; the fuzz target checks it). A later version changes
-// the first byte; a replica that does not know it drops the message as a
-// decode_error, so roll out readers before writers.
+// prefix (pub/sub), or a field of its own beside it (streams). Nothing may
+// follow the payload, varints must be minimal and a version 2 envelope has
+// Seq >= 1 (a message with Seq 0 is encoded as version 1, which cannot
+// carry user or role lists), so every accepted envelope has exactly one
+// encoding (decode then encode gives the same bytes back; the fuzz target
+// checks it). A replica that does not know the version drops the message
+// as a decode_error, so roll out readers before writers.
 const (
-	fanoutVersion = 1
+	fanoutVersion1 = 1
+	fanoutVersion2 = 2
 	// fanoutMaxEnvelope bounds a whole envelope: larger ones are refused by
 	// Publish (encode_error) and by the decoder, so that one oversized event
 	// cannot make every replica buffer it.
 	fanoutMaxEnvelope = 4 << 20
-	// fanoutMaxIDLen bounds the origin and every session id.
+	// fanoutMaxIDLen bounds the origin and every id in the lists.
 	fanoutMaxIDLen = 255
-	// fanoutMaxIDs bounds each of Exclude and Eligible.
+	// fanoutMaxIDs bounds each list.
 	fanoutMaxIDs = 1 << 16
+	// fanoutSeqOffset is where Seq starts in a version 2 envelope, after
+	// the version byte and the epoch.
+	fanoutSeqOffset = 1 + 8
+	// fanoutHeaderV2 is the fixed part of a version 2 envelope.
+	fanoutHeaderV2 = fanoutSeqOffset + 8
 )
 
 // errFanoutEnvelope is wrapped by every decoding error.
 var errFanoutEnvelope = errors.New("bad fan-out envelope")
 
-// encodeFanout appends m's envelope (everything but Topic) to dst. It
-// checks the limits the decoder enforces, so that nothing a replica sends is
-// refused by the others; it does not check that Payload is JSON (that costs
-// a pass over the payload on the hot path, and the caller is trusted).
+// lists returns the six lists of a in envelope order.
+func (a *Audience) lists() [6]*[]string {
+	return [6]*[]string{&a.ExcludeSessions, &a.EligibleSessions, &a.ExcludeUsers, &a.EligibleUsers, &a.ExcludeRoles, &a.EligibleRoles}
+}
+
+// fanoutListNames name the lists of Audience in envelope order, in errors.
+var fanoutListNames = [6]string{"exclude sessions", "eligible sessions", "exclude users", "eligible users", "exclude roles", "eligible roles"}
+
+// encodeFanout appends m's envelope (everything but Topic) to dst: version
+// 2 when m.Seq is set, else version 1. It checks the limits the decoder
+// enforces, so that nothing a replica sends is refused by the others; it
+// does not check that Payload is JSON (that costs a pass over the payload
+// on the hot path, and the caller is trusted).
 func encodeFanout(dst []byte, m *FanoutMessage) ([]byte, error) {
 	if len(m.Origin) == 0 || len(m.Origin) > fanoutMaxIDLen {
 		return dst, fmt.Errorf("origin of %d bytes: want 1 to %d", len(m.Origin), fanoutMaxIDLen)
@@ -55,14 +91,26 @@ func encodeFanout(dst []byte, m *FanoutMessage) ([]byte, error) {
 	if len(m.Payload) == 0 {
 		return dst, errors.New("empty payload")
 	}
-	if len(m.Exclude) > fanoutMaxIDs || len(m.Eligible) > fanoutMaxIDs {
-		return dst, fmt.Errorf("%d excluded and %d eligible ids: at most %d each", len(m.Exclude), len(m.Eligible), fanoutMaxIDs)
+	lists := m.Audience.lists()
+	v2 := m.Seq != 0
+	if !v2 && (len(m.ExcludeUsers)+len(m.EligibleUsers)+len(m.ExcludeRoles)+len(m.EligibleRoles) > 0) {
+		// Only the Fanout encodes messages, always with a Seq; version 1
+		// is for the control bridge to the previous release, which sends
+		// no such lists.
+		return dst, errors.New("user or role lists without a sequence number: version 1 cannot carry them")
 	}
-	size := 1 + binary.MaxVarintLen64 + 1 + len(m.Origin) + 2*binary.MaxVarintLen32 + binary.MaxVarintLen32 + len(m.Payload)
-	for _, l := range [][]string{m.Exclude, m.Eligible} {
-		for _, id := range l {
+	size := 1 + fanoutHeaderV2 + binary.MaxVarintLen64 + 1 + len(m.Origin) + binary.MaxVarintLen32 + len(m.Payload)
+	for i, l := range lists {
+		if !v2 && i >= 2 {
+			break
+		}
+		if len(*l) > fanoutMaxIDs {
+			return dst, fmt.Errorf("%s: %d ids, at most %d", fanoutListNames[i], len(*l), fanoutMaxIDs)
+		}
+		size += binary.MaxVarintLen32
+		for _, id := range *l {
 			if len(id) > fanoutMaxIDLen {
-				return dst, fmt.Errorf("session id of %d bytes: at most %d", len(id), fanoutMaxIDLen)
+				return dst, fmt.Errorf("%s: id of %d bytes, at most %d", fanoutListNames[i], len(id), fanoutMaxIDLen)
 			}
 			size += 2 + len(id)
 		}
@@ -71,16 +119,24 @@ func encodeFanout(dst []byte, m *FanoutMessage) ([]byte, error) {
 		return dst, fmt.Errorf("envelope of about %d bytes: at most %d", size, fanoutMaxEnvelope)
 	}
 	start := len(dst)
-	dst = append(dst, fanoutVersion)
+	nl := 2
+	if v2 {
+		dst = append(dst, fanoutVersion2)
+		dst = binary.BigEndian.AppendUint64(dst, m.Epoch)
+		dst = binary.BigEndian.AppendUint64(dst, m.Seq)
+		nl = len(lists)
+	} else {
+		dst = append(dst, fanoutVersion1)
+	}
 	var nanos int64
 	if !m.SentAt.IsZero() {
 		nanos = m.SentAt.UnixNano()
 	}
 	dst = binary.AppendVarint(dst, nanos)
 	dst = appendFanoutString(dst, m.Origin)
-	for _, l := range [][]string{m.Exclude, m.Eligible} {
-		dst = binary.AppendUvarint(dst, uint64(len(l)))
-		for _, id := range l {
+	for _, l := range lists[:nl] {
+		dst = binary.AppendUvarint(dst, uint64(len(*l)))
+		for _, id := range *l {
 			dst = appendFanoutString(dst, id)
 		}
 	}
@@ -92,6 +148,12 @@ func encodeFanout(dst []byte, m *FanoutMessage) ([]byte, error) {
 		return dst[:start], fmt.Errorf("envelope of %d bytes: at most %d", len(dst)-start, fanoutMaxEnvelope)
 	}
 	return dst, nil
+}
+
+// setFanoutSeq writes epoch and seq into a version 2 envelope in place.
+func setFanoutSeq(env []byte, epoch, seq uint64) {
+	binary.BigEndian.PutUint64(env[1:fanoutSeqOffset], epoch)
+	binary.BigEndian.PutUint64(env[fanoutSeqOffset:fanoutHeaderV2], seq)
 }
 
 func appendFanoutString(dst []byte, s string) []byte {
@@ -210,48 +272,86 @@ func decodeFanout(b []byte) (FanoutMessage, error) {
 // own publishes back from Redis, and checking their payload again would
 // double the decoding work of a busy replica.
 func decodeFanoutExcept(b []byte, self string) (m FanoutMessage, own bool, err error) {
-	if len(b) > fanoutMaxEnvelope {
-		return m, false, fmt.Errorf("%w: %d bytes over the limit %d", errFanoutEnvelope, len(b), fanoutMaxEnvelope)
-	}
-	if len(b) == 0 {
-		return m, false, fmt.Errorf("%w: empty", errFanoutEnvelope)
-	}
-	if b[0] != fanoutVersion {
-		return m, false, fmt.Errorf("%w: unknown version %d", errFanoutEnvelope, b[0])
-	}
-	r := &fanoutReader{b: b, off: 1}
-	nanos, err := r.varint("sent at")
+	r, err := decodeFanoutHead(b, &m)
 	if err != nil {
 		return m, false, err
+	}
+	if self != "" && m.Origin == self {
+		return FanoutMessage{}, true, nil
+	}
+	return m, false, decodeFanoutRest(r, &m)
+}
+
+// decodeFanoutRest reads what follows the head (decodeFanoutHead) into m:
+// the lists and the payload.
+func decodeFanoutRest(r *fanoutReader, m *FanoutMessage) (err error) {
+	b := r.b
+	lists := m.Audience.lists()
+	nl := 2
+	if b[0] == fanoutVersion2 {
+		nl = len(lists)
+	}
+	for i, l := range lists[:nl] {
+		if *l, err = r.ids(fanoutListNames[i]); err != nil {
+			return err
+		}
+	}
+	if m.Payload, err = r.bytes("payload", fanoutMaxEnvelope); err != nil {
+		return err
+	}
+	if r.off != len(b) {
+		return r.fail("end", "%d trailing bytes", len(b)-r.off)
+	}
+	if !json.Valid(m.Payload) {
+		return r.fail("payload", "not a JSON value")
+	}
+	return nil
+}
+
+// decodeFanoutHead reads the version, Epoch, Seq, SentAt and Origin of an
+// envelope into m and returns the reader positioned after them: enough to
+// skip our own messages, and to count a stream's sequence numbers without
+// reading the lists and checking the payload of a topic nobody here
+// watches.
+func decodeFanoutHead(b []byte, m *FanoutMessage) (*fanoutReader, error) {
+	if len(b) > fanoutMaxEnvelope {
+		return nil, fmt.Errorf("%w: %d bytes over the limit %d", errFanoutEnvelope, len(b), fanoutMaxEnvelope)
+	}
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty", errFanoutEnvelope)
+	}
+	r := &fanoutReader{b: b, off: 1}
+	switch b[0] {
+	case fanoutVersion1:
+	case fanoutVersion2:
+		if len(b) < fanoutHeaderV2 {
+			return nil, r.fail("sequence", "truncated")
+		}
+		m.Epoch = binary.BigEndian.Uint64(b[1:fanoutSeqOffset])
+		m.Seq = binary.BigEndian.Uint64(b[fanoutSeqOffset:fanoutHeaderV2])
+		if m.Seq == 0 {
+			// Seq 0 is version 1's form: refusing it here keeps one
+			// encoding per message.
+			return nil, r.fail("sequence", "0 in a version 2 envelope")
+		}
+		r.off = fanoutHeaderV2
+	default:
+		return nil, fmt.Errorf("%w: unknown version %d", errFanoutEnvelope, b[0])
+	}
+	nanos, err := r.varint("sent at")
+	if err != nil {
+		return nil, err
 	}
 	if nanos != 0 {
 		m.SentAt = time.Unix(0, nanos)
 	}
 	origin, err := r.bytes("origin", fanoutMaxIDLen)
 	if err != nil {
-		return m, false, err
+		return nil, err
 	}
 	if len(origin) == 0 {
-		return m, false, r.fail("origin", "empty")
-	}
-	if self != "" && string(origin) == self {
-		return m, true, nil
+		return nil, r.fail("origin", "empty")
 	}
 	m.Origin = string(origin)
-	if m.Exclude, err = r.ids("exclude"); err != nil {
-		return m, false, err
-	}
-	if m.Eligible, err = r.ids("eligible"); err != nil {
-		return m, false, err
-	}
-	if m.Payload, err = r.bytes("payload", fanoutMaxEnvelope); err != nil {
-		return m, false, err
-	}
-	if r.off != len(b) {
-		return m, false, r.fail("end", "%d trailing bytes", len(b)-r.off)
-	}
-	if !json.Valid(m.Payload) {
-		return m, false, r.fail("payload", "not a JSON value")
-	}
-	return m, false, nil
+	return r, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -19,16 +20,35 @@ func splitFanoutIDs(s string) []string {
 	return strings.Split(s, ",")
 }
 
+// splitFanoutAudience turns a fuzzed string into an Audience: up to six
+// id lists separated by "|", in envelope order.
+func splitFanoutAudience(s string) Audience {
+	var a Audience
+	parts := strings.SplitN(s, "|", 6)
+	for i, l := range a.lists() {
+		if i < len(parts) {
+			*l = splitFanoutIDs(parts[i])
+		}
+	}
+	return a
+}
+
 // fanoutEncodable reports whether m is within the envelope's limits,
 // judged independently of encodeFanout.
 func fanoutEncodable(m *FanoutMessage) bool {
-	if len(m.Origin) == 0 || len(m.Origin) > fanoutMaxIDLen || len(m.Payload) == 0 ||
-		len(m.Exclude) > fanoutMaxIDs || len(m.Eligible) > fanoutMaxIDs {
+	if len(m.Origin) == 0 || len(m.Origin) > fanoutMaxIDLen || len(m.Payload) == 0 {
 		return false
 	}
-	for _, id := range slices.Concat(m.Exclude, m.Eligible) {
-		if len(id) > fanoutMaxIDLen {
+	a := m.Audience
+	all := [][]string{a.ExcludeSessions, a.EligibleSessions, a.ExcludeUsers, a.EligibleUsers, a.ExcludeRoles, a.EligibleRoles}
+	for i, l := range all {
+		if len(l) > fanoutMaxIDs || (m.Seq == 0 && i >= 2 && len(l) > 0) {
 			return false
+		}
+		for _, id := range l {
+			if len(id) > fanoutMaxIDLen {
+				return false
+			}
 		}
 	}
 	// Fuzzed messages stay far below fanoutMaxEnvelope.
@@ -40,24 +60,41 @@ func fanoutSeeds(t testing.TB) [][]byte {
 	enc := func(m FanoutMessage) []byte { return mustEncodeFanout(t, m) }
 	valid := enc(FanoutMessage{
 		Origin: "node-a", SentAt: time.Unix(1700000000, 123456789),
-		Exclude: []string{"s1", "s2"}, Eligible: []string{"s3"},
-		Payload: []byte(`{"a":[1,2,{"b":null}],"c":"\u00e9"}`),
+		Audience: Audience{ExcludeSessions: []string{"s1", "s2"}, EligibleSessions: []string{"s3"}},
+		Payload:  []byte(`{"a":[1,2,{"b":null}],"c":"\u00e9"}`),
 	})
 	minimal := enc(FanoutMessage{Origin: "n", Payload: []byte("0")})
 	negative := enc(FanoutMessage{Origin: "n", SentAt: time.Unix(-5, 0), Payload: []byte(`"x"`)})
-	huge := binary.AppendUvarint([]byte{fanoutVersion, 0, 1, 'n'}, 1<<40) // count far past the bytes
-	overlong := []byte{fanoutVersion, 0x80, 0x00, 1, 'n', 0, 0, 1, '1'}   // t = 0 in two bytes
+	huge := binary.AppendUvarint([]byte{fanoutVersion1, 0, 1, 'n'}, 1<<40) // count far past the bytes
+	overlong := []byte{fanoutVersion1, 0x80, 0x00, 1, 'n', 0, 0, 1, '1'}   // t = 0 in two bytes
+	validV2 := enc(FanoutMessage{
+		Origin: "node-a", SentAt: time.Unix(1700000000, 123456789), Epoch: 1700000000123456789, Seq: 42,
+		Audience: Audience{
+			ExcludeSessions: []string{"s1"}, EligibleSessions: []string{""},
+			ExcludeUsers: []string{"mallory"}, EligibleUsers: []string{"alice", "bob"},
+			ExcludeRoles: []string{"guest"}, EligibleRoles: []string{"admin"},
+		},
+		Payload: []byte(`{"a":1}`),
+	})
+	minimalV2 := enc(FanoutMessage{Origin: "n", Seq: 1, Payload: []byte("0")})
+	seqZero := slices.Clone(minimalV2)
+	seqZero[fanoutHeaderV2-1] = 0
 	return [][]byte{
 		valid, minimal, negative, huge, overlong,
-		valid[:len(valid)-1],                // truncated payload
-		append(slices.Clone(minimal), 0),    // trailing byte
-		append([]byte{2}, minimal[1:]...),   // unknown version
-		{fanoutVersion, 0, 0, 0, 0, 1, '1'}, // empty origin
-		{fanoutVersion, 0, 1, 'n', 0, 0, 0}, // empty payload
-		{fanoutVersion, 0, 1, 'n', 0, 0, 2, '{', '}'},
-		{fanoutVersion, 0, 1, 'n', 0, 0, 1, '{'},                                          // payload not JSON
-		{fanoutVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, // varint overflow
+		valid[:len(valid)-1],                 // truncated payload
+		append(slices.Clone(minimal), 0),     // trailing byte
+		append([]byte{3}, minimal[1:]...),    // unknown version
+		{fanoutVersion1, 0, 0, 0, 0, 1, '1'}, // empty origin
+		{fanoutVersion1, 0, 1, 'n', 0, 0, 0}, // empty payload
+		{fanoutVersion1, 0, 1, 'n', 0, 0, 2, '{', '}'},
+		{fanoutVersion1, 0, 1, 'n', 0, 0, 1, '{'},                                          // payload not JSON
+		{fanoutVersion1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, // varint overflow
 		{},
+		validV2, minimalV2,
+		seqZero,                           // version 2 with Seq 0: version 1's form
+		minimalV2[:fanoutHeaderV2-1],      // truncated in the sequence number
+		append([]byte{2}, minimal[1:]...), // a version 1 body under version 2
+		validV2[:len(validV2)-1],          // truncated payload
 	}
 }
 
@@ -66,13 +103,13 @@ func fanoutSeeds(t testing.TB) [][]byte {
 // the same bytes) and encode→decode round trips of arbitrary messages.
 func FuzzFanoutEnvelope(f *testing.F) {
 	for i, raw := range fanoutSeeds(f) {
-		f.Add(raw, "node-a", int64(i)*1e9, "s1,s2", "", []byte(`{"n":1}`))
+		f.Add(raw, "node-a", int64(i)*1e9, uint64(i), uint64(i%3), "s1,s2||u", []byte(`{"n":1}`))
 	}
-	f.Add([]byte{}, "", int64(0), "", "", []byte{})
-	f.Add([]byte{}, "n", int64(-1), ",", ",,", []byte(`[1, 2 ,3] `))
-	f.Add([]byte{}, strings.Repeat("o", 256), int64(1), strings.Repeat("x", 256), "", []byte("true"))
-	f.Add([]byte{}, "n", int64(1<<62), "é,\x00,\xff", "a", []byte(`"\ud800"`))
-	f.Fuzz(func(t *testing.T, raw []byte, origin string, nanos int64, exclude, eligible string, payload []byte) {
+	f.Add([]byte{}, "", int64(0), uint64(0), uint64(0), "", []byte{})
+	f.Add([]byte{}, "n", int64(-1), uint64(1), uint64(1), ",|,,|,|||", []byte(`[1, 2 ,3] `))
+	f.Add([]byte{}, strings.Repeat("o", 256), int64(1), uint64(0), uint64(0), strings.Repeat("x", 256), []byte("true"))
+	f.Add([]byte{}, "n", int64(1<<62), uint64(1<<63), uint64(1<<64-1), "é,\x00,\xff|a|b|c|d|e,f", []byte(`"\ud800"`))
+	f.Fuzz(func(t *testing.T, raw []byte, origin string, nanos int64, epoch, seq uint64, lists string, payload []byte) {
 		if m, err := decodeFanout(raw); err != nil {
 			if !errors.Is(err, errFanoutEnvelope) {
 				t.Fatalf("decode error %v does not wrap errFanoutEnvelope", err)
@@ -87,7 +124,10 @@ func FuzzFanoutEnvelope(f *testing.F) {
 			}
 		}
 
-		m := FanoutMessage{Origin: origin, Exclude: splitFanoutIDs(exclude), Eligible: splitFanoutIDs(eligible), Payload: payload}
+		m := FanoutMessage{Origin: origin, Audience: splitFanoutAudience(lists), Payload: payload, Seq: seq}
+		if seq != 0 {
+			m.Epoch = epoch
+		}
 		if nanos != 0 {
 			m.SentAt = time.Unix(0, nanos)
 		}
@@ -112,7 +152,7 @@ func FuzzFanoutEnvelope(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 		if got.Origin != m.Origin || !bytes.Equal(got.Payload, m.Payload) || !got.SentAt.Equal(m.SentAt) ||
-			!slices.Equal(got.Exclude, m.Exclude) || !slices.Equal(got.Eligible, m.Eligible) || got.Topic != "" {
+			!reflect.DeepEqual(got.Audience, m.Audience) || got.Epoch != m.Epoch || got.Seq != m.Seq || got.Topic != "" {
 			t.Fatalf("round trip:\n in %+v\nout %+v", m, got)
 		}
 	})
@@ -126,16 +166,20 @@ func TestDecodeFanoutErrors(t *testing.T) {
 		raw  []byte
 		want string
 	}{
-		{seeds[3], "exclude at byte 10: 1099511627776 ids over the limit 65536"},
+		{seeds[3], "exclude sessions at byte 10: 1099511627776 ids over the limit 65536"},
 		{seeds[4], "non-minimal varint"},
 		{seeds[5], "length 35 but 34 bytes left"},
 		{seeds[6], "1 trailing bytes"},
-		{seeds[7], "unknown version 2"},
+		{seeds[7], "unknown version 3"},
 		{seeds[8], "origin at byte 3: empty"},
 		{seeds[9], "payload at byte 7: not a JSON value"},
 		{seeds[11], "not a JSON value"},
 		{seeds[12], "overflows 64 bits"},
 		{seeds[13], "empty"},
+		{seeds[16], "sequence at byte 1: 0 in a version 2 envelope"},
+		{seeds[17], "sequence at byte 1: truncated"},
+		{seeds[18], "sequence at byte 1: truncated"},
+		{seeds[19], "length 7 but 6 bytes left"},
 		{bytes.Repeat([]byte{1}, fanoutMaxEnvelope+1), "over the limit"},
 	}
 	for _, tc := range cases {
@@ -144,7 +188,7 @@ func TestDecodeFanoutErrors(t *testing.T) {
 			t.Errorf("decode %.40x: %v; want an error containing %q", tc.raw, err, tc.want)
 		}
 	}
-	for _, raw := range [][]byte{seeds[0], seeds[1], seeds[2], seeds[10]} {
+	for _, raw := range [][]byte{seeds[0], seeds[1], seeds[2], seeds[10], seeds[14], seeds[15]} {
 		if _, err := decodeFanout(raw); err != nil {
 			t.Errorf("decode %x: %v", raw, err)
 		}

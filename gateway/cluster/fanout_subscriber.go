@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,10 +13,12 @@ import (
 
 // runSubscriber (standalone, sentinel) owns the subscription client and
 // its dedicated connection: it subscribes what Watch asked for, unsubscribes
-// what Unwatch asked for, and when the connection is lost it reconnects
-// after a capped backoff and subscribes every watched topic again. Messages
-// published between the loss and the resubscription are lost for this
-// replica: Redis pub/sub keeps nothing for absent subscribers.
+// what Unwatch asked for, and when the connection is lost it PINGs Redis
+// every fanoutProbeEvery and, the moment Redis answers, reconnects and
+// subscribes every watched topic again. Messages published between the
+// loss and the resubscription are lost for this replica (Redis pub/sub
+// keeps nothing for absent subscribers); the receivers count them from the
+// holes in the sequence numbers once messages flow again.
 func (f *Fanout) runSubscriber() {
 	defer f.wg.Done()
 	client := f.newSubscriberClient()
@@ -22,48 +26,102 @@ func (f *Fanout) runSubscriber() {
 		return
 	}
 	defer client.Close()
-	backoff := minBackoff
 	for f.ctx.Err() == nil {
-		established, err := f.serveDedicated(client)
+		err := f.serveDedicated(client)
 		if f.ctx.Err() != nil {
 			return
 		}
-		if established {
-			backoff = minBackoff
-		}
-		f.warn.warn("subscribe", "fan-out subscription lost; messages from other replicas are lost until it is back", "error", err, "retry_in", backoff)
-		if !f.sleep(backoff) {
+		f.subLost(err)
+		if !f.awaitRedis(client) {
 			return
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
-// newSubscriberClient creates the subscriber's client, trying again after a
-// capped backoff until it can or Close (then it returns nil). Once made, the
-// client reconnects by itself.
+// awaitRedis PINGs Redis through client every fanoutProbeEvery until it
+// answers (true) or Close (false).
+func (f *Fanout) awaitRedis(client rueidis.Client) bool {
+	for {
+		if !f.sleep(fanoutProbeEvery) {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(f.ctx, f.timeout)
+		err := client.Do(ctx, client.B().Ping().Build()).Error()
+		cancel()
+		if err == nil {
+			return true
+		}
+		if f.ctx.Err() != nil {
+			return false
+		}
+	}
+}
+
+// newSubscriberClient creates the subscriber's client, trying again every
+// fanoutProbeEvery until it can or Close (then it returns nil). Once made,
+// the client reconnects by itself.
 func (f *Fanout) newSubscriberClient() rueidis.Client {
-	backoff := minBackoff
 	for {
 		c, err := rueidis.NewClient(f.subOpt)
 		if err == nil {
 			return c
 		}
-		f.warn.warn("subscribe", "fan-out subscription: cannot connect to Redis; messages from other replicas are lost until it can", "error", err, "retry_in", backoff)
-		if !f.sleep(backoff) {
+		f.subLost(err)
+		if !f.sleep(fanoutProbeEvery) {
 			return nil
 		}
-		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// fanoutSubState is whether the subscription is up, and since when it is
+// down, for the log lines and the Observer.
+type fanoutSubState struct {
+	mu    sync.Mutex
+	up    bool
+	since time.Time // when it was lost; zero before it was first up
+}
+
+// subLost records that the subscription is down (or cannot be set up):
+// the Observer hears it, and a warning says so (rate-limited: a flapping
+// link logs a line every few seconds, not one per flap).
+func (f *Fanout) subLost(err error) {
+	f.sub.mu.Lock()
+	was := f.sub.up
+	if was {
+		f.sub.up, f.sub.since = false, time.Now()
+	}
+	f.sub.mu.Unlock()
+	if was {
+		f.obs.SubscriptionUp(false)
+	}
+	if err == nil {
+		err = errors.New("subscription connection closed")
+	}
+	f.warn.warn("subscribe", "fan-out subscription lost; messages from other replicas are lost until it is back", "error", err)
+}
+
+// subBack records that the subscription is up: the Observer hears it, and
+// after a loss an info line says how long it was down.
+func (f *Fanout) subBack() {
+	f.sub.mu.Lock()
+	was, since := f.sub.up, f.sub.since
+	f.sub.up = true
+	f.sub.mu.Unlock()
+	if was {
+		return
+	}
+	f.obs.SubscriptionUp(true)
+	if !since.IsZero() {
+		f.warn.info("restored", "fan-out subscription restored", "down_for", time.Since(since).Round(time.Millisecond))
 	}
 }
 
 // serveDedicated runs one subscription connection until it fails or Close:
 // it subscribes every watched topic, then applies Watch/Unwatch as they come.
-// established tells whether the connection got as far as being subscribed.
 // Any failed command ends the connection: after a timeout nobody knows what
 // Redis did with it, and a fresh connection resubscribing everything is
 // the one state that is known.
-func (f *Fanout) serveDedicated(client rueidis.Client) (established bool, err error) {
+func (f *Fanout) serveDedicated(client rueidis.Client) error {
 	// Dedicate dials a connection of its own (bounded by the dial timeout)
 	// apart from the client's pipeline; in pubsub mode it carries nothing
 	// else. Close (not the release func) because a subscribed connection
@@ -81,32 +139,32 @@ func (f *Fanout) serveDedicated(client rueidis.Client) (established bool, err er
 	})
 	subscribed := make(map[string]bool)
 	if err := f.applyDedicated(dc, subscribed, true); err != nil {
-		return false, err
+		return err
 	}
 	// A connection that could not be dialed reports on lost at once; with
-	// nothing to subscribe no command would have found out. It must not
-	// count as established, or the backoff would never grow.
+	// nothing to subscribe no command would have found out.
 	select {
 	case err := <-lost:
 		if err == nil {
 			err = errors.New("subscription connection closed")
 		}
-		return false, err
+		return err
 	default:
 	}
 	f.connects.Add(1)
+	f.subBack()
 	for {
 		select {
 		case <-f.stop:
-			return true, nil
+			return nil
 		case err, ok := <-lost:
 			if !ok || err == nil {
 				err = errors.New("subscription connection closed")
 			}
-			return true, err
+			return err
 		case <-f.kick:
 			if err := f.applyDedicated(dc, subscribed, false); err != nil {
-				return true, err
+				return err
 			}
 		}
 	}
@@ -121,6 +179,12 @@ func (f *Fanout) applyDedicated(dc rueidis.DedicatedClient, subscribed map[strin
 	f.procMu.Lock()
 	defer f.procMu.Unlock()
 	add, drop := f.takeDirty(subscribed, all)
+	if all {
+		// A fresh connection: the topics unwatched while the last one was
+		// down are heard no more, so their baselines go (the watched
+		// ones stay, so that what the outage lost is counted).
+		f.seen.keepOnly(f.wanted)
+	}
 	do := func(topics []string, on bool) error {
 		for len(topics) > 0 {
 			n := min(len(topics), fanoutSubChunk)
@@ -146,7 +210,11 @@ func (f *Fanout) applyDedicated(dc rueidis.DedicatedClient, subscribed map[strin
 				if on {
 					subscribed[t] = true
 				} else {
+					// Redis answered on the connection that brought the
+					// messages, so every message of t was read before:
+					// none can come to set a baseline after this.
 					delete(subscribed, t)
+					f.seen.forget(t)
 				}
 			}
 			f.watching.Store(int64(len(subscribed)))
@@ -165,6 +233,37 @@ func (f *Fanout) applyDedicated(dc rueidis.DedicatedClient, subscribed map[strin
 type fanoutShard struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the goroutine has ended
+}
+
+// fanoutGate holds the sharded receivers whose subscription was lost
+// until Redis answers again, so that a thousand receivers wait on one
+// probe rather than each retrying on its own.
+type fanoutGate struct {
+	mu   sync.Mutex
+	wake chan struct{} // nil while up; closed when Redis answers again
+}
+
+// down marks Redis unreachable and returns what closes when it is back.
+func (g *fanoutGate) down() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.wake == nil {
+		g.wake = make(chan struct{})
+	}
+	return g.wake
+}
+
+// open releases the waiting receivers; it reports whether any outage was
+// recorded.
+func (g *fanoutGate) open() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.wake == nil {
+		return false
+	}
+	close(g.wake)
+	g.wake = nil
+	return true
 }
 
 // runShardedSubscriber (cluster) applies Watch/Unwatch by starting and
@@ -193,10 +292,39 @@ func (f *Fanout) runShardedSubscriber() {
 		}
 	}()
 	running := make(map[string]bool) // the keys of shards, for takeDirty
+	f.subBack()
+	gate := &fanoutGate{}
+	lost := make(chan struct{}, 1) // a receiver lost its subscription
+	var probe *time.Timer
+	var probeC <-chan time.Time
+	defer func() {
+		if probe != nil {
+			probe.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-f.stop:
 			return
+		case <-lost:
+			if probe == nil {
+				probe = time.NewTimer(fanoutProbeEvery)
+				probeC = probe.C
+			}
+			continue
+		case <-probeC:
+			ctx, cancel := context.WithTimeout(f.ctx, f.timeout)
+			err := client.Do(ctx, client.B().Ping().Build()).Error()
+			cancel()
+			if err != nil {
+				probe.Reset(fanoutProbeEvery)
+				continue
+			}
+			probe, probeC = nil, nil
+			if gate.open() {
+				f.subBack()
+			}
+			continue
 		case <-f.kick:
 		}
 		f.procMu.Lock()
@@ -217,15 +345,17 @@ func (f *Fanout) runShardedSubscriber() {
 			s := &fanoutShard{cancel: cancel, done: make(chan struct{})}
 			shards[t], running[t] = s, true
 			f.wg.Add(1)
-			go f.runShard(ctx, client, t, s.done)
+			go f.runShard(ctx, client, t, s.done, gate, lost)
 		}
 		f.procMu.Unlock()
 	}
 }
 
 // runShard keeps topic's sharded channel subscribed until ctx ends,
-// resubscribing after a capped backoff when the node's connection is lost
-// or the server unsubscribes us (slot migrated). Then, unless the whole
+// resubscribing when the node's connection is lost or the server
+// unsubscribes us (slot migrated): it marks gate down, tells the
+// subscriber (lost), which PINGs every fanoutProbeEvery, and resubscribes
+// the moment the gate opens. Then, unless the whole
 // fan-out is closing, it sends SUNSUBSCRIBE: cancelling rueidis' Receive
 // only forgets the subscription on our side (in rueidis v1.0.79,
 // pipe.Receive's deferred cancel removes the local handler and sends
@@ -233,11 +363,13 @@ func (f *Fanout) runShardedSubscriber() {
 // SUNSUBSCRIBE, like SSUBSCRIBE, is routed by the channel's slot to the
 // node's first connection (mux slotfn: no-reply commands use wire 0), the
 // one Receive subscribed on.
-func (f *Fanout) runShard(ctx context.Context, client rueidis.Client, topic string, done chan struct{}) {
+func (f *Fanout) runShard(ctx context.Context, client rueidis.Client, topic string, done chan struct{}, gate *fanoutGate, lost chan<- struct{}) {
 	defer f.wg.Done()
 	defer close(done)
+	// Once Receive has returned, rueidis has removed the handler: no
+	// message of topic can come to set a baseline after this.
+	defer f.seen.forget(topic)
 	channel := f.chanPrefix + topic
-	backoff := minBackoff
 	onMsg := func(m rueidis.PubSubMessage) { f.onMessage(m.Channel, m.Message) }
 	for ctx.Err() == nil {
 		var confirmed atomic.Bool
@@ -253,7 +385,6 @@ func (f *Fanout) runShard(ctx context.Context, client rueidis.Client, topic stri
 		err := client.Receive(hctx, client.B().Ssubscribe().Channel(channel).Build(), onMsg)
 		if confirmed.Load() {
 			f.watching.Add(-1)
-			backoff = minBackoff
 		}
 		if ctx.Err() != nil {
 			break
@@ -261,14 +392,16 @@ func (f *Fanout) runShard(ctx context.Context, client rueidis.Client, topic stri
 		if err == nil {
 			err = errors.New("unsubscribed by the server (slot moved?)")
 		}
-		f.warn.warn("subscribe", "fan-out shard subscription lost; messages from other replicas on it are lost until it is back", "topic", topic, "error", err, "retry_in", backoff)
-		t := time.NewTimer(backoff) // ctx ends on Unwatch and on Close
+		wake := gate.down()
+		f.subLost(fmt.Errorf("topic %q: %w", topic, err))
 		select {
-		case <-ctx.Done():
-		case <-t.C:
+		case lost <- struct{}{}:
+		default: // already told
 		}
-		t.Stop()
-		backoff = min(2*backoff, maxBackoff)
+		select { // ctx ends on Unwatch and on Close
+		case <-ctx.Done():
+		case <-wake:
+		}
 	}
 	if f.closed.Load() {
 		return // the client closes: its connections and subscriptions go

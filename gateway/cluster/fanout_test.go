@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -58,6 +59,55 @@ type fanoutCounter struct {
 	dropped   map[string]int
 	published int
 	relayed   int
+	lost      map[string]uint64
+	dups      int
+	ups       []bool // SubscriptionUp calls, in order
+}
+
+func (c *fanoutCounter) Lost(origin string, n uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lost == nil {
+		c.lost = make(map[string]uint64)
+	}
+	c.lost[origin] += n
+}
+
+func (c *fanoutCounter) Duplicate(string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dups++
+}
+
+func (c *fanoutCounter) SubscriptionUp(up bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ups = append(c.ups, up)
+}
+
+// lostFrom returns how many messages from origin were counted lost.
+func (c *fanoutCounter) lostFrom(origin string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost[origin]
+}
+
+// lostTotal returns how many messages were counted lost, from anyone.
+func (c *fanoutCounter) lostTotal() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n uint64
+	for _, v := range c.lost {
+		n += v
+	}
+	return n
+}
+
+// upCalls returns the SubscriptionUp calls so far.
+func (c *fanoutCounter) upCalls() []bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.ups)
 }
 
 func (c *fanoutCounter) Relayed(lag time.Duration) {
@@ -242,37 +292,43 @@ func testFanoutRelay(t *testing.T, env fanoutEnv) {
 
 	// A publishes; B gets it intact, once.
 	payload := `{"msg":"hello","n":[1,2,3],"s":"é\"\\"}`
-	exclude := []string{"sess-1", "sess-2"}
-	eligible := []string{"sess-3", "sess-4", "sess-5"}
+	aud := Audience{
+		ExcludeSessions: []string{"sess-1", "sess-2"}, EligibleSessions: []string{"sess-3", "sess-4", "sess-5"},
+		ExcludeUsers: []string{"mallory"}, EligibleUsers: []string{"alice", ""},
+		ExcludeRoles: []string{"guest", "banned"}, EligibleRoles: []string{"admin"},
+	}
 	sent := time.Now()
-	a.Publish(T, []byte(payload), exclude, eligible)
-	a.Publish(T, []byte(`"marker-a"`), nil, nil)
+	a.Publish(T, []byte(payload), aud)
+	a.Publish(T, []byte(`"marker-a"`), Audience{})
 	pollFor(t, 10*time.Second, "B receives A's marker", func() bool { return b.rec.has(T, `"marker-a"`) })
 	got := b.rec.all()
 	if len(got) != 2 {
 		t.Fatalf("B got %d messages; want exactly 2: %+v", len(got), got)
 	}
 	m := got[0]
-	if m.Topic != T || string(m.Payload) != payload || m.Origin != "node-a" ||
-		!slices.Equal(m.Exclude, exclude) || !slices.Equal(m.Eligible, eligible) {
+	if m.Topic != T || string(m.Payload) != payload || m.Origin != "node-a" || !reflect.DeepEqual(m.Audience, aud) {
 		t.Fatalf("B got %+v", m)
+	}
+	// Numbered on A's stream of T, from 1, in one epoch.
+	if m.Seq != 1 || got[1].Seq != 2 || m.Epoch == 0 || got[1].Epoch != m.Epoch {
+		t.Fatalf("sequence numbers (epoch %d seq %d), (epoch %d seq %d); want 1 and 2 in one epoch", m.Epoch, m.Seq, got[1].Epoch, got[1].Seq)
 	}
 	if m.SentAt.Before(sent.Add(-time.Second)) || m.SentAt.After(time.Now()) {
 		t.Fatalf("SentAt %v; published at %v", m.SentAt, sent)
 	}
-	if got[1].Exclude != nil || got[1].Eligible != nil {
-		t.Fatalf("empty lists came back as %q %q", got[1].Exclude, got[1].Eligible)
+	if !reflect.DeepEqual(got[1].Audience, Audience{}) {
+		t.Fatalf("empty lists came back as %+v", got[1].Audience)
 	}
 
 	// B answers on T: A gets it, and its own two echoes came before it,
 	// so A ignoring them shows as A having nothing else.
-	b.Publish(T, []byte(`"marker-b"`), nil, nil)
+	b.Publish(T, []byte(`"marker-b"`), Audience{})
 	pollFor(t, 10*time.Second, "A receives B's marker", func() bool { return a.rec.has(T, `"marker-b"`) })
 	if p := a.rec.payloads(T); !slices.Equal(p, []string{`"marker-b"`}) {
 		t.Fatalf("A got %q on T; want only B's marker (its own publishes are ignored)", p)
 	}
 	// C is not subscribed to T (Redis said so above); it gets U.
-	a.Publish(U, []byte(`"marker-u"`), nil, nil)
+	a.Publish(U, []byte(`"marker-u"`), Audience{})
 	pollFor(t, 10*time.Second, "C receives U", func() bool { return c.rec.has(U, `"marker-u"`) })
 	for _, m := range c.rec.all() {
 		if m.Topic != U {
@@ -293,8 +349,8 @@ func testFanoutRelay(t *testing.T, env fanoutEnv) {
 	pollFor(t, 10*time.Second, "B unsubscribed", func() bool {
 		return b.Watching() == 1 && env.numsub(t, prefix+"fanout:"+T) == 1
 	})
-	a.Publish(T, []byte(`"after-unwatch"`), nil, nil)
-	a.Publish(V, []byte(`"marker-v"`), nil, nil)
+	a.Publish(T, []byte(`"after-unwatch"`), Audience{})
+	a.Publish(V, []byte(`"marker-v"`), Audience{})
 	pollFor(t, 10*time.Second, "B receives V", func() bool { return b.rec.has(V, `"marker-v"`) })
 	if b.rec.has(T, `"after-unwatch"`) {
 		t.Fatal("B received T after Unwatch")
@@ -307,6 +363,22 @@ func testFanoutRelay(t *testing.T, env fanoutEnv) {
 	pollFor(t, 10*time.Second, "decode errors counted", func() bool { return b.obs.drops(FanoutDropDecodeError) == 2 })
 	if p := b.rec.payloads(V); !slices.Equal(p, []string{`"marker-v"`}) {
 		t.Fatalf("B got %q on V", p)
+	}
+
+	// B watches T again: what A published on T meanwhile was never B's
+	// to lose, so nothing is counted lost (B forgot T's baseline when its
+	// unsubscription was confirmed).
+	b.Watch(T)
+	pollFor(t, 10*time.Second, "B subscribed again", func() bool { return b.Watching() == 2 })
+	a.Publish(T, []byte(`"again"`), Audience{})
+	pollFor(t, 10*time.Second, "B receives T again", func() bool { return b.rec.has(T, `"again"`) })
+	for name, n := range map[string]*fanoutNode{"A": a, "B": b, "C": c} {
+		if l := n.obs.lostTotal(); l != 0 {
+			t.Errorf("%s counted %d messages lost; want 0", name, l)
+		}
+		if up := n.obs.upCalls(); !slices.Equal(up, []bool{true}) {
+			t.Errorf("%s SubscriptionUp calls %v; want [true]", name, up)
+		}
 	}
 }
 
@@ -397,11 +469,11 @@ func TestFanoutPublishQueueFull(t *testing.T) {
 	})
 	// The first message wakes the publisher, which takes it and then
 	// spends the 2s timeout trying to connect.
-	f.Publish("t", []byte("0"), nil, nil)
+	f.Publish("t", []byte("0"), Audience{})
 	pollFor(t, 5*time.Second, "publisher took the first message", func() bool { return len(f.outbound) == 0 })
 	const n = 100
 	for i := range n {
-		f.Publish("t", []byte(strconv.Itoa(i+1)), nil, nil)
+		f.Publish("t", []byte(strconv.Itoa(i+1)), Audience{})
 	}
 	// One goes in the queue, and one more may have joined the first
 	// message's batch in the instant before the publisher started
@@ -421,9 +493,9 @@ func TestFanoutPublishQueueFull(t *testing.T) {
 // Publish, never sent.
 func TestFanoutEncodeError(t *testing.T) {
 	f := newFanoutNode(t, FanoutOptions{Redis: storage.RedisOptions{Addrs: []string{blackhole(t)}, LookupTimeout: 300 * time.Millisecond}, NodeID: "n"})
-	f.Publish("t", nil, nil, nil)
-	f.Publish("t", []byte("1"), []string{strings.Repeat("x", 256)}, nil)
-	f.Publish("t", bytes.Repeat([]byte("1"), fanoutMaxEnvelope), nil, nil)
+	f.Publish("t", nil, Audience{})
+	f.Publish("t", []byte("1"), Audience{ExcludeSessions: []string{strings.Repeat("x", 256)}})
+	f.Publish("t", bytes.Repeat([]byte("1"), fanoutMaxEnvelope), Audience{})
 	if d := f.obs.drops(FanoutDropEncodeError); d != 3 {
 		t.Fatalf("%d encode errors; want 3", d)
 	}
@@ -452,11 +524,11 @@ func TestFanoutRefusesNULTopics(t *testing.T) {
 	if n := env.numsub(t, legacyControlChannel(prefix)); n != 0 {
 		t.Fatalf("%d subscribers of the legacy control channel", n)
 	}
-	f.Publish(legacyControlTopic, []byte(`{"op":"disconnect","username":"bob"}`), nil, nil)
+	f.Publish(legacyControlTopic, []byte(`{"op":"disconnect","username":"bob"}`), Audience{})
 	if d := f.obs.drops(FanoutDropEncodeError); d != 1 {
 		t.Fatalf("%d encode errors; want 1", d)
 	}
-	f.Publish("sentinel", []byte("1"), nil, nil)
+	f.Publish("sentinel", []byte("1"), Audience{})
 	pollFor(t, 10*time.Second, "the sentinel published", func() bool { return f.obs.pubs() == 1 })
 }
 
@@ -499,7 +571,7 @@ func TestFanoutReconnect(t *testing.T) {
 			b := newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: node})
 			b.Watch("T")
 			pollFor(t, 10*time.Second, "B subscribed", func() bool { return b.Watching() == 1 })
-			a.Publish("T", []byte(`"before"`), nil, nil)
+			a.Publish("T", []byte(`"before"`), Audience{})
 			pollFor(t, 10*time.Second, "B receives before the kill", func() bool { return b.rec.has("T", `"before"`) })
 
 			ids := fanoutSubConnIDs(t, admin, node)
@@ -514,7 +586,7 @@ func TestFanoutReconnect(t *testing.T) {
 			i := 0
 			pollFor(t, 15*time.Second, "B receives after the kill", func() bool {
 				i++
-				a.Publish("T", []byte(fmt.Sprintf(`"after %d"`, i)), nil, nil)
+				a.Publish("T", []byte(fmt.Sprintf(`"after %d"`, i)), Audience{})
 				time.Sleep(20 * time.Millisecond)
 				for _, p := range b.rec.payloads("T") {
 					if strings.HasPrefix(p, `"after`) {
@@ -563,7 +635,7 @@ func TestFanoutCloseStopsGoroutines(t *testing.T) {
 			}
 			pollFor(t, 10*time.Second, "subscribed", func() bool { return nodes[0].Watching() == 5 && nodes[1].Watching() == 5 })
 			for i := range 100 {
-				nodes[0].Publish(fmt.Sprint("topic", i%5), []byte("1"), nil, nil)
+				nodes[0].Publish(fmt.Sprint("topic", i%5), []byte("1"), Audience{})
 			}
 			if len(fanoutGoroutines()) == 0 {
 				t.Fatal("no fan-out goroutine found while running: the check below would prove nothing")
@@ -575,7 +647,7 @@ func TestFanoutCloseStopsGoroutines(t *testing.T) {
 				if err := f.Close(); err != nil { // idempotent
 					t.Fatal(err)
 				}
-				f.Publish("topic0", []byte("1"), nil, nil) // ignored, no panic
+				f.Publish("topic0", []byte("1"), Audience{}) // ignored, no panic
 				f.Watch("topic9")
 			}
 			// A goroutine's last instant (returning after wg.Done) may
@@ -688,7 +760,7 @@ func TestFanoutCluster(t *testing.T) {
 					owners[j] = true
 				}
 			}
-			a.Publish(fmt.Sprint("topic", i), []byte(strconv.Itoa(i)), nil, []string{"s"})
+			a.Publish(fmt.Sprint("topic", i), []byte(strconv.Itoa(i)), Audience{EligibleSessions: []string{"s"}})
 		}
 		if len(owners) != len(nodes) {
 			t.Fatalf("subscriptions on %d of %d masters", len(owners), len(nodes))
@@ -717,52 +789,9 @@ func TestFanoutCluster(t *testing.T) {
 }
 
 // BenchmarkFanoutPublish measures relay throughput from A to B through
-// the real Redis: b.N messages published by A on one topic, timed until B
-// has delivered them all. Publish never blocks, so the loop leaves room in
-// A's queue rather than dropping.
+// the real Redis in classic and sharded pub/sub (see benchFanout).
 func BenchmarkFanoutPublish(b *testing.B) {
 	for _, m := range fanoutModes {
-		b.Run(m.name, func(b *testing.B) {
-			env := standaloneFanoutEnv(b, m.sharded)
-			prefix := uniqueName(b, "wsgate_t_") + ":"
-			var mu sync.Mutex
-			delivered := 0
-			const queue = 1 << 16
-			a := newFanoutNode(b, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "a", QueueSize: queue})
-			rb := newFanoutNode(b, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "b", QueueSize: queue, Deliver: func(FanoutMessage) {
-				mu.Lock()
-				delivered++
-				mu.Unlock()
-			}})
-			rb.Watch("T")
-			pollFor(b, 10*time.Second, "B subscribed", func() bool { return rb.Watching() == 1 })
-			payload := []byte(`{"type":"chat","room":42,"user":"alice","text":"hello, this is a typical small event payload"}`)
-			exclude := []string{"1234567890123456"}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(payload)))
-			b.ResetTimer()
-			start := time.Now()
-			for i := range b.N {
-				if i%1024 == 0 {
-					for len(a.outbound) > queue/2 {
-						runtime.Gosched()
-					}
-				}
-				a.Publish("T", payload, exclude, nil)
-			}
-			dropped := func() int {
-				return a.obs.drops(FanoutDropPublishQueueFull) + a.obs.drops(FanoutDropPublishError) +
-					rb.obs.drops(FanoutDropDeliverQueueFull)
-			}
-			pollFor(b, time.Minute, "B delivers everything", func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				return delivered+dropped() >= b.N
-			})
-			elapsed := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-			b.ReportMetric(float64(dropped()), "dropped")
-		})
+		b.Run(m.name, func(b *testing.B) { benchFanout(b, FanoutPubSub, m.sharded) })
 	}
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -26,7 +27,16 @@ func newWarner(log *slog.Logger) *warner {
 	return &warner{log: log, at: make(map[string]time.Time), skip: make(map[string]int)}
 }
 
-func (w *warner) warn(kind, msg string, args ...any) {
+// warn logs msg at warning level, unless a line of this kind was logged
+// less than warnEvery ago.
+func (w *warner) warn(kind, msg string, args ...any) { w.logAt(slog.LevelWarn, kind, msg, args...) }
+
+// info is warn at info level, for the good news that follows a warning
+// (a subscription back), rate-limited likewise so that a flapping link
+// does not flood the log.
+func (w *warner) info(kind, msg string, args ...any) { w.logAt(slog.LevelInfo, kind, msg, args...) }
+
+func (w *warner) logAt(level slog.Level, kind, msg string, args ...any) {
 	w.mu.Lock()
 	now := time.Now()
 	if last, ok := w.at[kind]; ok && now.Sub(last) < warnEvery {
@@ -40,5 +50,5 @@ func (w *warner) warn(kind, msg string, args ...any) {
 	if skipped > 0 {
 		args = append(args, "similar_warnings_skipped", skipped)
 	}
-	w.log.Warn(msg, args...)
+	w.log.Log(context.Background(), level, msg, args...)
 }
