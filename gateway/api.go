@@ -148,6 +148,11 @@ func (s *Server) publish(ctx context.Context, req publishRequest, source string)
 	// Every replica receives the Redis push channel by itself and serves
 	// its own clients; an HTTP push reaches one replica, which relays it.
 	local := source == "redis"
+	if !local && s.fanout != nil && !s.fanout.Up() {
+		// The other replicas would not get it: refuse before delivering
+		// anything, so that the app's retry does not deliver twice here.
+		return http.StatusServiceUnavailable, errors.New("the fan-out to the other replicas cannot reach Redis; retry")
+	}
 	if req.EligibleUsers == nil && req.ExcludedUsers == nil {
 		push := s.node.Push
 		if local {
@@ -184,6 +189,9 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if status, err := s.publish(r.Context(), req, "http"); err != nil {
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
 		apiError(w, status, err.Error())
 		return
 	}

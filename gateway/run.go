@@ -283,17 +283,24 @@ func (s *Server) clusterRedis() storage.RedisOptions {
 // broadcasts from other replicas go to the node (deliverRelayed).
 func (s *Server) newFanout() (*cluster.Fanout, error) {
 	c := s.cfg.Cluster
+	mode := cluster.FanoutPubSub
+	if c.Fanout == "redis_streams" {
+		mode = cluster.FanoutStreams
+	}
 	f, err := cluster.NewFanout(cluster.FanoutOptions{
-		Redis:     s.clusterRedis(),
-		Prefix:    c.Prefix,
-		NodeID:    s.nodeID,
-		QueueSize: c.QueueSize,
-		Deliver:   s.deliverRelayed,
-		Observer:  fanoutObserver{s.metrics},
-		Logger:    s.log,
+		Redis:           s.clusterRedis(),
+		Prefix:          c.Prefix,
+		NodeID:          s.nodeID,
+		Mode:            mode,
+		StreamRetention: c.StreamRetention,
+		StreamMaxLen:    c.StreamMaxLen,
+		QueueSize:       c.QueueSize,
+		Deliver:         s.deliverRelayed,
+		Observer:        fanoutObserver{s.metrics},
+		Logger:          s.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster.fanout redis: %w", err)
+		return nil, fmt.Errorf("cluster.fanout %s: %w", c.Fanout, err)
 	}
 	return f, nil
 }

@@ -7,18 +7,27 @@
 //     each replica subscribes only to the topics it has subscribers for.
 //     Or, in streams mode, through one Redis stream every replica reads.
 //     It is the WAMP node's Relay.
-//   - Control (control*.go): commands between replicas on a channel of
-//     their own, Prefix+"control", apart from the broadcasts: for now
-//     "disconnect this user", which POST /api/disconnect sends so that the
-//     user's connections close on every replica.
+//   - Control (control*.go): commands between replicas on a Redis stream
+//     of their own, Prefix+"control-stream", apart from the broadcasts: for
+//     now "disconnect this user", which POST /api/disconnect sends so that
+//     the user's connections close on every replica. A command is sent once
+//     Redis took it (else the sender gets ErrControlUnavailable and the API
+//     answers 503); every replica reads the stream from its own start and,
+//     after losing its link, resumes where it stopped, so each live replica
+//     carries out each command kept within the retention (default 10
+//     minutes). A command carries its sender's time and closes only the
+//     connections established by then (give or take 500 ms of clock
+//     difference), so one read late spares the user's newer connections.
 //   - Clients (clients.go): the handlers' ClientManipulator when the client
 //     storage is shared: lookups by user, role or "all" find the clients of
 //     every replica.
 //   - Subscribe (subscribe.go): receiving a channel every replica listens
 //     to by itself, such as the push channel.
 //
-// Delivery between replicas is at most once: Redis pub/sub keeps nothing
-// for a replica whose subscription is down, and a full queue drops.
+// Broadcasts between replicas are delivered at most once in pub/sub mode:
+// Redis pub/sub keeps nothing for a replica whose subscription is down,
+// and a full queue drops; every such loss is counted (below). Control
+// commands are not: they wait in their stream.
 //
 // # Loss is counted
 //
@@ -32,7 +41,9 @@
 // (wsgate_fanout_lost_total{peer}): messages the origin dropped (full
 // queue, failed PUBLISH, also counted there as Dropped) and messages Redis
 // did not bring (subscription down) alike. A number at or before the last
-// one is a Duplicate, delivered all the same. A stream's first message, a
+// one is a Duplicate: delivered all the same in pub/sub mode (where it may
+// be a late original), dropped in streams mode (where one origin's
+// messages are in order, so it is a copy). A stream's first message, a
 // new epoch, and a topic watched again after an Unwatch set a new baseline
 // without counting; a hole is seen only once a later message arrives.
 //
@@ -51,7 +62,12 @@
 // StreamMaxLen), and reads the whole stream with XREAD from its last id,
 // starting at its own start time. A replica whose link was down reads on
 // from there, so an outage shorter than the retention loses nothing; what
-// was trimmed before it could read it is counted as lost, exactly. The
+// was trimmed before it could read it is counted as lost, exactly. While
+// Redis itself is down the publisher holds the batch Redis did not take
+// and sends it again, first and in order, every 100ms until Redis takes
+// it; newer messages wait in the bounded outbound queue (full: dropped,
+// and counted as lost by the receivers). With Redis persisting the stream
+// (appendonly, fsync always) a Redis restart loses nothing either. The
 // cost: every replica reads every message, watched or not (it decodes the
 // header only for the others), and Redis keeps the stream in memory.
 //
@@ -67,8 +83,8 @@
 // older replicas do not hear the newer ones' broadcasts. The previous release had no control
 // channel: it carried disconnects as a broadcast on the topic
 // "\x00wsgate-control" of the fan-out. Control bridges to it
-// (control_legacy.go): it sends each disconnect on both channels and
-// listens on both, skipping the copies that replicas of this release send
+// (control_legacy.go): it sends each disconnect to the stream and, best
+// effort, on the old channel, and listens on both, skipping the copies that replicas of this release send
 // in the old form, so a disconnect reaches every replica, of either
 // release, whichever one the application calls; each replica carries it
 // out once. The Fanout refuses to relay or subscribe a topic holding a NUL

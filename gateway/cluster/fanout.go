@@ -109,8 +109,10 @@ type FanoutObserver interface {
 	Lost(origin string, n uint64)
 	// Duplicate: a message from origin came with a sequence number at or
 	// before the last one seen (a PUBLISH retried by the client library
-	// after its connection broke, or a reorder). It is delivered all the
-	// same: the number cannot tell a copy from a late original.
+	// after its connection broke, or a reorder). In pub/sub mode it is
+	// delivered all the same: the number cannot tell a copy from a late
+	// original. In streams mode it is not: one origin's messages are in
+	// order there, so it is a copy (a batch sent again after an error).
 	Duplicate(origin string)
 	// SubscriptionUp: this replica's subscription (or, in streams mode,
 	// its reading of the stream) was lost (false) or is back (true). It
@@ -612,8 +614,9 @@ func (f *Fanout) onMessage(channel, data string) {
 }
 
 // count checks m's number against the last one heard on its stream (topic
-// "" in streams mode) and tells the Observer of holes and repeats.
-func (f *Fanout) count(stream string, m *FanoutMessage) {
+// "" in streams mode), tells the Observer of holes and repeats, and
+// reports a repeat.
+func (f *Fanout) count(stream string, m *FanoutMessage) (dup bool) {
 	lost, dup := f.seen.check(stream, m)
 	if lost > 0 {
 		f.obs.Lost(m.Origin, lost)
@@ -622,6 +625,7 @@ func (f *Fanout) count(stream string, m *FanoutMessage) {
 	if dup {
 		f.obs.Duplicate(m.Origin)
 	}
+	return dup
 }
 
 // enqueue puts m on the inbound queue, or drops it when full.
@@ -644,6 +648,11 @@ func (f *Fanout) runPublisher() {
 	p := &fanoutPublisher{f: f}
 	defer p.close()
 	batch := make([]fanoutOut, 0, fanoutBatch)
+	// held (streams mode) is what Redis did not take: it goes out again,
+	// first and in order, every fanoutProbeEvery until Redis takes it,
+	// while newer messages wait in the bounded outbound queue (full: they
+	// are dropped and counted, and the receivers count the hole).
+	var held []fanoutOut
 	// Up starts true (NewFanout), as if a first probe had worked, and that
 	// probe waits as an idle one would: a probe at once would hold the
 	// publisher for a whole lookup timeout when Redis is unreachable,
@@ -652,49 +661,31 @@ func (f *Fanout) runPublisher() {
 	probe := time.NewTimer(fanoutIdleProbe)
 	defer probe.Stop()
 	for {
-		select {
-		case <-f.stop:
-			// Last flush of what was queued before Close, within one
-			// timeout, on a fresh context: f.ctx is already cancelled.
-			ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-			defer cancel()
-			for ctx.Err() == nil {
-				batch = batch[:0]
-			last:
-				for len(batch) < cap(batch) {
-					select {
-					case m := <-f.outbound:
-						batch = append(batch, m)
-					default:
-						break last
-					}
-				}
-				if len(batch) == 0 {
-					return
-				}
-				p.send(ctx, batch, false)
+		if len(held) > 0 {
+			if !f.sleep(fanoutProbeEvery) {
+				p.flush(held)
+				return
 			}
-			return
-		case <-probe.C:
-			p.probe()
-			probe.Reset(p.probeIn())
-			continue
-		case m := <-f.outbound:
-			batch = append(batch[:0], m)
-		}
-	fill:
-		for len(batch) < cap(batch) {
+			batch = append(batch[:0], held...)
+			held = nil
+		} else {
 			select {
+			case <-f.stop:
+				p.flush(nil)
+				return
+			case <-probe.C:
+				p.probe()
+				probe.Reset(p.probeIn())
+				continue
 			case m := <-f.outbound:
-				batch = append(batch, m)
-			default:
-				break fill
+				batch = append(batch[:0], m)
 			}
 		}
+		batch = f.fill(batch)
 		// Not f.ctx: a batch in flight when Close comes still goes out,
 		// within its timeout, like the rest of the queue.
 		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-		p.send(ctx, batch, true)
+		held = p.send(ctx, batch, true)
 		cancel()
 		clear(batch) // let the sent envelopes go
 		if !probe.Stop() {
@@ -704,6 +695,46 @@ func (f *Fanout) runPublisher() {
 			}
 		}
 		probe.Reset(p.probeIn())
+	}
+}
+
+// fill adds to batch what the outbound queue holds, up to fanoutBatch.
+func (f *Fanout) fill(batch []fanoutOut) []fanoutOut {
+	for len(batch) < cap(batch) {
+		select {
+		case m := <-f.outbound:
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// flush is the last send at Close: held, then what was queued before
+// Close, within one timeout, on a fresh context (f.ctx is already
+// cancelled). What Redis does not take then is dropped and counted.
+func (p *fanoutPublisher) flush(held []fanoutOut) {
+	f := p.f
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	defer cancel()
+	batch := make([]fanoutOut, 0, fanoutBatch)
+	for ctx.Err() == nil {
+		n := copy(batch[:min(len(held), cap(batch))], held)
+		batch, held = batch[:n], held[n:]
+		batch = f.fill(batch)
+		if len(batch) == 0 {
+			break
+		}
+		p.drop(p.send(ctx, batch, false))
+	}
+	p.drop(held)
+}
+
+// drop counts messages that will never go out as publish errors.
+func (p *fanoutPublisher) drop(msgs []fanoutOut) {
+	for range msgs {
+		p.f.obs.Dropped(FanoutDropPublishError)
 	}
 }
 
@@ -771,17 +802,21 @@ func (p *fanoutPublisher) connect(dial bool) (rueidis.Client, error) {
 }
 
 // send publishes batch within ctx and reports the outcome. dial says
-// whether a missing client may be created (not during Close).
-func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool) {
+// whether a missing client may be created (not during Close). In pub/sub
+// mode what Redis did not take is dropped and counted; in streams mode it
+// is returned (a copy, in order) for the publisher to send again.
+func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool) (held []fanoutOut) {
 	f := p.f
 	c, err := p.connect(dial)
 	if err != nil {
-		for range batch {
-			f.obs.Dropped(FanoutDropPublishError)
-		}
 		f.pubUp.Store(false)
+		if f.streams {
+			f.warn.warn("publish", "fan-out messages held until Redis answers: cannot connect", "messages", len(batch), "error", err)
+			return append([]fanoutOut(nil), batch...)
+		}
+		p.drop(batch)
 		f.warn.warn("publish", "fan-out messages not published: cannot connect to Redis", "messages", len(batch), "error", err)
-		return
+		return nil
 	}
 	cmds := make(rueidis.Commands, len(batch), len(batch)+1)
 	var minID string
@@ -820,6 +855,9 @@ func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool
 			if firstErr == nil {
 				firstErr = err
 			}
+			if f.streams {
+				held = append(held, batch[i])
+			}
 			continue
 		}
 		ok++
@@ -832,12 +870,17 @@ func (p *fanoutPublisher) send(ctx context.Context, batch []fanoutOut, dial bool
 	if ok > 0 {
 		f.obs.Published(ok)
 	}
-	for range failed {
-		f.obs.Dropped(FanoutDropPublishError)
-	}
-	if firstErr != nil {
+	switch {
+	case firstErr == nil:
+	case f.streams:
+		f.warn.warn("publish", "fan-out messages held until Redis takes them", "messages", failed, "error", firstErr)
+	default:
+		for range failed {
+			f.obs.Dropped(FanoutDropPublishError)
+		}
 		f.warn.warn("publish", "fan-out messages not published", "messages", failed, "error", firstErr)
 	}
+	return held
 }
 
 // sleep waits d or until Close; it reports whether it was not closed.

@@ -96,8 +96,11 @@ func (f *Fanout) onStreamEntry(e rueidis.XRangeEntry, wanted bool) {
 		return // our own
 	}
 	if err == nil {
-		f.count("", &m)
-		if !wanted {
+		// One origin's entries are in order in the one stream, so a
+		// number seen already is a copy (a batch the publisher sent again
+		// after an error, though Redis had taken it): counted, not
+		// delivered twice.
+		if dup := f.count("", &m); dup || !wanted {
 			return
 		}
 		err = decodeFanoutRest(r, &m)
