@@ -21,7 +21,7 @@ import (
 // maxAPIBody bounds a push API request body.
 const maxAPIBody = 1 << 20
 
-// APIHandler is the push API the PHP app calls, on its own listener
+// APIHandler is the push API the PHP app calls (docs/api.md), on its own listener
 // (api.listen), every request authenticated with "Authorization: Bearer
 // <api.token>":
 //
