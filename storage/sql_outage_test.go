@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -15,83 +13,6 @@ import (
 
 	"github.com/wsgate/wsgate/test/testenv"
 )
-
-// tcpProxy forwards a loopback port to a database; the test cuts it (the
-// listener and every connection close, as when the server dies) and
-// restores it on the same port (as when the server comes back).
-type tcpProxy struct {
-	t      *testing.T
-	addr   string
-	target string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func startProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{t: t, addr: ln.Addr().String(), target: target}
-	p.serve(ln)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *tcpProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every forwarded connection.
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-// restore listens on the same address again.
-func (p *tcpProxy) restore() {
-	p.t.Helper()
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			p.serve(ln)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	p.t.Fatalf("restore proxy on %s: %v", p.addr, err)
-}
 
 // TestSQLStoresKilledAndRestarted cuts the database away under each SQL
 // store mid-test: lookups fail fast with ErrUnavailable while it is gone
@@ -122,8 +43,8 @@ func TestSQLStoresKilledAndRestarted(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var p *tcpProxy
-			s := tc.setup(t, func(target string) string { p = startProxy(t, target); return p.addr })
+			var p *testenv.Proxy
+			s := tc.setup(t, func(target string) string { p = testenv.StartProxy(t, target); return p.Addr() })
 			ctx := context.Background()
 			// Several pooled connections, all of which will die.
 			var wg sync.WaitGroup
@@ -138,7 +59,7 @@ func TestSQLStoresKilledAndRestarted(t *testing.T) {
 			}
 			wg.Wait()
 
-			p.cut()
+			p.Cut()
 			for i := 0; i < 5; i++ {
 				start := time.Now()
 				_, err := s.Read(ctx, "outage01")
@@ -154,7 +75,7 @@ func TestSQLStoresKilledAndRestarted(t *testing.T) {
 				t.Fatalf("ReadMany while cut = %v", err)
 			}
 
-			p.restore()
+			p.Restore()
 			back := time.Now()
 			waitFor(t, 5*time.Second, "recovery", func() bool {
 				got, err := s.Read(ctx, "outage01")

@@ -181,7 +181,7 @@ func TestAbuseStoreOutage(t *testing.T) {
 		srv := testenv.StartRedis(t)
 		alice := redisSession(t, srv, map[string]any{"user": "alice", "roles": []string{"ROLE_USER"}, "firewall": "main"})
 		bob := redisSession(t, srv, map[string]any{"user": "bob", "roles": []string{"ROLE_USER"}, "firewall": "main"})
-		proxy := startTCPProxy(t, srv.Addr)
+		proxy := testenv.StartProxy(t, srv.Addr)
 		g := startAbuseGateway(t, fmt.Sprintf(abuseStoreOutageConfig, mode, outageMaxHandshakes, proxy.Addr()))
 		withCookie := func(s phpSession) rawDialOpts { return rawDialOpts{Header: "Cookie: " + cookie(s) + "\r\n"} }
 

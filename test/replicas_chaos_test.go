@@ -174,25 +174,7 @@ func testReplicasChaos(t *testing.T, mode string) {
 		s := writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": user, "roles": []string{"ROLE_USER"}, "firewall": "main"})
 		return cookie(s)
 	}
-	config := fmt.Sprintf(`
-listen: "%%LISTEN%%"
-metrics: {listen: "%%METRICS%%"}
-api: {listen: "%%API%%", token: %q}
-session:
-  store: files
-  files: {path: %q, gc_maxlifetime: 1440}
-client_storage:
-  driver: redis
-  ttl: 30s
-  check_interval: 200ms
-  prefix: %q
-  redis: {addrs: [%q]}
-cluster: {fanout: %s, prefix: %q}
-plugins: [%%ACME_PLUGIN%%]
-routes:
-  topics:
-    relay: {pattern: "acme/relay/{room}", handler: acme.relay}
-`, replicaAPIToken, dir, prefix, redis.Addr, mode, prefix)
+	config := replicaConfig(replicaOptions{Sessions: dir, Prefix: prefix, Redis: redis.Addr, Fanout: mode})
 	g := []replica{startReplica(t, config), startReplica(t, config), startReplica(t, config)}
 
 	dial := func(r replica, user string) *wampV1Client {

@@ -32,6 +32,44 @@ func startReplica(t *testing.T, config string) replica {
 	return replica{startGateway(t, strings.ReplaceAll(config, "%API%", api)), api}
 }
 
+// replicaOptions are what the replica tests' configs differ in.
+type replicaOptions struct {
+	Sessions string // the files store's directory
+	Prefix   string // client storage and cluster prefix, unique per test
+	Redis    string // host:port of the shared Redis
+	Fanout   string // cluster.fanout: redis or redis_streams
+	TTL      string // client_storage.ttl; default 30s
+	Extra    string // more top-level YAML (ending in a newline)
+}
+
+// replicaConfig is the config of one replica of a test: files sessions,
+// the Redis client storage and fan-out under o.Prefix, the push API on
+// %API%, and the acme.relay handler on acme/relay/{room}.
+func replicaConfig(o replicaOptions) string {
+	if o.TTL == "" {
+		o.TTL = "30s"
+	}
+	return fmt.Sprintf(`
+listen: "%%LISTEN%%"
+metrics: {listen: "%%METRICS%%"}
+api: {listen: "%%API%%", token: %q}
+session:
+  store: files
+  files: {path: %q, gc_maxlifetime: 1440}
+client_storage:
+  driver: redis
+  ttl: %s
+  check_interval: 200ms
+  prefix: %q
+  redis: {addrs: [%q]}
+cluster: {fanout: %s, prefix: %q}
+plugins: [%%ACME_PLUGIN%%]
+routes:
+  topics:
+    relay: {pattern: "acme/relay/{room}", handler: acme.relay}
+%s`, replicaAPIToken, o.Sessions, o.TTL, o.Prefix, o.Redis, o.Fanout, o.Prefix, o.Extra)
+}
+
 // apiCall sends a push API request to a replica and returns status and body.
 func (r replica) apiCall(t *testing.T, method, path string, body any) (int, []byte) {
 	t.Helper()
@@ -118,25 +156,7 @@ func TestThreeReplicasBehaveAsOne(t *testing.T) {
 	}
 	alice, bob, carol, dave := session("alice"), session("bob"), session("carol"), session("dave")
 
-	config := fmt.Sprintf(`
-listen: "%%LISTEN%%"
-metrics: {listen: "%%METRICS%%"}
-log: {level: debug}
-api: {listen: "%%API%%", token: %q}
-session:
-  store: files
-  files: {path: %q, gc_maxlifetime: 1440}
-client_storage:
-  driver: redis
-  ttl: 3s
-  prefix: %q
-  redis: {addrs: [%q]}
-cluster: {fanout: redis, prefix: %q}
-plugins: [%%ACME_PLUGIN%%]
-routes:
-  topics:
-    relay: {pattern: "acme/relay/{room}", handler: acme.relay}
-`, replicaAPIToken, dir, prefix, redisAddr, prefix)
+	config := replicaConfig(replicaOptions{Sessions: dir, Prefix: prefix, Redis: redisAddr, Fanout: "redis", TTL: "3s", Extra: "log: {level: debug}\n"})
 	g := []replica{startReplica(t, config), startReplica(t, config), startReplica(t, config)}
 
 	dial := func(r replica, cookie string) *wampV1Client {

@@ -27,24 +27,7 @@ func TestReplicasUserListsClusterWide(t *testing.T) {
 		s := writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": user, "roles": roles, "firewall": "main"})
 		return cookie(s)
 	}
-	config := fmt.Sprintf(`
-listen: "%%LISTEN%%"
-metrics: {listen: "%%METRICS%%"}
-api: {listen: "%%API%%", token: %q}
-session:
-  store: files
-  files: {path: %q, gc_maxlifetime: 1440}
-client_storage:
-  driver: redis
-  ttl: 30s
-  prefix: %q
-  redis: {addrs: [%q]}
-cluster: {fanout: redis, prefix: %q}
-plugins: [%%ACME_PLUGIN%%]
-routes:
-  topics:
-    relay: {pattern: "acme/relay/{room}", handler: acme.relay}
-`, replicaAPIToken, dir, prefix, redisAddr, prefix)
+	config := replicaConfig(replicaOptions{Sessions: dir, Prefix: prefix, Redis: redisAddr, Fanout: "redis"})
 	g := []replica{startReplica(t, config), startReplica(t, config), startReplica(t, config)}
 	const topic = "acme/relay/lists"
 

@@ -211,7 +211,7 @@ func TestControlReadsFromItsStart(t *testing.T) {
 func TestControlLinkCut(t *testing.T) {
 	addr := testenv.Redis(t)
 	prefix := uniqueName(t, "wsgate_t_") + ":"
-	proxy := startCutProxy(t, addr)
+	proxy := testenv.StartProxy(t, addr)
 	a := newControlNode(t, ControlOptions{Redis: storage.RedisOptions{Addrs: []string{addr}}, Prefix: prefix, NodeID: "node-a"})
 	rec := &recordHandler{}
 	b := newControlNode(t, ControlOptions{
@@ -403,7 +403,7 @@ func TestControlLegacyFailureIsNotFatal(t *testing.T) {
 // cutProxyAddr is an address that accepts connections and closes them at
 // once, as a Redis that went away looks.
 func cutProxyAddr(t testing.TB) string {
-	p := startCutProxy(t, testenv.Redis(t))
+	p := testenv.StartProxy(t, testenv.Redis(t))
 	p.Cut()
 	return p.Addr()
 }

@@ -3,8 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"runtime"
 	"slices"
 	"sync"
@@ -117,78 +115,6 @@ func TestFanoutSeqsEpoch(t *testing.T) {
 	}
 }
 
-// linkProxy is a TCP proxy to a Redis that a test can cut (closing every
-// connection and refusing new ones) and restore, so that one replica
-// loses its link while the others keep theirs.
-type linkProxy struct {
-	t      testing.TB
-	target string
-	Addr   string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns []net.Conn
-}
-
-func newLinkProxy(t testing.TB, target string) *linkProxy {
-	p := &linkProxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *linkProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every proxied connection.
-func (p *linkProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-// restore listens again on the same address.
-func (p *linkProxy) restore() {
-	ln, err := net.Listen("tcp", p.Addr)
-	if err != nil {
-		p.t.Fatalf("proxy listen again: %v", err)
-	}
-	p.serve(ln)
-}
-
 // fanoutAllModes are the transports the loss tests run in.
 var fanoutAllModes = []struct {
 	name    string
@@ -205,11 +131,11 @@ func TestFanoutLinkLoss(t *testing.T) {
 	for _, m := range fanoutAllModes {
 		t.Run(m.name, func(t *testing.T) {
 			env := standaloneFanoutEnv(t, m.sharded)
-			proxy := newLinkProxy(t, env.redis.Addrs[0])
+			proxy := testenv.StartProxy(t, env.redis.Addrs[0])
 			prefix := uniqueName(t, "wsgate_t_") + ":"
 			dropStreamAtEnd(t, env.redis.Addrs[0], prefix)
 			viaProxy := env.redis
-			viaProxy.Addrs = []string{proxy.Addr}
+			viaProxy.Addrs = []string{proxy.Addr()}
 			viaProxy.LookupTimeout = 2 * time.Second
 			a := newFanoutNode(t, FanoutOptions{Redis: env.redis, Prefix: prefix, NodeID: "node-a", Mode: m.mode})
 			b := newFanoutNode(t, FanoutOptions{Redis: viaProxy, Prefix: prefix, NodeID: "node-b", Mode: m.mode})
@@ -219,7 +145,7 @@ func TestFanoutLinkLoss(t *testing.T) {
 			a.Publish(T, []byte(`"first"`), Audience{})
 			pollFor(t, 10*time.Second, "B receives the first", func() bool { return b.rec.has(T, `"first"`) })
 
-			proxy.cut()
+			proxy.Cut()
 			pollFor(t, 10*time.Second, "B sees its link down", func() bool {
 				up := b.obs.upCalls()
 				return b.Watching() == 0 && len(up) > 0 && !up[len(up)-1]
@@ -231,7 +157,7 @@ func TestFanoutLinkLoss(t *testing.T) {
 			pollFor(t, 10*time.Second, "A's messages accepted by Redis", func() bool { return a.obs.pubs() == n+1 })
 
 			restored := time.Now()
-			proxy.restore()
+			proxy.Restore()
 			pollFor(t, 20*time.Second, "B watching again", func() bool { return b.Watching() == 1 })
 			t.Logf("B watching again %v after the link came back", time.Since(restored).Round(time.Millisecond))
 			a.Publish(T, []byte(`"last"`), Audience{})
@@ -348,10 +274,10 @@ func TestFanoutRedisRestart(t *testing.T) {
 func TestFanoutStreamTrimmed(t *testing.T) {
 	// Small stream nodes, so that MAXLEN ~ trims close to the cap.
 	srv := testenv.StartRedis(t, "--stream-node-max-entries", "4")
-	proxy := newLinkProxy(t, srv.Addr)
+	proxy := testenv.StartProxy(t, srv.Addr)
 	o := storage.RedisOptions{Addrs: []string{srv.Addr}, LookupTimeout: 2 * time.Second}
 	viaProxy := o
-	viaProxy.Addrs = []string{proxy.Addr}
+	viaProxy.Addrs = []string{proxy.Addr()}
 	prefix := uniqueName(t, "wsgate_t_") + ":"
 	a := newFanoutNode(t, FanoutOptions{Redis: o, Prefix: prefix, NodeID: "node-a", Mode: FanoutStreams, StreamMaxLen: 10})
 	b := newFanoutNode(t, FanoutOptions{Redis: viaProxy, Prefix: prefix, NodeID: "node-b", Mode: FanoutStreams, StreamMaxLen: 10})
@@ -359,7 +285,7 @@ func TestFanoutStreamTrimmed(t *testing.T) {
 	pollFor(t, 10*time.Second, "B watching", func() bool { return b.Watching() == 1 })
 	a.Publish("T", []byte(`"first"`), Audience{})
 	pollFor(t, 10*time.Second, "B receives the first", func() bool { return b.rec.has("T", `"first"`) })
-	proxy.cut()
+	proxy.Cut()
 	pollFor(t, 10*time.Second, "B sees its link down", func() bool { return b.Watching() == 0 })
 	const n = 100
 	for i := range n {
@@ -368,7 +294,7 @@ func TestFanoutStreamTrimmed(t *testing.T) {
 			pollFor(t, 10*time.Second, "A's batch accepted", func() bool { return a.obs.pubs() == i+2 })
 		}
 	}
-	proxy.restore()
+	proxy.Restore()
 	pollFor(t, 20*time.Second, "B receives the last", func() bool { return b.rec.has("T", fmt.Sprint(n-1)) })
 	got := len(b.rec.payloads("T"))
 	lost := b.obs.lostFrom("node-a")
