@@ -53,6 +53,10 @@ type ClientStorage interface {
 	// connections that closed lately costs one call instead of one per
 	// connection, which is what a disconnect storm needs.
 	RemoveMany(ctx context.Context, connIDs []string) error
+	// Get returns the connection connID, anonymous or not, wherever it is
+	// connected, as a slice of zero or one entry: what a handler holds of
+	// a client that talked to it on another replica is its connection id.
+	Get(ctx context.Context, connID string) ([]ClientEntry, error)
 	// FindByUsername returns the first (oldest) authenticated connection
 	// of user, as a slice of zero or one entry, like GosWebSocketBundle's
 	// ClientManipulator::findByUsername, which returns the first match

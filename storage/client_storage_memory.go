@@ -108,6 +108,16 @@ func (m *MemoryClientStorage) removeLocked(connID string) {
 	}
 }
 
+// Get returns a copy of the connection's entry, or an empty result.
+func (m *MemoryClientStorage) Get(ctx context.Context, connID string) ([]ClientEntry, error) {
+	return m.lookup(ctx, "get client", func() []ClientEntry {
+		if e, ok := m.byConn[connID]; ok {
+			return []ClientEntry{e.clone()}
+		}
+		return []ClientEntry{}
+	})
+}
+
 // FindByUsername returns a copy of user's oldest authenticated connection,
 // or an empty result when there is none.
 func (m *MemoryClientStorage) FindByUsername(ctx context.Context, user string) ([]ClientEntry, error) {

@@ -746,6 +746,62 @@ func (s *RedisClientStorage) lookup(ctx context.Context, what, key string) ([]Cl
 	return out, nil
 }
 
+// Get returns the entry of connection connID on any replica, or an empty
+// result. The registry keys entries by the owning replica and the
+// connection id, so it finds the member among the live ones (one ZRANGE of
+// member names, no entry read), then reads that entry with the epoch, as
+// lookup does.
+func (s *RedisClientStorage) Get(ctx context.Context, connID string) ([]ClientEntry, error) {
+	const what = "get client"
+	c, err := s.get(ctx, what)
+	if err != nil {
+		return nil, err
+	}
+	epoch, err := s.answerable(what)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	now := strconv.FormatInt(s.now().UnixMilli(), 10)
+	members, err := c.Do(ctx, c.B().Zrange().Key(s.allKey()).Min(now).Max("+inf").Byscore().Build()).AsStrSlice()
+	if err != nil {
+		return nil, unavailable(what, err)
+	}
+	key := ""
+	for _, m := range members {
+		if strings.HasSuffix(m, ":"+connID) {
+			key = s.entryKey(m)
+			break
+		}
+	}
+	out := []ClientEntry{}
+	keys := []string{s.epochKey()}
+	if key != "" {
+		keys = append(keys, key)
+	}
+	vals, err := rueidis.MGet(c, ctx, keys)
+	if err != nil {
+		return nil, unavailable(what, err)
+	}
+	if msg, ok := vals[s.epochKey()]; !ok || msg.IsNil() {
+		return nil, s.lost(what)
+	} else if got, err := msg.ToString(); err != nil || got != epoch {
+		return nil, s.lost(what)
+	}
+	if msg, ok := vals[key]; key != "" && ok && !msg.IsNil() {
+		b, err := msg.AsBytes()
+		if err != nil {
+			return nil, unavailable(what, err)
+		}
+		var re redisEntry
+		if json.Unmarshal(b, &re) == nil && re.entry().ConnID == connID {
+			out = append(out, re.entry())
+		}
+	}
+	return out, nil
+}
+
 // FindByUsername returns user's oldest authenticated connection on any
 // replica, or an empty result.
 func (s *RedisClientStorage) FindByUsername(ctx context.Context, user string) ([]ClientEntry, error) {

@@ -48,6 +48,17 @@ func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) Clien
 		}
 		got, err = s.FindAllByUsername(ctx, "anon-4")
 		check(t, "FindAllByUsername(anon-4)", got, err)
+		got, err = s.Get(ctx, "c4")
+		check(t, "Get(c4)", got, err, "c4")
+		if len(got) == 1 && (got[0].WAMPSessionID != "w4" || !got[0].Anonymous || !got[0].ConnectedAt.Equal(t0.Add(3*time.Second))) {
+			t.Errorf("Get(c4) lost fields: %+v", got[0])
+		}
+		got, err = s.Get(ctx, "c2")
+		check(t, "Get(c2)", got, err, "c2")
+		got, err = s.Get(ctx, "c")
+		check(t, "Get(c)", got, err)
+		got, err = s.Get(ctx, "nobody")
+		check(t, "Get(nobody)", got, err)
 		got, err = s.FindAllByUsername(ctx, "nobody")
 		check(t, "FindAllByUsername(nobody)", got, err)
 		got, err = s.FindByRoles(ctx, []string{"ROLE_EDITOR", "ROLE_ADMIN"})
@@ -144,6 +155,9 @@ func testClientStorageContract(t *testing.T, newStorage func(t *testing.T) Clien
 		}
 		if err := s.Add(ctx, alice1); !errors.Is(err, ErrClosed) {
 			t.Errorf("Add after Close = %v", err)
+		}
+		if _, err := s.Get(ctx, "c1"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Get after Close: %v", err)
 		}
 		if _, err := s.FindAllByUsername(ctx, "bob"); !errors.Is(err, ErrClosed) {
 			t.Errorf("FindAllByUsername after Close = %v", err)

@@ -50,10 +50,20 @@ func NewClients(store storage.ClientStorage, timeout time.Duration, log *slog.Lo
 // call this once, before the node serves any connection.
 func (c *Clients) SetLocal(local handler.ClientManipulator) { c.local = local }
 
-// GetClient finds connections of this replica only: connection ids are
-// what handlers hold of clients that talked to them, which are local.
+// GetClient finds the connection on any replica: this replica's live
+// session when it is here, else a snapshot of its entry in the shared
+// storage (one round trip).
 func (c *Clients) GetClient(connID string) (handler.Client, bool) {
-	return c.local.GetClient(connID)
+	if l, ok := c.local.GetClient(connID); ok {
+		return l, true
+	}
+	es, err := c.lookup("get_client", func(ctx context.Context) ([]storage.ClientEntry, error) {
+		return c.store.Get(ctx, connID)
+	})
+	if err != nil || len(es) == 0 {
+		return nil, false
+	}
+	return c.client(es[0]), true
 }
 
 // FindByUsername returns the user's oldest connection on any replica.

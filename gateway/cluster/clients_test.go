@@ -118,7 +118,9 @@ func TestClients(t *testing.T) {
 		{"find by roles", func(c *Clients) []handler.Client { return c.FindByRoles([]string{"ROLE_ADMIN", "ROLE_USER"}) }, []string{"live:a-1", "remote:b-1", "remote:b-2"}, []string{"live:a-1"}},
 		{"get all", func(c *Clients) []handler.Client { return c.GetAll(false) }, []string{"live:a-1", "remote:b-1", "remote:b-2"}, []string{"live:a-1"}},
 		{"get all with anonymous", func(c *Clients) []handler.Client { return c.GetAll(true) }, []string{"live:a-1", "live:a-2", "remote:b-1", "remote:b-2", "remote:b-3"}, []string{"live:a-1", "live:a-2"}},
-		{"get client is local only", func(c *Clients) []handler.Client { return one(c.GetClient("b-1")) }, nil, nil},
+		{"get client here", func(c *Clients) []handler.Client { return one(c.GetClient("a-2")) }, []string{"live:a-2"}, []string{"live:a-2"}},
+		{"get client elsewhere", func(c *Clients) []handler.Client { return one(c.GetClient("b-3")) }, []string{"remote:b-3"}, nil},
+		{"get client nowhere", func(c *Clients) []handler.Client { return one(c.GetClient("c-9")) }, nil, nil},
 	}
 	up := NewClients(shared, time.Second, testLogger(t))
 	up.SetLocal(local)

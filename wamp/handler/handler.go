@@ -377,9 +377,9 @@ type PeriodicTopic interface {
 // ClientManipulator looks up connected clients, like the bundle's
 // ClientManipulator, WAMP v1 and v2 alike. With the in-memory client
 // storage it sees this gateway process's clients and never waits; with
-// client_storage.driver redis, FindByUsername, FindAllByUsername,
-// FindByRoles and GetAll see every replica's clients and are a round trip
-// to Redis (bounded by session.lookup_timeout, falling back to this
+// client_storage.driver redis, GetClient (for a connection of another
+// replica), FindByUsername, FindAllByUsername, FindByRoles and GetAll see
+// every replica's clients and are a round trip to Redis (bounded by session.lookup_timeout, falling back to this
 // replica's clients when Redis does not answer) — call them from an
 // OffloadedRPC or OffloadedTopic then, not from a handler that runs on the
 // socket workers. Unlike the bundle's, the lookups are not limited to one
