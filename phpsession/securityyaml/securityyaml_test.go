@@ -41,12 +41,7 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c.SessionFirewalls(); !reflect.DeepEqual(got, tt.firewalls) {
-				t.Errorf("SessionFirewalls %q, want %q", got, tt.firewalls)
-			}
-			if got := c.IdentifierProperties(); !reflect.DeepEqual(got, tt.props) {
-				t.Errorf("IdentifierProperties %q, want %q", got, tt.props)
-			}
+			checkLearned(t, c, tt.firewalls, tt.props)
 			if len(c.Warnings) != len(tt.warnings) {
 				t.Fatalf("warnings %q, want %d", c.Warnings, len(tt.warnings))
 			}
@@ -56,6 +51,17 @@ func TestLoad(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkLearned checks what c says wsgate should read.
+func checkLearned(t *testing.T, c *Config, firewalls []string, props map[string][]string) {
+	t.Helper()
+	if got := c.SessionFirewalls(); !reflect.DeepEqual(got, firewalls) {
+		t.Errorf("SessionFirewalls %q, want %q", got, firewalls)
+	}
+	if got := c.IdentifierProperties(); !reflect.DeepEqual(got, props) {
+		t.Errorf("IdentifierProperties %q, want %q", got, props)
 	}
 }
 
@@ -132,12 +138,7 @@ func TestParseEdgeCases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c.SessionFirewalls(); !reflect.DeepEqual(got, tt.firewalls) {
-				t.Errorf("SessionFirewalls %q, want %q", got, tt.firewalls)
-			}
-			if got := c.IdentifierProperties(); !reflect.DeepEqual(got, tt.props) {
-				t.Errorf("IdentifierProperties %q, want %q", got, tt.props)
-			}
+			checkLearned(t, c, tt.firewalls, tt.props)
 			if tt.warning != "" && !strings.Contains(strings.Join(c.Warnings, "\n"), tt.warning) {
 				t.Errorf("warnings %q lack %q", c.Warnings, tt.warning)
 			}
