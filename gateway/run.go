@@ -34,6 +34,9 @@ func CheckConfig(cfg config.Config, handlers *handler.Registry) error {
 	if _, err := config.NewOriginPolicy(cfg.Origins); err != nil {
 		return err
 	}
+	if _, err := CheckSessionDecoder(cfg.Session); err != nil {
+		return err
+	}
 	if handlers == nil {
 		handlers = handler.NewRegistry()
 	}

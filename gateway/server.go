@@ -56,6 +56,7 @@ type Server struct {
 	cfg      config.Config
 	log      *slog.Logger
 	resolver *SessionResolver
+	guesses  guessLog // best-effort identities logged (identity.go)
 	origins  *config.OriginPolicy
 	node     *wamp.Node
 	clients  storage.ClientStorage
@@ -193,6 +194,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	if s.resolver, err = NewSessionResolver(cfg.Session, storeObserver{m}); err != nil {
 		return nil, err
 	}
+	logSessionWarnings(log, cfg.Session, s.resolver.Warnings()) // identity.go
 	if cfg.Events.URL != "" {
 		if s.events, err = newEvents(cfg.Events, os.Getenv, eventsObserver{m}, log); err != nil {
 			return nil, err
@@ -538,6 +540,7 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 			res = Resolution{Status: StatusAnonymous, Reason: "session store unavailable"}
 		}
 	}
+	s.noteBestEffort(res.Authenticated()) // identity.go
 	ident := res.Identity()
 	if ident.Anonymous {
 		if !s.cfg.AllowAnonymous {

@@ -114,22 +114,22 @@ func (t *internTable) get(s string) string {
 // SessionResolver reads a PHP session from its store and decodes the
 // Symfony security tokens in it. It is safe for concurrent use.
 type SessionResolver struct {
-	store   storage.SessionStore
-	reader  *phpsession.Reader
-	timeout time.Duration
+	store    storage.SessionStore
+	reader   *phpsession.Reader
+	timeout  time.Duration
+	warnings []string
 }
 
 // NewSessionResolver opens the configured session store and prepares the
-// decoder. obs (may be nil) is told about every store lookup. The caller
+// decoder (reading session.symfony_security_yaml, when set: see
+// Warnings). obs (may be nil) is told about every store lookup. The caller
 // owns the result and must Close it.
 func NewSessionResolver(c config.SessionConfig, obs storage.Observer) (*SessionResolver, error) {
-	reader, err := phpsession.NewReader(phpsession.Options{
-		Format:                          phpsession.Format(c.SerializeHandler),
-		Firewalls:                       c.Firewalls,
-		Limits:                          phpsession.DefaultLimits(),
-		UserIdentifierProperties:        c.UserIdentifierProperties,
-		UserIdentifierPropertiesByClass: c.UserIdentifierPropertiesByClass,
-	})
+	opt, warnings, err := sessionReaderOptions(c) // identity.go
+	if err != nil {
+		return nil, err
+	}
+	reader, err := phpsession.NewReader(opt)
 	if err != nil {
 		return nil, fmt.Errorf("session decoder: %w", err)
 	}
@@ -137,8 +137,13 @@ func NewSessionResolver(c config.SessionConfig, obs storage.Observer) (*SessionR
 	if err != nil {
 		return nil, err
 	}
-	return &SessionResolver{store: store, reader: reader, timeout: c.LookupTimeout}, nil
+	return &SessionResolver{store: store, reader: reader, timeout: c.LookupTimeout, warnings: warnings}, nil
 }
+
+// Warnings are what the app's security.yaml (session.symfony_security_yaml)
+// holds that the decoder could not use: %env()% values, imports, when@
+// sections. The caller logs them.
+func (r *SessionResolver) Warnings() []string { return r.warnings }
 
 func openStore(c config.SessionConfig, obs storage.Observer) (storage.SessionStore, error) {
 	maxSize := int64(phpsession.DefaultLimits().MaxInput) // more could not be decoded anyway

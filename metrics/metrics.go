@@ -121,6 +121,11 @@ type Gateway struct {
 	// the "limits." prefix (max_header_bytes, outbound_queue_bytes, ...).
 	// docs/limits.md lists each with what the client gets.
 	LimitExceeded *prometheus.CounterVec
+	// IdentityBestEffort counts admitted clients whose identity is partly
+	// a guess, by firewall: the user identifier was picked among several
+	// user properties with different values, or the token class is not
+	// one Symfony ships.
+	IdentityBestEffort *prometheus.CounterVec
 
 	reg prometheus.Registerer
 }
@@ -236,6 +241,8 @@ func New(reg prometheus.Registerer) *Gateway {
 		"Times Redis lost this replica's client registration (restart without persistence, flush), by cause.", "cause")
 	g.LimitExceeded = f.counterVec("wsgate_limit_exceeded_total",
 		"Times a client or handshake hit a configured bound, by limit (the limits.* key).", "limit")
+	g.IdentityBestEffort = f.counterVec("wsgate_identity_best_effort_total",
+		"Admitted clients whose identity is partly a guess (ambiguous user identifier property, or a token class Symfony does not ship), by firewall.", "firewall")
 	return g
 }
 

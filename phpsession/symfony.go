@@ -206,9 +206,36 @@ type Token struct {
 	// 4.3 on PHP >= 7.4) or "Serializable" (C:, Symfony <= 4.2, or any
 	// version on PHP < 7.4).
 	Layout string `json:"layout,omitempty"`
-	// BestEffort is true when the token class is not one Symfony ships and
-	// was read by AbstractToken's documented layout (parent data last).
+	// BestEffort is true when part of the token is a guess: its class is
+	// not one Symfony ships and was read by AbstractToken's documented
+	// layout (parent data last), or its user identifier is ambiguous
+	// (IdentifierCandidates is set).
 	BestEffort bool `json:"best_effort,omitempty"`
+	// IdentifierCandidates is set when UserIdentifier is a guess: the user
+	// object's class has no identifier properties configured for it (by
+	// class), and besides the property the identifier was taken from
+	// (first here) other tried properties hold different non-empty values
+	// (after it). getUserIdentifier() may return any of them: a user
+	// entity with both $username and $email whose login is the e-mail
+	// reads as its username unless the class is configured.
+	IdentifierCandidates []IdentifierCandidate `json:"identifier_candidates,omitempty"`
+}
+
+// IdentifierCandidate is one user property that could be the identifier.
+type IdentifierCandidate struct {
+	// Property is the property name (or the Serializable payload key).
+	Property string `json:"property"`
+	// Value is the property's value (an integer in decimal).
+	Value string `json:"value"`
+}
+
+// Chosen is the property UserIdentifier was read from when the identifier
+// is ambiguous, else "".
+func (t *Token) Chosen() string {
+	if len(t.IdentifierCandidates) == 0 {
+		return ""
+	}
+	return t.IdentifierCandidates[0].Property
 }
 
 // Token layouts.
@@ -639,6 +666,9 @@ type tokenInfo struct {
 	impID, impClass          string
 	layout                   string
 	bestEffort               bool
+	// cands are the identifier candidates when the identifier is
+	// ambiguous (nil otherwise, the common case, which allocates nothing).
+	cands []IdentifierCandidate
 }
 
 // detach copies all strings of t into one fresh allocation so the Result
@@ -648,6 +678,9 @@ func (t *tokenInfo) detach(x *tokenBlock) *Token {
 	for _, r := range t.roles {
 		n += len(r)
 	}
+	for _, c := range t.cands {
+		n += len(c.Property) + len(c.Value)
+	}
 	var b strings.Builder
 	b.Grow(n)
 	for _, s := range [...]string{t.class, t.userID, t.userClass, t.impID, t.impClass} {
@@ -655,6 +688,10 @@ func (t *tokenInfo) detach(x *tokenBlock) *Token {
 	}
 	for _, r := range t.roles {
 		b.WriteString(r)
+	}
+	for _, c := range t.cands {
+		b.WriteString(c.Property)
+		b.WriteString(c.Value)
 	}
 	all := b.String()
 	cut := func(n int) string { s := all[:n]; all = all[n:]; return s }
@@ -678,6 +715,13 @@ func (t *tokenInfo) detach(x *tokenBlock) *Token {
 	}
 	for i, r := range t.roles {
 		out.Roles[i] = cut(len(r))
+	}
+	out.IdentifierCandidates = nil
+	if len(t.cands) > 0 {
+		out.IdentifierCandidates = make([]IdentifierCandidate, len(t.cands))
+		for i, c := range t.cands {
+			out.IdentifierCandidates[i] = IdentifierCandidate{Property: cut(len(c.Property)), Value: cut(len(c.Value))}
+		}
 	}
 	return out
 }
@@ -767,11 +811,14 @@ func (x *extractor) token(tok *Value, nesting int) (tokenInfo, string, error) {
 	case String:
 		info.userID, info.userClass = user.str, "string"
 	case Object, Custom:
-		id, ok := x.userIdentifier(user)
+		id, cands, ok := x.userIdentifier(user)
 		if !ok {
 			return unsupported("user class %s has none of the identifier properties %v", clip(user.class), x.propsFor(user.class))
 		}
 		info.userID, info.userClass = id, user.class
+		if cands != nil {
+			info.cands, info.bestEffort = cands, true
+		}
 	default:
 		return unsupported("user is a %v (class %q)", user.kind, clip(user.Class()))
 	}
@@ -903,32 +950,68 @@ func (x *extractor) propsFor(class string) []string {
 // userIdentifier looks for the first configured property holding a string
 // (or integer, for numeric ids) on a user object, or the first configured
 // key of a Serializable user's payload array.
-func (x *extractor) userIdentifier(user *Value) (string, bool) {
-	props := x.propsFor(user.class)
+//
+// Unless the user's class has its own properties configured (by class:
+// the operator, or the app's security.yaml, said which one is the
+// identifier), the remaining properties are checked too: when any holds a
+// different non-empty value, the choice is a guess and cands lists the
+// chosen property first, then the others (strings alias the decoder input).
+// cands is nil in the common, unambiguous case, which allocates nothing.
+func (x *extractor) userIdentifier(user *Value) (id string, cands []IdentifierCandidate, ok bool) {
+	props, explicit := x.r.byClass[user.class]
+	if !explicit {
+		props = x.r.idProps
+	}
 	var arr *Value
 	if user.kind == Custom {
 		if arr = user.Inner(); arr == nil || arr.Deref().kind != Array {
-			return "", false
+			return "", nil, false
 		}
 		arr = arr.Deref()
 	}
-	for _, name := range props {
-		var v *Value
-		var ok bool
-		if arr != nil {
-			v, ok = arr.Get(name)
-		} else {
-			v, _, ok = user.Prop(name)
-		}
-		if !ok {
+	chosen := -1
+	for i, name := range props {
+		s, found, isID := userProp(user, arr, name)
+		if !isID {
 			continue
 		}
-		switch v = v.Deref(); v.kind {
-		case String:
-			return v.str, true
-		case Int:
-			return Key{num: v.Int(), isInt: true}.String(), true
+		if chosen < 0 {
+			chosen, id, ok = i, s, true
+			if explicit {
+				return id, nil, true
+			}
+			continue
 		}
+		if !found || s == id {
+			continue
+		}
+		if cands == nil {
+			cands = []IdentifierCandidate{{Property: props[chosen], Value: id}}
+		}
+		cands = append(cands, IdentifierCandidate{Property: name, Value: s})
 	}
-	return "", false
+	return id, cands, ok
+}
+
+// userProp returns the property name of a user object (or key of its
+// Serializable payload arr) as the identifier would read it: isID when it
+// holds a string or integer, nonEmpty when that is not "".
+func userProp(user, arr *Value, name string) (s string, nonEmpty, isID bool) {
+	var v *Value
+	var ok bool
+	if arr != nil {
+		v, ok = arr.Get(name)
+	} else {
+		v, _, ok = user.Prop(name)
+	}
+	if !ok {
+		return "", false, false
+	}
+	switch v = v.Deref(); v.kind {
+	case String:
+		return v.str, v.str != "", true
+	case Int:
+		return Key{num: v.Int(), isInt: true}.String(), true, true
+	}
+	return "", false, false
 }

@@ -117,7 +117,14 @@ type SessionConfig struct {
 	UserIdentifierPropertiesByClass map[string][]string `yaml:"user_identifier_properties_by_class"`
 	// Firewalls are the Symfony firewalls whose `_security_<name>` token is
 	// read, in order: the first authenticated one identifies the client.
+	// Empty with SymfonySecurityYAML: the firewall contexts of that file.
 	Firewalls []string `yaml:"firewalls"`
+	// SymfonySecurityYAML is the path of the app's config/packages/security.yaml,
+	// read once at start (never written): its firewalls (and their
+	// contexts) are the default of Firewalls, and each entity provider's
+	// `property` says which property of its user class is the identifier,
+	// so neither has to be guessed. "" reads nothing.
+	SymfonySecurityYAML string `yaml:"symfony_security_yaml"`
 	// LookupTimeout bounds one session read during a handshake.
 	LookupTimeout time.Duration `yaml:"lookup_timeout"`
 	// Files configures the PHP native files store.

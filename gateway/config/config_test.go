@@ -53,6 +53,21 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("ttl %v idle %v", c.ClientStorage.TTL, c.Limits.IdleTimeout)
 			}
 		}},
+		{"security.yaml without firewalls: the file's", "session: {symfony_security_yaml: /app/security.yaml}\n", nil, func(t *testing.T, c Config) {
+			if c.Session.SymfonySecurityYAML != "/app/security.yaml" || c.Session.Firewalls != nil {
+				t.Errorf("yaml %q firewalls %q", c.Session.SymfonySecurityYAML, c.Session.Firewalls)
+			}
+		}},
+		{"security.yaml from the environment, firewalls empty", "session: {firewalls: []}\n", []string{"WSGATE_SESSION_SYMFONY_SECURITY_YAML=/app/s.yaml"}, func(t *testing.T, c Config) {
+			if c.Session.SymfonySecurityYAML != "/app/s.yaml" || len(c.Session.Firewalls) != 0 {
+				t.Errorf("yaml %q firewalls %q", c.Session.SymfonySecurityYAML, c.Session.Firewalls)
+			}
+		}},
+		{"security.yaml with explicit firewalls: those", "session: {symfony_security_yaml: /app/s.yaml, firewalls: [main]}\n", nil, func(t *testing.T, c Config) {
+			if strings.Join(c.Session.Firewalls, "|") != "main" {
+				t.Errorf("firewalls %q", c.Session.Firewalls)
+			}
+		}},
 		{"env overrides file", "session: {cookie: A}\n", []string{"WSGATE_SESSION_COOKIE=B", "OTHER=1"}, func(t *testing.T, c Config) {
 			if c.Session.Cookie != "B" {
 				t.Errorf("cookie %q", c.Session.Cookie)

@@ -74,6 +74,11 @@ func Parse(data []byte, source string, environ []string) (Config, error) {
 	if err := d.decode("", root, reflect.ValueOf(&cfg).Elem()); err != nil {
 		return cfg, err
 	}
+	if cfg.Session.SymfonySecurityYAML != "" && !hasPath(root, "session", "firewalls") {
+		// Not given: the firewalls come from the app's security.yaml, not
+		// from the built-in default [main].
+		cfg.Session.Firewalls = nil
+	}
 	// A secret's variable may carry our prefix (secret_env:
 	// WSGATE_UPSTREAM_SECRET is the natural name): it is known once the
 	// configuration names it.
@@ -103,4 +108,26 @@ func (c *Config) secretVariables() map[string]bool {
 		add(u.SecretEnv)
 	}
 	return named
+}
+
+// hasPath reports whether the mapping root holds the key path (after the
+// environment was applied to it).
+func hasPath(root *yaml.Node, path ...string) bool {
+	n := root
+	for _, key := range path {
+		if n.Kind != yaml.MappingNode {
+			return false
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return false
+		}
+		n = next
+	}
+	return true
 }

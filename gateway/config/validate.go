@@ -142,8 +142,8 @@ func (s *SessionConfig) validateStore() error {
 }
 
 func (s *SessionConfig) validateFirewalls() error {
-	if len(s.Firewalls) == 0 {
-		return &Error{Key: "session.firewalls", Reason: "must name at least one firewall"}
+	if len(s.Firewalls) == 0 && s.SymfonySecurityYAML == "" {
+		return &Error{Key: "session.firewalls", Reason: "must name at least one firewall (or set session.symfony_security_yaml to take the app's)"}
 	}
 	for _, f := range s.Firewalls {
 		if !firewallRe.MatchString(f) {

@@ -55,7 +55,7 @@ function wsgate_handlers(): array
 }
 
 /** Identifier configuration the decoder needs for the app user classes. */
-const WSGATE_BY_CLASS = ['App\\Entity\\SerializableUser' => ['1']];
+const WSGATE_BY_CLASS = ['App\\Entity\\SerializableUser' => ['1'], 'App\\Entity\\Member' => ['email']];
 
 /** The matrix: every token kind and every user kind through every handler. */
 function wsgate_matrix(): array
@@ -108,6 +108,11 @@ function wsgate_cases(): array
             'anonymous visitor: a session without any security token',
             ['user' => null],
             ['main'],
+        ],
+        'entity_username_email' => [
+            'app entity with both $username and $email whose getUserIdentifier() is the e-mail (configured by class; without it the identifier is ambiguous)',
+            ['user' => 'mia@example.org', 'roles' => ['ROLE_USER'], 'firewall' => 'main', 'user_class' => 'entity_username_email'],
+            [],
         ],
         'string_user' => [
             'UsernamePasswordToken whose user is a plain string (allowed, deprecated, in 5.4)',

@@ -39,7 +39,9 @@
  *                    (Symfony's deprecated User), string (the plain-string
  *                    user AbstractToken::setUser() accepts), entity (an
  *                    application entity App\Entity\Customer whose login is
- *                    its private $email) or serializable_entity (an entity
+ *                    its private $email), entity_username_email (an entity
+ *                    App\Entity\Member with both $username and $email whose
+ *                    login is the e-mail) or serializable_entity (an entity
  *                    implementing \Serializable the way Symfony <= 4 docs
  *                    taught: serialize([$this->id, $this->username, ...]))
  *   tokens           list of {firewall,user,roles,token,user_class} objects:
@@ -113,6 +115,23 @@ function wsgate_app_classes(): void
             public function eraseCredentials() {}
         }
 
+        // Both a username and an e-mail, and the login is the e-mail: the
+        // entity a property guess gets wrong (issue 17).
+        class Member implements UserInterface
+        {
+            private $id = 815;
+            private $username;
+            private $email;
+            private $roles;
+            public function __construct(string $email, array $roles) { $this->email = $email; $this->username = 'nick-'.strstr($email, '@', true); $this->roles = $roles; }
+            public function getUserIdentifier(): string { return $this->email; }
+            public function getUsername(): string { return $this->username; }
+            public function getRoles(): array { return $this->roles; }
+            public function getPassword(): ?string { return null; }
+            public function getSalt(): ?string { return null; }
+            public function eraseCredentials() {}
+        }
+
         class SerializableUser implements UserInterface, \Serializable
         {
             private $id = 42;
@@ -143,6 +162,8 @@ function wsgate_user(string $id, array $roles, string $userClass)
             return new \App\Entity\Customer($id, $roles);
         case 'serializable_entity':
             return new \App\Entity\SerializableUser($id, $roles);
+        case 'entity_username_email':
+            return new \App\Entity\Member($id, $roles);
         case 'in_memory':
             // A password hash is what a real provider loads; User::eraseCredentials()
             // is a no-op, so it really ends up in the session.
