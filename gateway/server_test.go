@@ -67,10 +67,16 @@ func startServerWith(t *testing.T, mode string, reg *handler.Registry, mutate fu
 
 func serveConfig(t *testing.T, cfg config.Config, reg *handler.Registry) (string, *Server) {
 	t.Helper()
+	return serveConfigLog(t, cfg, reg, slog.New(slog.DiscardHandler))
+}
+
+// serveConfigLog is serveConfig logging to log.
+func serveConfigLog(t *testing.T, cfg config.Config, reg *handler.Registry, log *slog.Logger) (string, *Server) {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Handlers: reg})
+	srv, err := New(cfg, Options{Logger: log, Handlers: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
