@@ -219,10 +219,14 @@ func unhex(b byte) byte {
 	}
 }
 
-// cookieValue is the session id PHP would read from one Cookie header
-// line: sessionCookie for a single line.
-func cookieValue(header []byte, name string) (string, bool) {
+// SessionCookie is the session id a handshake reads from its Cookie
+// header lines for the session cookie name: PHP's $_COOKIE[name] when that
+// is a string (see sessionCookie). test/cookie_php_test.go checks it
+// against PHP itself.
+func SessionCookie(name string, lines ...string) (string, bool) {
 	c := newSessionCookie(name)
-	c.feed(header)
+	for _, l := range lines {
+		c.feed([]byte(l))
+	}
 	return c.id()
 }

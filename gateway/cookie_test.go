@@ -17,7 +17,7 @@ var cookieCases = []struct {
 	{"a=1;PHPSESSID=abc", "abc", true},
 	{"PHPSESSID=first; PHPSESSID=second", "first", true},
 	{`PHPSESSID="quoted"`, `"quoted"`, true}, // Go unquotes; PHP does not
-	{"PHPSESSID=abc ; x=1", "abc ", true},     // nor trims the value
+	{"PHPSESSID=abc ; x=1", "abc ", true},    // nor trims the value
 	{"PHPSESSID=abc\t", "abc\t", true},
 	{" \tPHPSESSID=tab", "tab", true},
 	{"PHPSESSID =abc", "", false}, // the name is PHPSESSID_
@@ -32,7 +32,7 @@ var cookieCases = []struct {
 	{";;; ;PHPSESSID=x;;", "x", true},
 	{"PHPSESSID=a%41b+c", "aAb+c", true}, // rawurldecode: '+' stays
 	{"PHPSESSID=%zz%4", "%zz%4", true},
-	{"PHP%53ESSID=abc", "", false}, // names are not decoded
+	{"PHP%53ESSID=abc", "", false},    // names are not decoded
 	{"a=1, PHPSESSID=abc", "", false}, // ',' separates nothing
 	{"a=1,PHPSESSID=abc", "", false},
 	{"PHPSESSID=a, b", "a, b", true},
@@ -53,9 +53,9 @@ var cookieCases = []struct {
 
 func TestCookieValue(t *testing.T) {
 	for _, tc := range cookieCases {
-		got, ok := cookieValue([]byte(tc.header), "PHPSESSID")
+		got, ok := SessionCookie("PHPSESSID", tc.header)
 		if ok != tc.ok || got != tc.want {
-			t.Errorf("cookieValue(%.60q) = %.60q, %v; want %.60q, %v", tc.header, got, ok, tc.want, tc.ok)
+			t.Errorf("SessionCookie(%.60q) = %.60q, %v; want %.60q, %v", tc.header, got, ok, tc.want, tc.ok)
 		}
 		if ref, rok := phpCookieRef(tc.header, "PHPSESSID"); rok != tc.ok || ref != tc.want {
 			t.Errorf("reference model on %.60q = %.60q, %v; want %.60q, %v", tc.header, ref, rok, tc.want, tc.ok)
@@ -76,9 +76,9 @@ func TestCookieNameMangling(t *testing.T) {
 		{"a_b_c", "a[b[c=1", "1", true},
 		{"a_", "a[=1", "1", true},
 	} {
-		got, ok := cookieValue([]byte(tc.header), tc.name)
+		got, ok := SessionCookie(tc.name, tc.header)
 		if ok != tc.ok || got != tc.want {
-			t.Errorf("cookieValue(%q, %q) = %q, %v; want %q, %v", tc.header, tc.name, got, ok, tc.want, tc.ok)
+			t.Errorf("SessionCookie(%q, %q) = %q, %v; want %q, %v", tc.header, tc.name, got, ok, tc.want, tc.ok)
 		}
 	}
 }
@@ -117,10 +117,10 @@ func FuzzCookieValue(f *testing.F) {
 		if name == "" || strings.ContainsAny(name, " .[;=\x00") {
 			return // not a name PHP can register (config forbids them too)
 		}
-		got, ok := cookieValue([]byte(header), name)
+		got, ok := SessionCookie(name, header)
 		want, wok := phpCookieRef(header, name)
 		if ok != wok || got != want {
-			t.Fatalf("cookieValue(%q, %q) = %q, %v; PHP model says %q, %v", header, name, got, ok, want, wok)
+			t.Fatalf("SessionCookie(%q, %q) = %q, %v; PHP model says %q, %v", header, name, got, ok, want, wok)
 		}
 		if i := strings.IndexByte(header, ';'); i >= 0 {
 			c := newSessionCookie(name)
