@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,8 +15,6 @@ import (
 
 	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/wamp/handler"
-
-	"log/slog"
 )
 
 // syncBuffer is a bytes.Buffer safe for the server's goroutines.
