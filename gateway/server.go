@@ -69,6 +69,7 @@ type Server struct {
 	events   *upstream.Events // connection events to the app; nil without events.url
 
 	keepHeaders map[string]bool // handshake headers kept for upstream forwarding
+	anonLog     anonymousLog    // when each anonymous reason was last logged (anonymous.go)
 	nodeID      string          // prefixes connection ids so replicas never collide
 	connSeq     atomic.Uint64
 
@@ -403,8 +404,8 @@ type handshake struct {
 	srv         *Server
 	host        string
 	origin      string
-	sessionID   string
-	cookieSet   bool
+	cookie      sessionCookie // the session cookie as PHP reads it (cookie.go)
+	sessionID   string        // its value, set by admit
 	offered     bool          // client offered a subprotocol
 	matched     bool          // and the node speaks one of them
 	proto       wamp.Protocol // the one chosen; ProtocolV1 when none was offered
@@ -423,7 +424,7 @@ var _ transport.Handshake = (*handshake)(nil)
 
 // Handshake implements transport.Host.
 func (s *Server) Handshake(remote net.Addr) transport.Handshake {
-	h := &handshake{srv: s, outcome: metrics.OutcomeBadRequest}
+	h := &handshake{srv: s, outcome: metrics.OutcomeBadRequest, cookie: newSessionCookie(s.cfg.Session.Cookie)}
 	if s.events != nil && remote != nil {
 		h.remote = remote.String() // only the connect event needs the peer
 	}
@@ -438,12 +439,8 @@ func (h *handshake) Header(key, value []byte) {
 		h.host = string(value)
 		return
 	case bytes.EqualFold(key, []byte("Cookie")):
-		// PHP keeps the first cookie of a name; so do we.
-		if !h.cookieSet {
-			if v, ok := cookieValue(value, []byte(s.cfg.Session.Cookie)); ok {
-				h.sessionID, h.cookieSet = string(v), true
-			}
-		}
+		// The session id is what PHP's $_COOKIE holds, nothing else.
+		h.cookie.feed(value)
 	case bytes.EqualFold(key, []byte("Origin")):
 		h.origin = string(value)
 	}
@@ -518,11 +515,12 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 		h.outcome = metrics.OutcomeOverloaded
 		return reject(503, "gateway draining")
 	}
-	res := Resolution{Status: StatusAnonymous, Reason: "no session cookie"}
-	if h.cookieSet {
+	res := Resolution{Status: StatusAnonymous, Reason: "no session cookie", AnonymousReason: AnonNoCookie}
+	if id, ok := h.cookie.id(); ok {
+		h.sessionID = id
 		start := time.Now()
 		var err error
-		res, err = s.resolver.Resolve(ctx, h.sessionID)
+		res, err = s.resolver.Resolve(ctx, id)
 		result := res.Status
 		if err != nil {
 			result = "error"
@@ -537,12 +535,13 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 			}
 			// Configured to admit such clients as anonymous: revalidation
 			// does not upgrade them later; they reconnect for that.
-			res = Resolution{Status: StatusAnonymous, Reason: "session store unavailable"}
+			res = Resolution{Status: StatusAnonymous, Reason: "session store unavailable", AnonymousReason: AnonStoreUnavailable}
 		}
 	}
 	s.noteBestEffort(res.Authenticated()) // identity.go
 	ident := res.Identity()
 	if ident.Anonymous {
+		s.noteAnonymous(&res) // anonymous.go
 		if !s.cfg.AllowAnonymous {
 			h.outcome = metrics.OutcomeRefusedAnon
 			return reject(403, "authentication required")

@@ -12,8 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -474,13 +472,7 @@ func TestEpollIdleConnectionsHoldNoGoroutine(t *testing.T) {
 // user "alice") into the files store of cfg under id.
 func seedSession(t *testing.T, dir, id string) {
 	t.Helper()
-	data, err := os.ReadFile("../phpsession/testdata/upt_inmemory_roles.sess")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "sess_"+id), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	copyFixture(t, dir, id, "upt_inmemory_roles")
 }
 
 func TestLimitsPerUserAndPerIP(t *testing.T) {

@@ -24,6 +24,40 @@ const (
 	StatusInvalidID     = "invalid_id"
 )
 
+// Why a client is anonymous: Resolution.AnonymousReason, the reason label
+// of wsgate_anonymous_handshakes_total, and the headings of
+// docs/troubleshooting.md. Dashboards and alerts read them: keep them
+// stable.
+const (
+	// AnonNoCookie: the handshake carried no session cookie PHP would read.
+	AnonNoCookie = "no_cookie"
+	// AnonInvalidID: the cookie's value cannot be a session id (PHP would
+	// start a new session).
+	AnonInvalidID = "invalid_id"
+	// AnonNotFound: the store has no session under the id.
+	AnonNotFound = "not_found"
+	// AnonExpired: the session is older than the store's lifetime.
+	AnonExpired = "expired"
+	// AnonUndecodable: the session, or its token, did not decode (wrong
+	// serialize handler, too large, a layout the decoder does not know).
+	AnonUndecodable = "undecodable"
+	// AnonNoTokenForFirewall: the session holds no _security_<firewall>
+	// for any configured firewall.
+	AnonNoTokenForFirewall = "no_token_for_firewall"
+	// AnonNotAuthenticated: there is a token, but not a logged-in one
+	// (AnonymousToken, NullToken, not authenticated, no user).
+	AnonNotAuthenticated = "not_authenticated"
+	// AnonStoreUnavailable: the store failed and session.on_unavailable
+	// admits such clients as anonymous.
+	AnonStoreUnavailable = "store_unavailable"
+)
+
+// AnonymousReasons lists every AnonymousReason value.
+func AnonymousReasons() []string {
+	return []string{AnonNoCookie, AnonInvalidID, AnonNotFound, AnonExpired, AnonUndecodable,
+		AnonNoTokenForFirewall, AnonNotAuthenticated, AnonStoreUnavailable}
+}
+
 // Resolution is what the gateway recovers from one PHP session.
 type Resolution struct {
 	// Status is one of the Status* constants.
@@ -39,6 +73,18 @@ type Resolution struct {
 	Format phpsession.Format `json:"format,omitempty"`
 	// Meta is Symfony's _sf2_meta: creation, last write, cookie lifetime.
 	Meta *phpsession.Meta `json:"meta,omitempty"`
+	// AnonymousReason is one of the Anon* constants, "" when
+	// authenticated.
+	AnonymousReason string `json:"anonymous_reason,omitempty"`
+	// SecurityKeys are the _security_* tokens the session holds, listed
+	// only on request (SessionResolver.Inspect, SecurityKeys): it costs a
+	// second, full decode.
+	SecurityKeys []phpsession.SecurityToken `json:"security_keys,omitempty"`
+
+	// data is the record, kept while the reason is
+	// no_token_for_firewall so that SecurityKeys can say which tokens the
+	// session holds instead.
+	data []byte
 }
 
 // Authenticated is the first authenticated firewall's result, or nil when
@@ -190,16 +236,44 @@ func openStore(c config.SessionConfig, obs storage.Observer) (storage.SessionSto
 // is an error (wrapping storage.ErrUnavailable when the store is down or
 // slow); a missing, expired or undecodable session is a Resolution.
 func (r *SessionResolver) Resolve(ctx context.Context, id string) (Resolution, error) {
+	res, _, err := r.read(ctx, id)
+	return res, err
+}
+
+// Inspect is Resolve that also lists the _security_* tokens the session
+// holds (Resolution.SecurityKeys), for `wsgate session inspect`.
+func (r *SessionResolver) Inspect(ctx context.Context, id string) (Resolution, error) {
+	res, data, err := r.read(ctx, id)
+	if err == nil && data != nil {
+		res.SecurityKeys, _ = r.reader.SecurityKeys(data) // undecodable: the Reason says so already
+	}
+	return res, err
+}
+
+// SecurityKeys fills res.SecurityKeys when res is anonymous for want of a
+// token for the configured firewalls: which ones the session holds
+// instead. It decodes the session again, in full: call it for a log line
+// that is about to be written, not for every handshake.
+func (r *SessionResolver) SecurityKeys(res *Resolution) {
+	if res.data == nil || res.SecurityKeys != nil {
+		return
+	}
+	res.SecurityKeys, _ = r.reader.SecurityKeys(res.data)
+	res.data = nil
+}
+
+// read is Resolve, also returning the record (nil when there is none).
+func (r *SessionResolver) read(ctx context.Context, id string) (Resolution, []byte, error) {
 	if !storage.ValidSessionID(id) {
-		return Resolution{Status: StatusInvalidID}, nil
+		return Resolution{Status: StatusInvalidID, AnonymousReason: AnonInvalidID}, nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	data, err := r.store.Read(ctx, id)
 	if err != nil && !sessionOutcome(err) {
-		return Resolution{}, fmt.Errorf("read session: %w", err)
+		return Resolution{}, nil, fmt.Errorf("read session: %w", err)
 	}
-	return r.resolution(data, err), nil
+	return r.resolution(data, err), data, nil
 }
 
 // ResolveMany reads and decodes a batch of sessions with one store call
@@ -212,7 +286,7 @@ func (r *SessionResolver) ResolveMany(ctx context.Context, ids []string) (map[st
 		if storage.ValidSessionID(id) {
 			valid = append(valid, id)
 		} else {
-			out[id] = Resolution{Status: StatusInvalidID}
+			out[id] = Resolution{Status: StatusInvalidID, AnonymousReason: AnonInvalidID}
 		}
 	}
 	if len(valid) == 0 {
@@ -229,7 +303,9 @@ func (r *SessionResolver) ResolveMany(ctx context.Context, ids []string) (map[st
 		if !ok {
 			rr.Err = storage.ErrNotFound
 		}
-		out[id] = r.resolution(rr.Data, rr.Err)
+		res := r.resolution(rr.Data, rr.Err)
+		res.data = nil // revalidation does not list tokens
+		out[id] = res
 	}
 	return out, nil
 }
@@ -249,19 +325,19 @@ func (r *SessionResolver) resolution(data []byte, err error) Resolution {
 	case err == nil:
 		return r.decode(data)
 	case errors.Is(err, storage.ErrNotFound):
-		return Resolution{Status: StatusNotFound}
+		return Resolution{Status: StatusNotFound, AnonymousReason: AnonNotFound}
 	case errors.Is(err, storage.ErrExpired):
-		return Resolution{Status: StatusExpired}
+		return Resolution{Status: StatusExpired, AnonymousReason: AnonExpired}
 	case errors.Is(err, storage.ErrInvalidID):
-		return Resolution{Status: StatusInvalidID}
+		return Resolution{Status: StatusInvalidID, AnonymousReason: AnonInvalidID}
 	case errors.Is(err, storage.ErrTooLarge):
 		// Over the decoder's input limit: it identifies nobody, and the
 		// store is fine, so this is no reason for a 503.
-		return Resolution{Status: StatusAnonymous, Reason: "session data too large"}
+		return Resolution{Status: StatusAnonymous, Reason: "session data too large", AnonymousReason: AnonUndecodable}
 	default:
 		// A batch reports a session it could not read among others it
 		// could; that one identifies nobody this time.
-		return Resolution{Status: StatusAnonymous, Reason: err.Error()}
+		return Resolution{Status: StatusAnonymous, Reason: err.Error(), AnonymousReason: AnonUndecodable}
 	}
 }
 
@@ -270,13 +346,37 @@ func (r *SessionResolver) decode(data []byte) Resolution {
 	if err != nil {
 		// An undecodable session identifies nobody; saying why lets an
 		// operator running `session inspect` see it.
-		return Resolution{Status: StatusAnonymous, Reason: err.Error()}
+		return Resolution{Status: StatusAnonymous, Reason: err.Error(), AnonymousReason: AnonUndecodable}
 	}
 	out := Resolution{Status: StatusAnonymous, Firewalls: res.Firewalls, Format: res.Format, Meta: res.Meta}
 	if out.Authenticated() != nil {
 		out.Status = StatusAuthenticated
+		return out
+	}
+	out.AnonymousReason = anonymousReason(res.Firewalls)
+	if out.AnonymousReason == AnonNoTokenForFirewall {
+		out.data = data
 	}
 	return out
+}
+
+// anonymousReason says why no firewall is authenticated: none has a token
+// at all; one has a token that did not decode; or the tokens are not
+// logged-in ones.
+func anonymousReason(fws []phpsession.FirewallResult) string {
+	noToken, broken := true, false
+	for i := range fws {
+		noToken = noToken && fws[i].NoToken()
+		broken = broken || fws[i].Err != nil
+	}
+	switch {
+	case noToken:
+		return AnonNoTokenForFirewall
+	case broken:
+		return AnonUndecodable
+	default:
+		return AnonNotAuthenticated
+	}
 }
 
 // Ping checks that the store answers.

@@ -34,6 +34,12 @@ type Gateway struct {
 	Connections prometheus.Gauge
 	// Handshakes counts finished handshakes by outcome.
 	Handshakes *prometheus.CounterVec
+	// AnonymousHandshakes counts handshakes whose client is anonymous
+	// (admitted or refused), by reason: no_cookie, invalid_id, not_found,
+	// expired, undecodable, no_token_for_firewall, not_authenticated,
+	// store_unavailable (gateway.AnonymousReasons;
+	// docs/troubleshooting.md has an entry for each).
+	AnonymousHandshakes *prometheus.CounterVec
 	// SessionLookups observes session store reads by result
 	// (authenticated, anonymous, expired, not_found, invalid_id, error).
 	SessionLookups *prometheus.HistogramVec
@@ -173,6 +179,8 @@ func New(reg prometheus.Registerer) *Gateway {
 		"Established websocket connections.")
 	g.Handshakes = f.counterVec("wsgate_handshakes_total",
 		"Websocket handshakes by outcome.", "outcome")
+	g.AnonymousHandshakes = f.counterVec("wsgate_anonymous_handshakes_total",
+		"Handshakes of clients found anonymous (admitted or refused), by reason.", "reason")
 	g.SessionLookups = f.histogramVec("wsgate_session_lookup_duration_seconds",
 		"Time to read and decode a PHP session, by result.",
 		[]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}, "result")

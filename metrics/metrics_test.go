@@ -18,6 +18,7 @@ func TestMetricsLint(t *testing.T) {
 	g := New(reg)
 	g.Handshakes.WithLabelValues(OutcomeAuthenticated).Inc()
 	g.SessionLookups.WithLabelValues("authenticated").Observe(0.001)
+	g.AnonymousHandshakes.WithLabelValues("no_cookie").Inc()
 	g.Disconnects.WithLabelValues("client_close").Inc()
 	g.PushRequests.WithLabelValues("http", "accepted").Inc()
 	g.UpstreamRequests.WithLabelValues("app", "app_rpc", "call", "ok").Observe(0.002)

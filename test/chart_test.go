@@ -892,7 +892,7 @@ func TestChartDashboard(t *testing.T) {
 	for _, m := range []string{"wsgate_connections", "wsgate_handshakes_total", "wsgate_session_lookup_duration_seconds_bucket",
 		"wsgate_messages_received_total", "wsgate_messages_sent_total", "wsgate_dropped_messages_total",
 		"wsgate_rpc_duration_seconds_bucket", "wsgate_session_store_lookup_duration_seconds_bucket",
-		"wsgate_session_revalidations_total", "wsgate_pushes_total", "go_goroutines", "process_resident_memory_bytes"} {
+		"wsgate_session_revalidations_total", "wsgate_anonymous_handshakes_total", "wsgate_pushes_total", "go_goroutines", "process_resident_memory_bytes"} {
 		if !used[m] {
 			t.Errorf("the dashboard does not query %s", m)
 		}

@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -150,31 +149,5 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	fmt.Fprintln(stdout, "config ok")
-	return exitOK
-}
-
-// sessionInspect prints what the gateway recovers from one session as JSON
-// (gateway.Resolution). Its output is read by scripts: keep it stable.
-func sessionInspect(args []string, stdout, stderr io.Writer) int {
-	cfg, rest, ok := loadConfig("session inspect", "session inspect [--config FILE] SESSION_ID", 1, args, stderr)
-	if !ok {
-		return exitUsage
-	}
-	res, err := gateway.NewSessionResolver(cfg.Session, nil)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitUsage
-	}
-	defer res.Close()
-	out, err := res.Resolve(context.Background(), rest[0])
-	if err != nil {
-		// Only a store failure gets here: a missing, expired or undecodable
-		// session is a status in the output.
-		fmt.Fprintln(stderr, err)
-		return exitUnavailable
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	enc.Encode(out)
 	return exitOK
 }
