@@ -519,15 +519,7 @@ func parseRedisDSN(dsn string) (redisConn, error) {
 		r.password = pw
 		rest = rest[len(m[0]):]
 	}
-	raw := "file:" + rest
-	if slashes {
-		raw = "file://" + rest
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return r, errors.New("not a valid DSN (percent-encode reserved characters in the password)")
-	}
-	query, err := orderedQuery(u.RawQuery)
+	u, query, err := symfonyURL(rest, slashes)
 	if err != nil {
 		return r, err
 	}
@@ -548,15 +540,11 @@ func parseRedisDSN(dsn string) (redisConn, error) {
 		if path != "" {
 			return r, fmt.Errorf("path %q is not a database number", path)
 		}
-		port, err := portOr(u.Port(), "6379")
+		addr, err := joinHostPort(u.Hostname(), u.Port(), "6379")
 		if err != nil {
 			return r, err
 		}
-		host, err := dsnHost(u.Hostname())
-		if err != nil {
-			return r, err
-		}
-		hosts = append(hosts, net.JoinHostPort(host, port))
+		hosts = append(hosts, addr)
 	}
 	cluster := false
 	sentinel, sentinelSet := "", false
@@ -675,14 +663,42 @@ func symfonyHost(h, defPort string) (string, error) {
 	if strings.HasPrefix(host, "/") {
 		return "", fmt.Errorf("host[%s]: a Unix socket is not supported: give host:port", h)
 	}
-	host, err := dsnHost(host)
+	addr, err := joinHostPort(host, port, defPort)
 	if err != nil {
 		return "", fmt.Errorf("host[%s]: %w", h, err)
 	}
+	return addr, nil
+}
+
+// joinHostPort checks host and port (defPort when empty) and joins them.
+func joinHostPort(host, port, defPort string) (string, error) {
+	host, err := dsnHost(host)
+	if err != nil {
+		return "", err
+	}
 	if port, err = portOr(port, defPort); err != nil {
-		return "", fmt.Errorf("host[%s]: %w", h, err)
+		return "", err
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// symfonyURL parses what follows "redis:" or "memcached:" and the
+// credentials the way Symfony does, as a "file:" URL, and its query in
+// order. net/url's errors quote the input, so they are not passed on.
+func symfonyURL(rest string, slashes bool) (*url.URL, [][2]string, error) {
+	raw := "file:" + rest
+	if slashes {
+		raw = "file://" + rest
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, nil, errors.New("not a valid DSN (percent-encode reserved characters in the password)")
+	}
+	query, err := orderedQuery(u.RawQuery)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, query, nil
 }
 
 // parseMemcachedDSN reads a Memcached DSN as Symfony's
@@ -700,15 +716,7 @@ func parseMemcachedDSN(dsn string) ([]string, error) {
 	if at := strings.IndexByte(rest, '@'); at >= 0 && !strings.ContainsAny(rest[:at], "/?") {
 		return nil, errors.New("SASL credentials (user:password@) are not supported")
 	}
-	raw := "file:" + rest
-	if slashes {
-		raw = "file://" + rest
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, errors.New("not a valid DSN")
-	}
-	query, err := orderedQuery(u.RawQuery)
+	u, query, err := symfonyURL(rest, slashes)
 	if err != nil {
 		return nil, err
 	}
@@ -720,15 +728,11 @@ func parseMemcachedDSN(dsn string) ([]string, error) {
 		if p := redisDBRe.ReplaceAllString(u.Path, ""); p != "" { // /weight
 			return nil, fmt.Errorf("path %q is not a weight", u.Path)
 		}
-		port, err := portOr(u.Port(), "11211")
+		addr, err := joinHostPort(u.Hostname(), u.Port(), "11211")
 		if err != nil {
 			return nil, err
 		}
-		host, err := dsnHost(u.Hostname())
-		if err != nil {
-			return nil, err
-		}
-		addrs = append(addrs, net.JoinHostPort(host, port))
+		addrs = append(addrs, addr)
 	}
 	for _, kv := range query {
 		if k := kv[0]; strings.HasPrefix(k, "host[") && strings.HasSuffix(k, "]") {
