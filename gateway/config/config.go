@@ -154,6 +154,11 @@ type SessionConfig struct {
 
 // RedisConnConfig is how to reach Redis.
 type RedisConnConfig struct {
+	// DSN is the connection as Symfony writes it (redis://[user:]pass@host:6379/0,
+	// redis:?host[a:26379]&host[b:26379]&redis_sentinel=mymaster,
+	// redis:?host[a:6379]&redis_cluster=1); Load turns it into the fields
+	// below, which must then be left unset (see dsn.go).
+	DSN string `yaml:"dsn"`
 	// Addrs are host:port of the server, the Sentinels, or cluster nodes.
 	Addrs []string `yaml:"addrs"`
 	// Mode is standalone, sentinel or cluster.
@@ -190,10 +195,19 @@ type FilesConfig struct {
 	GCMaxLifetime time.Duration `yaml:"gc_maxlifetime"`
 }
 
-// PDOConfig configures Symfony's PdoSessionHandler table on MySQL/MariaDB.
+// PDOConfig configures Symfony's PdoSessionHandler table on MySQL/MariaDB
+// or PostgreSQL.
 type PDOConfig struct {
-	// DSN is a go-sql-driver/mysql DSN, e.g. "app:secret@tcp(db:3306)/app".
+	// DSN is the database: a PDO DSN as PdoSessionHandler takes it
+	// ("mysql:host=db;dbname=app", "pgsql:host=db;dbname=app"), a Doctrine
+	// URL ("mysql://app:secret@db:3306/app?serverVersion=8.0"), or the Go
+	// driver's own DSN ("app:secret@tcp(db:3306)/app", "postgres://…").
+	// Load leaves the Go driver's DSN here (see dsn.go).
 	DSN string `yaml:"dsn"`
+	// DBUsername is PdoSessionHandler's db_username, for a PDO DSN.
+	DBUsername string `yaml:"db_username"`
+	// DBPassword is PdoSessionHandler's db_password, for a PDO DSN.
+	DBPassword string `yaml:"db_password"`
 	// Table is db_table.
 	Table string `yaml:"table"`
 	// IDColumn is db_id_col.

@@ -88,7 +88,7 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("anon %v max %d", c.AllowAnonymous, c.Limits.MaxConnections)
 			}
 		}},
-		{"env string stays literal", "", []string{"WSGATE_SESSION_PDO_DSN=yes", "WSGATE_SESSION_STORE=pdo_mysql"}, func(t *testing.T, c Config) {
+		{"env string stays literal", "", []string{"WSGATE_SESSION_PDO_DSN=yes"}, func(t *testing.T, c Config) {
 			if c.Session.PDO.DSN != "yes" {
 				t.Errorf("dsn %q", c.Session.PDO.DSN)
 			}

@@ -88,6 +88,11 @@ func Parse(data []byte, source string, environ []string) (Config, error) {
 			return cfg, &Error{Key: name, Source: "environment", Reason: "unknown variable: no configuration key has this name, and no *_env key names it"}
 		}
 	}
+	// Connection settings pasted from the Symfony app become the fields
+	// everything downstream reads.
+	if err := d.resolveDSNs(root, &cfg); err != nil {
+		return cfg, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
 	}
