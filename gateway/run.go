@@ -136,7 +136,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("websocket listener ready", "addr", ln.Addr().String(), "version", Version,
-		"session_store", cfg.Session.Store, "firewalls", cfg.Session.Firewalls)
+		"session_store", cfg.Session.Store, "firewalls", srv.resolver.Firewalls())
 
 	var runErr error
 	select {

@@ -160,10 +160,11 @@ func (t *internTable) get(s string) string {
 // SessionResolver reads a PHP session from its store and decodes the
 // Symfony security tokens in it. It is safe for concurrent use.
 type SessionResolver struct {
-	store    storage.SessionStore
-	reader   *phpsession.Reader
-	timeout  time.Duration
-	warnings []string
+	store     storage.SessionStore
+	reader    *phpsession.Reader
+	timeout   time.Duration
+	warnings  []string
+	firewalls []string // the firewall (context) names read, in order
 }
 
 // NewSessionResolver opens the configured session store and prepares the
@@ -183,8 +184,13 @@ func NewSessionResolver(c config.SessionConfig, obs storage.Observer) (*SessionR
 	if err != nil {
 		return nil, err
 	}
-	return &SessionResolver{store: store, reader: reader, timeout: c.LookupTimeout, warnings: warnings}, nil
+	return &SessionResolver{store: store, reader: reader, timeout: c.LookupTimeout, warnings: warnings, firewalls: opt.Firewalls}, nil
 }
+
+// Firewalls are the firewall (context) names whose _security_<name> token
+// is read, in order: session.firewalls, or those of the app's
+// security.yaml.
+func (r *SessionResolver) Firewalls() []string { return r.firewalls }
 
 // Warnings are what the app's security.yaml (session.symfony_security_yaml)
 // holds that the decoder could not use: %env()% values, imports, when@
