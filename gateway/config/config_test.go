@@ -138,6 +138,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad store", "session: {store: mongo}\n", nil, "session.store", "mongo", "files, pdo_mysql"},
 		{"pdo without dsn", "session: {store: pdo_mysql}\n", nil, "session.pdo.dsn", "", "must be set"},
 		{"bad cookie name", "session: {cookie: \"a b\"}\n", nil, "session.cookie", "a b", "cookie name"},
+		{"cookie name PHP renames", "session: {cookie: \"my.sess\"}\n", nil, "session.cookie", "my.sess", "PHP renames"},
+		{"all-digit cookie name", "session: {cookie: \"123\"}\n", nil, "session.cookie", "123", "all-digit"},
 		{"no firewall", "session: {firewalls: []}\n", nil, "session.firewalls", "", "at least one"},
 		{"bad listen", "listen: nowhere\n", nil, "listen", "nowhere", "host:port"},
 		{"bad origin", "origins: {allowed: [\"ftp://x\"]}\n", nil, "origins.allowed", "ftp://x", "scheme"},

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate/gateway/transport"
@@ -103,8 +104,16 @@ func (s *SessionConfig) Validate() error {
 		revalidate = &Error{Key: "session.revalidate_interval", Value: s.RevalidateInterval.String(), Reason: "must be 0 (off) or at least 1s"}
 	}
 	var cookie error
-	if !cookieNameRe.MatchString(s.Cookie) {
+	switch {
+	case !cookieNameRe.MatchString(s.Cookie):
 		cookie = &Error{Key: "session.cookie", Value: s.Cookie, Reason: "not a valid cookie name"}
+	case strings.ContainsAny(s.Cookie, ". ["):
+		// PHP turns '.' and ' ' of a cookie name into '_' and '[' into an
+		// array, so its session module never finds such a cookie, nor
+		// does the gateway, which reads cookies as PHP does.
+		cookie = &Error{Key: "session.cookie", Value: s.Cookie, Reason: "PHP renames cookie names holding '.', ' ' or '[', so no session cookie can match it"}
+	case strings.Trim(s.Cookie, "0123456789") == "":
+		cookie = &Error{Key: "session.cookie", Value: s.Cookie, Reason: "PHP refuses an all-digit session.name"}
 	}
 	return First(
 		cookie,
