@@ -302,11 +302,11 @@ type RedisStore struct {
 	maxSize       int64
 	lim           *limiter
 
-	*watchSet                  // the watched ids and their pending changes
-	watchErr      func(error)   // OnWatchError, may be nil
-	watchStop     chan struct{} // closed by Close: ends the watcher
-	watchDone     chan struct{} // closed when the watcher returned; nil without Watch
-	closeOnce     sync.Once
+	*watchSet               // the watched ids and their pending changes
+	watchErr  func(error)   // OnWatchError, may be nil
+	watchStop chan struct{} // closed by Close: ends the watcher
+	watchDone chan struct{} // closed when the watcher returned; nil without Watch
+	closeOnce sync.Once
 }
 
 var (
