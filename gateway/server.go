@@ -194,7 +194,9 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		}
 		return sessions, st.Topics, st.Subscriptions
 	})
-	watchErr := func(err error) { log.Warn("session watch failed; logouts are seen by revalidation only until it recovers", "err", err) }
+	watchErr := func(err error) {
+		log.Warn("session watch failed; logouts are seen by revalidation only until it recovers", "err", err)
+	}
 	if s.resolver, err = newSessionResolver(cfg.Session, storeObserver{m}, watchErr); err != nil {
 		return nil, err
 	}
