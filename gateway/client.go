@@ -90,6 +90,7 @@ func (c *client) Message(payload []byte) bool {
 func (c *client) Closed(reason string) {
 	s := c.srv
 	c.sess.Close()
+	s.unwatchClient(c)
 	s.registry.remove(c.id)
 	c.mu.Lock()
 	userKey := c.userKey

@@ -145,3 +145,91 @@ func (s *Server) reidentify(c *client, id handler.Identity) {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
 	}
 }
+
+// watchClient indexes c by its session id and has the store watch that
+// session (session.watch, with a store that can tell). It runs on the
+// handshake goroutine; the store's Watch does at most one inotify_add_watch.
+func (s *Server) watchClient(c *client) {
+	n := s.resolver.Notifier()
+	if n == nil || c.sessionID == "" {
+		return
+	}
+	s.watchMu.Lock()
+	set := s.bySession[c.sessionID]
+	if set == nil {
+		set = make(map[*client]struct{}, 1)
+		s.bySession[c.sessionID] = set
+	}
+	set[c] = struct{}{}
+	s.watchMu.Unlock()
+	// Watch nests, so it is called once per client, outside the lock.
+	n.Watch(c.sessionID)
+}
+
+// unwatchClient undoes watchClient when c's connection ends. It never
+// waits: it runs on a transport goroutine.
+func (s *Server) unwatchClient(c *client) {
+	n := s.resolver.Notifier()
+	if n == nil || c.sessionID == "" {
+		return
+	}
+	s.watchMu.Lock()
+	set, ok := s.bySession[c.sessionID]
+	_, was := set[c]
+	if ok && was {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(s.bySession, c.sessionID)
+		}
+	}
+	s.watchMu.Unlock()
+	if was {
+		n.Unwatch(c.sessionID)
+	}
+}
+
+// watchSessions re-reads the sessions the store reports changed and treats
+// their connections as a revalidation pass would (revalidateBatch: close
+// 4001, downgrade, or follow new roles), at once rather than at the next
+// pass. Changes arriving meanwhile coalesce in the store and are taken in
+// one go after the batch, so one goroutine keeps up however often PHP
+// writes. When the store may have missed changes, every watched
+// connection is re-read, in batches as a pass does. It is owned by the
+// Server and stops at Shutdown.
+func (s *Server) watchSessions(n storage.ChangeNotifier) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.bgStop:
+			return
+		case <-n.Changes():
+		}
+		ids, all := n.TakeChanges()
+		var conns []*client
+		s.watchMu.Lock()
+		if all {
+			for _, set := range s.bySession {
+				for c := range set {
+					conns = append(conns, c)
+				}
+			}
+		} else {
+			for _, id := range ids {
+				for c := range s.bySession[id] {
+					conns = append(conns, c)
+				}
+			}
+		}
+		s.watchMu.Unlock()
+		for len(conns) > 0 {
+			select {
+			case <-s.bgStop:
+				return
+			default:
+			}
+			b := conns[:min(len(conns), revalidateBatch)]
+			conns = conns[len(b):]
+			s.revalidateBatch(b)
+		}
+	}
+}

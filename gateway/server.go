@@ -82,6 +82,9 @@ type Server struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc // called by Shutdown with bgStop: ends the push channel
 
+	watchMu   sync.Mutex                      // guards bySession
+	bySession map[string]map[*client]struct{} // clients by PHP session id, while the store is watched
+
 	mu        sync.Mutex     // guards userConns, draining and started
 	userConns map[string]int // connections per authenticated user (limits.max_connections_per_user)
 	draining  bool
@@ -89,8 +92,8 @@ type Server struct {
 
 	depsOnce sync.Once // closeDeps
 
-	// wg counts the server's own goroutines: revalidation, the push
-	// channel, the client storage writer. The transport and the work pool
+	// wg counts the server's own goroutines: revalidation, the session
+	// watcher, the push channel, the client storage writer. The transport and the work pool
 	// count theirs.
 	wg sync.WaitGroup
 }
@@ -132,6 +135,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		metrics:     m,
 		nodeID:      nodeID,
 		userConns:   make(map[string]int),
+		bySession:   make(map[string]map[*client]struct{}),
 		keepHeaders: keptHeaders(cfg.Upstreams, cfg.Events),
 		bgStop:      make(chan struct{}),
 	}
@@ -192,7 +196,10 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		}
 		return sessions, st.Topics, st.Subscriptions
 	})
-	if s.resolver, err = NewSessionResolver(cfg.Session, storeObserver{m}); err != nil {
+	watchErr := func(err error) {
+		log.Warn("session watch failed; logouts are seen by revalidation only until it recovers", "err", err)
+	}
+	if s.resolver, err = newSessionResolver(cfg.Session, storeObserver{m}, watchErr); err != nil {
 		return nil, err
 	}
 	logSessionWarnings(log, cfg.Session, s.resolver.Warnings()) // identity.go
@@ -291,6 +298,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		if s.cfg.Session.RevalidateInterval > 0 {
 			s.wg.Add(1)
 			go s.revalidate()
+		}
+		if n := s.resolver.Notifier(); n != nil {
+			s.wg.Add(1)
+			go s.watchSessions(n)
 		}
 		if s.cfg.Push.RedisChannel != "" {
 			s.wg.Add(1)
@@ -653,6 +664,7 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 	}
 	s.metrics.Connections.Inc()
 	c.sess = s.node.OpenProtocol(conn, h.info, h.proto)
+	s.watchClient(c)
 	if err := s.clients.Add(s.baseCtx, s.clientEntry(c)); err != nil {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
 	}

@@ -164,14 +164,23 @@ type SessionResolver struct {
 	reader    *phpsession.Reader
 	timeout   time.Duration
 	warnings  []string
-	firewalls []string // the firewall (context) names read, in order
+	firewalls []string               // the firewall (context) names read, in order
+	notifier  storage.ChangeNotifier // nil unless watching
 }
 
 // NewSessionResolver opens the configured session store and prepares the
 // decoder (reading session.symfony_security_yaml, when set: see
 // Warnings). obs (may be nil) is told about every store lookup. The caller
-// owns the result and must Close it.
+// owns the result and must Close it. It never watches the store
+// (session.watch is the Server's business).
 func NewSessionResolver(c config.SessionConfig, obs storage.Observer) (*SessionResolver, error) {
+	return newSessionResolver(c, obs, nil)
+}
+
+// newSessionResolver is NewSessionResolver that, when watchErr is not nil
+// and session.watch is on, has the store watch sessions (if it can) and
+// tells watchErr why watching failed.
+func newSessionResolver(c config.SessionConfig, obs storage.Observer, watchErr func(error)) (*SessionResolver, error) {
 	opt, warnings, err := sessionReaderOptions(c) // identity.go
 	if err != nil {
 		return nil, err
@@ -180,11 +189,18 @@ func NewSessionResolver(c config.SessionConfig, obs storage.Observer) (*SessionR
 	if err != nil {
 		return nil, fmt.Errorf("session decoder: %w", err)
 	}
-	store, err := openStore(c, obs)
+	if !c.Watch {
+		watchErr = nil
+	}
+	store, err := openStore(c, obs, watchErr)
 	if err != nil {
 		return nil, err
 	}
-	return &SessionResolver{store: store, reader: reader, timeout: c.LookupTimeout, warnings: warnings, firewalls: opt.Firewalls}, nil
+	r := &SessionResolver{store: store, reader: reader, timeout: c.LookupTimeout, warnings: warnings, firewalls: opt.Firewalls}
+	if n, ok := store.(storage.ChangeNotifier); ok && watchErr != nil {
+		r.notifier = n
+	}
+	return r, nil
 }
 
 // Firewalls are the firewall (context) names whose _security_<name> token
@@ -197,7 +213,13 @@ func (r *SessionResolver) Firewalls() []string { return r.firewalls }
 // sections. The caller logs them.
 func (r *SessionResolver) Warnings() []string { return r.warnings }
 
-func openStore(c config.SessionConfig, obs storage.Observer) (storage.SessionStore, error) {
+// Notifier is the store's ChangeNotifier when the resolver watches
+// sessions, else nil.
+func (r *SessionResolver) Notifier() storage.ChangeNotifier { return r.notifier }
+
+// openStore opens c's store; watchErr not nil has it watch sessions where
+// it can, reporting failures there.
+func openStore(c config.SessionConfig, obs storage.Observer, watchErr func(error)) (storage.SessionStore, error) {
 	maxSize := int64(phpsession.DefaultLimits().MaxInput) // more could not be decoded anyway
 	var (
 		s   storage.SessionStore
@@ -208,6 +230,7 @@ func openStore(c config.SessionConfig, obs storage.Observer) (storage.SessionSto
 		s, err = storage.NewFilesStore(storage.FilesOptions{
 			Dir: c.Files.Path, GCMaxLifetime: c.Files.GCMaxLifetime, MaxSize: maxSize,
 			MaxConcurrent: c.MaxConcurrent, Observer: obs,
+			Watch: watchErr != nil, OnWatchError: watchErr,
 		})
 	case config.StorePDOMySQL, config.StorePDOPgSQL:
 		p := c.PDO
@@ -228,6 +251,7 @@ func openStore(c config.SessionConfig, obs storage.Observer) (storage.SessionSto
 			Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
 			Prefix: r.Prefix, ClientCache: r.ClientCache, CacheTTL: r.CacheTTL,
 			LookupTimeout: c.LookupTimeout, MaxSize: maxSize, MaxConcurrent: c.MaxConcurrent, Observer: obs,
+			Watch: watchErr != nil, OnWatchError: watchErr,
 		})
 	default:
 		return nil, &config.Error{Key: "session.store", Value: c.Store, Reason: "unknown store"}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -19,12 +20,14 @@ const DefaultFilesDir = "/var/lib/php/sessions"
 
 // FilesOptions configures a FilesStore after PHP's "files" save handler.
 type FilesOptions struct {
-	// Dir is PHP's session.save_path (without any "N;MODE;" prefix);
+	// Dir is PHP's session.save_path as PHP takes it: a directory, or
+	// "N;/path" or "N;MODE;/path" (see ParseSavePath), which sets Depth;
 	// default DefaultFilesDir.
 	Dir string
 	// Depth is the N of a save_path of the form "N;/path": PHP then stores
 	// session abc... as Dir/a/b/.../sess_abc... with N single-character
-	// levels. Default 0, the usual flat directory.
+	// levels. Default 0, the usual flat directory. Set it or give Dir in
+	// the "N;/path" form, not both.
 	Depth int
 	// GCMaxLifetime is PHP's session.gc_maxlifetime. PHP never checks expiry
 	// when it reads a file; its garbage collector deletes files whose mtime
@@ -52,6 +55,52 @@ type FilesOptions struct {
 	BusyWait time.Duration
 	// Observer, if set, is told about every lookup.
 	Observer Observer
+	// Watch makes the store a working ChangeNotifier (Linux): an inotify
+	// instance watches the directory holding each watched session (Dir
+	// itself when Depth is 0; with levels, the leaf directories of the
+	// watched ids only, each while one of them is watched) for files
+	// written, deleted or renamed, and one goroutine owned by the store
+	// reports the watched ids among them. The process needs read
+	// permission on those directories (PHP's 1733 directory owned by root
+	// gives none to PHP's user: then the store reports the failure to
+	// OnWatchError and changes are only seen by polling).
+	Watch bool
+	// OnWatchError, if set, is told why watching failed or lost track
+	// (permission, the inotify watch limit, a directory removed). It is
+	// called from Watch or from the store's goroutine, and must not block.
+	OnWatchError func(error)
+}
+
+// ParseSavePath splits PHP's session.save_path for the files handler into
+// the directory and the number of directory levels: "/path" (0 levels),
+// "N;/path", or "N;MODE;/path", where MODE (octal, at most 07777) is the
+// mode PHP creates files with, of no use to a reader. Like PHP's
+// PS_OPEN_FUNC(files) it splits at the first two semicolons only, so the
+// path may hold more. It is stricter than PHP's strtol: N must be decimal
+// digits below MaxSessionIDLength (PHP cannot store an id not longer than
+// N), MODE octal digits, and the path must not be empty (PHP would use the
+// temporary directory).
+func ParseSavePath(savePath string) (dir string, depth int, err error) {
+	n, rest, ok := strings.Cut(savePath, ";")
+	if !ok {
+		return savePath, 0, nil
+	}
+	dir = rest
+	if mode, path, ok := strings.Cut(rest, ";"); ok {
+		dir = path
+		m, err := strconv.ParseUint(mode, 8, 32)
+		if err != nil || m > 0o7777 || strings.ContainsAny(mode, "+-") {
+			return "", 0, fmt.Errorf("session.save_path %q: mode %q is not octal up to 7777", savePath, mode)
+		}
+	}
+	d, err := strconv.Atoi(n)
+	if err != nil || d < 0 || d >= MaxSessionIDLength || strings.ContainsAny(n, "+-") {
+		return "", 0, fmt.Errorf("session.save_path %q: levels %q: want 0 to %d", savePath, n, MaxSessionIDLength-1)
+	}
+	if dir == "" {
+		return "", 0, fmt.Errorf("session.save_path %q: no directory", savePath)
+	}
+	return dir, d, nil
 }
 
 // FilesStore reads sessions written by PHP's built-in "files" save handler:
@@ -77,8 +126,8 @@ type FilesOptions struct {
 //
 // Goroutines: NewFilesStore starts MaxConcurrent reader goroutines, owned by
 // the store, which do every file system call of Read, ReadMany and Ping;
-// the lookup waits for its reader under its context. Close stops them and
-// waits for them.
+// the lookup waits for its reader under its context. With Watch it also
+// starts the inotify reader. Close stops them and waits for them.
 type FilesStore struct {
 	dir         string
 	depth       int
@@ -88,9 +137,16 @@ type FilesStore struct {
 	closed      atomic.Bool
 	obs         lookupObserver
 	pool        *readerPool
+
+	*watchSet               // the watched ids and their pending changes
+	watcher   *filesWatcher // nil without Watch or where it failed to start
+	watchErr  func(error)   // OnWatchError, may be nil
 }
 
-var _ SessionStore = (*FilesStore)(nil)
+var (
+	_ SessionStore   = (*FilesStore)(nil)
+	_ ChangeNotifier = (*FilesStore)(nil)
+)
 
 // Retries when a read collides with PHP writing the file. PHP's truncate and
 // write follow each other within microseconds, so a short pause is plenty.
@@ -103,6 +159,16 @@ const (
 // need to list Dir), and starts the readers: Close the store to stop them.
 func NewFilesStore(o FilesOptions) (*FilesStore, error) {
 	orDefault(&o.Dir, DefaultFilesDir)
+	if strings.Contains(o.Dir, ";") {
+		dir, depth, err := ParseSavePath(o.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("files session store: %w", err)
+		}
+		if o.Depth != 0 && o.Depth != depth {
+			return nil, fmt.Errorf("files session store: depth %d and save path with %d levels", o.Depth, depth)
+		}
+		o.Dir, o.Depth = dir, depth
+	}
 	if o.Depth < 0 || o.Depth >= MaxSessionIDLength {
 		return nil, fmt.Errorf("files session store: invalid depth %d", o.Depth)
 	}
@@ -135,7 +201,77 @@ func NewFilesStore(o FilesOptions) (*FilesStore, error) {
 		obs:         lookupObserver{store: "files", obs: o.Observer},
 	}
 	s.pool = newReaderPool(o.MaxConcurrent, o.QueueSize, o.BusyWait, s.read)
+	s.watchSet, s.watchErr = newWatchSet(), o.OnWatchError
+	if o.Watch {
+		w, err := newFilesWatcher(s)
+		if err != nil {
+			s.reportWatchErr(err)
+		} else {
+			s.watcher = w
+		}
+	}
 	return s, nil
+}
+
+// reportWatchErr tells OnWatchError, if any.
+func (s *FilesStore) reportWatchErr(err error) {
+	if s.watchErr != nil {
+		s.watchErr(fmt.Errorf("files session store: watch: %w", err))
+	}
+}
+
+// leafDir is the directory PHP keeps session id in; ok as for path.
+func (s *FilesStore) leafDir(id string) (string, bool) {
+	p, ok := s.path(id)
+	if !ok {
+		return "", false
+	}
+	return filepath.Dir(p), true
+}
+
+// Watch implements ChangeNotifier. With directory levels, the first watched
+// id of a leaf directory adds an inotify watch on it; as a write or logout
+// between the handshake's read and that watch would go unseen, the id is
+// then reported changed once, so that it is read again.
+func (s *FilesStore) Watch(id string) {
+	if !s.watch(id) || s.watcher == nil || s.depth == 0 {
+		return
+	}
+	dir, ok := s.leafDir(id)
+	if !ok {
+		return
+	}
+	added, err := s.watcher.addDir(dir)
+	if err != nil {
+		s.reportWatchErr(err)
+		return
+	}
+	if added {
+		s.changedID(id)
+	}
+}
+
+// Unwatch implements ChangeNotifier; the last watched id of a leaf
+// directory removes its inotify watch.
+func (s *FilesStore) Unwatch(id string) {
+	if !s.unwatch(id) || s.watcher == nil || s.depth == 0 {
+		return
+	}
+	if dir, ok := s.leafDir(id); ok {
+		s.watcher.releaseDir(dir)
+	}
+}
+
+// changedFile is told by the watcher that a file name in dir was written,
+// deleted or renamed; it reports the watched session it holds, if any.
+func (s *FilesStore) changedFile(dir, name string) {
+	id, ok := strings.CutPrefix(name, "sess_")
+	if !ok || !ValidSessionID(id) {
+		return
+	}
+	if want, ok := s.leafDir(id); ok && want == dir {
+		s.changedID(id)
+	}
 }
 
 // path is where PHP's files handler keeps session id (ps_files_path_create).
@@ -347,5 +483,8 @@ func (s *FilesStore) ping(ctx context.Context) error {
 func (s *FilesStore) Close() error {
 	s.closed.Store(true)
 	s.pool.close()
+	if s.watcher != nil {
+		s.watcher.close()
+	}
 	return nil
 }

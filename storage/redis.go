@@ -96,6 +96,16 @@ type RedisOptions struct {
 	MaxSize int64
 	// Observer, if set, is told about every lookup and cache use.
 	Observer Observer
+	// Watch makes the store a working ChangeNotifier: a goroutine keeps one
+	// dedicated connection per node with CLIENT TRACKING ON BCAST PREFIX
+	// Prefix, so that Redis pushes the key of every session written,
+	// deleted or expired under the prefix, whether or not ClientCache is
+	// set; the store reports those of watched ids. Needs RESP3 (Redis >= 6).
+	Watch bool
+	// OnWatchError, if set, is told why watching failed (Redis down,
+	// RESP2 only); the store tries again, and reports every watched
+	// session changed once it is back.
+	OnWatchError func(error)
 }
 
 // WithDefaults checks the options and fills in the defaults. Besides the
@@ -291,9 +301,18 @@ type RedisStore struct {
 	lookupTimeout time.Duration
 	maxSize       int64
 	lim           *limiter
+
+	*watchSet               // the watched ids and their pending changes
+	watchErr  func(error)   // OnWatchError, may be nil
+	watchStop chan struct{} // closed by Close: ends the watcher
+	watchDone chan struct{} // closed when the watcher returned; nil without Watch
+	closeOnce sync.Once
 }
 
-var _ SessionStore = (*RedisStore)(nil)
+var (
+	_ SessionStore   = (*RedisStore)(nil)
+	_ ChangeNotifier = (*RedisStore)(nil)
+)
 
 // OpenRedis validates the options and returns a store. It does not need
 // Redis to be up: the client is created on the first lookup, and again
@@ -304,7 +323,7 @@ func OpenRedis(o RedisOptions) (*RedisStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis session store: %w", err)
 	}
-	return &RedisStore{
+	s := &RedisStore{
 		conn:          &redisConn{opt: o.ClientOption()},
 		prefix:        o.Prefix,
 		cache:         o.ClientCache,
@@ -312,7 +331,15 @@ func OpenRedis(o RedisOptions) (*RedisStore, error) {
 		lookupTimeout: o.LookupTimeout,
 		maxSize:       o.MaxSize,
 		lim:           newLimiter("redis", o.MaxConcurrent, o.BusyWait, o.Observer),
-	}, nil
+		watchSet:      newWatchSet(),
+		watchErr:      o.OnWatchError,
+		watchStop:     make(chan struct{}),
+	}
+	if o.Watch {
+		s.watchDone = make(chan struct{})
+		go s.watchLoop()
+	}
+	return s, nil
 }
 
 // cmd is the bounded read of session id.
@@ -473,8 +500,13 @@ func (s *RedisStore) Ping(ctx context.Context) (err error) {
 	return nil
 }
 
-// Close closes the client; lookups after it fail with ErrUnavailable.
+// Close stops the watcher, if any, and closes the client; lookups after it
+// fail with ErrUnavailable.
 func (s *RedisStore) Close() error {
+	s.closeOnce.Do(func() { close(s.watchStop) })
+	if s.watchDone != nil {
+		<-s.watchDone
+	}
 	s.conn.close()
 	return nil
 }

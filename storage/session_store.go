@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"sync"
 )
 
 // DefaultMaxSize bounds a session read when the options leave MaxSize at 0.
@@ -113,4 +114,139 @@ func readManyPrepare(ids []string) (map[string]ReadResult, []string) {
 		valid = append(valid, id)
 	}
 	return out, valid
+}
+
+// ChangeNotifier is implemented by stores that can tell, without being
+// polled, that a session changed or went away: Redis through the
+// invalidations of CLIENT TRACKING (BCAST mode on the session prefix), the
+// files store through inotify on the save path. The gateway re-reads a
+// changed session at once instead of at its next revalidation pass, so a
+// logout closes the connection within moments.
+//
+// A change is only a hint: the session may merely have been written again
+// (every PHP request that touches it does). The caller re-reads it to learn
+// what it holds now.
+//
+// Bounds: the watched set holds one entry per watched id (the caller's
+// connections), and the pending changes are a set of watched ids, drained
+// by TakeChanges; a change is never queued twice, so the pending set never
+// outgrows the watched set. When the store itself lost track (a dropped
+// Redis connection, an inotify queue overflow, a flush), TakeChanges says
+// "all" instead of listing ids.
+type ChangeNotifier interface {
+	// Watch starts reporting changes of session id. Calls nest: the id is
+	// watched until as many Unwatch calls as Watch calls were made. It
+	// never blocks on I/O for long (at most one inotify_add_watch).
+	Watch(id string)
+	// Unwatch ends one Watch of id. It never waits.
+	Unwatch(id string)
+	// Changes receives a value when TakeChanges has something to return.
+	// Its capacity is one: several changes before the receiver looks
+	// coalesce into one wake-up.
+	Changes() <-chan struct{}
+	// TakeChanges returns the watched ids that changed since the last call
+	// and empties the set. all is true when the store may have missed
+	// changes: every watched session should then be re-read.
+	TakeChanges() (ids []string, all bool)
+}
+
+// watchSet is the bookkeeping every ChangeNotifier shares: the watched ids
+// with their Watch counts, and the pending changes, coalesced.
+type watchSet struct {
+	mu      sync.Mutex
+	watched map[string]int      // id → Watch calls not yet undone
+	changed map[string]struct{} // watched ids changed since TakeChanges
+	all     bool                // changes may have been missed: re-read all
+	signal  chan struct{}       // capacity 1: wakes the receiver of Changes
+}
+
+func newWatchSet() *watchSet {
+	return &watchSet{
+		watched: make(map[string]int),
+		changed: make(map[string]struct{}),
+		signal:  make(chan struct{}, 1),
+	}
+}
+
+// watch counts one Watch of id and reports whether it is the first.
+func (w *watchSet) watch(id string) (first bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.watched[id]++
+	return w.watched[id] == 1
+}
+
+// unwatch undoes one watch of id and reports whether it was the last. An
+// unwatched id's pending change is dropped: nobody needs it any more.
+func (w *watchSet) unwatch(id string) (last bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, ok := w.watched[id]
+	switch {
+	case !ok:
+		return false
+	case n > 1:
+		w.watched[id] = n - 1
+		return false
+	}
+	delete(w.watched, id)
+	delete(w.changed, id)
+	return true
+}
+
+// isWatched reports whether id is watched.
+func (w *watchSet) isWatched(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.watched[id] > 0
+}
+
+// changedID records a change of id if it is watched; changes of other
+// sessions (every other user's writes, with Redis BCAST) cost one map
+// lookup.
+func (w *watchSet) changedID(id string) {
+	w.mu.Lock()
+	if w.watched[id] == 0 {
+		w.mu.Unlock()
+		return
+	}
+	w.changed[id] = struct{}{}
+	w.mu.Unlock()
+	w.wake()
+}
+
+// changedAll records that changes may have been missed.
+func (w *watchSet) changedAll() {
+	w.mu.Lock()
+	w.all = true
+	clear(w.changed) // "all" covers them
+	w.mu.Unlock()
+	w.wake()
+}
+
+// wake signals Changes without ever blocking.
+func (w *watchSet) wake() {
+	select {
+	case w.signal <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// Changes implements ChangeNotifier.
+func (w *watchSet) Changes() <-chan struct{} { return w.signal }
+
+// TakeChanges implements ChangeNotifier.
+func (w *watchSet) TakeChanges() (ids []string, all bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	all, w.all = w.all, false
+	if all || len(w.changed) == 0 {
+		return nil, all
+	}
+	ids = make([]string, 0, len(w.changed))
+	for id := range w.changed {
+		ids = append(ids, id)
+	}
+	clear(w.changed)
+	return ids, false
 }

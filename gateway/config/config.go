@@ -145,6 +145,12 @@ type SessionConfig struct {
 	// RevalidateInterval re-reads every connection's session this often,
 	// spread over the interval in batches; 0 never re-reads.
 	RevalidateInterval time.Duration `yaml:"revalidate_interval"`
+	// Watch re-reads a connection's session the moment the store says it
+	// changed, where the store can tell (Redis: CLIENT TRACKING
+	// invalidations; files: inotify, Linux), so that a logout closes or
+	// downgrades the connection at once. SQL stores cannot tell: use
+	// RevalidateInterval there (as for Memcached).
+	Watch bool `yaml:"watch"`
 	// OnInvalid is what happens to a connection whose session expired, was
 	// destroyed or now holds another user: "close" (close code 4001) or
 	// "downgrade" (the client becomes anonymous; subscriptions its routes no
@@ -188,7 +194,8 @@ type RedisSessionConfig struct {
 
 // FilesConfig configures PHP's native `files` session handler store.
 type FilesConfig struct {
-	// Path is session.save_path.
+	// Path is session.save_path: a directory, or "N;/path" or
+	// "N;MODE;/path" for PHP's N levels of one-character directories.
 	Path string `yaml:"path"`
 	// GCMaxLifetime is session.gc_maxlifetime: a file not modified for this
 	// long is expired, as PHP's garbage collector judges it. 0 never expires.

@@ -28,6 +28,7 @@ func Default() Config {
 			SerializeHandler: "php",
 			Firewalls:        []string{"main"},
 			LookupTimeout:    2 * time.Second,
+			Watch:            true,
 			Files:            FilesConfig{Path: "/var/lib/php/sessions", GCMaxLifetime: 1440 * time.Second},
 			PDO: PDOConfig{
 				Table:          "sessions",
