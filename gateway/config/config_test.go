@@ -138,6 +138,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad store", "session: {store: mongo}\n", nil, "session.store", "mongo", "files, pdo_mysql"},
 		{"pdo without dsn", "session: {store: pdo_mysql}\n", nil, "session.pdo.dsn", "", "must be set"},
 		{"bad cookie name", "session: {cookie: \"a b\"}\n", nil, "session.cookie", "a b", "cookie name"},
+		{"files levels not a number", "session: {files: {path: \"x;/tmp/s\"}}\n", nil, "session.files.path", "x;/tmp/s", "save_path"},
 		{"cookie name PHP renames", "session: {cookie: \"my.sess\"}\n", nil, "session.cookie", "my.sess", "PHP renames"},
 		{"all-digit cookie name", "session: {cookie: \"123\"}\n", nil, "session.cookie", "123", "all-digit"},
 		{"no firewall", "session: {firewalls: []}\n", nil, "session.firewalls", "", "at least one"},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/gateway/transport"
+	"github.com/wsgate/wsgate/storage"
 )
 
 var (
@@ -139,6 +140,9 @@ func (s *SessionConfig) validateStore() error {
 	case StoreFiles:
 		if s.Files.Path == "" {
 			return &Error{Key: "session.files.path", Reason: "must not be empty with store files"}
+		}
+		if _, _, err := storage.ParseSavePath(s.Files.Path); err != nil {
+			return &Error{Key: "session.files.path", Value: s.Files.Path, Reason: "not a PHP session.save_path (dir, N;dir or N;MODE;dir): " + err.Error()}
 		}
 	case StorePDOMySQL, StorePDOPgSQL:
 		if s.PDO.DSN == "" {
