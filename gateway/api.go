@@ -205,10 +205,7 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 func (s *Server) receivePushes() {
 	defer s.wg.Done()
 	ctx := s.bgCtx
-	r := s.cfg.Push.Redis
-	cluster.Subscribe(ctx, storage.RedisOptions{
-		Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
-	}, s.cfg.Push.RedisChannel, func(msg []byte) {
+	cluster.Subscribe(ctx, s.cfg.Push.Redis.Options(), s.cfg.Push.RedisChannel, func(msg []byte) {
 		var req publishRequest
 		dec := json.NewDecoder(bytes.NewReader(msg))
 		dec.DisallowUnknownFields()

@@ -279,7 +279,7 @@ func (s *Server) clusterRedis() storage.RedisOptions {
 	if len(r.Addrs) == 0 {
 		r = s.cfg.ClientStorage.Redis
 	}
-	return storage.RedisOptions{Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB}
+	return r.Options()
 }
 
 // newFanout connects the Redis relay of cluster.fanout, the node's Relay:

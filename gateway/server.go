@@ -717,7 +717,7 @@ func newClientStorage(c config.ClientStorageConfig, obs storage.ClientStorageObs
 	}
 	r := c.Redis
 	cs, err := storage.NewRedisClientStorage(storage.RedisClientStorageOptions{
-		Redis:  storage.RedisOptions{Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB},
+		Redis:  r.Options(),
 		Prefix: c.Prefix, TTL: c.TTL, CheckInterval: c.CheckInterval, Observer: obs,
 	})
 	if err != nil {

@@ -247,12 +247,11 @@ func openStore(c config.SessionConfig, obs storage.Observer, watchErr func(error
 		}
 	case config.StoreRedis:
 		r := c.Redis
-		s, err = storage.OpenRedis(storage.RedisOptions{
-			Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB,
-			Prefix: r.Prefix, ClientCache: r.ClientCache, CacheTTL: r.CacheTTL,
-			LookupTimeout: c.LookupTimeout, MaxSize: maxSize, MaxConcurrent: c.MaxConcurrent, Observer: obs,
-			Watch: watchErr != nil, OnWatchError: watchErr,
-		})
+		o := r.RedisConnConfig.Options()
+		o.Prefix, o.ClientCache, o.CacheTTL = r.Prefix, r.ClientCache, r.CacheTTL
+		o.LookupTimeout, o.MaxSize, o.MaxConcurrent, o.Observer = c.LookupTimeout, maxSize, c.MaxConcurrent, obs
+		o.Watch, o.OnWatchError = watchErr != nil, watchErr
+		s, err = storage.OpenRedis(o)
 	default:
 		return nil, &config.Error{Key: "session.store", Value: c.Store, Reason: "unknown store"}
 	}

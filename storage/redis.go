@@ -2,9 +2,12 @@ package storage
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +62,10 @@ type RedisOptions struct {
 	Username, Password string
 	// DB is the database number (SELECT); must be 0 for a cluster.
 	DB int
+	// TLS connects with TLS (Symfony's rediss:), checking the server's
+	// certificate against the system's roots and its name against the
+	// address's host.
+	TLS bool
 	// Prefix is prepended to the session id to form the key: default
 	// DefaultRedisPrefix ("sf_s", Symfony's RedisSessionHandler); phpredis'
 	// native handler uses PHPRedisPrefix ("PHPREDIS_SESSION:"); use
@@ -117,6 +124,9 @@ func (o RedisOptions) WithDefaults() (RedisOptions, error) {
 		return o, errors.New("no addresses")
 	}
 	for _, a := range o.Addrs {
+		if isUnixSocket(a) {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return o, fmt.Errorf("address %q: %w", a, err)
 		}
@@ -134,6 +144,9 @@ func (o RedisOptions) WithDefaults() (RedisOptions, error) {
 	}
 	if o.Mode == RedisStandalone && len(o.Addrs) != 1 {
 		return o, errors.New("standalone mode takes exactly one address")
+	}
+	if o.Mode != RedisStandalone && slices.ContainsFunc(o.Addrs, isUnixSocket) {
+		return o, errors.New("a Unix socket is for a standalone server only")
 	}
 	if o.Mode == RedisCluster && o.DB != 0 {
 		return o, errors.New("a cluster has only database 0")
@@ -178,6 +191,13 @@ func (o RedisOptions) ClientOption() rueidis.ClientOption {
 			return -1
 		},
 	}
+	if o.TLS {
+		// tls.Dialer takes ServerName from the address when it is empty.
+		co.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if slices.ContainsFunc(o.Addrs, isUnixSocket) {
+		co.DialCtxFn = dialRedis
+	}
 	switch o.Mode {
 	case RedisStandalone:
 		co.ForceSingleClient = true
@@ -187,9 +207,27 @@ func (o RedisOptions) ClientOption() rueidis.ClientOption {
 			Username:  o.Username,
 			Password:  o.Password,
 			Dialer:    co.Dialer,
+			TLSConfig: co.TLSConfig,
 		}
 	}
 	return co
+}
+
+// isUnixSocket reports whether a Redis address is a Unix socket's path
+// (Symfony's redis:///var/run/redis.sock) rather than host:port.
+func isUnixSocket(addr string) bool { return strings.HasPrefix(addr, "/") }
+
+// dialRedis is rueidis' dial for a server on a Unix socket; host:port
+// addresses go over TCP, with TLS when configured, as rueidis would.
+func dialRedis(ctx context.Context, dst string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
+	switch {
+	case isUnixSocket(dst):
+		return d.DialContext(ctx, "unix", dst)
+	case cfg != nil:
+		td := tls.Dialer{NetDialer: d, Config: cfg}
+		return td.DialContext(ctx, "tcp", dst)
+	}
+	return d.DialContext(ctx, "tcp", dst)
 }
 
 // redisConn creates a rueidis client lazily and again after a failed

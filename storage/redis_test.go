@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -541,5 +542,25 @@ func TestStoreBusy(t *testing.T) {
 	<-parked
 	if obs.count("read busy") != 1 {
 		t.Errorf("observer: %v", obs.lookups)
+	}
+}
+
+// TestRedisUnixSocket: a standalone Redis reached through its Unix socket
+// (Symfony's redis:///run/redis/redis.sock) serves sessions as over TCP.
+func TestRedisUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	srv := testenv.StartRedis(t, "--unixsocket", sock, "--unixsocketperm", "700")
+	admin := redisAdmin(t, srv.Addr)
+	ctx := context.Background()
+	if err := admin.Do(ctx, admin.B().Set().Key("sf_ssock01").Value("a|i:1;").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	s := openTestRedis(t, RedisOptions{Addrs: []string{sock}})
+	got, err := s.Read(ctx, "sock01")
+	if err != nil || string(got) != "a|i:1;" {
+		t.Fatalf("Read through the socket = %q, %v", got, err)
+	}
+	if _, err := (RedisOptions{Addrs: []string{sock}, Mode: RedisCluster}).WithDefaults(); err == nil {
+		t.Error("a socket in cluster mode was accepted")
 	}
 }

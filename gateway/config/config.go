@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/gateway/transport"
+	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
 )
 
@@ -177,6 +178,15 @@ type RedisConnConfig struct {
 	Password string `yaml:"password"`
 	// DB is the database number (0 for a cluster).
 	DB int `yaml:"db"`
+	// TLS connects with TLS (Symfony's rediss://), checking the server's
+	// certificate against the system's roots.
+	TLS bool `yaml:"tls"`
+}
+
+// Options are the storage package's connection options for r; the
+// callers add what is theirs (key prefix, caching, timeouts).
+func (r RedisConnConfig) Options() storage.RedisOptions {
+	return storage.RedisOptions{Addrs: r.Addrs, Mode: r.Mode, MasterName: r.MasterName, Username: r.Username, Password: r.Password, DB: r.DB, TLS: r.TLS}
 }
 
 // RedisSessionConfig configures sessions in Redis.

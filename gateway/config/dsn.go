@@ -476,6 +476,7 @@ type redisConn struct {
 	mode, master       string
 	username, password string
 	db                 int
+	tls                bool
 }
 
 // redisIgnored are Symfony's connection options that tune its own PHP
@@ -489,17 +490,15 @@ var redisIgnored = map[string]bool{
 // parseRedisDSN reads a Redis DSN as Symfony's RedisTrait::createConnection
 // does: redis://[[user:]password@]host[:port][/db], redis:?host[a:6379]&
 // host[b:6379]&redis_cluster=1, redis_sentinel=<master> (the hosts are the
-// Sentinels), ?dbindex=N. TLS (rediss:) and Unix sockets are refused:
-// wsgate's Redis connections support neither yet.
+// Sentinels), ?dbindex=N, rediss: for TLS, and a standalone server's Unix
+// socket as redis:///path/to/redis.sock.
 func parseRedisDSN(dsn string) (redisConn, error) {
 	var r redisConn
 	scheme, rest, ok := strings.Cut(dsn, ":")
-	switch {
-	case !ok || (scheme != "redis" && scheme != "rediss" && scheme != "valkey" && scheme != "valkeys"):
+	if !ok || (scheme != "redis" && scheme != "rediss" && scheme != "valkey" && scheme != "valkeys") {
 		return r, errors.New("does not start with redis: or rediss:")
-	case scheme == "rediss" || scheme == "valkeys":
-		return r, errors.New("TLS (rediss:) is not supported: wsgate connects to Redis without TLS")
 	}
+	r.tls = scheme == "rediss" || scheme == "valkeys"
 	slashes := strings.HasPrefix(rest, "//")
 	rest = strings.TrimPrefix(rest, "//")
 	// The credentials are everything before the first "@", as Symfony's
@@ -534,17 +533,23 @@ func parseRedisDSN(dsn string) (redisConn, error) {
 		} else if u.Host != "" && path != "" {
 			return r, fmt.Errorf("path %q is not a database number", path)
 		}
-		if u.Host == "" {
-			return r, errors.New("a Unix socket is not supported: give host:port")
-		}
-		if path != "" {
+		switch {
+		case u.Host == "" && r.tls:
+			return r, errors.New("TLS over a Unix socket: use redis:// for a socket")
+		case u.Host == "":
+			if !strings.HasPrefix(path, "/") || len(path) < 2 {
+				return r, fmt.Errorf("Unix socket %q is not an absolute path", path)
+			}
+			hosts = append(hosts, path)
+		case path != "":
 			return r, fmt.Errorf("path %q is not a database number", path)
+		default:
+			addr, err := joinHostPort(u.Hostname(), u.Port(), "6379")
+			if err != nil {
+				return r, err
+			}
+			hosts = append(hosts, addr)
 		}
-		addr, err := joinHostPort(u.Hostname(), u.Port(), "6379")
-		if err != nil {
-			return r, err
-		}
-		hosts = append(hosts, addr)
 	}
 	cluster := false
 	sentinel, sentinelSet := "", false
@@ -873,16 +878,18 @@ func (r *RedisConnConfig) resolveDSN(key string, fail func(key, value, reason st
 		other = "password"
 	case r.DB != 0:
 		other = "db"
+	case r.TLS:
+		other = "tls"
 	}
 	if other != "" {
-		return fail(key+".dsn", r.DSN, "conflicts with "+key+"."+other+": give the connection either as dsn or as addrs, mode, master_name, username, password and db")
+		return fail(key+".dsn", r.DSN, "conflicts with "+key+"."+other+": give the connection either as dsn or as addrs, mode, master_name, username, password, db and tls")
 	}
 	c, err := parseRedisDSN(r.DSN)
 	if err != nil {
 		return fail(key+".dsn", r.DSN, err.Error())
 	}
 	r.Addrs, r.Mode, r.MasterName = c.addrs, c.mode, c.master
-	r.Username, r.Password, r.DB = c.username, c.password, c.db
+	r.Username, r.Password, r.DB, r.TLS = c.username, c.password, c.db, c.tls
 	return nil
 }
 

@@ -180,6 +180,10 @@ func TestParseRedisDSN(t *testing.T) {
 		{"sentinel", "redis:?host[s1:26379]&host[s2:26379]&redis_sentinel=mymaster&dbindex=1", redisConn{addrs: []string{"s1:26379", "s2:26379"}, mode: "sentinel", master: "mymaster", db: 1}},
 		{"sentinel with host", "redis://pw@s1:26379?host[s2:26379]&redis_sentinel=mymaster", redisConn{addrs: []string{"s1:26379", "s2:26379"}, mode: "sentinel", master: "mymaster", password: "pw"}},
 		{"valkey", "valkey://cache", redisConn{addrs: []string{"cache:6379"}, mode: "standalone"}},
+		{"tls", "rediss://pw@cache:6380/1", redisConn{addrs: []string{"cache:6380"}, mode: "standalone", password: "pw", db: 1, tls: true}},
+		{"tls cluster", "rediss:?host[a:7000]&host[b:7001]&redis_cluster=1", redisConn{addrs: []string{"a:7000", "b:7001"}, mode: "cluster", tls: true}},
+		{"unix socket", "redis:///var/run/redis.sock", redisConn{addrs: []string{"/var/run/redis.sock"}, mode: "standalone"}},
+		{"unix socket with db and password", "redis://pw@/var/run/redis/redis-server.sock?dbindex=3", redisConn{addrs: []string{"/var/run/redis/redis-server.sock"}, mode: "standalone", password: "pw", db: 3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseRedisDSN(tc.dsn)
@@ -187,7 +191,7 @@ func TestParseRedisDSN(t *testing.T) {
 				t.Fatal(err)
 			}
 			if strings.Join(got.addrs, ",") != strings.Join(tc.want.addrs, ",") || got.mode != tc.want.mode || got.master != tc.want.master ||
-				got.username != tc.want.username || got.password != tc.want.password || got.db != tc.want.db {
+				got.username != tc.want.username || got.password != tc.want.password || got.db != tc.want.db || got.tls != tc.want.tls {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -197,9 +201,8 @@ func TestParseRedisDSN(t *testing.T) {
 func TestParseRedisDSNErrors(t *testing.T) {
 	for _, tc := range []struct{ name, dsn, inMsg string }{
 		{"not redis", "tcp://cache:6379", "redis:"},
-		{"tls", "rediss://cache:6380", "TLS"},
-		{"unix socket", "redis:///var/run/redis.sock", "Unix socket"},
-		{"unix socket host", "redis:?host[/var/run/redis.sock:]&redis_cluster=1", "Unix socket"},
+		{"tls over a unix socket", "rediss:///var/run/redis.sock", "TLS over a Unix socket"},
+		{"unix socket in a cluster", "redis:?host[/var/run/redis.sock:]&redis_cluster=1", "Unix socket"},
 		{"no host", "redis:?dbindex=1", "names no host"},
 		{"bad db path", "redis://cache/x", "not a database number"},
 		{"db out of range", "redis://cache/16", "0 to 15"},
@@ -328,8 +331,10 @@ func TestConfigDSN(t *testing.T) {
 			"session.redis.dsn", "redis://xxxxx@cache", "conflicts with session.redis.addrs"},
 		{"redis dsn and password", "push: {redis_channel: c, redis: {dsn: \"redis://cache\"}}\n", []string{"WSGATE_PUSH_REDIS_PASSWORD=s3cret"},
 			"push.redis.dsn", "redis://cache", "conflicts with push.redis.password"},
-		{"redis dsn tls", "cluster: {redis: {dsn: \"rediss://u:s3cret@cache:6380\"}}\n", nil,
-			"cluster.redis.dsn", "rediss://u:xxxxx@cache:6380", "TLS"},
+		{"redis dsn and tls", "cluster: {redis: {dsn: \"rediss://u:s3cret@cache:6380\", tls: true}}\n", nil,
+			"cluster.redis.dsn", "rediss://u:xxxxx@cache:6380", "conflicts with cluster.redis.tls"},
+		{"redis socket in a cluster", "client_storage: {driver: redis, redis: {addrs: [\"/run/redis.sock\"], mode: cluster}}\n", nil,
+			"client_storage.redis.addrs", "/run/redis.sock", "standalone only"},
 		{"php dsn in redis", "client_storage: {redis: {dsn: \"tcp://cache:6379\"}}\n", nil,
 			"client_storage.redis.dsn", "tcp://cache:6379", "redis:"},
 	} {
@@ -405,4 +410,33 @@ func FuzzParseDSN(f *testing.F) {
 		}
 		_ = maskDSN(dsn)
 	})
+}
+
+// TestRedisDSNTLSAndSocket: rediss: and a Unix socket path reach the
+// storage's connection options.
+func TestRedisDSNTLSAndSocket(t *testing.T) {
+	cfg, err := Parse([]byte("session: {store: redis, redis: {dsn: \"rediss://s3cret@cache:6380/2\"}}\nclient_storage: {driver: redis, redis: {dsn: \"redis:///run/redis.sock\"}}\n"), "t.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.Session.Redis.Options()
+	if !o.TLS || o.Password != "s3cret" || o.DB != 2 || len(o.Addrs) != 1 || o.Addrs[0] != "cache:6380" {
+		t.Errorf("session redis options %+v", o)
+	}
+	if _, err := o.WithDefaults(); err != nil {
+		t.Errorf("session redis options refused by storage: %v", err)
+	}
+	if co := o.ClientOption(); co.TLSConfig == nil {
+		t.Error("rediss: gave no TLS config to the client")
+	}
+	c := cfg.ClientStorage.Redis.Options()
+	if c.TLS || len(c.Addrs) != 1 || c.Addrs[0] != "/run/redis.sock" {
+		t.Errorf("client storage redis options %+v", c)
+	}
+	if _, err := c.WithDefaults(); err != nil {
+		t.Errorf("socket refused by storage: %v", err)
+	}
+	if co := c.ClientOption(); co.DialCtxFn == nil {
+		t.Error("a Unix socket address got no dialer")
+	}
 }

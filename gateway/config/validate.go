@@ -319,6 +319,12 @@ func (r *RedisConnConfig) Validate(key string) error {
 		return &Error{Key: key + ".addrs", Reason: "must list at least one host:port"}
 	}
 	for _, a := range r.Addrs {
+		if strings.HasPrefix(a, "/") {
+			if r.Mode != "" && r.Mode != "standalone" {
+				return &Error{Key: key + ".addrs", Value: a, Reason: "a Unix socket is for mode standalone only"}
+			}
+			continue // a standalone server's Unix socket
+		}
 		if err := hostPort(key+".addrs", a); err != nil {
 			return err
 		}
