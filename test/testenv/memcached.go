@@ -4,10 +4,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
-	"time"
 )
 
 // MemcachedAddr is the host:port of the loopback memcached test server;
@@ -38,8 +37,8 @@ type MemcachedServer struct {
 	t    testing.TB
 	bin  string
 	port int
-	cmd  *exec.Cmd
-	exit chan struct{} // closed when cmd has exited
+	dir  string
+	proc process
 }
 
 // StartMemcached starts memcached (WSGATE_TEST_MEMCACHED_SERVER overrides
@@ -59,7 +58,7 @@ func StartMemcached(t testing.TB) *MemcachedServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &MemcachedServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, bin: path, port: port}
+	s := &MemcachedServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, bin: path, port: port, dir: t.TempDir()}
 	s.Start()
 	t.Cleanup(s.Kill)
 	return s
@@ -69,9 +68,6 @@ func StartMemcached(t testing.TB) *MemcachedServer {
 // answer.
 func (s *MemcachedServer) Start() {
 	s.t.Helper()
-	if s.cmd != nil {
-		s.t.Fatalf("memcached at %s already running", s.Addr)
-	}
 	// -U 0: no UDP port to collide with; -u: memcached refuses to run as
 	// root without it.
 	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(s.port), "-U", "0", "-m", "16"}
@@ -79,54 +75,21 @@ func (s *MemcachedServer) Start() {
 		args = append(args, "-u", "nobody")
 	}
 	cmd := exec.Command(s.bin, args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start memcached: %v", err)
+	// A file, not a buffer: it is read while the server may still write.
+	log, err := os.Create(filepath.Join(s.dir, "memcached.log"))
+	if err != nil {
+		s.t.Fatal(err)
 	}
-	s.cmd = cmd
-	exit := make(chan struct{})
-	s.exit = exit
-	go func() { _ = cmd.Wait(); close(exit) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for !answersVersion(s.Addr) {
-		select {
-		case <-exit:
-			s.cmd = nil
-			s.t.Fatalf("memcached at %s exited", s.Addr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("memcached at %s did not come up", s.Addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	s.proc.start(s.t, "memcached at "+s.Addr, cmd, func() bool { return answersVersion(s.Addr) },
+		func() string { b, _ := os.ReadFile(log.Name()); return string(b) })
 }
 
 // Kill stops the server with SIGKILL, as a crash would, and waits for it to
 // exit. Killing a stopped server does nothing.
-func (s *MemcachedServer) Kill() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.exit
-	s.cmd = nil
-}
+func (s *MemcachedServer) Kill() { s.proc.kill() }
 
 // answersVersion reports whether a memcached server answers "version" at
 // addr.
-func answersVersion(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("version\r\n")); err != nil {
-		return false
-	}
-	buf := make([]byte, 8)
-	n, _ := c.Read(buf)
-	return strings.HasPrefix(string(buf[:n]), "VERSION")
-}
+func answersVersion(addr string) bool { return answers(addr, "version\r\n", "VERSION") }
