@@ -172,6 +172,11 @@ func openStore(c config.SessionConfig, obs storage.Observer) (storage.SessionSto
 			Prefix: r.Prefix, ClientCache: r.ClientCache, CacheTTL: r.CacheTTL,
 			LookupTimeout: c.LookupTimeout, MaxSize: maxSize, MaxConcurrent: c.MaxConcurrent, Observer: obs,
 		})
+	case config.StoreMemcached:
+		s, err = storage.OpenMemcached(storage.MemcachedOptions{
+			Addrs: c.Memcached.Addrs, Prefix: c.Memcached.Prefix,
+			LookupTimeout: c.LookupTimeout, MaxSize: maxSize, MaxConcurrent: c.MaxConcurrent, Observer: obs,
+		})
 	default:
 		return nil, &config.Error{Key: "session.store", Value: c.Store, Reason: "unknown store"}
 	}
