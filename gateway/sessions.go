@@ -252,6 +252,11 @@ func openStore(c config.SessionConfig, obs storage.Observer, watchErr func(error
 		o.LookupTimeout, o.MaxSize, o.MaxConcurrent, o.Observer = c.LookupTimeout, maxSize, c.MaxConcurrent, obs
 		o.Watch, o.OnWatchError = watchErr != nil, watchErr
 		s, err = storage.OpenRedis(o)
+	case config.StoreMemcached:
+		s, err = storage.OpenMemcached(storage.MemcachedOptions{
+			Addrs: c.Memcached.Addrs, Prefix: c.Memcached.Prefix,
+			LookupTimeout: c.LookupTimeout, MaxSize: maxSize, MaxConcurrent: c.MaxConcurrent, Observer: obs,
+		})
 	default:
 		return nil, &config.Error{Key: "session.store", Value: c.Store, Reason: "unknown store"}
 	}

@@ -204,6 +204,26 @@ func BenchmarkRedisColdCacheLookup(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
 }
 
+// benchMemcachedStore loads the sessions under a fresh prefix and opens a
+// store; the keys are deleted when the benchmark ends.
+func benchMemcachedStore(b *testing.B) (*MemcachedStore, []string) {
+	addr := testenv.Memcached(b)
+	prefix := uniqueName(b, "wsgate_b_") + DefaultMemcachedPrefix
+	admin := newMemcachedAdmin(b, addr)
+	ids := benchIDs()
+	for _, id := range ids {
+		admin.set(b, prefix+id, benchData, 0, time.Hour)
+	}
+	return openTestMemcached(b, MemcachedOptions{Addrs: []string{addr}, Prefix: prefix, LookupTimeout: 10 * time.Second}), ids
+}
+
+// BenchmarkMemcachedLookup: every lookup a round trip on a pooled
+// connection of its own (memcached's text protocol does not multiplex).
+func BenchmarkMemcachedLookup(b *testing.B) {
+	s, ids := benchMemcachedStore(b)
+	runLookups(b, s, ids, "memcached")
+}
+
 func benchMySQLStore(b *testing.B) (*PDOStore, []string) {
 	db := testenv.MariaDB(b)
 	tb := createSessionTable(b, db, false, "MEDIUMBLOB")
@@ -333,6 +353,10 @@ func BenchmarkRevalidate15k(b *testing.B) {
 	b.Run("redis", func(b *testing.B) {
 		s, ids := benchRedisStore(b, false)
 		run(b, s, ids, "redis-server")
+	})
+	b.Run("memcached", func(b *testing.B) {
+		s, ids := benchMemcachedStore(b)
+		run(b, s, ids, "memcached")
 	})
 	b.Run("mysql", func(b *testing.B) {
 		s, ids := benchMySQLStore(b)

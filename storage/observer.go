@@ -8,8 +8,8 @@ import "time"
 // on the lookup's goroutine.
 type Observer interface {
 	// ObserveLookup is called once per Read, ReadMany or Ping: store is the
-	// store's kind ("files", "mysql", "postgres", "redis"), op is "read",
-	// "read_many" or "ping", result is Result(err) of the call's error
+	// store's kind ("files", "mysql", "postgres", "redis", "memcached"),
+	// op is "read", "read_many" or "ping", result is Result(err) of the call's error
 	// (for ReadMany the batch error, not the per-id results), d is how long
 	// it took, limit wait included.
 	ObserveLookup(store, op, result string, d time.Duration)

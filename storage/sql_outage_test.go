@@ -93,6 +93,14 @@ func TestSQLStoresKilledAndRestarted(t *testing.T) {
 // writeSessionPHP runs test/php/write-session.php and returns the id.
 func writeSessionPHP(t *testing.T, in map[string]any) string {
 	t.Helper()
+	id, _ := writeSessionPHPKey(t, in)
+	return id
+}
+
+// writeSessionPHPKey runs test/php/write-session.php and returns the id and,
+// for the stores that print it, the key the session was written to.
+func writeSessionPHPKey(t testing.TB, in map[string]any) (id, key string) {
+	t.Helper()
 	php := testenv.PHP(t)
 	b, _ := json.Marshal(in)
 	cmd := exec.Command(php, "../test/php/write-session.php", string(b))
@@ -102,11 +110,11 @@ func writeSessionPHP(t *testing.T, in map[string]any) string {
 	if err != nil {
 		t.Fatalf("write-session.php: %v\n%s", err, stderr.String())
 	}
-	var res struct{ ID string }
+	var res struct{ ID, Key string }
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("write-session.php output %q: %v", out, err)
 	}
-	return res.ID
+	return res.ID, res.Key
 }
 
 // TestSQLStoresPHPWritten reads sessions written by real PHP through

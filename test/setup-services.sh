@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs and starts what wsgate's tests talk to, when it is missing:
 # MariaDB (root, no password, database `test`), PostgreSQL (trust auth on
-# loopback, database `test`), Redis on 6379, PHP 8.2 CLI with Debian's
-# Symfony 5.4 packages. Idempotent: on a machine that has everything it only
-# checks. Debian 12 (bookworm), run as root.
+# loopback, database `test`), Redis on 6379, Memcached on 11211, PHP 8.2 CLI
+# with Debian's Symfony 5.4 packages and the redis and memcached extensions.
+# Idempotent: on a machine that has everything it only checks. Debian 12
+# (bookworm), run as root.
 #
 # Under CI=true a service that still does not answer afterwards fails the
 # run (exit 1): a CI run that silently skips integration tests proves nothing.
@@ -16,7 +17,8 @@ packages=(
   mariadb-server mariadb-client
   postgresql postgresql-client
   redis-server redis-tools
-  php8.2-cli php8.2-mysql php8.2-pgsql php8.2-redis
+  memcached
+  php8.2-cli php8.2-mysql php8.2-pgsql php8.2-redis php8.2-memcached
   php-symfony-http-foundation php-symfony-security-core php-symfony-security-http
 )
 missing=()
@@ -76,13 +78,24 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
 fi
 
+# Memcached: Debian's package starts it through systemd, which a container
+# has not; start it by hand then, loopback only, as the memcache user.
+mc_version() { timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/11211 && printf "version\r\n" >&3 && head -c 7 <&3 | grep -q VERSION' 2>/dev/null; }
+if ! mc_version; then
+  log "starting Memcached"
+  as_root memcached -d -u memcache -l 127.0.0.1 -p 11211 -m 64
+  wait_for Memcached mc_version
+fi
+
 # Final check: what the tests will find.
 status=0
 check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then log "$name ok"; else log "$name UNAVAILABLE"; status=1; fi; }
 check MariaDB mysql -uroot -h127.0.0.1 test -e "SELECT 1"
 check PostgreSQL psql -h 127.0.0.1 -U postgres -d test -c "SELECT 1"
 check Redis redis-cli -h 127.0.0.1 -p 6379 ping
+check Memcached mc_version
 check PHP php -r 'require "/usr/share/php/Symfony/Component/HttpFoundation/autoload.php"; require "/usr/share/php/Symfony/Component/Security/Core/autoload.php";'
+check PHP-memcached php -r 'exit(extension_loaded("memcached") ? 0 : 1);'
 if [ $status != 0 ]; then
   case "${CI:-}" in true|1) log "CI=true: a missing service is a failure"; exit 1 ;; esac
   log "some services are missing: their tests will be skipped"

@@ -106,7 +106,7 @@ type OriginsConfig struct {
 type SessionConfig struct {
 	// Cookie is the PHP session cookie name (session.name).
 	Cookie string `yaml:"cookie"`
-	// Store is "files", "pdo_mysql", "pdo_pgsql" or "redis".
+	// Store is "files", "pdo_mysql", "pdo_pgsql", "redis" or "memcached".
 	Store string `yaml:"store"`
 	// SerializeHandler is PHP's session.serialize_handler: php,
 	// php_binary, php_serialize, igbinary, or auto (detect per session).
@@ -134,6 +134,8 @@ type SessionConfig struct {
 	PDO PDOConfig `yaml:"pdo"`
 	// Redis configures the Redis session store.
 	Redis RedisSessionConfig `yaml:"redis"`
+	// Memcached configures the memcached session store.
+	Memcached MemcachedSessionConfig `yaml:"memcached"`
 	// MaxConcurrent bounds lookups in flight against the store; 0 takes the
 	// store's default. For the files store it is the number of reader
 	// goroutines doing the blocking file reads, and so of the OS threads
@@ -200,6 +202,17 @@ type RedisSessionConfig struct {
 	ClientCache bool `yaml:"client_cache"`
 	// CacheTTL bounds how long a cached session is served.
 	CacheTTL time.Duration `yaml:"cache_ttl"`
+}
+
+// MemcachedSessionConfig configures sessions in memcached.
+type MemcachedSessionConfig struct {
+	// Addrs is the memcached server's host:port: exactly one, since PHP's
+	// client spreads keys over several servers by a hashing wsgate does not
+	// reproduce.
+	Addrs []string `yaml:"addrs"`
+	// Prefix is the key prefix: "sf2s" (Symfony's MemcachedSessionHandler)
+	// or "memc.sess.key." (php-memcached's session.save_handler=memcached).
+	Prefix string `yaml:"prefix"`
 }
 
 // FilesConfig configures PHP's native `files` session handler store.
@@ -467,4 +480,7 @@ const (
 	StorePDOMySQL = "pdo_mysql"
 	StorePDOPgSQL = "pdo_pgsql"
 	StoreRedis    = "redis"
+	// StoreMemcached is Symfony's MemcachedSessionHandler or php-memcached's
+	// own session handler.
+	StoreMemcached = "memcached"
 )

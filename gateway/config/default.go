@@ -39,6 +39,7 @@ func Default() Config {
 				MaxOpenConns:   16,
 			},
 			Redis:         RedisSessionConfig{RedisConnConfig: RedisConnConfig{Mode: "standalone"}, Prefix: "sf_s", CacheTTL: time.Minute},
+			Memcached:     MemcachedSessionConfig{Prefix: "sf2s"},
 			OnUnavailable: "refuse",
 			OnInvalid:     "close",
 		},

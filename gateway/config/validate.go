@@ -133,7 +133,7 @@ func (s *SessionConfig) Validate() error {
 
 // validateStore checks session.store and what that store needs.
 func (s *SessionConfig) validateStore() error {
-	if err := OneOf("session.store", s.Store, StoreFiles, StorePDOMySQL, StorePDOPgSQL, StoreRedis); err != nil {
+	if err := OneOf("session.store", s.Store, StoreFiles, StorePDOMySQL, StorePDOPgSQL, StoreRedis, StoreMemcached); err != nil {
 		return err
 	}
 	switch s.Store {
@@ -150,6 +150,27 @@ func (s *SessionConfig) validateStore() error {
 		}
 	case StoreRedis:
 		return s.Redis.RedisConnConfig.Validate("session.redis")
+	case StoreMemcached:
+		return s.Memcached.Validate()
+	}
+	return nil
+}
+
+// Validate checks session.memcached: one host:port, and a prefix that can
+// start a memcached key (no spaces or control characters, under 250 bytes).
+func (m *MemcachedSessionConfig) Validate() error {
+	if len(m.Addrs) != 1 {
+		return &Error{Key: "session.memcached.addrs", Value: fmt.Sprint(m.Addrs), Reason: "must list exactly one host:port"}
+	}
+	if err := hostPort("session.memcached.addrs", m.Addrs[0]); err != nil {
+		return err
+	}
+	bad := len(m.Prefix) >= 250
+	for i := 0; i < len(m.Prefix); i++ {
+		bad = bad || m.Prefix[i] <= ' ' || m.Prefix[i] == 0x7f
+	}
+	if bad {
+		return &Error{Key: "session.memcached.prefix", Value: m.Prefix, Reason: "must be under 250 bytes, without spaces or control characters"}
 	}
 	return nil
 }

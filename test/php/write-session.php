@@ -9,15 +9,32 @@
  *   php test/php/write-session.php '{"store":"files","dir":"/tmp/x","user":"bob","roles":["ROLE_USER"],"firewall":"main"}'
  *   php test/php/write-session.php '{"store":"pdo","dsn":"mysql:host=127.0.0.1;dbname=test","db_user":"root","db_password":"","table":"t1","create_table":true,"user":"alice","roles":["ROLE_USER","ROLE_ADMIN"],"firewall":"main","ttl":1440}'
  *
- * prints {"id":"<session id>","name":"<session cookie name>"}.
+ *   php test/php/write-session.php '{"store":"memcached","host":"127.0.0.1","port":11211,"compression_type":"zlib","user":"alice","roles":["ROLE_USER"]}'
+ *
+ * prints {"id":"<session id>","name":"<session cookie name>"}, and for the
+ * memcached stores also "key" (the memcached key the session went to).
  *
  * Requires PHP 8.2 CLI and Debian's Symfony 5.4 packages under
  * /usr/share/php/Symfony (php-symfony-http-foundation, php-symfony-security-core,
  * php-symfony-security-http for post_authentication tokens) and, for
- * "store":"pdo" with MySQL/MariaDB, php8.2-mysql.
+ * "store":"pdo" with MySQL/MariaDB, php8.2-mysql; for the memcached stores,
+ * php8.2-memcached (php-memcached 3.x over libmemcached).
  *
  * Input fields:
- *   store            "files" (NativeFileSessionHandler) or "pdo" (PdoSessionHandler)
+ *   store            "files" (NativeFileSessionHandler), "pdo" (PdoSessionHandler),
+ *                    "memcached" (MemcachedSessionHandler over a \Memcached
+ *                    client: key prefix+id, value through php-memcached's
+ *                    value encoding, compressed from 2000 bytes on) or
+ *                    "memcached_native" (php-memcached's own
+ *                    session.save_handler=memcached: key
+ *                    memcached.sess_prefix+id, raw value)
+ *   host, port       memcached stores: the server (default 127.0.0.1:11211)
+ *   prefix           memcached: MemcachedSessionHandler's "prefix" option
+ *                    (default Symfony's "sf2s"); memcached_native: the ini
+ *                    memcached.sess_prefix (default "memc.sess.key.")
+ *   compression_type memcached: the ini memcached.compression_type (fastlz,
+ *                    zlib; zstd where the extension was built with it)
+ *   compression      memcached: \Memcached::OPT_COMPRESSION (default true)
  *   dir              files: save directory (created if missing)
  *   dsn, db_user, db_password, table, create_table
  *                    pdo: PDO DSN, credentials, table (default "sessions"),
@@ -59,6 +76,7 @@
 declare(strict_types=1);
 
 use Symfony\Component\HttpFoundation\Session\Session;
+use Symfony\Component\HttpFoundation\Session\Storage\Handler\MemcachedSessionHandler;
 use Symfony\Component\HttpFoundation\Session\Storage\Handler\NativeFileSessionHandler;
 use Symfony\Component\HttpFoundation\Session\Storage\Handler\PdoSessionHandler;
 use Symfony\Component\HttpFoundation\Session\Storage\NativeSessionStorage;
@@ -244,8 +262,37 @@ function wsgate_handler(array $in)
                 }
             }
             return $handler;
+        case 'memcached':
+            if (!extension_loaded('memcached')) {
+                throw new RuntimeException('store "memcached" needs php8.2-memcached');
+            }
+            if (isset($in['compression_type'])) {
+                // Read by the \Memcached constructor: set it first.
+                ini_set('memcached.compression_type', (string) $in['compression_type']);
+                if (ini_get('memcached.compression_type') !== (string) $in['compression_type']) {
+                    throw new RuntimeException('memcached.compression_type '.$in['compression_type'].' not supported by this build');
+                }
+            }
+            $memcached = new Memcached();
+            $memcached->addServer((string) ($in['host'] ?? '127.0.0.1'), (int) ($in['port'] ?? 11211));
+            $memcached->setOption(Memcached::OPT_COMPRESSION, (bool) ($in['compression'] ?? true));
+            $GLOBALS['wsgate_key_prefix'] = (string) ($in['prefix'] ?? 'sf2s');
+
+            return new MemcachedSessionHandler($memcached, ['prefix' => $GLOBALS['wsgate_key_prefix'], 'ttl' => (int) ($in['ttl'] ?? 1440)]);
+        case 'memcached_native':
+            if (!extension_loaded('memcached')) {
+                throw new RuntimeException('store "memcached_native" needs php8.2-memcached');
+            }
+            $GLOBALS['wsgate_key_prefix'] = (string) ($in['prefix'] ?? 'memc.sess.key.');
+            // NativeSessionStorage has no option for these: set them
+            // before it wraps PHP's current handler in \SessionHandler.
+            ini_set('memcached.sess_prefix', $GLOBALS['wsgate_key_prefix']);
+            ini_set('session.save_handler', 'memcached');
+            ini_set('session.save_path', sprintf('%s:%d', (string) ($in['host'] ?? '127.0.0.1'), (int) ($in['port'] ?? 11211)));
+
+            return null;
     }
-    throw new InvalidArgumentException('"store" must be "files" or "pdo"');
+    throw new InvalidArgumentException('"store" must be files, pdo, memcached or memcached_native');
 }
 
 /**
@@ -324,7 +371,12 @@ function wsgate_write_session(array $in): array
     $name = $session->getName();
     $session->save();
 
-    return ['id' => $id, 'name' => $name];
+    $out = ['id' => $id, 'name' => $name];
+    if (isset($GLOBALS['wsgate_key_prefix'])) {
+        $out['key'] = $GLOBALS['wsgate_key_prefix'].$id;
+    }
+
+    return $out;
 }
 
 /** CLI entry point: strict errors, JSON in, JSON out. */

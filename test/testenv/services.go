@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -80,8 +81,7 @@ type RedisServer struct {
 	dir  string
 	args []string
 	conf string
-	cmd  *exec.Cmd
-	exit chan struct{} // closed when cmd has exited
+	proc process
 }
 
 // StartRedis starts redis-server (WSGATE_TEST_REDIS_SERVER overrides the
@@ -136,9 +136,6 @@ func StartRedisConfig(t testing.TB, config string, extra ...string) *RedisServer
 // accept connections.
 func (s *RedisServer) Start() {
 	s.t.Helper()
-	if s.cmd != nil {
-		s.t.Fatalf("redis-server at %s already running", s.Addr)
-	}
 	var args []string
 	if s.conf != "" {
 		args = append(args, s.conf)
@@ -148,59 +145,34 @@ func (s *RedisServer) Start() {
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 	), s.args...)
-	cmd := exec.Command(s.bin, args...)
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start redis-server: %v", err)
-	}
-	s.cmd = cmd
-	exit := make(chan struct{})
-	s.exit = exit
-	go func() { _ = cmd.Wait(); close(exit) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		select {
-		case <-exit:
-			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			s.t.Fatalf("redis-server at %s exited:\n%s", s.Addr, log)
-		default:
-		}
-		if answersPing(s.Addr) {
-			return
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			s.t.Fatalf("redis-server at %s did not come up:\n%s", s.Addr, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.proc.start(s.t, "redis-server at "+s.Addr, exec.Command(s.bin, args...),
+		func() bool { return answersPing(s.Addr) },
+		func() string { log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log")); return string(log) })
 }
 
 // answersPing reports whether a Redis server answers PING at addr.
-func answersPing(addr string) bool {
+func answersPing(addr string) bool { return answers(addr, "PING\r\n", "+PONG") }
+
+// answers reports whether the server at addr answers request with a reply
+// starting with want, within a second.
+func answers(addr, request, want string) bool {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return false
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+	if _, err := c.Write([]byte(request)); err != nil {
 		return false
 	}
-	buf := make([]byte, 7)
-	n, _ := c.Read(buf)
-	return strings.HasPrefix(string(buf[:n]), "+PONG")
+	buf := make([]byte, len(want))
+	n, _ := io.ReadFull(c, buf)
+	return string(buf[:n]) == want
 }
 
 // Kill stops the server with SIGKILL, as a crash would, and waits for it
 // to exit. Killing a stopped server does nothing.
-func (s *RedisServer) Kill() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.exit
-	s.cmd = nil
-}
+func (s *RedisServer) Kill() { s.proc.kill() }
 
 // Dir is the server's working directory (its log is redis.log there).
 func (s *RedisServer) Dir() string { return s.dir }

@@ -1,5 +1,5 @@
 // Package testenv gives tests the real services they need (MariaDB,
-// PostgreSQL, Redis, PHP) and decides what happens when one is missing:
+// PostgreSQL, Redis, memcached, PHP) and decides what happens when one is missing:
 // outside CI the test is skipped with a reason, under CI=true it fails,
 // because a CI run that silently skipped its integration tests proves nothing.
 package testenv
