@@ -121,10 +121,9 @@ func lookupOf(c config.SessionConfig, id string) lookup {
 	case config.StoreFiles:
 		// "N;[MODE;]/path" save_path: N levels of one-character
 		// directories, as PHP's files handler.
-		dir, depth := c.Files.Path, 0
-		if parts := strings.Split(dir, ";"); len(parts) > 1 {
-			fmt.Sscan(parts[0], &depth)
-			dir = parts[len(parts)-1]
+		dir, depth, err := storage.ParseSavePath(c.Files.Path)
+		if err != nil {
+			dir, depth = c.Files.Path, 0 // config check names the key
 		}
 		elems := []string{dir}
 		for i := 0; i < depth && i < len(id); i++ {
@@ -136,6 +135,9 @@ func lookupOf(c config.SessionConfig, id string) lookup {
 	case config.StoreRedis:
 		db, prefix := c.Redis.DB, c.Redis.Prefix
 		l.Addrs, l.DB, l.Prefix, l.Key = c.Redis.Addrs, &db, &prefix, prefix+id
+	case config.StoreMemcached:
+		prefix := c.Memcached.Prefix
+		l.Addrs, l.Prefix, l.Key = c.Memcached.Addrs, &prefix, prefix+id
 	}
 	return l
 }

@@ -210,6 +210,10 @@ type MemcachedSessionConfig struct {
 	// client spreads keys over several servers by a hashing wsgate does not
 	// reproduce.
 	Addrs []string `yaml:"addrs"`
+	// DSN is the app's own memcached DSN (memcached://host:port, as
+	// Symfony's cache and session components take it), in place of
+	// Addrs.
+	DSN string `yaml:"dsn"`
 	// Prefix is the key prefix: "sf2s" (Symfony's MemcachedSessionHandler)
 	// or "memc.sess.key." (php-memcached's session.save_handler=memcached).
 	Prefix string `yaml:"prefix"`

@@ -792,6 +792,16 @@ func (d *decoder) resolveDSNs(root *yaml.Node, c *Config) error {
 	if err := c.Session.resolvePDO(fail); err != nil {
 		return err
 	}
+	if m := &c.Session.Memcached; m.DSN != "" {
+		if len(m.Addrs) > 0 {
+			return fail("session.memcached.dsn", m.DSN, "conflicts with session.memcached.addrs: give one")
+		}
+		addrs, err := parseMemcachedDSN(m.DSN)
+		if err != nil {
+			return fail("session.memcached.dsn", m.DSN, err.Error())
+		}
+		m.Addrs = addrs
+	}
 	for _, r := range []struct {
 		key  string
 		conn *RedisConnConfig

@@ -440,3 +440,24 @@ func TestRedisDSNTLSAndSocket(t *testing.T) {
 		t.Error("a Unix socket address got no dialer")
 	}
 }
+
+// TestMemcachedDSN: session.memcached.dsn fills the addresses, and
+// conflicts with them.
+func TestMemcachedDSN(t *testing.T) {
+	cfg, err := Parse([]byte("session: {store: memcached, memcached: {dsn: \"memcached://cache:11212\"}}\n"), "t.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Session.Memcached.Addrs; len(got) != 1 || got[0] != "cache:11212" {
+		t.Errorf("addrs %v", got)
+	}
+	_, err = Parse([]byte("session: {store: memcached, memcached: {dsn: \"memcached://cache\", addrs: [\"cache:11211\"]}}\n"), "t.yaml", nil)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "session.memcached.dsn" || !strings.Contains(err.Error(), "conflicts") {
+		t.Errorf("dsn and addrs: %v", err)
+	}
+	_, err = Parse([]byte("session: {store: memcached, memcached: {dsn: \"redis://cache\"}}\n"), "t.yaml", nil)
+	if !errors.As(err, &ce) || ce.Key != "session.memcached.dsn" {
+		t.Errorf("a redis DSN for memcached: %v", err)
+	}
+}
