@@ -710,10 +710,22 @@ func (s *RedisClientStorage) lookup(ctx context.Context, what, key string) ([]Cl
 	if got != epoch {
 		return nil, s.lost(what)
 	}
-	out := []ClientEntry{}
 	if len(members) == 0 {
-		return out, nil
+		return []ClientEntry{}, nil
 	}
+	out, err := s.entries(ctx, c, what, epoch, members)
+	if err != nil {
+		return nil, err
+	}
+	sortClients(out)
+	return out, nil
+}
+
+// entries reads the entries of members with the epoch in one MGET: an
+// epoch gone or changed means the registry was lost meanwhile, and fails
+// the read rather than answering part of it. Entries that expired since
+// the members were listed are left out, as are values that are not ours.
+func (s *RedisClientStorage) entries(ctx context.Context, c rueidis.Client, what, epoch string, members []string) ([]ClientEntry, error) {
 	keys := make([]string, len(members), len(members)+1)
 	for i, m := range members {
 		keys[i] = s.entryKey(m)
@@ -727,6 +739,7 @@ func (s *RedisClientStorage) lookup(ctx context.Context, what, key string) ([]Cl
 	} else if got, err := msg.ToString(); err != nil || got != epoch {
 		return nil, s.lost(what)
 	}
+	out := []ClientEntry{}
 	for _, k := range keys {
 		msg, ok := vals[k]
 		if !ok || msg.IsNil() {
@@ -742,7 +755,6 @@ func (s *RedisClientStorage) lookup(ctx context.Context, what, key string) ([]Cl
 		}
 		out = append(out, re.entry())
 	}
-	sortClients(out)
 	return out, nil
 }
 
@@ -768,35 +780,21 @@ func (s *RedisClientStorage) Get(ctx context.Context, connID string) ([]ClientEn
 	if err != nil {
 		return nil, unavailable(what, err)
 	}
-	key := ""
+	var found []string // the member of connID: none or one
 	for _, m := range members {
 		if strings.HasSuffix(m, ":"+connID) {
-			key = s.entryKey(m)
+			found = []string{m}
 			break
 		}
 	}
-	out := []ClientEntry{}
-	keys := []string{s.epochKey()}
-	if key != "" {
-		keys = append(keys, key)
-	}
-	vals, err := rueidis.MGet(c, ctx, keys)
+	es, err := s.entries(ctx, c, what, epoch, found)
 	if err != nil {
-		return nil, unavailable(what, err)
+		return nil, err
 	}
-	if msg, ok := vals[s.epochKey()]; !ok || msg.IsNil() {
-		return nil, s.lost(what)
-	} else if got, err := msg.ToString(); err != nil || got != epoch {
-		return nil, s.lost(what)
-	}
-	if msg, ok := vals[key]; key != "" && ok && !msg.IsNil() {
-		b, err := msg.AsBytes()
-		if err != nil {
-			return nil, unavailable(what, err)
-		}
-		var re redisEntry
-		if json.Unmarshal(b, &re) == nil && re.entry().ConnID == connID {
-			out = append(out, re.entry())
+	out := es[:0]
+	for _, e := range es {
+		if e.ConnID == connID {
+			out = append(out, e)
 		}
 	}
 	return out, nil

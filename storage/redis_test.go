@@ -3,12 +3,12 @@ package storage
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
