@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -160,12 +161,7 @@ func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler
 // the routes (already compiled, so their patterns parse) that name it, in
 // route name order; the error names the route.
 func checkRoutes(kind string, routes map[string]RouteConfig, lookup func(string) any) error {
-	names := make([]string, 0, len(routes))
-	for n := range routes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(routes)) {
 		rc := routes[name]
 		rcheck, ok := lookup(rc.Handler).(handler.RouteChecker)
 		if !ok {
