@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/textproto"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
+	"github.com/wsgate/wsgate/wamp/builtin"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
 
@@ -39,6 +42,9 @@ func CheckConfig(cfg config.Config, handlers *handler.Registry) error {
 	}
 	if handlers == nil {
 		handlers = handler.NewRegistry()
+	}
+	if err := builtin.Register(handlers); err != nil {
+		return err
 	}
 	if err := addUpstreams(cfg.Upstreams, cfg.Routes, handlers, os.Getenv, nil); err != nil {
 		return err
@@ -133,6 +139,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		log.Info("push API listener ready", "addr", aln.Addr().String())
 	}
 
+	logRoutes(log, cfg.Routes)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("websocket listener ready", "addr", ln.Addr().String(), "version", Version,
@@ -347,4 +354,24 @@ func (s *Server) newControl() (*cluster.Control, error) {
 		return nil, fmt.Errorf("cluster.fanout redis: %w", err)
 	}
 	return ctl, nil
+}
+
+// logRoutes lists the routes the gateway serves, one line each in name
+// order, and warns when there are none: every CALL then gets 404 and
+// every SUBSCRIBE is ignored, which is otherwise puzzling to find out
+// from a client.
+func logRoutes(log *slog.Logger, routes wamp.RoutesConfig) {
+	if len(routes.RPC)+len(routes.Topics) == 0 {
+		log.Warn("no routes configured: every CALL gets 404 and SUBSCRIBE/PUBLISH are ignored; add routes: (docs/configuration.md, e.g. handler wsgate.relay)")
+		return
+	}
+	for _, kind := range []struct {
+		name   string
+		routes map[string]wamp.RouteConfig
+	}{{"rpc", routes.RPC}, {"topic", routes.Topics}} {
+		for _, name := range slices.Sorted(maps.Keys(kind.routes)) {
+			rc := kind.routes[name]
+			log.Info("route", "kind", kind.name, "name", name, "pattern", rc.Pattern, "handler", rc.Handler)
+		}
+	}
 }

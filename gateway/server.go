@@ -30,6 +30,7 @@ import (
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/storage"
 	"github.com/wsgate/wsgate/wamp"
+	"github.com/wsgate/wsgate/wamp/builtin"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
 
@@ -114,6 +115,11 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	handlers := opts.Handlers
 	if handlers == nil {
 		handlers = handler.NewRegistry()
+	}
+	// The built-in handlers the caller's registry lacks (cmd/wsgate adds
+	// them before the plugins; an embedding program need not).
+	if err := builtin.Register(handlers); err != nil {
+		return nil, err
 	}
 	m := metrics.New(reg)
 	if err := addUpstreams(cfg.Upstreams, cfg.Routes, handlers, os.Getenv, upstreamObserver{m}); err != nil {

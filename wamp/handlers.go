@@ -3,6 +3,8 @@ package wamp
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -88,8 +90,9 @@ func camelCase(s string) string {
 // start-up.
 type topicHandler struct {
 	topic   handler.Topic
-	offload bool                      // handler.OffloadedTopic: callbacks run on the session's lane
-	batch   handler.BatchUnsubscriber // nil unless implemented
+	offload bool                        // handler.OffloadedTopic: callbacks run on the session's lane
+	batch   handler.BatchUnsubscriber   // nil unless implemented
+	authz   handler.SubscribeAuthorizer // nil unless implemented
 }
 
 // newTopicHandler asks h once what it opts into.
@@ -99,6 +102,7 @@ func newTopicHandler(h handler.Topic) *topicHandler {
 		th.offload = o.Offload()
 	}
 	th.batch, _ = h.(handler.BatchUnsubscriber)
+	th.authz, _ = h.(handler.SubscribeAuthorizer)
 	return th
 }
 
@@ -132,6 +136,9 @@ func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler
 	if err != nil {
 		return nil, nil, withKnown(err, reg.RPCNames())
 	}
+	if err := checkRoutes("rpc", routes.RPC, func(name string) any { h, _ := reg.RPC(name); return h }); err != nil {
+		return nil, nil, err
+	}
 	topics := map[string]*topicHandler{}
 	for _, name := range reg.TopicNames() {
 		h, _ := reg.Topic(name)
@@ -144,7 +151,38 @@ func compileAll(routes RoutesConfig, reg *handler.Registry) (*router[*rpcHandler
 	if err != nil {
 		return nil, nil, withKnown(err, reg.TopicNames())
 	}
+	if err := checkRoutes("topic", routes.Topics, func(name string) any { h, _ := reg.Topic(name); return h }); err != nil {
+		return nil, nil, err
+	}
 	return rpcRoutes, topicRoutes, nil
+}
+
+// checkRoutes lets every handler implementing handler.RouteChecker refuse
+// the routes (already compiled, so their patterns parse) that name it, in
+// route name order; the error names the route.
+func checkRoutes(kind string, routes map[string]RouteConfig, lookup func(string) any) error {
+	for _, name := range slices.Sorted(maps.Keys(routes)) {
+		rc := routes[name]
+		rcheck, ok := lookup(rc.Handler).(handler.RouteChecker)
+		if !ok {
+			continue
+		}
+		segs, err := parsePattern(rc.Pattern)
+		if err != nil {
+			return fmt.Errorf("wamp: %s route %q: %w", kind, name, err)
+		}
+		var vars []string
+		for _, sg := range segs {
+			if sg.param != "" {
+				vars = append(vars, sg.param)
+			}
+		}
+		r := handler.Route{Name: name, Pattern: rc.Pattern, Placeholders: vars, Defaults: maps.Clone(rc.Defaults)}
+		if err := rcheck.CheckRoute(r); err != nil {
+			return fmt.Errorf("wamp: %s route %q (handler %s): %w", kind, name, rc.Handler, err)
+		}
+	}
+	return nil
 }
 
 // UnknownHandlerError is a route naming a handler nobody registered,

@@ -20,8 +20,9 @@ import (
 // checked against it.
 //
 // Subscriptions whose route's access rules (RouteConfig.Roles,
-// RouteConfig.Anonymous) the new identity no longer passes are revoked at
-// once: the client gets no further EVENT on them. For each, the topic
+// RouteConfig.Anonymous), or whose topic handler's
+// handler.SubscribeAuthorizer, the new identity no longer passes are
+// revoked at once: the client gets no further EVENT on them. For each, the topic
 // handler's OnUnsubscribe runs as on UNSUBSCRIBE (the Client it gets
 // already carries the new identity), and a WAMP v2 client gets the
 // router-initiated UNSUBSCRIBED [35, 0, {"subscription": id, "reason":
@@ -69,15 +70,15 @@ func (s *Session) Reidentify(info ClientInfo) int {
 	return revoked
 }
 
-// revokeLocked takes the subscriptions whose access rule who does not
-// pass, in URI order, and queues them for announceRevoked. It returns how
+// revokeLocked takes the subscriptions whose access rule (or handler's
+// SubscribeAuthorizer) who does not pass, in URI order, and queues them for announceRevoked. It returns how
 // many it took and, for a v2 client, the UNSUBSCRIBED to send at once:
 // those of subscriptions whose SUBSCRIBED is not out yet are sent later,
 // by announceLeave. s.mu must be held.
 func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
 	uris := make([]string, 0, len(s.subs))
 	for uri, sub := range s.subs {
-		if !sub.access.allows(who.Anonymous, who.Roles) {
+		if !sub.access.allows(who.Anonymous, who.Roles) || !sub.mayKeep(who) {
 			uris = append(uris, uri)
 		}
 	}

@@ -29,6 +29,13 @@ type subscription struct {
 	failed bool
 }
 
+// mayKeep reports whether the topic handler (a handler.SubscribeAuthorizer)
+// admits who to this subscription; handlers that do not decide admit
+// everyone the route's access rule admits.
+func (sub *subscription) mayKeep(who *handler.Identity) bool {
+	return sub.handler.authz == nil || sub.handler.authz.MaySubscribe(*who, sub.req)
+}
+
 var (
 	errDenied  = errors.New("access denied")
 	errTooMany = errors.New("too many subscriptions")
@@ -42,7 +49,7 @@ var (
 func (s *Session) addSub(uri string, sub *subscription) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.allowed(sub.access) {
+	if !s.allowed(sub.access) || !sub.mayKeep(s.identity.Load()) {
 		return errDenied
 	}
 	if len(s.subs) >= s.node.limits.MaxSubscriptions {

@@ -23,6 +23,7 @@ import (
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/gateway/config"
 	"github.com/wsgate/wsgate/gateway/plugins"
+	"github.com/wsgate/wsgate/wamp/builtin"
 	"github.com/wsgate/wsgate/wamp/handler"
 )
 
@@ -92,12 +93,17 @@ func loadConfig(name, usage string, operands int, args []string, stderr io.Write
 	return cfg, fs.Args(), true
 }
 
-// handlers is the registry of the handlers the configured plugins bring.
-// No handler is compiled in: Go handlers come from `plugins:` (the acme
-// examples are examples/acme/plugin, `make plugins`), and the gateway adds
-// the `upstreams:` ones itself.
+// handlers is the registry of the built-in handlers (wamp/builtin:
+// wsgate.relay, wsgate.user, wsgate.push) and those the configured plugins
+// bring. The built-in ones go first, so a plugin cannot take their names;
+// other Go handlers come from `plugins:` (the acme examples are
+// examples/acme/plugin, `make plugins`), and the gateway adds the
+// `upstreams:` ones itself.
 func handlers(cfg config.Config) (*handler.Registry, error) {
 	reg := handler.NewRegistry()
+	if err := builtin.Register(reg); err != nil {
+		return nil, err
+	}
 	if err := plugins.Load(cfg.Plugins, reg); err != nil {
 		return nil, fmt.Errorf("load plugins: %w", err)
 	}

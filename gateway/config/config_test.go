@@ -18,10 +18,25 @@ func TestEmbeddedDefaultIsValid(t *testing.T) {
 		cfg.Session.Files.Path != "/var/lib/php/sessions" || cfg.Session.Files.GCMaxLifetime != 1440*time.Second {
 		t.Fatalf("embedded default disagrees with DefaultConfig: %+v", cfg.Session)
 	}
-	// No handler is compiled in (they come from plugins and upstreams),
-	// so the default must not route to any: it would fail to start.
-	if len(cfg.Routes.RPC) != 0 || len(cfg.Routes.Topics) != 0 || len(cfg.Plugins) != 0 {
-		t.Fatalf("embedded default routes %+v plugins %v: want none", cfg.Routes, cfg.Plugins)
+	// The embedded default serves the built-in handlers only (plugins
+	// are not built by default, so routing to theirs would fail to
+	// start): public/{channel} relays, user/{username} is a user's own
+	// channel. A configuration file starts from Default(), which has no
+	// routes, so existing files do not gain these topics.
+	want := map[string][2]string{
+		"public": {"public/{channel}", "wsgate.relay"},
+		"user":   {"user/{username}", "wsgate.user"},
+	}
+	if len(cfg.Routes.RPC) != 0 || len(cfg.Routes.Topics) != len(want) || len(cfg.Plugins) != 0 {
+		t.Fatalf("embedded default routes %+v plugins %v: want the two built-in topic routes", cfg.Routes, cfg.Plugins)
+	}
+	for name, pw := range want {
+		if r := cfg.Routes.Topics[name]; r.Pattern != pw[0] || r.Handler != pw[1] || len(r.Roles) != 0 || r.Anonymous != nil {
+			t.Errorf("embedded default route %s = %+v, want pattern %s handler %s, no access rule", name, r, pw[0], pw[1])
+		}
+	}
+	if len(def.Routes.Topics)+len(def.Routes.RPC) != 0 {
+		t.Errorf("Default() routes %+v: want none, so that a configuration file serves only its own", def.Routes)
 	}
 	c, d := cfg.Cluster, def.Cluster
 	if c.Fanout != d.Fanout || c.Prefix != d.Prefix || c.QueueSize != d.QueueSize || c.Redis.Mode != d.Redis.Mode ||

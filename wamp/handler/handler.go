@@ -361,6 +361,47 @@ type PushableTopic interface {
 	OnPush(ctx context.Context, t TopicRef, req Request, payload json.RawMessage, provider string) error
 }
 
+// SubscribeAuthorizer is implemented by a topic handler that decides who
+// may subscribe from the client's identity and the matched route, such as
+// a per-user channel admitting only the user its URI names. The node asks
+// it together with the route's access rules (RouteConfig.Roles and
+// Anonymous in package wamp), before the client is added to the topic, so
+// a refused client never sees an event of it: a WAMP v1 client gets the
+// bundle's topic CALLERROR "Access denied" (code 403), a v2 client ERROR
+// wamp.error.not_authorized. It is asked again when the client's identity
+// changes (a logout, another user): a subscription it no longer allows is
+// revoked like one the access rules no longer allow. Refusing in
+// OnSubscribe instead would leave the client subscribed, and reachable by
+// broadcasts, until OnSubscribe returns, and never be re-checked.
+//
+// MaySubscribe runs under the session's lock, on any goroutine: it must
+// be fast, must not block and must not call back into the gateway.
+type SubscribeAuthorizer interface {
+	Topic
+	MaySubscribe(who Identity, req Request) bool
+}
+
+// Route is a route as a RouteChecker sees it.
+type Route struct {
+	// Name is the route's name in the routing configuration.
+	Name string
+	// Pattern is its URI pattern, e.g. "user/{username}".
+	Pattern string
+	// Placeholders are the names of the pattern's placeholders, in order.
+	Placeholders []string
+	// Defaults are the route's default attributes.
+	Defaults map[string]string
+}
+
+// RouteChecker is implemented by a handler that only makes sense on routes
+// of a certain shape (a per-user channel needs a {username} placeholder).
+// The node calls CheckRoute for every route naming the handler when it is
+// built, and refuses to start with the error, so a misconfiguration is
+// reported at start and not as clients that are silently refused.
+type RouteChecker interface {
+	CheckRoute(r Route) error
+}
+
 // PeriodicTopic is implemented by topic handlers that want a timer per
 // topic (the bundle's TopicPeriodicTimerInterface). When a topic routed to
 // the handler gets its first subscriber, the node starts one goroutine for
