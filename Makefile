@@ -27,7 +27,8 @@ plugins:
 
 # Runs the gateway on its embedded default: PHP files sessions from
 # /var/lib/php/sessions, in-memory client storage, ws on 127.0.0.1:8080,
-# metrics on 127.0.0.1:9090, no routes and no plugin (none needs building).
+# metrics on 127.0.0.1:9090, the default routes public/{channel} (wsgate.relay) and
+# user/{username} (wsgate.user), no plugin (none needs building).
 # PHP's Debian package creates the session directory; on a machine without
 # PHP it is created here, with PHP's mode, so the default store can open it.
 run: build
