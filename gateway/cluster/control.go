@@ -153,7 +153,8 @@ type Control struct {
 	warn      *warner
 
 	// received counts the stream entries and legacy messages taken,
-	// carried out or not (tests wait on it); linked says whether the
+	// carried out or not, each once it has been dealt with (tests wait on
+	// it, then look at what was carried out); linked says whether the
 	// stream reader's last read worked (tests wait on it).
 	received atomic.Int64
 	linked   atomic.Bool
@@ -215,8 +216,8 @@ func newControlAt(o ControlOptions, start time.Time) (*Control, error) {
 	go func() {
 		defer c.wg.Done()
 		receive(ctx, opt, c.cluster, []string{c.legacy}, func(_ string, msg []byte) {
-			c.received.Add(1)
 			c.receiveLegacy(msg)
+			c.received.Add(1)
 		}, func(err error) {
 			c.warn.warn("subscribe", "legacy control channel subscription lost; disconnects from replicas of the previous release are missed until it is back", "error", err)
 		})
@@ -383,13 +384,12 @@ func (c *Control) read(ctx context.Context, from string) {
 		}
 		for _, e := range streams[c.stream] {
 			last = e.ID
-			c.received.Add(1)
-			msg, ok := e.FieldValues[controlField]
-			if !ok {
+			if msg, ok := e.FieldValues[controlField]; ok {
+				c.receive([]byte(msg))
+			} else {
 				c.warn.warn("decode", "control stream entry skipped: no command field", "id", e.ID)
-				continue
 			}
-			c.receive([]byte(msg))
+			c.received.Add(1)
 		}
 	}
 }
