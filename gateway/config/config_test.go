@@ -214,20 +214,26 @@ func TestParseConfigErrors(t *testing.T) {
 		{"transport writers", "transport: {writers: -1}\n", nil, "transport.writers", "-1", "between 0 and 4096"},
 		{"bad log format", "log: {format: xml}\n", nil, "log.format", "xml", "must be text or json"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.yaml), "test.yaml", tc.env)
-			var ce *Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("got %v, want a *Error", err)
-			}
-			if ce.Key != tc.key || ce.Value != tc.val {
-				t.Errorf("key %q value %q, want key %q value %q (%v)", ce.Key, ce.Value, tc.key, tc.val, err)
-			}
-			if !strings.Contains(err.Error(), tc.inMsg) {
-				t.Errorf("%q lacks %q", err, tc.inMsg)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { expectConfigError(t, tc.yaml, tc.env, tc.key, tc.val, tc.inMsg) })
 	}
+}
+
+// expectConfigError parses yaml with env and checks that it fails with a
+// *Error naming key and val whose text holds inMsg; it returns the error.
+func expectConfigError(t *testing.T, yaml string, env []string, key, val, inMsg string) error {
+	t.Helper()
+	_, err := Parse([]byte(yaml), "test.yaml", env)
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want a *Error", err)
+	}
+	if ce.Key != key || ce.Value != val {
+		t.Errorf("key %q value %q, want key %q value %q (%v)", ce.Key, ce.Value, key, val, err)
+	}
+	if !strings.Contains(err.Error(), inMsg) {
+		t.Errorf("%q lacks %q", err, inMsg)
+	}
+	return err
 }
 
 // A variable with our prefix is not a typo when a *_env key names it:

@@ -339,17 +339,7 @@ func TestConfigDSN(t *testing.T) {
 			"client_storage.redis.dsn", "tcp://cache:6379", "redis:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.yaml), "t.yaml", tc.env)
-			var ce *Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("got %v, want a *Error", err)
-			}
-			if ce.Key != tc.key || ce.Value != tc.val {
-				t.Errorf("key %q value %q, want key %q value %q (%v)", ce.Key, ce.Value, tc.key, tc.val, err)
-			}
-			if !strings.Contains(err.Error(), tc.inMsg) {
-				t.Errorf("%q lacks %q", err, tc.inMsg)
-			}
+			err := expectConfigError(t, tc.yaml, tc.env, tc.key, tc.val, tc.inMsg)
 			if strings.Contains(err.Error(), "s3cret") {
 				t.Errorf("%q shows the password", err)
 			}
