@@ -139,8 +139,14 @@
 //     random publication id) are sent only when the publisher asked for
 //     acknowledge; invalid options (a list element that is no session id
 //     included) always get wamp.error.invalid_argument.
-//   - EVENT [36, subscription, publication, {}, [event]] carries the
+//     disclose_me asks for publisher identification, which the topic
+//     route's RouteConfig.Disclose allows (default), forces or forbids.
+//   - EVENT [36, subscription, publication, details, [event]] carries the
 //     handler's broadcast value as the single positional argument.
+//     details are {} unless the publisher is disclosed: then the
+//     broadcasts the handler makes through its OnPublish TopicRef carry
+//     publisher, publisher_authid and publisher_authrole, on this replica
+//     (the Relay does not carry them).
 //
 // # Audiences
 //

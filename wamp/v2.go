@@ -300,6 +300,9 @@ func paramsFromArgs(args, kwargs json.RawMessage) json.RawMessage {
 type publishOptions struct {
 	Acknowledge bool  `json:"acknowledge"`
 	ExcludeMe   *bool `json:"exclude_me"`
+	// DiscloseMe asks for publisher identification (see
+	// RouteConfig.Disclose).
+	DiscloseMe bool `json:"disclose_me"`
 	// Exclude and Eligible are session ids, numbers (v2) or strings
 	// (v1); parsePublishOptions reads them into exclude and eligible.
 	Exclude          []json.RawMessage `json:"exclude"`
@@ -356,17 +359,45 @@ func sessionIDOption(raw []json.RawMessage, what string) ([]string, error) {
 // appendID appends a WAMP id.
 func appendID(b []byte, id uint64) []byte { return strconv.AppendUint(b, id, 10) }
 
-// encodeEventV2 builds EVENT [36, subscriptionId, publicationId, {},
-// [payload]] once per fan-out.
-func encodeEventV2(subID, pubID uint64, payload []byte) []byte {
-	b := make([]byte, 0, 48+len(payload))
+// encodeEventV2 builds EVENT [36, subscriptionId, publicationId, details,
+// [payload]] once per fan-out; nil details are {}. The details depend on
+// the publish, never on the receiver, so one encoding serves every
+// subscriber.
+func encodeEventV2(subID, pubID uint64, details, payload []byte) []byte {
+	b := make([]byte, 0, 48+len(details)+len(payload))
 	b = append(b, "[36,"...)
 	b = appendID(b, subID)
 	b = append(b, ',')
 	b = appendID(b, pubID)
-	b = append(b, ",{},["...)
+	if details == nil {
+		b = append(b, ",{},["...)
+	} else {
+		b = append(b, ',')
+		b = append(b, details...)
+		b = append(b, ",["...)
+	}
 	b = append(b, payload...)
 	return append(b, "]]"...)
+}
+
+// publisherDetails are the EVENT details disclosing s as a publisher
+// (publisher identification): publisher, its WAMP v2 session id (left out
+// for a v1 session, which has none), and publisher_authid and
+// publisher_authrole as its WELCOME announced them.
+func (s *Session) publisherDetails() []byte {
+	who := s.identity.Load()
+	b := make([]byte, 0, 96)
+	b = append(b, '{')
+	if s.numID != 0 {
+		b = append(b, `"publisher":`...)
+		b = appendID(b, s.numID)
+		b = append(b, ',')
+	}
+	b = append(b, `"publisher_authid":`...)
+	b = appendJSONString(b, who.UserIdentifier)
+	b = append(b, `,"publisher_authrole":`...)
+	b = appendJSONString(b, authRole(who))
+	return append(b, '}')
 }
 
 // encodeIDsV2 builds [typ, id1, id2...] for SUBSCRIBED, UNSUBSCRIBED,
@@ -459,6 +490,7 @@ type welcomeExtra struct {
 var routerRoles = map[string]any{
 	"broker": map[string]any{"features": map[string]bool{
 		"publisher_exclusion":           true,
+		"publisher_identification":      true,
 		"subscriber_blackwhite_listing": true,
 	}},
 	"dealer": map[string]any{"features": map[string]bool{}},
@@ -727,7 +759,7 @@ func (s *Session) publishV2(ctx context.Context, m messageV2) error {
 		s.sendErrorV2(v2Publish, m.reqID, errURIInvalidArgument, "invalid PUBLISH options", nil)
 		return nil
 	}
-	h, req, err := s.routePublish(uri)
+	h, req, disclose, err := s.routePublish(uri)
 	if err != nil {
 		if opts.Acknowledge && errors.Is(err, ErrNoRoute) {
 			s.sendErrorV2(v2Publish, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
@@ -738,7 +770,11 @@ func (s *Session) publishV2(ctx context.Context, m messageV2) error {
 	}
 	exclude, eligible, pub := s.node.receivers(s, opts)
 	req.Kwargs = m.kwargs
-	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, pub, func(err error) {
+	var details []byte
+	if disclose == DiscloseForce || disclose == "" && opts.DiscloseMe {
+		details = s.publisherDetails()
+	}
+	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, pub, details, func(err error) {
 		switch {
 		case !opts.Acknowledge:
 		case err != nil:

@@ -302,7 +302,7 @@ func FuzzParseMessageV2(f *testing.F) {
 		// What is echoed back must stay valid JSON.
 		for _, out := range [][]byte{
 			encodeResultV2(m.reqID, paramsFromArgs(m.args, m.kwargs)),
-			encodeEventV2(1, 2, eventFromArgs(m.args, m.kwargs)),
+			encodeEventV2(1, 2, nil, eventFromArgs(m.args, m.kwargs)),
 			encodeErrorV2(m.typ, m.reqID, m.uri, m.uri, nil),
 			encodeCloseV2(v2Abort, m.uri, m.uri),
 		} {
