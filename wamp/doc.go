@@ -119,6 +119,17 @@
 //     wamp.error.runtime_error, with [description] and kwargs {"code",
 //     "details"}; a nil or false result → wamp.error.runtime_error "RPC
 //     Error".
+//   - Session meta API, when NodeConfig.MetaAPI enables it (WELCOME then
+//     announces session_meta_api): CALLs of wamp.session.count and
+//     wamp.session.list (optional filter_authroles, matched as
+//     eligible_authrole), wamp.session.get (session id → session,
+//     authid, authrole, authmethod, authprovider, or
+//     wamp.error.no_such_session) and wamp.subscription.count_subscribers
+//     (subscription id → the topic's v1 and v2 subscribers, or
+//     wamp.error.no_such_subscription) are answered by the node from its
+//     own joined v2 sessions and subscribers, per replica, ahead of the
+//     routes; a caller the setting does not admit gets
+//     wamp.error.not_authorized. Disabled, these URIs are routed as any.
 //   - SUBSCRIBE: only exact matching (other match policies get
 //     wamp.error.invalid_argument); no route → wamp.error.invalid_uri;
 //     access rule → wamp.error.not_authorized. SUBSCRIBED is sent before

@@ -487,13 +487,24 @@ type welcomeExtra struct {
 	Anonymous bool     `json:"anonymous"`
 }
 
-var routerRoles = map[string]any{
-	"broker": map[string]any{"features": map[string]bool{
+// newRouterRoles builds the WELCOME roles: the broker and dealer
+// features the node implements, session_meta_api only when the meta API
+// is enabled (see NodeConfig.MetaAPI).
+func newRouterRoles(meta bool) map[string]any {
+	broker := map[string]bool{
 		"publisher_exclusion":           true,
 		"publisher_identification":      true,
 		"subscriber_blackwhite_listing": true,
-	}},
-	"dealer": map[string]any{"features": map[string]bool{}},
+	}
+	dealer := map[string]bool{}
+	if meta {
+		broker["session_meta_api"] = true
+		dealer["session_meta_api"] = true
+	}
+	return map[string]any{
+		"broker": map[string]any{"features": broker},
+		"dealer": map[string]any{"features": dealer},
+	}
 }
 
 // encodeWelcomeV2 builds WELCOME [2, session, details].
@@ -502,7 +513,7 @@ func encodeWelcomeV2(sessionID uint64, d welcomeDetails) []byte {
 	b = append(b, "[2,"...)
 	b = appendID(b, sessionID)
 	b = append(b, ',')
-	b, _ = appendJSON(b, d) // a plain struct of strings always encodes
+	b, _ = appendJSON(b, d) // strings, bools and maps of them always encode
 	return append(b, ']')
 }
 
@@ -628,11 +639,12 @@ func (s *Session) helloV2(m messageV2) error {
 		roles = []string{}
 	}
 	s.joined = true
+	s.welcomed.Store(true)
 	s.send("WELCOME", encodeWelcomeV2(s.numID, welcomeDetails{
 		Realm: m.uri, AuthID: who.UserIdentifier, AuthRole: role,
 		AuthMethod: "cookie", AuthProvider: "symfony",
 		AuthExtra: welcomeExtra{Roles: roles, Firewall: who.Firewall, Anonymous: who.Anonymous},
-		Agent:     s.node.serverIdent, Roles: routerRoles,
+		Agent:     s.node.serverIdent, Roles: s.node.routerRoles,
 	}))
 	return nil
 }
@@ -871,6 +883,10 @@ func (s *Session) callV2(ctx context.Context, m messageV2) error {
 		return err
 	}
 	uri := m.uri
+	if s.node.meta.enabled && isMetaProcedure(uri) {
+		s.metaCallV2(m)
+		return nil
+	}
 	r, req, method, refused := s.routeCall(uri)
 	if refused != nil {
 		s.sendErrorV2(v2Call, m.reqID, refused.uriV2, refused.desc, nil)
