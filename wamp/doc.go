@@ -13,7 +13,8 @@
 // the steps of a CALL, SUBSCRIBE or PUBLISH both protocols take. v1.go and
 // v2.go: one protocol each, its messages and its handlers; json.go: the
 // JSON codec both use. broker.go: topics, fan-out, periodic topics;
-// audience.go: who of a topic's subscribers a broadcast selects.
+// audience.go: who of a topic's subscribers a broadcast selects; meta.go:
+// the v2 session meta API.
 // router.go: route patterns; handlers.go: the registered handlers bound to
 // routes. offload.go: handler work off the reader; reidentify.go: identity
 // changes; push.go: application pushes; relay.go: other replicas;
