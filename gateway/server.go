@@ -172,6 +172,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			MaxOffloadedCalls:           cfg.Limits.MaxPendingCalls,
 		},
 		Realm:     cfg.WAMP.Realm,
+		MetaAPI:   cfg.WAMP.MetaAPI,
 		Observer:  wampObserver{m},
 		Offloader: s.work,
 	}

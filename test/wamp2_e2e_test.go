@@ -279,6 +279,54 @@ func TestWAMP2Autobahn(t *testing.T) {
 	})
 }
 
+// TestWAMP2AutobahnAdvanced runs autobahn-js 26 against the advanced
+// features the gateway announces: publisher identification through
+// disclose_me and the session meta API (wamp.meta_api enabled).
+func TestWAMP2AutobahnAdvanced(t *testing.T) {
+	autobahnNode(t)
+	testenv.PHP(t)
+	dir := t.TempDir()
+	alice := writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": "alice", "roles": []string{"ROLE_USER"}, "firewall": "main"})
+	cfg := strings.Replace(wamp2Config, "  realm: realm1\n", "  realm: realm1\n  meta_api: authenticated\n", 1)
+	g := startGateway(t, fmt.Sprintf(cfg, dir))
+	const topic = "acme/channel/advanced"
+
+	var r struct {
+		Session        uint64          `json:"session"`
+		BrokerFeatures map[string]bool `json:"brokerFeatures"`
+		Disclosed      wampOutcome     `json:"disclosed"`
+		Undisclosed    wampOutcome     `json:"undisclosed"`
+		Events         []struct {
+			Args      []json.RawMessage `json:"args"`
+			Publisher uint64            `json:"publisher"`
+			AuthID    string            `json:"publisher_authid"`
+			AuthRole  string            `json:"publisher_authrole"`
+		} `json:"events"`
+		Count wampOutcome `json:"count"`
+		Get   wampOutcome `json:"get"`
+	}
+	startAutobahn(t, "advanced", map[string]any{"url": "ws://" + g.Addr + "/", "realm": "realm1", "cookie": cookie(alice), "topic": topic}).result(&r)
+	for _, f := range []string{"publisher_identification", "subscriber_blackwhite_listing", "session_meta_api"} {
+		if !r.BrokerFeatures[f] {
+			t.Errorf("WELCOME broker features %v lack %s", r.BrokerFeatures, f)
+		}
+	}
+	if r.Disclosed.Err != nil || r.Undisclosed.Err != nil {
+		t.Fatalf("publishes: %+v %+v", r.Disclosed, r.Undisclosed)
+	}
+	if len(r.Events) != 3 {
+		t.Fatalf("events %+v, want the join and two publications", r.Events)
+	}
+	if e := r.Events[1]; !jsonSame(e.Args[0], `{"msg":"disclosed"}`) || e.Publisher != r.Session || e.AuthID != "alice" || e.AuthRole != "ROLE_USER" {
+		t.Errorf("disclosed event %+v, want publisher %d alice ROLE_USER", e, r.Session)
+	}
+	if e := r.Events[2]; !jsonSame(e.Args[0], `{"msg":"undisclosed"}`) || e.Publisher != 0 || e.AuthID != "" || e.AuthRole != "" {
+		t.Errorf("undisclosed event %+v names its publisher", e)
+	}
+	assertJSON(t, "wamp.session.count", r.Count.OK, `1`)
+	assertJSON(t, "wamp.session.get", r.Get.OK, fmt.Sprintf(`{"session":%d,"authid":"alice","authrole":"ROLE_USER","authmethod":"cookie","authprovider":"symfony"}`, r.Session))
+}
+
 // TestWAMPMixedTopic: a WAMP v1 client (Go, over the wire) and a WAMP v2
 // client (autobahn-js) on one topic of the real gateway see each other's
 // joins and publications.

@@ -218,6 +218,12 @@ type topicRef struct {
 	// Audience says more than session ids, is what the publish asked for
 	// (see published).
 	pub *published
+	// details, on the TopicRef handed to OnPublish for a disclosed
+	// publisher, are the v2 EVENT details naming it (see
+	// RouteConfig.Disclose): every broadcast through this TopicRef
+	// carries them on this node. The Relay does not carry them, so
+	// subscribers on other replicas get the event undisclosed.
+	details []byte
 }
 
 var _ handler.TopicRef = topicRef{}
@@ -235,7 +241,7 @@ func (t topicRef) Broadcast(event any, exclude, eligible []string) error {
 	if t.pub != nil && t.pub.given(exclude, eligible) {
 		a = t.pub.audience
 	}
-	_, err := t.n.broadcast(t.uri, event, &a, !t.local)
+	_, err := t.n.broadcast(t.uri, event, &a, !t.local, t.details)
 	return err
 }
 
@@ -261,7 +267,7 @@ func (n *Node) LocalTopic(uri string) handler.TopicRef {
 // itself (the Redis push channel). An error means event could not be
 // JSON-encoded.
 func (n *Node) BroadcastTo(uri string, event any, a Audience, relay bool) (int, error) {
-	return n.broadcast(uri, event, &a, relay)
+	return n.broadcast(uri, event, &a, relay, nil)
 }
 
 // broadcast encodes the event payload once, wraps it once per protocol
@@ -269,8 +275,9 @@ func (n *Node) BroadcastTo(uri string, event any, a Audience, relay bool) (int, 
 // subscription id and a fresh publication id), and hands the same bytes to
 // every selected subscriber of that protocol. It returns how many peers
 // accepted the message. With relay set and a Relay configured, the
-// encoded payload and the audience also go to the other replicas.
-func (n *Node) broadcast(uri string, event any, a *Audience, relay bool) (int, error) {
+// encoded payload and the audience also go to the other replicas. details
+// are the v2 EVENT details, nil for {}; they stay on this node.
+func (n *Node) broadcast(uri string, event any, a *Audience, relay bool, details []byte) (int, error) {
 	payload, err := appendJSON(make([]byte, 0, 64), event)
 	if err != nil {
 		return 0, err
@@ -280,7 +287,7 @@ func (n *Node) broadcast(uri string, event any, a *Audience, relay bool) (int, e
 		// nothing below modifies.
 		n.broker.relay.Publish(uri, payload, *a)
 	}
-	return n.deliver(uri, payload, a), nil
+	return n.deliver(uri, payload, a, details), nil
 }
 
 // DeliverRelayed hands a broadcast relayed from another replica to this
@@ -292,12 +299,13 @@ func (n *Node) DeliverRelayed(topic string, payload []byte, a Audience) (int, er
 	if !json.Valid(payload) {
 		return 0, errors.New("wamp: relayed payload is not valid JSON")
 	}
-	return n.deliver(topic, payload, &a), nil
+	return n.deliver(topic, payload, &a, nil), nil
 }
 
 // deliver wraps the encoded payload once per protocol and fans it out to
-// this node's subscribers of uri that a selects.
-func (n *Node) deliver(uri string, payload []byte, a *Audience) int {
+// this node's subscribers of uri that a selects; details are the v2 EVENT
+// details (nil for {}).
+func (n *Node) deliver(uri string, payload []byte, a *Audience, details []byte) int {
 	snap, subID := n.broker.snapshot(uri)
 	if snap == nil {
 		return 0
@@ -311,7 +319,7 @@ func (n *Node) deliver(uri string, payload []byte, a *Audience) int {
 		}
 	}
 	if len(snap.v2) > 0 {
-		if c := fanout(snap.v2, encodeEventV2(subID, newGlobalID(), payload), &f); c > 0 {
+		if c := fanout(snap.v2, encodeEventV2(subID, newGlobalID(), details, payload), &f); c > 0 {
 			n.obs.MessagesOut(ProtocolV2JSON, "EVENT", c)
 			sent += c
 		}

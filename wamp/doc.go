@@ -13,7 +13,8 @@
 // the steps of a CALL, SUBSCRIBE or PUBLISH both protocols take. v1.go and
 // v2.go: one protocol each, its messages and its handlers; json.go: the
 // JSON codec both use. broker.go: topics, fan-out, periodic topics;
-// audience.go: who of a topic's subscribers a broadcast selects.
+// audience.go: who of a topic's subscribers a broadcast selects; meta.go:
+// the v2 session meta API.
 // router.go: route patterns; handlers.go: the registered handlers bound to
 // routes. offload.go: handler work off the reader; reidentify.go: identity
 // changes; push.go: application pushes; relay.go: other replicas;
@@ -119,6 +120,17 @@
 //     wamp.error.runtime_error, with [description] and kwargs {"code",
 //     "details"}; a nil or false result → wamp.error.runtime_error "RPC
 //     Error".
+//   - Session meta API, when NodeConfig.MetaAPI enables it (WELCOME then
+//     announces session_meta_api): CALLs of wamp.session.count and
+//     wamp.session.list (optional filter_authroles, matched as
+//     eligible_authrole), wamp.session.get (session id → session,
+//     authid, authrole, authmethod, authprovider, or
+//     wamp.error.no_such_session) and wamp.subscription.count_subscribers
+//     (subscription id → the topic's v1 and v2 subscribers, or
+//     wamp.error.no_such_subscription) are answered by the node from its
+//     own joined v2 sessions and subscribers, per replica, ahead of the
+//     routes; a caller the setting does not admit gets
+//     wamp.error.not_authorized. Disabled, these URIs are routed as any.
 //   - SUBSCRIBE: only exact matching (other match policies get
 //     wamp.error.invalid_argument); no route → wamp.error.invalid_uri;
 //     access rule → wamp.error.not_authorized. SUBSCRIBED is sent before
@@ -139,8 +151,14 @@
 //     random publication id) are sent only when the publisher asked for
 //     acknowledge; invalid options (a list element that is no session id
 //     included) always get wamp.error.invalid_argument.
-//   - EVENT [36, subscription, publication, {}, [event]] carries the
+//     disclose_me asks for publisher identification, which the topic
+//     route's RouteConfig.Disclose allows (default), forces or forbids.
+//   - EVENT [36, subscription, publication, details, [event]] carries the
 //     handler's broadcast value as the single positional argument.
+//     details are {} unless the publisher is disclosed: then the
+//     broadcasts the handler makes through its OnPublish TopicRef carry
+//     publisher, publisher_authid and publisher_authrole, on this replica
+//     (the Relay does not carry them).
 //
 // # Audiences
 //

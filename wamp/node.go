@@ -90,6 +90,15 @@ type NodeConfig struct {
 	// the node's own index (Node.Clients), typically one that also sees
 	// the clients of other replicas through a shared client storage.
 	Clients handler.ClientManipulator
+	// MetaAPI enables the WAMP v2 session meta API procedures
+	// wamp.session.count, wamp.session.list, wamp.session.get and
+	// wamp.subscription.count_subscribers, answered by the node itself
+	// from its own sessions and subscribers (per replica), and announces
+	// session_meta_api in WELCOME: "" or "none" (the default) disables
+	// them, "authenticated" admits every authenticated (not anonymous)
+	// client, "role:<ROLE>" only clients with that role. They expose
+	// other users' identities, hence the secure default.
+	MetaAPI string
 }
 
 // Node is the WAMP engine of one gateway process: compiled routes, the
@@ -102,6 +111,10 @@ type Node struct {
 	obs         Observer
 	callTimeout time.Duration
 	limits      Limits
+	// meta is the session meta API access (NodeConfig.MetaAPI).
+	meta metaAccess
+	// routerRoles are the WELCOME roles, fixed at NewNode.
+	routerRoles map[string]any
 
 	rpcRoutes   *router[*rpcHandler]
 	topicRoutes *router[*topicHandler]
@@ -172,6 +185,10 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		reg = handler.NewRegistry()
 	}
 	var err error
+	if n.meta, err = parseMetaAPI(cfg.MetaAPI); err != nil {
+		return nil, err
+	}
+	n.routerRoles = newRouterRoles(n.meta.enabled)
 	if n.rpcRoutes, n.topicRoutes, err = compileAll(cfg.Routes, reg); err != nil {
 		return nil, err
 	}

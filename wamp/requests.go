@@ -187,31 +187,35 @@ func (s *Session) runOnUnsubscribe(ctx context.Context, uri string, sub *subscri
 // routePublish routes a PUBLISH to uri and checks the route's access rule.
 // When it does not pass, it returns ErrNoRoute or errDenied, logged and
 // counted.
-func (s *Session) routePublish(uri string) (*topicHandler, handler.Request, error) {
+// disclose is the route's publisher identification policy (see
+// RouteConfig.Disclose): "" for allow.
+func (s *Session) routePublish(uri string) (h *topicHandler, req handler.Request, disclose string, err error) {
 	r, attrs, ok := s.node.topicRoutes.match(uri)
 	if !ok {
 		s.logAt(slog.LevelInfo, "wamp: no topic route for publish", "uri", uri)
 		s.node.obs.RoutingMiss("topic")
-		return nil, handler.Request{}, ErrNoRoute
+		return nil, handler.Request{}, "", ErrNoRoute
 	}
 	if !s.allowed(r.access) {
 		s.logAt(slog.LevelInfo, "wamp: publish access denied", "uri", uri, "route", r.name)
 		s.node.obs.AccessDenied("topic")
-		return nil, handler.Request{}, errDenied
+		return nil, handler.Request{}, "", errDenied
 	}
-	return r.handler, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, nil
+	return r.handler, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, r.disclose, nil
 }
 
 // runOnPublish runs OnPublish as a topic task (on the lane for an
 // offloaded handler); done gets the handler's error, nil on success, once
 // a failure is logged. The publish never forwards by itself: the handler
 // decides. pub, when not nil, is the publish's Audience for the TopicRef
-// the handler gets (see published). It returns false when the task is
-// refused: the caller answers busy.
-func (s *Session) runOnPublish(ctx context.Context, h *topicHandler, req handler.Request, event json.RawMessage, exclude, eligible []string, pub *published, done func(error)) bool {
+// the handler gets (see published); details, when not nil, are the v2
+// EVENT details disclosing the publisher (see publisherDetails). It
+// returns false when the task is refused: the caller answers busy.
+func (s *Session) runOnPublish(ctx context.Context, h *topicHandler, req handler.Request, event json.RawMessage, exclude, eligible []string, pub *published, details []byte, done func(error)) bool {
 	return s.topicTask(h, false, func() {
 		err := s.invoke(ctx, true, "onPublish", req.URI, func(ctx context.Context) error {
-			return h.topic.OnPublish(ctx, s, topicRef{n: s.node, uri: req.URI, pub: pub}, req, event, exclude, eligible)
+			ref := topicRef{n: s.node, uri: req.URI, pub: pub, details: details}
+			return h.topic.OnPublish(ctx, s, ref, req, event, exclude, eligible)
 		})
 		if err != nil {
 			s.logAt(slog.LevelWarn, "wamp: topic publish failed", "uri", req.URI, "route", req.Route, "err", err)

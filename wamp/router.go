@@ -48,7 +48,25 @@ type RouteConfig struct {
 	// only when the publisher asked for an acknowledgement, as the spec
 	// says).
 	Anonymous *bool `yaml:"anonymous"`
+	// Disclose is a topic route's publisher identification policy (WAMP
+	// v2 advanced profile): "allow" (the default, also when empty)
+	// discloses a publisher that asks with the PUBLISH option
+	// disclose_me, "force" discloses every publisher and "forbid" none.
+	// Disclosure puts publisher (the v2 session id), publisher_authid and
+	// publisher_authrole in the EVENT details of the broadcasts the topic
+	// handler makes through the TopicRef its OnPublish got. A v1
+	// publisher, which cannot ask, is disclosed only under "force", and
+	// without publisher, since its session id is no WAMP v2 id. RPC
+	// routes refuse the option.
+	Disclose string `yaml:"disclose"`
 }
+
+// Publisher identification policies of RouteConfig.Disclose.
+const (
+	DiscloseAllow  = "allow"
+	DiscloseForce  = "force"
+	DiscloseForbid = "forbid"
+)
 
 // RoutesConfig holds the RPC and topic routes, each keyed by route name.
 // The gateway's YAML configuration embeds it under `routes:`.
@@ -84,6 +102,8 @@ type route[H any] struct {
 	nvars int
 	// access is the route's access rule.
 	access accessRule
+	// disclose is RouteConfig.Disclose, "" for allow.
+	disclose string
 }
 
 // accessRule is a compiled RouteConfig.Roles/Anonymous.
@@ -282,6 +302,16 @@ func compileRoute[H any](kind, name string, rc RouteConfig, lookup func(string) 
 			return nil, nil, nil, fail("empty role in roles")
 		}
 		r.access.roles = append(r.access.roles, role)
+	}
+	switch rc.Disclose {
+	case "", DiscloseAllow:
+	case DiscloseForce, DiscloseForbid:
+		if kind != "topic" {
+			return nil, nil, nil, fail("disclose applies to topic routes only")
+		}
+		r.disclose = rc.Disclose
+	default:
+		return nil, nil, nil, fail("disclose %q is not allow, force nor forbid", rc.Disclose)
 	}
 	return r, segs, reqs, nil
 }

@@ -82,6 +82,10 @@ type Session struct {
 	subIDs   map[uint64]string        // v2: subscription id -> topic URI
 	prefixes map[string]string        // v1 CURIE prefixes
 	joined   bool                     // v2: WELCOME sent
+	// welcomed is joined once set, for readers other than Handle (the
+	// session meta API); it is never cleared, and a closed session leaves
+	// the node's index anyway.
+	welcomed atomic.Bool
 }
 
 // sessionIdentity is the identity of the session with id sid as the node

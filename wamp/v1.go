@@ -434,7 +434,7 @@ func (s *Session) publishV1(ctx context.Context, m messageV1) error {
 	if err != nil {
 		return err
 	}
-	h, req, err := s.routePublish(uri)
+	h, req, disclose, err := s.routePublish(uri)
 	if errors.Is(err, errDenied) {
 		s.sendTopicErrorV1(uri, "onPublish", "Access denied", 403)
 	}
@@ -450,7 +450,13 @@ func (s *Session) publishV1(ctx context.Context, m messageV1) error {
 	if m.excludeMe {
 		exclude = []string{s.id}
 	}
-	if !s.runOnPublish(ctx, h, req, m.event, exclude, m.eligible, nil, func(err error) {
+	// A v1 PUBLISH cannot ask for disclosure; only a route's force
+	// discloses a v1 publisher, without a WAMP v2 session id.
+	var details []byte
+	if disclose == DiscloseForce {
+		details = s.publisherDetails()
+	}
+	if !s.runOnPublish(ctx, h, req, m.event, exclude, m.eligible, nil, details, func(err error) {
 		if err != nil {
 			s.sendTopicFailureV1(uri, "onPublish", err)
 		}

@@ -300,6 +300,9 @@ func paramsFromArgs(args, kwargs json.RawMessage) json.RawMessage {
 type publishOptions struct {
 	Acknowledge bool  `json:"acknowledge"`
 	ExcludeMe   *bool `json:"exclude_me"`
+	// DiscloseMe asks for publisher identification (see
+	// RouteConfig.Disclose).
+	DiscloseMe bool `json:"disclose_me"`
 	// Exclude and Eligible are session ids, numbers (v2) or strings
 	// (v1); parsePublishOptions reads them into exclude and eligible.
 	Exclude          []json.RawMessage `json:"exclude"`
@@ -356,17 +359,45 @@ func sessionIDOption(raw []json.RawMessage, what string) ([]string, error) {
 // appendID appends a WAMP id.
 func appendID(b []byte, id uint64) []byte { return strconv.AppendUint(b, id, 10) }
 
-// encodeEventV2 builds EVENT [36, subscriptionId, publicationId, {},
-// [payload]] once per fan-out.
-func encodeEventV2(subID, pubID uint64, payload []byte) []byte {
-	b := make([]byte, 0, 48+len(payload))
+// encodeEventV2 builds EVENT [36, subscriptionId, publicationId, details,
+// [payload]] once per fan-out; nil details are {}. The details depend on
+// the publish, never on the receiver, so one encoding serves every
+// subscriber.
+func encodeEventV2(subID, pubID uint64, details, payload []byte) []byte {
+	b := make([]byte, 0, 48+len(details)+len(payload))
 	b = append(b, "[36,"...)
 	b = appendID(b, subID)
 	b = append(b, ',')
 	b = appendID(b, pubID)
-	b = append(b, ",{},["...)
+	if details == nil {
+		b = append(b, ",{},["...)
+	} else {
+		b = append(b, ',')
+		b = append(b, details...)
+		b = append(b, ",["...)
+	}
 	b = append(b, payload...)
 	return append(b, "]]"...)
+}
+
+// publisherDetails are the EVENT details disclosing s as a publisher
+// (publisher identification): publisher, its WAMP v2 session id (left out
+// for a v1 session, which has none), and publisher_authid and
+// publisher_authrole as its WELCOME announced them.
+func (s *Session) publisherDetails() []byte {
+	who := s.identity.Load()
+	b := make([]byte, 0, 96)
+	b = append(b, '{')
+	if s.numID != 0 {
+		b = append(b, `"publisher":`...)
+		b = appendID(b, s.numID)
+		b = append(b, ',')
+	}
+	b = append(b, `"publisher_authid":`...)
+	b = appendJSONString(b, who.UserIdentifier)
+	b = append(b, `,"publisher_authrole":`...)
+	b = appendJSONString(b, authRole(who))
+	return append(b, '}')
 }
 
 // encodeIDsV2 builds [typ, id1, id2...] for SUBSCRIBED, UNSUBSCRIBED,
@@ -456,12 +487,24 @@ type welcomeExtra struct {
 	Anonymous bool     `json:"anonymous"`
 }
 
-var routerRoles = map[string]any{
-	"broker": map[string]any{"features": map[string]bool{
+// newRouterRoles builds the WELCOME roles: the broker and dealer
+// features the node implements, session_meta_api only when the meta API
+// is enabled (see NodeConfig.MetaAPI).
+func newRouterRoles(meta bool) map[string]any {
+	broker := map[string]bool{
 		"publisher_exclusion":           true,
+		"publisher_identification":      true,
 		"subscriber_blackwhite_listing": true,
-	}},
-	"dealer": map[string]any{"features": map[string]bool{}},
+	}
+	dealer := map[string]bool{}
+	if meta {
+		broker["session_meta_api"] = true
+		dealer["session_meta_api"] = true
+	}
+	return map[string]any{
+		"broker": map[string]any{"features": broker},
+		"dealer": map[string]any{"features": dealer},
+	}
 }
 
 // encodeWelcomeV2 builds WELCOME [2, session, details].
@@ -470,7 +513,7 @@ func encodeWelcomeV2(sessionID uint64, d welcomeDetails) []byte {
 	b = append(b, "[2,"...)
 	b = appendID(b, sessionID)
 	b = append(b, ',')
-	b, _ = appendJSON(b, d) // a plain struct of strings always encodes
+	b, _ = appendJSON(b, d) // strings, bools and maps of them always encode
 	return append(b, ']')
 }
 
@@ -596,11 +639,12 @@ func (s *Session) helloV2(m messageV2) error {
 		roles = []string{}
 	}
 	s.joined = true
+	s.welcomed.Store(true)
 	s.send("WELCOME", encodeWelcomeV2(s.numID, welcomeDetails{
 		Realm: m.uri, AuthID: who.UserIdentifier, AuthRole: role,
 		AuthMethod: "cookie", AuthProvider: "symfony",
 		AuthExtra: welcomeExtra{Roles: roles, Firewall: who.Firewall, Anonymous: who.Anonymous},
-		Agent:     s.node.serverIdent, Roles: routerRoles,
+		Agent:     s.node.serverIdent, Roles: s.node.routerRoles,
 	}))
 	return nil
 }
@@ -727,7 +771,7 @@ func (s *Session) publishV2(ctx context.Context, m messageV2) error {
 		s.sendErrorV2(v2Publish, m.reqID, errURIInvalidArgument, "invalid PUBLISH options", nil)
 		return nil
 	}
-	h, req, err := s.routePublish(uri)
+	h, req, disclose, err := s.routePublish(uri)
 	if err != nil {
 		if opts.Acknowledge && errors.Is(err, ErrNoRoute) {
 			s.sendErrorV2(v2Publish, m.reqID, errURIInvalidURI, fmt.Sprintf("no route for topic %q", uri), nil)
@@ -738,7 +782,11 @@ func (s *Session) publishV2(ctx context.Context, m messageV2) error {
 	}
 	exclude, eligible, pub := s.node.receivers(s, opts)
 	req.Kwargs = m.kwargs
-	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, pub, func(err error) {
+	var details []byte
+	if disclose == DiscloseForce || disclose == "" && opts.DiscloseMe {
+		details = s.publisherDetails()
+	}
+	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, pub, details, func(err error) {
 		switch {
 		case !opts.Acknowledge:
 		case err != nil:
@@ -835,6 +883,10 @@ func (s *Session) callV2(ctx context.Context, m messageV2) error {
 		return err
 	}
 	uri := m.uri
+	if s.node.meta.enabled && isMetaProcedure(uri) {
+		s.metaCallV2(m)
+		return nil
+	}
 	r, req, method, refused := s.routeCall(uri)
 	if refused != nil {
 		s.sendErrorV2(v2Call, m.reqID, refused.uriV2, refused.desc, nil)

@@ -375,6 +375,11 @@ type WAMPConfig struct {
 	// Realm is the WAMP v2 realm clients must name in HELLO; empty accepts
 	// any. WAMP v1 has no realms.
 	Realm string `yaml:"realm"`
+	// MetaAPI enables the WAMP v2 session meta API (wamp.session.count,
+	// .list, .get, wamp.subscription.count_subscribers), answered per
+	// replica: "none" (default), "authenticated" or "role:<ROLE>" (see
+	// wamp.NodeConfig.MetaAPI).
+	MetaAPI string `yaml:"meta_api"`
 }
 
 // APIConfig configures the push API listener.

@@ -213,6 +213,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"transport workers", "transport: {workers: 65537}\n", nil, "transport.workers", "65537", "between 0 and 65536"},
 		{"transport writers", "transport: {writers: -1}\n", nil, "transport.writers", "-1", "between 0 and 4096"},
 		{"bad log format", "log: {format: xml}\n", nil, "log.format", "xml", "must be text or json"},
+		{"bad meta api", "wamp: {meta_api: everyone}\n", nil, "wamp.meta_api", "everyone", "must be none, authenticated or role:<ROLE>"},
+		{"meta api empty role", "wamp: {meta_api: \"role:\"}\n", nil, "wamp.meta_api", "role:", "must be none, authenticated or role:<ROLE>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { expectConfigError(t, tc.yaml, tc.env, tc.key, tc.val, tc.inMsg) })
 	}

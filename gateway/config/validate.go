@@ -10,6 +10,7 @@ import (
 
 	"github.com/wsgate/wsgate/gateway/transport"
 	"github.com/wsgate/wsgate/storage"
+	"github.com/wsgate/wsgate/wamp"
 )
 
 var (
@@ -40,10 +41,19 @@ func (c *Config) Validate() error {
 		c.Keepalive.Validate,
 		c.Transport.Validate,
 		c.Log.Validate,
+		c.WAMP.Validate,
 	} {
 		if err := section(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// Validate checks wamp.meta_api.
+func (w *WAMPConfig) Validate() error {
+	if err := wamp.CheckMetaAPI(w.MetaAPI); err != nil {
+		return &Error{Key: "wamp.meta_api", Value: w.MetaAPI, Reason: "must be none, authenticated or role:<ROLE>"}
 	}
 	return nil
 }

@@ -157,6 +157,28 @@ const scenarios = {
     return r;
   },
 
+  // advanced: the v2 advanced features wsgate announces: publisher
+  // identification (a publish with disclose_me and one without, both
+  // received by this session) and the session meta API.
+  async advanced() {
+    const { connection, session, details, closed } = await connect();
+    const r = { session: session.id, authid: details.authid, brokerFeatures: details.roles.broker.features };
+    const events = [];
+    await session.subscribe(opts.topic, (args, kwargs, ev) => events.push({
+      args, publisher: ev.publisher, publisher_authid: ev.publisher_authid, publisher_authrole: ev.publisher_authrole,
+    }));
+    await waitFor(() => events.length >= 1); // the join broadcast
+    r.disclosed = await settle(session.publish(opts.topic, ['disclosed'], {}, { acknowledge: true, exclude_me: false, disclose_me: true }));
+    r.undisclosed = await settle(session.publish(opts.topic, ['undisclosed'], {}, { acknowledge: true, exclude_me: false }));
+    await waitFor(() => events.length >= 3);
+    r.events = events;
+    r.count = await settle(session.call('wamp.session.count'));
+    r.get = await settle(session.call('wamp.session.get', [session.id]));
+    connection.close();
+    r.close = await closed;
+    return r;
+  },
+
   // hello: only connect and report the WELCOME, then leave.
   async hello() {
     const { connection, details, closed } = await connect();
