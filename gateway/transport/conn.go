@@ -82,8 +82,7 @@ func newConn(t *Transport, io connIO, deflate bool) *Conn {
 // one slow reader must make the gateway neither buffer without bound nor
 // slow anyone else. It returns false when msg was not queued.
 func (c *Conn) Send(msg []byte) bool {
-	var hb [ws.MaxHeaderSize]byte
-	h := appendHeader(hb[:0], ws.OpText, len(msg))
+	h := textHeader(len(msg))
 	n := len(h) + len(msg)
 	c.mu.Lock()
 	if c.closing || c.dead {
@@ -96,7 +95,7 @@ func (c *Conn) Send(msg []byte) bool {
 		c.overflow()
 		return false
 	}
-	c.out = append(c.out, append([]byte(nil), h...), msg)
+	c.out = append(c.out, h, msg)
 	c.queued += n
 	c.kickLocked()
 	c.mu.Unlock()
@@ -370,6 +369,33 @@ func (c *Conn) readEnded() {
 }
 
 // appendHeader appends an unmasked server frame header.
+// textHeaders holds the header of an unmasked, final text frame for every
+// payload length up to 0xFFFF, back to back (2 bytes each below 126, 4
+// above), built on first use. Send hands out slices of it, read-only, so a
+// fan-out to N subscribers queues N references to the same bytes instead
+// of allocating N headers; 256 KiB once per process.
+var textHeaders = sync.OnceValue(func() []byte {
+	b := make([]byte, 0, 126*2+(0x10000-126)*4)
+	for n := 0; n <= 0xFFFF; n++ {
+		b = appendHeader(b, ws.OpText, n)
+	}
+	return b
+})
+
+// textHeader returns the header of a text frame of n payload bytes: a
+// shared slice that must not be written to, or a fresh one for payloads
+// over 64 KiB.
+func textHeader(n int) []byte {
+	switch {
+	case n <= 125:
+		return textHeaders()[2*n : 2*n+2 : 2*n+2]
+	case n <= 0xFFFF:
+		off := 126*2 + 4*(n-126)
+		return textHeaders()[off : off+4 : off+4]
+	}
+	return appendHeader(make([]byte, 0, ws.MaxHeaderSize), ws.OpText, n)
+}
+
 func appendHeader(dst []byte, op ws.OpCode, n int) []byte {
 	dst = append(dst, 0x80|byte(op))
 	switch {

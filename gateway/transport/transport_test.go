@@ -562,3 +562,63 @@ func FuzzRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestTextHeader: the shared headers are the ones appendHeader builds, for
+// every length class, and cannot be appended to in place.
+func TestTextHeader(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 127, 1000, 0xFFFE, 0xFFFF, 0x10000, 1 << 20} {
+		want := appendHeader(nil, ws.OpText, n)
+		got := textHeader(n)
+		if !bytes.Equal(got, want) {
+			t.Errorf("textHeader(%d) = %x, want %x", n, got, want)
+		}
+		if cap(got) != len(got) && n <= 0xFFFF {
+			t.Errorf("textHeader(%d) has room to append into its neighbour (cap %d)", n, cap(got))
+		}
+	}
+}
+
+// TestSendAllocatesNothing: queuing a message shares its payload and its
+// frame header; only the queue's own growth allocates.
+func TestSendAllocatesNothing(t *testing.T) {
+	c, _, _, _ := newStubConn(t, 1<<30)
+	msg := bytes.Repeat([]byte("x"), 100)
+	for range 64 { // grow the queue first
+		c.Send(msg)
+	}
+	c.mu.Lock()
+	c.out = c.out[:0]
+	c.mu.Unlock()
+	allocs := testing.AllocsPerRun(30, func() { c.Send(msg) })
+	if allocs != 0 {
+		t.Errorf("Send allocates %v times per message", allocs)
+	}
+}
+
+// BenchmarkSend is one subscriber's share of a fan-out: queuing a shared
+// 100-byte event.
+func BenchmarkSend(b *testing.B) {
+	obs := newCountingObserver()
+	cfg := testConfig(ModeGoroutine)
+	cfg.OutboundQueueBytes = 1 << 40
+	cfg.Observer = obs
+	host := newTestHost()
+	tr, err := New(cfg, host)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := newConn(tr, &stubIO{}, false)
+	if !tr.open(c, &testHandshake{h: host}) {
+		b.Fatal("open failed")
+	}
+	msg := bytes.Repeat([]byte("x"), 100)
+	b.ReportAllocs()
+	for i := range b.N {
+		if i%1024 == 0 {
+			c.mu.Lock()
+			c.out, c.queued = c.out[:0], 0
+			c.mu.Unlock()
+		}
+		c.Send(msg)
+	}
+}
