@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -122,6 +123,13 @@ type MemcachedStore struct {
 	dec           *memcDecoder
 	lim           *limiter
 	closed        atomic.Bool
+	// lookups counts the lookup goroutines (gomemcache takes no context,
+	// so each runs apart from its caller); Close waits for them, which
+	// the client's socket timeout bounds.
+	lookups sync.WaitGroup
+	// startMu orders starting a lookup goroutine before Close's Wait:
+	// none starts once closed is set.
+	startMu sync.Mutex
 }
 
 var _ SessionStore = (*MemcachedStore)(nil)
@@ -190,7 +198,16 @@ func (s *MemcachedStore) lookup(ctx context.Context, what string, fn func(c *mem
 		return err
 	}
 	done := make(chan error, 1)
+	s.startMu.Lock()
+	if s.closed.Load() {
+		s.startMu.Unlock()
+		s.lim.release()
+		return unavailable(what, ErrClosed)
+	}
+	s.lookups.Add(1)
+	s.startMu.Unlock()
 	go func() {
+		defer s.lookups.Done()
 		defer s.lim.release()
 		err := fn(s.client)
 		if err != nil && staleConn(err) && !s.closed.Load() {
@@ -315,10 +332,17 @@ func (s *MemcachedStore) Ping(ctx context.Context) (err error) {
 // Close closes the idle connections; lookups after it fail with
 // ErrUnavailable.
 func (s *MemcachedStore) Close() error {
-	if s.closed.Swap(true) {
+	s.startMu.Lock()
+	already := s.closed.Swap(true)
+	s.startMu.Unlock()
+	if already {
 		return nil
 	}
-	if err := s.client.Close(); err != nil {
+	err := s.client.Close()
+	// Lookups in flight end within the socket timeout (twice for one
+	// retried after a restart) and close what they put back.
+	s.lookups.Wait()
+	if err != nil {
 		return fmt.Errorf("close memcached connections: %w", err)
 	}
 	return nil
