@@ -81,6 +81,11 @@ type deliveryFloor struct {
 	CPUPerWriteUs  float64 `json:"cpu_per_write_us"`
 	UserPerWriteUs float64 `json:"user_per_write_us"`
 	SysPerWriteUs  float64 `json:"sys_per_write_us"`
+	// SlabPerSocketBytes is the kernel's slab memory (/proc/meminfo Slab)
+	// per socket the phase opened, before anything was written: what an
+	// idle connection costs the kernel beside the gateway's own memory.
+	// Other processes' allocations in between make it approximate.
+	SlabPerSocketBytes float64 `json:"slab_per_socket_bytes,omitempty"`
 	// PerRound summarises the rounds' CPU per write (µs): the first round
 	// touches each connection's receive queue first, later ones find data
 	// queued already.
@@ -220,6 +225,9 @@ func (f *floorResults) writeText(w io.Writer) {
 			d.CPUPerWriteUs, d.UserPerWriteUs, d.SysPerWriteUs, d.CPUSeconds, d.WallSeconds)
 		if r := d.PerRound; r != nil {
 			fmt.Fprintf(w, "  per round, µs per write: first %.2f, min %.2f, median %.2f, max %.2f, last %.2f\n", r.First, r.Min, r.Median, r.Max, r.Last)
+		}
+		if d.SlabPerSocketBytes > 0 {
+			fmt.Fprintf(w, "  kernel slab per idle socket %.0f B\n", d.SlabPerSocketBytes)
 		}
 	}
 	if h := f.Handshake; h != nil {

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -202,6 +204,7 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 			unix.Close(fd)
 		}
 	}()
+	slab0 := slabBytes()
 	for i := 0; i < cfg.Conns; i++ {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -220,6 +223,10 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 		if err := unix.SetsockoptInt(sfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 			return nil, fmt.Errorf("pair %d: TCP_NODELAY: %w", i, err)
 		}
+	}
+
+	if slab1 := slabBytes(); slab0 > 0 && slab1 > slab0 && cfg.Conns > 0 {
+		d.SlabPerSocketBytes = float64(slab1-slab0) / float64(2*cfg.Conns)
 	}
 
 	perRound := make([]float64, 0, cfg.Rounds)
@@ -418,4 +425,21 @@ func floorClient(ctx context.Context, addr string, resp []byte) error {
 		return errBadFloorResponse
 	}
 	return nil
+}
+
+// slabBytes is the kernel's slab memory, from /proc/meminfo, or 0.
+func slabBytes() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Slab:"); ok {
+			var kb int64
+			if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
 }
