@@ -47,7 +47,15 @@ var _ transport.Handler = (*client)(nil)
 // revalidation keeps current (the one copy a connection holds).
 func (c *client) identity() handler.Identity { return c.sess.Identity() }
 
-// Message implements transport.Handler: a complete text message for WAMP.
+// binaryPeer is the wamp.Peer of a connection whose subprotocol is binary
+// (wamp.2.msgpack, wamp.2.cbor): its messages go out as binary frames.
+type binaryPeer struct{ conn *transport.Conn }
+
+// Send implements wamp.Peer.
+func (p binaryPeer) Send(msg []byte) bool { return p.conn.SendBinary(msg) }
+
+// Message implements transport.Handler: a complete message for WAMP (text,
+// or binary for a binary subprotocol).
 // It runs on the transport goroutine reading the connection.
 func (c *client) Message(payload []byte) bool {
 	s := c.srv

@@ -468,8 +468,9 @@ func (h *handshake) Header(key, value []byte) {
 }
 
 // Protocol implements transport.Handshake: the first offered subprotocol
-// the node speaks wins: "wamp" (v1, autobahn 0.8) or "wamp.2.json"
-// (today's autobahn).
+// the node speaks wins: "wamp" (v1, autobahn 0.8), "wamp.2.json" (today's
+// autobahn), "wamp.2.msgpack" or "wamp.2.cbor" (autobahn with its
+// optional serializer packages).
 func (h *handshake) Protocol(p []byte) bool {
 	h.offered = true
 	h.proto, h.matched = wamp.ProtocolFor(string(p))
@@ -523,7 +524,7 @@ func reject(status int, reason string) error { return transport.Reject(status, r
 // admit decides whether the handshake may complete and who the client is.
 func (s *Server) admit(ctx context.Context, h *handshake) error {
 	if h.offered && !h.matched {
-		return reject(400, "unsupported subprotocol: this gateway speaks wamp and wamp.2.json")
+		return reject(400, "unsupported subprotocol: this gateway speaks wamp, wamp.2.json, wamp.2.msgpack and wamp.2.cbor")
 	}
 	if !s.origins.Allowed(h.origin, h.host) {
 		h.outcome = metrics.OutcomeForbidden
@@ -670,7 +671,12 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 		return nil
 	}
 	s.metrics.Connections.Inc()
-	c.sess = s.node.OpenProtocol(conn, h.info, h.proto)
+	var peer wamp.Peer = conn
+	if h.proto.Binary() {
+		conn.SetBinary()
+		peer = binaryPeer{conn}
+	}
+	c.sess = s.node.OpenProtocol(peer, h.info, h.proto)
 	s.watchClient(c)
 	if err := s.clients.Add(s.baseCtx, s.clientEntry(c)); err != nil {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)

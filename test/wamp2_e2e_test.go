@@ -199,9 +199,13 @@ routes:
     private_topic: {pattern: "private/{room}", handler: acme.topic, anonymous: false, roles: [ROLE_ADMIN]}
 `
 
+// wampSerializers are the serializers autobahn-js and the gateway share.
+var wampSerializers = []string{"json", "msgpack", "cbor"}
+
 // TestWAMP2Autobahn runs autobahn-js 26 against the real gateway: HELLO
 // with the PHP session cookie, calls, errors, access rules, subscribe,
-// publish with acknowledgement, unsubscribe and GOODBYE.
+// publish with acknowledgement, unsubscribe and GOODBYE, in each
+// serializer.
 func TestWAMP2Autobahn(t *testing.T) {
 	autobahnNode(t)
 	testenv.PHP(t)
@@ -211,48 +215,13 @@ func TestWAMP2Autobahn(t *testing.T) {
 	url := "ws://" + g.Addr + "/"
 	const topic = "acme/channel/v2room"
 
-	t.Run("authenticated", func(t *testing.T) {
-		var r basicResult
-		startAutobahn(t, "basic", map[string]any{"url": url, "realm": "realm1", "cookie": cookie(alice), "topic": topic}).result(&r)
-		if r.AuthID != "alice" || r.AuthRole != "ROLE_USER" || r.Realm != "realm1" || r.Protocol != "wamp.2.json" {
-			t.Errorf("WELCOME: authid %q authrole %q realm %q protocol %q", r.AuthID, r.AuthRole, r.Realm, r.Protocol)
+	for _, ser := range wampSerializers {
+		name := "authenticated"
+		if ser != "json" {
+			name += " " + ser
 		}
-		if r.Session < 1 || r.Session > 1<<53 {
-			t.Errorf("session id %d outside [1, 2^53]", r.Session)
-		}
-		assertJSON(t, "sum", r.Sum.OK, `{"result":6}`)
-		assertJSON(t, "sum of a list", r.SumList.OK, `{"result":9}`)
-		for name, c := range map[string]struct {
-			got  wampOutcome
-			want string
-		}{
-			"unrouted call":        {r.NoRoute, "wamp.error.no_such_procedure"},
-			"unknown method":       {r.NoMethod, "wamp.error.no_such_procedure"},
-			"call denied by roles": {r.Denied, "wamp.error.not_authorized"},
-			"publish to no one":    {r.PubNoUser, "wamp.error.runtime_error"},
-			"publish denied":       {r.PubDenied, "wamp.error.not_authorized"},
-			"subscribe denied":     {r.SubDenied, "wamp.error.not_authorized"},
-			"acknowledged publish": {r.PubAck, ""},
-			"unsubscribe":          {r.Unsub, ""},
-		} {
-			if got := c.got.errURI(); got != c.want {
-				t.Errorf("%s: error %q, want %q (outcome %+v)", name, got, c.want, c.got)
-			}
-		}
-		if r.PubNoUser.Err != nil && (len(r.PubNoUser.Err.Args) != 1 || r.PubNoUser.Err.Args[0] != `user "nobody-here" is not connected`) {
-			t.Errorf("publish to a missing user: args %v", r.PubNoUser.Err.Args)
-		}
-		if !r.Subscribd || len(r.Events) != 2 {
-			t.Fatalf("subscribed %v, events %+v", r.Subscribd, r.Events)
-		}
-		if msg := mustField(t, r.Events[0].Args[0], "msg"); !strings.HasSuffix(msg, " has joined "+topic) {
-			t.Errorf("join event %q", msg)
-		}
-		assertJSON(t, "published event", r.Events[1].Args[0], `{"msg":"hello v2"}`)
-		if !strings.Contains(string(r.Close), `"reason":"closed"`) {
-			t.Errorf("GOODBYE did not close cleanly: %s", r.Close)
-		}
-	})
+		t.Run(name, func(t *testing.T) { autobahnAuthenticated(t, url, alice, ser) })
+	}
 
 	t.Run("anonymous", func(t *testing.T) {
 		var r basicResult
@@ -277,6 +246,52 @@ func TestWAMP2Autobahn(t *testing.T) {
 			t.Fatal("no output")
 		}
 	})
+}
+
+// autobahnAuthenticated is TestWAMP2Autobahn's authenticated client,
+// speaking ser.
+func autobahnAuthenticated(t *testing.T, url string, alice phpSession, ser string) {
+	const topic = "acme/channel/v2room"
+	var r basicResult
+	startAutobahn(t, "basic", map[string]any{"url": url, "realm": "realm1", "cookie": cookie(alice), "topic": topic, "serializer": ser}).result(&r)
+	if r.AuthID != "alice" || r.AuthRole != "ROLE_USER" || r.Realm != "realm1" || r.Protocol != "wamp.2."+ser {
+		t.Errorf("WELCOME: authid %q authrole %q realm %q protocol %q", r.AuthID, r.AuthRole, r.Realm, r.Protocol)
+	}
+	if r.Session < 1 || r.Session > 1<<53 {
+		t.Errorf("session id %d outside [1, 2^53]", r.Session)
+	}
+	assertJSON(t, "sum", r.Sum.OK, `{"result":6}`)
+	assertJSON(t, "sum of a list", r.SumList.OK, `{"result":9}`)
+	for name, c := range map[string]struct {
+		got  wampOutcome
+		want string
+	}{
+		"unrouted call":        {r.NoRoute, "wamp.error.no_such_procedure"},
+		"unknown method":       {r.NoMethod, "wamp.error.no_such_procedure"},
+		"call denied by roles": {r.Denied, "wamp.error.not_authorized"},
+		"publish to no one":    {r.PubNoUser, "wamp.error.runtime_error"},
+		"publish denied":       {r.PubDenied, "wamp.error.not_authorized"},
+		"subscribe denied":     {r.SubDenied, "wamp.error.not_authorized"},
+		"acknowledged publish": {r.PubAck, ""},
+		"unsubscribe":          {r.Unsub, ""},
+	} {
+		if got := c.got.errURI(); got != c.want {
+			t.Errorf("%s: error %q, want %q (outcome %+v)", name, got, c.want, c.got)
+		}
+	}
+	if r.PubNoUser.Err != nil && (len(r.PubNoUser.Err.Args) != 1 || r.PubNoUser.Err.Args[0] != `user "nobody-here" is not connected`) {
+		t.Errorf("publish to a missing user: args %v", r.PubNoUser.Err.Args)
+	}
+	if !r.Subscribd || len(r.Events) != 2 {
+		t.Fatalf("subscribed %v, events %+v", r.Subscribd, r.Events)
+	}
+	if msg := mustField(t, r.Events[0].Args[0], "msg"); !strings.HasSuffix(msg, " has joined "+topic) {
+		t.Errorf("join event %q", msg)
+	}
+	assertJSON(t, "published event", r.Events[1].Args[0], `{"msg":"hello v2"}`)
+	if !strings.Contains(string(r.Close), `"reason":"closed"`) {
+		t.Errorf("GOODBYE did not close cleanly: %s", r.Close)
+	}
 }
 
 // TestWAMP2AutobahnAdvanced runs autobahn-js 26 against the advanced
@@ -328,8 +343,8 @@ func TestWAMP2AutobahnAdvanced(t *testing.T) {
 }
 
 // TestWAMPMixedTopic: a WAMP v1 client (Go, over the wire) and a WAMP v2
-// client (autobahn-js) on one topic of the real gateway see each other's
-// joins and publications.
+// client (autobahn-js, in each serializer) on one topic of the real
+// gateway see each other's joins and publications.
 func TestWAMPMixedTopic(t *testing.T) {
 	autobahnNode(t)
 	testenv.PHP(t)
@@ -337,9 +352,17 @@ func TestWAMPMixedTopic(t *testing.T) {
 	alice := writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": "alice", "roles": []string{"ROLE_USER"}, "firewall": "main"})
 	bob := writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": "bob", "roles": []string{"ROLE_USER"}, "firewall": "main"})
 	g := startGateway(t, fmt.Sprintf(wamp2Config, dir))
-	const topic = "acme/channel/mixed"
+	for _, ser := range wampSerializers {
+		t.Run(ser, func(t *testing.T) { mixedTopic(t, g.Addr, cookie(alice), cookie(bob), ser) })
+	}
+}
 
-	v1, err := dialWAMP(t, g.Addr, dialOptions{Cookie: cookie(alice)})
+// mixedTopic is TestWAMPMixedTopic with a v2 client speaking ser, alone
+// on a topic of its own with the v1 client.
+func mixedTopic(t *testing.T, addr, alice, bob, ser string) {
+	topic := "acme/channel/mixed-" + ser
+
+	v1, err := dialWAMP(t, addr, dialOptions{Cookie: alice})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +370,7 @@ func TestWAMPMixedTopic(t *testing.T) {
 	assertEvent(t, v1.next(), topic, "has joined "+topic)
 
 	v2 := startAutobahn(t, "listen", map[string]any{
-		"url": "ws://" + g.Addr + "/", "realm": "realm1", "cookie": cookie(bob),
+		"url": "ws://" + addr + "/", "realm": "realm1", "cookie": bob, "serializer": ser,
 		"topic": topic, "expect": "from v1", "publish": "from v2", "awaitBeforeLeave": "for bob",
 	})
 	if ready := v2.next(); string(ready["ready"]) != "true" {

@@ -127,9 +127,23 @@ type subscriberRef struct {
 }
 
 // subscriberSnap is a topic's subscribers split by protocol, so that each
-// protocol's fan-out is a plain loop over the same encoded message.
+// protocol's fan-out is a plain loop over the same encoded message: v2 is
+// wamp.2.json, v2bin the binary serializers (index binaryIndex).
 type subscriberSnap struct {
 	v1, v2 []subscriberRef
+	v2bin  [2][]subscriberRef
+}
+
+// binaryProtocols are the Protocol.Binary protocols in the order of
+// subscriberSnap.v2bin.
+var binaryProtocols = [2]Protocol{ProtocolV2MsgPack, ProtocolV2CBOR}
+
+// binaryIndex returns p's index in binaryProtocols.
+func binaryIndex(p Protocol) int {
+	if p == ProtocolV2CBOR {
+		return 1
+	}
+	return 0
 }
 
 // snapshot returns the current subscribers of uri by protocol and the
@@ -148,10 +162,15 @@ func (b *broker) snapshot(uri string) (*subscriberSnap, uint64) {
 	// because writers are excluded by the read lock.
 	snap := &subscriberSnap{}
 	for s := range t.subscribers {
-		if s.proto == ProtocolV2JSON {
-			snap.v2 = append(snap.v2, subscriberRef{id: s.id, peer: s.peer, s: s})
-		} else {
-			snap.v1 = append(snap.v1, subscriberRef{id: s.id, peer: s.peer, s: s})
+		ref := subscriberRef{id: s.id, peer: s.peer, s: s}
+		switch {
+		case s.proto.Binary():
+			i := binaryIndex(s.proto)
+			snap.v2bin[i] = append(snap.v2bin[i], ref)
+		case s.proto.V2():
+			snap.v2 = append(snap.v2, ref)
+		default:
+			snap.v1 = append(snap.v1, ref)
 		}
 	}
 	t.snap.Store(snap)
@@ -304,7 +323,9 @@ func (n *Node) DeliverRelayed(topic string, payload []byte, a Audience) (int, er
 
 // deliver wraps the encoded payload once per protocol and fans it out to
 // this node's subscribers of uri that a selects; details are the v2 EVENT
-// details (nil for {}).
+// details (nil for {}). The v2 EVENT is encoded once as JSON, and
+// transcoded once for each binary serializer that has subscribers; all
+// carry the same publication id.
 func (n *Node) deliver(uri string, payload []byte, a *Audience, details []byte) int {
 	snap, subID := n.broker.snapshot(uri)
 	if snap == nil {
@@ -318,13 +339,36 @@ func (n *Node) deliver(uri string, payload []byte, a *Audience, details []byte) 
 			sent += c
 		}
 	}
-	if len(snap.v2) > 0 {
-		if c := fanout(snap.v2, encodeEventV2(subID, newGlobalID(), details, payload), &f); c > 0 {
-			n.obs.MessagesOut(ProtocolV2JSON, "EVENT", c)
-			sent += c
+	if len(snap.v2) > 0 || len(snap.v2bin[0]) > 0 || len(snap.v2bin[1]) > 0 {
+		msg := encodeEventV2(subID, newGlobalID(), details, payload)
+		if len(snap.v2) > 0 {
+			if c := fanout(snap.v2, msg, &f); c > 0 {
+				n.obs.MessagesOut(ProtocolV2JSON, "EVENT", c)
+				sent += c
+			}
+		}
+		for i, subs := range snap.v2bin {
+			if len(subs) > 0 {
+				sent += n.fanoutBinary(binaryProtocols[i], subs, msg, &f)
+			}
 		}
 	}
 	return sent
+}
+
+// fanoutBinary transcodes the JSON v2 EVENT msg to p once and hands it to
+// every subscriber in subs f admits.
+func (n *Node) fanoutBinary(p Protocol, subs []subscriberRef, msg []byte, f *audienceFilter) int {
+	bin, err := jsonToBinary(p, msg)
+	if err != nil {
+		n.log.Error("wamp: cannot transcode event", "protocol", p.String(), "err", err)
+		return 0
+	}
+	c := fanout(subs, bin, f)
+	if c > 0 {
+		n.obs.MessagesOut(p, "EVENT", c)
+	}
+	return c
 }
 
 // fanout hands msg to every subscriber f admits and counts the peers that

@@ -1,6 +1,6 @@
 // Package wamp implements WAMP v1 as Ratchet 0.4 and GosWebSocketBundle
 // speak it, and the WAMP v2 basic profile for callers, publishers and
-// subscribers (JSON serialization), on one router: the message protocols,
+// subscribers (JSON, MessagePack and CBOR serialization), on one router: the message protocols,
 // URI routing to handlers with access rules, and the topic broker. A v1
 // publisher reaches v2 subscribers of the same topic and the other way
 // round. Handlers are written against package wamp/handler only.
@@ -12,7 +12,8 @@
 // handlers, sending); subscriptions.go: its subscriptions; requests.go:
 // the steps of a CALL, SUBSCRIBE or PUBLISH both protocols take. v1.go and
 // v2.go: one protocol each, its messages and its handlers; json.go: the
-// JSON codec both use. broker.go: topics, fan-out, periodic topics;
+// JSON codec both use; serializer.go: msgpack and CBOR, transcoded to and
+// from JSON at a v2 session's edge. broker.go: topics, fan-out, periodic topics;
 // audience.go: who of a topic's subscribers a broadcast selects; meta.go:
 // the v2 session meta API.
 // router.go: route patterns; handlers.go: the registered handlers bound to
@@ -43,14 +44,17 @@
 // Node.Stats; application pushes go through Node.Push.
 //
 // Per websocket connection, the subprotocol picks the protocol: accept the
-// first offered subprotocol for which ProtocolFor returns true ("wamp" or
-// "wamp.2.json"), serve ProtocolV1 when none is offered (as Ratchet does),
-// and refuse the handshake when only others are offered. Then:
+// first offered subprotocol for which ProtocolFor returns true ("wamp",
+// "wamp.2.json", "wamp.2.msgpack", "wamp.2.cbor"), serve ProtocolV1 when
+// none is offered (as Ratchet does), and refuse the handshake when only
+// others are offered. For a Protocol.Binary session, messages travel in
+// binary frames both ways: the Peer sends binary frames and Handle gets
+// the binary messages. Then:
 //
 //	s := node.OpenProtocol(peer, wamp.ClientInfo{...}, proto)
 //	                                             // v1: sends WELCOME; v2: waits for HELLO
 //	defer s.Close()                              // always, however the connection ends
-//	for each text message msg {
+//	for each message msg {                       // text, or binary for Protocol.Binary
 //		if err := s.Handle(connCtx, msg); err != nil {
 //			if errors.Is(err, wamp.ErrProtocol) { close with 1007 }  // as Ratchet
 //			if errors.Is(err, wamp.ErrGoodbye) { close with 1000 }   // v2 GOODBYE/ABORT
@@ -72,7 +76,8 @@
 // Peer.Send must never block and must not call back into the Session; it
 // may be called from any goroutine, including other sessions' readers
 // during a broadcast. Binary messages are neither WAMP v1 nor
-// wamp.2.json; the gateway should treat them as Ratchet does (close).
+// wamp.2.json; the gateway should treat them as Ratchet does (close), and
+// text messages on a msgpack or CBOR session the same way.
 //
 // # Goroutines
 //
@@ -103,6 +108,14 @@
 //   - GOODBYE is answered with GOODBYE wamp.close.goodbye_and_out, ABORT
 //     is accepted; both end the session (its subscriptions go as on
 //     Close) and Handle returns ErrGoodbye.
+//   - msgpack and CBOR sessions: each message is transcoded to the JSON a
+//     wamp.2.json client would send, and everything below applies to it
+//     (the same checks and Limits; nesting over MaxJSONDepth is that
+//     limit). Integers map exactly (int64 and uint64), binary to WAMP's
+//     "\u0000"+base64 JSON strings and back; what JSON cannot carry
+//     (extensions, tags, NaN, non-string map keys) is invalid input. A
+//     fan-out encodes an EVENT once per serializer that has subscribers,
+//     with one publication id for all.
 //   - Input that is not valid v2 JSON, an unknown or router-only message
 //     type, callee messages (ERROR, YIELD), a second HELLO, or anything
 //     before HELLO gets ABORT wamp.error.protocol_violation and an error

@@ -21,7 +21,7 @@ import (
 // Peer is the gateway's send side of one websocket connection.
 type Peer interface {
 	// Send queues one complete WAMP message for the client as one text
-	// frame. It must never block and must not call back into the Session
+	// frame, or one binary frame for a Protocol.Binary session. It must never block and must not call back into the Session
 	// synchronously. msg must not be modified afterwards: the same bytes
 	// are handed to many peers (fan-out encodes once). It returns false
 	// when the peer is closing or its queue overflowed; the gateway then
@@ -211,7 +211,7 @@ func (n *Node) Open(p Peer, info ClientInfo) *Session {
 }
 
 // OpenProtocol registers a new session speaking proto for a connection.
-// For ProtocolV1 it sends WELCOME at once. For ProtocolV2JSON it sends
+// For ProtocolV1 it sends WELCOME at once. For the v2 protocols it sends
 // nothing: the client speaks first with HELLO, which Handle answers with
 // WELCOME or ABORT. Either way the session is visible to handlers from
 // now until Close, and Close must be called however the connection ends.
@@ -225,7 +225,7 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 		extra:   info.Extra,
 		subs:    map[string]*subscription{},
 	}
-	if proto == ProtocolV2JSON {
+	if proto.V2() {
 		s.numID = newGlobalID()
 		s.id = strconv.FormatUint(s.numID, 10)
 		s.subIDs = map[uint64]string{}

@@ -88,7 +88,7 @@ func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
 		sub := s.subs[uri]
 		s.removeSub(uri, sub)
 		l := leaving{uri: uri, sub: sub}
-		if s.proto == ProtocolV2JSON {
+		if s.proto.V2() {
 			if sub.subscribing {
 				l.owesUnsubscribed = true // after SUBSCRIBED, which may not be out yet
 			} else {

@@ -152,8 +152,10 @@ func (s *Session) allowed(a accessRule) bool {
 	return a.allows(who.Anonymous, who.Roles)
 }
 
-// Handle processes one incoming text message in the session's protocol
-// (handleV1 in v1.go, handleV2 in v2.go). It returns an error wrapping
+// Handle processes one incoming message in the session's protocol
+// (handleV1 in v1.go, handleV2 in v2.go): a text message, or for a
+// Protocol.Binary session a binary one, which is transcoded to JSON first
+// (serializer.go). It returns an error wrapping
 // ErrProtocol for input that is not valid in that protocol (the gateway
 // should close with 1007, as Ratchet does; a *LimitError for a client over
 // one of the Limits), ErrGoodbye when a v2 session ended normally,
@@ -169,7 +171,14 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if s.proto == ProtocolV2JSON {
+	if s.proto.Binary() {
+		var err error
+		if msg, err = binaryToJSON(s.proto, msg, s.node.limits.MaxJSONDepth); err != nil {
+			s.node.obs.MessageIn(s.proto, "INVALID")
+			return s.violation(err)
+		}
+	}
+	if s.proto.V2() {
 		return s.handleV2(ctx, msg)
 	}
 	return s.handleV1(ctx, msg)
@@ -310,8 +319,16 @@ func (s *Session) checkURI(what, uri string) error {
 	return nil
 }
 
-// send sends one message of type typ (for the observer) to the client.
+// send sends one message of type typ (for the observer) to the client;
+// msg is JSON, transcoded here for a Protocol.Binary session.
 func (s *Session) send(typ string, msg []byte) {
+	if s.proto.Binary() {
+		var err error
+		if msg, err = jsonToBinary(s.proto, msg); err != nil {
+			s.logger().Error("wamp: cannot transcode message", "type", typ, "err", err)
+			return
+		}
+	}
 	if !s.peer.Send(msg) {
 		s.logger().Debug("wamp: peer refused message", "type", typ)
 		return

@@ -525,10 +525,10 @@ func encodeWelcomeV2(sessionID uint64, d welcomeDetails) []byte {
 func (s *Session) handleV2(ctx context.Context, msg []byte) error {
 	m, err := parseMessageV2(msg, s.node.limits.MaxJSONDepth)
 	if err != nil {
-		s.node.obs.MessageIn(ProtocolV2JSON, "INVALID")
+		s.node.obs.MessageIn(s.proto, "INVALID")
 		return s.violation(err)
 	}
-	s.node.obs.MessageIn(ProtocolV2JSON, typeNameV2(m.typ))
+	s.node.obs.MessageIn(s.proto, typeNameV2(m.typ))
 	if !s.joined {
 		switch m.typ {
 		case v2Hello:

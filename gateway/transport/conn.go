@@ -76,13 +76,25 @@ func newConn(t *Transport, io connIO, deflate bool) *Conn {
 	return c
 }
 
+// SetBinary makes the connection's messages binary frames, both ways:
+// the host's Handler gets binary messages and text ones are refused with
+// 1003 (as binary ones are otherwise), and the host sends with
+// SendBinary. Call it from Handshake.Open only, before the first message
+// is read (WAMP v2 msgpack and CBOR subprotocols).
+func (c *Conn) SetBinary() { c.fr.binary = true }
+
 // Send queues msg as one text frame and never blocks. msg is not copied
 // and must not change afterwards. A client whose queue would exceed
 // OutboundQueueBytes is closed with 1008 instead (reason slow_consumer):
 // one slow reader must make the gateway neither buffer without bound nor
 // slow anyone else. It returns false when msg was not queued.
-func (c *Conn) Send(msg []byte) bool {
-	h := textHeader(len(msg))
+func (c *Conn) Send(msg []byte) bool { return c.send(textHeader(len(msg)), msg) }
+
+// SendBinary is Send for a binary frame (see SetBinary).
+func (c *Conn) SendBinary(msg []byte) bool { return c.send(binaryHeader(len(msg)), msg) }
+
+// send queues the frame header h and its payload msg (see Send).
+func (c *Conn) send(h, msg []byte) bool {
 	n := len(h) + len(msg)
 	c.mu.Lock()
 	if c.closing || c.dead {
@@ -368,34 +380,49 @@ func (c *Conn) readEnded() {
 	}
 }
 
-// appendHeader appends an unmasked server frame header.
 // textHeaders holds the header of an unmasked, final text frame for every
 // payload length up to 0xFFFF, back to back (2 bytes each below 126, 4
 // above), built on first use. Send hands out slices of it, read-only, so a
 // fan-out to N subscribers queues N references to the same bytes instead
 // of allocating N headers; 256 KiB once per process.
-var textHeaders = sync.OnceValue(func() []byte {
+// binaryHeaders is the same for binary frames, built only when a binary
+// subprotocol is first used.
+var (
+	textHeaders   = sync.OnceValue(func() []byte { return headerTable(ws.OpText) })
+	binaryHeaders = sync.OnceValue(func() []byte { return headerTable(ws.OpBinary) })
+)
+
+// headerTable builds the table of textHeaders for frames of opcode op.
+func headerTable(op ws.OpCode) []byte {
 	b := make([]byte, 0, 126*2+(0x10000-126)*4)
 	for n := 0; n <= 0xFFFF; n++ {
-		b = appendHeader(b, ws.OpText, n)
+		b = appendHeader(b, op, n)
 	}
 	return b
-})
+}
 
 // textHeader returns the header of a text frame of n payload bytes: a
 // shared slice that must not be written to, or a fresh one for payloads
 // over 64 KiB.
-func textHeader(n int) []byte {
+func textHeader(n int) []byte { return tableHeader(textHeaders, ws.OpText, n) }
+
+// binaryHeader is textHeader for a binary frame.
+func binaryHeader(n int) []byte { return tableHeader(binaryHeaders, ws.OpBinary, n) }
+
+// tableHeader returns the header of an op frame of n payload bytes from
+// table (textHeaders, binaryHeaders).
+func tableHeader(table func() []byte, op ws.OpCode, n int) []byte {
 	switch {
 	case n <= 125:
-		return textHeaders()[2*n : 2*n+2 : 2*n+2]
+		return table()[2*n : 2*n+2 : 2*n+2]
 	case n <= 0xFFFF:
 		off := 126*2 + 4*(n-126)
-		return textHeaders()[off : off+4 : off+4]
+		return table()[off : off+4 : off+4]
 	}
-	return appendHeader(make([]byte, 0, ws.MaxHeaderSize), ws.OpText, n)
+	return appendHeader(make([]byte, 0, ws.MaxHeaderSize), op, n)
 }
 
+// appendHeader appends an unmasked server frame header.
 func appendHeader(dst []byte, op ws.OpCode, n int) []byte {
 	dst = append(dst, 0x80|byte(op))
 	switch {

@@ -16,6 +16,7 @@ import (
 var (
 	errFrameProtocol = errors.New("websocket protocol error")       // 1002
 	errFrameBinary   = errors.New("binary messages unsupported")    // 1003
+	errFrameText     = errors.New("text messages unsupported")      // 1003
 	errFrameUTF8     = errors.New("invalid UTF-8 in text message")  // 1007
 	errFrameBadData  = errors.New("undecodable compressed message") // 1007
 	errFrameTooBig   = errors.New("message too big")                // 1009
@@ -57,6 +58,10 @@ type frameReader struct {
 	compressed bool      // the unfinished message has RSV1: inflate it when complete
 	inMessage  bool      // a fragmented message is under way
 	msgOp      ws.OpCode // opcode of the unfinished message
+	// binary: the connection's messages are binary frames (WAMP v2 msgpack
+	// and CBOR), and text frames are refused; otherwise the other way
+	// round. Set by Conn.SetBinary.
+	binary bool
 }
 
 // feed decodes every complete frame in pending+data, calling sink for each
@@ -206,16 +211,20 @@ func (r *frameReader) frame(frame []byte, sink frameSink) error {
 	if op.IsControl() {
 		return sink.onControl(op, payload)
 	}
-	if op == ws.OpBinary {
-		return &frameError{errFrameBinary, "WAMP v1 speaks JSON text"}
+	if op == ws.OpBinary && !r.binary {
+		return &frameError{errFrameBinary, "the subprotocol speaks JSON text"}
 	}
-	if op == ws.OpText {
+	if op == ws.OpText && r.binary {
+		return &frameError{errFrameText, "the subprotocol speaks binary"}
+	}
+	start := op == ws.OpText || op == ws.OpBinary
+	if start {
 		r.compressed = b0&0x40 != 0
 	}
-	if op == ws.OpText && fin {
+	if start && fin {
 		return r.deliver(payload, sink)
 	}
-	if op == ws.OpText {
+	if start {
 		r.inMessage, r.msgOp = true, op
 	}
 	r.msg = append(r.msg, payload...)
@@ -235,7 +244,7 @@ func (r *frameReader) deliver(payload []byte, sink frameSink) error {
 			return err
 		}
 	}
-	if !utf8.Valid(payload) {
+	if !r.binary && !utf8.Valid(payload) {
 		return &frameError{errFrameUTF8, "text message is not UTF-8"}
 	}
 	return sink.onMessage(payload)
@@ -248,6 +257,8 @@ func closeCodeFor(err error) (ws.StatusCode, string) {
 		return CloseTooBig, "message too big"
 	case errors.Is(err, errFrameBinary):
 		return CloseUnsupported, "binary messages are not supported"
+	case errors.Is(err, errFrameText):
+		return CloseUnsupported, "text messages are not supported"
 	case errors.Is(err, errFrameUTF8):
 		return CloseInvalid, "invalid UTF-8"
 	case errors.Is(err, errFrameBadData):

@@ -199,6 +199,46 @@ func compressedFrame(t testing.TB, fin bool, op ws.OpCode, payload []byte) []byt
 	return f
 }
 
+// TestFrameReaderBinary: a connection set binary (WAMP v2 msgpack, CBOR)
+// takes binary messages, fragmented or compressed, whatever their bytes,
+// and refuses text ones with 1003, as a text connection refuses binary.
+func TestFrameReaderBinary(t *testing.T) {
+	bin := []byte{0x93, 0x01, 0xff, 0xc0} // not UTF-8
+	z := deflateMessage(t, bin)
+	for _, tc := range []struct {
+		name   string
+		binary bool
+		frames [][]byte
+		want   []string
+		err    error
+	}{
+		{"binary message", true, [][]byte{clientFrame(t, true, ws.OpBinary, bin)}, []string{string(bin)}, nil},
+		{"binary in fragments", true, [][]byte{
+			clientFrame(t, false, ws.OpBinary, bin[:1]),
+			clientFrame(t, true, ws.OpContinuation, bin[1:]),
+		}, []string{string(bin)}, nil},
+		{"compressed binary", true, [][]byte{compressedFrame(t, true, ws.OpBinary, z)}, []string{string(bin)}, nil},
+		{"text on a binary connection", true, [][]byte{clientFrame(t, true, ws.OpText, []byte("[]"))}, nil, errFrameText},
+		{"binary on a text connection", false, [][]byte{clientFrame(t, true, ws.OpBinary, bin)}, nil, errFrameBinary},
+	} {
+		r := frameReader{maxMessage: 4096, deflate: true, binary: tc.binary}
+		sink := &recordingSink{}
+		err := r.feed(bytes.Join(tc.frames, nil), sink)
+		if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+			t.Errorf("%s: err %v, want %v", tc.name, err, tc.err)
+			continue
+		}
+		if tc.err != nil {
+			if code, _ := closeCodeFor(err); code != CloseUnsupported {
+				t.Errorf("%s: close code %d, want 1003", tc.name, code)
+			}
+		}
+		if !equalStrings(sink.messages, tc.want) {
+			t.Errorf("%s: got %q, want %q", tc.name, sink.messages, tc.want)
+		}
+	}
+}
+
 func TestFrameReaderPermessageDeflate(t *testing.T) {
 	msg := []byte(`[2,"c1","sample/sum",[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]]`)
 	z := deflateMessage(t, msg)

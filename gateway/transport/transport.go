@@ -179,7 +179,8 @@ type Handshake interface {
 
 // Handler is the host's side of one established connection.
 type Handler interface {
-	// Message gets one complete text message, in order, on the goroutine
+	// Message gets one complete text message (binary after
+	// Conn.SetBinary), in order, on the goroutine
 	// reading the connection (a read worker in epoll mode). payload is only
 	// valid during the call. It must not block on I/O. Returning false stops
 	// reading: the host closed the connection (Conn.Close) meanwhile.

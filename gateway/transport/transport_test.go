@@ -563,17 +563,20 @@ func FuzzRequest(f *testing.F) {
 	})
 }
 
-// TestTextHeader: the shared headers are the ones appendHeader builds, for
-// every length class, and cannot be appended to in place.
+// TestTextHeader: the shared headers, of text and of binary frames, are
+// the ones appendHeader builds, for every length class, and cannot be
+// appended to in place.
 func TestTextHeader(t *testing.T) {
-	for _, n := range []int{0, 1, 125, 126, 127, 1000, 0xFFFE, 0xFFFF, 0x10000, 1 << 20} {
-		want := appendHeader(nil, ws.OpText, n)
-		got := textHeader(n)
-		if !bytes.Equal(got, want) {
-			t.Errorf("textHeader(%d) = %x, want %x", n, got, want)
-		}
-		if cap(got) != len(got) && n <= 0xFFFF {
-			t.Errorf("textHeader(%d) has room to append into its neighbour (cap %d)", n, cap(got))
+	for op, header := range map[ws.OpCode]func(int) []byte{ws.OpText: textHeader, ws.OpBinary: binaryHeader} {
+		for _, n := range []int{0, 1, 125, 126, 127, 1000, 0xFFFE, 0xFFFF, 0x10000, 1 << 20} {
+			want := appendHeader(nil, op, n)
+			got := header(n)
+			if !bytes.Equal(got, want) {
+				t.Errorf("op %d header(%d) = %x, want %x", op, n, got, want)
+			}
+			if cap(got) != len(got) && n <= 0xFFFF {
+				t.Errorf("op %d header(%d) has room to append into its neighbour (cap %d)", op, n, cap(got))
+			}
 		}
 	}
 }

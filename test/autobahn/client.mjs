@@ -2,7 +2,11 @@
 //
 //   node client.mjs <scenario> '<json options>'
 //
-// options: {url, realm, cookie, origin, topic, ...scenario-specific}.
+// options: {url, realm, cookie, origin, topic, serializer,
+// ...scenario-specific}; serializer is "json" (the default), "msgpack" or
+// "cbor": the client then offers only wamp.2.<serializer>, with
+// autobahn's serializer class (msgpack5 and cbor, autobahn's optional
+// dependencies, are in package-lock.json).
 // It prints one JSON object per line on stdout: progress lines
 // ({"ready": ...}) the Go test may wait for, then a final
 // {"result": {...}} or {"error": "..."}. Exit status 0 means the scenario
@@ -69,6 +73,21 @@ async function waitFor(pred, ms = 3000) {
   return pred();
 }
 
+// serializerClasses maps opts.serializer to autobahn's class; a class
+// autobahn could not load (its npm package missing) is undefined.
+const serializerClasses = {
+  json: autobahn.serializer.JSONSerializer,
+  msgpack: autobahn.serializer.MsgpackSerializer,
+  cbor: autobahn.serializer.CBORSerializer,
+};
+
+function serializers() {
+  const name = opts.serializer || 'json';
+  const cls = serializerClasses[name];
+  if (!cls) throw new Error('autobahn has no ' + name + ' serializer (missing npm package?)');
+  return [new cls()];
+}
+
 function connect() {
   return new Promise((resolve, reject) => {
     const connection = new autobahn.Connection({
@@ -76,6 +95,7 @@ function connect() {
       realm: opts.realm,
       max_retries: 0,
       retry_if_unreachable: false,
+      serializers: serializers(),
     });
     const closed = new Promise((r) => {
       connection.onclose = (reason, details) => {
