@@ -678,16 +678,27 @@ func (s *RedisClientStorage) lost(what string) error {
 	return unavailable(what, fmt.Errorf("epoch changed: %w", ErrIncomplete))
 }
 
+// reader is what a read of the registry starts with: the client, and the
+// epoch the data must still carry when read (an error when the registry
+// is known to be incomplete).
+func (s *RedisClientStorage) reader(ctx context.Context, what string) (rueidis.Client, string, error) {
+	c, err := s.get(ctx, what)
+	if err != nil {
+		return nil, "", err
+	}
+	epoch, err := s.answerable(what)
+	if err != nil {
+		return nil, "", err
+	}
+	return c, epoch, nil
+}
+
 // lookup returns the live entries of the sorted set key, pruning members
 // whose score has passed. It reads the epoch after the data (the epoch key
 // rides in the MGET), so that a registry lost before or during the lookup
 // fails it rather than answering part of it.
 func (s *RedisClientStorage) lookup(ctx context.Context, what, key string) ([]ClientEntry, error) {
-	c, err := s.get(ctx, what)
-	if err != nil {
-		return nil, err
-	}
-	epoch, err := s.answerable(what)
+	c, epoch, err := s.reader(ctx, what)
 	if err != nil {
 		return nil, err
 	}
@@ -765,11 +776,7 @@ func (s *RedisClientStorage) entries(ctx context.Context, c rueidis.Client, what
 // lookup does.
 func (s *RedisClientStorage) Get(ctx context.Context, connID string) ([]ClientEntry, error) {
 	const what = "get client"
-	c, err := s.get(ctx, what)
-	if err != nil {
-		return nil, err
-	}
-	epoch, err := s.answerable(what)
+	c, epoch, err := s.reader(ctx, what)
 	if err != nil {
 		return nil, err
 	}
