@@ -175,6 +175,37 @@ func TestChartSecretChecksum(t *testing.T) {
 	if str(ann["wsgate/secret-version"]) != "42" {
 		t.Errorf("podAnnotations not on the pod: %v", ann)
 	}
+
+	// Sidecar: the app chart's pod gets checksum/wsgate-secret from
+	// wsgate.sidecar.podAnnotations, and the Secret comes from this chart.
+	app := sidecarApp(t)
+	sidecarSum := func(value string) (string, []obj) {
+		objs, dep, _ := renderSidecarApp(t, app, "--set", "wsgate.existingSecret=", "--set", "wsgate.secret.create=true",
+			"--set", "wsgate.secret.data.wsgate-upstream-secret="+value)
+		refs := 0
+		for _, c := range list(get(dep, "spec", "template", "spec", "containers")) {
+			for _, e := range list(get(c, "env")) {
+				if ref := get(e, "valueFrom", "secretKeyRef", "name"); ref != nil {
+					refs++
+					if str(ref) != "demo-wsgate" {
+						t.Errorf("env %v reads Secret %v, want demo-wsgate", get(e, "name"), ref)
+					}
+				}
+			}
+		}
+		if refs == 0 {
+			t.Errorf("no secretKeyRef in the sidecar pod")
+		}
+		return str(get(dep, "spec", "template", "metadata", "annotations", "checksum/wsgate-secret")), objs
+	}
+	s1, objs := sidecarSum("0123456789abcdef-one")
+	sec = one(t, objs, "Secret")
+	if sec.name() != "demo-wsgate" {
+		t.Errorf("sidecar Secret %q, want demo-wsgate (the name the container's secretKeyRef uses)", sec.name())
+	}
+	if s2, _ := sidecarSum("0123456789abcdef-two"); !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(s1) || s1 == s2 {
+		t.Errorf("checksum/wsgate-secret %q then %q: want a sha256 that changes with the secret", s1, s2)
+	}
 }
 
 // TestChartSchema: bad values fail lint (and install) with a message that
