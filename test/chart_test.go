@@ -886,14 +886,9 @@ func TestChartDashboard(t *testing.T) {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("dashboard JSON: %v", err)
 	}
-	src, err := os.ReadFile("../metrics/metrics.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defined := map[string]bool{}
-	for _, m := range regexp.MustCompile(`"(wsgate_[a-z0-9_]+)"`).FindAllStringSubmatch(string(src), -1) {
-		defined[m[1]] = true
-	}
+	// What the gateway exports, from metrics.New's collectors (the same
+	// source as the alert rules' check, chart_rules_test.go).
+	series := exportedSeries(t)
 	used := map[string]bool{}
 	nameRe := regexp.MustCompile(`\b(wsgate|go|process)_[a-z0-9_]+`)
 	for _, p := range dash.Panels {
@@ -903,17 +898,8 @@ func TestChartDashboard(t *testing.T) {
 		for _, tg := range p.Targets {
 			for _, name := range nameRe.FindAllString(tg.Expr, -1) {
 				used[name] = true
-				if !strings.HasPrefix(name, "wsgate_") {
-					continue
-				}
-				base := name
-				for _, suf := range []string{"_bucket", "_count", "_sum"} {
-					if strings.HasSuffix(base, suf) && !defined[base] {
-						base = strings.TrimSuffix(base, suf)
-					}
-				}
-				if !defined[base] {
-					t.Errorf("panel %q queries %s, which metrics/metrics.go does not define", p.Title, name)
+				if series[name] == nil {
+					t.Errorf("panel %q queries %s, which the gateway does not export", p.Title, name)
 				}
 			}
 		}
@@ -927,11 +913,19 @@ func TestChartDashboard(t *testing.T) {
 			t.Errorf("the dashboard does not query %s", m)
 		}
 	}
-	var names []string
-	for n := range defined {
-		if !used[n] && !used[n+"_bucket"] && !used[n+"_count"] {
-			names = append(names, n)
+	unused := map[string]bool{}
+	for n := range series {
+		base := n
+		if series[n]["le"] || strings.HasSuffix(n, "_sum") || strings.HasSuffix(n, "_count") && series[strings.TrimSuffix(n, "_count")+"_sum"] != nil {
+			base = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
 		}
+		if strings.HasPrefix(n, "wsgate_") && !used[base] && !used[base+"_bucket"] && !used[base+"_count"] && !used[base+"_sum"] {
+			unused[base] = true
+		}
+	}
+	var names []string
+	for n := range unused {
+		names = append(names, n)
 	}
 	sort.Strings(names)
 	if len(names) > 0 {
