@@ -11,7 +11,7 @@ TESTFLAGS ?= -race -count=1 -timeout 15m
 # into a binary built with the same flags (e.g. make build plugins BUILDFLAGS=-race).
 BUILDFLAGS ?=
 
-.PHONY: all build plugins run test services vet gotest fuzz-smoke bench image image-plugins chart-test clean
+.PHONY: all build plugins run test services vet gotest fuzz-smoke bench image image-plugins chart-test clean helm helm-start chart-package
 
 all: build
 
@@ -37,7 +37,7 @@ run: build
 
 # Everything CI runs: install/start MariaDB, PostgreSQL, Redis and PHP when
 # missing, then vet and the whole suite under the race detector.
-test: services vet gotest
+test: helm-start services vet gotest chart-package
 
 services:
 	bash test/setup-services.sh
@@ -73,10 +73,26 @@ image:
 image-plugins:
 	docker build --target plugins --build-arg VERSION=$(VERSION) -t wsgate:$(VERSION)-plugins .
 
-# helm lint --strict and helm template on every example values file, and
-# the checks on the rendered manifests (helm is built from the module proxy
-# into ~/.cache/wsgate-test on first use); part of `make test` too.
-chart-test:
+# helm for the chart tests: found on PATH or built once from the module
+# proxy into ~/.cache/wsgate-test (test/setup-helm.sh), never inside a go
+# test timeout. `make test` starts the build in the background first
+# (helm-start) so it overlaps the services' setup and the test build; the
+# chart tests wait for it.
+helm:
+	bash test/setup-helm.sh
+
+helm-start:
+	bash test/setup-helm.sh --background
+
+# The chart as an installable archive, bin/charts/wsgate-<version>.tgz
+# (the CI artifact; docs/kubernetes.md installs from it).
+chart-package:
+	@mkdir -p bin/charts
+	helm=$$(bash test/setup-helm.sh --wait) && $$helm package charts/wsgate --destination bin/charts
+
+# helm lint --strict and helm template on the defaults and every example
+# values file, and the checks on the rendered manifests; part of `make test` too.
+chart-test: helm
 	$(GO) test $(TESTFLAGS) -run Chart ./test/
 
 clean:

@@ -30,10 +30,6 @@ import (
 // rendered wsgate config must pass `wsgate config check`, so the chart and
 // the config struct cannot drift apart.
 
-// helmVersion is built with `go install` when no helm is on PATH (it is
-// not a module dependency).
-const helmVersion = "v3.19.5"
-
 const (
 	chartDir      = "../charts/wsgate"
 	sidecarAppDir = "../charts/wsgate/examples/sidecar-app"
@@ -45,9 +41,10 @@ var (
 	helmErr  error
 )
 
-// helm returns the helm binary: helm from PATH, else one built once with
-// `go install` into the user cache directory (reused by later runs).
-// Without it the test is skipped, or failed under CI=true.
+// helm returns the helm binary that test/setup-helm.sh found or built
+// (`make test` starts that build first, in the background, so it never
+// runs inside this package's -timeout; this waits for it). Without one
+// the test is skipped, or failed under CI=true.
 func helm(t *testing.T) string {
 	t.Helper()
 	helmOnce.Do(func() { helmPath, helmErr = findHelm() })
@@ -58,40 +55,16 @@ func helm(t *testing.T) string {
 }
 
 func findHelm() (string, error) {
-	if p, err := exec.LookPath("helm"); err == nil {
-		return p, nil
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("no helm on PATH and no cache directory to build it into: %w", err)
-	}
-	dir := filepath.Join(cache, "wsgate-test", "helm-"+helmVersion)
-	bin := filepath.Join(dir, "helm")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	// Build into a directory of our own and rename: a concurrent test
-	// process never sees a half-written binary.
-	tmp, err := os.MkdirTemp(dir, "build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "install", "helm.sh/helm/v3/cmd/helm@"+helmVersion)
-	cmd.Dir = tmp // outside this module: helm is not one of its dependencies
-	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("no helm on PATH, and go install helm.sh/helm/v3/cmd/helm@%s failed: %v\n%s", helmVersion, err, out)
+	cmd := exec.CommandContext(ctx, "bash", "setup-helm.sh", "--wait")
+	cmd.Env = append(os.Environ(), "WSGATE_HELM_WAIT_SECONDS=690")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("bash test/setup-helm.sh --wait: %v\n%s", err, errb.String())
 	}
-	if err := os.Rename(filepath.Join(tmp, "helm"), bin); err != nil {
-		return "", err
-	}
-	return bin, nil
+	return strings.TrimSpace(out.String()), nil
 }
 
 // runHelm runs helm with its own empty config, cache and data directories.
@@ -234,6 +207,25 @@ func readYAMLFile(t *testing.T, path string) map[string]any {
 		m = map[string]any{}
 	}
 	return m
+}
+
+// valuesCase is a set of values the chart must lint and render with: its
+// helm arguments and the values in effect (for the checks).
+type valuesCase struct {
+	name   string
+	args   []string
+	values map[string]any
+}
+
+// valuesCases is the chart's own defaults (values.yaml alone) and every
+// example values file (ci/*.yaml).
+func valuesCases(t *testing.T) []valuesCase {
+	t.Helper()
+	cases := []valuesCase{{"defaults", nil, readYAMLFile(t, filepath.Join(chartDir, "values.yaml"))}}
+	for _, f := range exampleValues(t) {
+		cases = append(cases, valuesCase{strings.TrimSuffix(filepath.Base(f), ".yaml"), []string{"-f", f}, readYAMLFile(t, f)})
+	}
+	return cases
 }
 
 // exampleValues lists the chart's example values files (ci/*.yaml).
@@ -485,26 +477,30 @@ func configCheck(t *testing.T, cfg wsgateConfig, env []string) {
 
 func TestChartExamples(t *testing.T) {
 	helm(t)
-	for _, file := range exampleValues(t) {
-		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
-			if out, err := runHelm(t, "lint", "--strict", chartDir, "-f", file); err != nil {
+	for _, vc := range valuesCases(t) {
+		t.Run(vc.name, func(t *testing.T) {
+			if out, err := runHelm(t, append([]string{"lint", "--strict", chartDir}, vc.args...)...); err != nil {
 				t.Fatalf("helm lint --strict:\n%v", err)
 			} else if !strings.Contains(out, "0 chart(s) failed") {
 				t.Fatalf("helm lint --strict:\n%s", out)
 			}
-			values := readYAMLFile(t, file)
-			objs := parseObjects(t, mustHelm(t, "template", "rel", chartDir, "-f", file))
+			values := vc.values
+			objs := parseObjects(t, mustHelm(t, append([]string{"template", "rel", chartDir}, vc.args...)...))
 			cfg := renderedConfig(t, objs)
 			sidecar := str(values["mode"]) == "sidecar"
 			enabled := func(key string) bool { return get(values, key, "enabled") == true }
 
 			expect := map[string]bool{
 				"Deployment":              !sidecar,
-				"Service":                 !sidecar,
+				"Ingress":                 !sidecar && enabled("ingress"),
+				"PrometheusRule":          enabled("prometheusRule"),
 				"ServiceMonitor":          !sidecar && enabled("serviceMonitor"),
 				"PodMonitor":              enabled("podMonitor"),
 				"PodDisruptionBudget":     !sidecar && enabled("podDisruptionBudget"),
 				"HorizontalPodAutoscaler": !sidecar && enabled("autoscaling"),
+			}
+			if got, want := len(byKind(objs, "Service")), map[bool]int{true: 0, false: 2}[sidecar]; got != want {
+				t.Errorf("%d Services, want %d (the public websocket one and the internal one)", got, want)
 			}
 			for kind, want := range expect {
 				if got := len(byKind(objs, kind)) == 1; got != want {
@@ -528,7 +524,7 @@ func TestChartExamples(t *testing.T) {
 				if _, has := get(dep, "spec").(map[string]any)["replicas"]; has == enabled("autoscaling") {
 					t.Errorf("Deployment replicas set: %v, want it only without the HPA", has)
 				}
-				checkService(t, one(t, objs, "Service"), cfg)
+				checkServices(t, objs, dep.name(), cfg)
 				if enabled("serviceMonitor") {
 					if p := str(get(one(t, objs, "ServiceMonitor"), "spec", "endpoints", "0", "port")); p != "metrics" {
 						t.Errorf("ServiceMonitor scrapes port %q, want metrics", p)
@@ -602,20 +598,54 @@ func checkSecretEnv(t *testing.T, values map[string]any, env []string) {
 	}
 }
 
-func checkService(t *testing.T, svc obj, cfg wsgateConfig) {
+// servicePorts returns a Service's ports by name, checking that each
+// targets the container port of the same name.
+func servicePorts(t *testing.T, svc obj) map[string]int {
 	t.Helper()
 	ports := map[string]int{}
 	for _, p := range list(get(svc, "spec", "ports")) {
 		ports[str(get(p, "name"))] = toInt(t, "port", get(p, "port"))
 		if tp := str(get(p, "targetPort")); tp != str(get(p, "name")) {
-			t.Errorf("Service port %s targets %s", get(p, "name"), tp)
+			t.Errorf("Service %s port %s targets %s", svc.name(), get(p, "name"), tp)
 		}
 	}
-	if ports["ws"] != listenPort(t, "listen", str(get(cfg.Parsed, "listen"))) {
-		t.Errorf("Service ws port %d", ports["ws"])
+	return ports
+}
+
+// checkServices: the public Service (named like the Deployment) carries
+// the websocket port only; <name>-internal, always a ClusterIP, carries
+// metrics and the push API when it listens beyond loopback.
+func checkServices(t *testing.T, objs []obj, name string, cfg wsgateConfig) {
+	t.Helper()
+	var public, internal obj
+	for _, svc := range byKind(objs, "Service") {
+		switch svc.name() {
+		case name:
+			public = svc
+		case name + "-internal":
+			internal = svc
+		}
 	}
-	if ports["metrics"] != listenPort(t, "metrics.listen", str(get(cfg.Parsed, "metrics", "listen"))) {
-		t.Errorf("Service metrics port %d", ports["metrics"])
+	if public == nil || internal == nil {
+		t.Fatalf("want Services %s and %s-internal", name, name)
+	}
+	pub := servicePorts(t, public)
+	if len(pub) != 1 || pub["ws"] != listenPort(t, "listen", str(get(cfg.Parsed, "listen"))) {
+		t.Errorf("public Service ports %v, want only ws on the listen port", pub)
+	}
+	if typ := str(get(internal, "spec", "type")); typ != "ClusterIP" {
+		t.Errorf("internal Service type %q, want ClusterIP", typ)
+	}
+	in := servicePorts(t, internal)
+	if in["metrics"] != listenPort(t, "metrics.listen", str(get(cfg.Parsed, "metrics", "listen"))) {
+		t.Errorf("internal Service metrics port %d", in["metrics"])
+	}
+	if api := str(get(cfg.Parsed, "api", "listen")); api != "" && !strings.HasPrefix(api, "127.") {
+		if in["api"] != listenPort(t, "api.listen", api) {
+			t.Errorf("internal Service api port %d, want %s's", in["api"], api)
+		}
+	} else if _, has := in["api"]; has {
+		t.Errorf("internal Service has an api port with api.listen %q", api)
 	}
 }
 
@@ -822,13 +852,13 @@ func TestChartRefusals(t *testing.T) {
 		want string
 	}{
 		{[]string{"--set", "config.listen=127.0.0.1:8080"}, "is loopback"},
-		{[]string{"--set", "config.metrics.listen="}, "config.metrics.listen must be set"},
-		{[]string{"--set", "sessionVolume=null"}, "set sessionVolume"},
+		{[]string{"--set", "config.metrics.listen="}, "at '/config/metrics/listen': '' does not match pattern"},
+		{[]string{"--set", "sessionVolume=null"}, "missing property 'sessionVolume'"},
 		{[]string{"--set", "existingSecret="}, "set existingSecret"},
 		{[]string{"--set", "upstreamBaseURL="}, "set upstreamBaseURL"},
 		{[]string{"--set", "upstreamSecrets.nosuch=key"}, "no upstream"},
 		{[]string{"--set", "config.limits.drain_timeout=soon"}, "not a positive Go duration"},
-		{[]string{"--set", "mode=daemonset"}, "must be standalone or sidecar"},
+		{[]string{"--set", "mode=daemonset"}, "value must be one of 'standalone', 'sidecar'"},
 		{[]string{"--set", "mode=sidecar", "--set", "sidecar.appPort=8080"}, "also a wsgate listen port"},
 	} {
 		out, err := runHelm(t, append([]string{"template", "rel", chartDir, "-f", minimal}, tc.args...)...)
@@ -856,14 +886,9 @@ func TestChartDashboard(t *testing.T) {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("dashboard JSON: %v", err)
 	}
-	src, err := os.ReadFile("../metrics/metrics.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defined := map[string]bool{}
-	for _, m := range regexp.MustCompile(`"(wsgate_[a-z0-9_]+)"`).FindAllStringSubmatch(string(src), -1) {
-		defined[m[1]] = true
-	}
+	// What the gateway exports, from metrics.New's collectors (the same
+	// source as the alert rules' check, chart_rules_test.go).
+	series := exportedSeries(t)
 	used := map[string]bool{}
 	nameRe := regexp.MustCompile(`\b(wsgate|go|process)_[a-z0-9_]+`)
 	for _, p := range dash.Panels {
@@ -873,17 +898,8 @@ func TestChartDashboard(t *testing.T) {
 		for _, tg := range p.Targets {
 			for _, name := range nameRe.FindAllString(tg.Expr, -1) {
 				used[name] = true
-				if !strings.HasPrefix(name, "wsgate_") {
-					continue
-				}
-				base := name
-				for _, suf := range []string{"_bucket", "_count", "_sum"} {
-					if strings.HasSuffix(base, suf) && !defined[base] {
-						base = strings.TrimSuffix(base, suf)
-					}
-				}
-				if !defined[base] {
-					t.Errorf("panel %q queries %s, which metrics/metrics.go does not define", p.Title, name)
+				if series[name] == nil {
+					t.Errorf("panel %q queries %s, which the gateway does not export", p.Title, name)
 				}
 			}
 		}
@@ -897,11 +913,19 @@ func TestChartDashboard(t *testing.T) {
 			t.Errorf("the dashboard does not query %s", m)
 		}
 	}
-	var names []string
-	for n := range defined {
-		if !used[n] && !used[n+"_bucket"] && !used[n+"_count"] {
-			names = append(names, n)
+	unused := map[string]bool{}
+	for n := range series {
+		base := n
+		if series[n]["le"] || strings.HasSuffix(n, "_sum") || strings.HasSuffix(n, "_count") && series[strings.TrimSuffix(n, "_count")+"_sum"] != nil {
+			base = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
 		}
+		if strings.HasPrefix(n, "wsgate_") && !used[base] && !used[base+"_bucket"] && !used[base+"_count"] && !used[base+"_sum"] {
+			unused[base] = true
+		}
+	}
+	var names []string
+	for n := range unused {
+		names = append(names, n)
 	}
 	sort.Strings(names)
 	if len(names) > 0 {

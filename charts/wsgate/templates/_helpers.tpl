@@ -178,25 +178,58 @@ upstreams and events are joined to the app's address.
 {{- include "wsgate.config" . | sha256sum -}}
 {{- end -}}
 
+{{/* The Secret the container's secretKeyRefs read: existingSecret, else the chart's own (secret.create). */}}
+{{- define "wsgate.secretName" -}}
+{{- if .values.existingSecret -}}
+{{- .values.existingSecret -}}
+{{- else if and .values.secret .values.secret.create -}}
+{{- include "wsgate.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+checksum/secret: the sha256 of the data of the Secret the pod reads, so a
+changed secret rolls the pods on the next install/upgrade. The chart's own
+Secret (secret.create) is hashed from the values; an existingSecret is read
+from the cluster with lookup when secretChecksum.lookup is true (helm
+install/upgrade only: helm template, lint and GitOps renderers without
+cluster access get an empty lookup, and then no annotation is rendered).
+Empty when there is nothing to hash.
+*/}}
+{{- define "wsgate.secretChecksum" -}}
+{{- $v := .values -}}
+{{- if $v.existingSecret -}}
+{{- if and $v.secretChecksum $v.secretChecksum.lookup -}}
+{{- $s := lookup "v1" "Secret" .top.Release.Namespace (toString $v.existingSecret) -}}
+{{- if $s -}}
+{{- toJson (default dict $s.data) | sha256sum -}}
+{{- end -}}
+{{- end -}}
+{{- else if and $v.secret $v.secret.create -}}
+{{- toJson (default dict $v.secret.data) | sha256sum -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "wsgate.env" -}}
 {{- $v := .values -}}
 {{- $secretEnv := default dict $v.secretEnv -}}
 {{- $upSecrets := default dict $v.upstreamSecrets -}}
-{{- if and (or $secretEnv $upSecrets) (not $v.existingSecret) -}}
-{{- fail "secretEnv and upstreamSecrets read existingSecret: set existingSecret to the Secret's name" -}}
+{{- $secretName := include "wsgate.secretName" . -}}
+{{- if and (or $secretEnv $upSecrets) (not $secretName) -}}
+{{- fail "secretEnv and upstreamSecrets read existingSecret: set existingSecret to the Secret's name (or secret.create: true with secret.data)" -}}
 {{- end -}}
 {{- range $path, $key := $secretEnv }}
 - name: {{ printf "WSGATE_%s" (upper (replace "." "_" $path)) }}
   valueFrom:
     secretKeyRef:
-      name: {{ $v.existingSecret }}
+      name: {{ $secretName }}
       key: {{ $key }}
 {{- end }}
 {{- range $name, $key := $upSecrets }}
 - name: {{ include "wsgate.upstreamSecretEnv" $name }}
   valueFrom:
     secretKeyRef:
-      name: {{ $v.existingSecret }}
+      name: {{ $secretName }}
       key: {{ $key }}
 {{- end }}
 {{- with $v.extraEnv }}
@@ -313,11 +346,15 @@ php-sessions
   emptyDir: {}
 {{- end }}
 {{- else }}
+{{- /* helm lint does not stop at fail (it logs it and renders on), so
+the volume is only written in the else branch: lint then still sees valid
+YAML, and values.schema.json reports the missing sessionVolume. */}}
 {{- if not $v.sessionVolume }}
 {{- fail "session.store is files: set sessionVolume to the volume holding the PHP session files, shared with the PHP pods (e.g. persistentVolumeClaim: {claimName: php-sessions}), or run wsgate as a sidecar (mode: sidecar)" }}
-{{- end }}
+{{- else }}
 - name: php-sessions
   {{- toYaml $v.sessionVolume | nindent 2 }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -360,10 +397,14 @@ dependency has an alias.
 {{- include "wsgate.volumes" (dict "top" .top "values" (.values | default (index .top.Values "wsgate"))) -}}
 {{- end -}}
 
-{{/* Pod annotations: checksum/wsgate-config rolls the pod when the wsgate config changes. */}}
+{{/* Pod annotations: checksum/wsgate-config rolls the pod when the wsgate config changes, checksum/wsgate-secret when its Secret does (see wsgate.secretChecksum). */}}
 {{- define "wsgate.sidecar.podAnnotations" -}}
 {{- include "wsgate.sidecar.ctx" . -}}
-checksum/wsgate-config: {{ include "wsgate.checksum" (dict "top" .top "values" (.values | default (index .top.Values "wsgate"))) }}
+{{- $ctx := dict "top" .top "values" (.values | default (index .top.Values "wsgate")) -}}
+checksum/wsgate-config: {{ include "wsgate.checksum" $ctx }}
+{{- with include "wsgate.secretChecksum" $ctx }}
+checksum/wsgate-secret: {{ . }}
+{{- end }}
 {{- end -}}
 
 {{/* The pod's terminationGracePeriodSeconds for wsgate's drain (take the max with the app's own). */}}
