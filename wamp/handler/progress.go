@@ -5,37 +5,8 @@ import (
 	"errors"
 )
 
-// Progressive call results and call canceling (WAMP v2 advanced profile).
-//
-// A WAMP v2 caller may ask for progressive results (CALL option
-// receive_progress). The method then sends them with Progress, as often
-// as it likes, before it returns its final result:
-//
-//	func Countdown(ctx context.Context, c handler.Client, req handler.Request, params json.RawMessage) (any, error) {
-//		for i := 3; i > 0; i-- {
-//			if err := handler.Progress(ctx, i); err != nil {
-//				return nil, err // the call was canceled or has ended
-//			}
-//			select {
-//			case <-time.After(time.Second):
-//			case <-ctx.Done():
-//				return nil, ctx.Err() // canceled, timed out or the client left
-//			}
-//		}
-//		return "liftoff", nil
-//	}
-//
-// Progress does nothing when the caller did not ask (a WAMP v1 client, or
-// a v2 CALL without receive_progress), so a method need not check;
-// WantsProgress tells it when producing progress is costly. Each progress
-// goes to the client through the connection's outbound queue like any
-// other message, so a client that does not read them is disconnected as a
-// slow consumer rather than buffered without bound.
-//
-// A caller cancels a call with CANCEL: the call's ctx is then cancelled,
-// as it is when the call times out or the client goes away, so a method
-// that honours ctx (an HTTP request made with it, a select on ctx.Done())
-// stops there.
+// Progressive call results and call canceling (WAMP v2 advanced
+// profile): see the package documentation.
 
 // ErrCallEnded is returned by Progress once the call has ended for its
 // caller: its final result or error was sent, or the caller canceled it.
