@@ -14,7 +14,7 @@ import (
 )
 
 // TestWAMP2AutobahnCalls runs autobahn-js 26 against progressive call
-// results and call canceling on the real gateway: acme.jobs/countdown
+// results, call canceling and call timeouts on the real gateway: acme.jobs/countdown
 // (the example plugin) reports progress and honours its ctx; an upstream
 // (a Go server in this test) streams progress as application/x-ndjson and
 // holds one request until the gateway aborts it.
@@ -81,6 +81,8 @@ routes:
 				Progress       []progressStep  `json:"progress"`
 				NoProgress     wampOutcome     `json:"noProgress"`
 				Stream         []progressStep  `json:"stream"`
+				TimedOut       wampOutcome     `json:"timedOut"`
+				TimeoutKept    wampOutcome     `json:"timeoutKept"`
 				Kill           cancelOutcome   `json:"kill"`
 				Plain          cancelOutcome   `json:"plain"`
 				Upstream       cancelOutcome   `json:"upstream"`
@@ -91,7 +93,7 @@ routes:
 				"url": "ws://" + g.Addr + "/", "realm": "realm1", "cookie": cookie(alice), "serializer": ser,
 				"countdown": "jobs/countdown", "stream": "app/stream", "upstreamHold": "app/hold",
 			}).result(&r)
-			for _, f := range []string{"progressive_call_results", "call_canceling"} {
+			for _, f := range []string{"progressive_call_results", "call_canceling", "call_timeout"} {
 				if !r.DealerFeatures[f] {
 					t.Errorf("WELCOME dealer features %v lack %s", r.DealerFeatures, f)
 				}
@@ -100,6 +102,10 @@ routes:
 			assertSteps(t, "countdown", r.Progress, []string{`3`, `2`, `1`}, `"liftoff"`)
 			assertSteps(t, "upstream stream", r.Stream, []string{`{"step":1}`, `{"step":2}`, `{"step":3}`}, `"streamed"`)
 			assertJSON(t, "countdown without receive_progress", r.NoProgress.OK, `"liftoff"`)
+			if r.TimedOut.errURI() != "wamp.error.timeout" {
+				t.Errorf("call with timeout 300 ms: %+v, want wamp.error.timeout", r.TimedOut)
+			}
+			assertJSON(t, "call kept alive by progress within its timeout", r.TimeoutKept.OK, `"liftoff"`)
 
 			// kill: the gateway cancels the handler's ctx and answers
 			// ERROR wamp.error.canceled once it returned; the countdown
@@ -139,18 +145,18 @@ routes:
 		})
 	}
 	// Every canceled call's handler ended with its ctx: acme.jobs counts
-	// two failed calls a run (kill, no mode), the upstream one canceled
-	// request a run.
+	// three failed calls a run (timeout, kill, no mode), the upstream one
+	// canceled request a run.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		body := metricsBody(t, g)
 		jobs := metricSum(body, "wsgate_rpc_duration_seconds_count", `handler="acme.jobs"`, `outcome="error"`)
 		up := metricSum(body, "wsgate_upstream_request_duration_seconds_count", `outcome="canceled"`)
-		if jobs == float64(2*runs) && up == float64(runs) {
+		if jobs == float64(3*runs) && up == float64(runs) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("acme.jobs failed calls %v (want %d), upstream canceled requests %v (want %d)", jobs, 2*runs, up, runs)
+			t.Fatalf("acme.jobs failed calls %v (want %d), upstream canceled requests %v (want %d)", jobs, 3*runs, up, runs)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -19,8 +21,16 @@ import (
 // (and then the reader is busy with it, so no CANCEL can arrive before it
 // ends), Limits.MaxOffloadedCallsPerSession when it is.
 
-// errURICanceled answers a canceled call.
-const errURICanceled = "wamp.error.canceled"
+// errURICanceled answers a canceled call, errURITimeout one whose
+// caller's timeout (CALL option timeout) went by.
+const (
+	errURICanceled = "wamp.error.canceled"
+	errURITimeout  = "wamp.error.timeout"
+)
+
+// maxCallerTimeout caps a CALL's timeout option where the node has no
+// call timeout of its own, so that the milliseconds always convert.
+const maxCallerTimeout = 24 * time.Hour
 
 // Cancel modes (CANCEL.Options.mode).
 const (
@@ -63,6 +73,12 @@ type pendingCall struct {
 	reqID uint64
 	// stop cancels the handler's ctx; idempotent.
 	stop context.CancelFunc
+	// timeout is the caller's timeout (CALL option timeout), 0 for none;
+	// timer, when set, ends the call when it goes by without a result
+	// (the first, or the next after a progress). Both are set before the
+	// call is listed and never change; the timer is reset under mu.
+	timeout time.Duration
+	timer   *time.Timer
 
 	// mu guards state and orders what is sent for the call: a progress
 	// and the final answer are sent with it held, so no progress ever
@@ -81,15 +97,19 @@ type callTable struct {
 }
 
 // beginCallV2 lists the call reqID and returns the context its handler
-// runs with: ctx, cancelled by a CANCEL, and carrying the progress sender
-// when the caller asked for progressive results. A second CALL reusing the
-// id of a running one is answered as usual but cannot be canceled: the
-// first keeps the id.
-func (s *Session) beginCallV2(ctx context.Context, reqID uint64, progress bool) (context.Context, *pendingCall) {
+// runs with: ctx, cancelled by a CANCEL or the caller's timeout, and
+// carrying the progress sender when the caller asked for progressive
+// results. A second CALL reusing the id of a running one is answered as
+// usual but cannot be canceled: the first keeps the id.
+func (s *Session) beginCallV2(ctx context.Context, reqID uint64, o callOptions) (context.Context, *pendingCall) {
 	ctx, stop := context.WithCancel(ctx)
 	pc := &pendingCall{s: s, reqID: reqID, stop: stop}
-	if progress {
+	if o.ReceiveProgress {
 		ctx = handler.WithProgress(ctx, pc.progress)
+	}
+	if d := s.callerTimeout(o.timeoutMS); d > 0 {
+		pc.timeout = d
+		pc.timer = time.AfterFunc(d, pc.timedOut)
 	}
 	t := &s.calls
 	t.mu.Lock()
@@ -123,6 +143,40 @@ func (pc *pendingCall) end() {
 		}
 	}
 	t.mu.Unlock()
+	if pc.timer != nil {
+		pc.timer.Stop()
+	}
+	pc.stop()
+}
+
+// callerTimeout is the timer a CALL's timeout option (ms) needs: none for
+// 0 (the spec's "no timeout"), nor when the node's own call timeout (or,
+// without one, maxCallerTimeout) is not longer.
+func (s *Session) callerTimeout(ms int64) time.Duration {
+	if ms <= 0 {
+		return 0
+	}
+	limit := maxCallerTimeout
+	if nt := s.node.callTimeout; nt > 0 && nt < limit {
+		limit = nt
+	}
+	if ms >= limit.Milliseconds() {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// timedOut ends a call whose caller's timeout went by: like a CANCEL in
+// mode killnowait, with ERROR wamp.error.timeout.
+func (pc *pendingCall) timedOut() {
+	pc.mu.Lock()
+	if pc.state != callRunning {
+		pc.mu.Unlock()
+		return
+	}
+	pc.s.sendErrorV2(v2Call, pc.reqID, errURITimeout, "call timed out", nil)
+	pc.state = callEnded
+	pc.mu.Unlock()
 	pc.stop()
 }
 
@@ -163,6 +217,11 @@ func (pc *pendingCall) progress(v any) error {
 		return handler.ErrCallEnded
 	}
 	pc.s.send("RESULT", encodeProgressV2(pc.reqID, b))
+	if pc.timer != nil {
+		// The caller's timeout runs between results (spec: progressive
+		// call results and timeouts).
+		pc.timer.Reset(pc.timeout)
+	}
 	return nil
 }
 
@@ -186,14 +245,28 @@ func (s *Session) sendCanceledV2(reqID uint64) {
 type callOptions struct {
 	// ReceiveProgress asks for progressive results.
 	ReceiveProgress bool `json:"receive_progress"`
+	// Timeout is the caller's timeout in ms (call_timeout feature).
+	Timeout json.RawMessage `json:"timeout"`
+
+	// timeoutMS is Timeout when it is a non-negative integer, else 0.
+	timeoutMS int64
 }
 
 // parseCallOptions reads CALL options; options it cannot read are taken
-// as none, as they were before any was honoured.
+// as none, as they were before any was honoured, and a timeout that is
+// not a non-negative integer as no timeout.
 func parseCallOptions(dict json.RawMessage) callOptions {
 	var o callOptions
-	if !isEmptyContainer(dict) {
-		_ = json.Unmarshal(dict, &o) // unreadable: the defaults
+	if isEmptyContainer(dict) {
+		return o
+	}
+	if json.Unmarshal(dict, &o) != nil {
+		return callOptions{}
+	}
+	if len(o.Timeout) > 0 {
+		if ms, err := strconv.ParseInt(string(o.Timeout), 10, 64); err == nil && ms > 0 {
+			o.timeoutMS = ms
+		}
 	}
 	return o
 }

@@ -54,6 +54,24 @@ func (r *progressRPC) Methods() map[string]handler.RPCMethod {
 			}
 			return map[string]any{"done": true, "wanted": handler.WantsProgress(ctx)}, nil
 		},
+		// tick sends n progress, one every 30 ms, then returns "ticked".
+		"tick": func(ctx context.Context, _ handler.Client, _ handler.Request, p json.RawMessage) (any, error) {
+			var args []int
+			if err := json.Unmarshal(p, &args); err != nil || len(args) != 1 {
+				return nil, &handler.Error{Desc: "want [n]", Code: 400}
+			}
+			for i := 1; i <= args[0]; i++ {
+				select {
+				case <-time.After(30 * time.Millisecond):
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				if err := handler.Progress(ctx, i); err != nil {
+					return nil, err
+				}
+			}
+			return "ticked", nil
+		},
 		// hold sends one progress, then waits for release or its ctx.
 		"hold": func(ctx context.Context, _ handler.Client, _ handler.Request, _ json.RawMessage) (any, error) {
 			if err := handler.Progress(ctx, "started"); err != nil {
@@ -330,7 +348,7 @@ func TestWelcomeDealerFeatures(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatalf("WELCOME %q", msgs)
 	}
-	for _, feat := range []string{`"progressive_call_results":true`, `"call_canceling":true`} {
+	for _, feat := range []string{`"progressive_call_results":true`, `"call_canceling":true`, `"call_timeout":true`} {
 		if !strings.Contains(string(msgs[0]), feat) {
 			t.Errorf("dealer feature %s not announced: %s", feat, msgs[0])
 		}
@@ -342,4 +360,78 @@ func (s *Session) runningCalls() int {
 	s.calls.mu.Lock()
 	defer s.calls.mu.Unlock()
 	return len(s.calls.m)
+}
+
+// The caller's timeout (CALL option timeout, ms) ends a call that gives no
+// result in time with ERROR wamp.error.timeout and cancels its ctx; it
+// runs between results, so progress keeps a call alive.
+func TestCallerTimeout(t *testing.T) {
+	ctx := context.Background()
+	t.Run("expires", func(t *testing.T) {
+		r := newProgressRPC(true)
+		f := progressFixture(t, r, nil)
+		s, p := f.openV2(t, ClientInfo{ConnID: "c", Identity: handler.Identity{UserIdentifier: "alice"}})
+		if err := s.Handle(ctx, []byte(`[48,1,{"timeout":50},"p/hold",[]]`)); err != nil {
+			t.Fatal(err)
+		}
+		<-r.started
+		select {
+		case err := <-r.ended:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("handler ended with %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the caller's timeout did not end the handler's ctx")
+		}
+		<-r.progressErr
+		f.settle(t)
+		expectMsgs(t, p.take(), []string{`[8,48,1,{},"wamp.error.timeout",["call timed out"]]`}, "")
+	})
+	for _, tc := range []struct {
+		name, call, want string
+	}{
+		// 12 progress 30 ms apart: 360 ms in all, never 300 ms without one.
+		{"progress resets it", `[48,2,{"timeout":300,"receive_progress":true},"p/tick",[12]]`, `[50,2,{},["ticked"]]`},
+		{"zero is none", `[48,2,{"timeout":0},"p/tick",[2]]`, `[50,2,{},["ticked"]]`},
+		{"not an integer is none", `[48,2,{"timeout":1.5},"p/tick",[2]]`, `[50,2,{},["ticked"]]`},
+		{"negative is none", `[48,2,{"timeout":-5},"p/tick",[2]]`, `[50,2,{},["ticked"]]`},
+		{"without progress it expires", `[48,2,{"timeout":40},"p/tick",[12]]`, `[8,48,2,{},"wamp.error.timeout",["call timed out"]]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := progressFixture(t, newProgressRPC(true), nil)
+			s, p := f.openV2(t, ClientInfo{ConnID: "c", Identity: handler.Identity{UserIdentifier: "alice"}})
+			if err := s.Handle(ctx, []byte(tc.call)); err != nil {
+				t.Fatal(err)
+			}
+			f.settle(t)
+			got := p.take()
+			var final [][]byte
+			for _, m := range got {
+				if !strings.Contains(string(m), `"progress":true`) {
+					final = append(final, m)
+				}
+			}
+			expectMsgs(t, final, []string{tc.want}, "")
+		})
+	}
+}
+
+func TestCallerTimeoutBound(t *testing.T) {
+	for _, tc := range []struct {
+		node time.Duration
+		ms   int64
+		want time.Duration
+	}{
+		{10 * time.Second, 0, 0},
+		{10 * time.Second, 500, 500 * time.Millisecond},
+		{10 * time.Second, 10000, 0}, // the node's own comes first
+		{-1, 1 << 62, 0},             // no node timeout: past the cap, no timer (and no overflow)
+		{-1, 1000, time.Second},
+	} {
+		f := newFixture(t, func(c *NodeConfig) { c.CallTimeout = tc.node })
+		s, _ := f.openV2(t, ClientInfo{ConnID: "c"})
+		if got := s.callerTimeout(tc.ms); got != tc.want {
+			t.Errorf("node %v, option %d ms: timer %v, want %v", tc.node, tc.ms, got, tc.want)
+		}
+	}
 }

@@ -143,8 +143,10 @@
 //     cancelled and nothing more sent (autobahn-js has already rejected
 //     the call). A CANCEL of an unknown or finished call, or with another
 //     mode, is ignored. A call that does not run offloaded has ended
-//     before the reader reads the CANCEL. WELCOME announces
-//     progressive_call_results and call_canceling.
+//     before the reader reads the CANCEL. The option timeout (ms) ends a
+//     call without a result in time (between results, with progress) as
+//     killnowait does, with ERROR wamp.error.timeout. WELCOME announces
+//     progressive_call_results, call_canceling and call_timeout.
 //   - Session meta API, when NodeConfig.MetaAPI enables it (WELCOME then
 //     announces session_meta_api): CALLs of wamp.session.count and
 //     wamp.session.list (optional filter_authroles, matched as

@@ -499,6 +499,7 @@ func newRouterRoles(meta bool) map[string]any {
 	dealer := map[string]bool{
 		"progressive_call_results": true,
 		"call_canceling":           true,
+		"call_timeout":             true,
 	}
 	if meta {
 		broker["session_meta_api"] = true
@@ -896,7 +897,7 @@ func (s *Session) callV2(ctx context.Context, m messageV2) error {
 	req.Kwargs = m.kwargs
 	// Listed before the handler runs, so that a CANCEL read next finds
 	// it (cancel.go).
-	callCtx, pc := s.beginCallV2(ctx, m.reqID, parseCallOptions(m.dict).ReceiveProgress)
+	callCtx, pc := s.beginCallV2(ctx, m.reqID, parseCallOptions(m.dict))
 	s.runCall(r.handler, func() {
 		out, err := s.callMethod(callCtx, r, method, req, paramsFromArgs(m.args, m.kwargs))
 		pc.answer(err != nil || out == nil, func() {

@@ -222,6 +222,10 @@ const scenarios = {
     r.progress = await progressOf(opts.countdown, [3, 20]);
     r.noProgress = await settle(session.call(opts.countdown, [2, 1]));
     if (opts.stream) r.stream = await progressOf(opts.stream, []);
+    // The CALL option timeout (ms): a call with no result in time fails
+    // with wamp.error.timeout; progress in time keeps one alive.
+    r.timedOut = await settle(session.call(opts.countdown, [100, 1000], {}, { timeout: 300 }));
+    r.timeoutKept = await settle(session.call(opts.countdown, [6, 100], {}, { timeout: 400, receive_progress: true }));
 
     // cancelAfterFirst starts proc with receive_progress, cancels it
     // once its first progress arrived (so it surely runs) and reports the
