@@ -52,6 +52,8 @@ func TestWAMP2AutobahnCalls(t *testing.T) {
 	}))
 	defer app.Close()
 
+	const secret = "0123456789abcdef0123456789abcdef"
+	phpURL := startPHPUpstream(t, secret) // examples/php-upstream: countdown streams
 	dir := t.TempDir()
 	alice := writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": "alice", "roles": []string{"ROLE_USER"}, "firewall": "main"})
 	g := startGateway(t, fmt.Sprintf(`
@@ -64,13 +66,15 @@ wamp:
   realm: realm1
 limits: {call_timeout: 60s}
 upstreams:
-  app: {url: "%s", secret: "0123456789abcdef0123456789abcdef", timeout: 50s}
+  app: {url: "%s", secret: "%s", timeout: 50s}
+  php: {url: "%s", secret: "%s", timeout: 10s}
 plugins: [%%ACME_PLUGIN%%]
 routes:
   rpc:
     jobs: {pattern: "jobs/{method}", handler: acme.jobs}
     app_rpc: {pattern: "app/{method}", handler: upstream.app}
-`, dir, app.URL))
+    php_rpc: {pattern: "php/{method}", handler: upstream.php}
+`, dir, app.URL, secret, phpURL, secret))
 
 	runs := 0
 	for _, ser := range []string{"json", "msgpack"} {
@@ -81,6 +85,8 @@ routes:
 				Progress       []progressStep  `json:"progress"`
 				NoProgress     wampOutcome     `json:"noProgress"`
 				Stream         []progressStep  `json:"stream"`
+				PHPStream      []progressStep  `json:"phpStream"`
+				PHPPlain       wampOutcome     `json:"phpPlain"`
 				TimedOut       wampOutcome     `json:"timedOut"`
 				TimeoutKept    wampOutcome     `json:"timeoutKept"`
 				Kill           cancelOutcome   `json:"kill"`
@@ -91,7 +97,7 @@ routes:
 			}
 			startAutobahn(t, "calls", map[string]any{
 				"url": "ws://" + g.Addr + "/", "realm": "realm1", "cookie": cookie(alice), "serializer": ser,
-				"countdown": "jobs/countdown", "stream": "app/stream", "upstreamHold": "app/hold",
+				"countdown": "jobs/countdown", "stream": "app/stream", "upstreamHold": "app/hold", "phpStream": "php/countdown",
 			}).result(&r)
 			for _, f := range []string{"progressive_call_results", "call_canceling", "call_timeout"} {
 				if !r.DealerFeatures[f] {
@@ -102,6 +108,9 @@ routes:
 			assertSteps(t, "countdown", r.Progress, []string{`3`, `2`, `1`}, `"liftoff"`)
 			assertSteps(t, "upstream stream", r.Stream, []string{`{"step":1}`, `{"step":2}`, `{"step":3}`}, `"streamed"`)
 			assertJSON(t, "countdown without receive_progress", r.NoProgress.OK, `"liftoff"`)
+			// The PHP example streams from PHP's own server.
+			assertSteps(t, "PHP upstream stream", r.PHPStream, []string{`3`, `2`, `1`}, `"liftoff"`)
+			assertJSON(t, "PHP countdown without receive_progress", r.PHPPlain.OK, `"liftoff"`)
 			if r.TimedOut.errURI() != "wamp.error.timeout" {
 				t.Errorf("call with timeout 300 ms: %+v, want wamp.error.timeout", r.TimedOut)
 			}

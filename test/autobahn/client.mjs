@@ -204,7 +204,8 @@ const scenarios = {
   // progress and returns "liftoff" (acme.jobs/countdown); opts.stream, if
   // set, one whose progress comes streamed from the upstream;
   // opts.upstreamHold, if set, an upstream procedure that sends one
-  // progress and then waits until its request is aborted.
+  // progress and then waits until its request is aborted; opts.phpStream,
+  // if set, the PHP example's countdown ([n]: n..1 streamed, "liftoff").
   async calls() {
     const { connection, session, details, closed } = await connect();
     const r = { dealerFeatures: details.roles.dealer.features };
@@ -222,6 +223,10 @@ const scenarios = {
     r.progress = await progressOf(opts.countdown, [3, 20]);
     r.noProgress = await settle(session.call(opts.countdown, [2, 1]));
     if (opts.stream) r.stream = await progressOf(opts.stream, []);
+    if (opts.phpStream) {
+      r.phpStream = await progressOf(opts.phpStream, [3]);
+      r.phpPlain = await settle(session.call(opts.phpStream, [2]));
+    }
     // The CALL option timeout (ms): a call with no result in time fails
     // with wamp.error.timeout; progress in time keeps one alive.
     r.timedOut = await settle(session.call(opts.countdown, [100, 1000], {}, { timeout: 300 }));
