@@ -15,7 +15,8 @@
 // JSON codec both use; serializer.go: msgpack and CBOR, transcoded to and
 // from JSON at a v2 session's edge. broker.go: topics, fan-out, periodic topics;
 // audience.go: who of a topic's subscribers a broadcast selects; meta.go:
-// the v2 session meta API.
+// the v2 session meta API; cancel.go: v2 progressive call results and
+// call canceling.
 // router.go: route patterns; handlers.go: the registered handlers bound to
 // routes. offload.go: handler work off the reader; reidentify.go: identity
 // changes; push.go: application pushes; relay.go: other replicas;
@@ -121,8 +122,7 @@
 //     before HELLO gets ABORT wamp.error.protocol_violation and an error
 //     wrapping ErrProtocol. REGISTER and UNREGISTER get ERROR
 //     wamp.error.not_authorized: the node is not a dealer for callees.
-//     CANCEL is ignored (calls run to completion before the next message
-//     is read).
+//     CANCEL: see CALL.
 //   - CALL: routing as for v1 (rpc routes, method from the route's method
 //     attribute). Params follow Ratchet's rule on the positional
 //     arguments, or are the keyword arguments when there are no
@@ -132,7 +132,21 @@
 //     wamp.error.not_authorized; handler error → its handler.Error URI or
 //     wamp.error.runtime_error, with [description] and kwargs {"code",
 //     "details"}; a nil or false result → wamp.error.runtime_error "RPC
-//     Error".
+//     Error". With the option receive_progress, each handler.Progress of
+//     the handler is a RESULT [50, request, {"progress": true}, [value]]
+//     before the final answer, never after it. CANCEL [49, request,
+//     {"mode"}] of a running call (cancel.go): killnowait → ERROR
+//     wamp.error.canceled at once, the handler's ctx cancelled, its answer
+//     discarded; kill → ctx cancelled, the answer when the handler returns
+//     (wamp.error.canceled if it failed, else its RESULT); skip → ERROR at
+//     once, the handler runs on, its answer discarded; no mode → ctx
+//     cancelled and nothing more sent (autobahn-js has already rejected
+//     the call). A CANCEL of an unknown or finished call, or with another
+//     mode, is ignored. A call that does not run offloaded has ended
+//     before the reader reads the CANCEL. The option timeout (ms) ends a
+//     call without a result in time (between results, with progress) as
+//     killnowait does, with ERROR wamp.error.timeout. WELCOME announces
+//     progressive_call_results, call_canceling and call_timeout.
 //   - Session meta API, when NodeConfig.MetaAPI enables it (WELCOME then
 //     announces session_meta_api): CALLs of wamp.session.count and
 //     wamp.session.list (optional filter_authroles, matched as

@@ -36,6 +36,9 @@ type Session struct {
 	// sessions never offload a topic callback, and an idle one should not
 	// carry it.
 	lane *lane
+	// calls lists the running v2 calls, for CANCEL and progressive
+	// results (cancel.go).
+	calls callTable
 	// numID is the WAMP v2 session id (id is its decimal form); 0 for v1.
 	numID uint64
 	// seq is the node-wide open order.

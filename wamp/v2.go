@@ -496,7 +496,11 @@ func newRouterRoles(meta bool) map[string]any {
 		"publisher_identification":      true,
 		"subscriber_blackwhite_listing": true,
 	}
-	dealer := map[string]bool{}
+	dealer := map[string]bool{
+		"progressive_call_results": true,
+		"call_canceling":           true,
+		"call_timeout":             true,
+	}
 	if meta {
 		broker["session_meta_api"] = true
 		dealer["session_meta_api"] = true
@@ -557,9 +561,7 @@ func (s *Session) handleV2(ctx context.Context, msg []byte) error {
 	case v2Call:
 		return s.callV2(ctx, m)
 	case v2Cancel:
-		// Calls run to completion before the next message is read, so
-		// there is never a pending call to cancel.
-		return nil
+		return s.cancelV2(m)
 	case v2Register, v2Unregister:
 		if err := s.checkReqID(m); err != nil {
 			return err
@@ -893,19 +895,23 @@ func (s *Session) callV2(ctx context.Context, m messageV2) error {
 		return nil
 	}
 	req.Kwargs = m.kwargs
+	// Listed before the handler runs, so that a CANCEL read next finds
+	// it (cancel.go).
+	callCtx, pc := s.beginCallV2(ctx, m.reqID, parseCallOptions(m.dict))
 	s.runCall(r.handler, func() {
-		out, err := s.callMethod(ctx, r, method, req, paramsFromArgs(m.args, m.kwargs))
-		if err != nil {
-			s.handlerErrorV2(v2Call, m.reqID, req.URI, err)
-			return
-		}
-		if out == nil {
-			s.sendErrorV2(v2Call, m.reqID, errURIRuntime, "RPC Error", []byte(`{"code":500}`))
-			return
-		}
-		s.send("RESULT", encodeResultV2(m.reqID, out))
+		out, err := s.callMethod(callCtx, r, method, req, paramsFromArgs(m.args, m.kwargs))
+		pc.answer(err != nil || out == nil, func() {
+			switch {
+			case err != nil:
+				s.handlerErrorV2(v2Call, m.reqID, req.URI, err)
+			case out == nil:
+				s.sendErrorV2(v2Call, m.reqID, errURIRuntime, "RPC Error", []byte(`{"code":500}`))
+			default:
+				s.send("RESULT", encodeResultV2(m.reqID, out))
+			}
+		})
 	}, func() {
-		s.sendBusyV2(v2Call, m.reqID)
+		pc.answer(true, func() { s.sendBusyV2(v2Call, m.reqID) })
 	})
 	return nil
 }

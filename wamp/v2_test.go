@@ -321,6 +321,8 @@ func FuzzSessionHandleV2(f *testing.F) {
 	}
 	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[16,2,{"acknowledge":true,"exclude_me":false},"chan/a",[1]]` + "\n" + `[34,3,1]` + "\n" + `[6,{},"x"]`))
 	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[32,2,{},"chan/a"]` + "\n" + `[34,3,1]` + "\n" + `[34,4,1]`))
+	// Progressive results, CANCEL and the caller's timeout (cancel.go).
+	f.Add([]byte(`[48,1,{"receive_progress":true,"timeout":5},"sample/slow",[]]` + "\n" + `[49,1,{"mode":"kill"}]` + "\n" + `[49,2,{}]` + "\n" + `[49,3,{"mode":7}]`))
 
 	fixture := fuzzFixture(accessRoutes)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -339,6 +341,9 @@ func FuzzSessionHandleV2(f *testing.F) {
 		handleLines(t, s, data, func(err error) bool {
 			return errors.Is(err, ErrProtocol) || errors.Is(err, ErrClosed)
 		})
+		if n := s.runningCalls(); n != 0 { // the fixture's calls run inline
+			t.Fatalf("%d calls still listed after they returned", n)
+		}
 		s.Close()
 		o1.Close()
 		o2.Close()

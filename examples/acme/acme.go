@@ -1,6 +1,7 @@
 // Package acme is the GosWebSocketBundle sample application ported to the
 // wsgate handler SDK: an RPC handler "acme.rpc" with a "sum" method and a
-// chat-like topic handler "acme.topic".
+// chat-like topic handler "acme.topic", plus "acme.jobs" (jobs.go), whose
+// "countdown" shows progressive call results and call canceling.
 //
 // The gateway binary does not compile it in: examples/acme/plugin wraps it
 // as a Go plugin (`make plugins` builds bin/plugins/acme.so), loaded with
@@ -13,6 +14,9 @@
 //	    acme_rpc:
 //	      pattern: "sample/{method}"
 //	      handler: acme.rpc
+//	    acme_jobs:
+//	      pattern: "jobs/{method}"
+//	      handler: acme.jobs
 //	  topics:
 //	    acme_topic:
 //	      pattern: "acme/channel/{room}"
@@ -34,6 +38,9 @@ import (
 // exports.
 func Register(r *handler.Registry) error {
 	if err := r.AddRPC(RPC{}); err != nil {
+		return err
+	}
+	if err := r.AddRPC(Jobs{}); err != nil {
 		return err
 	}
 	if err := r.AddTopic(Topic{Clients: r.Clients()}); err != nil {

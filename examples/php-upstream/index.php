@@ -7,6 +7,10 @@
 // otherwise: a replay), with wsgate_auth.php, then answers:
 //   - call "sum":  {"result": array_sum(args)}, anonymous callers refused
 //                  with error uri "app.error.auth", code 403;
+//   - call "countdown": args [n] (1 to 10); when the gateway accepts a
+//                  stream (the WAMP v2 caller asked for progressive
+//                  results), n..1 as application/x-ndjson progress lines,
+//                  then {"result": "liftoff"}; else that result alone;
 //   - subscribe:   allowed, except topics containing "private" for
 //                  anonymous callers;
 //   - publish:     {"text": ...} events are rewritten with "by": the
@@ -103,6 +107,31 @@ switch ($req['kind']) {
                 }
                 $args = array_filter($args, fn($v) => !is_array($v)); // as PHP 8.2 would warn
                 reply(200, ['result' => array_sum($args)]);
+            case 'countdown':
+                $n = $req['args'][0] ?? null;
+                if (!is_int($n) || $n < 1 || $n > 10) {
+                    fail('app.error.bad_request', 'countdown takes [n], 1 to 10', 400);
+                }
+                if (!str_contains($_SERVER['HTTP_ACCEPT'] ?? '', 'application/x-ndjson')) {
+                    reply(200, ['result' => 'liftoff']);
+                }
+                // A streamed reply: one JSON object a line, each sent at
+                // once; the last one is the usual reply. A canceled call
+                // closes the connection: stop when it is gone.
+                header('Content-Type: application/x-ndjson');
+                while (ob_get_level() > 0) {
+                    ob_end_flush();
+                }
+                for ($i = $n; $i > 0; $i--) {
+                    echo json_encode(['progress' => $i]), "\n";
+                    flush();
+                    if (connection_aborted()) {
+                        exit;
+                    }
+                    usleep(20000);
+                }
+                echo json_encode(['result' => 'liftoff']), "\n";
+                exit;
             default:
                 fail('app.error.not_found', 'Unknown method ' . json_encode($req['method'] ?? null), 404);
         }

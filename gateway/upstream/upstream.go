@@ -206,7 +206,7 @@ const (
 	OutcomeBusy       = "busy"        // no concurrency slot within QueueWait
 	OutcomeTimeout    = "timeout"     // no complete reply within Timeout
 	OutcomeBadGateway = "bad_gateway" // unreachable, non-2xx or invalid reply
-	OutcomeCanceled   = "canceled"    // the client went away first
+	OutcomeCanceled   = "canceled"    // the client went away or canceled the call first
 )
 
 // HeaderSource is implemented by a handler.Client that can report the
@@ -684,7 +684,7 @@ func outcome(err error) string {
 			return OutcomeBadGateway
 		}
 		return OutcomeAppError
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), errors.Is(err, handler.ErrCallEnded):
 		return OutcomeCanceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return OutcomeTimeout
@@ -721,7 +721,11 @@ func (u *Upstream) send(parent context.Context, c handler.Client, o outgoing) (*
 		return nil, fmt.Errorf("upstream %q: %w", u.name, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
+	if o.kind == KindCall && handler.WantsProgress(parent) {
+		req.Header.Set("Accept", "application/json, "+contentTypeNDJSON) // stream.go
+	} else {
+		req.Header.Set("Accept", "application/json")
+	}
 	req.Header.Set("User-Agent", "wsgate-upstream")
 	var hs HeaderSource
 	if h, ok := c.(HeaderSource); ok {
@@ -743,6 +747,9 @@ func (u *Upstream) send(parent context.Context, c handler.Client, o outgoing) (*
 			return nil, e
 		}
 		return nil, gatewayError(502, URIBadGateway, "upstream answered "+resp.Status)
+	}
+	if o.kind == KindCall && isNDJSON(resp.Header.Get("Content-Type")) {
+		return u.streamReply(parent, ctx, resp.Body)
 	}
 	data, err := readReply(resp.Body, u.max)
 	if err != nil {

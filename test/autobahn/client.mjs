@@ -199,6 +199,69 @@ const scenarios = {
     return r;
   },
 
+  // calls: progressive call results and call canceling. opts.countdown
+  // is a procedure taking [from, interval_ms] that sends from..1 as
+  // progress and returns "liftoff" (acme.jobs/countdown); opts.stream, if
+  // set, one whose progress comes streamed from the upstream;
+  // opts.upstreamHold, if set, an upstream procedure that sends one
+  // progress and then waits until its request is aborted; opts.phpStream,
+  // if set, the PHP example's countdown ([n]: n..1 streamed, "liftoff").
+  async calls() {
+    const { connection, session, details, closed } = await connect();
+    const r = { dealerFeatures: details.roles.dealer.features };
+    // progressOf calls proc with receive_progress, recording progress
+    // and the final outcome in the order autobahn delivers them.
+    const progressOf = async (proc, args) => {
+      const seq = [];
+      const p = session.call(proc, args, {}, { receive_progress: true });
+      // autobahn 26 delivers progress through its (when.js) promise's
+      // third then() callback.
+      p.then(null, null, (v) => seq.push({ progress: v }));
+      seq.push({ final: await settle(p) });
+      return seq;
+    };
+    r.progress = await progressOf(opts.countdown, [3, 20]);
+    r.noProgress = await settle(session.call(opts.countdown, [2, 1]));
+    if (opts.stream) r.stream = await progressOf(opts.stream, []);
+    if (opts.phpStream) {
+      r.phpStream = await progressOf(opts.phpStream, [3]);
+      r.phpPlain = await settle(session.call(opts.phpStream, [2]));
+    }
+    // The CALL option timeout (ms): a call with no result in time fails
+    // with wamp.error.timeout; progress in time keeps one alive.
+    r.timedOut = await settle(session.call(opts.countdown, [100, 1000], {}, { timeout: 300 }));
+    r.timeoutKept = await settle(session.call(opts.countdown, [6, 100], {}, { timeout: 400, receive_progress: true }));
+
+    // cancelAfterFirst starts proc with receive_progress, cancels it
+    // once its first progress arrived (so it surely runs) and reports the
+    // outcome and how long the cancel took to answer.
+    const cancelAfterFirst = async (proc, args, cancelOpts) => {
+      const progress = [];
+      const p = session.call(proc, args, {}, { receive_progress: true });
+      p.then(null, null, (v) => progress.push(v));
+      const outcome = settle(p);
+      if (!(await waitFor(() => progress.length > 0, 10000))) return { noProgress: true, outcome: await outcome };
+      const t0 = Date.now();
+      if (cancelOpts === undefined) p.cancel(); else p.cancel(cancelOpts);
+      const res = await outcome;
+      return { progress, outcome: res, ms: Date.now() - t0 };
+    };
+    r.kill = await cancelAfterFirst(opts.countdown, [100, 1000], { mode: 'kill' });
+    // autobahn's cancel() without a mode rejects at once; the gateway
+    // must send nothing more for that call (autobahn would take it as a
+    // protocol violation and close the connection).
+    r.plain = await cancelAfterFirst(opts.countdown, [100, 1000]);
+    if (opts.upstreamHold) {
+      r.upstream = await cancelAfterFirst(opts.upstreamHold, [], { mode: 'kill' });
+    }
+    // The session still works after the cancels.
+    await sleep(200);
+    r.after = await settle(session.call(opts.countdown, [1, 1]));
+    connection.close();
+    r.close = await closed;
+    return r;
+  },
+
   // hello: only connect and report the WELCOME, then leave.
   async hello() {
     const { connection, details, closed } = await connect();

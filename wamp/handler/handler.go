@@ -46,11 +46,44 @@
 // client's next message. The unsubscribes a disconnect leaves run after the
 // connection is gone, off the gateway's socket workers. Handlers must be
 // safe for concurrent use and should honour ctx, which is cancelled when
-// the call times out or the client goes away.
+// the call times out, the client goes away or (WAMP v2) the caller cancels
+// the call.
 //
 // A handler that is not offloaded runs on the gateway's socket workers,
 // which serve every connection: it must not wait on I/O (a database, an
 // HTTP service). Implement OffloadedRPC / OffloadedTopic for that.
+//
+// # Progressive results and canceling
+//
+// A WAMP v2 caller may ask for progressive results (CALL option
+// receive_progress). The method sends them with Progress, as often as it
+// likes, before it returns its final result, and stops when ctx ends:
+//
+//	func Countdown(ctx context.Context, c handler.Client, req handler.Request, params json.RawMessage) (any, error) {
+//		for i := 3; i > 0; i-- {
+//			if err := handler.Progress(ctx, i); err != nil {
+//				return nil, err // the call was canceled or has ended
+//			}
+//			select {
+//			case <-time.After(time.Second):
+//			case <-ctx.Done():
+//				return nil, ctx.Err() // canceled, timed out or the client left
+//			}
+//		}
+//		return "liftoff", nil
+//	}
+//
+// Progress does nothing when the caller did not ask (a WAMP v1 client, or
+// a v2 CALL without receive_progress), so a method need not check;
+// WantsProgress tells it when producing progress is costly. Each progress
+// goes to the client through the connection's outbound queue like any
+// other message, so a client that does not read them is disconnected as a
+// slow consumer rather than buffered without bound. A caller's CANCEL
+// cancels ctx, as the call timeout and the client leaving do: a method
+// that honours ctx (an HTTP request made with it, a select on ctx.Done())
+// stops there. Such a method should be an OffloadedRPC: one that runs on
+// the socket workers holds the connection's reader, so its CANCEL is read
+// only once it has returned.
 package handler
 
 import (

@@ -1,5 +1,5 @@
-// Command plugin is the acme example handlers (acme.rpc, acme.topic,
-// acme.relay) as a wsgate Go plugin. Build it with the same Go version,
+// Command plugin is the acme example handlers (acme.rpc, acme.jobs,
+// acme.topic, acme.relay) as a wsgate Go plugin. Build it with the same Go version,
 // build flags (-race included) and wsgate version as the gateway:
 //
 //	go build -buildmode=plugin -o bin/plugins/acme.so ./examples/acme/plugin
