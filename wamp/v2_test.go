@@ -134,7 +134,7 @@ func TestV2Conformance(t *testing.T) {
 		{"subscribe and unsubscribe", ClientInfo{ConnID: "c1"}, []step{
 			{in: `[32,1,{},"chan/a"]`, want: []string{`[33,1,1]`, `[36,1,"$PUB",{},[{"msg":"c1 has joined chan/a"}]]`}},
 			{in: `[32,2,{},"chan/a"]`, want: []string{`[33,2,1]`}},
-			{in: `[32,3,{"match":"prefix"},"chan"]`, want: []string{`[8,32,3,{},"wamp.error.invalid_argument",["only exact topic matching is supported"]]`}},
+			{in: `[32,3,{"match":"regex"},"chan"]`, want: []string{`[8,32,3,{},"wamp.error.invalid_argument",["SUBSCRIBE option match \"regex\" is not exact, prefix nor wildcard"]]`}},
 			{in: `[32,4,{},"nowhere"]`, want: []string{`[8,32,4,{},"wamp.error.invalid_uri",["no route for topic \"nowhere\""]]`}},
 			{in: `[34,5,99]`, want: []string{`[8,34,5,{},"wamp.error.no_such_subscription",["no such subscription"]]`}},
 			{in: `[34,6,1]`, want: []string{`[35,6]`}},
