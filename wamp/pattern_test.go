@@ -199,7 +199,7 @@ func TestPatternSubscriptionAccess(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		topic, ev               string
+		topic, ev              string
 		alice, anon, staffGets []string
 	}{
 		{"user/alice", `1`, []string{aPrefix + " user/alice 1", aWild + " user/alice 1"}, nil, nil},
