@@ -66,6 +66,7 @@ type Server struct {
 	tr       *transport.Transport
 	work     *wamp.Pool       // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
 	fanout   *cluster.Fanout  // relays broadcasts between replicas; nil without cluster.fanout
+	retained *cluster.Retained // WAMP retained events in Redis; nil without cluster.fanout (then in the node's memory)
 	control  *cluster.Control // carries disconnects to the other replicas; nil without cluster.fanout
 	events   *upstream.Events // connection events to the app; nil without events.url
 
@@ -187,6 +188,10 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			return nil, err
 		}
 		nodeCfg.Relay = fanoutRelay{s.fanout}
+		if s.retained, err = s.newRetained(); err != nil { // run.go
+			return nil, err
+		}
+		nodeCfg.Retained = s.retained
 	}
 	if s.node, err = wamp.NewNode(nodeCfg); err != nil {
 		return nil, routesError(err)
@@ -279,6 +284,9 @@ func (s *Server) closeDepsOnce() {
 	}
 	if s.fanout != nil {
 		s.fanout.Close()
+	}
+	if s.retained != nil {
+		s.retained.Close()
 	}
 	if s.clients != nil {
 		s.clients.Close()

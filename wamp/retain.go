@@ -14,8 +14,8 @@ import (
 //
 // What is kept is what the topic handler broadcasts through the TopicRef
 // its OnPublish got (so a handler that refuses client publishes, like
-// wsgate.user, retains nothing), or what the push API pushes with
-// "retain": true: the event payload only, without publisher disclosure.
+// wsgate.user, retains nothing), or through the TopicRef of an OnPush of
+// Node.PushRetained (the push API's "retain": true): the event payload only, without publisher disclosure.
 // An event whose audience is restricted (exclude, eligible, or any
 // *_authid / *_authrole list; the publisher's own exclusion aside) is
 // delivered but not retained: a later subscriber's eligibility could not
@@ -177,16 +177,6 @@ func (n *Node) broadcastRetained(uri string, event any, a *Audience, relay bool,
 		n.broker.relay.Publish(uri, payload, *a)
 	}
 	return n.deliver(uri, payload, a, details), nil
-}
-
-// BroadcastRetained is BroadcastTo for an application push with retain:
-// the event is also kept as the topic's retained event, unless a
-// restricts its audience (then it is only broadcast).
-func (n *Node) BroadcastRetained(uri string, event any, a Audience, relay bool) (int, error) {
-	if a.named() || a.byIdentity() || len(a.ExcludeSessions) > 0 {
-		return n.broadcast(uri, event, &a, relay, nil)
-	}
-	return n.broadcastRetained(uri, event, &a, relay, nil)
 }
 
 // retainedDetails are the EVENT details of a retained event.

@@ -60,20 +60,21 @@ func TestEventRetention(t *testing.T) {
 	}
 }
 
-// The push API's retain keeps an unrestricted push only.
-func TestBroadcastRetained(t *testing.T) {
+// A push with retain keeps what the handler broadcasts; a plain push
+// does not.
+func TestPushRetained(t *testing.T) {
 	f := newFixture(t, builtinRoutes)
-	if _, err := f.node.BroadcastRetained("user/bob", json.RawMessage(`{"n":1}`), Audience{}, false); err != nil {
+	if err := f.node.PushRetained(context.Background(), "user/bob", json.RawMessage(`{"n":1}`), "test", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.node.BroadcastRetained("user/sue", json.RawMessage(`{"n":2}`), Audience{EligibleUsers: []string{"sue"}}, false); err != nil {
+	if err := f.node.Push(context.Background(), "user/sue", json.RawMessage(`{"n":2}`), "test"); err != nil {
 		t.Fatal(err)
 	}
 	if p, ok, _ := f.node.retained.Retained(context.Background(), "user/bob"); !ok || string(p) != `{"n":1}` {
 		t.Errorf("user/bob retained %q %v", p, ok)
 	}
 	if _, ok, _ := f.node.retained.Retained(context.Background(), "user/sue"); ok {
-		t.Error("a push to named users was retained")
+		t.Error("a push without retain was retained")
 	}
 	// The user channel's owner gets it on subscribing.
 	s, p := f.openV2(t, userInfo("b", "bob"))
