@@ -64,11 +64,14 @@ type Server struct {
 	registry *clientRegistry // batches client storage removals off the transport
 	metrics  *metrics.Gateway
 	tr       *transport.Transport
-	work     *wamp.Pool        // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
-	fanout   *cluster.Fanout   // relays broadcasts between replicas; nil without cluster.fanout
-	retained *cluster.Retained // WAMP retained events in Redis; nil without cluster.fanout (then in the node's memory)
-	control  *cluster.Control  // carries disconnects to the other replicas; nil without cluster.fanout
-	events   *upstream.Events  // connection events to the app; nil without events.url
+	work     *wamp.Pool       // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
+	fanout   *cluster.Fanout  // relays broadcasts between replicas; nil without cluster.fanout
+	control  *cluster.Control // carries disconnects to the other replicas; nil without cluster.fanout
+	events   *upstream.Events // connection events to the app; nil without events.url
+
+	// retained keeps WAMP retained events in Redis; nil without
+	// cluster.fanout (then in the node's memory).
+	retained *cluster.Retained
 
 	keepHeaders map[string]bool // handshake headers kept for upstream forwarding
 	anonLog     anonymousLog    // when each anonymous reason was last logged (anonymous.go)
