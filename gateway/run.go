@@ -320,8 +320,10 @@ func (s *Server) newFanout() (*cluster.Fanout, error) {
 // cannot retain is counted with the fan-out's drops, by reason.
 func (s *Server) newRetained() (*cluster.Retained, error) {
 	r, err := cluster.NewRetained(cluster.RetainedOptions{
-		Redis:  s.clusterRedis(),
-		Prefix: s.cfg.Cluster.Prefix,
+		Redis:     s.clusterRedis(),
+		Prefix:    s.cfg.Cluster.Prefix,
+		TTL:       s.cfg.WAMP.RetainedTTL,
+		MaxTopics: s.cfg.WAMP.RetainedMaxTopics,
 		Dropped: func(reason string) {
 			s.metrics.FanoutDropped.WithLabelValues(reason).Inc()
 		},

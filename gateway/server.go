@@ -174,12 +174,14 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			MaxJSONDepth:                cfg.Limits.MaxJSONDepth,
 			MaxOffloadedCallsPerSession: cfg.Limits.MaxPendingCallsPerConnection,
 			MaxOffloadedCalls:           cfg.Limits.MaxPendingCalls,
+			MaxPatterns:                 cfg.Limits.MaxPatterns,
 		},
 		Realm:     cfg.WAMP.Realm,
 		MetaAPI:   cfg.WAMP.MetaAPI,
 		Observer:  wampObserver{m},
 		Offloader: s.work,
 	}
+	nodeCfg.RetainedLimits = wamp.RetainedLimits{MaxTopics: cfg.WAMP.RetainedMaxTopics, MaxBytes: cfg.WAMP.RetainedMaxBytes}
 	var everyReplica *cluster.Clients
 	if cfg.ClientStorage.Driver == "redis" {
 		// Handlers find every replica's clients.
