@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -420,3 +421,38 @@ func (o *countingObserver) Limit(name string) {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// BenchmarkPatternFanout10k is one broadcast on user/alice with 10,000
+// v2 sessions each holding a prefix subscription user/ and a wildcard one
+// user/ (alice's own and 9,999 other users, who are refused by
+// wsgate.user's rule from the cached decision), beside 1,000 other
+// patterns that do not match: the index, the access cache and one encode
+// per pattern.
+func BenchmarkPatternFanout10k(b *testing.B) {
+	f := newFixture(b, builtinRoutes)
+	for i := 0; i < 10000; i++ {
+		user := "u" + strconv.Itoa(i)
+		if i == 0 {
+			user = "alice"
+		}
+		s := f.node.OpenProtocol(nopPeer{}, userInfo("c"+strconv.Itoa(i), user), ProtocolV2JSON)
+		for _, k := range []patternKey{{matchPrefix, "user/"}, {matchWildcard, "user/"}} {
+			if _, err := s.addPatternSub(k); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if i < 1000 {
+			if _, err := s.addPatternSub(patternKey{matchWildcard, "public//" + strconv.Itoa(i)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	ref := f.node.Topic("user/alice")
+	event := map[string]string{"msg": "hello"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ref.Broadcast(event, nil, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -211,6 +211,18 @@ func (s *Session) sendRetained(ctx context.Context, uri string, sub *subscriptio
 	}
 }
 
+// resendRetained is sendRetained for a SUBSCRIBE with get_retained of a
+// topic the session is subscribed to already: the spec's answer is the
+// same subscription, and the retained event is asked for all the same.
+func (s *Session) resendRetained(ctx context.Context, uri string) {
+	s.mu.Lock()
+	sub := s.subs[uri]
+	s.mu.Unlock()
+	if sub != nil {
+		s.sendRetained(ctx, uri, sub)
+	}
+}
+
 // advertiseBrokerFeatures adds the broker features of this file and
 // pattern.go to the WELCOME roles: event_retention always,
 // pattern_based_subscription when patterns are served.

@@ -60,6 +60,28 @@ func TestEventRetention(t *testing.T) {
 	}
 }
 
+// A repeated SUBSCRIBE with get_retained gets the same subscription and
+// the retained event.
+func TestRetainedOnRepeatedSubscribe(t *testing.T) {
+	f := newFixture(t, builtinRoutes)
+	pub, _ := f.openV2(t, userInfo("p", "pete"))
+	if err := pub.Handle(context.Background(), []byte(`[16,1,{"retain":true},"public/r",["kept"]]`)); err != nil {
+		t.Fatal(err)
+	}
+	s, p := f.openV2(t, userInfo("b", "bob"))
+	id := subscribedID(t, s, p, 1, `{}`, "public/r")
+	if err := s.Handle(context.Background(), []byte(`[32,2,{"get_retained":true},"public/r"]`)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := p.take()
+	if len(msgs) != 2 || string(msgs[0]) != "[33,2,"+id+"]" {
+		t.Fatalf("got %q", msgs)
+	}
+	if got := eventsOf(t, msgs[1:]); len(got) != 1 || got[0] != id+` - "kept" retained` {
+		t.Errorf("retained event %q", got)
+	}
+}
+
 // A push with retain keeps what the handler broadcasts; a plain push
 // does not.
 func TestPushRetained(t *testing.T) {

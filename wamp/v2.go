@@ -697,6 +697,9 @@ func (s *Session) subscribeV2(ctx context.Context, m messageV2) error {
 	}
 	if subID, dup := s.subscribedTo(uri); dup {
 		s.send("SUBSCRIBED", encodeIDsV2(v2Subscribed, m.reqID, subID))
+		if opts.getRetained {
+			s.resendRetained(ctx, uri) // retain.go
+		}
 		return nil
 	}
 	sub, err := s.newSubscription(uri)

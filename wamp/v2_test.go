@@ -321,6 +321,8 @@ func FuzzSessionHandleV2(f *testing.F) {
 	}
 	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[16,2,{"acknowledge":true,"exclude_me":false},"chan/a",[1]]` + "\n" + `[34,3,1]` + "\n" + `[6,{},"x"]`))
 	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[32,2,{},"chan/a"]` + "\n" + `[34,3,1]` + "\n" + `[34,4,1]`))
+	// Pattern subscriptions and retention (pattern.go, retain.go).
+	f.Add([]byte(`[32,1,{"match":"prefix"},"chan/"]` + "\n" + `[32,2,{"match":"wildcard"},"/a"]` + "\n" + `[16,3,{"retain":true,"exclude_me":false},"chan/a",[1]]` + "\n" + `[32,4,{"get_retained":true},"chan/a"]` + "\n" + `[34,5,1]`))
 
 	fixture := fuzzFixture(accessRoutes)
 	f.Fuzz(func(t *testing.T, data []byte) {
