@@ -456,3 +456,32 @@ func BenchmarkPatternFanout10k(b *testing.B) {
 		}
 	}
 }
+
+// msgpack and CBOR pattern subscribers get the same EVENT, transcoded,
+// under the same access rule.
+func TestPatternBinarySubscribers(t *testing.T) {
+	for _, p := range binaryProtocols {
+		t.Run(p.String(), func(t *testing.T) {
+			f := newFixture(t, builtinRoutes)
+			s, peer := openBinary(t, f, p, "a") // user u-a
+			got := handleBinary(t, s, peer, `[32,1,{"match":"prefix"},"user/"]`)
+			if len(got) != 1 || !strings.HasPrefix(got[0], "[33,1,") {
+				t.Fatalf("SUBSCRIBE: %q", got)
+			}
+			subID := strings.TrimSuffix(strings.TrimPrefix(got[0], "[33,1,"), "]")
+			for _, topic := range []string{"user/u-b", "user/u-a"} {
+				if _, err := f.node.BroadcastTo(topic, topic, Audience{}, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got = takeJSON(t, p, peer)
+			if len(got) != 1 {
+				t.Fatalf("events %q, want user/u-a's only", got)
+			}
+			var e []json.RawMessage
+			if err := json.Unmarshal([]byte(got[0]), &e); err != nil || len(e) != 5 || string(e[1]) != subID || !jsonEqual(t, e[3], `{"topic":"user/u-a"}`) || !jsonEqual(t, e[4], `["user/u-a"]`) {
+				t.Errorf("EVENT %s", got[0])
+			}
+		})
+	}
+}
