@@ -209,12 +209,19 @@ func sameWords(a, b string) bool {
 	return true
 }
 
-// TestReplicasPatternsAndRetention: two replicas sharing Redis (pub/sub
-// fan-out). Alice's pattern subscriptions on replica A get what is pushed
-// and published on replica B for the topics they cover (PSUBSCRIBE), not
-// bob's channel; an event retained through B is what a get_retained
+// TestReplicasPatternsAndRetention: two replicas sharing Redis, with
+// the pub/sub fan-out and with the streams one. Alice's pattern
+// subscriptions on replica A get what is pushed and published on replica
+// B for the topics they cover (PSUBSCRIBE; the stream reader's filter),
+// not bob's channel; an event retained through B is what a get_retained
 // subscriber on A gets (the Redis key).
 func TestReplicasPatternsAndRetention(t *testing.T) {
+	for _, fanout := range []string{"redis", "redis_streams"} {
+		t.Run(fanout, func(t *testing.T) { replicasPatternsAndRetention(t, fanout) })
+	}
+}
+
+func replicasPatternsAndRetention(t *testing.T, fanout string) {
 	autobahnNode(t)
 	redisAddr := testenv.Redis(t)
 	testenv.PHP(t)
@@ -237,7 +244,7 @@ func TestReplicasPatternsAndRetention(t *testing.T) {
 	}
 	alice, bob := session("alice"), session("bob")
 	// Extra goes on under routes.topics: the built-in handlers' routes.
-	config := replicaConfig(replicaOptions{Sessions: dir, Prefix: prefix, Redis: redisAddr, Fanout: "redis",
+	config := replicaConfig(replicaOptions{Sessions: dir, Prefix: prefix, Redis: redisAddr, Fanout: fanout,
 		Extra: "    public: {pattern: \"public/{channel}\", handler: wsgate.relay}\n    user: {pattern: \"user/{username}\", handler: wsgate.user}\n"})
 	a, b := startReplica(t, config), startReplica(t, config)
 	pushB := func(topic string, payload any, retain bool) {
@@ -296,5 +303,62 @@ func TestReplicasPatternsAndRetention(t *testing.T) {
 		if got := describe(r.eventsWith(tc.text)); !sameWords(got, tc.want) {
 			t.Errorf("%s: events %q, want %q", tc.text, got, tc.want)
 		}
+	}
+}
+
+// TestShardedFanoutRefusesPatterns: with the fan-out in sharded pub/sub
+// (cluster.redis mode cluster; a single Redis 7 serves it as a one-node
+// cluster), which has no pattern subscribe, WELCOME does not announce
+// pattern_based_subscription and a pattern SUBSCRIBE is refused with
+// wamp.error.invalid_argument, while exact subscriptions and retention
+// work.
+func TestShardedFanoutRefusesPatterns(t *testing.T) {
+	autobahnNode(t)
+	redisAddr := testenv.Redis(t)
+	testenv.PHP(t)
+	rdb, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	prefix := "wsgate-e2e-" + randomSuffix(t) + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := rdb.Do(ctx, rdb.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
+		for _, k := range keys {
+			rdb.Do(ctx, rdb.B().Del().Key(k).Build())
+		}
+	})
+	dir := t.TempDir()
+	alice := cookie(writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": "alice", "roles": []string{"ROLE_USER"}, "firewall": "main"}))
+	config := replicaConfig(replicaOptions{Sessions: dir, Prefix: prefix, Redis: redisAddr, Fanout: "redis",
+		Extra: "    user: {pattern: \"user/{username}\", handler: wsgate.user}\n"})
+	config = strings.Replace(config, "cluster: {fanout: redis, prefix: "+fmt.Sprintf("%q", prefix)+"}",
+		"cluster: {fanout: redis, prefix: "+fmt.Sprintf("%q", prefix)+", redis: {mode: cluster, addrs: ["+fmt.Sprintf("%q", redisAddr)+"]}}", 1)
+	if !strings.Contains(config, "mode: cluster") {
+		t.Fatalf("config not rewritten:\n%s", config)
+	}
+	g := startReplica(t, config)
+	if status, body := g.apiCall(t, "POST", "/api/publish", map[string]any{"topic": "user/alice", "payload": "kept", "retain": true}); status != 202 {
+		t.Fatalf("push: %d %s", status, body)
+	}
+	eventually(t, 10*time.Second, "the retained key in Redis", func() bool {
+		n, err := rdb.Do(context.Background(), rdb.B().Exists().Key(prefix+"retained:user/alice").Build()).AsInt64()
+		return err == nil && n == 1
+	})
+	var r patternResult
+	startAutobahn(t, "subscribe", map[string]any{"url": "ws://" + g.Addr + "/", "realm": "realm1", "cookie": alice,
+		"subs": []map[string]any{
+			{"topic": "user/", "match": "prefix"},
+			{"topic": "user/alice", "get_retained": true},
+		}, "expect": "kept"}).result(&r)
+	if r.BrokerFeatures["pattern_based_subscription"] || !r.BrokerFeatures["event_retention"] {
+		t.Errorf("WELCOME broker features %v", r.BrokerFeatures)
+	}
+	if got := r.Subs[0].errURI(); got != "wamp.error.invalid_argument" {
+		t.Errorf("pattern SUBSCRIBE: %q, want wamp.error.invalid_argument", got)
+	}
+	if got := describe(r.eventsWith("kept")); got != "1:user/alice:true" {
+		t.Errorf("retained: %q", got)
 	}
 }
