@@ -91,8 +91,11 @@ func TestFanoutPatterns(t *testing.T) {
 			if strings.Join(got, " ") != want {
 				t.Errorf("delivered %q, want %q", strings.Join(got, " "), want)
 			}
-			if b.obs.dups != 0 || b.obs.lostTotal() != 0 {
-				t.Errorf("copies counted: dups %d lost %d", b.obs.dups, b.obs.lostTotal())
+			b.obs.mu.Lock()
+			dups := b.obs.dups
+			b.obs.mu.Unlock()
+			if dups != 0 || b.obs.lostTotal() != 0 {
+				t.Errorf("copies counted: dups %d lost %d", dups, b.obs.lostTotal())
 			}
 			// Unwatching: one of the two wildcard watchers leaves, the
 			// glob stays; then all go.
