@@ -136,6 +136,10 @@ type publishRequest struct {
 	Payload       json.RawMessage `json:"payload"`
 	EligibleUsers []string        `json:"eligible_users"`
 	ExcludedUsers []string        `json:"excluded_users"`
+	// Retain keeps the push as the topic's retained event (WAMP v2 event
+	// retention: a SUBSCRIBE with get_retained gets it), unless user
+	// lists restrict it.
+	Retain bool `json:"retain"`
 }
 
 // publish delivers an application push to this gateway's subscribers. It
@@ -157,6 +161,11 @@ func (s *Server) publish(ctx context.Context, req publishRequest, source string)
 		push := s.node.Push
 		if local {
 			push = s.node.PushLocal
+		}
+		if req.Retain {
+			push = func(ctx context.Context, topic string, payload json.RawMessage, source string) error {
+				return s.node.PushRetained(ctx, topic, payload, source, local)
+			}
 		}
 		err := push(ctx, req.Topic, req.Payload, source)
 		switch {

@@ -315,6 +315,26 @@ func (s *Server) newFanout() (*cluster.Fanout, error) {
 	return f, nil
 }
 
+// newRetained makes the Redis store of WAMP retained events, shared by
+// the replicas of cluster.fanout (keys <prefix>retained:<topic>); what it
+// cannot retain is counted with the fan-out's drops, by reason.
+func (s *Server) newRetained() (*cluster.Retained, error) {
+	r, err := cluster.NewRetained(cluster.RetainedOptions{
+		Redis:     s.clusterRedis(),
+		Prefix:    s.cfg.Cluster.Prefix,
+		TTL:       s.cfg.WAMP.RetainedTTL,
+		MaxTopics: s.cfg.WAMP.RetainedMaxTopics,
+		Dropped: func(reason string) {
+			s.metrics.FanoutDropped.WithLabelValues(reason).Inc()
+		},
+		Logger: s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster.fanout redis: %w", err)
+	}
+	return r, nil
+}
+
 // deliverRelayed hands what other replicas broadcast to this node; it runs
 // on the fan-out's delivery goroutine.
 func (s *Server) deliverRelayed(m cluster.FanoutMessage) {

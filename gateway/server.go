@@ -69,6 +69,10 @@ type Server struct {
 	control  *cluster.Control // carries disconnects to the other replicas; nil without cluster.fanout
 	events   *upstream.Events // connection events to the app; nil without events.url
 
+	// retained keeps WAMP retained events in Redis; nil without
+	// cluster.fanout (then in the node's memory).
+	retained *cluster.Retained
+
 	keepHeaders map[string]bool // handshake headers kept for upstream forwarding
 	anonLog     anonymousLog    // when each anonymous reason was last logged (anonymous.go)
 	nodeID      string          // prefixes connection ids so replicas never collide
@@ -170,12 +174,14 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			MaxJSONDepth:                cfg.Limits.MaxJSONDepth,
 			MaxOffloadedCallsPerSession: cfg.Limits.MaxPendingCallsPerConnection,
 			MaxOffloadedCalls:           cfg.Limits.MaxPendingCalls,
+			MaxPatterns:                 cfg.Limits.MaxPatterns,
 		},
 		Realm:     cfg.WAMP.Realm,
 		MetaAPI:   cfg.WAMP.MetaAPI,
 		Observer:  wampObserver{m},
 		Offloader: s.work,
 	}
+	nodeCfg.RetainedLimits = wamp.RetainedLimits{MaxTopics: cfg.WAMP.RetainedMaxTopics, MaxBytes: cfg.WAMP.RetainedMaxBytes}
 	var everyReplica *cluster.Clients
 	if cfg.ClientStorage.Driver == "redis" {
 		// Handlers find every replica's clients.
@@ -187,6 +193,10 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			return nil, err
 		}
 		nodeCfg.Relay = fanoutRelay{s.fanout}
+		if s.retained, err = s.newRetained(); err != nil { // run.go
+			return nil, err
+		}
+		nodeCfg.Retained = s.retained
 	}
 	if s.node, err = wamp.NewNode(nodeCfg); err != nil {
 		return nil, routesError(err)
@@ -279,6 +289,9 @@ func (s *Server) closeDepsOnce() {
 	}
 	if s.fanout != nil {
 		s.fanout.Close()
+	}
+	if s.retained != nil {
+		s.retained.Close()
 	}
 	if s.clients != nil {
 		s.clients.Close()

@@ -32,6 +32,8 @@ type broker struct {
 	// last local subscriber, so that other replicas' broadcasts reach
 	// this node only for topics someone here listens to.
 	relay Relay
+	// patterns are the pattern-based subscriptions (pattern.go).
+	patterns patternIndex
 }
 
 // topicState is one topic with local subscribers.
@@ -160,19 +162,7 @@ func (b *broker) snapshot(uri string) (*subscriberSnap, uint64) {
 	}
 	// Concurrent readers may both build; both results are identical
 	// because writers are excluded by the read lock.
-	snap := &subscriberSnap{}
-	for s := range t.subscribers {
-		ref := subscriberRef{id: s.id, peer: s.peer, s: s}
-		switch {
-		case s.proto.Binary():
-			i := binaryIndex(s.proto)
-			snap.v2bin[i] = append(snap.v2bin[i], ref)
-		case s.proto.V2():
-			snap.v2 = append(snap.v2, ref)
-		default:
-			snap.v1 = append(snap.v1, ref)
-		}
-	}
+	snap := buildSnap(t.subscribers)
 	t.snap.Store(snap)
 	return snap, t.subID
 }
@@ -243,6 +233,10 @@ type topicRef struct {
 	// carries them on this node. The Relay does not carry them, so
 	// subscribers on other replicas get the event undisclosed.
 	details []byte
+	// retain, on the TopicRef handed to OnPublish for a PUBLISH with
+	// retain, keeps what the handler broadcasts with the lists it got
+	// (retain.go).
+	retain *retainSpec
 }
 
 var _ handler.TopicRef = topicRef{}
@@ -259,6 +253,10 @@ func (t topicRef) Broadcast(event any, exclude, eligible []string) error {
 	a := Audience{ExcludeSessions: exclude, EligibleSessions: eligible}
 	if t.pub != nil && t.pub.given(exclude, eligible) {
 		a = t.pub.audience
+	}
+	if t.retain.retains(exclude, eligible) {
+		_, err := t.n.broadcastRetained(t.uri, event, &a, !t.local, t.details)
+		return err
 	}
 	_, err := t.n.broadcast(t.uri, event, &a, !t.local, t.details)
 	return err
@@ -325,33 +323,41 @@ func (n *Node) DeliverRelayed(topic string, payload []byte, a Audience) (int, er
 // this node's subscribers of uri that a selects; details are the v2 EVENT
 // details (nil for {}). The v2 EVENT is encoded once as JSON, and
 // transcoded once for each binary serializer that has subscribers; all
-// carry the same publication id.
+// carry the same publication id, and so do the EVENTs of the pattern
+// subscriptions matching uri (deliverPatterns, pattern.go).
 func (n *Node) deliver(uri string, payload []byte, a *Audience, details []byte) int {
 	snap, subID := n.broker.snapshot(uri)
-	if snap == nil {
-		return 0
-	}
-	f := newAudienceFilter(a)
+	var pubID uint64
 	sent := 0
-	if len(snap.v1) > 0 {
-		if c := fanout(snap.v1, encodeEventV1(uri, payload), &f); c > 0 {
-			n.obs.MessagesOut(ProtocolV1, "EVENT", c)
-			sent += c
-		}
-	}
-	if len(snap.v2) > 0 || len(snap.v2bin[0]) > 0 || len(snap.v2bin[1]) > 0 {
-		msg := encodeEventV2(subID, newGlobalID(), details, payload)
-		if len(snap.v2) > 0 {
-			if c := fanout(snap.v2, msg, &f); c > 0 {
-				n.obs.MessagesOut(ProtocolV2JSON, "EVENT", c)
+	if snap != nil {
+		f := newAudienceFilter(a)
+		if len(snap.v1) > 0 {
+			if c := fanout(snap.v1, encodeEventV1(uri, payload), &f); c > 0 {
+				n.obs.MessagesOut(ProtocolV1, "EVENT", c)
 				sent += c
 			}
 		}
-		for i, subs := range snap.v2bin {
-			if len(subs) > 0 {
-				sent += n.fanoutBinary(binaryProtocols[i], subs, msg, &f)
+		if len(snap.v2) > 0 || len(snap.v2bin[0]) > 0 || len(snap.v2bin[1]) > 0 {
+			pubID = newGlobalID()
+			msg := encodeEventV2(subID, pubID, details, payload)
+			if len(snap.v2) > 0 {
+				if c := fanout(snap.v2, msg, &f); c > 0 {
+					n.obs.MessagesOut(ProtocolV2JSON, "EVENT", c)
+					sent += c
+				}
+			}
+			for i, subs := range snap.v2bin {
+				if len(subs) > 0 {
+					sent += n.fanoutBinary(binaryProtocols[i], subs, msg, &f)
+				}
 			}
 		}
+	}
+	if n.broker.patterns.n.Load() > 0 { // pattern.go; one atomic load when there are none
+		if pubID == 0 {
+			pubID = newGlobalID()
+		}
+		sent += n.deliverPatterns(uri, payload, a, details, pubID)
 	}
 	return sent
 }

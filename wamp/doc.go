@@ -16,7 +16,8 @@
 // from JSON at a v2 session's edge. broker.go: topics, fan-out, periodic topics;
 // audience.go: who of a topic's subscribers a broadcast selects; meta.go:
 // the v2 session meta API; cancel.go: v2 progressive call results and
-// call canceling.
+// call canceling; pattern.go: v2 pattern-based subscriptions; retain.go:
+// v2 event retention.
 // router.go: route patterns; handlers.go: the registered handlers bound to
 // routes. offload.go: handler work off the reader; reidentify.go: identity
 // changes; push.go: application pushes; relay.go: other replicas;
@@ -158,8 +159,12 @@
 //     own joined v2 sessions and subscribers, per replica, ahead of the
 //     routes; a caller the setting does not admit gets
 //     wamp.error.not_authorized. Disabled, these URIs are routed as any.
-//   - SUBSCRIBE: only exact matching (other match policies get
-//     wamp.error.invalid_argument); no route → wamp.error.invalid_uri;
+//   - SUBSCRIBE: match exact (the default), prefix or wildcard (pattern.go:
+//     no route needed, each delivered topic checked against the access
+//     a direct SUBSCRIBE would have, no handler callback; another match
+//     policy → wamp.error.invalid_argument); get_retained sends the
+//     topic's retained event after SUBSCRIBED (retain.go); no route →
+//     wamp.error.invalid_uri;
 //     access rule → wamp.error.not_authorized. SUBSCRIBED is sent before
 //     the topic handler's OnSubscribe, so the client sees its own join
 //     broadcast as a v1 client does; if OnSubscribe fails, the

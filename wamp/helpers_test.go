@@ -346,6 +346,9 @@ func checkEmpty(t *testing.T, n *Node) {
 	if c := n.broker.topicCount(); c != 0 {
 		t.Fatalf("%d topics left after Close", c)
 	}
+	if c := n.broker.patterns.n.Load(); c != 0 {
+		t.Fatalf("%d patterns left after Close", c)
+	}
 	if c := len(n.Clients().GetAll(true)); c != 0 {
 		t.Fatalf("%d clients left after Close", c)
 	}

@@ -26,6 +26,13 @@ type Limits struct {
 	// MaxOffloadedCalls bounds the offloaded calls running on the node.
 	// Default 10000.
 	MaxOffloadedCalls int
+	// MaxPatterns bounds the distinct patterns of pattern-based
+	// subscriptions on the node (each session's count against
+	// MaxSubscriptions besides): a wildcard pattern costs a comparison per
+	// publish of a topic with as many segments. A new pattern past it is
+	// refused with ERROR wsgate.error.too_many_patterns, the connection
+	// kept. Default 10000.
+	MaxPatterns int
 }
 
 // Default limits.
@@ -38,6 +45,8 @@ const (
 	// the defaults of the Limits of the same names.
 	DefaultMaxOffloadedCallsPerSession = 64
 	DefaultMaxOffloadedCalls           = 10000
+	// DefaultMaxPatterns is the default of Limits.MaxPatterns.
+	DefaultMaxPatterns = 10000
 )
 
 // withDefaults returns l with the default of every field that is zero (or
@@ -49,6 +58,7 @@ func (l Limits) withDefaults() Limits {
 	orDefault(&l.MaxJSONDepth, DefaultMaxJSONDepth)
 	orDefault(&l.MaxOffloadedCallsPerSession, DefaultMaxOffloadedCallsPerSession)
 	orDefault(&l.MaxOffloadedCalls, DefaultMaxOffloadedCalls)
+	orDefault(&l.MaxPatterns, DefaultMaxPatterns)
 	return l
 }
 
@@ -69,6 +79,7 @@ const (
 	LimitJSONDepth             = "max_json_depth"
 	LimitPendingCallsPerClient = "max_pending_calls_per_connection"
 	LimitPendingCalls          = "max_pending_calls"
+	LimitPatterns              = "max_patterns"
 )
 
 // ErrLimit is wrapped (together with ErrProtocol) by errors for a client

@@ -99,6 +99,13 @@ type NodeConfig struct {
 	// client, "role:<ROLE>" only clients with that role. They expose
 	// other users' identities, hence the secure default.
 	MetaAPI string
+	// Retained keeps the events published with the v2 PUBLISH option
+	// retain (event retention, retain.go); nil keeps them in this node's
+	// memory (NewMemoryRetained with RetainedLimits). The gateway gives
+	// a Redis one when replicas share a Redis fan-out.
+	Retained RetainStore
+	// RetainedLimits bound the memory store when Retained is nil.
+	RetainedLimits RetainedLimits
 }
 
 // Node is the WAMP engine of one gateway process: compiled routes, the
@@ -115,6 +122,11 @@ type Node struct {
 	meta metaAccess
 	// routerRoles are the WELCOME roles, fixed at NewNode.
 	routerRoles map[string]any
+	// patterns: pattern-based subscriptions are served (the Relay, if
+	// any, carries them; pattern.go).
+	patterns bool
+	// retained keeps the retained events (retain.go).
+	retained RetainStore
 
 	rpcRoutes   *router[*rpcHandler]
 	topicRoutes *router[*topicHandler]
@@ -189,6 +201,14 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n.routerRoles = newRouterRoles(n.meta.enabled)
+	n.patterns = patternsAvailable(cfg.Relay)
+	n.retained = cfg.Retained
+	if n.retained == nil {
+		mem := NewMemoryRetained(cfg.RetainedLimits).(*memRetained)
+		mem.dropped = func() { n.obs.Limit(LimitRetained) }
+		n.retained = mem
+	}
+	advertiseBrokerFeatures(n.routerRoles, n.patterns)
 	if n.rpcRoutes, n.topicRoutes, err = compileAll(cfg.Routes, reg); err != nil {
 		return nil, err
 	}

@@ -26,17 +26,24 @@ var ErrNotPushable = errors.New("wamp: topic handler does not accept pushes")
 // returned as an error. Push is safe for concurrent use. What the handler
 // broadcasts also reaches the other replicas when the node has a Relay.
 func (n *Node) Push(ctx context.Context, uri string, payload json.RawMessage, provider string) error {
-	return n.push(ctx, uri, payload, provider, false)
+	return n.push(ctx, uri, payload, provider, false, false)
+}
+
+// PushRetained is Push (local: PushLocal) that also keeps what the
+// handler broadcasts without an audience as the topic's retained event
+// (event retention, retain.go).
+func (n *Node) PushRetained(ctx context.Context, uri string, payload json.RawMessage, provider string, local bool) error {
+	return n.push(ctx, uri, payload, provider, local, true)
 }
 
 // PushLocal is Push for a source every replica receives by itself (the
 // Redis push channel): the handler's broadcasts reach this node's
 // subscribers only, so that each replica delivers the push once.
 func (n *Node) PushLocal(ctx context.Context, uri string, payload json.RawMessage, provider string) error {
-	return n.push(ctx, uri, payload, provider, true)
+	return n.push(ctx, uri, payload, provider, true, false)
 }
 
-func (n *Node) push(ctx context.Context, uri string, payload json.RawMessage, provider string, local bool) (err error) {
+func (n *Node) push(ctx context.Context, uri string, payload json.RawMessage, provider string, local, retain bool) (err error) {
 	if !json.Valid(payload) {
 		return errors.New("wamp: push payload is not valid JSON")
 	}
@@ -60,5 +67,9 @@ func (n *Node) push(ctx context.Context, uri string, payload json.RawMessage, pr
 			err = fmt.Errorf("wamp: push to %q: %w", uri, errPanic)
 		}
 	}()
-	return p.OnPush(ctx, topicRef{n: n, uri: uri, local: local}, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, payload, provider)
+	ref := topicRef{n: n, uri: uri, local: local}
+	if retain {
+		ref.retain = &retainSpec{}
+	}
+	return p.OnPush(ctx, ref, handler.Request{Route: r.name, URI: uri, Attributes: attrs}, payload, provider)
 }

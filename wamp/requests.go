@@ -209,12 +209,13 @@ func (s *Session) routePublish(uri string) (h *topicHandler, req handler.Request
 // a failure is logged. The publish never forwards by itself: the handler
 // decides. pub, when not nil, is the publish's Audience for the TopicRef
 // the handler gets (see published); details, when not nil, are the v2
-// EVENT details disclosing the publisher (see publisherDetails). It
+// EVENT details disclosing the publisher (see publisherDetails); retain,
+// when not nil, retains what the handler broadcasts (retain.go). It
 // returns false when the task is refused: the caller answers busy.
-func (s *Session) runOnPublish(ctx context.Context, h *topicHandler, req handler.Request, event json.RawMessage, exclude, eligible []string, pub *published, details []byte, done func(error)) bool {
+func (s *Session) runOnPublish(ctx context.Context, h *topicHandler, req handler.Request, event json.RawMessage, exclude, eligible []string, pub *published, details []byte, retain *retainSpec, done func(error)) bool {
 	return s.topicTask(h, false, func() {
 		err := s.invoke(ctx, true, "onPublish", req.URI, func(ctx context.Context) error {
-			ref := topicRef{n: s.node, uri: req.URI, pub: pub, details: details}
+			ref := topicRef{n: s.node, uri: req.URI, pub: pub, details: details, retain: retain}
 			return h.topic.OnPublish(ctx, s, ref, req, event, exclude, eligible)
 		})
 		if err != nil {

@@ -85,6 +85,15 @@ type Session struct {
 	subIDs   map[uint64]string        // v2: subscription id -> topic URI
 	prefixes map[string]string        // v1 CURIE prefixes
 	joined   bool                     // v2: WELCOME sent
+	// patKeys and patIDs are the pattern subscriptions (pattern.go), by
+	// pattern and by subscription id; nil until the first one. Changed
+	// only under mu.
+	patKeys map[patternKey]uint64
+	patIDs  map[uint64]patternKey
+	// grants caches the access decisions of topics delivered through the
+	// pattern subscriptions; set (once) with the first one, read by
+	// fan-outs without mu.
+	grants atomic.Pointer[topicGrants]
 	// welcomed is joined once set, for readers other than Handle (the
 	// session meta API); it is never cleared, and a closed session leaves
 	// the node's index anyway.
@@ -300,6 +309,7 @@ func (s *Session) cleanup() {
 	for uri := range subs {
 		s.node.broker.remove(uri, s)
 	}
+	s.dropPatternSubs()
 	s.mu.Unlock()
 	s.node.forget(s)
 	if len(subs) == 0 {

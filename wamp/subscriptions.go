@@ -52,7 +52,7 @@ func (s *Session) addSub(uri string, sub *subscription) error {
 	if !s.allowed(sub.access) || !sub.mayKeep(s.identity.Load()) {
 		return errDenied
 	}
-	if len(s.subs) >= s.node.limits.MaxSubscriptions {
+	if len(s.subs)+len(s.patKeys) >= s.node.limits.MaxSubscriptions {
 		return errTooMany
 	}
 	sub.subscribing = true

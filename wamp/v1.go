@@ -456,7 +456,7 @@ func (s *Session) publishV1(ctx context.Context, m messageV1) error {
 	if disclose == DiscloseForce {
 		details = s.publisherDetails()
 	}
-	if !s.runOnPublish(ctx, h, req, m.event, exclude, m.eligible, nil, details, func(err error) {
+	if !s.runOnPublish(ctx, h, req, m.event, exclude, m.eligible, nil, details, nil, func(err error) {
 		if err != nil {
 			s.sendTopicFailureV1(uri, "onPublish", err)
 		}

@@ -303,6 +303,8 @@ type publishOptions struct {
 	// DiscloseMe asks for publisher identification (see
 	// RouteConfig.Disclose).
 	DiscloseMe bool `json:"disclose_me"`
+	// Retain keeps the event as the topic's retained event (retain.go).
+	Retain bool `json:"retain"`
 	// Exclude and Eligible are session ids, numbers (v2) or strings
 	// (v1); parsePublishOptions reads them into exclude and eligible.
 	Exclude          []json.RawMessage `json:"exclude"`
@@ -687,12 +689,19 @@ func (s *Session) subscribeV2(ctx context.Context, m messageV2) error {
 		return err
 	}
 	uri := m.uri
-	if !exactMatchV2(m.dict) {
-		s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidArgument, "only exact topic matching is supported", nil)
+	opts, err := parseSubscribeOptions(m.dict)
+	if err != nil {
+		s.sendErrorV2(v2Subscribe, m.reqID, errURIInvalidArgument, clip(err.Error(), 200), nil)
 		return nil
+	}
+	if opts.match != matchExact {
+		return s.subscribePatternV2(m, opts) // pattern.go
 	}
 	if subID, dup := s.subscribedTo(uri); dup {
 		s.send("SUBSCRIBED", encodeIDsV2(v2Subscribed, m.reqID, subID))
+		if opts.getRetained {
+			s.resendRetained(ctx, uri) // retain.go
+		}
 		return nil
 	}
 	sub, err := s.newSubscription(uri)
@@ -720,20 +729,12 @@ func (s *Session) subscribeV2(ctx context.Context, m messageV2) error {
 		s.send("UNSUBSCRIBED", encodeRevokedV2(sub.subID, reason))
 	}) {
 		s.sendBusyV2(v2Subscribe, m.reqID)
+		return nil
+	}
+	if opts.getRetained {
+		s.sendRetained(ctx, uri, sub) // retain.go
 	}
 	return nil
-}
-
-// exactMatchV2 reports whether SUBSCRIBE options ask for exact matching,
-// the only policy the node has.
-func exactMatchV2(options json.RawMessage) bool {
-	if isEmptyContainer(options) {
-		return true
-	}
-	var o struct {
-		Match string `json:"match"`
-	}
-	return json.Unmarshal(options, &o) == nil && (o.Match == "" || o.Match == "exact")
 }
 
 // unsubscribeV2 answers UNSUBSCRIBE with UNSUBSCRIBED at once, then tells
@@ -741,6 +742,10 @@ func exactMatchV2(options json.RawMessage) bool {
 func (s *Session) unsubscribeV2(ctx context.Context, m messageV2) error {
 	if err := s.checkReqID(m); err != nil {
 		return err
+	}
+	if s.takePatternSub(m.subID) { // pattern.go: no handler to tell
+		s.send("UNSUBSCRIBED", encodeIDsV2(v2Unsubscribed, m.reqID))
+		return nil
 	}
 	s.mu.Lock()
 	uri, ok := s.subIDs[m.subID]
@@ -788,7 +793,11 @@ func (s *Session) publishV2(ctx context.Context, m messageV2) error {
 	if disclose == DiscloseForce || disclose == "" && opts.DiscloseMe {
 		details = s.publisherDetails()
 	}
-	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, pub, details, func(err error) {
+	var retain *retainSpec
+	if opts.retainable() {
+		retain = &retainSpec{publisher: s.id}
+	}
+	if !s.runOnPublish(ctx, h, req, eventFromArgs(m.args, m.kwargs), exclude, eligible, pub, details, retain, func(err error) {
 		switch {
 		case !opts.Acknowledge:
 		case err != nil:

@@ -134,7 +134,7 @@ func TestV2Conformance(t *testing.T) {
 		{"subscribe and unsubscribe", ClientInfo{ConnID: "c1"}, []step{
 			{in: `[32,1,{},"chan/a"]`, want: []string{`[33,1,1]`, `[36,1,"$PUB",{},[{"msg":"c1 has joined chan/a"}]]`}},
 			{in: `[32,2,{},"chan/a"]`, want: []string{`[33,2,1]`}},
-			{in: `[32,3,{"match":"prefix"},"chan"]`, want: []string{`[8,32,3,{},"wamp.error.invalid_argument",["only exact topic matching is supported"]]`}},
+			{in: `[32,3,{"match":"regex"},"chan"]`, want: []string{`[8,32,3,{},"wamp.error.invalid_argument",["SUBSCRIBE option match \"regex\" is not exact, prefix nor wildcard"]]`}},
 			{in: `[32,4,{},"nowhere"]`, want: []string{`[8,32,4,{},"wamp.error.invalid_uri",["no route for topic \"nowhere\""]]`}},
 			{in: `[34,5,99]`, want: []string{`[8,34,5,{},"wamp.error.no_such_subscription",["no such subscription"]]`}},
 			{in: `[34,6,1]`, want: []string{`[35,6]`}},
@@ -323,6 +323,8 @@ func FuzzSessionHandleV2(f *testing.F) {
 	f.Add([]byte(`[32,1,{},"chan/a"]` + "\n" + `[32,2,{},"chan/a"]` + "\n" + `[34,3,1]` + "\n" + `[34,4,1]`))
 	// Progressive results, CANCEL and the caller's timeout (cancel.go).
 	f.Add([]byte(`[48,1,{"receive_progress":true,"timeout":5},"sample/slow",[]]` + "\n" + `[49,1,{"mode":"kill"}]` + "\n" + `[49,2,{}]` + "\n" + `[49,3,{"mode":7}]`))
+	// Pattern subscriptions and retention (pattern.go, retain.go).
+	f.Add([]byte(`[32,1,{"match":"prefix"},"chan/"]` + "\n" + `[32,2,{"match":"wildcard"},"/a"]` + "\n" + `[16,3,{"retain":true,"exclude_me":false},"chan/a",[1]]` + "\n" + `[32,4,{"get_retained":true},"chan/a"]` + "\n" + `[34,5,1]`))
 
 	fixture := fuzzFixture(accessRoutes)
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -261,6 +261,16 @@ type Fanout struct {
 	dirty  map[string]struct{}
 	kick   chan struct{} // capacity 1: "dirty is not empty"
 	closed atomic.Bool
+	// pwant counts the local patterns per Redis glob (WatchPattern,
+	// fanout_patterns.go) and pdirty holds the globs that came or went
+	// since the subscriber last looked; guarded by mu, like want.
+	pwant  map[string]int
+	pdirty map[string]struct{}
+	// npatterns is len(pwant), read without mu by onMessage.
+	npatterns atomic.Int64
+	// psubscribed are the globs PSUBSCRIBEd on the current connection;
+	// only the subscriber goroutine touches it, under procMu.
+	psubscribed map[string]bool
 
 	// procMu is held by the subscriber while it applies changes; tests
 	// hold it to make Watch/Unwatch calls land in one batch.
@@ -609,7 +619,21 @@ func (f *Fanout) onMessage(channel, data string) {
 		return
 	}
 	m.Topic = topic
-	f.count(topic, &m)
+	if f.npatterns.Load() > 0 {
+		// A channel matched by an exact subscription and patterns
+		// arrives once per match, one copy after the other: the copies
+		// carry the same number (fanout_patterns.go).
+		lost, dup := f.seen.check(topic, &m)
+		if dup {
+			return
+		}
+		if lost > 0 {
+			f.obs.Lost(m.Origin, lost)
+			f.warn.warn("lost", "fan-out messages from another replica never arrived", "origin", m.Origin, "messages", lost)
+		}
+	} else {
+		f.count(topic, &m)
+	}
 	f.enqueue(m)
 }
 

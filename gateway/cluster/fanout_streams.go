@@ -69,7 +69,9 @@ func (f *Fanout) runStreamReader() {
 		f.mu.Lock()
 		wanted := make([]bool, len(entries))
 		for i, e := range entries {
-			_, wanted[i] = f.want[e.FieldValues[fanoutStreamTopic]]
+			topic := e.FieldValues[fanoutStreamTopic]
+			_, wanted[i] = f.want[topic]
+			wanted[i] = wanted[i] || len(f.pwant) > 0 && f.patternWantedLocked(topic)
 		}
 		f.mu.Unlock()
 		for i, e := range entries {

@@ -225,7 +225,10 @@ func (f *Fanout) applyDedicated(dc rueidis.DedicatedClient, subscribed map[strin
 	if err := do(drop, false); err != nil {
 		return err
 	}
-	return do(add, true)
+	if err := do(add, true); err != nil {
+		return err
+	}
+	return f.applyPatterns(dc, all) // fanout_patterns.go
 }
 
 // fanoutShard is the receiver goroutine of one watched topic in cluster

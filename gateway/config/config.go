@@ -340,6 +340,10 @@ type LimitsConfig struct {
 	// MaxSubscriptions bounds the topics one connection is subscribed to;
 	// more closes it (1008).
 	MaxSubscriptions int `yaml:"max_subscriptions"`
+	// MaxPatterns bounds the distinct patterns of WAMP v2 pattern-based
+	// subscriptions on this gateway (wamp.Limits.MaxPatterns); a new one
+	// past it is refused (ERROR wsgate.error.too_many_patterns).
+	MaxPatterns int `yaml:"max_patterns"`
 	// OutboundQueueBytes bounds the bytes queued to one client; a client that
 	// falls further behind is closed as a slow consumer.
 	OutboundQueueBytes int `yaml:"outbound_queue_bytes"`
@@ -380,6 +384,17 @@ type WAMPConfig struct {
 	// replica: "none" (default), "authenticated" or "role:<ROLE>" (see
 	// wamp.NodeConfig.MetaAPI).
 	MetaAPI string `yaml:"meta_api"`
+	// RetainedMaxTopics bounds the topics with a retained event (WAMP v2
+	// event retention), in memory or in Redis; past it the oldest
+	// retained is dropped.
+	RetainedMaxTopics int `yaml:"retained_max_topics"`
+	// RetainedMaxBytes bounds the bytes of retained events kept in memory
+	// (without a Redis fan-out); past it the oldest are dropped. An event
+	// over 64 KiB is never retained.
+	RetainedMaxBytes int `yaml:"retained_max_bytes"`
+	// RetainedTTL is how long Redis keeps a retained event after its last
+	// publish (with a Redis fan-out).
+	RetainedTTL time.Duration `yaml:"retained_ttl"`
 }
 
 // APIConfig configures the push API listener.

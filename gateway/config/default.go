@@ -63,6 +63,7 @@ func Default() Config {
 			MaxURILength:                 wamp.DefaultMaxURILength,
 			MaxPrefixes:                  wamp.DefaultMaxPrefixes,
 			MaxSubscriptions:             wamp.DefaultMaxSubscriptions,
+			MaxPatterns:                  wamp.DefaultMaxPatterns,
 			OutboundQueueBytes:           1 << 20,
 			WriteTimeout:                 10 * time.Second,
 			IdleTimeout:                  5 * time.Minute,
@@ -72,5 +73,10 @@ func Default() Config {
 			DrainTimeout:                 20 * time.Second,
 		},
 		Log: LogConfig{Level: "info", Format: "text"},
+		WAMP: WAMPConfig{
+			RetainedMaxTopics: wamp.DefaultRetainedMaxTopics,
+			RetainedMaxBytes:  wamp.DefaultRetainedMaxBytes,
+			RetainedTTL:       24 * time.Hour,
+		},
 	}
 }

@@ -50,12 +50,16 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Validate checks wamp.meta_api.
+// Validate checks wamp.meta_api and the retained event bounds.
 func (w *WAMPConfig) Validate() error {
 	if err := wamp.CheckMetaAPI(w.MetaAPI); err != nil {
 		return &Error{Key: "wamp.meta_api", Value: w.MetaAPI, Reason: "must be none, authenticated or role:<ROLE>"}
 	}
-	return nil
+	return First(
+		Between("wamp.retained_max_topics", w.RetainedMaxTopics, 1, 1<<24),
+		Between("wamp.retained_max_bytes", w.RetainedMaxBytes, 1<<10, 1<<30),
+		Positive("wamp.retained_ttl", w.RetainedTTL),
+	)
 }
 
 // hostPort returns an *Error unless v is a host:port address.
@@ -303,6 +307,7 @@ func (l *LimitsConfig) Validate() error {
 		Between("limits.max_uri_length", l.MaxURILength, 16, 1<<16),
 		Between("limits.max_prefixes", l.MaxPrefixes, 1, 1<<16),
 		Between("limits.max_subscriptions", l.MaxSubscriptions, 1, 1<<20),
+		Between("limits.max_patterns", l.MaxPatterns, 1, 1<<20),
 		Between("limits.max_header_bytes", l.MaxHeaderBytes, 1024, 1<<20),
 		Between("limits.max_connections", l.MaxConnections, 1, 1<<24),
 		Between("limits.max_message_size", l.MaxMessageSize, 64, 64<<20),

@@ -262,6 +262,42 @@ const scenarios = {
     return r;
   },
 
+  // subscribe: the advanced profile's pattern-based subscriptions and
+  // event retention. opts.subs is a list of {topic, match, get_retained}
+  // (match "prefix" or "wildcard", none for exact); each event is
+  // recorded with the index of its subscription, its details.topic and
+  // details.retained. After {"ready"}, it publishes opts.publish, a list
+  // of {topic, args, options} (acknowledged), then waits until an event's
+  // args include opts.expect (at most opts.waitMs, default 5000; none
+  // waits not at all) and leaves. With opts.stream each event is also
+  // printed at once as {"event": ...}.
+  async subscribe() {
+    const { connection, session, details, closed } = await connect();
+    const events = [];
+    const r = { session: session.id, brokerFeatures: details.roles.broker.features, subs: [], pubs: [] };
+    for (const [i, s] of (opts.subs || []).entries()) {
+      const o = {};
+      if (s.match) o.match = s.match;
+      if (s.get_retained) o.get_retained = true;
+      r.subs.push(await settle(session.subscribe(s.topic, (args, kwargs, ev) => {
+        const e = { sub: i, args, topic: ev.topic, retained: ev.retained };
+        events.push(e);
+        if (opts.stream) out({ event: e });
+      }, o)));
+    }
+    out({ ready: true, session: session.id, subs: r.subs });
+    for (const p of opts.publish || []) {
+      r.pubs.push(await settle(session.publish(p.topic, p.args, {}, { acknowledge: true, ...(p.options || {}) })));
+    }
+    if (opts.expect) {
+      r.gotExpected = await waitFor(() => events.some((e) => JSON.stringify(e.args).includes(opts.expect)), opts.waitMs || 5000);
+    }
+    r.events = events;
+    connection.close();
+    r.close = await closed;
+    return r;
+  },
+
   // hello: only connect and report the WELCOME, then leave.
   async hello() {
     const { connection, details, closed } = await connect();
