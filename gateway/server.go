@@ -59,6 +59,7 @@ type Server struct {
 	resolver *SessionResolver
 	guesses  guessLog // best-effort identities logged (identity.go)
 	origins  *config.OriginPolicy
+	handlers *handler.Registry // the routes' handlers (built-in, plugin, upstream), for the start log
 	node     *wamp.Node
 	clients  storage.ClientStorage
 	registry *clientRegistry // batches client storage removals off the transport
@@ -122,6 +123,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	m := metrics.New(reg)
+	metrics.RegisterBuildInfo(reg, metrics.ReadBuildInfo(Version))
 	if err := addUpstreams(cfg.Upstreams, cfg.Routes, handlers, os.Getenv, upstreamObserver{m}); err != nil {
 		return nil, err
 	}
@@ -144,6 +146,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		bySession:   make(map[string]map[*client]struct{}),
 		keepHeaders: keptHeaders(cfg.Upstreams, cfg.Events),
 		bgStop:      make(chan struct{}),
+		handlers:    handlers,
 	}
 	// Everything opened below is closed again if a later step fails.
 	ok := false
