@@ -3,7 +3,10 @@
 SHELL   := /bin/bash
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/wsgate/wsgate/gateway.Version=$(VERSION)
+# The commit, for wsgate_build_info's revision label (go's own VCS stamp is
+# missing under -buildvcs=false and in the image's build context).
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/wsgate/wsgate/gateway.Version=$(VERSION) -X github.com/wsgate/wsgate/gateway.Revision=$(REVISION)
 # The race detector is part of every test run (DEVELOPERS.md).
 TESTFLAGS ?= -race -count=1 -timeout 15m
 
@@ -68,10 +71,10 @@ bench:
 # Container images (Dockerfile): the static, distroless default, and the
 # glibc image whose gateway and plugins are built together so they load.
 image:
-	docker build --build-arg VERSION=$(VERSION) -t wsgate:$(VERSION) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t wsgate:$(VERSION) .
 
 image-plugins:
-	docker build --target plugins --build-arg VERSION=$(VERSION) -t wsgate:$(VERSION)-plugins .
+	docker build --target plugins --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t wsgate:$(VERSION)-plugins .
 
 # helm lint --strict and helm template on every example values file, and
 # the checks on the rendered manifests (helm is built from the module proxy

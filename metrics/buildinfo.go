@@ -14,18 +14,23 @@ type BuildInfo struct {
 	Version string
 	// GoVersion is the Go release that built the binary.
 	GoVersion string
-	// Revision is the VCS commit go build stamped (vcs.revision, with
-	// "-dirty" when the tree had local changes), "unknown" when it did not
-	// (no .git in a container's build context, go test, -buildvcs=false).
+	// Revision is the VCS commit: the one -ldflags gave (the Makefile's
+	// and Dockerfile's gateway.Revision), else the one go build stamped
+	// (vcs.revision, with "-dirty" when the tree had local changes),
+	// "unknown" when neither did (no .git in a container's build context
+	// and no REVISION build argument, -buildvcs=false).
 	Revision string
 }
 
-// ReadBuildInfo fills BuildInfo for the running binary, version being
-// the build's -ldflags version.
-func ReadBuildInfo(version string) BuildInfo {
-	b := BuildInfo{Version: version, GoVersion: runtime.Version(), Revision: "unknown"}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		b.Revision = revision(bi.Settings)
+// ReadBuildInfo fills BuildInfo for the running binary: version and
+// revision are the build's -ldflags values ("" revision: the VCS stamp).
+func ReadBuildInfo(version, revisionFlag string) BuildInfo {
+	b := BuildInfo{Version: version, GoVersion: runtime.Version(), Revision: revisionFlag}
+	if b.Revision == "" {
+		b.Revision = "unknown"
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			b.Revision = revision(bi.Settings)
+		}
 	}
 	return b
 }

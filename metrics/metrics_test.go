@@ -118,9 +118,12 @@ func TestHandler(t *testing.T) {
 // labels, and passes the linter.
 func TestBuildInfo(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	b := ReadBuildInfo("1.2.3")
+	b := ReadBuildInfo("1.2.3", "")
 	if b.Version != "1.2.3" || !strings.HasPrefix(b.GoVersion, "go") || b.Revision == "" {
 		t.Fatalf("%+v", b)
+	}
+	if b := ReadBuildInfo("1.2.3", "feedface"); b.Revision != "feedface" {
+		t.Fatalf("the -ldflags revision is not used: %+v", b)
 	}
 	RegisterBuildInfo(reg, BuildInfo{Version: "1.2.3", GoVersion: "go1.99", Revision: "abc123"})
 	want := `# HELP wsgate_build_info Always 1; the labels say which build runs: version (-ldflags), goversion, revision (VCS commit).
