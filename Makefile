@@ -51,9 +51,9 @@ vet:
 	$(GO) vet ./...
 
 # go test -json through test/testsummary: each package's result line, the
-# output of every failed test, and a closing summary of passed, failed and
-# skipped tests (with each skip's reason). pipefail keeps go test's own
-# failure (a build error) from being masked by the pipe.
+# output of every failed test, and a closing summary: passed, failed and
+# skipped tests per package, then every skip with its reason. pipefail
+# keeps go test's own failure (a build error) from being masked by the pipe.
 gotest:
 	set -o pipefail; $(GO) test -json $(TESTFLAGS) ./... | $(GO) run ./test/testsummary
 
