@@ -146,12 +146,12 @@ func TestFixtures(t *testing.T) {
 //     but _sf2_meta, whose created/updated times are the clock's.
 //
 // Writing ~260 sessions through separate PHP processes takes a few
-// seconds (15 s on a 2-core box), so it runs under CI=true (where a
+// seconds (3 to 15 s on a 2-core box), so it runs under CI=true (where a
 // missing PHP fails it) or with WSGATE_FRESH_FIXTURES=1; TestFixtures
 // checks the committed fixtures on every run.
 func TestFreshFixturesFromPHP(t *testing.T) {
 	if os.Getenv("WSGATE_FRESH_FIXTURES") != "1" && !testenv.InCI() {
-		t.Skip("regenerates ~260 sessions with PHP (~15 s): runs under CI=true or with WSGATE_FRESH_FIXTURES=1")
+		t.Skip("regenerates ~260 sessions through PHP processes (3 to 15 s): runs under CI=true or with WSGATE_FRESH_FIXTURES=1")
 	}
 	php := testenv.PHP(t)
 	dir := t.TempDir()
