@@ -31,9 +31,11 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev
+# The commit (make image passes it): .git is not in the build context.
+ARG REVISION=
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/wsgate/wsgate/gateway.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/wsgate/wsgate/gateway.Version=${VERSION} -X github.com/wsgate/wsgate/gateway.Revision=${REVISION}" \
       -o /out/wsgate ./cmd/wsgate
 # The sample config with container listeners; config check keeps it valid.
 RUN mkdir -p /out/etc && \
@@ -64,6 +66,7 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev
+ARG REVISION=
 # name=package pairs, space separated.
 ARG PLUGINS="acme=./examples/acme/plugin"
 # The same flags for the gateway and every plugin (no -s -w: keep the
@@ -72,7 +75,7 @@ ARG BUILDFLAGS="-trimpath"
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     set -eu; \
     export CGO_ENABLED=1; \
-    go build ${BUILDFLAGS} -ldflags "-X github.com/wsgate/wsgate/gateway.Version=${VERSION}" \
+    go build ${BUILDFLAGS} -ldflags "-X github.com/wsgate/wsgate/gateway.Version=${VERSION} -X github.com/wsgate/wsgate/gateway.Revision=${REVISION}" \
       -o /out/wsgate ./cmd/wsgate; \
     mkdir -p /out/plugins; \
     for p in ${PLUGINS}; do \

@@ -3,7 +3,10 @@
 SHELL   := /bin/bash
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/wsgate/wsgate/gateway.Version=$(VERSION)
+# The commit, for wsgate_build_info's revision label (go's own VCS stamp is
+# missing under -buildvcs=false and in the image's build context).
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/wsgate/wsgate/gateway.Version=$(VERSION) -X github.com/wsgate/wsgate/gateway.Revision=$(REVISION)
 # The race detector is part of every test run (DEVELOPERS.md).
 TESTFLAGS ?= -race -count=1 -timeout 15m
 
@@ -48,9 +51,9 @@ vet:
 	$(GO) vet ./...
 
 # go test -json through test/testsummary: each package's result line, the
-# output of every failed test, and a closing summary of passed, failed and
-# skipped tests (with each skip's reason). pipefail keeps go test's own
-# failure (a build error) from being masked by the pipe.
+# output of every failed test, and a closing summary: passed, failed and
+# skipped tests per package, then every skip with its reason. pipefail
+# keeps go test's own failure (a build error) from being masked by the pipe.
 gotest:
 	set -o pipefail; $(GO) test -json $(TESTFLAGS) ./... | $(GO) run ./test/testsummary
 
@@ -68,10 +71,10 @@ bench:
 # Container images (Dockerfile): the static, distroless default, and the
 # glibc image whose gateway and plugins are built together so they load.
 image:
-	docker build --build-arg VERSION=$(VERSION) -t wsgate:$(VERSION) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t wsgate:$(VERSION) .
 
 image-plugins:
-	docker build --target plugins --build-arg VERSION=$(VERSION) -t wsgate:$(VERSION)-plugins .
+	docker build --target plugins --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t wsgate:$(VERSION)-plugins .
 
 # helm for the chart tests: found on PATH or built once from the module
 # proxy into ~/.cache/wsgate-test (test/setup-helm.sh), never inside a go

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/textproto"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -99,6 +97,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	cancel()
 
+	var addrs listenerAddrs // for the start block
 	var ops *http.Server
 	opsErr := make(chan error, 2) // metrics and API listeners
 	if cfg.Metrics.Listen != "" {
@@ -114,7 +113,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			return fmt.Errorf("listen metrics %s: %w", cfg.Metrics.Listen, err)
 		}
 		go func() { opsErr <- ops.Serve(mln) }()
-		log.Info("metrics listener ready", "addr", mln.Addr().String())
+		addrs.Metrics = mln.Addr().String()
 	}
 
 	var api *http.Server
@@ -136,14 +135,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 		api = &http.Server{Handler: srv.APIHandler(token), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 		go func() { opsErr <- api.Serve(aln) }()
-		log.Info("push API listener ready", "addr", aln.Addr().String())
+		addrs.API = aln.Addr().String()
 	}
 
-	logRoutes(log, cfg.Routes)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("websocket listener ready", "addr", ln.Addr().String(), "version", Version,
-		"session_store", cfg.Session.Store, "firewalls", srv.resolver.Firewalls())
+	addrs.WS = ln.Addr().String()
+	logStart(log, cfg, srv.handlers, addrs, srv.resolver.Firewalls())
 
 	var runErr error
 	select {
@@ -374,24 +372,4 @@ func (s *Server) newControl() (*cluster.Control, error) {
 		return nil, fmt.Errorf("cluster.fanout redis: %w", err)
 	}
 	return ctl, nil
-}
-
-// logRoutes lists the routes the gateway serves, one line each in name
-// order, and warns when there are none: every CALL then gets 404 and
-// every SUBSCRIBE is ignored, which is otherwise puzzling to find out
-// from a client.
-func logRoutes(log *slog.Logger, routes wamp.RoutesConfig) {
-	if len(routes.RPC)+len(routes.Topics) == 0 {
-		log.Warn("no routes configured: every CALL gets 404 and SUBSCRIBE/PUBLISH are ignored; add routes: (docs/configuration.md, e.g. handler wsgate.relay)")
-		return
-	}
-	for _, kind := range []struct {
-		name   string
-		routes map[string]wamp.RouteConfig
-	}{{"rpc", routes.RPC}, {"topic", routes.Topics}} {
-		for _, name := range slices.Sorted(maps.Keys(kind.routes)) {
-			rc := kind.routes[name]
-			log.Info("route", "kind", kind.name, "name", name, "pattern", rc.Pattern, "handler", rc.Handler)
-		}
-	}
 }

@@ -38,6 +38,13 @@ import (
 // -ldflags "-X github.com/wsgate/wsgate/gateway.Version=...".
 var Version = "dev"
 
+// Revision is the VCS commit of the build, set with -ldflags "-X
+// github.com/wsgate/wsgate/gateway.Revision=..." by the Makefile and the
+// Dockerfile; when empty, the one go build stamped (vcs.revision), which a
+// build without .git (a container's context) or with -buildvcs=false lacks.
+// wsgate_build_info's revision label.
+var Revision = ""
+
 // ServerIdent is what WAMP WELCOME messages name as the server.
 func ServerIdent() string { return "wsgate/" + Version }
 
@@ -59,6 +66,7 @@ type Server struct {
 	resolver *SessionResolver
 	guesses  guessLog // best-effort identities logged (identity.go)
 	origins  *config.OriginPolicy
+	handlers *handler.Registry // the routes' handlers (built-in, plugin, upstream), for the start log
 	node     *wamp.Node
 	clients  storage.ClientStorage
 	registry *clientRegistry // batches client storage removals off the transport
@@ -126,6 +134,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	m := metrics.New(reg)
+	metrics.RegisterBuildInfo(reg, metrics.ReadBuildInfo(Version, Revision))
 	if err := addUpstreams(cfg.Upstreams, cfg.Routes, handlers, os.Getenv, upstreamObserver{m}); err != nil {
 		return nil, err
 	}
@@ -148,6 +157,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		bySession:   make(map[string]map[*client]struct{}),
 		keepHeaders: keptHeaders(cfg.Upstreams, cfg.Events),
 		bgStop:      make(chan struct{}),
+		handlers:    handlers,
 	}
 	// Everything opened below is closed again if a later step fails.
 	ok := false

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http/httptest"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -110,5 +111,46 @@ func TestHandler(t *testing.T) {
 	}
 	if code, _ := get("/debug/pprof/heap"); code != 200 {
 		t.Errorf("/debug/pprof/heap: %d", code)
+	}
+}
+
+// wsgate_build_info is 1 with the version, Go version and revision as
+// labels, and passes the linter.
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b := ReadBuildInfo("1.2.3", "")
+	if b.Version != "1.2.3" || !strings.HasPrefix(b.GoVersion, "go") || b.Revision == "" {
+		t.Fatalf("%+v", b)
+	}
+	if b := ReadBuildInfo("1.2.3", "feedface"); b.Revision != "feedface" {
+		t.Fatalf("the -ldflags revision is not used: %+v", b)
+	}
+	RegisterBuildInfo(reg, BuildInfo{Version: "1.2.3", GoVersion: "go1.99", Revision: "abc123"})
+	want := `# HELP wsgate_build_info Always 1; the labels say which build runs: version (-ldflags), goversion, revision (VCS commit).
+# TYPE wsgate_build_info gauge
+wsgate_build_info{goversion="go1.99",revision="abc123",version="1.2.3"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "wsgate_build_info"); err != nil {
+		t.Error(err)
+	}
+	if problems, err := testutil.GatherAndLint(reg, "wsgate_build_info"); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+func TestRevision(t *testing.T) {
+	for _, tc := range []struct {
+		settings []debug.BuildSetting
+		want     string
+	}{
+		{nil, "unknown"},
+		{[]debug.BuildSetting{{Key: "vcs.revision", Value: "abc"}}, "abc"},
+		{[]debug.BuildSetting{{Key: "vcs.revision", Value: "abc"}, {Key: "vcs.modified", Value: "true"}}, "abc-dirty"},
+		{[]debug.BuildSetting{{Key: "vcs.revision", Value: "abc"}, {Key: "vcs.modified", Value: "false"}}, "abc"},
+		{[]debug.BuildSetting{{Key: "vcs.modified", Value: "true"}}, "unknown"},
+	} {
+		if got := revision(tc.settings); got != tc.want {
+			t.Errorf("revision(%v) = %q, want %q", tc.settings, got, tc.want)
+		}
 	}
 }

@@ -50,7 +50,7 @@ session:
   store: files
   files: {path: "%s", gc_maxlifetime: 1440}
 `, replicaAPIToken, dir)+defaultRoutesYAML(t))
-	if log := g.stderr.String(); !strings.Contains(log, "pattern=user/{username} handler=wsgate.user") {
+	if log := g.stderr.String(); !strings.Contains(log, "user: user/{username} → wsgate.user") {
 		t.Errorf("start log does not list the user route:\n%s", log)
 	}
 

@@ -3,8 +3,11 @@
 # MariaDB (root, no password, database `test`), PostgreSQL (trust auth on
 # loopback, database `test`), Redis on 6379, Memcached on 11211, PHP 8.2 CLI
 # with Debian's Symfony 5.4 packages and the redis and memcached extensions.
-# Idempotent: on a machine that has everything it only checks. Debian 12
+# Idempotent: on a machine that has everything it only checks (under a
+# second; no apt-get), whatever packages brought the commands. Debian 12
 # (bookworm), run as root.
+#
+# `--print-missing` prints the packages it would install and exits.
 #
 # Under CI=true a service that still does not answer afterwards fails the
 # run (exit 1): a CI run that silently skips integration tests proves nothing.
@@ -13,19 +16,50 @@ set -uo pipefail
 log() { printf 'setup-services: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(
-  mariadb-server mariadb-client
-  postgresql postgresql-client
-  redis-server redis-tools
-  memcached
-  php8.2-cli php8.2-mysql php8.2-pgsql php8.2-redis php8.2-memcached
-  php-symfony-http-foundation php-symfony-security-core php-symfony-security-http
-)
+# What is needed, detected by what the tests run (a command, a PHP
+# extension, a file), not by Debian package name: psql may come from
+# postgresql-client-16 or a PGDG package, mysql from mysql-client, php from
+# sury.org's php8.2. Each check names the package(s) that provide it on
+# Debian 12; apt-get runs only for checks that fail, so a second run on a
+# set-up machine reads a few files and asks nothing of apt.
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+have_any() { local c; for c in "$@"; do have "$c" && return 0; done; return 1; }
+pg_server() { have pg_ctlcluster && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; }
+php_ok() { have php && php -r 'exit(PHP_VERSION_ID >= 80200 ? 0 : 1);' 2>/dev/null; }
+php_ext() { php_ok && php -r "exit(extension_loaded('$1') ? 0 : 1);" 2>/dev/null; }
+symfony_file() { [ -f "/usr/share/php/Symfony/Component/$1/autoload.php" ]; }
+
 missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+need() { # packages..., then -- and the check
+  local pkgs=()
+  while [ "$1" != -- ]; do pkgs+=("$1"); shift; done; shift
+  "$@" || missing+=("${pkgs[@]}")
+}
+need mariadb-server -- have_any mariadbd mysqld
+need mariadb-client -- have_any mysql mariadb
+need mariadb-client -- have mysqladmin
+need postgresql -- pg_server
+need postgresql-client -- have psql
+need postgresql-client -- have pg_isready
+need redis-server -- have redis-server
+need redis-tools -- have redis-cli
+need memcached -- have memcached
+need php8.2-cli -- php_ok
+need php8.2-mysql -- php_ext pdo_mysql
+need php8.2-pgsql -- php_ext pdo_pgsql
+need php8.2-redis -- php_ext redis
+need php8.2-memcached -- php_ext memcached
+need php-symfony-http-foundation -- symfony_file HttpFoundation
+need php-symfony-security-core -- symfony_file Security/Core
+need php-symfony-security-http -- symfony_file Security/Http
+if [ "${1:-}" = --print-missing ]; then
+  # What would be installed, and nothing else (test/setup_services_test.go).
+  printf '%s\n' "${missing[@]}" | sort -u | grep -v '^$' || true
+  exit 0
+fi
 if [ ${#missing[@]} -gt 0 ]; then
+  # One package may serve two checks (mariadb-client: mysql, mysqladmin).
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   log "installing: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

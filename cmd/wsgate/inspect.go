@@ -41,6 +41,31 @@ type lookup struct {
 	Key      string   `json:"key,omitempty"`       // redis: prefix + id
 	Table    string   `json:"table,omitempty"`     // pdo
 	IDColumn string   `json:"id_column,omitempty"` // pdo
+	Server   string   `json:"server,omitempty"`    // pdo: host:port or socket, never user or password
+	Database string   `json:"database,omitempty"`  // pdo
+}
+
+// String is the lookup in one line, for a person: where a session that
+// was not found was looked for.
+func (l lookup) String() string {
+	switch {
+	case l.Path != "":
+		return fmt.Sprintf("store %s, file %s", l.Store, l.Path)
+	case l.Table != "":
+		return fmt.Sprintf("store %s, server %s, database %s, table %s (column %s)", l.Store, orDefault(l.Server), orDefault(l.Database), l.Table, l.IDColumn)
+	case l.DB != nil:
+		return fmt.Sprintf("store %s, server %s, db %d, key %s", l.Store, strings.Join(l.Addrs, ","), *l.DB, l.Key)
+	case l.Key != "":
+		return fmt.Sprintf("store %s, server %s, key %s", l.Store, strings.Join(l.Addrs, ","), l.Key)
+	}
+	return "store " + l.Store
+}
+
+func orDefault(s string) string {
+	if s == "" {
+		return "(driver default)"
+	}
+	return s
 }
 
 // keyRead is one configured firewall: the session attribute read for it
@@ -57,10 +82,9 @@ type keyRead struct {
 // sessionInspect prints what the gateway recovers from one session as JSON
 // (inspectOutput). Its output is read by scripts: keep it stable.
 func sessionInspect(args []string, stdout, stderr io.Writer) int {
-	const use = "session inspect [--config FILE] SESSION_ID"
-	cfg, rest, ok := loadConfig("session inspect", use, 1, operandsLast(args), stderr)
+	cfg, rest, code, ok := loadConfig("session inspect", 1, operandsLast(args), stdout, stderr)
 	if !ok {
-		return exitUsage
+		return code
 	}
 	res, err := gateway.NewSessionResolver(cfg.Session, nil)
 	if err != nil {
@@ -77,8 +101,13 @@ func sessionInspect(args []string, stdout, stderr io.Writer) int {
 		return exitUnavailable
 	}
 	out := inspectOutput{Resolution: r, Lookup: lookupOf(cfg.Session, id), KeysRead: keysRead(cfg.Session.Firewalls, r.SecurityKeys)}
-	if r.Status == gateway.StatusInvalidID {
+	switch r.Status {
+	case gateway.StatusInvalidID:
 		out.InvalidID = invalidIDReason(id)
+	case gateway.StatusNotFound:
+		// The JSON's lookup says it too; this line is for the person
+		// reading the terminal (stdout may go to jq or a file).
+		fmt.Fprintf(stderr, "session not found; looked in %s\n", out.Lookup)
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
@@ -132,6 +161,7 @@ func lookupOf(c config.SessionConfig, id string) lookup {
 		l.Path = filepath.Join(append(elems, "sess_"+id)...)
 	case config.StorePDOMySQL, config.StorePDOPgSQL:
 		l.Table, l.IDColumn = c.PDO.Table, c.PDO.IDColumn
+		l.Server, l.Database = c.PDO.Server(c.Store)
 	case config.StoreRedis:
 		db, prefix := c.Redis.DB, c.Redis.Prefix
 		l.Addrs, l.DB, l.Prefix, l.Key = c.Redis.Addrs, &db, &prefix, prefix+id

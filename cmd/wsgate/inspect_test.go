@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wsgate/wsgate/test/testenv"
 )
 
 // inspect runs `wsgate session inspect` on a files store in dir with the
@@ -101,5 +104,87 @@ func TestOperandsLast(t *testing.T) {
 		if got := strings.Join(operandsLast(strings.Fields(tc.in)), " "); got != tc.want {
 			t.Errorf("operandsLast(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestSessionInspectNotFoundSaysWhere: on not_found, for every store, the
+// JSON's lookup and a line on stderr name where the session was looked
+// for (path, server, database, table, key), and no password. Against the
+// real services (skipped locally when one is missing, failed under CI).
+func TestSessionInspectNotFoundSaysWhere(t *testing.T) {
+	const id = "nosuchsession0123"
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T) string // the session: section
+		want  []string                  // in the stderr line
+		json  map[string]any            // in lookup
+	}{
+		{"files", func(t *testing.T) string {
+			return "  store: files\n  files: {path: \"1;" + dir + "\"}\n"
+		}, []string{"store files, file " + filepath.Join(dir, "n", "sess_"+id)}, map[string]any{"path": filepath.Join(dir, "n", "sess_"+id)}},
+		{"pdo_mysql", func(t *testing.T) string {
+			db := testenv.MariaDB(t)
+			table := testenv.UniqueName(t, "wsgate_inspect_")
+			if _, err := db.Exec("CREATE TABLE `" + table + "` (sess_id VARBINARY(128) NOT NULL PRIMARY KEY, sess_data BLOB NOT NULL, sess_lifetime INTEGER UNSIGNED NOT NULL, sess_time INTEGER UNSIGNED NOT NULL)"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Exec("DROP TABLE IF EXISTS `" + table + "`") })
+			return "  store: pdo_mysql\n  pdo: {dsn: \"" + testenv.MariaDBDSN() + "\", table: " + table + "}\n"
+		}, []string{"store pdo_mysql, server ", ", database ", ", table wsgate_inspect_", "(column sess_id)"}, map[string]any{"id_column": "sess_id"}},
+		{"pdo_pgsql", func(t *testing.T) string {
+			pool := testenv.PostgreSQL(t)
+			table := testenv.UniqueName(t, "wsgate_inspect_")
+			if _, err := pool.Exec(context.Background(), "CREATE TABLE "+table+" (sess_id VARCHAR(128) NOT NULL PRIMARY KEY, sess_data BYTEA NOT NULL, sess_lifetime INTEGER NOT NULL, sess_time INTEGER NOT NULL)"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
+			return "  store: pdo_pgsql\n  pdo: {dsn: \"" + testenv.PostgresDSN() + "\", table: " + table + "}\n"
+		}, []string{"store pdo_pgsql, server ", ", database ", ", table wsgate_inspect_"}, map[string]any{"id_column": "sess_id"}},
+		{"redis", func(t *testing.T) string {
+			return "  store: redis\n  redis: {addrs: [" + testenv.Redis(t) + "], prefix: \"wsgate_inspect_\"}\n"
+		}, []string{"store redis, server " + testenv.RedisAddr() + ", db 0, key wsgate_inspect_" + id}, map[string]any{"key": "wsgate_inspect_" + id}},
+		{"memcached", func(t *testing.T) string {
+			return "  store: memcached\n  memcached: {addrs: [" + testenv.Memcached(t) + "], prefix: \"wsgate_inspect_\"}\n"
+		}, []string{"store memcached, server " + testenv.MemcachedAddr() + ", key wsgate_inspect_" + id}, map[string]any{"key": "wsgate_inspect_" + id}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "wsgate.yaml")
+			if err := os.WriteFile(cfg, []byte("session:\n"+tc.setup(t)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errb bytes.Buffer
+			if code := run([]string{"session", "inspect", "--config", cfg, id}, &out, &errb); code != exitOK {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			var m map[string]any
+			if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+				t.Fatalf("%v: %s", err, out.String())
+			}
+			if m["status"] != "not_found" {
+				t.Fatalf("status %v", m["status"])
+			}
+			lk := m["lookup"].(map[string]any)
+			if lk["store"] != tc.name {
+				t.Errorf("lookup.store %v", lk["store"])
+			}
+			for k, v := range tc.json {
+				if lk[k] != v {
+					t.Errorf("lookup.%s = %v, want %v", k, lk[k], v)
+				}
+			}
+			line := errb.String()
+			if !strings.HasPrefix(line, "session not found; looked in ") {
+				t.Errorf("stderr %q", line)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("stderr lacks %q: %q", w, line)
+				}
+			}
+			if strings.Contains(line, "(driver default)") {
+				t.Errorf("server or database unknown: %q", line)
+			}
+		})
 	}
 }

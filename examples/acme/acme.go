@@ -5,8 +5,9 @@
 //
 // The gateway binary does not compile it in: examples/acme/plugin wraps it
 // as a Go plugin (`make plugins` builds bin/plugins/acme.so), loaded with
-// `plugins: [bin/plugins/acme.so]`. It imports only wamp/handler, so tests
-// can also register it in-process. Routes for it are in routes.yaml beside
+// `plugins: [bin/plugins/acme.so]` in a config at the repository root (a
+// relative path is taken from the config file's directory). It imports
+// only wamp/handler, so tests can also register it in-process. Routes for it are in routes.yaml beside
 // this file:
 //
 //	routes:

@@ -47,8 +47,9 @@ type Config struct {
 	// Routes maps WAMP topic and procedure URIs to handlers.
 	Routes wamp.RoutesConfig `yaml:"routes"`
 	// Plugins are Go plugins (.so, built with the gateway's Go version,
-	// flags and wsgate version) whose Register adds handlers; relative paths
-	// are taken from the working directory.
+	// flags and wsgate version) whose Register adds handlers; a relative
+	// path in a config file is taken from the file's directory, one from
+	// WSGATE_PLUGINS from the working directory.
 	Plugins []string `yaml:"plugins"`
 	// Upstreams are HTTP endpoints of the PHP app: a route whose handler is
 	// "upstream.<name>" forwards its calls, subscribes and publishes to

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 
 	"go.yaml.in/yaml/v3"
@@ -15,11 +16,20 @@ const maxConfigSize = 1 << 20
 
 // Load reads the YAML file at path (the embedded default when path is
 // empty), applies the WSGATE_* variables of environ on top, and validates the
-// result. Errors are *Error where a key is to blame.
+// result. Relative paths the file gives (plugins, session.files.path,
+// session.symfony_security_yaml) are taken from the file's directory; those
+// from the environment stay relative to the working directory (fileKeys).
+// Errors are *Error where a key is to blame.
 func Load(path string, environ []string) (Config, error) {
 	data := DefaultYAML
 	source := "embedded default"
+	baseDir := ""
 	if path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		baseDir = filepath.Dir(abs)
 		f, err := os.Open(path)
 		if err != nil {
 			return Config{}, fmt.Errorf("config: %w", err)
@@ -31,7 +41,7 @@ func Load(path string, environ []string) (Config, error) {
 		}
 		source = path
 	}
-	return Parse(data, source, environ)
+	return parse(data, source, baseDir, environ)
 }
 
 func readBounded(r io.Reader, limit int64) ([]byte, error) {
@@ -46,8 +56,16 @@ func readBounded(r io.Reader, limit int64) ([]byte, error) {
 }
 
 // Parse decodes YAML data (source names it in errors), applies the
-// WSGATE_* variables of environ and validates the result.
+// WSGATE_* variables of environ and validates the result. Relative paths
+// stay relative to the working directory: data has no file to be relative
+// to (Load resolves them against its file).
 func Parse(data []byte, source string, environ []string) (Config, error) {
+	return parse(data, source, "", environ)
+}
+
+// parse is Parse with relative file paths of the YAML (not of environ)
+// resolved against baseDir when it is not "".
+func parse(data []byte, source, baseDir string, environ []string) (Config, error) {
 	cfg := Default()
 	if len(data) > maxConfigSize {
 		return cfg, fmt.Errorf("config: %s is larger than %d bytes", source, maxConfigSize)
@@ -71,6 +89,7 @@ func Parse(data []byte, source string, environ []string) (Config, error) {
 	if err != nil {
 		return cfg, err
 	}
+	d.resolvePaths(root, baseDir)
 	if err := d.decode("", root, reflect.ValueOf(&cfg).Elem()); err != nil {
 		return cfg, err
 	}

@@ -123,7 +123,8 @@ func gatewayBuild() string {
 // with reg. It stops at the first failure and returns an *Error naming
 // that plugin; handlers added by the plugins before it stay in reg, so the
 // caller should not start serving after an error. Relative paths are
-// relative to the working directory. An empty list loads nothing.
+// relative to the working directory (config.Load has already made a config
+// file's relative to the file). An empty list loads nothing.
 //
 // Load must run before reg is handed to the WAMP node (which freezes it).
 // A plugin stays loaded for the life of the process: Go cannot unload one,

@@ -1,9 +1,10 @@
 // Command testsummary reads `go test -json` on standard input and prints
 // what a person reading a CI log needs: each package's result line, the
 // whole output of every test that failed (and of a package that failed to
-// build or crashed), and at the end a summary of the tests that passed,
-// failed and were skipped, naming the failed and skipped ones with the
-// reason a skip gave. It exits 1 when anything failed, so that
+// build or crashed), and at the end a summary: a table of each package's
+// passed, failed and skipped tests (subtests included) and time, then
+// every skipped test with the reason it gave, every failed one, and the
+// totals. It exits 1 when anything failed, so that
 // `go test -json ./... | testsummary` fails a build as `go test` would.
 //
 // Usage (the Makefile's gotest target):
@@ -27,6 +28,14 @@ type event struct {
 	Package string
 	Test    string
 	Output  string
+	Elapsed float64 // seconds, on a package's or test's pass/fail/skip
+}
+
+// pkgStats is one package's line of the summary table.
+type pkgStats struct {
+	passed, failed, skipped int
+	result                  string // "ok", "FAIL", "no test files"
+	elapsed                 float64
 }
 
 // test is what is kept of one test (or subtest) until it ends.
@@ -44,10 +53,25 @@ type summary struct {
 	skipped  []string // "name: reason"
 	badPkgs  []string
 	packages int
+	pkgs     map[string]*pkgStats
+}
+
+func newSummary(out io.Writer) *summary {
+	return &summary{out: out, running: map[string]*test{}, pkgOut: map[string][]string{}, pkgs: map[string]*pkgStats{}}
+}
+
+// pkg is the stats of the named package, created on first use.
+func (s *summary) pkg(name string) *pkgStats {
+	p := s.pkgs[name]
+	if p == nil {
+		p = &pkgStats{}
+		s.pkgs[name] = p
+	}
+	return p
 }
 
 func main() {
-	s := &summary{out: os.Stdout, running: map[string]*test{}, pkgOut: map[string][]string{}}
+	s := newSummary(os.Stdout)
 	if err := s.read(os.Stdin); err != nil {
 		fmt.Fprintln(os.Stderr, "testsummary:", err)
 		os.Exit(2)
@@ -92,12 +116,15 @@ func (s *summary) event(e event) {
 		t.output = append(t.output, e.Output)
 	case "pass":
 		s.passed++
+		s.pkg(e.Package).passed++
 		delete(s.running, k)
 	case "skip":
 		s.skipped = append(s.skipped, e.Package+" "+e.Test+": "+skipReason(t.output))
+		s.pkg(e.Package).skipped++
 		delete(s.running, k)
 	case "fail":
 		s.failed = append(s.failed, e.Package+" "+e.Test)
+		s.pkg(e.Package).failed++
 		// A parent's output holds only its own lines; subtests print
 		// theirs when they end. Print the failing test's lines now.
 		fmt.Fprintf(s.out, "--- output of failed %s %s\n", e.Package, e.Test)
@@ -114,10 +141,17 @@ func (s *summary) packageEvent(e event) {
 		s.pkgOut[e.Package] = append(s.pkgOut[e.Package], e.Output)
 	case "pass", "skip":
 		s.packages++
+		p := s.pkg(e.Package)
+		p.result, p.elapsed = "ok", e.Elapsed
+		if e.Action == "skip" {
+			p.result = "no test files"
+		}
 		s.printResultLine(e.Package)
 		delete(s.pkgOut, e.Package)
 	case "fail", "build-fail":
 		s.packages++
+		p := s.pkg(e.Package)
+		p.result, p.elapsed = "FAIL", e.Elapsed
 		s.badPkgs = append(s.badPkgs, e.Package)
 		// A build failure, a panic or a timeout shows here: print it all.
 		fmt.Fprintf(s.out, "--- output of failed package %s\n", e.Package)
@@ -161,6 +195,10 @@ func (s *summary) report() bool {
 	sort.Strings(unfinished)
 	fmt.Fprintln(s.out)
 	fmt.Fprintln(s.out, "==== test summary ====")
+	s.printTable()
+	if len(s.skipped) > 0 {
+		fmt.Fprintf(s.out, "\n%d skipped, each with its reason:\n", len(s.skipped))
+	}
 	for _, name := range s.skipped {
 		fmt.Fprintln(s.out, "SKIP", name)
 	}
@@ -176,4 +214,35 @@ func (s *summary) report() bool {
 	fmt.Fprintf(s.out, "%d passed, %d failed, %d skipped (tests and subtests) in %d packages; %d packages failed\n",
 		s.passed, len(s.failed), len(s.skipped), s.packages, len(s.badPkgs))
 	return len(s.failed) == 0 && len(s.badPkgs) == 0 && len(unfinished) == 0
+}
+
+// printTable prints one line per package, in name order: passed, failed
+// and skipped tests (subtests included), the package's result and time.
+// Packages without test files are named on one line after it.
+func (s *summary) printTable() {
+	names := make([]string, 0, len(s.pkgs))
+	width := len("package")
+	var noTests []string
+	for name, p := range s.pkgs {
+		if p.result == "no test files" && p.passed+p.failed+p.skipped == 0 {
+			noTests = append(noTests, name)
+			continue
+		}
+		names = append(names, name)
+		width = max(width, len(name))
+	}
+	sort.Strings(names)
+	sort.Strings(noTests)
+	fmt.Fprintf(s.out, "%-*s %7s %7s %7s  %-6s %8s\n", width, "package", "passed", "failed", "skipped", "result", "time")
+	for _, name := range names {
+		p := s.pkgs[name]
+		result := p.result
+		if result == "" {
+			result = "?" // no package result line: the stream ended early
+		}
+		fmt.Fprintf(s.out, "%-*s %7d %7d %7d  %-6s %7.1fs\n", width, name, p.passed, p.failed, p.skipped, result, p.elapsed)
+	}
+	if len(noTests) > 0 {
+		fmt.Fprintf(s.out, "no test files: %s\n", strings.Join(noTests, " "))
+	}
 }

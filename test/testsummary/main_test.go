@@ -63,6 +63,38 @@ func TestSummary(t *testing.T) {
 			want: []string{"panic: test timed out", "UNFINISHED p TestHang"},
 		},
 		{
+			name: "per package: passed, failed, skipped, result, time; every skip with its reason",
+			in: `{"Action":"run","Package":"example.com/a","Test":"TestA"}
+{"Action":"run","Package":"example.com/a","Test":"TestA/one"}
+{"Action":"pass","Package":"example.com/a","Test":"TestA/one"}
+{"Action":"run","Package":"example.com/a","Test":"TestA/two"}
+{"Action":"output","Package":"example.com/a","Test":"TestA/two","Output":"    a_test.go:7: set WSGATE_X=1 to run this\n"}
+{"Action":"output","Package":"example.com/a","Test":"TestA/two","Output":"    --- SKIP: TestA/two (0.00s)\n"}
+{"Action":"skip","Package":"example.com/a","Test":"TestA/two"}
+{"Action":"pass","Package":"example.com/a","Test":"TestA"}
+{"Action":"pass","Package":"example.com/a","Elapsed":1.25}
+{"Action":"run","Package":"example.com/bb","Test":"TestB"}
+{"Action":"output","Package":"example.com/bb","Test":"TestB","Output":"    b_test.go:9: boom\n"}
+{"Action":"fail","Package":"example.com/bb","Test":"TestB"}
+{"Action":"run","Package":"example.com/bb","Test":"TestC"}
+{"Action":"output","Package":"example.com/bb","Test":"TestC","Output":"    c_test.go:3: PostgreSQL not reachable: dial tcp 127.0.0.1:5432: connect: connection refused\n"}
+{"Action":"skip","Package":"example.com/bb","Test":"TestC"}
+{"Action":"fail","Package":"example.com/bb","Elapsed":0.5}
+{"Action":"skip","Package":"example.com/none"}`,
+			ok: false,
+			want: []string{
+				"package         passed  failed skipped  result     time\n",
+				"example.com/a        2       0       1  ok         1.2s\n",
+				"example.com/bb       0       1       1  FAIL       0.5s\n",
+				"no test files: example.com/none\n",
+				"2 skipped, each with its reason:\n",
+				"SKIP example.com/a TestA/two: a_test.go:7: set WSGATE_X=1 to run this\n",
+				"SKIP example.com/bb TestC: c_test.go:3: PostgreSQL not reachable",
+				"FAIL example.com/bb TestB\n",
+				"2 passed, 1 failed, 2 skipped (tests and subtests) in 3 packages; 1 packages failed",
+			},
+		},
+		{
 			name: "non-JSON lines pass through",
 			in:   "go: downloading example.com/x v1.0.0\n" + `{"Action":"pass","Package":"p"}`,
 			ok:   true,
@@ -71,7 +103,7 @@ func TestSummary(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			s := &summary{out: &out, running: map[string]*test{}, pkgOut: map[string][]string{}}
+			s := newSummary(&out)
 			if err := s.read(strings.NewReader(tc.in)); err != nil {
 				t.Fatal(err)
 			}

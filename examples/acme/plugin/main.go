@@ -4,7 +4,8 @@
 //
 //	go build -buildmode=plugin -o bin/plugins/acme.so ./examples/acme/plugin
 //
-// and list it in the gateway config:
+// and list it in the gateway config (a relative path is taken from the
+// config file's directory; this is a config at the repository root):
 //
 //	plugins: [bin/plugins/acme.so]
 //
