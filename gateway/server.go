@@ -170,6 +170,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			MaxJSONDepth:                cfg.Limits.MaxJSONDepth,
 			MaxOffloadedCallsPerSession: cfg.Limits.MaxPendingCallsPerConnection,
 			MaxOffloadedCalls:           cfg.Limits.MaxPendingCalls,
+			MaxMessageSize:              cfg.Limits.MaxMessageSize,
 		},
 		Realm:     cfg.WAMP.Realm,
 		MetaAPI:   cfg.WAMP.MetaAPI,

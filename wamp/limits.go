@@ -26,6 +26,12 @@ type Limits struct {
 	// MaxOffloadedCalls bounds the offloaded calls running on the node.
 	// Default 10000.
 	MaxOffloadedCalls int
+	// MaxMessageSize bounds the JSON a wamp.2.msgpack or wamp.2.cbor
+	// message is transcoded into (the transport bounds the frame itself,
+	// but JSON can be several times larger: base64 binaries, escaped
+	// strings, long float forms). Zero or negative leaves it unbounded;
+	// the gateway sets limits.max_message_size.
+	MaxMessageSize int
 }
 
 // Default limits.
@@ -69,6 +75,10 @@ const (
 	LimitJSONDepth             = "max_json_depth"
 	LimitPendingCallsPerClient = "max_pending_calls_per_connection"
 	LimitPendingCalls          = "max_pending_calls"
+	// LimitMessageSize is a binary message whose JSON transcoding is over
+	// Limits.MaxMessageSize; the gateway closes it with 1009, as the
+	// transport closes a frame over the same limit.
+	LimitMessageSize = "max_message_size"
 )
 
 // ErrLimit is wrapped (together with ErrProtocol) by errors for a client

@@ -177,6 +177,10 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 			s.node.obs.MessageIn(s.proto, "INVALID")
 			return s.violation(err)
 		}
+		if max := s.node.limits.MaxMessageSize; max > 0 && len(msg) > max {
+			s.node.obs.MessageIn(s.proto, "INVALID")
+			return limitErr(LimitMessageSize, "binary message transcoded into %d bytes of JSON, at most %d", len(msg), max)
+		}
 	}
 	if s.proto.V2() {
 		return s.handleV2(ctx, msg)
