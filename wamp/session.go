@@ -298,11 +298,13 @@ func (s *Session) cleanup() {
 	subs := s.subs
 	s.subs = map[string]*subscription{}
 	clear(s.subIDs)
-	for uri := range subs {
+	for uri, sub := range subs {
 		s.node.broker.remove(uri, s)
+		s.node.unsubscribed(uri, s, sub)
 	}
 	s.mu.Unlock()
 	s.node.forget(s)
+	s.node.sessionLeft(s)
 	if len(subs) == 0 {
 		return
 	}

@@ -646,6 +646,7 @@ func (s *Session) helloV2(m messageV2) error {
 		AuthExtra: welcomeExtra{Roles: roles, Firewall: who.Firewall, Anonymous: who.Anonymous},
 		Agent:     s.node.serverIdent, Roles: s.node.routerRoles,
 	}))
+	s.node.sessionJoined(s)
 	return nil
 }
 
@@ -885,6 +886,10 @@ func (s *Session) callV2(ctx context.Context, m messageV2) error {
 	uri := m.uri
 	if s.node.meta.enabled && isMetaProcedure(uri) {
 		s.metaCallV2(m)
+		return nil
+	}
+	if uri == PresenceListProcedure {
+		s.presenceCallV2(ctx, m)
 		return nil
 	}
 	r, req, method, refused := s.routeCall(uri)
