@@ -1,0 +1,159 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wsgate/wsgate/storage"
+	"github.com/wsgate/wsgate/test/testenv"
+)
+
+// fakePresence is one replica's local presence, as the node keeps it.
+type fakePresence struct {
+	mu     sync.Mutex
+	topics map[string]PresenceSnapshot
+}
+
+func (f *fakePresence) set(topic string, users []string, anon int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(users) == 0 && anon == 0 {
+		delete(f.topics, topic)
+		return
+	}
+	f.topics[topic] = PresenceSnapshot{Users: users, Anonymous: anon}
+}
+
+func (f *fakePresence) source() PresenceSource {
+	return PresenceSource{
+		Local: func(topic string, max int) PresenceSnapshot {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			s := f.topics[topic]
+			if len(s.Users) > max {
+				s.Users, s.Truncated = s.Users[:max], true
+			}
+			return s
+		},
+		Topics: func() []string {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			var out []string
+			for t := range f.topics {
+				out = append(out, t)
+			}
+			return out
+		},
+	}
+}
+
+func newTestPresence(t *testing.T, addr, prefix, node string, ttl time.Duration, max int) (*Presence, *fakePresence) {
+	t.Helper()
+	o := storage.RedisOptions{Addrs: []string{addr}}
+	log := testOptions(t, &o)
+	p, err := NewPresence(o, prefix, node, ttl, max, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakePresence{topics: map[string]PresenceSnapshot{}}
+	p.SetSource(f.source())
+	t.Cleanup(p.Close)
+	return p, f
+}
+
+// TestPresenceDirectory: two replicas' presence of a topic is listed as
+// one (users once, anonymous summed, bounded with truncation); a replica
+// whose last subscriber left, or that closed, no longer counts; a crashed
+// replica's snapshot stops counting once expired and is deleted.
+func TestPresenceDirectory(t *testing.T) {
+	addr := testenv.Redis(t)
+	admin := redisAdmin(t, addr)
+	prefix := uniqueName(t, "wsgate_t_") + ":"
+	ctx := context.Background()
+	const topic = "room/1"
+	a, fa := newTestPresence(t, addr, prefix, "node-a", 30*time.Second, 3)
+	b, fb := newTestPresence(t, addr, prefix, "node-b", 30*time.Second, 3)
+	list := func() PresenceSnapshot {
+		t.Helper()
+		l, err := a.List(ctx, topic, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	show := func(l PresenceSnapshot) string {
+		return fmt.Sprintf("%s anon=%d trunc=%v", strings.Join(l.Users, ","), l.Anonymous, l.Truncated)
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want string
+	}{
+		{"a only", func() { fa.set(topic, []string{"alice"}, 1); a.Changed(topic) }, "alice anon=1 trunc=false"},
+		{"b too, alice on both", func() { fb.set(topic, []string{"alice", "bob"}, 2); b.Changed(topic) }, "alice,bob anon=3 trunc=false"},
+		{"over the bound", func() { fb.set(topic, []string{"alice", "bob", "carol", "dave"}, 2); b.Changed(topic) }, "alice,bob,carol anon=3 trunc=true"},
+		{"b empties", func() { fb.set(topic, nil, 0); b.Changed(topic) }, "alice anon=1 trunc=false"},
+		{"b back, then closes", func() {
+			fb.set(topic, []string{"zed"}, 0)
+			b.Changed(topic)
+			pollFor(t, 10*time.Second, "zed listed", func() bool { return slices.Contains(list().Users, "zed") })
+			fb.set(topic, nil, 0)
+			b.Changed(topic)
+			b.Close()
+		}, "alice anon=1 trunc=false"},
+	}
+	for _, st := range steps {
+		st.do()
+		var got string
+		pollFor(t, 10*time.Second, st.name, func() bool { got = show(list()); return got == st.want })
+	}
+	// A crashed replica: its snapshot expired a second ago.
+	v, _ := json.Marshal(presenceField{Exp: time.Now().Add(-time.Second).UnixMilli(), PresenceSnapshot: PresenceSnapshot{Users: []string{"ghost"}}})
+	key := prefix + "presence:" + topic
+	if err := admin.Do(ctx, admin.B().Hset().Key(key).FieldValue().FieldValue("node-crashed", string(v)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if got := show(list()); got != "alice anon=1 trunc=false" {
+		t.Errorf("with an expired snapshot: %s", got)
+	}
+	if n, _ := admin.Do(ctx, admin.B().Hexists().Key(key).Field("node-crashed").Build()).AsBool(); n {
+		t.Error("expired snapshot not deleted by the reader")
+	}
+	// The key has an expiry: it lapses once no live replica refreshes it.
+	if ms, _ := admin.Do(ctx, admin.B().Pttl().Key(key).Build()).AsInt64(); ms <= 0 || ms > 30000 {
+		t.Errorf("key PTTL %d ms, want within the TTL", ms)
+	}
+}
+
+// TestPresenceRefresh: a replica rewrites its snapshots every TTL/3, so
+// they outlive TTL while it runs; once it stops (a crash: no Close),
+// they expire.
+func TestPresenceRefresh(t *testing.T) {
+	addr := testenv.Redis(t)
+	prefix := uniqueName(t, "wsgate_t_") + ":"
+	ctx := context.Background()
+	a, fa := newTestPresence(t, addr, prefix, "node-a", 600*time.Millisecond, 10)
+	reader, _ := newTestPresence(t, addr, prefix, "reader", time.Minute, 10)
+	fa.set("t", []string{"alice"}, 0)
+	a.Changed("t")
+	pollFor(t, 10*time.Second, "listed", func() bool {
+		l, err := reader.List(ctx, "t", 10)
+		return err == nil && len(l.Users) == 1
+	})
+	time.Sleep(1500 * time.Millisecond) // more than TTL: only refreshes keep it
+	if l, err := reader.List(ctx, "t", 10); err != nil || len(l.Users) != 1 {
+		t.Fatalf("after 2.5 TTL of refreshes: %+v %v", l, err)
+	}
+	// Crash: stop the writer without it deleting anything.
+	a.src.Store(nil)
+	pollFor(t, 10*time.Second, "expired", func() bool {
+		l, err := reader.List(ctx, "t", 10)
+		return err == nil && len(l.Users) == 0
+	})
+}

@@ -1,0 +1,55 @@
+package gateway
+
+import (
+	"context"
+
+	"github.com/wsgate/wsgate/gateway/cluster"
+	"github.com/wsgate/wsgate/gateway/config"
+	"github.com/wsgate/wsgate/wamp"
+)
+
+// hasPresence reports whether any topic route has presence: only then
+// does the gateway share presence through Redis.
+func hasPresence(routes wamp.RoutesConfig) bool {
+	for _, r := range routes.Topics {
+		if r.Presence {
+			return true
+		}
+	}
+	return false
+}
+
+// newPresence connects the cluster-wide presence list (with the Redis
+// client storage and a presence route; nil otherwise): snapshots in the
+// client storage's Redis, under its prefix, lasting its TTL.
+func newPresence(cfg config.Config, nodeID string, s *Server) (*cluster.Presence, error) {
+	if cfg.ClientStorage.Driver != "redis" || !hasPresence(cfg.Routes) {
+		return nil, nil
+	}
+	return cluster.NewPresence(cfg.ClientStorage.Redis.Options(), cfg.ClientStorage.Prefix, nodeID,
+		cfg.ClientStorage.TTL, wamp.PresenceListMax, s.log)
+}
+
+// presenceDirectory is cluster.Presence as the node's
+// wamp.PresenceDirectory.
+type presenceDirectory struct{ *cluster.Presence }
+
+// List lists topic's presence on every replica.
+func (d presenceDirectory) List(ctx context.Context, topic string, max int) (wamp.PresenceList, error) {
+	l, err := d.Presence.List(ctx, topic, max)
+	if err != nil {
+		return wamp.PresenceList{}, err
+	}
+	return wamp.PresenceList{Topic: topic, Users: l.Users, Anonymous: l.Anonymous, Truncated: l.Truncated}, nil
+}
+
+// presenceSource is the node's local presence for cluster.Presence.
+func presenceSource(n *wamp.Node) cluster.PresenceSource {
+	return cluster.PresenceSource{
+		Local: func(topic string, max int) cluster.PresenceSnapshot {
+			l := n.LocalPresence(topic, max)
+			return cluster.PresenceSnapshot{Users: l.Users, Anonymous: l.Anonymous, Truncated: l.Truncated}
+		},
+		Topics: n.PresenceTopics,
+	}
+}
