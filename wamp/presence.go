@@ -404,3 +404,31 @@ func (s *Session) presenceCallV1(ctx context.Context, callID json.RawMessage, ur
 		}
 	})
 }
+
+// representLocked moves s, whose identity just changed, to its new
+// presence key on the presence topics it is still subscribed to: the old
+// user leaves (if this was its last session there) and the new one joins
+// (if it is its first), e.g. a downgrade to anonymous on a route that
+// admits anonymous clients. s.mu must be held.
+func (s *Session) representLocked() {
+	for uri, sub := range s.subs {
+		if !sub.presence || !s.node.presence.keyChanged(uri, s) {
+			continue
+		}
+		s.node.presenceChanged(uri, s.node.presence.leave(uri, s))
+		s.node.presenceChanged(uri, s.node.presence.join(uri, s))
+	}
+}
+
+// keyChanged reports whether s is present on topic under another key
+// than its identity's now.
+func (p *presenceTable) keyChanged(topic string, s *Session) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.topics[topic]
+	if t == nil {
+		return false
+	}
+	key, ok := t.sessions[s]
+	return ok && key != presenceKey(s)
+}

@@ -243,3 +243,45 @@ func TestPresenceConfig(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// TestPresenceReidentify: a client whose identity changes on a presence
+// topic that admits it either way leaves as its old user and joins as the
+// new one; the list follows.
+func TestPresenceReidentify(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, presenceRoutes)
+	w, wp := f.open(t, "w")
+	if err := w.Handle(ctx, []byte(`[5,"`+PresencePrefix+`room/1"]`)); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := f.open(t, "s", ClientInfo{ConnID: "s", Identity: handler.Identity{UserIdentifier: "alice"}})
+	if err := s.Handle(ctx, []byte(`[5,"room/1"]`)); err != nil {
+		t.Fatal(err)
+	}
+	f.settle(t)
+	wp.take()
+	cases := []struct {
+		name string
+		who  handler.Identity
+		want []string
+		list string
+	}{
+		{"same user, new roles", handler.Identity{UserIdentifier: "alice", Roles: []string{"ROLE_X"}}, nil, `["alice"] 0`},
+		{"downgraded", handler.Identity{Anonymous: true}, []string{
+			`{"event":"leave","topic":"room/1","user":"alice"}`, `{"event":"join","topic":"room/1","user":null,"anonymous":true}`}, `[] 1`},
+		{"logged in as bob", handler.Identity{UserIdentifier: "bob"}, []string{
+			`{"event":"leave","topic":"room/1","user":null,"anonymous":true}`, `{"event":"join","topic":"room/1","user":"bob"}`}, `["bob"] 0`},
+	}
+	for _, tc := range cases {
+		s.Reidentify(ClientInfo{Identity: tc.who})
+		f.settle(t)
+		if got := presenceEvents(t, wp, "room/1", ""); strings.Join(got, "|") != strings.Join(tc.want, "|") {
+			t.Errorf("%s: events %q, want %q", tc.name, got, tc.want)
+		}
+		l := f.node.LocalPresence("room/1", 10)
+		users, _ := json.Marshal(l.Users)
+		if got := fmt.Sprintf("%s %d", users, l.Anonymous); got != tc.list {
+			t.Errorf("%s: list %s, want %s", tc.name, got, tc.list)
+		}
+	}
+}
