@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"time"
 
 	"github.com/wsgate/wsgate/gateway/cluster"
 	"github.com/wsgate/wsgate/gateway/config"
@@ -51,5 +54,30 @@ func presenceSource(n *wamp.Node) cluster.PresenceSource {
 			return cluster.PresenceSnapshot{Users: l.Users, Anonymous: l.Anonymous, Truncated: l.Truncated}
 		},
 		Topics: n.PresenceTopics,
+	}
+}
+
+// apiPresence answers GET /api/presence?topic=T: who is subscribed to the
+// presence topic T, on every replica with the Redis client storage (else
+// on this one): 200 {"topic","users","anonymous","truncated"}, 400
+// without a topic, 404 when T's route has no presence, 503 when Redis
+// cannot be read.
+func (s *Server) apiPresence(w http.ResponseWriter, r *http.Request) {
+	topic := r.URL.Query().Get("topic")
+	if topic == "" {
+		apiError(w, http.StatusBadRequest, "topic is required")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	l, err := s.node.ListPresence(ctx, topic)
+	switch {
+	case errors.Is(err, wamp.ErrNoPresence):
+		apiError(w, http.StatusNotFound, "no presence for this topic")
+	case err != nil:
+		w.Header().Set("Retry-After", "1")
+		apiError(w, http.StatusServiceUnavailable, "presence: "+err.Error())
+	default:
+		apiJSON(w, http.StatusOK, l)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,22 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 		}
 		return len(list) == 3 && jsonSame(list[2], `{"topic":"`+topic+`","users":["alice","bob","carol"],"anonymous":0,"truncated":false}`)
 	})
+
+	// The app lists it through the HTTP API of either replica.
+	for _, tc := range []struct {
+		query  string
+		status int
+		want   string
+	}{
+		{"?topic=" + url.QueryEscape(topic), 200, `{"topic":"` + topic + `","users":["alice","bob","carol"],"anonymous":0,"truncated":false}`},
+		{"?topic=acme%2Fnowhere", 404, `{"error":"no presence for this topic"}`},
+		{"", 400, `{"error":"topic is required"}`},
+	} {
+		status, body := a.apiCall(t, "GET", "/api/presence"+tc.query, nil)
+		if status != tc.status || !jsonSame(body, tc.want) {
+			t.Errorf("GET /api/presence%s: %d %s, want %d %s", tc.query, status, body, tc.status, tc.want)
+		}
+	}
 
 	fmt.Fprintln(av2.stdin, "leave")
 	assertJSON(t, "alice's leave on the other replica", json.RawMessage(nextPresence()), `{"event":"leave","topic":"`+topic+`","user":"alice"}`)

@@ -432,3 +432,23 @@ func (p *presenceTable) keyChanged(topic string, s *Session) bool {
 	key, ok := t.sessions[s]
 	return ok && key != presenceKey(s)
 }
+
+// ErrNoPresence is returned by ListPresence for a topic whose route has
+// no presence (or that has no route).
+var ErrNoPresence = errNoPresence
+
+// ListPresence returns who is subscribed to topic (at most
+// PresenceListMax users), for the application (the gateway's HTTP API),
+// without any client's access rules: on every replica with a
+// PresenceDirectory, else on this node. It may block on the directory,
+// bounded by ctx. A topic without presence gives ErrNoPresence.
+func (n *Node) ListPresence(ctx context.Context, topic string) (PresenceList, error) {
+	r, _, ok := n.topicRoutes.match(topic)
+	if !ok || !r.presence || strings.HasPrefix(topic, PresencePrefix) {
+		return PresenceList{}, ErrNoPresence
+	}
+	if n.presenceDir == nil {
+		return n.presence.list(topic, PresenceListMax), nil
+	}
+	return n.presenceDir.List(ctx, topic, PresenceListMax)
+}
