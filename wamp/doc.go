@@ -15,7 +15,9 @@
 // JSON codec both use; serializer.go: msgpack and CBOR, transcoded to and
 // from JSON at a v2 session's edge. broker.go: topics, fan-out, periodic topics;
 // audience.go: who of a topic's subscribers a broadcast selects; meta.go:
-// the v2 session meta API.
+// the v2 session meta API; meta_events.go: its meta events and
+// subscription procedures; presence.go: presence of RouteConfig.Presence
+// topics (companion topics, wsgate.presence.list, PresenceDirectory).
 // router.go: route patterns; handlers.go: the registered handlers bound to
 // routes. offload.go: handler work off the reader; reidentify.go: identity
 // changes; push.go: application pushes; relay.go: other replicas;
