@@ -194,7 +194,7 @@ func (s *Session) runOnUnsubscribe(ctx context.Context, uri string, sub *subscri
 // disclose is the route's publisher identification policy (see
 // RouteConfig.Disclose): "" for allow.
 func (s *Session) routePublish(uri string) (h *topicHandler, req handler.Request, disclose string, err error) {
-	if reservedTopic(uri) && (isMetaTopic(uri) || strings.HasPrefix(uri, PresencePrefix)) {
+	if isMetaTopic(uri) || strings.HasPrefix(uri, PresencePrefix) {
 		// The node publishes meta and presence events; nobody else may.
 		s.logAt(slog.LevelInfo, "wamp: publish to a reserved topic refused", "uri", uri)
 		s.node.obs.AccessDenied("topic")

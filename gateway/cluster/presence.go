@@ -171,7 +171,9 @@ func (p *Presence) pass(all bool) {
 			p.client.B().Hset().Key(p.key(t)).FieldValue().FieldValue(p.node, string(v)).Build(),
 			p.client.B().Pexpire().Key(p.key(t)).Milliseconds(p.ttl.Milliseconds()).Build())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.ttl/3)
+	// Bounded by the refresh period, and short enough not to hold up a
+	// shutdown (Close runs a last pass) while Redis is down.
+	ctx, cancel := context.WithTimeout(context.Background(), min(p.ttl/3, 5*time.Second))
 	defer cancel()
 	failed := 0
 	for _, r := range p.client.DoMulti(ctx, cmds...) {
