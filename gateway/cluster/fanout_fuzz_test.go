@@ -109,6 +109,11 @@ func FuzzFanoutEnvelope(f *testing.F) {
 		f.Add(raw, "node-a", int64(i)*1e9, uint64(i), uint64(i%3), "s1,s2||u", []byte(`{"n":1}`))
 	}
 	f.Add([]byte{}, "", int64(0), uint64(0), uint64(0), "", []byte{})
+	// A disclosed publisher (odd epoch: the payload doubles as details),
+	// in several pieces, and a forged piece in the exclude list.
+	withDetails := mustEncodeFanout(f, FanoutMessage{Origin: "n", Epoch: 1, Seq: 2, Payload: []byte(`1`),
+		Audience: Audience{ExcludeSessions: []string{"s1"}}, Details: []byte(`{"publisher_authid":"` + strings.Repeat("a", 600) + `"}`)})
+	f.Add(withDetails, "n", int64(1), uint64(3), uint64(1), "s1,\x00D{}", []byte(`{"publisher":1,"publisher_authid":"alice"}`))
 	f.Add([]byte{}, "n", int64(-1), uint64(1), uint64(1), ",|,,|,|||", []byte(`[1, 2 ,3] `))
 	f.Add([]byte{}, strings.Repeat("o", 256), int64(1), uint64(0), uint64(0), strings.Repeat("x", 256), []byte("true"))
 	f.Add([]byte{}, "n", int64(1<<62), uint64(1<<63), uint64(1<<64-1), "é,\x00,\xff|a|b|c|d|e,f", []byte(`"\ud800"`))
