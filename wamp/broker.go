@@ -304,7 +304,11 @@ func (n *Node) broadcast(uri string, event any, a *Audience, relay bool, details
 	if relay && n.broker.relay != nil {
 		// The relay keeps payload: appendJSON gave us a fresh buffer that
 		// nothing below modifies.
-		if dr, ok := n.broker.relay.(DisclosingRelay); ok && details != nil {
+		var dr DisclosingRelay
+		if details != nil { // most broadcasts disclose nobody: no type check
+			dr, _ = n.broker.relay.(DisclosingRelay)
+		}
+		if dr != nil {
 			dr.PublishDetails(uri, payload, *a, details)
 		} else {
 			n.broker.relay.Publish(uri, payload, *a)
