@@ -155,12 +155,18 @@ func (n *Node) sessionLeft(s *Session) {
 	})
 }
 
-// subscribed is called once s got the subscription sub to uri (s.mu
-// held): presence join, subscription meta events.
-func (n *Node) subscribed(uri string, s *Session, sub *subscription) {
+// admitted is called once the handler's OnSubscribe accepted s's
+// subscription sub to uri (s.mu held): the presence join, so that a
+// subscription the handler refuses never shows as a join and a leave.
+func (n *Node) admitted(uri string, s *Session, sub *subscription) {
 	if sub.presence {
 		n.presenceChanged(uri, n.presence.join(uri, s))
 	}
+}
+
+// subscribed is called once s got the subscription sub to uri (s.mu
+// held): subscription meta events.
+func (n *Node) subscribed(uri string, s *Session, sub *subscription) {
 	if !n.meta.enabled || reservedTopic(uri) {
 		return
 	}
@@ -188,7 +194,7 @@ func (n *Node) subscribed(uri string, s *Session, sub *subscription) {
 }
 
 // unsubscribed is called once s lost the subscription sub to uri (s.mu
-// held): presence leave, subscription meta events.
+// held): presence leave (when it had joined), subscription meta events.
 func (n *Node) unsubscribed(uri string, s *Session, sub *subscription) {
 	if sub.presence {
 		n.presenceChanged(uri, n.presence.leave(uri, s))

@@ -27,7 +27,8 @@ import (
 //     "user":null,"anonymous":true} for an anonymous client (its
 //     anon-<session id> name stays private: session ids are what PUBLISH
 //     exclude lists target). A user joins when its first subscription to T
-//     on a replica is made and leaves when its last one there goes
+//     on a replica is made (once the topic handler's OnSubscribe accepted
+//     it: a refused one never shows) and leaves when its last one there goes
 //     (unsubscribe, disconnect, revocation); each anonymous session joins
 //     and leaves on its own. The events are broadcasts: with a Relay they
 //     reach the companion's subscribers on every replica.

@@ -15,6 +15,8 @@ import (
 func presenceRoutes(c *NodeConfig) {
 	c.Routes.Topics["room"] = RouteConfig{Pattern: "room/{id}", Handler: "test.topic", Presence: true}
 	c.Routes.Topics["staffroom"] = RouteConfig{Pattern: "staffroom/{id}", Handler: "test.topic", Presence: true, Roles: []string{"ROLE_ADMIN"}}
+	// testTopic's OnSubscribe refuses the route named deny.
+	c.Routes.Topics["deny"] = RouteConfig{Pattern: "deny/{x}", Handler: "test.topic", Presence: true}
 }
 
 // presenceEvents returns the payloads of the presence events of topic
@@ -282,6 +284,37 @@ func TestPresenceReidentify(t *testing.T) {
 		users, _ := json.Marshal(l.Users)
 		if got := fmt.Sprintf("%s %d", users, l.Anonymous); got != tc.list {
 			t.Errorf("%s: list %s, want %s", tc.name, got, tc.list)
+		}
+	}
+}
+
+// TestPresenceRefusedSubscribe: a subscription the topic handler's
+// OnSubscribe refuses never shows in presence.
+func TestPresenceRefusedSubscribe(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, presenceRoutes)
+	w, wp := f.open(t, "w")
+	if err := w.Handle(ctx, []byte(`[5,"`+PresencePrefix+`deny/1"]`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, proto := range []string{"v1", "v2"} {
+		var err error
+		if proto == "v1" {
+			s, _ := f.open(t, "s1", ClientInfo{ConnID: "s1", Identity: handler.Identity{UserIdentifier: "alice"}})
+			err = s.Handle(ctx, []byte(`[5,"deny/1"]`))
+		} else {
+			s, _ := f.openV2(t, ClientInfo{ConnID: "s2", Identity: handler.Identity{UserIdentifier: "bob"}})
+			err = s.Handle(ctx, []byte(`[32,1,{},"deny/1"]`))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.settle(t)
+		if got := presenceEvents(t, wp, "deny/1", ""); len(got) != 0 {
+			t.Errorf("%s: refused subscription made presence events %q", proto, got)
+		}
+		if l := f.node.LocalPresence("deny/1", 10); len(l.Users) != 0 {
+			t.Errorf("%s: refused subscription listed: %+v", proto, l)
 		}
 	}
 }

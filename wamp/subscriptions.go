@@ -77,6 +77,9 @@ func (s *Session) finishSubscribe(uri string, sub *subscription, err error) {
 	defer s.mu.Unlock()
 	sub.subscribing = false
 	if err == nil {
+		if s.subs[uri] == sub { // not revoked meanwhile
+			s.node.admitted(uri, s, sub)
+		}
 		return
 	}
 	sub.failed = true
