@@ -59,8 +59,8 @@ type PresenceList struct {
 	// Users are the user identifiers of the authenticated subscribers,
 	// sorted, at most PresenceListMax.
 	Users []string `json:"users"`
-	// Anonymous is how many anonymous sessions are subscribed (a lower
-	// bound when Truncated).
+	// Anonymous is how many anonymous sessions are subscribed (never
+	// truncated).
 	Anonymous int `json:"anonymous"`
 	// Truncated is set when there were more users than Users holds.
 	Truncated bool `json:"truncated"`
