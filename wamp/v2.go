@@ -499,6 +499,7 @@ func newRouterRoles(meta bool) map[string]any {
 	dealer := map[string]bool{}
 	if meta {
 		broker["session_meta_api"] = true
+		broker["subscription_meta_api"] = true // meta_events.go
 		dealer["session_meta_api"] = true
 	}
 	return map[string]any{
