@@ -3,6 +3,7 @@ package wamp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -317,4 +318,55 @@ func TestPresenceRefusedSubscribe(t *testing.T) {
 			t.Errorf("%s: refused subscription listed: %+v", proto, l)
 		}
 	}
+}
+
+// FuzzSessionPresence drives a v2 session, beside a v1 watcher of a
+// presence topic and an admin of the meta topics, with arbitrary
+// messages on a node with presence routes and the meta API: nothing
+// breaks the others' streams, and once everyone closed no topic,
+// presence or meta state is left.
+func FuzzSessionPresence(f *testing.F) {
+	for _, s := range []string{
+		`[32,1,{},"room/1"]` + "\n" + `[32,2,{},"` + PresencePrefix + `room/1"]` + "\n" + `[48,3,{},"` + PresenceListProcedure + `",["room/1"]]`,
+		`[32,1,{},"room/1"]` + "\n" + `[34,2,1]` + "\n" + `[16,3,{"acknowledge":true},"` + PresencePrefix + `room/1",[1]]`,
+		`[32,1,{},"wamp.session.on_join"]` + "\n" + `[48,2,{},"wamp.subscription.lookup",["room/1",{"match":"exact"}]]` + "\n" + `[48,3,{},"wamp.subscription.get",[1]]`,
+		`[48,1,{},"wamp.subscription.list"]` + "\n" + `[48,2,{},"wamp.subscription.match",[1]]` + "\n" + `[48,3,{},"wamp.subscription.list_subscribers",["x"]]`,
+		`[32,1,{},"staffroom/1"]` + "\n" + `[32,2,{},"` + PresencePrefix + `deny/1"]` + "\n" + `[48,3,{},"` + PresenceListProcedure + `",[1,2]]`,
+	} {
+		f.Add([]byte(s))
+	}
+	fixture := fuzzFixture(func(c *NodeConfig) { accessRoutes(c); presenceRoutes(c); c.MetaAPI = MetaAPIAuthenticated })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fx := fixture(t)
+		ctx := context.Background()
+		p := &fakePeer{}
+		s := fx.node.OpenProtocol(p, ClientInfo{ConnID: "fuzz", Identity: handler.Identity{UserIdentifier: "u"}}, ProtocolV2JSON)
+		if err := s.Handle(ctx, []byte(`[1,"realm1",{}]`)); err != nil {
+			t.Fatal(err)
+		}
+		wp, ap := &fakePeer{}, &fakePeer{}
+		w := fx.node.Open(wp, ClientInfo{ConnID: "watcher"})
+		_ = w.Handle(ctx, []byte(`[5,"`+PresencePrefix+`room/1"]`))
+		a := fx.node.OpenProtocol(ap, ClientInfo{ConnID: "admin", Identity: handler.Identity{UserIdentifier: "root"}}, ProtocolV2JSON)
+		_ = a.Handle(ctx, []byte(`[1,"realm1",{}]`))
+		_ = a.Handle(ctx, []byte(`[32,1,{},"wamp.subscription.on_subscribe"]`))
+		handleLines(t, s, data, func(err error) bool {
+			return errors.Is(err, ErrProtocol) || errors.Is(err, ErrClosed)
+		})
+		s.Close()
+		w.Close()
+		a.Close()
+		fx.settle(t)
+		checkSent(t, append(append(p.take(), wp.take()...), ap.take()...), 2)
+		checkEmpty(t, fx.node)
+		if topics := fx.node.PresenceTopics(); len(topics) != 0 {
+			t.Fatalf("presence left after Close: %q", topics)
+		}
+		fx.node.metaTopics.mu.Lock()
+		left := len(fx.node.metaTopics.topics)
+		fx.node.metaTopics.mu.Unlock()
+		if left != 0 {
+			t.Fatalf("%d meta topics left after Close", left)
+		}
+	})
 }
