@@ -186,4 +186,24 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 			}
 		}
 	}
+
+	// Only bob is left, on B; A lists him from B's snapshot. B crashes
+	// (SIGKILL: it deletes nothing): bob drops out of A's list once B's
+	// snapshot is older than client_storage.ttl (3s here).
+	presenceOnA := func() string {
+		status, body := a.apiCall(t, "GET", "/api/presence?topic="+url.QueryEscape(topic), nil)
+		if status != 200 {
+			t.Fatalf("GET /api/presence: %d %s", status, body)
+		}
+		var l struct {
+			Users []string `json:"users"`
+		}
+		_ = json.Unmarshal(body, &l)
+		return strings.Join(l.Users, ",")
+	}
+	eventually(t, 10*time.Second, "A lists bob alone", func() bool { return presenceOnA() == "bob" })
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "bob gone from A's list after B crashed", func() bool { return presenceOnA() == "" })
 }
