@@ -37,6 +37,10 @@ func newPresence(cfg config.Config, nodeID string, s *Server) (*cluster.Presence
 // wamp.PresenceDirectory.
 type presenceDirectory struct{ *cluster.Presence }
 
+// EmitsEvents: users' joins and leaves come from the cluster-wide
+// presence (cluster.Presence's writer), once per change.
+func (presenceDirectory) EmitsEvents() bool { return true }
+
 // List lists topic's presence on every replica.
 func (d presenceDirectory) List(ctx context.Context, topic string, max int) (wamp.PresenceList, error) {
 	l, err := d.Presence.List(ctx, topic, max)
@@ -53,7 +57,19 @@ func presenceSource(n *wamp.Node) cluster.PresenceSource {
 			l := n.LocalPresence(topic, max)
 			return cluster.PresenceSnapshot{Users: l.Users, Anonymous: l.Anonymous, Truncated: l.Truncated}
 		},
-		Topics: n.PresenceTopics,
+		Topics:  n.PresenceTopics,
+		Watched: n.PresenceWatched,
+		Emit: func(topic string, joins, leaves []string, anonymousLeft int) {
+			for _, u := range joins {
+				n.PresenceEvent(topic, true, u)
+			}
+			for _, u := range leaves {
+				n.PresenceEvent(topic, false, u)
+			}
+			for range anonymousLeft {
+				n.PresenceEvent(topic, false, "")
+			}
+		},
 	}
 }
 

@@ -18,9 +18,11 @@ import (
 // storage and fan-out) with presence on acme/relay/{room} and
 // wamp.meta_api on. bob (a WAMP v1 raw client) on replica B watches the
 // presence of a room and subscribes to it; carol (autobahn-js 26) on B
-// subscribes too; alice (autobahn-js 26) on replica A watches it, lists
-// it, subscribes and publishes with disclose_me. Checked: bob sees each
-// user join once and alice leave, in the documented v1 shape; alice's
+// subscribes too; bob opens and closes a second tab on replica A; alice
+// (autobahn-js 26) on replica A watches it, lists it, subscribes and
+// publishes with disclose_me. Checked: bob sees each user join once
+// (cluster-wide: his second tab on A makes no event) and alice leave, in
+// the documented v1 shape; alice's
 // list names all three (cluster-wide); carol on the other replica gets
 // alice's event with publisher, publisher_authid and publisher_authrole;
 // alice sees the subscription meta event of her own subscription and is
@@ -83,6 +85,20 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 		t.Fatalf("want ready, got %v", ready)
 	}
 	assertJSON(t, "carol's join", json.RawMessage(nextPresence()), `{"event":"join","topic":"`+topic+`","user":"carol"}`)
+
+	// bob opens a second tab on the other replica and closes it: bob is
+	// present cluster-wide all along, so nobody hears of it (the next
+	// events bob's watcher gets are alice's).
+	bobTab, err := dialWAMP(t, a.Addr, dialOptions{Cookie: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobTab.send(5, topic)
+	eventually(t, 10*time.Second, "bob's second tab in A's snapshot", func() bool {
+		v, _ := rdb.Do(context.Background(), rdb.B().Hlen().Key(prefix+"presence:"+topic).Build()).AsInt64()
+		return v == 2
+	})
+	bobTab.close()
 
 	av2 := startAutobahn(t, "presence", map[string]any{"url": "ws://" + a.Addr + "/", "realm": "realm1", "cookie": alice,
 		"topic": topic, "user": "alice", "deniedTopic": "acme/staff/room", "expectUsers": []string{"alice", "bob", "carol"},

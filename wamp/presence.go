@@ -26,20 +26,20 @@ import (
 //     "user":"alice"} for an authenticated user, {"event":...,"topic":T,
 //     "user":null,"anonymous":true} for an anonymous client (its
 //     anon-<session id> name stays private: session ids are what PUBLISH
-//     exclude lists target). A user joins when its first subscription to T
-//     on a replica is made (once the topic handler's OnSubscribe accepted
-//     it: a refused one never shows) and leaves when its last one there goes
-//     (unsubscribe, disconnect, revocation); each anonymous session joins
-//     and leaves on its own. The events are broadcasts: with a Relay they
+//     exclude lists target). A user joins with its first subscription to T
+//     (once the topic handler's OnSubscribe accepted it: a refused one
+//     never shows) and leaves with its last one (unsubscribe, disconnect,
+//     revocation, identity change): without a PresenceDirectory, counted
+//     on this node; with one that EmitsEvents (the Redis client storage),
+//     counted across all replicas by the directory, which also makes a
+//     crashed replica's users leave. Each anonymous session joins and
+//     leaves on its own. The events are broadcasts: with a Relay they
 //     reach the companion's subscribers on every replica.
 //   - The procedure PresenceList ("wsgate.presence.list") with the one
 //     argument T returns PresenceList: at most PresenceListMax users,
 //     sorted, the anonymous subscribers' count and whether the list was
 //     truncated. With a PresenceDirectory (the Redis client storage) it
 //     covers every replica, else this node's subscribers.
-//
-// Under the per-replica rule a user subscribed on two replicas joins (and
-// leaves) once per replica; the list names it once.
 
 // PresencePrefix starts the companion topic of a presence topic.
 const PresencePrefix = "wsgate.presence/"
@@ -79,6 +79,11 @@ type PresenceDirectory interface {
 	// users. It may block (bounded by ctx); the node calls it off the
 	// socket goroutines.
 	List(ctx context.Context, topic string, max int) (PresenceList, error)
+	// EmitsEvents reports whether the directory publishes the users'
+	// joins and leaves itself (Node.PresenceEvent), once per change of the
+	// cluster-wide presence; the node then publishes only anonymous
+	// sessions' events, which are per session anyway.
+	EmitsEvents() bool
 }
 
 // presenceTable is a node's presence: per presence topic, who of its
@@ -127,7 +132,7 @@ func presenceKey(s *Session) string {
 
 // join records s on topic and returns the join event to broadcast, nil
 // when s's user was already present here.
-func (p *presenceTable) join(topic string, s *Session) []byte {
+func (p *presenceTable) join(topic string, s *Session) *presenceEv {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.topics == nil {
@@ -145,18 +150,18 @@ func (p *presenceTable) join(topic string, s *Session) []byte {
 	t.sessions[s] = key
 	if key == "" {
 		t.anonymous++
-		return presenceEvent("join", topic, "")
+		return &presenceEv{presenceEvent("join", topic, ""), true}
 	}
 	t.users[key]++
 	if t.users[key] > 1 {
 		return nil
 	}
-	return presenceEvent("join", topic, key)
+	return &presenceEv{presenceEvent("join", topic, key), false}
 }
 
 // leave forgets s on topic and returns the leave event to broadcast, nil
 // when another session of s's user is still present here.
-func (p *presenceTable) leave(topic string, s *Session) []byte {
+func (p *presenceTable) leave(topic string, s *Session) *presenceEv {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.topics[topic]
@@ -173,14 +178,14 @@ func (p *presenceTable) leave(topic string, s *Session) []byte {
 	}
 	if key == "" {
 		t.anonymous--
-		return presenceEvent("leave", topic, "")
+		return &presenceEv{presenceEvent("leave", topic, ""), true}
 	}
 	t.users[key]--
 	if t.users[key] > 0 {
 		return nil
 	}
 	delete(t.users, key)
-	return presenceEvent("leave", topic, key)
+	return &presenceEv{presenceEvent("leave", topic, key), false}
 }
 
 // list returns topic's local presence, at most max users.
@@ -221,18 +226,62 @@ func (n *Node) PresenceTopics() []string {
 	return out
 }
 
-// presenceChanged broadcasts a join or leave event (nil: none) of topic
-// on its companion topic, on every replica, and tells the directory.
-func (n *Node) presenceChanged(topic string, event []byte) {
-	if event == nil {
+// presenceEv is a local presence change: its event, and whether it is an
+// anonymous session's.
+type presenceEv struct {
+	payload   []byte
+	anonymous bool
+}
+
+// presenceChanged tells the directory that topic's local presence changed
+// (ev nil: it did not) and broadcasts the event on the companion topic,
+// on every replica; a user's event is left to a directory that emits
+// them cluster-wide (PresenceDirectory.EmitsEvents).
+func (n *Node) presenceChanged(topic string, ev *presenceEv) {
+	if ev == nil {
 		return
 	}
 	if n.presenceDir != nil {
 		n.presenceDir.Changed(topic)
+		if !ev.anonymous && n.presenceDir.EmitsEvents() {
+			return
+		}
 	}
+	n.broadcastPresence(topic, ev.payload)
+}
+
+// broadcastPresence broadcasts a presence event of topic on its companion
+// topic, on every replica.
+func (n *Node) broadcastPresence(topic string, event []byte) {
 	if _, err := n.broadcast(PresencePrefix+topic, json.RawMessage(event), &Audience{}, true, nil); err != nil {
 		n.log.Error("wamp: presence event not sent", "topic", topic, "err", err)
 	}
+}
+
+// PresenceEvent broadcasts, on every replica, that user (an anonymous
+// session when "") joined (join true) or left topic: a PresenceDirectory
+// that EmitsEvents calls it once per change of the cluster-wide presence.
+func (n *Node) PresenceEvent(topic string, join bool, user string) {
+	kind := "leave"
+	if join {
+		kind = "join"
+	}
+	n.broadcastPresence(topic, presenceEvent(kind, topic, user))
+}
+
+// PresenceWatched returns the topics whose presence someone on this node
+// watches (subscribers of their companion topics), for a
+// PresenceDirectory that must notice crashed replicas' users leaving.
+func (n *Node) PresenceWatched() []string {
+	n.broker.mu.RLock()
+	defer n.broker.mu.RUnlock()
+	var out []string
+	for uri := range n.broker.topics {
+		if t, ok := strings.CutPrefix(uri, PresencePrefix); ok {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // presenceTopicHandler serves companion topics: subscribing needs nothing

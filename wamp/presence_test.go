@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -369,4 +370,62 @@ func FuzzSessionPresence(f *testing.F) {
 			t.Fatalf("%d meta topics left after Close", left)
 		}
 	})
+}
+
+// fakeDirectory is a PresenceDirectory that emits users' events itself.
+type fakeDirectory struct {
+	mu      sync.Mutex
+	changed []string
+}
+
+func (d *fakeDirectory) Changed(topic string) {
+	d.mu.Lock()
+	d.changed = append(d.changed, topic)
+	d.mu.Unlock()
+}
+
+func (d *fakeDirectory) List(context.Context, string, int) (PresenceList, error) {
+	return PresenceList{}, nil
+}
+
+func (d *fakeDirectory) EmitsEvents() bool { return true }
+
+// TestPresenceDirectoryEmits: with a directory that emits users' events
+// cluster-wide, the node tells it of every change and broadcasts only
+// anonymous sessions' events itself; Node.PresenceEvent broadcasts the
+// directory's; PresenceWatched names the watched topics.
+func TestPresenceDirectoryEmits(t *testing.T) {
+	ctx := context.Background()
+	dir := &fakeDirectory{}
+	f := newFixture(t, func(c *NodeConfig) { presenceRoutes(c); c.Presence = dir })
+	w, wp := f.open(t, "w")
+	if err := w.Handle(ctx, []byte(`[5,"`+PresencePrefix+`room/1"]`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.node.PresenceWatched(); len(got) != 1 || got[0] != "room/1" {
+		t.Errorf("PresenceWatched %q", got)
+	}
+	alice, _ := f.open(t, "alice", ClientInfo{ConnID: "alice", Identity: handler.Identity{UserIdentifier: "alice"}})
+	anon, _ := f.open(t, "anon", ClientInfo{ConnID: "anon", Identity: handler.Identity{Anonymous: true}})
+	for _, s := range []*Session{alice, anon} {
+		if err := s.Handle(ctx, []byte(`[5,"room/1"]`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.settle(t)
+	want := []string{`{"event":"join","topic":"room/1","user":null,"anonymous":true}`}
+	if got := presenceEvents(t, wp, "room/1", ""); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("node broadcast %q, want only the anonymous join", got)
+	}
+	dir.mu.Lock()
+	changed := strings.Join(dir.changed, ",")
+	dir.mu.Unlock()
+	if changed != "room/1,room/1" {
+		t.Errorf("directory told of %q, want room/1 twice", changed)
+	}
+	f.node.PresenceEvent("room/1", true, "alice")
+	want = []string{`{"event":"join","topic":"room/1","user":"alice"}`}
+	if got := presenceEvents(t, wp, "room/1", ""); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("PresenceEvent broadcast %q, want %q", got, want)
+	}
 }

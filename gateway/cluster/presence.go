@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,20 +19,27 @@ import (
 
 // Presence shares the presence of the node's presence topics between
 // replicas through Redis, so that the presence list covers every replica
-// (wamp.PresenceDirectory, adapted by the gateway).
+// and users join and leave once cluster-wide (wamp.PresenceDirectory,
+// adapted by the gateway).
 //
 // Each topic is one Redis hash, <prefix>presence:<topic>, with one field
 // per replica that has subscribers of the topic: its NodeID, whose value
-// is that replica's snapshot {"exp": Unix ms, "users": [...] (at most the
-// list bound), "anon": n, "trunc": bool}. A replica rewrites its field
+// is that replica's snapshot {"exp": Unix ms, "users": [all its users of
+// the topic], "anon": n, "trunc": false}. A replica rewrites its field
 // when its local presence of the topic changes (coalesced: one goroutine
 // writes what changed since its last pass) and every TTL/3 for all its
 // topics, and sets the key's expiry to TTL each time; when its last
-// subscriber of a topic goes, it deletes its field. A replica that
-// crashed stops counting once its snapshots' exp has passed (readers skip
-// them and delete them); the key itself lapses TTL after the last live
-// replica's write. Memory is bounded: a field per replica and topic, each
-// at most the list bound of users.
+// subscriber of a topic goes, it deletes its field. Each write is one Lua
+// script (presenceScript) that also deletes expired fields and returns how
+// the union of the live fields' users changed: the writer announces those
+// joins and leaves (PresenceSource.Emit), so each change of the union is
+// announced once, by the replica that made it. A replica that crashed
+// stops counting once its snapshots' exp has passed: readers skip them,
+// and the next write or refresh of the topic by any replica (also one
+// where somebody only watches the topic) deletes them and announces its
+// users' leave. The key lapses TTL after the last live replica's write.
+// Memory is bounded: a field per replica and topic, each at most that
+// replica's subscribers of the topic.
 type Presence struct {
 	client rueidis.Client
 	prefix string // of the keys: <client storage prefix>presence:
@@ -61,11 +70,21 @@ type PresenceSnapshot struct {
 	Truncated bool `json:"trunc"`
 }
 
-// PresenceSource is this replica's side: its local presence of a topic
-// (at most max users) and its presence topics.
+// PresenceSource is this replica's side.
 type PresenceSource struct {
-	Local  func(topic string, max int) PresenceSnapshot
+	// Local is its presence of topic, at most max users.
+	Local func(topic string, max int) PresenceSnapshot
+	// Topics are the topics it has presence on.
 	Topics func() []string
+	// Watched are the topics whose presence someone here watches: the
+	// writer also checks them every TTL/3, so that the users of a
+	// crashed replica leave even where nobody else is subscribed.
+	Watched func() []string
+	// Emit, when set, announces a change of topic's cluster-wide
+	// presence: users that joined, users that left, and anonymous
+	// sessions that left with a crashed replica. It runs on the writer
+	// goroutine and must not block.
+	Emit func(topic string, joins, leaves []string, anonymousLeft int)
 }
 
 // presenceField is a replica's field value.
@@ -133,9 +152,59 @@ func (p *Presence) run() {
 	}
 }
 
-// pass writes this replica's snapshot of the dirty topics (all, when all
-// is set), deleting its field of those without local presence. Topics
-// whose write failed stay dirty for the next pass.
+// presenceScript writes (ARGV[2], a snapshot) or deletes (ARGV[2] = "")
+// replica ARGV[1]'s field of the hash KEYS[1], deletes the fields expired
+// at ARGV[3] (Unix ms), sets the key's expiry to ARGV[4] ms when writing,
+// and returns how the union of the live replicas' users changed: {joins,
+// leaves, anonymous sessions of other replicas' expired fields}. Being
+// one script, each change of the union is seen by exactly one writer,
+// which announces it: a user joins once cluster-wide and leaves when its
+// last replica let it go, or expired.
+var presenceScript = rueidis.NewLuaScript(`
+local key, node, now = KEYS[1], ARGV[1], tonumber(ARGV[3])
+local fields = redis.call('HGETALL', key)
+local before, after, expired, anon = {}, {}, {}, 0
+for i = 1, #fields, 2 do
+  local f, v = fields[i], fields[i + 1]
+  local ok, s = pcall(cjson.decode, v)
+  if not ok or type(s) ~= 'table' then
+    table.insert(expired, f)
+  else
+    local users = s.users
+    if type(users) ~= 'table' then users = {} end
+    for _, u in ipairs(users) do before[u] = true end
+    if (tonumber(s.exp) or 0) < now then
+      table.insert(expired, f)
+      if f ~= node then anon = anon + (tonumber(s.anon) or 0) end
+    elseif f ~= node then
+      for _, u in ipairs(users) do after[u] = true end
+    end
+  end
+end
+if ARGV[2] ~= '' then
+  local s = cjson.decode(ARGV[2])
+  if type(s.users) == 'table' then
+    for _, u in ipairs(s.users) do after[u] = true end
+  end
+  redis.call('HSET', key, node, ARGV[2])
+  redis.call('PEXPIRE', key, ARGV[4])
+else
+  redis.call('HDEL', key, node)
+end
+for _, f in ipairs(expired) do
+  if f ~= node then redis.call('HDEL', key, f) end
+end
+local joins, leaves = {}, {}
+for u in pairs(after) do if not before[u] then table.insert(joins, u) end end
+for u in pairs(before) do if not after[u] then table.insert(leaves, u) end end
+return {joins, leaves, anon}
+`)
+
+// pass writes this replica's snapshot of the dirty topics (all its
+// topics, and those watched here, when all is set), deleting its field of
+// those without local presence, and announces how each topic's
+// cluster-wide presence changed (PresenceSource.Emit). Topics whose write
+// failed stay dirty for the next pass.
 func (p *Presence) pass(all bool) {
 	src := p.src.Load()
 	if src == nil {
@@ -149,7 +218,12 @@ func (p *Presence) pass(all bool) {
 	clear(p.dirty)
 	p.mu.Unlock()
 	if all {
-		for _, t := range src.Topics() {
+		var more []string
+		more = append(more, src.Topics()...)
+		if src.Watched != nil {
+			more = append(more, src.Watched()...)
+		}
+		for _, t := range more {
 			if !slices.Contains(topics, t) {
 				topics = append(topics, t)
 			}
@@ -158,37 +232,67 @@ func (p *Presence) pass(all bool) {
 	if len(topics) == 0 {
 		return
 	}
-	exp := time.Now().Add(p.ttl).UnixMilli()
-	cmds := make(rueidis.Commands, 0, 2*len(topics))
-	for _, t := range topics {
-		snap := src.Local(t, p.max)
-		if len(snap.Users) == 0 && snap.Anonymous == 0 {
-			cmds = append(cmds, p.client.B().Hdel().Key(p.key(t)).Field(p.node).Build())
-			continue
+	now := time.Now()
+	exp := now.Add(p.ttl).UnixMilli()
+	execs := make([]rueidis.LuaExec, len(topics))
+	for i, t := range topics {
+		// The whole local set: the union must be exact for the events.
+		snap := src.Local(t, math.MaxInt)
+		v := ""
+		if len(snap.Users) > 0 || snap.Anonymous > 0 {
+			b, _ := json.Marshal(presenceField{Exp: exp, PresenceSnapshot: snap})
+			v = string(b)
 		}
-		v, _ := json.Marshal(presenceField{Exp: exp, PresenceSnapshot: snap})
-		cmds = append(cmds,
-			p.client.B().Hset().Key(p.key(t)).FieldValue().FieldValue(p.node, string(v)).Build(),
-			p.client.B().Pexpire().Key(p.key(t)).Milliseconds(p.ttl.Milliseconds()).Build())
+		execs[i] = rueidis.LuaExec{Keys: []string{p.key(t)},
+			Args: []string{p.node, v, strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(p.ttl.Milliseconds(), 10)}}
 	}
 	// Bounded by the refresh period, and short enough not to hold up a
 	// shutdown (Close runs a last pass) while Redis is down.
 	ctx, cancel := context.WithTimeout(context.Background(), min(p.ttl/3, 5*time.Second))
 	defer cancel()
-	failed := 0
-	for _, r := range p.client.DoMulti(ctx, cmds...) {
-		if r.Error() != nil {
-			failed++
+	var failed []string
+	for i, r := range presenceScript.ExecMulti(ctx, p.client, execs...) {
+		joins, leaves, anon, err := presenceDiff(r)
+		if err != nil {
+			failed = append(failed, topics[i])
+			continue
+		}
+		if src.Emit != nil && (len(joins)+len(leaves)+anon > 0) {
+			src.Emit(topics[i], joins, leaves, anon)
 		}
 	}
-	if failed > 0 {
-		p.log.Warn("presence: Redis refused snapshots; retrying", "failed", failed, "topics", len(topics))
+	if len(failed) > 0 {
+		p.log.Warn("presence: Redis refused snapshots; retrying", "failed", len(failed), "topics", len(topics))
 		p.mu.Lock()
-		for _, t := range topics {
+		for _, t := range failed {
 			p.dirty[t] = struct{}{}
 		}
 		p.mu.Unlock()
 	}
+}
+
+// presenceDiff reads presenceScript's answer: joins and leaves sorted.
+func presenceDiff(r rueidis.RedisResult) (joins, leaves []string, anon int, err error) {
+	a, err := r.ToArray()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if len(a) != 3 {
+		return nil, nil, 0, fmt.Errorf("presence script answered %d values", len(a))
+	}
+	if joins, err = a[0].AsStrSlice(); err != nil {
+		return nil, nil, 0, err
+	}
+	if leaves, err = a[1].AsStrSlice(); err != nil {
+		return nil, nil, 0, err
+	}
+	n, err := a[2].AsInt64()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	slices.Sort(joins)
+	slices.Sort(leaves)
+	return joins, leaves, int(n), nil
 }
 
 // List returns the presence of topic on every live replica: the union of

@@ -157,3 +157,105 @@ func TestPresenceRefresh(t *testing.T) {
 		return err == nil && len(l.Users) == 0
 	})
 }
+
+// emitted records what the writers of several replicas announced.
+type emitted struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (e *emitted) source(f *fakePresence, node string, watched ...string) PresenceSource {
+	s := f.source()
+	s.Watched = func() []string { return watched }
+	s.Emit = func(topic string, joins, leaves []string, anon int) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, u := range joins {
+			e.log = append(e.log, node+" join "+u)
+		}
+		for _, u := range leaves {
+			e.log = append(e.log, node+" leave "+u)
+		}
+		for range anon {
+			e.log = append(e.log, node+" leave anonymous")
+		}
+	}
+	return s
+}
+
+func (e *emitted) take() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := e.log
+	e.log = nil
+	return out
+}
+
+// TestPresenceEventsClusterWide: each change of a topic's cluster-wide
+// presence is announced exactly once, by the replica whose write made it:
+// a user with sessions on two replicas joins once and leaves with its
+// last; a crashed replica's users (and anonymous sessions) leave once its
+// snapshot expired, announced by a replica that only watches the topic.
+func TestPresenceEventsClusterWide(t *testing.T) {
+	addr := testenv.Redis(t)
+	prefix := uniqueName(t, "wsgate_t_") + ":"
+	const topic = "room/1"
+	ev := &emitted{}
+	mk := func(node string, ttl time.Duration, watched ...string) (*Presence, *fakePresence) {
+		p, f := newTestPresence(t, addr, prefix, node, ttl, 100)
+		p.SetSource(ev.source(f, node, watched...))
+		return p, f
+	}
+	a, fa := mk("a", 30*time.Second)
+	b, fb := mk("b", 30*time.Second)
+	// w has nobody on the topic, only watchers; short TTL so that its
+	// refresh (every TTL/3) notices the crash soon.
+	_, _ = mk("w", 900*time.Millisecond, topic)
+	steps := []struct {
+		name string
+		do   func()
+		want string
+	}{
+		{"alice on a", func() { fa.set(topic, []string{"alice"}, 0); a.Changed(topic) }, "a join alice"},
+		{"alice on b too, bob on b", func() { fb.set(topic, []string{"alice", "bob"}, 0); b.Changed(topic) }, "b join bob"},
+		{"alice leaves a", func() { fa.set(topic, nil, 0); a.Changed(topic) }, ""},
+		{"alice leaves b", func() { fb.set(topic, []string{"bob"}, 1); b.Changed(topic) }, "b leave alice"},
+	}
+	for _, st := range steps {
+		st.do()
+		var got []string
+		if st.want == "" {
+			// Nothing is announced: shown by a later change arriving alone.
+			fa.set("marker", []string{"m"}, 0)
+			a.Changed("marker")
+			pollFor(t, 10*time.Second, st.name, func() bool { got = append(got, ev.take()...); return len(got) > 0 })
+			if strings.Join(got, "|") != "a join m" {
+				t.Fatalf("%s: announced %q, want nothing", st.name, got)
+			}
+			fa.set("marker", nil, 0)
+			a.Changed("marker")
+			pollFor(t, 10*time.Second, "marker gone", func() bool { return len(ev.take()) > 0 })
+			continue
+		}
+		pollFor(t, 10*time.Second, st.name, func() bool { got = append(got, ev.take()...); return len(got) > 0 })
+		if strings.Join(got, "|") != st.want {
+			t.Fatalf("%s: announced %q, want %q", st.name, got, st.want)
+		}
+	}
+	// b crashes with bob and an anonymous session: w announces them once
+	// b's snapshot is older than b's TTL (30s: made to expire by hand).
+	b.src.Store(nil)
+	ctx := context.Background()
+	admin := redisAdmin(t, addr)
+	v, _ := json.Marshal(presenceField{Exp: time.Now().Add(-time.Second).UnixMilli(), PresenceSnapshot: PresenceSnapshot{Users: []string{"bob"}, Anonymous: 1}})
+	if err := admin.Do(ctx, admin.B().Hset().Key(prefix+"presence:"+topic).FieldValue().FieldValue("b", string(v)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	pollFor(t, 10*time.Second, "crashed replica's users leave", func() bool { got = append(got, ev.take()...); return len(got) >= 2 })
+	time.Sleep(700 * time.Millisecond) // a second refresh of w must not announce them again
+	got = append(got, ev.take()...)
+	if strings.Join(got, "|") != "w leave bob|w leave anonymous" {
+		t.Fatalf("after the crash: %q, want w leave bob, w leave anonymous, once", got)
+	}
+}
