@@ -39,6 +39,7 @@ func (s *Server) APIHandler(token string) http.Handler {
 	mux.HandleFunc("POST /api/publish", s.apiPublish)
 	mux.HandleFunc("POST /api/disconnect", s.apiDisconnect)
 	mux.HandleFunc("GET /api/clients", s.apiClients)
+	mux.HandleFunc("GET /api/presence", s.apiPresence) // presence.go
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}

@@ -73,6 +73,12 @@ func (c *client) Message(payload []byte) bool {
 	}
 	var le *wamp.LimitError
 	switch {
+	case errors.As(err, &le) && le.Limit == wamp.LimitMessageSize:
+		// A binary message whose JSON is over max_message_size: the same
+		// close as a frame over it (the transport's 1009).
+		s.metrics.LimitExceeded.WithLabelValues(le.Limit).Inc()
+		s.log.Debug("closing client over a limit", "conn", c.id, "limit", le.Limit, "err", err)
+		c.conn.Close(transport.CloseTooBig, "message too big", "limit_exceeded")
 	case errors.As(err, &le):
 		s.metrics.LimitExceeded.WithLabelValues(le.Limit).Inc()
 		s.log.Debug("closing client over a limit", "conn", c.id, "limit", le.Limit, "err", err)

@@ -336,7 +336,7 @@ func (s *Server) newRetained() (*cluster.Retained, error) {
 // deliverRelayed hands what other replicas broadcast to this node; it runs
 // on the fan-out's delivery goroutine.
 func (s *Server) deliverRelayed(m cluster.FanoutMessage) {
-	if _, err := s.node.DeliverRelayed(m.Topic, m.Payload, wamp.Audience(m.Audience)); err != nil {
+	if _, err := s.node.DeliverRelayedDetails(m.Topic, m.Payload, wamp.Audience(m.Audience), m.Details); err != nil {
 		s.log.Warn("cluster: dropping a relayed broadcast", "err", err)
 	}
 }
@@ -349,6 +349,12 @@ type fanoutRelay struct{ *cluster.Fanout }
 // Publish relays a broadcast made on this node to the other replicas.
 func (r fanoutRelay) Publish(topic string, payload []byte, a wamp.Audience) {
 	r.Fanout.Publish(topic, payload, cluster.Audience(a))
+}
+
+// PublishDetails relays a broadcast whose publisher is disclosed: the
+// other replicas' EVENTs carry details too (wamp.DisclosingRelay).
+func (r fanoutRelay) PublishDetails(topic string, payload []byte, a wamp.Audience, details []byte) {
+	r.Fanout.PublishDetails(topic, payload, cluster.Audience(a), details)
 }
 
 // newControl connects the control stream of cluster.fanout, on which

@@ -72,10 +72,11 @@ type Server struct {
 	registry *clientRegistry // batches client storage removals off the transport
 	metrics  *metrics.Gateway
 	tr       *transport.Transport
-	work     *wamp.Pool       // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
-	fanout   *cluster.Fanout  // relays broadcasts between replicas; nil without cluster.fanout
-	control  *cluster.Control // carries disconnects to the other replicas; nil without cluster.fanout
-	events   *upstream.Events // connection events to the app; nil without events.url
+	work     *wamp.Pool        // runs handler work off the transport (the node's Offloader); the Server waits for it at Shutdown
+	fanout   *cluster.Fanout   // relays broadcasts between replicas; nil without cluster.fanout
+	control  *cluster.Control  // carries disconnects to the other replicas; nil without cluster.fanout
+	presence *cluster.Presence // the presence list of every replica; nil without Redis client storage or presence routes
+	events   *upstream.Events  // connection events to the app; nil without events.url
 
 	// retained keeps WAMP retained events in Redis; nil without
 	// cluster.fanout (then in the node's memory).
@@ -185,6 +186,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			MaxOffloadedCallsPerSession: cfg.Limits.MaxPendingCallsPerConnection,
 			MaxOffloadedCalls:           cfg.Limits.MaxPendingCalls,
 			MaxPatterns:                 cfg.Limits.MaxPatterns,
+			MaxMessageSize:              cfg.Limits.MaxMessageSize,
 		},
 		Realm:     cfg.WAMP.Realm,
 		MetaAPI:   cfg.WAMP.MetaAPI,
@@ -208,8 +210,17 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		}
 		nodeCfg.Retained = s.retained
 	}
+	if s.presence, err = newPresence(cfg, nodeID, s); err != nil { // presence.go
+		return nil, err
+	}
+	if s.presence != nil {
+		nodeCfg.Presence = presenceDirectory{s.presence}
+	}
 	if s.node, err = wamp.NewNode(nodeCfg); err != nil {
 		return nil, routesError(err)
+	}
+	if s.presence != nil {
+		s.presence.SetSource(presenceSource(s.node))
 	}
 	if everyReplica != nil {
 		everyReplica.SetLocal(s.node.Clients())
@@ -302,6 +313,9 @@ func (s *Server) closeDepsOnce() {
 	}
 	if s.retained != nil {
 		s.retained.Close()
+	}
+	if s.presence != nil {
+		s.presence.Close() // after the drain: writes this replica's last leaves
 	}
 	if s.clients != nil {
 		s.clients.Close()

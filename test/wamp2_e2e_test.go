@@ -321,7 +321,7 @@ func TestWAMP2AutobahnAdvanced(t *testing.T) {
 		Get   wampOutcome `json:"get"`
 	}
 	startAutobahn(t, "advanced", map[string]any{"url": "ws://" + g.Addr + "/", "realm": "realm1", "cookie": cookie(alice), "topic": topic}).result(&r)
-	for _, f := range []string{"publisher_identification", "subscriber_blackwhite_listing", "session_meta_api"} {
+	for _, f := range []string{"publisher_identification", "subscriber_blackwhite_listing", "session_meta_api", "subscription_meta_api"} {
 		if !r.BrokerFeatures[f] {
 			t.Errorf("WELCOME broker features %v lack %s", r.BrokerFeatures, f)
 		}

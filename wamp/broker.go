@@ -230,8 +230,8 @@ type topicRef struct {
 	// details, on the TopicRef handed to OnPublish for a disclosed
 	// publisher, are the v2 EVENT details naming it (see
 	// RouteConfig.Disclose): every broadcast through this TopicRef
-	// carries them on this node. The Relay does not carry them, so
-	// subscribers on other replicas get the event undisclosed.
+	// carries them, on this node and, through a DisclosingRelay, on the
+	// other replicas.
 	details []byte
 	// retain, on the TopicRef handed to OnPublish for a PUBLISH with
 	// retain, keeps what the handler broadcasts with the lists it got
@@ -293,7 +293,7 @@ func (n *Node) BroadcastTo(uri string, event any, a Audience, relay bool) (int, 
 // every selected subscriber of that protocol. It returns how many peers
 // accepted the message. With relay set and a Relay configured, the
 // encoded payload and the audience also go to the other replicas. details
-// are the v2 EVENT details, nil for {}; they stay on this node.
+// are the v2 EVENT details, nil for {}; a DisclosingRelay carries them.
 func (n *Node) broadcast(uri string, event any, a *Audience, relay bool, details []byte) (int, error) {
 	payload, err := appendJSON(make([]byte, 0, 64), event)
 	if err != nil {
@@ -302,7 +302,15 @@ func (n *Node) broadcast(uri string, event any, a *Audience, relay bool, details
 	if relay && n.broker.relay != nil {
 		// The relay keeps payload: appendJSON gave us a fresh buffer that
 		// nothing below modifies.
-		n.broker.relay.Publish(uri, payload, *a)
+		var dr DisclosingRelay
+		if details != nil { // most broadcasts disclose nobody: no type check
+			dr, _ = n.broker.relay.(DisclosingRelay)
+		}
+		if dr != nil {
+			dr.PublishDetails(uri, payload, *a, details)
+		} else {
+			n.broker.relay.Publish(uri, payload, *a)
+		}
 	}
 	return n.deliver(uri, payload, a, details), nil
 }
@@ -313,10 +321,23 @@ func (n *Node) broadcast(uri string, event any, a *Audience, relay bool, details
 // refused, since it would corrupt every subscriber's stream. It returns
 // how many peers accepted the message.
 func (n *Node) DeliverRelayed(topic string, payload []byte, a Audience) (int, error) {
+	return n.DeliverRelayedDetails(topic, payload, a, nil)
+}
+
+// DeliverRelayedDetails is DeliverRelayed of an event whose publisher
+// another replica disclosed: details (a JSON object, nil for none) are
+// the v2 EVENT details, delivered as they came. Details that are not a
+// JSON object are refused with the event.
+func (n *Node) DeliverRelayedDetails(topic string, payload []byte, a Audience, details []byte) (int, error) {
 	if !json.Valid(payload) {
 		return 0, errors.New("wamp: relayed payload is not valid JSON")
 	}
-	return n.deliver(topic, payload, &a, nil), nil
+	if len(details) == 0 {
+		details = nil
+	} else if details[0] != '{' || !json.Valid(details) {
+		return 0, errors.New("wamp: relayed event details are not a JSON object")
+	}
+	return n.deliver(topic, payload, &a, details), nil
 }
 
 // deliver wraps the encoded payload once per protocol and fans it out to

@@ -17,7 +17,9 @@
 // audience.go: who of a topic's subscribers a broadcast selects; meta.go:
 // the v2 session meta API; cancel.go: v2 progressive call results and
 // call canceling; pattern.go: v2 pattern-based subscriptions; retain.go:
-// v2 event retention.
+// v2 event retention; meta_events.go: the meta API's events and
+// subscription procedures; presence.go: presence of RouteConfig.Presence
+// topics (companion topics, wsgate.presence.list, PresenceDirectory).
 // router.go: route patterns; handlers.go: the registered handlers bound to
 // routes. offload.go: handler work off the reader; reidentify.go: identity
 // changes; push.go: application pushes; relay.go: other replicas;

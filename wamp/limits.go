@@ -33,6 +33,12 @@ type Limits struct {
 	// refused with ERROR wsgate.error.too_many_patterns, the connection
 	// kept. Default 10000.
 	MaxPatterns int
+	// MaxMessageSize bounds the JSON a wamp.2.msgpack or wamp.2.cbor
+	// message is transcoded into (the transport bounds the frame itself,
+	// but JSON can be several times larger: base64 binaries, escaped
+	// strings, long float forms). Zero or negative leaves it unbounded;
+	// the gateway sets limits.max_message_size.
+	MaxMessageSize int
 }
 
 // Default limits.
@@ -80,6 +86,10 @@ const (
 	LimitPendingCallsPerClient = "max_pending_calls_per_connection"
 	LimitPendingCalls          = "max_pending_calls"
 	LimitPatterns              = "max_patterns"
+	// LimitMessageSize is a binary message whose JSON transcoding is over
+	// Limits.MaxMessageSize; the gateway closes it with 1009, as the
+	// transport closes a frame over the same limit.
+	LimitMessageSize = "max_message_size"
 )
 
 // ErrLimit is wrapped (together with ErrProtocol) by errors for a client

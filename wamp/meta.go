@@ -68,7 +68,8 @@ func (m metaAccess) allows(who *handler.Identity) bool {
 // answers.
 func isMetaProcedure(uri string) bool {
 	switch uri {
-	case metaSessionCount, metaSessionList, metaSessionGet, metaCountSubscribers:
+	case metaSessionCount, metaSessionList, metaSessionGet, metaCountSubscribers,
+		metaSubList, metaSubLookup, metaSubMatch, metaSubGet, metaSubListSubscribers:
 		return true
 	}
 	return false
@@ -105,6 +106,9 @@ func (s *Session) metaCallV2(m messageV2) {
 		errURI   string
 		errorMsg string
 	)
+	if o, uri, msg, ok := s.node.metaSubCall(m.uri, args); ok {
+		out, errURI, errorMsg = o, uri, msg
+	}
 	switch m.uri {
 	case metaSessionCount, metaSessionList:
 		filter, ok := metaRoleFilter(args)

@@ -179,6 +179,9 @@ func TestMetaAPIWelcome(t *testing.T) {
 				t.Errorf("meta_api %q: %s session_meta_api %v, want %v", tc.setting, role, got, tc.want)
 			}
 		}
+		if got := d.Roles["broker"].Features["subscription_meta_api"]; got != tc.want {
+			t.Errorf("meta_api %q: broker subscription_meta_api %v, want %v", tc.setting, got, tc.want)
+		}
 	}
 }
 

@@ -106,6 +106,10 @@ type NodeConfig struct {
 	Retained RetainStore
 	// RetainedLimits bound the memory store when Retained is nil.
 	RetainedLimits RetainedLimits
+	// Presence, when set, shares the presence of RouteConfig.Presence
+	// topics between replicas, so that PresenceListProcedure lists every
+	// replica's subscribers; nil lists this node's.
+	Presence PresenceDirectory
 }
 
 // Node is the WAMP engine of one gateway process: compiled routes, the
@@ -154,6 +158,13 @@ type Node struct {
 	timers sync.WaitGroup
 
 	clients clientIndex
+
+	// presence is the local presence of RouteConfig.Presence topics;
+	// presenceDir shares it (NodeConfig.Presence, may be nil).
+	presence    presenceTable
+	presenceDir PresenceDirectory
+	// metaTopics backs the subscription meta API (meta_events.go).
+	metaTopics metaTopics
 }
 
 // NewNode compiles the routes against the registered handlers. The error
@@ -184,6 +195,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if n.callTimeout == 0 {
 		n.callTimeout = DefaultCallTimeout
 	}
+	n.presenceDir = cfg.Presence
 	n.offloader = cfg.Offloader
 	if n.offloader == nil {
 		n.offloader = NewPool(n.limits.MaxOffloadedCalls)

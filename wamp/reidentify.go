@@ -59,6 +59,7 @@ func (s *Session) Reidentify(info ClientInfo) int {
 		return 0
 	}
 	revoked, unsubscribed := s.revokeLocked(who)
+	s.representLocked() // presence.go
 	s.mu.Unlock()
 	for _, msg := range unsubscribed {
 		s.send("UNSUBSCRIBED", msg)

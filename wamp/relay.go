@@ -28,3 +28,15 @@ type Relay interface {
 	// under the same constraints as Watch.
 	Unwatch(topic string)
 }
+
+// DisclosingRelay is a Relay that also carries a disclosed publisher (see
+// RouteConfig.Disclose) to the other replicas, which then put it in the
+// EVENT details they deliver (Node.DeliverRelayedDetails). A Relay
+// without it relays disclosed events undisclosed.
+type DisclosingRelay interface {
+	Relay
+	// PublishDetails is Publish of an event whose v2 EVENT details
+	// (details, a JSON object the relay owns from now on) name its
+	// publisher.
+	PublishDetails(topic string, payload []byte, a Audience, details []byte)
+}

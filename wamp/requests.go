@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -120,13 +121,16 @@ func callParams(args []json.RawMessage) json.RawMessage {
 // logged and counted), or errTooMany. Nothing is kept for a topic without
 // a route: nobody could ever publish to it.
 func (s *Session) newSubscription(uri string) (*subscription, error) {
+	if sub, err, reserved := s.reservedSubscription(uri); reserved {
+		return sub, err
+	}
 	r, attrs, ok := s.node.topicRoutes.match(uri)
 	if !ok {
 		s.logAt(slog.LevelInfo, "wamp: no topic route for subscribe", "uri", uri)
 		s.node.obs.RoutingMiss("topic")
 		return nil, ErrNoRoute
 	}
-	sub := &subscription{handler: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access}
+	sub := &subscription{handler: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access, presence: r.presence}
 	err := s.addSub(uri, sub)
 	if errors.Is(err, errDenied) {
 		s.logAt(slog.LevelInfo, "wamp: subscribe access denied", "uri", uri, "route", r.name)
@@ -190,6 +194,12 @@ func (s *Session) runOnUnsubscribe(ctx context.Context, uri string, sub *subscri
 // disclose is the route's publisher identification policy (see
 // RouteConfig.Disclose): "" for allow.
 func (s *Session) routePublish(uri string) (h *topicHandler, req handler.Request, disclose string, err error) {
+	if isMetaTopic(uri) || strings.HasPrefix(uri, PresencePrefix) {
+		// The node publishes meta and presence events; nobody else may.
+		s.logAt(slog.LevelInfo, "wamp: publish to a reserved topic refused", "uri", uri)
+		s.node.obs.AccessDenied("topic")
+		return nil, handler.Request{}, "", errDenied
+	}
 	r, attrs, ok := s.node.topicRoutes.match(uri)
 	if !ok {
 		s.logAt(slog.LevelInfo, "wamp: no topic route for publish", "uri", uri)

@@ -59,6 +59,12 @@ type RouteConfig struct {
 	// without publisher, since its session id is no WAMP v2 id. RPC
 	// routes refuse the option.
 	Disclose string `yaml:"disclose"`
+	// Presence, on a topic route, makes who is subscribed to its topics
+	// visible to the clients that may subscribe to them: join and leave
+	// events on the companion topic PresencePrefix+<topic> and the
+	// procedure PresenceListProcedure (see presence.go). RPC routes
+	// refuse the option.
+	Presence bool `yaml:"presence"`
 }
 
 // Publisher identification policies of RouteConfig.Disclose.
@@ -104,6 +110,8 @@ type route[H any] struct {
 	access accessRule
 	// disclose is RouteConfig.Disclose, "" for allow.
 	disclose string
+	// presence is RouteConfig.Presence.
+	presence bool
 }
 
 // accessRule is a compiled RouteConfig.Roles/Anonymous.
@@ -313,6 +321,10 @@ func compileRoute[H any](kind, name string, rc RouteConfig, lookup func(string) 
 	default:
 		return nil, nil, nil, fail("disclose %q is not allow, force nor forbid", rc.Disclose)
 	}
+	if rc.Presence && kind != "topic" {
+		return nil, nil, nil, fail("presence applies to topic routes only")
+	}
+	r.presence = rc.Presence
 	return r, segs, reqs, nil
 }
 

@@ -189,6 +189,10 @@ func (s *Session) Handle(ctx context.Context, msg []byte) error {
 			s.node.obs.MessageIn(s.proto, "INVALID")
 			return s.violation(err)
 		}
+		if max := s.node.limits.MaxMessageSize; max > 0 && len(msg) > max {
+			s.node.obs.MessageIn(s.proto, "INVALID")
+			return limitErr(LimitMessageSize, "binary message transcoded into %d bytes of JSON, at most %d", len(msg), max)
+		}
 	}
 	if s.proto.V2() {
 		return s.handleV2(ctx, msg)
@@ -306,12 +310,14 @@ func (s *Session) cleanup() {
 	subs := s.subs
 	s.subs = map[string]*subscription{}
 	clear(s.subIDs)
-	for uri := range subs {
+	for uri, sub := range subs {
 		s.node.broker.remove(uri, s)
+		s.node.unsubscribed(uri, s, sub)
 	}
 	s.dropPatternSubs()
 	s.mu.Unlock()
 	s.node.forget(s)
+	s.node.sessionLeft(s)
 	if len(subs) == 0 {
 		return
 	}

@@ -20,6 +20,9 @@ type subscription struct {
 	req     handler.Request
 	access  accessRule // of the route, rechecked by Reidentify
 	subID   uint64     // v2 subscription id
+	// presence: the route has RouteConfig.Presence (the session is
+	// present on the topic while subscribed).
+	presence bool
 	// subscribing is true while SUBSCRIBE is not finished (SUBSCRIBED
 	// may not be sent yet, OnSubscribe is queued or running). Guarded by
 	// Session.mu.
@@ -61,6 +64,7 @@ func (s *Session) addSub(uri string, sub *subscription) error {
 	if s.subIDs != nil {
 		s.subIDs[sub.subID] = uri
 	}
+	s.node.subscribed(uri, s, sub)
 	return nil
 }
 
@@ -73,6 +77,9 @@ func (s *Session) finishSubscribe(uri string, sub *subscription, err error) {
 	defer s.mu.Unlock()
 	sub.subscribing = false
 	if err == nil {
+		if s.subs[uri] == sub { // not revoked meanwhile
+			s.node.admitted(uri, s, sub)
+		}
 		return
 	}
 	sub.failed = true
@@ -128,6 +135,7 @@ func (s *Session) removeSub(uri string, sub *subscription) {
 		delete(s.subIDs, sub.subID)
 	}
 	s.node.broker.remove(uri, s)
+	s.node.unsubscribed(uri, s, sub)
 }
 
 // leaving is a subscription taken from the session, by a disconnect

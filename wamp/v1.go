@@ -354,6 +354,10 @@ func (s *Session) callV1(ctx context.Context, m messageV1) error {
 		return err
 	}
 	params := callParams(m.args)
+	if uri == PresenceListProcedure {
+		s.presenceCallV1(ctx, m.callID, uri, m.args, params)
+		return nil
+	}
 	r, req, method, refused := s.routeCall(uri)
 	if refused != nil {
 		s.send("CALLERROR", encodeCallErrorV1(m.callID, uri, refused.desc, rpcDetails(refused.code, params)))

@@ -505,6 +505,7 @@ func newRouterRoles(meta bool) map[string]any {
 	}
 	if meta {
 		broker["session_meta_api"] = true
+		broker["subscription_meta_api"] = true // meta_events.go
 		dealer["session_meta_api"] = true
 	}
 	return map[string]any{
@@ -650,6 +651,7 @@ func (s *Session) helloV2(m messageV2) error {
 		AuthExtra: welcomeExtra{Roles: roles, Firewall: who.Firewall, Anonymous: who.Anonymous},
 		Agent:     s.node.serverIdent, Roles: s.node.routerRoles,
 	}))
+	s.node.sessionJoined(s)
 	return nil
 }
 
@@ -896,6 +898,10 @@ func (s *Session) callV2(ctx context.Context, m messageV2) error {
 	uri := m.uri
 	if s.node.meta.enabled && isMetaProcedure(uri) {
 		s.metaCallV2(m)
+		return nil
+	}
+	if uri == PresenceListProcedure {
+		s.presenceCallV2(ctx, m)
 		return nil
 	}
 	r, req, method, refused := s.routeCall(uri)

@@ -76,6 +76,11 @@ type FanoutMessage struct {
 	Payload []byte
 	// Audience restricts who receives it.
 	Audience
+	// Details are the WAMP v2 EVENT details disclosing the publisher (a
+	// JSON object: publisher, publisher_authid, publisher_authrole), nil
+	// when it is not disclosed. Only version 2 envelopes carry them, in a
+	// form the previous release ignores (see fanout_envelope.go).
+	Details []byte
 	// Origin is the NodeID of the publishing replica.
 	Origin string
 	// SentAt is when the publishing replica called Publish (its clock).
@@ -410,6 +415,13 @@ func fanoutClientName(node string) string {
 // numbers, Lost). A topic that is not relayable (see relayable) is dropped
 // as "encode_error", unnumbered. After Close it does nothing.
 func (f *Fanout) Publish(topic string, payload []byte, a Audience) {
+	f.PublishDetails(topic, payload, a, nil)
+}
+
+// PublishDetails is Publish of an event whose publisher is disclosed:
+// details are the v2 EVENT details naming it (a JSON object, at most
+// 4 KiB), which the other replicas put in the EVENTs they deliver.
+func (f *Fanout) PublishDetails(topic string, payload []byte, a Audience, details []byte) {
 	if f.closed.Load() {
 		return
 	}
@@ -419,7 +431,7 @@ func (f *Fanout) Publish(topic string, payload []byte, a Audience) {
 		return
 	}
 	// Seq 1 makes a version 2 envelope; stamp writes the real numbers.
-	m := FanoutMessage{Payload: payload, Audience: a, Origin: f.node, SentAt: time.Now(), Seq: 1}
+	m := FanoutMessage{Payload: payload, Audience: a, Details: details, Origin: f.node, SentAt: time.Now(), Seq: 1}
 	data, err := encodeFanout(nil, &m)
 	if err != nil {
 		f.obs.Dropped(FanoutDropEncodeError)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -36,6 +38,21 @@ import (
 //	                         session lists of version 1
 //	len payload              as in version 1
 //
+// Publisher disclosure (Details, the v2 EVENT details naming the
+// publisher) rides in version 2 as trailing entries of ExcludeSessions,
+// so that the previous release, which knows no such field and refuses
+// trailing bytes, still reads the envelope: for it they are session ids
+// no session has (every one starts with a NUL byte; WAMP session ids are
+// hex or decimal), which exclude nobody, and it delivers the event
+// undisclosed as it always did. Each entry is fanoutDetailsMark followed
+// by up to fanoutDetailsChunk bytes of the details, in order; every entry
+// but the last is full; together they are a JSON object of at most
+// fanoutMaxDetails bytes. Entries starting with NUL anywhere else are
+// refused by the decoder, and the encoder leaves out such entries of the
+// ExcludeSessions it is given (they could only be a client's forgery in a
+// PUBLISH exclude list, and they exclude nobody), so that a client can
+// never pass for a disclosed publisher.
+//
 // Epoch and Seq have a fixed width so that Publish can encode the message
 // outside its lock and write the sequence number in place under it (see
 // fanoutSeqs). In every list an entry may be empty, as version 1 allowed:
@@ -66,6 +83,14 @@ const (
 	fanoutSeqOffset = 1 + 8
 	// fanoutHeaderV2 is the fixed part of a version 2 envelope.
 	fanoutHeaderV2 = fanoutSeqOffset + 8
+	// fanoutDetailsMark starts each ExcludeSessions entry that carries a
+	// piece of the publisher's details (see above).
+	fanoutDetailsMark = "\x00D"
+	// fanoutDetailsChunk is how many bytes of details one entry carries.
+	fanoutDetailsChunk = fanoutMaxIDLen - len(fanoutDetailsMark)
+	// fanoutMaxDetails bounds the details: a disclosure is a session id,
+	// a user identifier and a role.
+	fanoutMaxDetails = 4 << 10
 )
 
 // errFanoutEnvelope is wrapped by every decoding error.
@@ -91,8 +116,17 @@ func encodeFanout(dst []byte, m *FanoutMessage) ([]byte, error) {
 	if len(m.Payload) == 0 {
 		return dst, errors.New("empty payload")
 	}
-	lists := m.Audience.lists()
 	v2 := m.Seq != 0
+	a := m.Audience
+	if v2 {
+		var err error
+		if a.ExcludeSessions, err = withDetails(a.ExcludeSessions, m.Details); err != nil {
+			return dst, err
+		}
+	} else if len(m.Details) > 0 {
+		return dst, errors.New("details without a sequence number: version 1 cannot carry them")
+	}
+	lists := a.lists()
 	if !v2 && (len(m.ExcludeUsers)+len(m.EligibleUsers)+len(m.ExcludeRoles)+len(m.EligibleRoles) > 0) {
 		// Only the Fanout encodes messages, always with a Seq; version 1
 		// is for the control bridge to the previous release, which sends
@@ -148,6 +182,70 @@ func encodeFanout(dst []byte, m *FanoutMessage) ([]byte, error) {
 		return dst[:start], fmt.Errorf("envelope of %d bytes: at most %d", len(dst)-start, fanoutMaxEnvelope)
 	}
 	return dst, nil
+}
+
+// withDetails returns the ExcludeSessions list a version 2 envelope
+// carries: ids without the entries starting with NUL (which exclude no
+// session and would pass for details), then details in entries of
+// fanoutDetailsMark and up to fanoutDetailsChunk bytes. ids is not
+// modified.
+func withDetails(ids []string, details []byte) ([]string, error) {
+	if len(details) > 0 && (len(details) > fanoutMaxDetails || details[0] != '{' || !json.Valid(details)) {
+		return nil, fmt.Errorf("details of %d bytes: want a JSON object of at most %d", len(details), fanoutMaxDetails)
+	}
+	forged := 0
+	for _, id := range ids {
+		if strings.HasPrefix(id, "\x00") {
+			forged++
+		}
+	}
+	if forged == 0 && len(details) == 0 {
+		return ids, nil
+	}
+	out := make([]string, 0, len(ids)-forged+(len(details)+fanoutDetailsChunk-1)/fanoutDetailsChunk)
+	for _, id := range ids {
+		if !strings.HasPrefix(id, "\x00") {
+			out = append(out, id)
+		}
+	}
+	for rest := details; len(rest) > 0; {
+		n := min(len(rest), fanoutDetailsChunk)
+		out = append(out, fanoutDetailsMark+string(rest[:n]))
+		rest = rest[n:]
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// takeDetails splits the ExcludeSessions of a version 2 envelope into the
+// session ids and the details (nil when none), refusing entries starting
+// with NUL that are not the trailing, canonical run of details.
+func takeDetails(r *fanoutReader, ids []string) ([]string, []byte, error) {
+	i := slices.IndexFunc(ids, func(id string) bool { return strings.HasPrefix(id, "\x00") })
+	if i < 0 {
+		return ids, nil, nil
+	}
+	var details []byte
+	for j, id := range ids[i:] {
+		chunk, ok := strings.CutPrefix(id, fanoutDetailsMark)
+		last := i+j == len(ids)-1
+		if !ok || chunk == "" || (!last && len(chunk) != fanoutDetailsChunk) {
+			return nil, nil, r.fail("exclude sessions", "entry %d starts with NUL but is no canonical piece of details", i+j)
+		}
+		if len(details)+len(chunk) > fanoutMaxDetails {
+			return nil, nil, r.fail("details", "over %d bytes", fanoutMaxDetails)
+		}
+		details = append(details, chunk...)
+	}
+	if details[0] != '{' || !json.Valid(details) {
+		return nil, nil, r.fail("details", "not a JSON object")
+	}
+	if i == 0 {
+		return nil, details, nil
+	}
+	return ids[:i:i], details, nil
 }
 
 // setFanoutSeq writes epoch and seq into a version 2 envelope in place.
@@ -293,6 +391,11 @@ func decodeFanoutRest(r *fanoutReader, m *FanoutMessage) (err error) {
 	}
 	for i, l := range lists[:nl] {
 		if *l, err = r.ids(fanoutListNames[i]); err != nil {
+			return err
+		}
+	}
+	if b[0] == fanoutVersion2 {
+		if m.ExcludeSessions, m.Details, err = takeDetails(r, m.ExcludeSessions); err != nil {
 			return err
 		}
 	}

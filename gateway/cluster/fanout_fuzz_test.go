@@ -39,6 +39,9 @@ func fanoutEncodable(m *FanoutMessage) bool {
 	if len(m.Origin) == 0 || len(m.Origin) > fanoutMaxIDLen || len(m.Payload) == 0 {
 		return false
 	}
+	if len(m.Details) > 0 && (m.Seq == 0 || len(m.Details) > fanoutMaxDetails || m.Details[0] != '{' || !json.Valid(m.Details)) {
+		return false
+	}
 	a := m.Audience
 	all := [][]string{a.ExcludeSessions, a.EligibleSessions, a.ExcludeUsers, a.EligibleUsers, a.ExcludeRoles, a.EligibleRoles}
 	for i, l := range all {
@@ -106,6 +109,11 @@ func FuzzFanoutEnvelope(f *testing.F) {
 		f.Add(raw, "node-a", int64(i)*1e9, uint64(i), uint64(i%3), "s1,s2||u", []byte(`{"n":1}`))
 	}
 	f.Add([]byte{}, "", int64(0), uint64(0), uint64(0), "", []byte{})
+	// A disclosed publisher (odd epoch: the payload doubles as details),
+	// in several pieces, and a forged piece in the exclude list.
+	withDetails := mustEncodeFanout(f, FanoutMessage{Origin: "n", Epoch: 1, Seq: 2, Payload: []byte(`1`),
+		Audience: Audience{ExcludeSessions: []string{"s1"}}, Details: []byte(`{"publisher_authid":"` + strings.Repeat("a", 600) + `"}`)})
+	f.Add(withDetails, "n", int64(1), uint64(3), uint64(1), "s1,\x00D{}", []byte(`{"publisher":1,"publisher_authid":"alice"}`))
 	f.Add([]byte{}, "n", int64(-1), uint64(1), uint64(1), ",|,,|,|||", []byte(`[1, 2 ,3] `))
 	f.Add([]byte{}, strings.Repeat("o", 256), int64(1), uint64(0), uint64(0), strings.Repeat("x", 256), []byte("true"))
 	f.Add([]byte{}, "n", int64(1<<62), uint64(1<<63), uint64(1<<64-1), "é,\x00,\xff|a|b|c|d|e,f", []byte(`"\ud800"`))
@@ -127,6 +135,10 @@ func FuzzFanoutEnvelope(f *testing.F) {
 		m := FanoutMessage{Origin: origin, Audience: splitFanoutAudience(lists), Payload: payload, Seq: seq}
 		if seq != 0 {
 			m.Epoch = epoch
+		}
+		if epoch%2 == 1 {
+			// Disclosure: the payload doubles as details (valid or not).
+			m.Details = payload
 		}
 		if nanos != 0 {
 			m.SentAt = time.Unix(0, nanos)
@@ -151,8 +163,18 @@ func FuzzFanoutEnvelope(f *testing.F) {
 		if err != nil {
 			t.Fatalf("round trip: %v", err)
 		}
-		if got.Origin != m.Origin || !bytes.Equal(got.Payload, m.Payload) || !got.SentAt.Equal(m.SentAt) ||
-			!reflect.DeepEqual(got.Audience, m.Audience) || got.Epoch != m.Epoch || got.Seq != m.Seq || got.Topic != "" {
+		want := m.Audience
+		if m.Seq != 0 {
+			// Version 2 leaves out the excluded "sessions" starting with
+			// NUL: no session has such an id, and they would pass for
+			// details.
+			want.ExcludeSessions = slices.DeleteFunc(slices.Clone(want.ExcludeSessions), func(id string) bool { return strings.HasPrefix(id, "\x00") })
+			if len(want.ExcludeSessions) == 0 {
+				want.ExcludeSessions = nil
+			}
+		}
+		if got.Origin != m.Origin || !bytes.Equal(got.Payload, m.Payload) || !got.SentAt.Equal(m.SentAt) || !bytes.Equal(got.Details, m.Details) ||
+			!reflect.DeepEqual(got.Audience, want) || got.Epoch != m.Epoch || got.Seq != m.Seq || got.Topic != "" {
 			t.Fatalf("round trip:\n in %+v\nout %+v", m, got)
 		}
 	})

@@ -154,7 +154,11 @@ const scenarios = {
   async listen() {
     const { connection, session, closed } = await connect();
     const events = [];
-    await session.subscribe(opts.topic, (args, kwargs) => events.push({ args, kwargs }));
+    // The EVENT details' publisher identification is kept too: a
+    // publisher on another replica is disclosed through the fan-out.
+    await session.subscribe(opts.topic, (args, kwargs, ev) => events.push({
+      args, kwargs, publisher: ev.publisher, publisher_authid: ev.publisher_authid, publisher_authrole: ev.publisher_authrole,
+    }));
     out({ ready: true, session: session.id });
     const seen = () => events.some((e) => JSON.stringify(e.args).includes(opts.expect));
     const got = await waitFor(seen, 5000);
@@ -293,6 +297,45 @@ const scenarios = {
       r.gotExpected = await waitFor(() => events.some((e) => JSON.stringify(e.args).includes(opts.expect)), opts.waitMs || 5000);
     }
     r.events = events;
+    connection.close();
+    r.close = await closed;
+    return r;
+  },
+
+  // presence: watch opts.topic's presence (companion topic
+  // wsgate.presence/<topic>) and the subscription meta events, subscribe
+  // to the topic, list its presence until opts.expectUsers are all in it
+  // (other replicas' snapshots reach Redis asynchronously), publish
+  // opts.publish disclosed, report ready, wait for the Go side (stdin),
+  // then unsubscribe and wait for its own leave.
+  async presence() {
+    const { connection, session, closed } = await connect();
+    const companion = 'wsgate.presence/' + opts.topic;
+    const r = { session: session.id, presenceEvents: [], metaEvents: [] };
+    await session.subscribe(companion, (args) => r.presenceEvents.push(args[0]));
+    r.metaSub = await settle(session.subscribe('wamp.subscription.on_subscribe', (args) => r.metaEvents.push(args)));
+    r.deniedCompanion = await settle(session.subscribe('wsgate.presence/' + opts.deniedTopic, () => {}));
+    r.deniedList = await settle(session.call('wsgate.presence.list', [opts.deniedTopic]));
+    const sub = await session.subscribe(opts.topic, () => {});
+    r.subscriptionId = sub.id;
+    const mine = (kind) => r.presenceEvents.some((e) => e.event === kind && e.user === opts.user);
+    r.sawOwnJoin = await waitFor(() => mine('join'), 5000);
+    const want = opts.expectUsers || [];
+    const end = Date.now() + 10000;
+    do {
+      r.list = await settle(session.call('wsgate.presence.list', [opts.topic]));
+      if (r.list.ok && want.every((u) => r.list.ok.users.includes(u))) break;
+      await sleep(100);
+    } while (Date.now() < end);
+    r.pubAck = await settle(session.publish(opts.topic, [opts.publish], {}, { acknowledge: true, disclose_me: true }));
+    out({ ready: true, session: session.id });
+    await new Promise((res) => {
+      const rl = readline.createInterface({ input: process.stdin });
+      rl.on('line', () => { rl.close(); res(); });
+      rl.on('close', res);
+    });
+    await sub.unsubscribe();
+    r.sawOwnLeave = await waitFor(() => mine('leave'), 5000);
     connection.close();
     r.close = await closed;
     return r;
