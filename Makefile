@@ -38,8 +38,10 @@ run: build
 	@[ -d /var/lib/php/sessions ] || install -d -m 1733 /var/lib/php/sessions
 	./bin/wsgate serve
 
-# Everything CI runs: install/start MariaDB, PostgreSQL, Redis and PHP when
-# missing, then vet and the whole suite under the race detector.
+# Everything CI runs: start finding or building helm in the background
+# (test/setup-helm.sh), install/start MariaDB, PostgreSQL, Redis, Memcached
+# and PHP when missing, then vet, the whole suite under the race detector
+# (the chart tests wait for helm), and last the packaged chart in bin/charts.
 test: helm-start services vet gotest chart-package
 
 services:
