@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/redis/rueidis"
 
 	"github.com/wsgate/wsgate/test/testenv"
 )
@@ -405,4 +407,25 @@ func assertEvent(t *testing.T, m []json.RawMessage, topic, suffix string) {
 		b, _ := json.Marshal(m)
 		t.Fatalf("got %s, want EVENT on %s ending %q", b, topic, suffix)
 	}
+}
+
+// redisTestPrefix returns a client of the test Redis and a key prefix of
+// this test's own, whose keys are deleted when the test ends (the server
+// is shared: never FLUSHDB).
+func redisTestPrefix(t *testing.T, redisAddr string) (rueidis.Client, string) {
+	t.Helper()
+	rdb, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := "wsgate-e2e-" + randomSuffix(t) + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := rdb.Do(ctx, rdb.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
+		for _, k := range keys {
+			rdb.Do(ctx, rdb.B().Del().Key(k).Build())
+		}
+		rdb.Close()
+	})
+	return rdb, prefix
 }

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"github.com/wsgate/wsgate/test/testenv"
 )
 
@@ -225,19 +223,7 @@ func replicasPatternsAndRetention(t *testing.T, fanout string) {
 	autobahnNode(t)
 	redisAddr := testenv.Redis(t)
 	testenv.PHP(t)
-	rdb, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	prefix := "wsgate-e2e-" + randomSuffix(t) + ":"
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := rdb.Do(ctx, rdb.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
-		for _, k := range keys {
-			rdb.Do(ctx, rdb.B().Del().Key(k).Build())
-		}
-	})
+	rdb, prefix := redisTestPrefix(t, redisAddr)
 	dir := t.TempDir()
 	session := func(user string) string {
 		return cookie(writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": user, "roles": []string{"ROLE_USER"}, "firewall": "main"}))
@@ -316,19 +302,7 @@ func TestShardedFanoutRefusesPatterns(t *testing.T) {
 	autobahnNode(t)
 	redisAddr := testenv.Redis(t)
 	testenv.PHP(t)
-	rdb, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	prefix := "wsgate-e2e-" + randomSuffix(t) + ":"
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := rdb.Do(ctx, rdb.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
-		for _, k := range keys {
-			rdb.Do(ctx, rdb.B().Del().Key(k).Build())
-		}
-	})
+	rdb, prefix := redisTestPrefix(t, redisAddr)
 	dir := t.TempDir()
 	alice := cookie(writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": "alice", "roles": []string{"ROLE_USER"}, "firewall": "main"}))
 	config := replicaConfig(replicaOptions{Sessions: dir, Prefix: prefix, Redis: redisAddr, Fanout: "redis",

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"github.com/wsgate/wsgate/test/testenv"
 )
 
@@ -31,19 +29,7 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 	autobahnNode(t)
 	redisAddr := testenv.Redis(t)
 	testenv.PHP(t)
-	rdb, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	prefix := "wsgate-e2e-" + randomSuffix(t) + ":"
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := rdb.Do(ctx, rdb.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
-		for _, k := range keys {
-			rdb.Do(ctx, rdb.B().Del().Key(k).Build())
-		}
-	})
+	rdb, prefix := redisTestPrefix(t, redisAddr)
 	dir := t.TempDir()
 	session := func(user string) string {
 		s := writePHPSession(t, map[string]any{"store": "files", "dir": dir, "user": user, "roles": []string{"ROLE_USER"}, "firewall": "main"})

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/redis/rueidis"
 
 	"github.com/wsgate/wsgate/test/testenv"
 )
@@ -135,19 +134,7 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 func TestThreeReplicasBehaveAsOne(t *testing.T) {
 	redisAddr := testenv.Redis(t)
 	testenv.PHP(t)
-	rdb, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	prefix := "wsgate-e2e-" + randomSuffix(t) + ":"
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := rdb.Do(ctx, rdb.B().Keys().Pattern(prefix+"*").Build()).AsStrSlice()
-		for _, k := range keys {
-			rdb.Do(ctx, rdb.B().Del().Key(k).Build())
-		}
-	})
+	rdb, prefix := redisTestPrefix(t, redisAddr)
 
 	dir := t.TempDir()
 	session := func(user string) string {
