@@ -520,22 +520,30 @@ func (f *Fanout) setWant(topic string, on bool) {
 func (f *Fanout) takeDirty(subscribed map[string]bool, all bool) (add, drop []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return takeChanges(f.want, f.dirty, subscribed, all)
+}
+
+// takeChanges compares what is wanted with what is subscribed, for the
+// names in dirty (every wanted one with all), and empties dirty: the
+// topics of takeDirty and the globs of takePatternDirty alike. f.mu must
+// be held.
+func takeChanges[V any](want map[string]V, dirty map[string]struct{}, subscribed map[string]bool, all bool) (add, drop []string) {
 	if all {
-		for t := range f.want {
+		for t := range want {
 			if !subscribed[t] {
 				add = append(add, t)
 			}
 		}
 		for t := range subscribed {
-			if _, ok := f.want[t]; !ok {
+			if _, ok := want[t]; !ok {
 				drop = append(drop, t)
 			}
 		}
-		clear(f.dirty)
+		clear(dirty)
 		return add, drop
 	}
-	for t := range f.dirty {
-		_, wanted := f.want[t]
+	for t := range dirty {
+		_, wanted := want[t]
 		switch {
 		case wanted && !subscribed[t]:
 			add = append(add, t)
@@ -543,7 +551,7 @@ func (f *Fanout) takeDirty(subscribed map[string]bool, all bool) (add, drop []st
 			drop = append(drop, t)
 		}
 	}
-	clear(f.dirty)
+	clear(dirty)
 	return add, drop
 }
 

@@ -170,31 +170,7 @@ func (f *Fanout) patternWantedLocked(topic string) bool {
 func (f *Fanout) takePatternDirty(psubscribed map[string]bool, all bool) (add, drop []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if all {
-		for g := range f.pwant {
-			if !psubscribed[g] {
-				add = append(add, g)
-			}
-		}
-		for g := range psubscribed {
-			if _, ok := f.pwant[g]; !ok {
-				drop = append(drop, g)
-			}
-		}
-		clear(f.pdirty)
-		return add, drop
-	}
-	for g := range f.pdirty {
-		_, wanted := f.pwant[g]
-		switch {
-		case wanted && !psubscribed[g]:
-			add = append(add, g)
-		case !wanted && psubscribed[g]:
-			drop = append(drop, g)
-		}
-	}
-	clear(f.pdirty)
-	return add, drop
+	return takeChanges(f.pwant, f.pdirty, psubscribed, all)
 }
 
 // applyPatterns sends the PUNSUBSCRIBE and PSUBSCRIBE commands that bring
