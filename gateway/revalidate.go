@@ -149,7 +149,8 @@ func (s *Server) reidentify(c *client, id handler.Identity) {
 // watchClient indexes c by its session id and has the store watch that
 // session (session.watch, with a store that can tell). It runs on the
 // handshake goroutine; the store's Watch does at most one inotify_add_watch.
-func (s *Server) watchClient(c *client) {
+// since is the store's mark from before the handshake read the session.
+func (s *Server) watchClient(c *client, since storage.ChangeMark) {
 	n := s.resolver.Notifier()
 	if n == nil || c.sessionID == "" {
 		return
@@ -163,7 +164,9 @@ func (s *Server) watchClient(c *client) {
 	set[c] = struct{}{}
 	s.watchMu.Unlock()
 	// Watch nests, so it is called once per client, outside the lock.
-	n.Watch(c.sessionID)
+	// The mark taken before the handshake read the session makes a
+	// change between that read and now count as one.
+	n.Watch(c.sessionID, since)
 }
 
 // unwatchClient undoes watchClient when c's connection ends. It never

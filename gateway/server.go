@@ -459,11 +459,12 @@ type handshake struct {
 	srv         *Server
 	host        string
 	origin      string
-	cookie      sessionCookie // the session cookie as PHP reads it (cookie.go)
-	sessionID   string        // its value, set by admit
-	offered     bool          // client offered a subprotocol
-	matched     bool          // and the node speaks one of them
-	proto       wamp.Protocol // the one chosen; ProtocolV1 when none was offered
+	cookie      sessionCookie      // the session cookie as PHP reads it (cookie.go)
+	sessionID   string             // its value, set by admit
+	sessionMark storage.ChangeMark // the store's change reports before admit read the session
+	offered     bool               // client offered a subprotocol
+	matched     bool               // and the node speaks one of them
+	proto       wamp.Protocol      // the one chosen; ProtocolV1 when none was offered
 	info        wamp.ClientInfo
 	outcome     string
 	headers     map[string]string // kept for upstream forwarding
@@ -574,6 +575,9 @@ func (s *Server) admit(ctx context.Context, h *handshake) error {
 	res := Resolution{Status: StatusAnonymous, Reason: "no session cookie", AnonymousReason: AnonNoCookie}
 	if id, ok := h.cookie.id(); ok {
 		h.sessionID = id
+		if n := s.resolver.Notifier(); n != nil {
+			h.sessionMark = n.Mark()
+		}
 		start := time.Now()
 		var err error
 		res, err = s.resolver.Resolve(ctx, id)
@@ -714,7 +718,7 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 		peer = binaryPeer{conn}
 	}
 	c.sess = s.node.OpenProtocol(peer, h.info, h.proto)
-	s.watchClient(c)
+	s.watchClient(c, h.sessionMark)
 	if err := s.clients.Add(s.baseCtx, s.clientEntry(c)); err != nil {
 		s.log.Warn("client storage add failed", "conn", c.id, "err", err)
 	}

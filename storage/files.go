@@ -233,8 +233,8 @@ func (s *FilesStore) leafDir(id string) (string, bool) {
 // id of a leaf directory adds an inotify watch on it; as a write or logout
 // between the handshake's read and that watch would go unseen, the id is
 // then reported changed once, so that it is read again.
-func (s *FilesStore) Watch(id string) {
-	if !s.watch(id) || s.watcher == nil || s.depth == 0 {
+func (s *FilesStore) Watch(id string, since ChangeMark) {
+	if !s.watch(id, since) || s.watcher == nil || s.depth == 0 {
 		return
 	}
 	dir, ok := s.leafDir(id)

@@ -79,8 +79,8 @@ func TestFilesWatch(t *testing.T) {
 	// Opened after the writes, whose events would otherwise arrive late.
 	var errs watchErrs
 	s := openFilesStore(t, FilesOptions{Dir: dir, Watch: true, OnWatchError: errs.add})
-	s.Watch("watchA")
-	s.Watch("watchC")
+	s.Watch("watchA", s.Mark())
+	s.Watch("watchC", s.Mark())
 	if err := os.Remove(filepath.Join(dir, "sess_watchB")); err != nil { // not watched
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestFilesWatch(t *testing.T) {
 	s.Unwatch("watchC")
 	s.Unwatch("watchA")
 	os.Remove(filepath.Join(dir, "sess_watchC"))
-	s.Watch("watchD")
+	s.Watch("watchD", s.Mark())
 	writeSessionFile(t, filepath.Join(dir, "sess_watchD"), data, time.Now())
 	if ids, _ := nextChange(t, s); !slices.Equal(ids, []string{"watchD"}) {
 		t.Fatalf("got %v, want only watchD", ids)
@@ -139,7 +139,7 @@ func TestFilesWatchLevelsPHP(t *testing.T) {
 	if data, err := s.Read(context.Background(), id); err != nil || len(data) == 0 {
 		t.Fatalf("Read = %q, %v", data, err)
 	}
-	s.Watch(id)
+	s.Watch(id, s.Mark())
 	if ids, all := nextChange(t, s); all || !slices.Equal(ids, []string{id}) {
 		t.Fatalf("new leaf watch: %v, all %v; want the id once", ids, all)
 	}

@@ -23,7 +23,7 @@ var errNodesChanged = errors.New("nodes changed")
 
 // Watch implements ChangeNotifier. Redis pushes every change under the
 // prefix anyway (BCAST), so watching an id is only remembering it.
-func (s *RedisStore) Watch(id string) { s.watch(id) }
+func (s *RedisStore) Watch(id string, since ChangeMark) { s.watch(id, since) }
 
 // Unwatch implements ChangeNotifier.
 func (s *RedisStore) Unwatch(id string) { s.unwatch(id) }

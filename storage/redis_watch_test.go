@@ -34,9 +34,9 @@ func TestRedisWatch(t *testing.T) {
 			redisSet(t, admin, prefix+"watchA", []byte("a|i:1;"), time.Hour)
 			redisSet(t, admin, prefix+"watchB", []byte("a|i:1;"), time.Hour)
 			redisSet(t, admin, prefix+"watchC", []byte("a|i:1;"), 300*time.Millisecond)
-			s.Watch("watchA")
-			s.Watch("watchA") // nests
-			s.Watch("watchC")
+			s.Watch("watchA", s.Mark())
+			s.Watch("watchA", s.Mark()) // nests
+			s.Watch("watchC", s.Mark())
 			ctx := context.Background()
 			if err := admin.Do(ctx, admin.B().Del().Key(prefix+"watchB").Build()).Error(); err != nil {
 				t.Fatal(err)
@@ -58,7 +58,7 @@ func TestRedisWatch(t *testing.T) {
 			s.Unwatch("watchC")
 			redisSet(t, admin, prefix+"watchA", []byte("a|i:3;"), time.Hour)
 			redisSet(t, admin, prefix+"watchD", []byte("a|i:3;"), time.Hour)
-			s.Watch("watchD")
+			s.Watch("watchD", s.Mark())
 			redisSet(t, admin, prefix+"watchD", []byte("a|i:4;"), time.Hour)
 			ids, _ := nextChange(t, s)
 			if slices.Contains(ids, "watchA") || slices.Contains(ids, "watchB") {
@@ -82,7 +82,7 @@ func TestRedisWatchRecoversAfterKill(t *testing.T) {
 	admin := redisAdmin(t, addr, prefix)
 	s := openTestRedis(t, RedisOptions{Addrs: []string{addr}, Prefix: prefix, Watch: true, LookupTimeout: 10 * time.Second})
 	nextChange(t, s) // the first "all"
-	s.Watch("killA")
+	s.Watch("killA", s.Mark())
 	ctx := context.Background()
 	// Kill every connection named wsgate that tracks: the store's.
 	if err := admin.Do(ctx, admin.B().Arbitrary("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal").Build()).Error(); err != nil {

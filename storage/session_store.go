@@ -134,10 +134,17 @@ func readManyPrepare(ids []string) (map[string]ReadResult, []string) {
 // Redis connection, an inotify queue overflow, a flush), TakeChanges says
 // "all" instead of listing ids.
 type ChangeNotifier interface {
-	// Watch starts reporting changes of session id. Calls nest: the id is
+	// Mark returns where the store's change reports stand now. A caller
+	// takes it before it reads a session and hands it to Watch, which
+	// then reports the session changed if the store told of a change of
+	// it after the mark: a write between the read and the Watch would
+	// otherwise go unseen.
+	Mark() ChangeMark
+	// Watch starts reporting changes of session id, and reports one at
+	// once if it changed since mark (see Mark). Calls nest: the id is
 	// watched until as many Unwatch calls as Watch calls were made. It
 	// never blocks on I/O for long (at most one inotify_add_watch).
-	Watch(id string)
+	Watch(id string, since ChangeMark)
 	// Unwatch ends one Watch of id. It never waits.
 	Unwatch(id string)
 	// Changes receives a value when TakeChanges has something to return.
@@ -150,30 +157,86 @@ type ChangeNotifier interface {
 	TakeChanges() (ids []string, all bool)
 }
 
+// ChangeMark is a point in a ChangeNotifier's reports (Mark).
+type ChangeMark uint64
+
+// recentChanges bounds how many changes of unwatched sessions a watchSet
+// remembers for Watch's since check. A handshake's read and its Watch are
+// milliseconds apart, so only a store taking thousands of session writes
+// in that time overflows it; then the check errs on the safe side (the
+// session is read once more).
+const recentChanges = 4096
+
 // watchSet is the bookkeeping every ChangeNotifier shares: the watched ids
-// with their Watch counts, and the pending changes, coalesced.
+// with their Watch counts, the pending changes, coalesced, and the recent
+// changes by id, for Watch's since check.
 type watchSet struct {
-	mu      sync.Mutex
+	mu      sync.Mutex          // guards every field below but signal
 	watched map[string]int      // id → Watch calls not yet undone
 	changed map[string]struct{} // watched ids changed since TakeChanges
 	all     bool                // changes may have been missed: re-read all
-	signal  chan struct{}       // capacity 1: wakes the receiver of Changes
+	// seq numbers the changes; recent holds the last number of each of
+	// the latest recentChanges ids changed, ring their order (oldest at
+	// next), forgotten the highest number evicted.
+	seq       ChangeMark
+	recent    map[string]ChangeMark
+	ring      []string
+	next      int
+	forgotten ChangeMark
+	signal    chan struct{} // capacity 1: wakes the receiver of Changes
 }
 
 func newWatchSet() *watchSet {
 	return &watchSet{
 		watched: make(map[string]int),
 		changed: make(map[string]struct{}),
+		recent:  make(map[string]ChangeMark),
 		signal:  make(chan struct{}, 1),
 	}
 }
 
-// watch counts one Watch of id and reports whether it is the first.
-func (w *watchSet) watch(id string) (first bool) {
+// Mark implements ChangeNotifier.
+func (w *watchSet) Mark() ChangeMark {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.seq
+}
+
+// watch counts one Watch of id and reports whether it is the first. If
+// id changed after since while nobody watched it, the change is recorded
+// as a watched one.
+func (w *watchSet) watch(id string, since ChangeMark) (first bool) {
+	w.mu.Lock()
 	w.watched[id]++
-	return w.watched[id] == 1
+	first = w.watched[id] == 1
+	at, known := w.recent[id]
+	missed := w.forgotten > since || (known && at > since)
+	if missed {
+		w.changed[id] = struct{}{}
+	}
+	w.mu.Unlock()
+	if missed {
+		w.wake()
+	}
+	return first
+}
+
+// rememberLocked numbers a change of id and keeps its number in recent;
+// w.mu is held.
+func (w *watchSet) rememberLocked(id string) {
+	w.seq++
+	if _, ok := w.recent[id]; !ok {
+		if len(w.ring) < recentChanges {
+			w.ring = append(w.ring, id)
+		} else {
+			old := w.ring[w.next]
+			w.forgotten = max(w.forgotten, w.recent[old])
+			delete(w.recent, old)
+			w.ring[w.next] = id
+			w.next = (w.next + 1) % recentChanges
+		}
+	}
+	w.recent[id] = w.seq
 }
 
 // unwatch undoes one watch of id and reports whether it was the last. An
@@ -201,11 +264,15 @@ func (w *watchSet) isWatched(id string) bool {
 	return w.watched[id] > 0
 }
 
-// changedID records a change of id if it is watched; changes of other
-// sessions (every other user's writes, with Redis BCAST) cost one map
-// lookup.
+// changedID records a change of id if it is watched. Every change (with
+// Redis BCAST every other user's writes too) is also remembered a while
+// for Watch's since check: a map write, bounded by recentChanges. A
+// watched id's too, as a second connection of the same session may have
+// read it before this change and watch it only after the receiver of
+// Changes took it.
 func (w *watchSet) changedID(id string) {
 	w.mu.Lock()
+	w.rememberLocked(id)
 	if w.watched[id] == 0 {
 		w.mu.Unlock()
 		return
@@ -215,10 +282,13 @@ func (w *watchSet) changedID(id string) {
 	w.wake()
 }
 
-// changedAll records that changes may have been missed.
+// changedAll records that changes may have been missed: of the watched
+// ids, and of any id a later Watch gives a mark from before now.
 func (w *watchSet) changedAll() {
 	w.mu.Lock()
 	w.all = true
+	w.seq++
+	w.forgotten = w.seq
 	clear(w.changed) // "all" covers them
 	w.mu.Unlock()
 	w.wake()

@@ -58,7 +58,8 @@ func TestWatchSetCoalescesAndBounds(t *testing.T) {
 	if ids, all := w.TakeChanges(); len(ids) != 0 || all {
 		t.Fatalf("unwatched change kept: %v %v", ids, all)
 	}
-	if !w.watch("a") || w.watch("a") || !w.watch("b") {
+	m := w.Mark() // after x's change: a and b have no change since
+	if !w.watch("a", m) || w.watch("a", m) || !w.watch("b", m) {
 		t.Fatal("watch counts")
 	}
 	for range 1000 {
@@ -81,10 +82,80 @@ func TestWatchSetCoalescesAndBounds(t *testing.T) {
 	if ids, _ := w.TakeChanges(); len(ids) != 0 {
 		t.Fatalf("change of an unwatched id kept: %v", ids)
 	}
-	w.watch("c")
+	w.watch("c", w.Mark())
 	w.changedID("c")
 	w.changedAll()
 	if ids, all := w.TakeChanges(); !all || ids != nil {
 		t.Fatalf("after changedAll: %v %v", ids, all)
+	}
+}
+
+// TestWatchSince: Watch reports a change made after the caller's mark
+// (between a handshake's read and its Watch), whether the id was watched
+// then or not, and no change made before it; past what the watchSet
+// remembers, or after changes were missed, it errs on the side of one
+// more read.
+func TestWatchSince(t *testing.T) {
+	take := func(w *watchSet) []string {
+		ids, all := w.TakeChanges()
+		if all {
+			return []string{"ALL"}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(w *watchSet)
+		want []string
+	}{
+		{"change after the mark", func(w *watchSet) {
+			m := w.Mark()
+			w.changedID("s")
+			w.watch("s", m)
+		}, []string{"s"}},
+		{"change before the mark", func(w *watchSet) {
+			w.changedID("s")
+			w.watch("s", w.Mark())
+		}, nil},
+		{"another id changed after the mark", func(w *watchSet) {
+			m := w.Mark()
+			w.changedID("other")
+			w.watch("s", m)
+		}, nil},
+		{"a second watch of a watched id that changed after its mark", func(w *watchSet) {
+			w.watch("s", w.Mark()) // the first tab
+			m := w.Mark()          // the second tab reads
+			w.changedID("s")
+			w.TakeChanges() // the receiver took the change before the second tab watched
+			w.watch("s", m)
+		}, []string{"s"}},
+		{"forgotten after recentChanges others", func(w *watchSet) {
+			m := w.Mark()
+			w.changedID("s")
+			for i := range recentChanges {
+				w.changedID(string(rune('a'+i%26)) + string(rune(i)))
+			}
+			w.watch("s", m)
+			w.watch("t", w.Mark()) // nothing forgotten since: no read
+		}, []string{"s"}},
+		{"changes missed", func(w *watchSet) {
+			m := w.Mark()
+			w.changedAll()
+			w.TakeChanges()
+			w.watch("s", m)
+			w.watch("t", w.Mark())
+		}, []string{"s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWatchSet()
+			tc.run(w)
+			if got := take(w); !slices.Equal(got, tc.want) {
+				t.Errorf("changes %v, want %v", got, tc.want)
+			}
+			if len(w.recent) > recentChanges || len(w.ring) > recentChanges {
+				t.Errorf("recent holds %d ids, ring %d; bound %d", len(w.recent), len(w.ring), recentChanges)
+			}
+		})
 	}
 }
