@@ -139,8 +139,11 @@ type results struct {
 	Call         *percentiles `json:"call_latency,omitempty"` // CALL write to CALLRESULT read
 	CPUPerCallUs *float64     `json:"cpu_per_call_us,omitempty"`
 
-	// floor
+	// floor: the floor scenario's figures, or with --with-floor the floor
+	// measured first in a gateway scenario's run
 	Floor *floorResults `json:"floor,omitempty"`
+	// RatiosToFloor are the gateway figures over Floor (--with-floor).
+	RatiosToFloor *floorRatios `json:"ratios_to_floor,omitempty"`
 }
 
 func (b *bench) fail(kind string) {
@@ -203,16 +206,20 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		rep.OtherProcesses = append(rep.OtherProcesses, pr)
 	}
 	var err error
-	switch b.cfg.Scenario {
-	case "idle":
-		err = b.idle(ctx, rep)
-	case "connect":
-		err = b.connect(ctx, rep)
-	case "broadcast":
-		err = b.broadcast(ctx, rep)
-	case "rpc":
-		err = b.rpc(ctx, rep)
+	if b.cfg.WithFloor {
+		// Before any gateway connection: the floor's pairs and the
+		// scenario's connections never share the descriptor limit, and the
+		// gateway is idle while its CPU's floor is measured.
+		fmt.Fprintf(b.log, "wsgate-bench: measuring the kernel floor first (%s)\n", strings.Join(b.cfg.FloorPhases, ", "))
+		if rep.Results.Floor, err = b.measureFloor(ctx); err != nil {
+			err = fmt.Errorf("the floor before the %s run: %w", b.cfg.Scenario, err)
+			b.fail("floor_failed")
+		}
 	}
+	if err == nil {
+		err = b.runScenario(ctx, rep)
+	}
+	rep.Results.RatiosToFloor = ratiosToFloor(&rep.Results, rep.Results.Floor)
 	rep.Results.ConnectionsLost = b.dead.Load()
 	b.errMu.Lock()
 	rep.Errors = b.errs
@@ -238,6 +245,21 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		}
 	}
 	return rep, err
+}
+
+// runScenario runs the gateway scenario cfg.Scenario names.
+func (b *bench) runScenario(ctx context.Context, rep *report) error {
+	switch b.cfg.Scenario {
+	case "idle":
+		return b.idle(ctx, rep)
+	case "connect":
+		return b.connect(ctx, rep)
+	case "broadcast":
+		return b.broadcast(ctx, rep)
+	case "rpc":
+		return b.rpc(ctx, rep)
+	}
+	return fmt.Errorf("unknown scenario %q", b.cfg.Scenario)
 }
 
 // sampleBefore takes the samples that open the measured window: every
@@ -918,7 +940,7 @@ func (b *bench) rpc(ctx context.Context, rep *report) error {
 // writeText prints the report's main figures for a human.
 func (rep *report) writeText(w io.Writer) {
 	r := rep.Results
-	if rep.Results.Floor != nil {
+	if rep.Scenario == "floor" && rep.Results.Floor != nil {
 		rep.Results.Floor.writeText(w)
 		fmt.Fprintf(w, "load average at the start %v, tool CPU %.2f s over %.1f s\n", rep.LoadAvg, rep.ToolCPUSeconds, rep.WindowSeconds)
 		fmt.Fprintf(w, "errors %d %v\n", rep.ErrorsTotal, rep.Errors)
@@ -966,6 +988,14 @@ func (rep *report) writeText(w io.Writer) {
 		f("gateway CPU per call", r.CPUPerCallUs, " µs")
 	}
 	f("gateway CPU over the window", rep.GatewayCPUSeconds, " s")
+	if r.Floor != nil {
+		fmt.Fprintln(w, "the kernel floor, measured first in this run:")
+		r.Floor.writeText(w)
+	}
+	if r.RatiosToFloor != nil {
+		fmt.Fprintln(w, "ratios to that floor:")
+		r.RatiosToFloor.writeText(w)
+	}
 	for _, p := range rep.OtherProcesses {
 		if p.CPUSeconds != nil {
 			fmt.Fprintf(w, "CPU of pid %d (%s) over the window: %.2f s\n", p.PID, p.Name, *p.CPUSeconds)

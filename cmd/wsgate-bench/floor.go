@@ -237,3 +237,98 @@ func (f *floorResults) writeText(w io.Writer) {
 			h.CPUPerHandshakeUs, h.CPUSeconds, h.UserSeconds, h.SysSeconds, h.PerSec, h.ProcessCPUSeconds, h.WallSeconds)
 	}
 }
+
+// floorRatios are a gateway run's figures divided by the kernel floor
+// measured in the same run (--with-floor): how many times what the kernel
+// alone charges for the same unit the gateway spends. A figure is absent
+// when the run did not measure it or the floor phase it needs did not run.
+type floorRatios struct {
+	// CPUPerHandshake is cpu_per_handshake_us over the handshake floor's
+	// server CPU per connection (connect).
+	CPUPerHandshake *float64 `json:"cpu_per_handshake_x_floor,omitempty"`
+	// CPUPerDeliveryWritev and CPUPerDeliveryWrite are cpu_per_delivery_us
+	// over the writev floor (the gateway's syscall) and the write floor
+	// (issue 19's figure) (broadcast).
+	CPUPerDeliveryWritev *float64 `json:"cpu_per_delivery_x_writev_floor,omitempty"`
+	CPUPerDeliveryWrite  *float64 `json:"cpu_per_delivery_x_write_floor,omitempty"`
+	// CPUPerCall is cpu_per_call_us over the write floor: a call costs the
+	// gateway at least the write of its result; the read of the CALL is not
+	// in the floor, so 1 is not reachable (rpc).
+	CPUPerCall *float64 `json:"cpu_per_call_x_write_floor,omitempty"`
+	// RSSPerConnOverSlab is the gateway's RSS per idle connection over the
+	// kernel's slab memory per idle socket (idle): the gateway's share
+	// against the kernel's for the same connection.
+	RSSPerConnOverSlab *float64 `json:"rss_per_conn_x_kernel_slab_per_socket,omitempty"`
+}
+
+// ratioTo is v / floor, or nil when v is unknown or floor is not positive.
+func ratioTo(v *float64, floor float64) *float64 {
+	if v == nil || !(floor > 0) {
+		return nil
+	}
+	r := *v / floor
+	return &r
+}
+
+// ratiosToFloor divides r's gateway figures by the floor f measured in the
+// same run; nil when there is no floor.
+func ratiosToFloor(r *results, f *floorResults) *floorRatios {
+	if f == nil {
+		return nil
+	}
+	out := &floorRatios{}
+	if h := f.Handshake; h != nil {
+		out.CPUPerHandshake = ratioTo(r.CPUPerHandshakeUs, h.CPUPerHandshakeUs)
+	}
+	// The kernel's memory per socket: the writev phase's pairs if it ran
+	// (opened later, on a warmer slab), else the write phase's.
+	var slab float64
+	if d := f.Delivery; d != nil {
+		out.CPUPerDeliveryWrite = ratioTo(r.CPUPerDeliveryUs, d.CPUPerWriteUs)
+		out.CPUPerCall = ratioTo(r.CPUPerCallUs, d.CPUPerWriteUs)
+		slab = d.SlabPerSocketBytes
+	}
+	if d := f.DeliveryWritev; d != nil {
+		out.CPUPerDeliveryWritev = ratioTo(r.CPUPerDeliveryUs, d.CPUPerWriteUs)
+		if d.SlabPerSocketBytes > 0 {
+			slab = d.SlabPerSocketBytes
+		}
+	}
+	out.RSSPerConnOverSlab = ratioTo(r.RSSPerConnBytes, slab)
+	return out
+}
+
+// writeText prints the ratios for a human.
+func (q *floorRatios) writeText(w io.Writer) {
+	for _, x := range []struct {
+		name string
+		v    *float64
+	}{
+		{"CPU per handshake × handshake floor", q.CPUPerHandshake},
+		{"CPU per delivery × writev floor", q.CPUPerDeliveryWritev},
+		{"CPU per delivery × write floor", q.CPUPerDeliveryWrite},
+		{"CPU per call × write floor", q.CPUPerCall},
+		{"RSS per connection × kernel slab per socket", q.RSSPerConnOverSlab},
+	} {
+		if x.v != nil {
+			fmt.Fprintf(w, "  %s: %.2f\n", x.name, *x.v)
+		}
+	}
+}
+
+// broadcastFrameBytes is the size of the websocket frame a v1 subscriber
+// gets for one event of payloadBytes published on topic through acme.topic
+// or acme.relay: [8,"<topic>",{"msg":<event>}] and its header. With
+// --with-floor the broadcast's floor writes frames of this size unless
+// --frame-bytes is given.
+func broadcastFrameBytes(topic string, payloadBytes int) int {
+	n := len(`[8,"`) + len(topic) + len(`",{"msg":`) + payloadBytes + len(`}]`)
+	switch {
+	case n <= 125:
+		return n + 2
+	case n <= 65535:
+		return n + 4
+	default:
+		return n + 10
+	}
+}

@@ -22,41 +22,49 @@ import (
 // floor runs the floor scenario's phases (see floor.go) and fills
 // rep.Results.Floor. No gateway is involved.
 func (b *bench) floor(ctx context.Context, rep *report) error {
-	cfg := b.cfg
-	fr := &floorResults{CPU: cfg.FloorCPU}
-	rep.Results.Floor = fr
-	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev")
-	if deliveries {
-		var rl syscall.Rlimit
-		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && uint64(2*cfg.Conns+floorFDReserve) > rl.Cur {
-			return fmt.Errorf("floor: %d pairs need %d file descriptors, the limit is %d: lower --conns", cfg.Conns, 2*cfg.Conns+floorFDReserve, rl.Cur)
-		}
-	}
 	tool0 := selfCPU()
 	start := time.Now()
 	defer func() {
 		rep.ToolCPUSeconds = selfCPU() - tool0
 		rep.WindowSeconds = time.Since(start).Seconds()
 	}()
+	var err error
+	rep.Results.Floor, err = b.measureFloor(ctx)
+	return err
+}
+
+// measureFloor runs the floor phases cfg.FloorPhases names, in their order,
+// each bounded in time: the floor scenario itself, or the floor a gateway
+// scenario measures first with --with-floor.
+func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
+	cfg := b.cfg
+	fr := &floorResults{CPU: cfg.FloorCPU}
+	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev")
+	if deliveries {
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && uint64(2*cfg.FloorPairs+floorFDReserve) > rl.Cur {
+			return fr, fmt.Errorf("floor: %d pairs need %d file descriptors, the limit is %d: lower --conns (floor) or --floor-pairs", cfg.FloorPairs, 2*cfg.FloorPairs+floorFDReserve, rl.Cur)
+		}
+	}
 	phase, cancel := context.WithTimeout(ctx, floorPhaseBound*time.Second)
 	defer cancel()
 	var err error
 	if cfg.floorPhase("write") {
 		if fr.Delivery, err = b.deliveryFloor(phase, false); err != nil {
-			return fmt.Errorf("floor, write phase: %w", err)
+			return fr, fmt.Errorf("floor, write phase: %w", err)
 		}
 	}
 	if cfg.floorPhase("writev") {
 		if fr.DeliveryWritev, err = b.deliveryFloor(phase, true); err != nil {
-			return fmt.Errorf("floor, writev phase: %w", err)
+			return fr, fmt.Errorf("floor, writev phase: %w", err)
 		}
 	}
 	if cfg.floorPhase("handshake") {
 		if fr.Handshake, err = b.handshakeFloor(phase); err != nil {
-			return fmt.Errorf("floor, handshake phase: %w", err)
+			return fr, fmt.Errorf("floor, handshake phase: %w", err)
 		}
 	}
-	return ctx.Err()
+	return fr, ctx.Err()
 }
 
 // threadTimes is the calling OS thread's CPU time: Total from
@@ -184,18 +192,18 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 	header, payload := floorFrame(cfg.FrameBytes)
 	frame := append(append([]byte(nil), header...), payload...)
 	iov := [][]byte{header, payload}
-	d := &deliveryFloor{Syscall: "write", Pairs: cfg.Conns, Rounds: cfg.Rounds, FrameBytes: len(frame)}
+	d := &deliveryFloor{Syscall: "write", Pairs: cfg.FloorPairs, Rounds: cfg.Rounds, FrameBytes: len(frame)}
 	if writev {
 		d.Syscall = "writev"
 	}
 
-	lfd, sa, err := loopbackListener(min(cfg.Conns, 4096), floorIOTimeoutMs*time.Millisecond)
+	lfd, sa, err := loopbackListener(min(cfg.FloorPairs, 4096), floorIOTimeoutMs*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(lfd)
-	writers := make([]int, 0, cfg.Conns)
-	peers := make([]int, 0, cfg.Conns)
+	writers := make([]int, 0, cfg.FloorPairs)
+	peers := make([]int, 0, cfg.FloorPairs)
 	defer func() {
 		for _, fd := range writers {
 			unix.Close(fd)
@@ -205,7 +213,7 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 		}
 	}()
 	slab0 := slabBytes()
-	for i := 0; i < cfg.Conns; i++ {
+	for i := 0; i < cfg.FloorPairs; i++ {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -225,8 +233,8 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 		}
 	}
 
-	if slab1 := slabBytes(); slab0 > 0 && slab1 > slab0 && cfg.Conns > 0 {
-		d.SlabPerSocketBytes = float64(slab1-slab0) / float64(2*cfg.Conns)
+	if slab1 := slabBytes(); slab0 > 0 && slab1 > slab0 && cfg.FloorPairs > 0 {
+		d.SlabPerSocketBytes = float64(slab1-slab0) / float64(2*cfg.FloorPairs)
 	}
 
 	perRound := make([]float64, 0, cfg.Rounds)

@@ -104,6 +104,12 @@ type config struct {
 	Handshakes  int      `json:"handshakes,omitempty"`
 	FloorCPU    int      `json:"floor_cpu,omitempty"`
 	FloorPhases []string `json:"floor_phases,omitempty"`
+	// WithFloor: a gateway scenario measures the floor first, in the same
+	// run, and reports its figures also as ratios to it.
+	WithFloor bool `json:"with_floor,omitempty"`
+	// FloorPairs is the delivery floor's loopback pairs: --conns in the
+	// floor scenario, --floor-pairs with --with-floor.
+	FloorPairs int `json:"floor_pairs,omitempty"`
 
 	// Seconds, for the JSON report.
 	DurationS     float64 `json:"duration_s"`
@@ -168,6 +174,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.FrameBytes, "frame-bytes", 112, "floor: bytes of the websocket frame written per delivery, header included (112 = a 100-byte event and its header, as issue 19 measured)")
 	fs.IntVar(&c.Handshakes, "handshakes", 20000, "floor: connections served in the handshake phase (--concurrency clients at a time)")
 	fs.IntVar(&c.FloorCPU, "floor-cpu", defaultFloorCPU, "floor: pin the measuring thread (writer, server) to this CPU, e.g. the gateway's; -1 = leave it where the process runs")
+	fs.BoolVar(&c.WithFloor, "with-floor", false, "idle/connect/broadcast/rpc: measure the kernel floor first, in the same run (--floor-pairs, --rounds, --handshakes, --floor-cpu, --floor-phases), and report the gateway's figures also as ratios to it")
+	fs.IntVar(&c.FloorPairs, "floor-pairs", 9000, "--with-floor: loopback pairs of the delivery floor (the floor scenario takes --conns)")
 	floorPhaseList := fs.String("floor-phases", strings.Join(floorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ","))
 	var err error
 	if err = fs.Parse(args); err != nil {
@@ -176,9 +184,29 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() != 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	frameSet := false
+	fs.Visit(func(f *flag.Flag) { frameSet = frameSet || f.Name == "frame-bytes" })
 	switch c.Scenario {
 	case "idle", "connect", "broadcast", "rpc":
+		if c.WithFloor {
+			if c.Scenario == "broadcast" && !frameSet {
+				// The floor writes the frame the subscribers get.
+				c.FrameBytes = broadcastFrameBytes(c.Topic, c.PayloadBytes)
+			}
+			if c.FloorPairs < 1 || c.FloorPairs > maxConns {
+				return nil, fmt.Errorf("--floor-pairs must be 1..%d", maxConns)
+			}
+			if err := c.checkFloor(*floorPhaseList); err != nil {
+				return nil, err
+			}
+		} else {
+			c.FloorPairs = 0
+		}
 	case "floor":
+		if c.WithFloor {
+			return nil, errors.New("--with-floor is for the gateway scenarios: the floor scenario is the floor")
+		}
+		c.FloorPairs = c.Conns
 		if err := c.checkFloor(*floorPhaseList); err != nil {
 			return nil, err
 		}
