@@ -527,6 +527,26 @@ func rssOf(s *sample) *float64 {
 // verifyAuth makes --verify-auth's one call on a fresh connection and
 // reports whether it answered as an authenticated client; a failure is
 // counted under its kind. Without --verify-auth every connection passes.
+// idleSubscribe subscribes an idle client to --idle-subscribe (if set) and
+// confirms it with a call: WAMP v1 does not acknowledge SUBSCRIBE, but one
+// connection's messages are handled in order.
+func (b *bench) idleSubscribe(c *client, n *atomic.Int64) bool {
+	if b.cfg.IdleSubscribe == "" {
+		return true
+	}
+	topic := strings.ReplaceAll(b.cfg.IdleSubscribe, "{i}", strconv.Itoa(c.idx))
+	if err := c.writeText([]byte(`[5,"` + topic + `"]`)); err != nil {
+		b.fail(kindOf(err))
+		return false
+	}
+	if r := syncCall(c, b.cfg.Procedure, "sub", time.Now().Add(10*time.Second)); r != "ok" {
+		b.fail(r)
+		return false
+	}
+	n.Add(1)
+	return true
+}
+
 func (b *bench) verifyAuth(c *client) bool {
 	if !b.cfg.VerifyAuth {
 		return true
@@ -546,6 +566,7 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 	var p pool
 	defer b.closeAll(&p)
 	hs := &hist{}
+	var subscribed atomic.Int64
 	b.sampleBefore(ctx, rep)
 	if c := rep.Before.Connections; c != nil && *c > 0 {
 		fmt.Fprintf(b.log, "wsgate-bench: warning: the gateway already has %.0f connections; per-connection figures need a fresh gateway\n", *c)
@@ -554,7 +575,7 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 	setup, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
 	defer cancel()
 	n, took := b.open(setup, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, onOpen: func(c *client) {
-		if !b.verifyAuth(c) {
+		if !b.verifyAuth(c) || !b.idleSubscribe(c, &subscribed) {
 			c.closeAbort()
 			return
 		}
@@ -563,6 +584,7 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 		go b.drainLoop(c, nil)
 	}}, hs)
 	b.fillConnect(rep, n, took, hs)
+	rep.Results.Subscribers = subscribed.Load()
 	sleepUntil(ctx, time.Now().Add(cfg.Settle))
 	b.sampleAfter(ctx, rep)
 	rep.ToolCPUSeconds = selfCPU() - tool0

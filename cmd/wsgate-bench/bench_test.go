@@ -179,7 +179,10 @@ routes:
 	}
 
 	t.Run("idle", func(t *testing.T) {
-		rep := runScenario(t, "--scenario", "idle", "--conns", n, "--settle", "200ms", "--duration", "0", "--verify-auth")
+		rep := runScenario(t, "--scenario", "idle", "--conns", n, "--settle", "200ms", "--duration", "0", "--verify-auth", "--idle-subscribe", "acme/channel/idle{i}")
+		if rep.Results.Subscribers != conns {
+			t.Errorf("subscribed %d idle connections, want %d", rep.Results.Subscribers, conns)
+		}
 		if c := rep.After.Connections; c == nil || *c < conns {
 			t.Errorf("gateway connections after = %v, want ≥ %d", c, conns)
 		}

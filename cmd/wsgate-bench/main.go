@@ -96,6 +96,9 @@ type config struct {
 	SetupTimeout time.Duration `json:"-"`
 	DrainTimeout time.Duration `json:"-"`
 	VerifyAuth   bool          `json:"verify_auth"`
+	// IdleSubscribe: idle clients each subscribe to this topic ({i}: the
+	// client's index), confirmed by a call.
+	IdleSubscribe string `json:"idle_subscribe,omitempty"`
 	JSON         bool          `json:"-"`
 
 	// floor
@@ -169,6 +172,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 5*time.Minute, "bound of the setup phase (connecting, subscribing)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 5*time.Second, "broadcast: wait for outstanding deliveries after the last publish")
 	fs.BoolVar(&c.VerifyAuth, "verify-auth", false, "idle/connect: make one sample/sum call per connection to check it is authenticated (broadcast and rpc always check)")
+	fs.StringVar(&c.IdleSubscribe, "idle-subscribe", "", "idle: each client subscribes to this topic ({i}: its index, e.g. acme/relay/user{i}) and confirms it with a call, so the figures are per subscribed connection")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
 	fs.IntVar(&c.Rounds, "rounds", 100, "floor: writes to each pair in the delivery phases")
 	fs.IntVar(&c.FrameBytes, "frame-bytes", 112, "floor: bytes of the websocket frame written per delivery, header included (112 = a 100-byte event and its header, as issue 19 measured)")
@@ -253,6 +257,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		// Only the acme.topic and acme.relay handlers relay publishes as
 		// {"msg": event}.
 		fmt.Fprintf(stderr, "warning: topic %q may not be served by acme.topic or acme.relay\n", c.Topic)
+	}
+	if c.IdleSubscribe != "" && (c.Scenario != "idle" || strings.ContainsAny(c.IdleSubscribe, "\"\\ \t\r\n")) {
+		return nil, fmt.Errorf("--idle-subscribe %q: a plain topic URI, for the idle scenario", c.IdleSubscribe)
 	}
 	metricsSet := false
 	fs.Visit(func(f *flag.Flag) { metricsSet = metricsSet || f.Name == "metrics" })
