@@ -99,7 +99,7 @@ type config struct {
 	// IdleSubscribe: idle clients each subscribe to this topic ({i}: the
 	// client's index), confirmed by a call.
 	IdleSubscribe string `json:"idle_subscribe,omitempty"`
-	JSON         bool          `json:"-"`
+	JSON          bool   `json:"-"`
 
 	// floor
 	Rounds      int      `json:"rounds,omitempty"`
