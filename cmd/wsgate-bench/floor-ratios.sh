@@ -10,14 +10,16 @@
 # MODES defaults to "epoll goroutine", SCENARIOS to "idle connect broadcast
 # rpc". Reports go to OUTDIR/<scenario>-<mode>.json, the load average at each
 # run's start to OUTDIR/log. PORT and MPORT (18080, 19090) and SESS
-# (/tmp/wsgate-floor-sessions) keep the runs off a gateway already running.
+# (/tmp/wsgate-floor-sessions) keep the runs off a gateway already running;
+# BENCHBIN (bin/wsgate-bench) lets builds under test in other directories
+# (run from there) share one tool.
 set -u
 OUT=${1:?usage: floor-ratios.sh OUTDIR [MODES] [SCENARIOS]}
 MODES=${2:-"epoll goroutine"}
 SCENARIOS=${3:-"idle connect broadcast rpc"}
 PORT=${PORT:-18080}; MPORT=${MPORT:-19090}; SESS=${SESS:-/tmp/wsgate-floor-sessions}
 mkdir -p "$OUT" "$SESS"
-BENCH="taskset -c 1 bin/wsgate-bench --json --session-dir $SESS --sources 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
+BENCH="taskset -c 1 ${BENCHBIN:-bin/wsgate-bench} --json --session-dir $SESS --sources 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
   --target ws://127.0.0.1:$PORT/ --metrics http://127.0.0.1:$MPORT/metrics
   --with-floor --floor-cpu 0 --floor-pairs 9000 --rounds 100 --handshakes 20000"
 args_of() {
