@@ -642,6 +642,7 @@ func (ec *epConn) flush() {
 			return
 		}
 		if len(rest) == 0 {
+			recycleBatch(batch) // all written: nothing of it is requeued
 			continue
 		}
 		c.requeue(rest, written)
