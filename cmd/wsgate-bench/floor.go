@@ -51,6 +51,12 @@ type floorResults struct {
 	// DeliveryWritev is one writev(2) of header and payload per delivery,
 	// on fresh connections, after Delivery.
 	DeliveryWritev *deliveryFloor `json:"delivery_writev,omitempty"`
+	// DeliveryWritevRead is DeliveryWritev with every peer read by a
+	// goroutine of this process (Go's netpoller, as the tool's clients
+	// read): each write then also wakes a waiting reader, in the writer's
+	// context, as a gateway's write to a subscriber does. Not run by
+	// default (--floor-phases ...,writev-read,...).
+	DeliveryWritevRead *deliveryFloor `json:"delivery_writev_read,omitempty"`
 	// Handshake is the minimal server's CPU per connection.
 	Handshake *handshakeFloor `json:"handshake,omitempty"`
 	// CPU is the measuring thread's CPU, if it was pinned (--floor-cpu).
@@ -65,6 +71,9 @@ type deliveryFloor struct {
 	Rounds     int    `json:"rounds"`
 	FrameBytes int    `json:"frame_bytes"`
 	Writes     int64  `json:"writes"` // complete writes
+	// ReadBytes is what the peers read (writev-read only): every byte
+	// written, or the phase reports floor_unread.
+	ReadBytes int64 `json:"read_bytes,omitempty"`
 	// ShortWrites and WouldBlock count writes that did not take the whole
 	// frame (the peer's buffer full): errors, the run measured something
 	// else.
@@ -176,8 +185,12 @@ func summarizeRounds(v []float64) *roundSummary {
 // exactly the server's fixed response.
 var errBadFloorResponse = errors.New("floor: unexpected response")
 
-// floorPhases are the phases --floor-phases may list, in the order they run.
-var floorPhases = []string{"write", "writev", "handshake"}
+// floorPhases are the phases --floor-phases may list, in the order they run;
+// defaultFloorPhases those it runs by default.
+var (
+	floorPhases        = []string{"write", "writev", "writev-read", "handshake"}
+	defaultFloorPhases = []string{"write", "writev", "handshake"}
+)
 
 // floorPhase reports whether the floor scenario runs phase.
 func (c *config) floorPhase(phase string) bool {
@@ -215,7 +228,7 @@ func parseFloorPhases(v string) ([]string, error) {
 // writeText prints the floor figures for a human.
 func (f *floorResults) writeText(w io.Writer) {
 	fmt.Fprintf(w, "scenario floor (no gateway), measuring thread on CPU %d (-1: not pinned)\n", f.CPU)
-	for _, d := range []*deliveryFloor{f.Delivery, f.DeliveryWritev} {
+	for _, d := range []*deliveryFloor{f.Delivery, f.DeliveryWritev, f.DeliveryWritevRead} {
 		if d == nil {
 			continue
 		}
@@ -225,6 +238,9 @@ func (f *floorResults) writeText(w io.Writer) {
 			d.CPUPerWriteUs, d.UserPerWriteUs, d.SysPerWriteUs, d.CPUSeconds, d.WallSeconds)
 		if r := d.PerRound; r != nil {
 			fmt.Fprintf(w, "  per round, µs per write: first %.2f, min %.2f, median %.2f, max %.2f, last %.2f\n", r.First, r.Min, r.Median, r.Max, r.Last)
+		}
+		if d.ReadBytes > 0 {
+			fmt.Fprintf(w, "  the peers read %d bytes\n", d.ReadBytes)
 		}
 		if d.SlabPerSocketBytes > 0 {
 			fmt.Fprintf(w, "  kernel slab per idle socket %.0f B\n", d.SlabPerSocketBytes)
@@ -251,6 +267,10 @@ type floorRatios struct {
 	// (issue 19's figure) (broadcast).
 	CPUPerDeliveryWritev *float64 `json:"cpu_per_delivery_x_writev_floor,omitempty"`
 	CPUPerDeliveryWrite  *float64 `json:"cpu_per_delivery_x_write_floor,omitempty"`
+	// CPUPerDeliveryReading is cpu_per_delivery_us over the writev floor
+	// with reading peers (writev-read, if it ran): the floor that includes
+	// waking the reader (broadcast).
+	CPUPerDeliveryReading *float64 `json:"cpu_per_delivery_x_reading_floor,omitempty"`
 	// CPUPerCall is cpu_per_call_us over the write floor: a call costs the
 	// gateway at least the write of its result; the read of the CALL is not
 	// in the floor, so 1 is not reachable (rpc).
@@ -294,6 +314,9 @@ func ratiosToFloor(r *results, f *floorResults) *floorRatios {
 			slab = d.SlabPerSocketBytes
 		}
 	}
+	if d := f.DeliveryWritevRead; d != nil {
+		out.CPUPerDeliveryReading = ratioTo(r.CPUPerDeliveryUs, d.CPUPerWriteUs)
+	}
 	out.RSSPerConnOverSlab = ratioTo(r.RSSPerConnBytes, slab)
 	return out
 }
@@ -307,6 +330,7 @@ func (q *floorRatios) writeText(w io.Writer) {
 		{"CPU per handshake × handshake floor", q.CPUPerHandshake},
 		{"CPU per delivery × writev floor", q.CPUPerDeliveryWritev},
 		{"CPU per delivery × write floor", q.CPUPerDeliveryWrite},
+		{"CPU per delivery × writev floor with reading peers", q.CPUPerDeliveryReading},
 		{"CPU per call × write floor", q.CPUPerCall},
 		{"RSS per connection × kernel slab per socket", q.RSSPerConnOverSlab},
 	} {

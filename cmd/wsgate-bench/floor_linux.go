@@ -39,7 +39,7 @@ func (b *bench) floor(ctx context.Context, rep *report) error {
 func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
 	cfg := b.cfg
 	fr := &floorResults{CPU: cfg.FloorCPU}
-	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev")
+	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev") || cfg.floorPhase("writev-read")
 	if deliveries {
 		var rl syscall.Rlimit
 		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && uint64(2*cfg.FloorPairs+floorFDReserve) > rl.Cur {
@@ -57,6 +57,11 @@ func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
 	if cfg.floorPhase("writev") {
 		if fr.DeliveryWritev, err = b.deliveryFloor(phase, true); err != nil {
 			return fr, fmt.Errorf("floor, writev phase: %w", err)
+		}
+	}
+	if cfg.floorPhase("writev-read") {
+		if fr.DeliveryWritevRead, err = b.deliveryFloorReading(phase); err != nil {
+			return fr, fmt.Errorf("floor, writev-read phase: %w", err)
 		}
 	}
 	if cfg.floorPhase("handshake") {
@@ -188,6 +193,19 @@ func connectLoopback(sa *unix.SockaddrInet4) (int, error) {
 // thread whose CPU is measured; the connecting ends never read. With writev
 // the frame goes as two slices (header, payload), as the gateway writes it.
 func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor, error) {
+	return b.deliveryPhase(ctx, writev, false)
+}
+
+// deliveryFloorReading is the writev phase with every peer read by a
+// goroutine of this process through Go's netpoller, as the tool's clients
+// read a gateway's frames: each write also wakes its reader.
+func (b *bench) deliveryFloorReading(ctx context.Context) (*deliveryFloor, error) {
+	return b.deliveryPhase(ctx, true, true)
+}
+
+// deliveryPhase is one delivery phase (see deliveryFloor); reading starts a
+// reader per peer before the rounds and checks that they read every byte.
+func (b *bench) deliveryPhase(ctx context.Context, writev, reading bool) (*deliveryFloor, error) {
 	cfg := b.cfg
 	header, payload := floorFrame(cfg.FrameBytes)
 	frame := append(append([]byte(nil), header...), payload...)
@@ -195,6 +213,9 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 	d := &deliveryFloor{Syscall: "write", Pairs: cfg.FloorPairs, Rounds: cfg.Rounds, FrameBytes: len(frame)}
 	if writev {
 		d.Syscall = "writev"
+	}
+	if reading {
+		d.Syscall = "writev, peers reading"
 	}
 
 	lfd, sa, err := loopbackListener(min(cfg.FloorPairs, 4096), floorIOTimeoutMs*time.Millisecond)
@@ -235,6 +256,38 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 
 	if slab1 := slabBytes(); slab0 > 0 && slab1 > slab0 && cfg.FloorPairs > 0 {
 		d.SlabPerSocketBytes = float64(slab1-slab0) / float64(2*cfg.FloorPairs)
+	}
+
+	var readers sync.WaitGroup
+	var read atomic.Int64
+	var readConns []net.Conn
+	defer func() {
+		for _, nc := range readConns {
+			nc.Close()
+		}
+		readers.Wait()
+	}()
+	if reading {
+		for i, fd := range peers {
+			f := os.NewFile(uintptr(fd), "floor-peer")
+			nc, err := net.FileConn(f) // a dup on Go's netpoller; fd stays ours
+			if err != nil {
+				return nil, fmt.Errorf("pair %d: reader: %w", i, err)
+			}
+			readConns = append(readConns, nc)
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				buf := make([]byte, 512)
+				for {
+					n, err := nc.Read(buf)
+					read.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
 	}
 
 	perRound := make([]float64, 0, cfg.Rounds)
@@ -281,6 +334,18 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 	d.WallSeconds = time.Since(start).Seconds()
 	if err != nil {
 		return nil, err
+	}
+	if reading {
+		// Every byte written reaches its reader (bounded wait: the
+		// readers run on the other CPUs).
+		want := d.Writes * int64(len(frame))
+		for end := time.Now().Add(10 * time.Second); read.Load() < want && time.Now().Before(end); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		d.ReadBytes = read.Load()
+		if d.ReadBytes != want {
+			b.fail("floor_unread")
+		}
 	}
 	b.failN("floor_would_block", d.WouldBlock)
 	b.failN("floor_short_write", d.ShortWrites)

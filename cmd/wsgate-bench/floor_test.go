@@ -43,10 +43,11 @@ func TestFloorFlags(t *testing.T) {
 		phases  []string // accepted: the phases to run
 		errLike string   // refused: part of the error
 	}{
-		{name: "defaults", args: nil, phases: floorPhases},
+		{name: "defaults", args: nil, phases: defaultFloorPhases},
+		{name: "with reading peers", args: []string{"--floor-phases", "writev,writev-read"}, phases: []string{"writev", "writev-read"}},
 		{name: "one phase", args: []string{"--floor-phases", "handshake"}, phases: []string{"handshake"}},
 		{name: "two phases with a space", args: []string{"--floor-phases", "write, writev"}, phases: []string{"write", "writev"}},
-		{name: "pinned", args: []string{"--floor-cpu", "1"}, phases: floorPhases},
+		{name: "pinned", args: []string{"--floor-cpu", "1"}, phases: defaultFloorPhases},
 		{name: "unknown phase", args: []string{"--floor-phases", "read"}, errLike: "unknown"},
 		{name: "phase twice", args: []string{"--floor-phases", "write,write"}, errLike: "twice"},
 		{name: "no phase", args: []string{"--floor-phases", " "}, errLike: "at least one"},
@@ -96,6 +97,8 @@ func TestRatiosToFloor(t *testing.T) {
 		{name: "broadcast", r: results{CPUPerDeliveryUs: f(13.6)}, floor: full,
 			want: &floorRatios{CPUPerDeliveryWritev: f(2), CPUPerDeliveryWrite: f(2.125)}},
 		{name: "rpc", r: results{CPUPerCallUs: f(25.6)}, floor: full, want: &floorRatios{CPUPerCall: f(4)}},
+		{name: "broadcast with reading peers", r: results{CPUPerDeliveryUs: f(10)},
+			floor: &floorResults{DeliveryWritevRead: &deliveryFloor{CPUPerWriteUs: 8}}, want: &floorRatios{CPUPerDeliveryReading: f(1.25)}},
 		{name: "idle: the writev phase's slab", r: results{RSSPerConnBytes: f(3000)}, floor: full, want: &floorRatios{RSSPerConnOverSlab: f(0.75)}},
 		{name: "idle: the write phase's slab when writev has none", r: results{RSSPerConnBytes: f(3900)},
 			floor: &floorResults{Delivery: &deliveryFloor{CPUPerWriteUs: 6, SlabPerSocketBytes: 3900}, DeliveryWritev: &deliveryFloor{CPUPerWriteUs: 6}},
@@ -122,6 +125,7 @@ func TestRatiosToFloor(t *testing.T) {
 				{"handshake", got.CPUPerHandshake, tc.want.CPUPerHandshake},
 				{"delivery writev", got.CPUPerDeliveryWritev, tc.want.CPUPerDeliveryWritev},
 				{"delivery write", got.CPUPerDeliveryWrite, tc.want.CPUPerDeliveryWrite},
+				{"delivery reading", got.CPUPerDeliveryReading, tc.want.CPUPerDeliveryReading},
 				{"call", got.CPUPerCall, tc.want.CPUPerCall},
 				{"rss over slab", got.RSSPerConnOverSlab, tc.want.RSSPerConnOverSlab},
 			} {

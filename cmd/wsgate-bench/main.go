@@ -180,7 +180,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.FloorCPU, "floor-cpu", defaultFloorCPU, "floor: pin the measuring thread (writer, server) to this CPU, e.g. the gateway's; -1 = leave it where the process runs")
 	fs.BoolVar(&c.WithFloor, "with-floor", false, "idle/connect/broadcast/rpc: measure the kernel floor first, in the same run (--floor-pairs, --rounds, --handshakes, --floor-cpu, --floor-phases), and report the gateway's figures also as ratios to it")
 	fs.IntVar(&c.FloorPairs, "floor-pairs", 9000, "--with-floor: loopback pairs of the delivery floor (the floor scenario takes --conns)")
-	floorPhaseList := fs.String("floor-phases", strings.Join(floorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ","))
+	floorPhaseList := fs.String("floor-phases", strings.Join(defaultFloorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ",")+" (writev-read: writev with the peers reading)")
 	var err error
 	if err = fs.Parse(args); err != nil {
 		return nil, err
