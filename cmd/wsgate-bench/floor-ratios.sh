@@ -12,7 +12,8 @@
 # run's start to OUTDIR/log. PORT and MPORT (18080, 19090) and SESS
 # (/tmp/wsgate-floor-sessions) keep the runs off a gateway already running;
 # BENCHBIN (bin/wsgate-bench) lets builds under test in other directories
-# (run from there) share one tool.
+# (run from there) share one tool; FLOOR_PHASES (e.g.
+# write,writev,writev-read,handshake) changes the floor's phases.
 set -u
 OUT=${1:?usage: floor-ratios.sh OUTDIR [MODES] [SCENARIOS]}
 MODES=${2:-"epoll goroutine"}
@@ -21,7 +22,8 @@ PORT=${PORT:-18080}; MPORT=${MPORT:-19090}; SESS=${SESS:-/tmp/wsgate-floor-sessi
 mkdir -p "$OUT" "$SESS"
 BENCH="taskset -c 1 ${BENCHBIN:-bin/wsgate-bench} --json --session-dir $SESS --sources 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
   --target ws://127.0.0.1:$PORT/ --metrics http://127.0.0.1:$MPORT/metrics
-  --with-floor --floor-cpu 0 --floor-pairs 9000 --rounds 100 --handshakes 20000"
+  --with-floor --floor-cpu 0 --floor-pairs 9000 --rounds 100 --handshakes 20000
+  ${FLOOR_PHASES:+--floor-phases $FLOOR_PHASES}"
 args_of() {
   case $1 in
     idle)      echo "--scenario idle --conns 15000 --rate 5000 --settle 20s --duration 0 --idle-subscribe acme/relay/bench" ;;
