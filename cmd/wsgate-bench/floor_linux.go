@@ -230,7 +230,9 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading bool) (*deliv
 			unix.Close(fd)
 		}
 		for _, fd := range peers {
-			unix.Close(fd)
+			if fd >= 0 { // -1: handed to a reader's net.Conn
+				unix.Close(fd)
+			}
 		}
 	}()
 	slab0 := slabBytes()
@@ -270,10 +272,13 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading bool) (*deliv
 	if reading {
 		for i, fd := range peers {
 			f := os.NewFile(uintptr(fd), "floor-peer")
-			nc, err := net.FileConn(f) // a dup on Go's netpoller; fd stays ours
+			nc, err := net.FileConn(f) // a dup on Go's netpoller
 			if err != nil {
 				return nil, fmt.Errorf("pair %d: reader: %w", i, err)
 			}
+			// Only the dup stays open: the pairs keep to two descriptors.
+			f.Close()
+			peers[i] = -1
 			readConns = append(readConns, nc)
 			readers.Add(1)
 			go func() {
