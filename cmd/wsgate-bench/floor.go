@@ -57,6 +57,11 @@ type floorResults struct {
 	// context, as a gateway's write to a subscriber does. Not run by
 	// default (--floor-phases ...,writev-read,...).
 	DeliveryWritevRead *deliveryFloor `json:"delivery_writev_read,omitempty"`
+	// DeliveryWritevEpoll is DeliveryWritev with the writing sockets in an
+	// epoll instance (edge-triggered in and out, as the gateway registers
+	// them) that a thread on the measuring CPU waits on; that thread's CPU
+	// is added. Not run by default (writev-epoll).
+	DeliveryWritevEpoll *deliveryFloor `json:"delivery_writev_epoll,omitempty"`
 	// Handshake is the minimal server's CPU per connection.
 	Handshake *handshakeFloor `json:"handshake,omitempty"`
 	// CPU is the measuring thread's CPU, if it was pinned (--floor-cpu).
@@ -74,6 +79,10 @@ type deliveryFloor struct {
 	// ReadBytes is what the peers read (writev-read only): every byte
 	// written, or the phase reports floor_unread.
 	ReadBytes int64 `json:"read_bytes,omitempty"`
+	// WaiterCPUSeconds and EpollEvents are the epoll waiter's thread CPU
+	// (in CPUSeconds too) and the events it took (writev-epoll only).
+	WaiterCPUSeconds float64 `json:"waiter_cpu_s,omitempty"`
+	EpollEvents      int64   `json:"epoll_events,omitempty"`
 	// ShortWrites and WouldBlock count writes that did not take the whole
 	// frame (the peer's buffer full): errors, the run measured something
 	// else.
@@ -188,7 +197,7 @@ var errBadFloorResponse = errors.New("floor: unexpected response")
 // floorPhases are the phases --floor-phases may list, in the order they run;
 // defaultFloorPhases those it runs by default.
 var (
-	floorPhases        = []string{"write", "writev", "writev-read", "handshake"}
+	floorPhases        = []string{"write", "writev", "writev-epoll", "writev-read", "handshake"}
 	defaultFloorPhases = []string{"write", "writev", "handshake"}
 )
 
@@ -228,7 +237,7 @@ func parseFloorPhases(v string) ([]string, error) {
 // writeText prints the floor figures for a human.
 func (f *floorResults) writeText(w io.Writer) {
 	fmt.Fprintf(w, "scenario floor (no gateway), measuring thread on CPU %d (-1: not pinned)\n", f.CPU)
-	for _, d := range []*deliveryFloor{f.Delivery, f.DeliveryWritev, f.DeliveryWritevRead} {
+	for _, d := range []*deliveryFloor{f.Delivery, f.DeliveryWritev, f.DeliveryWritevEpoll, f.DeliveryWritevRead} {
 		if d == nil {
 			continue
 		}
@@ -238,6 +247,9 @@ func (f *floorResults) writeText(w io.Writer) {
 			d.CPUPerWriteUs, d.UserPerWriteUs, d.SysPerWriteUs, d.CPUSeconds, d.WallSeconds)
 		if r := d.PerRound; r != nil {
 			fmt.Fprintf(w, "  per round, µs per write: first %.2f, min %.2f, median %.2f, max %.2f, last %.2f\n", r.First, r.Min, r.Median, r.Max, r.Last)
+		}
+		if d.EpollEvents > 0 {
+			fmt.Fprintf(w, "  the epoll waiter took %d events, %.2f s of its thread's CPU (included above)\n", d.EpollEvents, d.WaiterCPUSeconds)
 		}
 		if d.ReadBytes > 0 {
 			fmt.Fprintf(w, "  the peers read %d bytes\n", d.ReadBytes)

@@ -39,7 +39,7 @@ func (b *bench) floor(ctx context.Context, rep *report) error {
 func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
 	cfg := b.cfg
 	fr := &floorResults{CPU: cfg.FloorCPU}
-	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev") || cfg.floorPhase("writev-read")
+	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev") || cfg.floorPhase("writev-read") || cfg.floorPhase("writev-epoll")
 	if deliveries {
 		var rl syscall.Rlimit
 		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && uint64(2*cfg.FloorPairs+floorFDReserve) > rl.Cur {
@@ -57,6 +57,11 @@ func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
 	if cfg.floorPhase("writev") {
 		if fr.DeliveryWritev, err = b.deliveryFloor(phase, true); err != nil {
 			return fr, fmt.Errorf("floor, writev phase: %w", err)
+		}
+	}
+	if cfg.floorPhase("writev-epoll") {
+		if fr.DeliveryWritevEpoll, err = b.deliveryFloorEpoll(phase); err != nil {
+			return fr, fmt.Errorf("floor, writev-epoll phase: %w", err)
 		}
 	}
 	if cfg.floorPhase("writev-read") {
@@ -193,19 +198,29 @@ func connectLoopback(sa *unix.SockaddrInet4) (int, error) {
 // thread whose CPU is measured; the connecting ends never read. With writev
 // the frame goes as two slices (header, payload), as the gateway writes it.
 func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor, error) {
-	return b.deliveryPhase(ctx, writev, false)
+	return b.deliveryPhase(ctx, writev, false, false)
+}
+
+// deliveryFloorEpoll is the writev phase with every writing socket
+// registered, edge-triggered for input and output, in an epoll instance a
+// thread on the measuring CPU waits on, as the gateway's sockets are in its
+// event loop: the kernel's wake-ups of that waiter after each write (the
+// peer's ACK frees write space) are then in the figure, the waiter's
+// thread CPU added to the writer's.
+func (b *bench) deliveryFloorEpoll(ctx context.Context) (*deliveryFloor, error) {
+	return b.deliveryPhase(ctx, true, false, true)
 }
 
 // deliveryFloorReading is the writev phase with every peer read by a
 // goroutine of this process through Go's netpoller, as the tool's clients
 // read a gateway's frames: each write also wakes its reader.
 func (b *bench) deliveryFloorReading(ctx context.Context) (*deliveryFloor, error) {
-	return b.deliveryPhase(ctx, true, true)
+	return b.deliveryPhase(ctx, true, true, false)
 }
 
 // deliveryPhase is one delivery phase (see deliveryFloor); reading starts a
 // reader per peer before the rounds and checks that they read every byte.
-func (b *bench) deliveryPhase(ctx context.Context, writev, reading bool) (*deliveryFloor, error) {
+func (b *bench) deliveryPhase(ctx context.Context, writev, reading, epolled bool) (*deliveryFloor, error) {
 	cfg := b.cfg
 	header, payload := floorFrame(cfg.FrameBytes)
 	frame := append(append([]byte(nil), header...), payload...)
@@ -216,6 +231,9 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading bool) (*deliv
 	}
 	if reading {
 		d.Syscall = "writev, peers reading"
+	}
+	if epolled {
+		d.Syscall = "writev, sockets in an epoll"
 	}
 
 	lfd, sa, err := loopbackListener(min(cfg.FloorPairs, 4096), floorIOTimeoutMs*time.Millisecond)
@@ -295,6 +313,14 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading bool) (*deliv
 		}
 	}
 
+	var waiter *epollWaiter
+	if epolled {
+		if waiter, err = startEpollWaiter(cfg.FloorCPU, writers); err != nil {
+			return nil, err
+		}
+		defer waiter.stop()
+	}
+
 	perRound := make([]float64, 0, cfg.Rounds)
 	var total, user, sys time.Duration
 	start := time.Now()
@@ -354,6 +380,14 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading bool) (*deliv
 	}
 	b.failN("floor_would_block", d.WouldBlock)
 	b.failN("floor_short_write", d.ShortWrites)
+	if waiter != nil {
+		wt, events, err := waiter.stop()
+		if err != nil {
+			return nil, err
+		}
+		total, user, sys = total+wt.Total, user+wt.User, sys+wt.Sys
+		d.WaiterCPUSeconds, d.EpollEvents = wt.Total.Seconds(), events
+	}
 	d.CPUSeconds, d.UserSeconds, d.SysSeconds = total.Seconds(), user.Seconds(), sys.Seconds()
 	if d.Writes > 0 {
 		per := func(s float64) float64 { return s / float64(d.Writes) * 1e6 }
@@ -520,4 +554,84 @@ func slabBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// epollWaiter is a thread waiting on an epoll instance holding the writing
+// sockets (writev-epoll), as the gateway's event loop waits on its own.
+type epollWaiter struct {
+	epfd, stopfd int
+	events       atomic.Int64
+	done         chan error
+	cpu          threadTimes // the thread's CPU from its start to stop
+	stopped      bool
+}
+
+// startEpollWaiter registers fds (EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET, as the
+// gateway) and starts the waiting thread, pinned to cpu (-1: not pinned).
+func startEpollWaiter(cpu int, fds []int) (*epollWaiter, error) {
+	w := &epollWaiter{done: make(chan error, 1)}
+	var err error
+	if w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	if w.stopfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		unix.Close(w.epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	add := func(fd int, events uint32) error {
+		return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)})
+	}
+	if err := add(w.stopfd, unix.EPOLLIN); err != nil {
+		w.close()
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	for _, fd := range fds {
+		if err := add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+			w.close()
+			return nil, fmt.Errorf("epoll_ctl: %w", err)
+		}
+	}
+	go func() {
+		w.done <- onThread(cpu, func() error {
+			t0 := threadCPU()
+			evs := make([]unix.EpollEvent, 256)
+			for {
+				n, err := unix.EpollWait(w.epfd, evs, -1)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("epoll_wait: %w", err)
+				}
+				for _, e := range evs[:n] {
+					if e.Fd == int32(w.stopfd) {
+						t1 := threadCPU()
+						w.cpu = threadTimes{Total: t1.Total - t0.Total, User: t1.User - t0.User, Sys: t1.Sys - t0.Sys}
+						return nil
+					}
+				}
+				w.events.Add(int64(n))
+			}
+		})
+	}()
+	return w, nil
+}
+
+// stop ends the waiting thread and returns its CPU and the events it saw;
+// it closes the instance. Idempotent (later calls return zeros).
+func (w *epollWaiter) stop() (threadTimes, int64, error) {
+	if w.stopped {
+		return threadTimes{}, 0, nil
+	}
+	w.stopped = true
+	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	unix.Write(w.stopfd, one)
+	err := <-w.done
+	w.close()
+	return w.cpu, w.events.Load(), err
+}
+
+func (w *epollWaiter) close() {
+	unix.Close(w.stopfd)
+	unix.Close(w.epfd)
 }

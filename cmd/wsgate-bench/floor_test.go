@@ -45,6 +45,7 @@ func TestFloorFlags(t *testing.T) {
 	}{
 		{name: "defaults", args: nil, phases: defaultFloorPhases},
 		{name: "with reading peers", args: []string{"--floor-phases", "writev,writev-read"}, phases: []string{"writev", "writev-read"}},
+		{name: "with an epoll", args: []string{"--floor-phases", "writev-epoll"}, phases: []string{"writev-epoll"}},
 		{name: "one phase", args: []string{"--floor-phases", "handshake"}, phases: []string{"handshake"}},
 		{name: "two phases with a space", args: []string{"--floor-phases", "write, writev"}, phases: []string{"write", "writev"}},
 		{name: "pinned", args: []string{"--floor-cpu", "1"}, phases: defaultFloorPhases},
