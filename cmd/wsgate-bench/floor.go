@@ -53,9 +53,10 @@ type floorResults struct {
 	DeliveryWritev *deliveryFloor `json:"delivery_writev,omitempty"`
 	// DeliveryWritevRead is DeliveryWritev with every peer read by a
 	// goroutine of this process (Go's netpoller, as the tool's clients
-	// read): each write then also wakes a waiting reader, in the writer's
-	// context, as a gateway's write to a subscriber does. Not run by
-	// default (--floor-phases ...,writev-read,...).
+	// read). Written back to back, the readers stay busy and are seldom
+	// asleep when a write lands, so the wake-up a gateway's write to an
+	// idle subscriber pays is mostly not in it. Not run by default
+	// (--floor-phases ...,writev-read,...).
 	DeliveryWritevRead *deliveryFloor `json:"delivery_writev_read,omitempty"`
 	// DeliveryWritevEpoll is DeliveryWritev with the writing sockets in an
 	// epoll instance (edge-triggered in and out, as the gateway registers
