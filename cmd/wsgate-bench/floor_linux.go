@@ -327,6 +327,9 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading, epolled bool
 	err = onThread(cfg.FloorCPU, func() error {
 		t0 := threadCPU()
 		for r := 0; r < cfg.Rounds && ctx.Err() == nil; r++ {
+			if r > 0 && cfg.FloorRoundGap > 0 {
+				time.Sleep(cfg.FloorRoundGap) // no CPU: not in the figure
+			}
 			r0 := threadCPU()
 			var ok int64
 			for _, fd := range writers {

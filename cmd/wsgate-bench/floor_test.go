@@ -58,6 +58,9 @@ func TestFloorFlags(t *testing.T) {
 		{name: "frame too big", args: []string{"--frame-bytes", "65540"}, errLike: "--frame-bytes"},
 		{name: "no handshakes", args: []string{"--handshakes", "0"}, errLike: "--handshakes"},
 		{name: "cpu below -1", args: []string{"--floor-cpu", "-2"}, errLike: "--floor-cpu"},
+		{name: "round gap", args: []string{"--floor-round-gap", "1s"}, phases: defaultFloorPhases},
+		{name: "negative round gap", args: []string{"--floor-round-gap", "-1s"}, errLike: "--floor-round-gap"},
+		{name: "round gap too long", args: []string{"--floor-round-gap", "2m"}, errLike: "--floor-round-gap"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := parseFlags(append([]string{"--scenario", "floor"}, tc.args...), &bytes.Buffer{})

@@ -113,6 +113,12 @@ type config struct {
 	// FloorPairs is the delivery floor's loopback pairs: --conns in the
 	// floor scenario, --floor-pairs with --with-floor.
 	FloorPairs int `json:"floor_pairs,omitempty"`
+	// FloorRoundGap is a pause between the delivery phases' rounds: with
+	// reading peers (writev-read) and a gap of about a second, every
+	// reader is asleep when its write lands, as a subscriber is at one
+	// event per second.
+	FloorRoundGap  time.Duration `json:"-"`
+	FloorRoundGapS float64       `json:"floor_round_gap_s,omitempty"`
 
 	// Seconds, for the JSON report.
 	DurationS     float64 `json:"duration_s"`
@@ -179,6 +185,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.Handshakes, "handshakes", 20000, "floor: connections served in the handshake phase (--concurrency clients at a time)")
 	fs.IntVar(&c.FloorCPU, "floor-cpu", defaultFloorCPU, "floor: pin the measuring thread (writer, server) to this CPU, e.g. the gateway's; -1 = leave it where the process runs")
 	fs.BoolVar(&c.WithFloor, "with-floor", false, "idle/connect/broadcast/rpc: measure the kernel floor first, in the same run (--floor-pairs, --rounds, --handshakes, --floor-cpu, --floor-phases), and report the gateway's figures also as ratios to it")
+	fs.DurationVar(&c.FloorRoundGap, "floor-round-gap", 0, "floor: pause between the delivery phases' rounds (not measured; e.g. 1s with writev-read, so every reader is asleep when its write lands)")
 	fs.IntVar(&c.FloorPairs, "floor-pairs", 9000, "--with-floor: loopback pairs of the delivery floor (the floor scenario takes --conns)")
 	floorPhaseList := fs.String("floor-phases", strings.Join(defaultFloorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ",")+" (writev-read: writev with the peers reading)")
 	var err error
@@ -300,6 +307,10 @@ func (c *config) checkFloor(phases string) error {
 	if c.Handshakes < 1 || c.Handshakes > maxHandshakes {
 		return fmt.Errorf("--handshakes must be 1..%d", maxHandshakes)
 	}
+	if c.FloorRoundGap < 0 || c.FloorRoundGap > time.Minute {
+		return errors.New("--floor-round-gap must be 0..1m")
+	}
+	c.FloorRoundGapS = c.FloorRoundGap.Seconds()
 	if c.FloorCPU < -1 || c.FloorCPU >= 1024 {
 		return errors.New("--floor-cpu must be -1 (none) or a CPU number")
 	}
