@@ -156,12 +156,7 @@ func (s *Server) watchClient(c *client, since storage.ChangeMark) {
 		return
 	}
 	s.watchMu.Lock()
-	set := s.bySession[c.sessionID]
-	if set == nil {
-		set = make(map[*client]struct{}, 1)
-		s.bySession[c.sessionID] = set
-	}
-	set[c] = struct{}{}
+	s.bySession[c.sessionID] = append(s.bySession[c.sessionID], c)
 	s.watchMu.Unlock()
 	// Watch nests, so it is called once per client, outside the lock.
 	// The mark taken before the handshake read the session makes a
@@ -177,12 +172,19 @@ func (s *Server) unwatchClient(c *client) {
 		return
 	}
 	s.watchMu.Lock()
-	set, ok := s.bySession[c.sessionID]
-	_, was := set[c]
-	if ok && was {
-		delete(set, c)
-		if len(set) == 0 {
-			delete(s.bySession, c.sessionID)
+	set := s.bySession[c.sessionID]
+	was := false
+	for i, o := range set {
+		if o == c {
+			last := len(set) - 1
+			set[i], set[last] = set[last], nil
+			if last == 0 {
+				delete(s.bySession, c.sessionID)
+			} else {
+				s.bySession[c.sessionID] = set[:last]
+			}
+			was = true
+			break
 		}
 	}
 	s.watchMu.Unlock()
@@ -212,15 +214,11 @@ func (s *Server) watchSessions(n storage.ChangeNotifier) {
 		s.watchMu.Lock()
 		if all {
 			for _, set := range s.bySession {
-				for c := range set {
-					conns = append(conns, c)
-				}
+				conns = append(conns, set...)
 			}
 		} else {
 			for _, id := range ids {
-				for c := range s.bySession[id] {
-					conns = append(conns, c)
-				}
+				conns = append(conns, s.bySession[id]...)
 			}
 		}
 		s.watchMu.Unlock()

@@ -1,7 +1,6 @@
 package wamp
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -267,7 +266,6 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	}
 	who := sessionIdentity(info, s.id)
 	s.identity.Store(who)
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	n.mu.Lock()
 	if old := n.byConn[s.connID]; old != nil {

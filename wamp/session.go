@@ -27,6 +27,9 @@ type Session struct {
 	id    string
 	peer  Peer
 	proto Protocol
+	// callSeq is the last linkedCall id given out (0 is none); guarded by
+	// callMu, here in proto's padding.
+	callSeq uint32
 
 	node *Node
 	// offloaded counts this session's offloaded work queued or running.
@@ -55,9 +58,17 @@ type Session struct {
 	// index and subscription checks agree with it) and read without locks.
 	identity atomic.Pointer[handler.Identity]
 
-	// ctx is cancelled by Close so in-flight handler calls see it.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// callMu guards callSeq, callsEnded, call1ID, call1 and callN: the
+	// handler calls in flight that Close cancels (invoke's linked ones).
+	// A plain list, not a context.Context per session: a session's context
+	// grew a children map and a done channel the first time a call linked
+	// to it (≈ 460 B per idle connection that ever made a call) and kept
+	// them. call1 (with call1ID) is the one call in flight, the common
+	// case; callN the others, let go when empty. The small fields sit in
+	// other fields' padding: the Session stays in the 256-byte size class.
+	callMu sync.Mutex
+	call1  context.CancelFunc
+	callN  []linkedCall
 
 	// cb is held by whoever runs this client's handler callbacks: the
 	// reader for a whole Handle, or a goroutine running the work
@@ -74,6 +85,10 @@ type Session struct {
 	inHandle bool
 	closing  bool
 	cleaned  bool
+	// callsEnded (Close happened: a call linked from now on is cancelled
+	// at once) and call1ID are guarded by callMu; here for the padding.
+	callsEnded bool
+	call1ID    uint32
 	// revoked are subscriptions Reidentify took whose handlers have not
 	// heard of it yet (announceRevoked).
 	revoked []leaving
@@ -373,14 +388,14 @@ func (s *Session) invoke(parent context.Context, linked bool, what, uri string, 
 	} else {
 		ctx, cancel = context.WithCancel(parent)
 	}
-	stop := func() bool { return false }
+	var link uint32
 	if linked {
 		// If Close already happened this cancels at once, which is right:
 		// nobody is left to receive the answer.
-		stop = context.AfterFunc(s.ctx, cancel)
+		link = s.linkCall(cancel)
 	}
 	defer func() {
-		stop()
+		s.unlinkCall(link)
 		cancel()
 		if p := recover(); p != nil {
 			s.logger().Error("wamp: handler panic", "what", what, "uri", uri, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -388,6 +403,77 @@ func (s *Session) invoke(parent context.Context, linked bool, what, uri string, 
 		}
 	}()
 	return fn(ctx)
+}
+
+// linkedCall is a handler call in flight that Close cancels.
+type linkedCall struct {
+	id     uint32
+	cancel context.CancelFunc
+}
+
+// linkCall records cancel to be called by Close and returns its id for
+// unlinkCall; after Close it cancels at once and returns 0.
+func (s *Session) linkCall(cancel context.CancelFunc) uint32 {
+	s.callMu.Lock()
+	if s.callsEnded {
+		s.callMu.Unlock()
+		cancel()
+		return 0
+	}
+	s.callSeq++
+	if s.callSeq == 0 { // wrapped: 0 means none
+		s.callSeq = 1
+	}
+	id := s.callSeq
+	if s.call1 == nil {
+		s.call1, s.call1ID = cancel, id
+	} else {
+		s.callN = append(s.callN, linkedCall{id: id, cancel: cancel})
+	}
+	s.callMu.Unlock()
+	return id
+}
+
+// unlinkCall forgets the call linkCall returned id for (0: none). The list
+// of extra calls is let go when it empties, so an idle session keeps none.
+func (s *Session) unlinkCall(id uint32) {
+	if id == 0 {
+		return
+	}
+	s.callMu.Lock()
+	defer s.callMu.Unlock()
+	if s.call1ID == id && s.call1 != nil {
+		s.call1, s.call1ID = nil, 0
+		return
+	}
+	for i, c := range s.callN {
+		if c.id == id && c.cancel != nil {
+			last := len(s.callN) - 1
+			s.callN[i] = s.callN[last]
+			s.callN[last] = linkedCall{}
+			s.callN = s.callN[:last]
+			if last == 0 {
+				s.callN = nil
+			}
+			return
+		}
+	}
+}
+
+// cancel cancels every linked call in flight and every one linked later:
+// what Close (and closeInHandle) owe the handlers still running.
+func (s *Session) cancel() {
+	s.callMu.Lock()
+	s.callsEnded = true
+	one, rest := s.call1, s.callN
+	s.call1, s.call1ID, s.callN = nil, 0, nil
+	s.callMu.Unlock()
+	if one != nil {
+		one()
+	}
+	for _, c := range rest {
+		c.cancel()
+	}
 }
 
 // logger returns the node's logger with this session's attributes. It is

@@ -139,8 +139,11 @@ type results struct {
 	Call         *percentiles `json:"call_latency,omitempty"` // CALL write to CALLRESULT read
 	CPUPerCallUs *float64     `json:"cpu_per_call_us,omitempty"`
 
-	// floor
+	// floor: the floor scenario's figures, or with --with-floor the floor
+	// measured first in a gateway scenario's run
 	Floor *floorResults `json:"floor,omitempty"`
+	// RatiosToFloor are the gateway figures over Floor (--with-floor).
+	RatiosToFloor *floorRatios `json:"ratios_to_floor,omitempty"`
 }
 
 func (b *bench) fail(kind string) {
@@ -203,16 +206,20 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		rep.OtherProcesses = append(rep.OtherProcesses, pr)
 	}
 	var err error
-	switch b.cfg.Scenario {
-	case "idle":
-		err = b.idle(ctx, rep)
-	case "connect":
-		err = b.connect(ctx, rep)
-	case "broadcast":
-		err = b.broadcast(ctx, rep)
-	case "rpc":
-		err = b.rpc(ctx, rep)
+	if b.cfg.WithFloor {
+		// Before any gateway connection: the floor's pairs and the
+		// scenario's connections never share the descriptor limit, and the
+		// gateway is idle while its CPU's floor is measured.
+		fmt.Fprintf(b.log, "wsgate-bench: measuring the kernel floor first (%s)\n", strings.Join(b.cfg.FloorPhases, ", "))
+		if rep.Results.Floor, err = b.measureFloor(ctx); err != nil {
+			err = fmt.Errorf("the floor before the %s run: %w", b.cfg.Scenario, err)
+			b.fail("floor_failed")
+		}
 	}
+	if err == nil {
+		err = b.runScenario(ctx, rep)
+	}
+	rep.Results.RatiosToFloor = ratiosToFloor(&rep.Results, rep.Results.Floor)
 	rep.Results.ConnectionsLost = b.dead.Load()
 	b.errMu.Lock()
 	rep.Errors = b.errs
@@ -238,6 +245,21 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		}
 	}
 	return rep, err
+}
+
+// runScenario runs the gateway scenario cfg.Scenario names.
+func (b *bench) runScenario(ctx context.Context, rep *report) error {
+	switch b.cfg.Scenario {
+	case "idle":
+		return b.idle(ctx, rep)
+	case "connect":
+		return b.connect(ctx, rep)
+	case "broadcast":
+		return b.broadcast(ctx, rep)
+	case "rpc":
+		return b.rpc(ctx, rep)
+	}
+	return fmt.Errorf("unknown scenario %q", b.cfg.Scenario)
 }
 
 // sampleBefore takes the samples that open the measured window: every
@@ -505,6 +527,26 @@ func rssOf(s *sample) *float64 {
 // verifyAuth makes --verify-auth's one call on a fresh connection and
 // reports whether it answered as an authenticated client; a failure is
 // counted under its kind. Without --verify-auth every connection passes.
+// idleSubscribe subscribes an idle client to --idle-subscribe (if set) and
+// confirms it with a call: WAMP v1 does not acknowledge SUBSCRIBE, but one
+// connection's messages are handled in order.
+func (b *bench) idleSubscribe(c *client, n *atomic.Int64) bool {
+	if b.cfg.IdleSubscribe == "" {
+		return true
+	}
+	topic := strings.ReplaceAll(b.cfg.IdleSubscribe, "{i}", strconv.Itoa(c.idx))
+	if err := c.writeText([]byte(`[5,"` + topic + `"]`)); err != nil {
+		b.fail(kindOf(err))
+		return false
+	}
+	if r := syncCall(c, b.cfg.Procedure, "sub", time.Now().Add(10*time.Second)); r != "ok" {
+		b.fail(r)
+		return false
+	}
+	n.Add(1)
+	return true
+}
+
 func (b *bench) verifyAuth(c *client) bool {
 	if !b.cfg.VerifyAuth {
 		return true
@@ -524,6 +566,7 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 	var p pool
 	defer b.closeAll(&p)
 	hs := &hist{}
+	var subscribed atomic.Int64
 	b.sampleBefore(ctx, rep)
 	if c := rep.Before.Connections; c != nil && *c > 0 {
 		fmt.Fprintf(b.log, "wsgate-bench: warning: the gateway already has %.0f connections; per-connection figures need a fresh gateway\n", *c)
@@ -532,7 +575,7 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 	setup, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
 	defer cancel()
 	n, took := b.open(setup, opener{from: 0, n: cfg.Conns, rate: cfg.Rate, onOpen: func(c *client) {
-		if !b.verifyAuth(c) {
+		if !b.verifyAuth(c) || !b.idleSubscribe(c, &subscribed) {
 			c.closeAbort()
 			return
 		}
@@ -541,6 +584,7 @@ func (b *bench) idle(ctx context.Context, rep *report) error {
 		go b.drainLoop(c, nil)
 	}}, hs)
 	b.fillConnect(rep, n, took, hs)
+	rep.Results.Subscribers = subscribed.Load()
 	sleepUntil(ctx, time.Now().Add(cfg.Settle))
 	b.sampleAfter(ctx, rep)
 	rep.ToolCPUSeconds = selfCPU() - tool0
@@ -918,7 +962,7 @@ func (b *bench) rpc(ctx context.Context, rep *report) error {
 // writeText prints the report's main figures for a human.
 func (rep *report) writeText(w io.Writer) {
 	r := rep.Results
-	if rep.Results.Floor != nil {
+	if rep.Scenario == "floor" && rep.Results.Floor != nil {
 		rep.Results.Floor.writeText(w)
 		fmt.Fprintf(w, "load average at the start %v, tool CPU %.2f s over %.1f s\n", rep.LoadAvg, rep.ToolCPUSeconds, rep.WindowSeconds)
 		fmt.Fprintf(w, "errors %d %v\n", rep.ErrorsTotal, rep.Errors)
@@ -966,6 +1010,14 @@ func (rep *report) writeText(w io.Writer) {
 		f("gateway CPU per call", r.CPUPerCallUs, " µs")
 	}
 	f("gateway CPU over the window", rep.GatewayCPUSeconds, " s")
+	if r.Floor != nil {
+		fmt.Fprintln(w, "the kernel floor, measured first in this run:")
+		r.Floor.writeText(w)
+	}
+	if r.RatiosToFloor != nil {
+		fmt.Fprintln(w, "ratios to that floor:")
+		r.RatiosToFloor.writeText(w)
+	}
 	for _, p := range rep.OtherProcesses {
 		if p.CPUSeconds != nil {
 			fmt.Fprintf(w, "CPU of pid %d (%s) over the window: %.2f s\n", p.PID, p.Name, *p.CPUSeconds)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -166,9 +167,22 @@ routes:
 		return &rep
 	}
 	n := fmt.Sprint(conns)
+	// The kernel floor in the same run, small: the smoke run of
+	// --with-floor (the figures are the machine's, only their presence and
+	// arithmetic are checked).
+	withFloor := []string{"--with-floor", "--floor-pairs", "20", "--rounds", "5", "--handshakes", "100"}
+	checkRatio := func(t *testing.T, name string, ratio, figure *float64, floor float64) {
+		t.Helper()
+		if ratio == nil || figure == nil || floor <= 0 || math.Abs(*ratio-*figure/floor) > 1e-9*(*ratio) {
+			t.Errorf("%s: ratio %v, figure %v, floor %g: want figure / floor", name, ratio, figure, floor)
+		}
+	}
 
 	t.Run("idle", func(t *testing.T) {
-		rep := runScenario(t, "--scenario", "idle", "--conns", n, "--settle", "200ms", "--duration", "0", "--verify-auth")
+		rep := runScenario(t, "--scenario", "idle", "--conns", n, "--settle", "200ms", "--duration", "0", "--verify-auth", "--idle-subscribe", "acme/channel/idle{i}")
+		if rep.Results.Subscribers != conns {
+			t.Errorf("subscribed %d idle connections, want %d", rep.Results.Subscribers, conns)
+		}
 		if c := rep.After.Connections; c == nil || *c < conns {
 			t.Errorf("gateway connections after = %v, want ≥ %d", c, conns)
 		}
@@ -177,16 +191,26 @@ routes:
 		}
 	})
 	t.Run("connect", func(t *testing.T) {
-		rep := runScenario(t, "--scenario", "connect", "--conns", n, "--duration", "5s", "--verify-auth")
-		if rep.Results.CPUPerHandshakeUs == nil || rep.Results.Handshake.Count != conns {
-			t.Errorf("handshake figures: %+v", rep.Results)
+		rep := runScenario(t, append([]string{"--scenario", "connect", "--conns", n, "--duration", "5s", "--verify-auth"}, withFloor...)...)
+		r := rep.Results
+		if r.CPUPerHandshakeUs == nil || r.Handshake.Count != conns {
+			t.Errorf("handshake figures: %+v", r)
 		}
+		if r.Floor == nil || r.Floor.Handshake == nil || r.Floor.Handshake.Connections != 100 || r.RatiosToFloor == nil {
+			t.Fatalf("floor %+v, ratios %+v: want the handshake floor of 100 connections and the ratios", r.Floor, r.RatiosToFloor)
+		}
+		checkRatio(t, "handshake", r.RatiosToFloor.CPUPerHandshake, r.CPUPerHandshakeUs, r.Floor.Handshake.CPUPerHandshakeUs)
 	})
 	t.Run("rpc", func(t *testing.T) {
-		rep := runScenario(t, "--scenario", "rpc", "--conns", n, "--duration", "1s", "--rate", "200")
-		if r := rep.Results; r.Calls < 150 || r.Calls > 200 || r.Call.Count != uint64(r.Calls) {
+		rep := runScenario(t, append([]string{"--scenario", "rpc", "--conns", n, "--duration", "1s", "--rate", "200"}, withFloor...)...)
+		r := rep.Results
+		if r.Calls < 150 || r.Calls > 200 || r.Call.Count != uint64(r.Calls) {
 			t.Errorf("calls %d (latency count %d), want 150..200", r.Calls, r.Call.Count)
 		}
+		if r.Floor == nil || r.Floor.Delivery == nil || r.Floor.Delivery.Writes != 20*5 || r.RatiosToFloor == nil {
+			t.Fatalf("floor %+v, ratios %+v: want 20 × 5 writes and the ratios", r.Floor, r.RatiosToFloor)
+		}
+		checkRatio(t, "call", r.RatiosToFloor.CPUPerCall, r.CPUPerCallUs, r.Floor.Delivery.CPUPerWriteUs)
 	})
 	t.Run("rpc via the Go upstream", func(t *testing.T) {
 		rep := runScenario(t, "--scenario", "rpc", "--conns", n, "--duration", "1s", "--rate", "200", "--procedure", "echo/sum")
@@ -198,8 +222,13 @@ routes:
 		}
 	})
 	t.Run("broadcast", func(t *testing.T) {
-		rep := runScenario(t, "--scenario", "broadcast", "--conns", n, "--duration", "1s", "--publish-rate", "10", "--settle", "200ms")
+		rep := runScenario(t, append([]string{"--scenario", "broadcast", "--conns", n, "--duration", "1s", "--publish-rate", "10", "--settle", "200ms"}, withFloor...)...)
 		r := rep.Results
+		if r.Floor == nil || r.Floor.DeliveryWritev == nil || r.Floor.DeliveryWritev.FrameBytes != broadcastFrameBytes("acme/channel/bench", 100) || r.RatiosToFloor == nil {
+			t.Fatalf("floor %+v, ratios %+v: want the writev floor of the broadcast's frame size and the ratios", r.Floor, r.RatiosToFloor)
+		}
+		checkRatio(t, "delivery writev", r.RatiosToFloor.CPUPerDeliveryWritev, r.CPUPerDeliveryUs, r.Floor.DeliveryWritev.CPUPerWriteUs)
+		checkRatio(t, "delivery write", r.RatiosToFloor.CPUPerDeliveryWrite, r.CPUPerDeliveryUs, r.Floor.Delivery.CPUPerWriteUs)
 		if r.Subscribers != conns || r.Published != 10 || r.Delivered != 10*conns || r.Lost != 0 || r.Delivery.Count != 10*conns {
 			t.Errorf("broadcast: %+v", r)
 		}

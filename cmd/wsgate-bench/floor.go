@@ -51,6 +51,18 @@ type floorResults struct {
 	// DeliveryWritev is one writev(2) of header and payload per delivery,
 	// on fresh connections, after Delivery.
 	DeliveryWritev *deliveryFloor `json:"delivery_writev,omitempty"`
+	// DeliveryWritevRead is DeliveryWritev with every peer read by a
+	// goroutine of this process (Go's netpoller, as the tool's clients
+	// read). Written back to back, the readers stay busy and are seldom
+	// asleep when a write lands, so the wake-up a gateway's write to an
+	// idle subscriber pays is mostly not in it. Not run by default
+	// (--floor-phases ...,writev-read,...).
+	DeliveryWritevRead *deliveryFloor `json:"delivery_writev_read,omitempty"`
+	// DeliveryWritevEpoll is DeliveryWritev with the writing sockets in an
+	// epoll instance (edge-triggered in and out, as the gateway registers
+	// them) that a thread on the measuring CPU waits on; that thread's CPU
+	// is added. Not run by default (writev-epoll).
+	DeliveryWritevEpoll *deliveryFloor `json:"delivery_writev_epoll,omitempty"`
 	// Handshake is the minimal server's CPU per connection.
 	Handshake *handshakeFloor `json:"handshake,omitempty"`
 	// CPU is the measuring thread's CPU, if it was pinned (--floor-cpu).
@@ -65,6 +77,13 @@ type deliveryFloor struct {
 	Rounds     int    `json:"rounds"`
 	FrameBytes int    `json:"frame_bytes"`
 	Writes     int64  `json:"writes"` // complete writes
+	// ReadBytes is what the peers read (writev-read only): every byte
+	// written, or the phase reports floor_unread.
+	ReadBytes int64 `json:"read_bytes,omitempty"`
+	// WaiterCPUSeconds and EpollEvents are the epoll waiter's thread CPU
+	// (in CPUSeconds too) and the events it took (writev-epoll only).
+	WaiterCPUSeconds float64 `json:"waiter_cpu_s,omitempty"`
+	EpollEvents      int64   `json:"epoll_events,omitempty"`
 	// ShortWrites and WouldBlock count writes that did not take the whole
 	// frame (the peer's buffer full): errors, the run measured something
 	// else.
@@ -176,8 +195,12 @@ func summarizeRounds(v []float64) *roundSummary {
 // exactly the server's fixed response.
 var errBadFloorResponse = errors.New("floor: unexpected response")
 
-// floorPhases are the phases --floor-phases may list, in the order they run.
-var floorPhases = []string{"write", "writev", "handshake"}
+// floorPhases are the phases --floor-phases may list, in the order they run;
+// defaultFloorPhases those it runs by default.
+var (
+	floorPhases        = []string{"write", "writev", "writev-epoll", "writev-read", "handshake"}
+	defaultFloorPhases = []string{"write", "writev", "handshake"}
+)
 
 // floorPhase reports whether the floor scenario runs phase.
 func (c *config) floorPhase(phase string) bool {
@@ -215,7 +238,7 @@ func parseFloorPhases(v string) ([]string, error) {
 // writeText prints the floor figures for a human.
 func (f *floorResults) writeText(w io.Writer) {
 	fmt.Fprintf(w, "scenario floor (no gateway), measuring thread on CPU %d (-1: not pinned)\n", f.CPU)
-	for _, d := range []*deliveryFloor{f.Delivery, f.DeliveryWritev} {
+	for _, d := range []*deliveryFloor{f.Delivery, f.DeliveryWritev, f.DeliveryWritevEpoll, f.DeliveryWritevRead} {
 		if d == nil {
 			continue
 		}
@@ -226,6 +249,12 @@ func (f *floorResults) writeText(w io.Writer) {
 		if r := d.PerRound; r != nil {
 			fmt.Fprintf(w, "  per round, µs per write: first %.2f, min %.2f, median %.2f, max %.2f, last %.2f\n", r.First, r.Min, r.Median, r.Max, r.Last)
 		}
+		if d.EpollEvents > 0 {
+			fmt.Fprintf(w, "  the epoll waiter took %d events, %.2f s of its thread's CPU (included above)\n", d.EpollEvents, d.WaiterCPUSeconds)
+		}
+		if d.ReadBytes > 0 {
+			fmt.Fprintf(w, "  the peers read %d bytes\n", d.ReadBytes)
+		}
 		if d.SlabPerSocketBytes > 0 {
 			fmt.Fprintf(w, "  kernel slab per idle socket %.0f B\n", d.SlabPerSocketBytes)
 		}
@@ -235,5 +264,108 @@ func (f *floorResults) writeText(w io.Writer) {
 			h.Connections, h.Concurrency, h.RequestBytes, h.ResponseBytes)
 		fmt.Fprintf(w, "  server CPU per handshake %.2f µs (server thread %.2f s: user %.2f, sys %.2f); %.0f/s; process CPU %.2f s in %.2f s\n",
 			h.CPUPerHandshakeUs, h.CPUSeconds, h.UserSeconds, h.SysSeconds, h.PerSec, h.ProcessCPUSeconds, h.WallSeconds)
+	}
+}
+
+// floorRatios are a gateway run's figures divided by the kernel floor
+// measured in the same run (--with-floor): how many times what the kernel
+// alone charges for the same unit the gateway spends. A figure is absent
+// when the run did not measure it or the floor phase it needs did not run.
+type floorRatios struct {
+	// CPUPerHandshake is cpu_per_handshake_us over the handshake floor's
+	// server CPU per connection (connect).
+	CPUPerHandshake *float64 `json:"cpu_per_handshake_x_floor,omitempty"`
+	// CPUPerDeliveryWritev and CPUPerDeliveryWrite are cpu_per_delivery_us
+	// over the writev floor (the gateway's syscall) and the write floor
+	// (issue 19's figure) (broadcast).
+	CPUPerDeliveryWritev *float64 `json:"cpu_per_delivery_x_writev_floor,omitempty"`
+	CPUPerDeliveryWrite  *float64 `json:"cpu_per_delivery_x_write_floor,omitempty"`
+	// CPUPerDeliveryReading is cpu_per_delivery_us over the writev floor
+	// with reading peers (writev-read, if it ran): the floor that includes
+	// waking the reader (broadcast).
+	CPUPerDeliveryReading *float64 `json:"cpu_per_delivery_x_reading_floor,omitempty"`
+	// CPUPerCall is cpu_per_call_us over the write floor: a call costs the
+	// gateway at least the write of its result; the read of the CALL is not
+	// in the floor, so 1 is not reachable (rpc).
+	CPUPerCall *float64 `json:"cpu_per_call_x_write_floor,omitempty"`
+	// RSSPerConnOverSlab is the gateway's RSS per idle connection over the
+	// kernel's slab memory per idle socket (idle): the gateway's share
+	// against the kernel's for the same connection.
+	RSSPerConnOverSlab *float64 `json:"rss_per_conn_x_kernel_slab_per_socket,omitempty"`
+}
+
+// ratioTo is v / floor, or nil when v is unknown or floor is not positive.
+func ratioTo(v *float64, floor float64) *float64 {
+	if v == nil || !(floor > 0) {
+		return nil
+	}
+	r := *v / floor
+	return &r
+}
+
+// ratiosToFloor divides r's gateway figures by the floor f measured in the
+// same run; nil when there is no floor.
+func ratiosToFloor(r *results, f *floorResults) *floorRatios {
+	if f == nil {
+		return nil
+	}
+	out := &floorRatios{}
+	if h := f.Handshake; h != nil {
+		out.CPUPerHandshake = ratioTo(r.CPUPerHandshakeUs, h.CPUPerHandshakeUs)
+	}
+	// The kernel's memory per socket: the writev phase's pairs if it ran
+	// (opened later, on a warmer slab), else the write phase's.
+	var slab float64
+	if d := f.Delivery; d != nil {
+		out.CPUPerDeliveryWrite = ratioTo(r.CPUPerDeliveryUs, d.CPUPerWriteUs)
+		out.CPUPerCall = ratioTo(r.CPUPerCallUs, d.CPUPerWriteUs)
+		slab = d.SlabPerSocketBytes
+	}
+	if d := f.DeliveryWritev; d != nil {
+		out.CPUPerDeliveryWritev = ratioTo(r.CPUPerDeliveryUs, d.CPUPerWriteUs)
+		if d.SlabPerSocketBytes > 0 {
+			slab = d.SlabPerSocketBytes
+		}
+	}
+	if d := f.DeliveryWritevRead; d != nil {
+		out.CPUPerDeliveryReading = ratioTo(r.CPUPerDeliveryUs, d.CPUPerWriteUs)
+	}
+	out.RSSPerConnOverSlab = ratioTo(r.RSSPerConnBytes, slab)
+	return out
+}
+
+// writeText prints the ratios for a human.
+func (q *floorRatios) writeText(w io.Writer) {
+	for _, x := range []struct {
+		name string
+		v    *float64
+	}{
+		{"CPU per handshake × handshake floor", q.CPUPerHandshake},
+		{"CPU per delivery × writev floor", q.CPUPerDeliveryWritev},
+		{"CPU per delivery × write floor", q.CPUPerDeliveryWrite},
+		{"CPU per delivery × writev floor with reading peers", q.CPUPerDeliveryReading},
+		{"CPU per call × write floor", q.CPUPerCall},
+		{"RSS per connection × kernel slab per socket", q.RSSPerConnOverSlab},
+	} {
+		if x.v != nil {
+			fmt.Fprintf(w, "  %s: %.2f\n", x.name, *x.v)
+		}
+	}
+}
+
+// broadcastFrameBytes is the size of the websocket frame a v1 subscriber
+// gets for one event of payloadBytes published on topic through acme.topic
+// or acme.relay: [8,"<topic>",{"msg":<event>}] and its header. With
+// --with-floor the broadcast's floor writes frames of this size unless
+// --frame-bytes is given.
+func broadcastFrameBytes(topic string, payloadBytes int) int {
+	n := len(`[8,"`) + len(topic) + len(`",{"msg":`) + payloadBytes + len(`}]`)
+	switch {
+	case n <= 125:
+		return n + 2
+	case n <= 65535:
+		return n + 4
+	default:
+		return n + 10
 	}
 }

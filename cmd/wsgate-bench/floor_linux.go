@@ -22,41 +22,59 @@ import (
 // floor runs the floor scenario's phases (see floor.go) and fills
 // rep.Results.Floor. No gateway is involved.
 func (b *bench) floor(ctx context.Context, rep *report) error {
-	cfg := b.cfg
-	fr := &floorResults{CPU: cfg.FloorCPU}
-	rep.Results.Floor = fr
-	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev")
-	if deliveries {
-		var rl syscall.Rlimit
-		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && uint64(2*cfg.Conns+floorFDReserve) > rl.Cur {
-			return fmt.Errorf("floor: %d pairs need %d file descriptors, the limit is %d: lower --conns", cfg.Conns, 2*cfg.Conns+floorFDReserve, rl.Cur)
-		}
-	}
 	tool0 := selfCPU()
 	start := time.Now()
 	defer func() {
 		rep.ToolCPUSeconds = selfCPU() - tool0
 		rep.WindowSeconds = time.Since(start).Seconds()
 	}()
+	var err error
+	rep.Results.Floor, err = b.measureFloor(ctx)
+	return err
+}
+
+// measureFloor runs the floor phases cfg.FloorPhases names, in their order,
+// each bounded in time: the floor scenario itself, or the floor a gateway
+// scenario measures first with --with-floor.
+func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
+	cfg := b.cfg
+	fr := &floorResults{CPU: cfg.FloorCPU}
+	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev") || cfg.floorPhase("writev-read") || cfg.floorPhase("writev-epoll")
+	if deliveries {
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && uint64(2*cfg.FloorPairs+floorFDReserve) > rl.Cur {
+			return fr, fmt.Errorf("floor: %d pairs need %d file descriptors, the limit is %d: lower --conns (floor) or --floor-pairs", cfg.FloorPairs, 2*cfg.FloorPairs+floorFDReserve, rl.Cur)
+		}
+	}
 	phase, cancel := context.WithTimeout(ctx, floorPhaseBound*time.Second)
 	defer cancel()
 	var err error
 	if cfg.floorPhase("write") {
 		if fr.Delivery, err = b.deliveryFloor(phase, false); err != nil {
-			return fmt.Errorf("floor, write phase: %w", err)
+			return fr, fmt.Errorf("floor, write phase: %w", err)
 		}
 	}
 	if cfg.floorPhase("writev") {
 		if fr.DeliveryWritev, err = b.deliveryFloor(phase, true); err != nil {
-			return fmt.Errorf("floor, writev phase: %w", err)
+			return fr, fmt.Errorf("floor, writev phase: %w", err)
+		}
+	}
+	if cfg.floorPhase("writev-epoll") {
+		if fr.DeliveryWritevEpoll, err = b.deliveryFloorEpoll(phase); err != nil {
+			return fr, fmt.Errorf("floor, writev-epoll phase: %w", err)
+		}
+	}
+	if cfg.floorPhase("writev-read") {
+		if fr.DeliveryWritevRead, err = b.deliveryFloorReading(phase); err != nil {
+			return fr, fmt.Errorf("floor, writev-read phase: %w", err)
 		}
 	}
 	if cfg.floorPhase("handshake") {
 		if fr.Handshake, err = b.handshakeFloor(phase); err != nil {
-			return fmt.Errorf("floor, handshake phase: %w", err)
+			return fr, fmt.Errorf("floor, handshake phase: %w", err)
 		}
 	}
-	return ctx.Err()
+	return fr, ctx.Err()
 }
 
 // threadTimes is the calling OS thread's CPU time: Total from
@@ -180,32 +198,63 @@ func connectLoopback(sa *unix.SockaddrInet4) (int, error) {
 // thread whose CPU is measured; the connecting ends never read. With writev
 // the frame goes as two slices (header, payload), as the gateway writes it.
 func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor, error) {
+	return b.deliveryPhase(ctx, writev, false, false)
+}
+
+// deliveryFloorEpoll is the writev phase with every writing socket
+// registered, edge-triggered for input and output, in an epoll instance a
+// thread on the measuring CPU waits on, as the gateway's sockets are in its
+// event loop: the kernel's wake-ups of that waiter after each write (the
+// peer's ACK frees write space) are then in the figure, the waiter's
+// thread CPU added to the writer's.
+func (b *bench) deliveryFloorEpoll(ctx context.Context) (*deliveryFloor, error) {
+	return b.deliveryPhase(ctx, true, false, true)
+}
+
+// deliveryFloorReading is the writev phase with every peer read by a
+// goroutine of this process through Go's netpoller, as the tool's clients
+// read a gateway's frames: each write also wakes its reader.
+func (b *bench) deliveryFloorReading(ctx context.Context) (*deliveryFloor, error) {
+	return b.deliveryPhase(ctx, true, true, false)
+}
+
+// deliveryPhase is one delivery phase (see deliveryFloor); reading starts a
+// reader per peer before the rounds and checks that they read every byte.
+func (b *bench) deliveryPhase(ctx context.Context, writev, reading, epolled bool) (*deliveryFloor, error) {
 	cfg := b.cfg
 	header, payload := floorFrame(cfg.FrameBytes)
 	frame := append(append([]byte(nil), header...), payload...)
 	iov := [][]byte{header, payload}
-	d := &deliveryFloor{Syscall: "write", Pairs: cfg.Conns, Rounds: cfg.Rounds, FrameBytes: len(frame)}
+	d := &deliveryFloor{Syscall: "write", Pairs: cfg.FloorPairs, Rounds: cfg.Rounds, FrameBytes: len(frame)}
 	if writev {
 		d.Syscall = "writev"
 	}
+	if reading {
+		d.Syscall = "writev, peers reading"
+	}
+	if epolled {
+		d.Syscall = "writev, sockets in an epoll"
+	}
 
-	lfd, sa, err := loopbackListener(min(cfg.Conns, 4096), floorIOTimeoutMs*time.Millisecond)
+	lfd, sa, err := loopbackListener(min(cfg.FloorPairs, 4096), floorIOTimeoutMs*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(lfd)
-	writers := make([]int, 0, cfg.Conns)
-	peers := make([]int, 0, cfg.Conns)
+	writers := make([]int, 0, cfg.FloorPairs)
+	peers := make([]int, 0, cfg.FloorPairs)
 	defer func() {
 		for _, fd := range writers {
 			unix.Close(fd)
 		}
 		for _, fd := range peers {
-			unix.Close(fd)
+			if fd >= 0 { // -1: handed to a reader's net.Conn
+				unix.Close(fd)
+			}
 		}
 	}()
 	slab0 := slabBytes()
-	for i := 0; i < cfg.Conns; i++ {
+	for i := 0; i < cfg.FloorPairs; i++ {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -225,8 +274,51 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 		}
 	}
 
-	if slab1 := slabBytes(); slab0 > 0 && slab1 > slab0 && cfg.Conns > 0 {
-		d.SlabPerSocketBytes = float64(slab1-slab0) / float64(2*cfg.Conns)
+	if slab1 := slabBytes(); slab0 > 0 && slab1 > slab0 && cfg.FloorPairs > 0 {
+		d.SlabPerSocketBytes = float64(slab1-slab0) / float64(2*cfg.FloorPairs)
+	}
+
+	var readers sync.WaitGroup
+	var read atomic.Int64
+	var readConns []net.Conn
+	defer func() {
+		for _, nc := range readConns {
+			nc.Close()
+		}
+		readers.Wait()
+	}()
+	if reading {
+		for i, fd := range peers {
+			f := os.NewFile(uintptr(fd), "floor-peer")
+			nc, err := net.FileConn(f) // a dup on Go's netpoller
+			if err != nil {
+				return nil, fmt.Errorf("pair %d: reader: %w", i, err)
+			}
+			// Only the dup stays open: the pairs keep to two descriptors.
+			f.Close()
+			peers[i] = -1
+			readConns = append(readConns, nc)
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				buf := make([]byte, 512)
+				for {
+					n, err := nc.Read(buf)
+					read.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}
+
+	var waiter *epollWaiter
+	if epolled {
+		if waiter, err = startEpollWaiter(cfg.FloorCPU, writers); err != nil {
+			return nil, err
+		}
+		defer waiter.stop()
 	}
 
 	perRound := make([]float64, 0, cfg.Rounds)
@@ -235,6 +327,9 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 	err = onThread(cfg.FloorCPU, func() error {
 		t0 := threadCPU()
 		for r := 0; r < cfg.Rounds && ctx.Err() == nil; r++ {
+			if r > 0 && cfg.FloorRoundGap > 0 {
+				time.Sleep(cfg.FloorRoundGap) // no CPU: not in the figure
+			}
 			r0 := threadCPU()
 			var ok int64
 			for _, fd := range writers {
@@ -274,8 +369,28 @@ func (b *bench) deliveryFloor(ctx context.Context, writev bool) (*deliveryFloor,
 	if err != nil {
 		return nil, err
 	}
+	if reading {
+		// Every byte written reaches its reader (bounded wait: the
+		// readers run on the other CPUs).
+		want := d.Writes * int64(len(frame))
+		for end := time.Now().Add(10 * time.Second); read.Load() < want && time.Now().Before(end); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		d.ReadBytes = read.Load()
+		if d.ReadBytes != want {
+			b.fail("floor_unread")
+		}
+	}
 	b.failN("floor_would_block", d.WouldBlock)
 	b.failN("floor_short_write", d.ShortWrites)
+	if waiter != nil {
+		wt, events, err := waiter.stop()
+		if err != nil {
+			return nil, err
+		}
+		total, user, sys = total+wt.Total, user+wt.User, sys+wt.Sys
+		d.WaiterCPUSeconds, d.EpollEvents = wt.Total.Seconds(), events
+	}
 	d.CPUSeconds, d.UserSeconds, d.SysSeconds = total.Seconds(), user.Seconds(), sys.Seconds()
 	if d.Writes > 0 {
 		per := func(s float64) float64 { return s / float64(d.Writes) * 1e6 }
@@ -442,4 +557,84 @@ func slabBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// epollWaiter is a thread waiting on an epoll instance holding the writing
+// sockets (writev-epoll), as the gateway's event loop waits on its own.
+type epollWaiter struct {
+	epfd, stopfd int
+	events       atomic.Int64
+	done         chan error
+	cpu          threadTimes // the thread's CPU from its start to stop
+	stopped      bool
+}
+
+// startEpollWaiter registers fds (EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET, as the
+// gateway) and starts the waiting thread, pinned to cpu (-1: not pinned).
+func startEpollWaiter(cpu int, fds []int) (*epollWaiter, error) {
+	w := &epollWaiter{done: make(chan error, 1)}
+	var err error
+	if w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	if w.stopfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		unix.Close(w.epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	add := func(fd int, events uint32) error {
+		return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)})
+	}
+	if err := add(w.stopfd, unix.EPOLLIN); err != nil {
+		w.close()
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	for _, fd := range fds {
+		if err := add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+			w.close()
+			return nil, fmt.Errorf("epoll_ctl: %w", err)
+		}
+	}
+	go func() {
+		w.done <- onThread(cpu, func() error {
+			t0 := threadCPU()
+			evs := make([]unix.EpollEvent, 256)
+			for {
+				n, err := unix.EpollWait(w.epfd, evs, -1)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("epoll_wait: %w", err)
+				}
+				for _, e := range evs[:n] {
+					if e.Fd == int32(w.stopfd) {
+						t1 := threadCPU()
+						w.cpu = threadTimes{Total: t1.Total - t0.Total, User: t1.User - t0.User, Sys: t1.Sys - t0.Sys}
+						return nil
+					}
+				}
+				w.events.Add(int64(n))
+			}
+		})
+	}()
+	return w, nil
+}
+
+// stop ends the waiting thread and returns its CPU and the events it saw;
+// it closes the instance. Idempotent (later calls return zeros).
+func (w *epollWaiter) stop() (threadTimes, int64, error) {
+	if w.stopped {
+		return threadTimes{}, 0, nil
+	}
+	w.stopped = true
+	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	unix.Write(w.stopfd, one)
+	err := <-w.done
+	w.close()
+	return w.cpu, w.events.Load(), err
+}
+
+func (w *epollWaiter) close() {
+	unix.Close(w.stopfd)
+	unix.Close(w.epfd)
 }

@@ -129,3 +129,36 @@ func allowedCPU(t *testing.T) int {
 	t.Fatal("no CPU in this process' affinity mask")
 	return -1
 }
+
+// TestFloorReadingPeers runs the writev phases with reading peers and with
+// the sockets in an epoll small: every write is complete, every byte
+// written reaches its reader, the epoll waiter sees at least each socket's
+// first writable edge and its CPU is in the phase's.
+func TestFloorReadingPeers(t *testing.T) {
+	args := []string{"--scenario", "floor", "--json", "--conns", "20", "--rounds", "5", "--floor-phases", "writev-epoll,writev-read"}
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if code := run(ctx, args, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
+	}
+	var rep report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	f := rep.Results.Floor
+	if f == nil || f.DeliveryWritevRead == nil || f.DeliveryWritevEpoll == nil || f.Delivery != nil || f.DeliveryWritev != nil || f.Handshake != nil {
+		t.Fatalf("floor results %+v: want the writev-epoll and writev-read phases only", f)
+	}
+	e := f.DeliveryWritevEpoll
+	if e.Writes != 20*5 || e.EpollEvents < 20 || e.WaiterCPUSeconds < 0 || e.WaiterCPUSeconds > e.CPUSeconds || e.CPUPerWriteUs <= 0 {
+		t.Errorf("writev-epoll %+v: want 100 writes, ≥ 20 events, the waiter's CPU within the phase's", e)
+	}
+	d := f.DeliveryWritevRead
+	if d.Writes != 20*5 || d.ReadBytes != 20*5*112 || d.WouldBlock != 0 || d.ShortWrites != 0 || rep.ErrorsTotal != 0 {
+		t.Errorf("%+v, errors %v: want 100 complete writes of 112 bytes, all read", d, rep.Errors)
+	}
+	if d.CPUSeconds <= 0 || d.CPUPerWriteUs <= 0 {
+		t.Errorf("CPU %g s, %g µs per write: want positive", d.CPUSeconds, d.CPUPerWriteUs)
+	}
+}

@@ -11,3 +11,8 @@ import (
 func (b *bench) floor(ctx context.Context, rep *report) error {
 	return errors.New("the floor scenario runs on Linux only")
 }
+
+// measureFloor needs Linux too (--with-floor).
+func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
+	return nil, errors.New("the floor runs on Linux only")
+}

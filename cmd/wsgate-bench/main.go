@@ -96,7 +96,10 @@ type config struct {
 	SetupTimeout time.Duration `json:"-"`
 	DrainTimeout time.Duration `json:"-"`
 	VerifyAuth   bool          `json:"verify_auth"`
-	JSON         bool          `json:"-"`
+	// IdleSubscribe: idle clients each subscribe to this topic ({i}: the
+	// client's index), confirmed by a call.
+	IdleSubscribe string `json:"idle_subscribe,omitempty"`
+	JSON          bool   `json:"-"`
 
 	// floor
 	Rounds      int      `json:"rounds,omitempty"`
@@ -104,6 +107,18 @@ type config struct {
 	Handshakes  int      `json:"handshakes,omitempty"`
 	FloorCPU    int      `json:"floor_cpu,omitempty"`
 	FloorPhases []string `json:"floor_phases,omitempty"`
+	// WithFloor: a gateway scenario measures the floor first, in the same
+	// run, and reports its figures also as ratios to it.
+	WithFloor bool `json:"with_floor,omitempty"`
+	// FloorPairs is the delivery floor's loopback pairs: --conns in the
+	// floor scenario, --floor-pairs with --with-floor.
+	FloorPairs int `json:"floor_pairs,omitempty"`
+	// FloorRoundGap is a pause between the delivery phases' rounds: with
+	// reading peers (writev-read) and a gap of about a second, every
+	// reader is asleep when its write lands, as a subscriber is at one
+	// event per second.
+	FloorRoundGap  time.Duration `json:"-"`
+	FloorRoundGapS float64       `json:"floor_round_gap_s,omitempty"`
 
 	// Seconds, for the JSON report.
 	DurationS     float64 `json:"duration_s"`
@@ -163,12 +178,16 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 5*time.Minute, "bound of the setup phase (connecting, subscribing)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 5*time.Second, "broadcast: wait for outstanding deliveries after the last publish")
 	fs.BoolVar(&c.VerifyAuth, "verify-auth", false, "idle/connect: make one sample/sum call per connection to check it is authenticated (broadcast and rpc always check)")
+	fs.StringVar(&c.IdleSubscribe, "idle-subscribe", "", "idle: each client subscribes to this topic ({i}: its index, e.g. acme/relay/user{i}) and confirms it with a call, so the figures are per subscribed connection")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
 	fs.IntVar(&c.Rounds, "rounds", 100, "floor: writes to each pair in the delivery phases")
 	fs.IntVar(&c.FrameBytes, "frame-bytes", 112, "floor: bytes of the websocket frame written per delivery, header included (112 = a 100-byte event and its header, as issue 19 measured)")
 	fs.IntVar(&c.Handshakes, "handshakes", 20000, "floor: connections served in the handshake phase (--concurrency clients at a time)")
 	fs.IntVar(&c.FloorCPU, "floor-cpu", defaultFloorCPU, "floor: pin the measuring thread (writer, server) to this CPU, e.g. the gateway's; -1 = leave it where the process runs")
-	floorPhaseList := fs.String("floor-phases", strings.Join(floorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ","))
+	fs.BoolVar(&c.WithFloor, "with-floor", false, "idle/connect/broadcast/rpc: measure the kernel floor first, in the same run (--floor-pairs, --rounds, --handshakes, --floor-cpu, --floor-phases), and report the gateway's figures also as ratios to it")
+	fs.DurationVar(&c.FloorRoundGap, "floor-round-gap", 0, "floor: pause between the delivery phases' rounds (not measured; e.g. 1s with writev-read, so every reader is asleep when its write lands)")
+	fs.IntVar(&c.FloorPairs, "floor-pairs", 9000, "--with-floor: loopback pairs of the delivery floor (the floor scenario takes --conns)")
+	floorPhaseList := fs.String("floor-phases", strings.Join(defaultFloorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ",")+" (writev-read: writev with the peers reading)")
 	var err error
 	if err = fs.Parse(args); err != nil {
 		return nil, err
@@ -176,9 +195,29 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() != 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	frameSet := false
+	fs.Visit(func(f *flag.Flag) { frameSet = frameSet || f.Name == "frame-bytes" })
 	switch c.Scenario {
 	case "idle", "connect", "broadcast", "rpc":
+		if c.WithFloor {
+			if c.Scenario == "broadcast" && !frameSet {
+				// The floor writes the frame the subscribers get.
+				c.FrameBytes = broadcastFrameBytes(c.Topic, c.PayloadBytes)
+			}
+			if c.FloorPairs < 1 || c.FloorPairs > maxConns {
+				return nil, fmt.Errorf("--floor-pairs must be 1..%d", maxConns)
+			}
+			if err := c.checkFloor(*floorPhaseList); err != nil {
+				return nil, err
+			}
+		} else {
+			c.FloorPairs = 0
+		}
 	case "floor":
+		if c.WithFloor {
+			return nil, errors.New("--with-floor is for the gateway scenarios: the floor scenario is the floor")
+		}
+		c.FloorPairs = c.Conns
 		if err := c.checkFloor(*floorPhaseList); err != nil {
 			return nil, err
 		}
@@ -226,6 +265,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		// {"msg": event}.
 		fmt.Fprintf(stderr, "warning: topic %q may not be served by acme.topic or acme.relay\n", c.Topic)
 	}
+	if c.IdleSubscribe != "" && (c.Scenario != "idle" || strings.ContainsAny(c.IdleSubscribe, "\"\\ \t\r\n")) {
+		return nil, fmt.Errorf("--idle-subscribe %q: a plain topic URI, for the idle scenario", c.IdleSubscribe)
+	}
 	metricsSet := false
 	fs.Visit(func(f *flag.Flag) { metricsSet = metricsSet || f.Name == "metrics" })
 	if err := c.parseTargets(targets, metrics, metricsSet, pids); err != nil {
@@ -265,6 +307,10 @@ func (c *config) checkFloor(phases string) error {
 	if c.Handshakes < 1 || c.Handshakes > maxHandshakes {
 		return fmt.Errorf("--handshakes must be 1..%d", maxHandshakes)
 	}
+	if c.FloorRoundGap < 0 || c.FloorRoundGap > time.Minute {
+		return errors.New("--floor-round-gap must be 0..1m")
+	}
+	c.FloorRoundGapS = c.FloorRoundGap.Seconds()
 	if c.FloorCPU < -1 || c.FloorCPU >= 1024 {
 		return errors.New("--floor-cpu must be -1 (none) or a CPU number")
 	}

@@ -107,7 +107,7 @@ func (c *Conn) send(h, msg []byte) bool {
 		c.overflow()
 		return false
 	}
-	c.out = append(c.out, h, msg)
+	c.out = append(c.queue(), h, msg)
 	c.queued += n
 	c.kickLocked()
 	c.mu.Unlock()
@@ -130,7 +130,7 @@ func (c *Conn) sendControl(frame []byte) bool {
 		c.overflow()
 		return false
 	}
-	c.out = append(c.out, frame)
+	c.out = append(c.queue(), frame)
 	c.queued += len(frame)
 	c.kickLocked()
 	c.mu.Unlock()
@@ -140,7 +140,7 @@ func (c *Conn) sendControl(frame []byte) bool {
 // queueRaw queues the 101 answer ahead of everything the host sends.
 func (c *Conn) queueRaw(b []byte) {
 	c.mu.Lock()
-	c.out = append(c.out, b)
+	c.out = append(c.queue(), b)
 	c.queued += len(b)
 	c.kickLocked()
 	c.mu.Unlock()
@@ -176,7 +176,7 @@ func (c *Conn) Close(code ws.StatusCode, text, reason string) {
 	c.closing = true
 	c.stopped.Store(true)
 	c.reason = reason
-	c.out = append(c.out, frame)
+	c.out = append(c.queue(), frame)
 	c.kickLocked()
 }
 
@@ -200,6 +200,41 @@ func (c *Conn) Handler() Handler {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.h
+}
+
+// A queue's backing array comes from outPool and goes back to it once a
+// writer wrote the whole batch: at one event per second an idle
+// subscriber's queue is empty before each delivery, and appending to the
+// nil queue allocated a fresh array per subscriber per event (issue 19: no
+// allocation per subscriber on the fan-out path). An idle connection holds
+// no array. A queue that outgrows outArrayLen entries moves to an array
+// append makes, which recycleBatch takes only if it has exactly that
+// length.
+const outArrayLen = 8
+
+type outArray [outArrayLen][]byte
+
+var outPool = sync.Pool{New: func() any { return new(outArray) }}
+
+// queue is c.out, or an empty queue on a pooled array when there is none;
+// c.mu must be held.
+func (c *Conn) queue() [][]byte {
+	if c.out == nil {
+		return outPool.Get().(*outArray)[:0]
+	}
+	return c.out
+}
+
+// recycleBatch gives the array of a batch a writer has written completely
+// (batch as takeBatch returned it: its start) back to outPool. The writer
+// must hold no other reference to it, and nothing of it was requeued.
+func recycleBatch(batch [][]byte) {
+	if cap(batch) != outArrayLen {
+		return // grown past the pooled size, or not the array's start
+	}
+	a := (*outArray)(batch[:outArrayLen])
+	clear(a[:]) // drop the payloads
+	outPool.Put(a)
 }
 
 // takeBatch gives the writer everything queued, after counting off the

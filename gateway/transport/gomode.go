@@ -93,6 +93,7 @@ func (g *goConn) writeLoop(c *Conn) {
 			c.Kill(reason)
 			return
 		}
+		recycleBatch(batch) // WriteTo wrote it all
 	}
 }
 

@@ -598,6 +598,64 @@ func TestSendAllocatesNothing(t *testing.T) {
 	}
 }
 
+// TestSendToEmptyQueueAllocatesNothing is the fan-out case at a low event
+// rate: every Send finds the subscriber's queue empty (its writer took and
+// wrote the last batch). The queue's array comes from the pool the writer
+// gave the written batch back to, so nothing is allocated per message
+// (issue 19). The batch's payload references are dropped on the way.
+func TestSendToEmptyQueueAllocatesNothing(t *testing.T) {
+	c, _, _, _ := newStubConn(t, 1<<30)
+	msg := bytes.Repeat([]byte("x"), 100)
+	cycle := func() {
+		c.Send(msg)
+		batch, _ := c.takeBatch(0)
+		if len(batch) != 2 || &batch[1][0] != &msg[0] {
+			t.Fatalf("batch %d entries, want header and msg", len(batch))
+		}
+		c.mu.Lock()
+		c.queued = 0 // as a writer's written count does
+		c.mu.Unlock()
+		recycleBatch(batch)
+		if batch[:outArrayLen][1] != nil {
+			t.Fatal("a recycled array still holds the payload")
+		}
+	}
+	cycle()
+	if raceEnabled {
+		t.Log("-race: sync.Pool drops some arrays, the count is not checked")
+		return
+	}
+	if allocs := testing.AllocsPerRun(100, cycle); allocs != 0 {
+		t.Errorf("Send to an empty queue and a written batch allocate %v times per message", allocs)
+	}
+}
+
+// TestRecycleBatchTakesOnlyWholeArrays: a batch whose start was requeued
+// elsewhere (cap below the array's) or that grew into an array append
+// made is not recycled as a pooled array, and an array given back comes
+// out clean.
+func TestRecycleBatchTakesOnlyWholeArrays(t *testing.T) {
+	x := []byte("x")
+	a := new(outArray)
+	a[0], a[1] = x, x
+	recycleBatch(a[1:2]) // not the start: ignored
+	if a[1] == nil {
+		t.Error("a slice past the array's start was recycled")
+	}
+	grown := make([][]byte, 3, 16)
+	grown[0] = x
+	recycleBatch(grown)
+	if grown[0] == nil {
+		t.Error("a grown array was recycled")
+	}
+	recycleBatch(a[:2])
+	for i, b := range a {
+		if b != nil {
+			t.Errorf("recycled array entry %d still set", i)
+		}
+	}
+}
+
 // BenchmarkSend is one subscriber's share of a fan-out: queuing a shared
 // 100-byte event.
 func BenchmarkSend(b *testing.B) {
