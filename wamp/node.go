@@ -254,12 +254,10 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 		connID:  info.ConnID,
 		headers: info.Headers,
 		extra:   info.Extra,
-		subs:    map[string]*subscription{},
 	}
 	if proto.V2() {
 		s.numID = newGlobalID()
 		s.id = strconv.FormatUint(s.numID, 10)
-		s.subIDs = map[uint64]string{}
 	} else {
 		s.proto = ProtocolV1
 		s.id = newSessionIDV1()

@@ -93,13 +93,12 @@ type Session struct {
 	// heard of it yet (announceRevoked).
 	revoked []leaving
 
-	// subs and subIDs are changed only under mu: by Handle (the reader),
+	// subs is changed only under mu: by Handle (the reader),
 	// Reidentify and cleanup. prefixes and joined are touched only by
 	// Handle (and cleanup, which never overlaps it).
-	subs     map[string]*subscription // by topic URI
-	subIDs   map[uint64]string        // v2: subscription id -> topic URI
-	prefixes map[string]string        // v1 CURIE prefixes
-	joined   bool                     // v2: WELCOME sent
+	subs     subSet            // by topic URI, and v2 subscription id
+	prefixes map[string]string // v1 CURIE prefixes
+	joined   bool              // v2: WELCOME sent
 	// patKeys and patIDs are the pattern subscriptions (pattern.go), by
 	// pattern and by subscription id; nil until the first one. Changed
 	// only under mu.
@@ -323,22 +322,21 @@ func (s *Session) runDeferred() {
 func (s *Session) cleanup() {
 	s.mu.Lock()
 	subs := s.subs
-	s.subs = map[string]*subscription{}
-	clear(s.subIDs)
-	for uri, sub := range subs {
-		s.node.broker.remove(uri, s)
-		s.node.unsubscribed(uri, s, sub)
+	s.subs = subSet{}
+	for sub := range subs.all() {
+		s.node.broker.remove(sub.uri, s)
+		s.node.unsubscribed(sub.uri, s, sub)
 	}
 	s.dropPatternSubs()
 	s.mu.Unlock()
 	s.node.forget(s)
 	s.node.sessionLeft(s)
-	if len(subs) == 0 {
+	if subs.len() == 0 {
 		return
 	}
-	left := make([]leaving, 0, len(subs))
-	for uri, sub := range subs {
-		left = append(left, leaving{uri: uri, sub: sub})
+	left := make([]leaving, 0, subs.len())
+	for sub := range subs.all() {
+		left = append(left, leaving{uri: sub.uri, sub: sub})
 	}
 	sort.Slice(left, func(i, j int) bool { return left[i].uri < left[j].uri })
 	s.enqueueLane(true, func() { s.announceLeave(handler.LeaveDisconnect, left) })

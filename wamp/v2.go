@@ -750,10 +750,14 @@ func (s *Session) unsubscribeV2(ctx context.Context, m messageV2) error {
 		return nil
 	}
 	s.mu.Lock()
-	uri, ok := s.subIDs[m.subID]
+	var uri string
+	found := s.subs.byID(m.subID)
+	if found != nil {
+		uri = found.uri
+	}
 	s.mu.Unlock()
 	var sub *subscription
-	if ok {
+	if found != nil {
 		// Only the reader adds subscriptions, so uri is still this
 		// subscription's topic unless Reidentify took it meanwhile.
 		sub = s.takeSub(uri)
