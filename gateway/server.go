@@ -170,7 +170,8 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			s.closeDeps()
 		}
 	}()
-	if s.clients, err = newClientStorage(cfg.ClientStorage, clientStorageObserver{m: m, log: log}); err != nil {
+	local := &nodeClients{} // the node's index, once there is a node
+	if s.clients, err = newClientStorage(cfg.ClientStorage, clientStorageObserver{m: m, log: log}, local); err != nil {
 		return nil, err
 	}
 	s.registry = newClientRegistry(s.clients, cfg.Session.LookupTimeout, cfg.Limits.MaxConnections, log, m)
@@ -225,6 +226,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	if s.presence != nil {
 		s.presence.SetSource(presenceSource(s.node))
 	}
+	local.local = s.node.Clients()
 	if everyReplica != nil {
 		everyReplica.SetLocal(s.node.Clients())
 	}
@@ -709,6 +711,7 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 	}
 	h.info.ConnID = c.id
 	h.info.Headers = h.headers
+	h.info.ConnectedAt = c.connectedAt
 	if s.isDraining() {
 		s.releaseUser(h.userKey)
 		s.abandon(h, upstream.ReasonDrain)
@@ -767,10 +770,11 @@ func (s *Server) releaseUser(key string) {
 	}
 }
 
-// newClientStorage opens the configured client storage.
-func newClientStorage(c config.ClientStorageConfig, obs storage.ClientStorageObserver) (storage.ClientStorage, error) {
+// newClientStorage opens the configured client storage; the memory one
+// answers from local, this process's own index of its connections.
+func newClientStorage(c config.ClientStorageConfig, obs storage.ClientStorageObserver, local storage.ClientIndex) (storage.ClientStorage, error) {
 	if c.Driver != "redis" {
-		return storage.NewMemoryClientStorage(), nil
+		return storage.NewIndexClientStorage(local), nil
 	}
 	r := c.Redis
 	cs, err := storage.NewRedisClientStorage(storage.RedisClientStorageOptions{

@@ -46,6 +46,9 @@ type ClientInfo struct {
 	// accepted the connect event (a JSON object), or nil; handlers read it
 	// with Client.Extra. Never modified after Open.
 	Extra json.RawMessage
+	// ConnectedAt is when the connection was accepted (Session.ConnectedAt);
+	// zero means when Open runs.
+	ConnectedAt time.Time
 }
 
 // Defaults of NodeConfig.
@@ -255,6 +258,10 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 		headers: info.Headers,
 		extra:   info.Extra,
 	}
+	if info.ConnectedAt.IsZero() {
+		info.ConnectedAt = time.Now()
+	}
+	s.connectedAt = info.ConnectedAt.UnixNano()
 	if proto.V2() {
 		s.numID = newGlobalID()
 		s.id = strconv.FormatUint(s.numID, 10)

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -46,6 +47,9 @@ type Session struct {
 	numID uint64
 	// seq is the node-wide open order.
 	seq uint64
+	// connectedAt is ClientInfo.ConnectedAt in Unix nanoseconds: 8 bytes,
+	// where a time.Time would take the Session to the next size class.
+	connectedAt int64
 	// connID is set in Open and never changes (id above neither).
 	connID string
 	// headers are ClientInfo.Headers, fixed at Open.
@@ -156,6 +160,10 @@ func (s *Session) Anonymous() bool { return s.identity.Load().Anonymous }
 // Roles implements handler.Client; the slice is a copy. They change with
 // Reidentify.
 func (s *Session) Roles() []string { return append([]string(nil), s.identity.Load().Roles...) }
+
+// ConnectedAt returns when the connection was accepted
+// (ClientInfo.ConnectedAt), for the gateway's client storage.
+func (s *Session) ConnectedAt() time.Time { return time.Unix(0, s.connectedAt) }
 
 // Extra implements handler.Client: what the application attached on
 // connect, fixed for the life of the connection.
