@@ -37,6 +37,8 @@ type ClientInfo struct {
 	// anonymous client: the node names it "anon-<WAMP session id>", as the
 	// bundle does, because only the node knows the session id. An empty
 	// UserIdentifier makes the client anonymous.
+	// Its Roles slice is kept by the session, not copied: it must not be
+	// modified after Open (or Reidentify) is given it.
 	Identity handler.Identity
 	// Headers are handshake request headers the gateway kept for handlers
 	// (e.g. Cookie, forwarded to an HTTP upstream), by canonical name.
