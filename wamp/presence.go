@@ -338,7 +338,7 @@ func (s *Session) presenceSubscription(uri string) (*subscription, error) {
 		return nil, err
 	}
 	th := &topicHandler{topic: presenceTopicHandler{}, authz: r.handler.authz}
-	sub := &subscription{handler: th, req: req, access: r.access}
+	sub := &subscription{handler: th, req: req, access: &r.access}
 	if err := s.addSub(uri, sub); err != nil {
 		return nil, err
 	}
