@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -172,5 +173,27 @@ func TestBestEffortIdentityAtAdmission(t *testing.T) {
 				t.Errorf("log:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestInternedRoles: identities with the same roles share one list (read
+// only, its capacity its length, so an append copies); other lists, even
+// ones whose names joined would read the same, get their own.
+func TestInternedRoles(t *testing.T) {
+	a := interned.roles([]string{"ROLE_USER", "ROLE_EDITOR"})
+	b := interned.roles([]string{"ROLE_USER", "ROLE_EDITOR"})
+	if !slices.Equal(a, []string{"ROLE_USER", "ROLE_EDITOR"}) || &a[0] != &b[0] || cap(a) != len(a) {
+		t.Fatalf("a %v b %v: not one shared list", a, b)
+	}
+	if c := append(a, "ROLE_X"); &c[0] == &a[0] {
+		t.Fatal("append wrote into the shared list")
+	}
+	joined := interned.roles([]string{"ROLE_USER\x01ROLE_EDITOR"})
+	split := interned.roles([]string{"ROLE_USER", "\x01ROLE_EDITOR"})
+	if len(joined) != 1 || len(split) != 2 {
+		t.Fatalf("lists mixed up: %q %q", joined, split)
+	}
+	if e := interned.roles(nil); e == nil || len(e) != 0 {
+		t.Fatalf("no roles: %#v", e)
 	}
 }

@@ -156,7 +156,7 @@ func (s *Server) watchClient(c *client, since storage.ChangeMark) {
 		return
 	}
 	s.watchMu.Lock()
-	s.bySession[c.sessionID] = append(s.bySession[c.sessionID], c)
+	s.bySession.add(c.sessionID, c)
 	s.watchMu.Unlock()
 	// Watch nests, so it is called once per client, outside the lock.
 	// The mark taken before the handshake read the session makes a
@@ -172,21 +172,7 @@ func (s *Server) unwatchClient(c *client) {
 		return
 	}
 	s.watchMu.Lock()
-	set := s.bySession[c.sessionID]
-	was := false
-	for i, o := range set {
-		if o == c {
-			last := len(set) - 1
-			set[i], set[last] = set[last], nil
-			if last == 0 {
-				delete(s.bySession, c.sessionID)
-			} else {
-				s.bySession[c.sessionID] = set[:last]
-			}
-			was = true
-			break
-		}
-	}
+	was := s.bySession.remove(c.sessionID, c)
 	s.watchMu.Unlock()
 	if was {
 		n.Unwatch(c.sessionID)
@@ -213,12 +199,10 @@ func (s *Server) watchSessions(n storage.ChangeNotifier) {
 		var conns []*client
 		s.watchMu.Lock()
 		if all {
-			for _, set := range s.bySession {
-				conns = append(conns, set...)
-			}
+			conns = s.bySession.appendAll(conns)
 		} else {
 			for _, id := range ids {
-				conns = append(conns, s.bySession[id]...)
+				conns = s.bySession.appendOf(conns, id)
 			}
 		}
 		s.watchMu.Unlock()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -113,13 +114,9 @@ func (r *Resolution) Identity() handler.Identity {
 		return anonymous
 	}
 	t := fw.Token
-	roles := make([]string, len(t.Roles))
-	for i, role := range t.Roles {
-		roles[i] = interned.get(role)
-	}
 	return handler.Identity{
 		UserIdentifier: strings.Clone(t.UserIdentifier),
-		Roles:          roles,
+		Roles:          interned.roles(t.Roles),
 		Firewall:       interned.get(fw.Firewall),
 		TokenClass:     interned.get(t.Class),
 		Impersonator:   strings.Clone(t.Impersonator),
@@ -129,13 +126,17 @@ func (r *Resolution) Identity() handler.Identity {
 // interned holds one copy of the strings every identity repeats — role
 // names, firewall names, token classes — so that a hundred thousand
 // connections do not keep a hundred thousand copies of
-// "ROLE_USER" and of a 70-byte token class.
-var interned = internTable{strings: map[string]string{}}
+// "ROLE_USER" and of a 70-byte token class; and one copy of each list of
+// roles, which most users share (handler.Identity's Roles is read-only
+// wherever it goes, and a list per connection was 48 B of each idle one,
+// issue 19).
+var interned = internTable{strings: map[string]string{}, roleSets: map[string][]string{}}
 
-// internTable is a bounded set of interned strings.
+// internTable is a bounded set of interned strings and role lists.
 type internTable struct {
-	mu      sync.Mutex // guards strings
-	strings map[string]string
+	mu       sync.Mutex // guards strings and roleSets
+	strings  map[string]string
+	roleSets map[string][]string // by the names, each length-prefixed
 }
 
 // maxInterned bounds the table: the names it is for come from the app's
@@ -147,6 +148,36 @@ const maxInterned = 4096
 func (t *internTable) get(s string) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.getLocked(s)
+}
+
+// roles returns the table's list of the role names names (never nil; its
+// length is its capacity, so an append copies), adding one while there is
+// room. The list is shared: it must not be modified.
+func (t *internTable) roles(names []string) []string {
+	var buf [256]byte
+	key := buf[:0]
+	for _, n := range names { // length-prefixed: no two lists share a key
+		key = binary.AppendUvarint(key, uint64(len(n)))
+		key = append(key, n...)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.roleSets[string(key)]; ok { // no allocation for the lookup
+		return v
+	}
+	v := make([]string, len(names))
+	for i, n := range names {
+		v[i] = t.getLocked(n)
+	}
+	if len(t.roleSets) < maxInterned {
+		t.roleSets[string(key)] = v
+	}
+	return v
+}
+
+// getLocked is get with t.mu held.
+func (t *internTable) getLocked(s string) string {
 	if v, ok := t.strings[s]; ok {
 		return v
 	}

@@ -181,6 +181,9 @@ func TestClientStorageContract(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		testClientStorageContract(t, func(t *testing.T) ClientStorage { return NewMemoryClientStorage() })
 	})
+	t.Run("index", func(t *testing.T) {
+		testClientStorageContract(t, func(t *testing.T) ClientStorage { return newIndexBacked() })
+	})
 	t.Run("redis", func(t *testing.T) {
 		testClientStorageContract(t, func(t *testing.T) ClientStorage {
 			addr := testenv.Redis(t)

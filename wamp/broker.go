@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -48,17 +49,26 @@ type topicState struct {
 	subID uint64
 	// stopTimer stops the PeriodicTopic goroutine, if one runs.
 	stopTimer context.CancelFunc
+	// route and attrs are the first subscriber's Request.Route and
+	// Request.Attributes: every later subscriber of the topic through the
+	// same route gets the same attributes, so they share this map (a map
+	// per subscription was a third of an idle subscribed connection's
+	// heap). handler.Request documents Attributes as read-only.
+	route string
+	attrs map[string]string
 }
 
-// add subscribes s to uri and returns the topic's v2 subscription id. The
-// first subscriber of a topic served by a PeriodicTopic handler starts its
-// timer.
-func (b *broker) add(n *Node, uri string, s *Session, h handler.Topic, req handler.Request) uint64 {
+// add subscribes s to uri and returns the topic's v2 subscription id and
+// the attributes the subscription keeps: the topic's shared map when
+// req.Attributes equals it (same route, same values), else req.Attributes.
+// The first subscriber of a topic served by a PeriodicTopic handler starts
+// its timer.
+func (b *broker) add(n *Node, uri string, s *Session, h handler.Topic, req handler.Request) (uint64, map[string]string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t := b.topics[uri]
 	if t == nil {
-		t = &topicState{subscribers: map[*Session]struct{}{}, subID: n.subSeq.Add(1)}
+		t = &topicState{subscribers: map[*Session]struct{}{}, subID: n.subSeq.Add(1), route: req.Route, attrs: req.Attributes}
 		b.topics[uri] = t
 		if b.relay != nil {
 			b.relay.Watch(uri)
@@ -72,7 +82,10 @@ func (b *broker) add(n *Node, uri string, s *Session, h handler.Topic, req handl
 		b.subscriptions++
 		t.snap.Store(nil)
 	}
-	return t.subID
+	if t.route == req.Route && maps.Equal(t.attrs, req.Attributes) {
+		return t.subID, t.attrs
+	}
+	return t.subID, req.Attributes
 }
 
 // remove unsubscribes s from uri and deletes the topic when it is empty, so

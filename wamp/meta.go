@@ -189,16 +189,14 @@ func (n *Node) metaSessions(roles []string) []uint64 {
 	ids := []uint64{}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	for _, set := range n.byUser {
-		for _, s := range set {
-			if s.numID == 0 || !s.welcomed.Load() {
-				continue
-			}
-			if roles != nil && !hasRole(filter, s.identity.Load()) {
-				continue
-			}
-			ids = append(ids, s.numID)
+	for s := range n.byUser.all() {
+		if s.numID == 0 || !s.welcomed.Load() {
+			continue
 		}
+		if roles != nil && !hasRole(filter, s.identity.Load()) {
+			continue
+		}
+		ids = append(ids, s.numID)
 	}
 	return ids
 }
@@ -208,15 +206,13 @@ func (n *Node) metaSessions(roles []string) []uint64 {
 func (n *Node) metaSession(id uint64) (sessionMeta, bool) {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	for _, set := range n.byUser {
-		for _, s := range set {
-			if s.numID != id || !s.welcomed.Load() {
-				continue
-			}
-			who := s.identity.Load()
-			return sessionMeta{Session: id, AuthID: who.UserIdentifier, AuthRole: authRole(who),
-				AuthMethod: "cookie", AuthProvider: "symfony"}, true
+	for s := range n.byUser.all() {
+		if s.numID != id || !s.welcomed.Load() {
+			continue
 		}
+		who := s.identity.Load()
+		return sessionMeta{Session: id, AuthID: who.UserIdentifier, AuthRole: authRole(who),
+			AuthMethod: "cookie", AuthProvider: "symfony"}, true
 	}
 	return sessionMeta{}, false
 }

@@ -98,7 +98,8 @@ func (s *Session) metaSubscription(uri string) (*subscription, error) {
 		return nil, ErrNoRoute
 	}
 	th := &topicHandler{topic: presenceTopicHandler{}}
-	sub := &subscription{handler: th, access: s.node.meta.accessRule()}
+	rule := s.node.meta.accessRule()
+	sub := &subscription{handler: th, access: &rule}
 	sub.req.URI = uri
 	if err := s.addSub(uri, sub); err != nil {
 		return nil, err

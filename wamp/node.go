@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,6 +36,8 @@ type ClientInfo struct {
 	// anonymous client: the node names it "anon-<WAMP session id>", as the
 	// bundle does, because only the node knows the session id. An empty
 	// UserIdentifier makes the client anonymous.
+	// Its Roles slice is kept by the session, not copied: it must not be
+	// modified after Open (or Reidentify) is given it.
 	Identity handler.Identity
 	// Headers are handshake request headers the gateway kept for handlers
 	// (e.g. Cookie, forwarded to an HTTP upstream), by canonical name.
@@ -46,6 +47,9 @@ type ClientInfo struct {
 	// accepted the connect event (a JSON object), or nil; handlers read it
 	// with Client.Extra. Never modified after Open.
 	Extra json.RawMessage
+	// ConnectedAt is when the connection was accepted (Session.ConnectedAt);
+	// zero means when Open runs.
+	ConnectedAt time.Time
 }
 
 // Defaults of NodeConfig.
@@ -142,7 +146,7 @@ type Node struct {
 	// mu guards the client index (byConn, byUser), sessionCount and seq.
 	mu           sync.RWMutex
 	byConn       map[string]*Session
-	byUser       map[string][]*Session // a slice per user: most have one or two sessions
+	byUser       userIndex
 	sessionCount map[Protocol]int
 	seq          uint64 // session open order, for FindByUsername
 
@@ -180,7 +184,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		callTimeout:  cfg.CallTimeout,
 		limits:       cfg.Limits.withDefaults(),
 		byConn:       map[string]*Session{},
-		byUser:       map[string][]*Session{},
+		byUser:       newUserIndex(),
 	}
 	if n.serverIdent == "" {
 		n.serverIdent = DefaultServerIdent
@@ -254,12 +258,14 @@ func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 		connID:  info.ConnID,
 		headers: info.Headers,
 		extra:   info.Extra,
-		subs:    map[string]*subscription{},
 	}
+	if info.ConnectedAt.IsZero() {
+		info.ConnectedAt = time.Now()
+	}
+	s.connectedAt = info.ConnectedAt.UnixNano()
 	if proto.V2() {
 		s.numID = newGlobalID()
 		s.id = strconv.FormatUint(s.numID, 10)
-		s.subIDs = map[uint64]string{}
 	} else {
 		s.proto = ProtocolV1
 		s.id = newSessionIDV1()
@@ -297,28 +303,13 @@ func (n *Node) forget(s *Session) {
 
 // indexUser adds s to the sessions of user; n.mu must be held.
 func (n *Node) indexUser(user string, s *Session) {
-	if !slices.Contains(n.byUser[user], s) {
-		n.byUser[user] = append(n.byUser[user], s)
-	}
+	n.byUser.add(user, s)
 }
 
 // unindexUser removes s from the sessions of user and reports whether it
 // was there (the session was still open); n.mu must be held.
 func (n *Node) unindexUser(user string, s *Session) bool {
-	set := n.byUser[user]
-	i := slices.Index(set, s)
-	if i < 0 {
-		return false
-	}
-	set[i] = set[len(set)-1]
-	set[len(set)-1] = nil
-	set = set[:len(set)-1]
-	if len(set) == 0 {
-		delete(n.byUser, user)
-	} else {
-		n.byUser[user] = set
-	}
-	return true
+	return n.byUser.remove(user, s)
 }
 
 // Clients returns the node's view of connected clients. It is the same
@@ -343,7 +334,7 @@ func (c *clientIndex) FindByUsername(user string) (handler.Client, bool) {
 	c.n.mu.RLock()
 	defer c.n.mu.RUnlock()
 	var first *Session
-	for _, s := range c.n.byUser[user] {
+	for s := range c.n.byUser.of(user) {
 		if first == nil || s.seq < first.seq {
 			first = s
 		}
@@ -357,9 +348,8 @@ func (c *clientIndex) FindByUsername(user string) (handler.Client, bool) {
 func (c *clientIndex) FindAllByUsername(user string) []handler.Client {
 	c.n.mu.RLock()
 	defer c.n.mu.RUnlock()
-	set := c.n.byUser[user]
-	out := make([]handler.Client, 0, len(set))
-	for _, s := range set {
+	out := make([]handler.Client, 0, c.n.byUser.count(user))
+	for s := range c.n.byUser.of(user) {
 		out = append(out, s)
 	}
 	return out

@@ -512,7 +512,7 @@ func (s *Session) addPatternSub(key patternKey) (uint64, error) {
 	if s.closing {
 		return 0, ErrClosed
 	}
-	if len(s.subs)+len(s.patKeys) >= s.node.limits.MaxSubscriptions {
+	if s.subs.len()+len(s.patKeys) >= s.node.limits.MaxSubscriptions {
 		return 0, errTooMany
 	}
 	if s.grants.Load() == nil {

@@ -338,7 +338,7 @@ func (s *Session) presenceSubscription(uri string) (*subscription, error) {
 		return nil, err
 	}
 	th := &topicHandler{topic: presenceTopicHandler{}, authz: r.handler.authz}
-	sub := &subscription{handler: th, req: req, access: r.access}
+	sub := &subscription{handler: th, req: req, access: &r.access}
 	if err := s.addSub(uri, sub); err != nil {
 		return nil, err
 	}
@@ -461,7 +461,8 @@ func (s *Session) presenceCallV1(ctx context.Context, callID json.RawMessage, ur
 // (if it is its first), e.g. a downgrade to anonymous on a route that
 // admits anonymous clients. s.mu must be held.
 func (s *Session) representLocked() {
-	for uri, sub := range s.subs {
+	for sub := range s.subs.all() {
+		uri := sub.uri
 		if !sub.presence || !s.node.presence.keyChanged(uri, s) {
 			continue
 		}

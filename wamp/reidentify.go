@@ -2,7 +2,8 @@ package wamp
 
 import (
 	"log/slog"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/wsgate/wsgate/wamp/handler"
 )
@@ -77,16 +78,16 @@ func (s *Session) Reidentify(info ClientInfo) int {
 // those of subscriptions whose SUBSCRIBED is not out yet are sent later,
 // by announceLeave. s.mu must be held.
 func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
-	uris := make([]string, 0, len(s.subs))
-	for uri, sub := range s.subs {
+	var gone []*subscription
+	for sub := range s.subs.all() {
 		if !sub.access.allows(who.Anonymous, who.Roles) || !sub.mayKeep(who) {
-			uris = append(uris, uri)
+			gone = append(gone, sub)
 		}
 	}
-	sort.Strings(uris)
+	slices.SortFunc(gone, func(a, b *subscription) int { return strings.Compare(a.uri, b.uri) })
 	var unsubscribed [][]byte
-	for _, uri := range uris {
-		sub := s.subs[uri]
+	for _, sub := range gone {
+		uri := sub.uri
 		s.removeSub(uri, sub)
 		l := leaving{uri: uri, sub: sub}
 		if s.proto.V2() {
@@ -98,7 +99,7 @@ func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
 		}
 		s.revoked = append(s.revoked, l)
 	}
-	return len(uris), unsubscribed
+	return len(gone), unsubscribed
 }
 
 // announceRevoked completes subscriptions Reidentify revoked: the v2

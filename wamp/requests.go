@@ -130,7 +130,7 @@ func (s *Session) newSubscription(uri string) (*subscription, error) {
 		s.node.obs.RoutingMiss("topic")
 		return nil, ErrNoRoute
 	}
-	sub := &subscription{handler: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: r.access, presence: r.presence}
+	sub := &subscription{handler: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: &r.access, presence: r.presence}
 	err := s.addSub(uri, sub)
 	if errors.Is(err, errDenied) {
 		s.logAt(slog.LevelInfo, "wamp: subscribe access denied", "uri", uri, "route", r.name)

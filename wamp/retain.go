@@ -216,7 +216,7 @@ func (s *Session) sendRetained(ctx context.Context, uri string, sub *subscriptio
 // same subscription, and the retained event is asked for all the same.
 func (s *Session) resendRetained(ctx context.Context, uri string) {
 	s.mu.Lock()
-	sub := s.subs[uri]
+	sub := s.subs.get(uri)
 	s.mu.Unlock()
 	if sub != nil {
 		s.sendRetained(ctx, uri, sub)

@@ -3,6 +3,7 @@ package wamp
 import (
 	"context"
 	"errors"
+	"iter"
 	"log/slog"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -17,9 +18,15 @@ import (
 // keeps it (the broker keeps the subscribers of each topic).
 type subscription struct {
 	handler *topicHandler
-	req     handler.Request
-	access  accessRule // of the route, rechecked by Reidentify
-	subID   uint64     // v2 subscription id
+	// uri is the topic the session subscribed to, its key in Session.subs
+	// (req.URI is the route's: a presence companion's is the topic's).
+	uri string
+	req handler.Request
+	// access is the route's rule (rechecked by Reidentify), shared with
+	// the route: a copy was 32 B of every subscription, and took the
+	// struct from the 112- to the 144-byte class.
+	access *accessRule
+	subID  uint64 // v2 subscription id
 	// presence: the route has RouteConfig.Presence (the session is
 	// present on the topic while subscribed).
 	presence bool
@@ -52,18 +59,16 @@ var (
 func (s *Session) addSub(uri string, sub *subscription) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.allowed(sub.access) || !sub.mayKeep(s.identity.Load()) {
+	if !s.allowed(*sub.access) || !sub.mayKeep(s.identity.Load()) {
 		return errDenied
 	}
-	if len(s.subs)+len(s.patKeys) >= s.node.limits.MaxSubscriptions {
+	if s.subs.len()+len(s.patKeys) >= s.node.limits.MaxSubscriptions {
 		return errTooMany
 	}
 	sub.subscribing = true
-	sub.subID = s.node.broker.add(s.node, uri, s, sub.handler.topic, sub.req)
-	s.subs[uri] = sub
-	if s.subIDs != nil {
-		s.subIDs[sub.subID] = uri
-	}
+	sub.uri = uri
+	sub.subID, sub.req.Attributes = s.node.broker.add(s.node, uri, s, sub.handler.topic, sub.req)
+	s.subs.put(sub, s.proto.V2())
 	s.node.subscribed(uri, s, sub)
 	return nil
 }
@@ -77,13 +82,13 @@ func (s *Session) finishSubscribe(uri string, sub *subscription, err error) {
 	defer s.mu.Unlock()
 	sub.subscribing = false
 	if err == nil {
-		if s.subs[uri] == sub { // not revoked meanwhile
+		if s.subs.get(uri) == sub { // not revoked meanwhile
 			s.node.admitted(uri, s, sub)
 		}
 		return
 	}
 	sub.failed = true
-	if s.subs[uri] == sub {
+	if s.subs.get(uri) == sub {
 		s.removeSub(uri, sub)
 		return
 	}
@@ -107,7 +112,7 @@ func (s *Session) isFailed(sub *subscription) bool {
 func (s *Session) subscribedTo(uri string) (uint64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sub := s.subs[uri]
+	sub := s.subs.get(uri)
 	if sub == nil {
 		return 0, false
 	}
@@ -119,7 +124,7 @@ func (s *Session) subscribedTo(uri string) (uint64, bool) {
 func (s *Session) takeSub(uri string) *subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sub := s.subs[uri]
+	sub := s.subs.get(uri)
 	if sub == nil {
 		return nil
 	}
@@ -130,10 +135,7 @@ func (s *Session) takeSub(uri string) *subscription {
 // removeSub takes sub, the subscription to uri, from the session and the
 // broker; s.mu must be held.
 func (s *Session) removeSub(uri string, sub *subscription) {
-	delete(s.subs, uri)
-	if s.subIDs != nil {
-		delete(s.subIDs, sub.subID)
-	}
+	s.subs.del(sub)
 	s.node.broker.remove(uri, s)
 	s.node.unsubscribed(uri, s, sub)
 }
@@ -218,5 +220,106 @@ func (s *Session) announceBatch(reason string, g leaveGroup) {
 	})
 	if err != nil {
 		s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topics", len(subs), "handler", g.handler.topic.Name(), "err", err)
+	}
+}
+
+// subSet is a session's subscriptions, by topic URI and, for a v2
+// session, by subscription id. Most sessions subscribe to one topic, and a
+// map holding one entry costs ≈ 200 B (an empty one 48 B): the first
+// subscription sits in one, and a map (two for v2) is made from the second
+// on and kept. Guarded by Session.mu.
+type subSet struct {
+	// one is the only subscription while many is nil.
+	one *subscription
+	// many holds every subscription, by subscription.uri, once there were
+	// two at a time; ids (v2 sessions only) the same, by subID.
+	many map[string]*subscription
+	ids  map[uint64]*subscription
+}
+
+// get returns the subscription to uri, or nil.
+func (ss *subSet) get(uri string) *subscription {
+	if ss.many != nil {
+		return ss.many[uri]
+	}
+	if ss.one != nil && ss.one.uri == uri {
+		return ss.one
+	}
+	return nil
+}
+
+// byID returns the v2 subscription with id, or nil.
+func (ss *subSet) byID(id uint64) *subscription {
+	if ss.many != nil {
+		return ss.ids[id]
+	}
+	if ss.one != nil && ss.one.subID == id {
+		return ss.one
+	}
+	return nil
+}
+
+// put adds sub under sub.uri, replacing a subscription to the same topic;
+// v2 indexes it by subID too.
+func (ss *subSet) put(sub *subscription, v2 bool) {
+	if ss.many == nil {
+		if ss.one == nil || ss.one.uri == sub.uri {
+			ss.one = sub
+			return
+		}
+		ss.many = map[string]*subscription{ss.one.uri: ss.one}
+		if v2 {
+			ss.ids = map[uint64]*subscription{ss.one.subID: ss.one}
+		}
+		ss.one = nil
+	}
+	ss.many[sub.uri] = sub
+	if ss.ids != nil {
+		ss.ids[sub.subID] = sub
+	}
+}
+
+// del removes sub, if it is the set's subscription to sub.uri.
+func (ss *subSet) del(sub *subscription) {
+	if ss.many == nil {
+		if ss.one == sub {
+			ss.one = nil
+		}
+		return
+	}
+	if ss.many[sub.uri] == sub {
+		delete(ss.many, sub.uri)
+		if ss.ids[sub.subID] == sub {
+			delete(ss.ids, sub.subID)
+		}
+	}
+}
+
+// len is the number of subscriptions.
+func (ss *subSet) len() int {
+	if ss.many != nil {
+		return len(ss.many)
+	}
+	if ss.one != nil {
+		return 1
+	}
+	return 0
+}
+
+// all yields every subscription, in no particular order. The set must not
+// change during the iteration.
+func (ss *subSet) all() iter.Seq[*subscription] {
+	return func(yield func(*subscription) bool) {
+		if ss.many == nil {
+			if ss.one != nil {
+				yield(ss.one)
+			}
+			return
+		}
+		for _, sub := range ss.many {
+			if !yield(sub) {
+				return
+			}
+		}
 	}
 }

@@ -750,10 +750,14 @@ func (s *Session) unsubscribeV2(ctx context.Context, m messageV2) error {
 		return nil
 	}
 	s.mu.Lock()
-	uri, ok := s.subIDs[m.subID]
+	var uri string
+	found := s.subs.byID(m.subID)
+	if found != nil {
+		uri = found.uri
+	}
 	s.mu.Unlock()
 	var sub *subscription
-	if ok {
+	if found != nil {
 		// Only the reader adds subscriptions, so uri is still this
 		// subscription's topic unless Reidentify took it meanwhile.
 		sub = s.takeSub(uri)
@@ -861,15 +865,13 @@ func (n *Node) localSessions(a *Audience, exclude, eligible []string) ([]string,
 	// Roles are not indexed: every session is looked at once.
 	exUser, elUser := newIDSet(a.ExcludeUsers), newIDSet(a.EligibleUsers)
 	exRole, elRole := newIDSet(a.ExcludeRoles), newIDSet(a.EligibleRoles)
-	for _, set := range n.byUser {
-		for _, s := range set {
-			who := s.identity.Load()
-			if identityIn(&exUser, &exRole, who) {
-				exclude = append(exclude, s.id)
-			}
-			if identityIn(&elUser, &elRole, who) {
-				eligible = append(eligible, s.id)
-			}
+	for s := range n.byUser.all() {
+		who := s.identity.Load()
+		if identityIn(&exUser, &exRole, who) {
+			exclude = append(exclude, s.id)
+		}
+		if identityIn(&elUser, &elRole, who) {
+			eligible = append(eligible, s.id)
 		}
 	}
 	return exclude, eligible
@@ -880,7 +882,7 @@ func (n *Node) localSessions(a *Audience, exclude, eligible []string) ([]string,
 // be held.
 func (n *Node) userSessions(ids, users []string) []string {
 	for _, u := range users {
-		for _, s := range n.byUser[u] {
+		for s := range n.byUser.of(u) {
 			if !s.identity.Load().Anonymous {
 				ids = append(ids, s.id)
 			}

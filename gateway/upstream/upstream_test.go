@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -600,5 +601,45 @@ func TestNewValidates(t *testing.T) {
 	}
 	if r, s := u.routes["r"], u.routes["s"]; r.timeout != time.Second || r.slots != nil || s.timeout != time.Minute || cap(s.slots) != 3 {
 		t.Fatalf("route limits: r %+v s %+v", r, s)
+	}
+}
+
+// TestCallbacksLeaveAttributesAlone: the node shares one
+// Request.Attributes map between every subscription to a topic
+// (handler.Request documents it read-only), so no callback may write to
+// it; each is called with a map compared after the call.
+func TestCallbacksLeaveAttributesAlone(t *testing.T) {
+	srv, _ := server(t, func(w http.ResponseWriter, r *received) {
+		switch r.Body.Kind {
+		case "call":
+			jsonReply(`{"result": 1}`)(w, r)
+		case "subscribe":
+			jsonReply(`{"allow": true}`)(w, r)
+		default:
+			jsonReply(`{}`)(w, r)
+		}
+	})
+	u := newUp(t, srv.URL, func(c *Config) { c.NotifyUnsubscribe = true })
+	ctx := context.Background()
+	want := map[string]string{"room": "room1", "method": "sum"}
+	req := handler.Request{Route: "chat", URI: "chat/room1", Attributes: maps.Clone(want)}
+	calls := map[string]func() error{
+		"OnSubscribe":   func() error { return u.OnSubscribe(ctx, fakeClient{}, &fakeTopic{}, req) },
+		"OnUnsubscribe": func() error { return u.OnUnsubscribe(ctx, fakeClient{}, &fakeTopic{}, req) },
+		"OnUnsubscribeBatch": func() error {
+			return u.OnUnsubscribeBatch(ctx, fakeClient{}, handler.LeaveDisconnect, []handler.Subscription{{Topic: &fakeTopic{}, Request: req}})
+		},
+		"OnPublish": func() error {
+			return u.OnPublish(ctx, fakeClient{}, &fakeTopic{}, req, json.RawMessage(`{}`), nil, nil)
+		},
+		"Call": func() error { _, err := u.Call(ctx, fakeClient{}, req, json.RawMessage(`[]`)); return err },
+	}
+	for name, call := range calls {
+		if err := call(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !maps.Equal(req.Attributes, want) {
+			t.Fatalf("%s changed the attributes: %v", name, req.Attributes)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package builtin
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"strings"
 	"sync"
@@ -238,5 +239,38 @@ func TestRegisterKeepsExisting(t *testing.T) {
 	}
 	if got, want := reg.TopicNames(), []string{PushName, RelayName, UserName}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("topics %v, want %v", got, want)
+	}
+}
+
+// nopTopic is a TopicRef whose broadcasts go nowhere.
+type nopTopic struct{}
+
+func (nopTopic) ID() string                              { return "public/x" }
+func (nopTopic) Broadcast(any, []string, []string) error { return nil }
+func (nopTopic) Count() int                              { return 0 }
+
+// TestCallbacksLeaveAttributesAlone: the node shares one
+// Request.Attributes map between every subscription to a topic
+// (handler.Request documents it read-only), so no built-in callback may
+// write to it; each is called with a map compared after the call.
+func TestCallbacksLeaveAttributesAlone(t *testing.T) {
+	ctx := context.Background()
+	want := map[string]string{"channel": "x", UserPlaceholder: "alice"}
+	req := handler.Request{Route: "r", URI: "public/x", Attributes: maps.Clone(want)}
+	for _, h := range Topics() {
+		h.OnSubscribe(ctx, nil, nopTopic{}, req)
+		h.OnUnsubscribe(ctx, nil, nopTopic{}, req)
+		h.OnPublish(ctx, nil, nopTopic{}, req, json.RawMessage(`{}`), nil, nil)
+		if a, ok := h.(handler.SubscribeAuthorizer); ok {
+			a.MaySubscribe(handler.Identity{UserIdentifier: "alice"}, req)
+		}
+		if p, ok := h.(interface {
+			OnPush(context.Context, handler.TopicRef, handler.Request, json.RawMessage, string) error
+		}); ok {
+			p.OnPush(ctx, nopTopic{}, req, json.RawMessage(`{}`), "app")
+		}
+		if !maps.Equal(req.Attributes, want) {
+			t.Fatalf("%s changed the attributes: %v", h.Name(), req.Attributes)
+		}
 	}
 }

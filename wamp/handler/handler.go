@@ -186,6 +186,12 @@ type Request struct {
 	URI string
 	// Attributes holds placeholder values from the URI plus route defaults.
 	// For RPC routes the "method" attribute names the method to call.
+	//
+	// Attributes is read-only: the gateway shares one map between every
+	// subscription to a topic (and with the requests it hands handlers for
+	// it), so a write would be seen by, and race with, other clients'
+	// callbacks. A handler that needs a changed set copies it first
+	// (maps.Clone).
 	Attributes map[string]string
 	// Kwargs is the WAMP v2 ArgumentsKw dictionary of a CALL or PUBLISH
 	// as sent (a JSON object), or nil: always nil for WAMP v1 clients,
