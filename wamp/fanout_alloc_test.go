@@ -36,7 +36,11 @@ func TestFanoutAllocsIndependentOfSubscribers(t *testing.T) {
 		})
 	}
 	t.Logf("allocations per broadcast by subscribers: %v", allocs)
-	if allocs[10000] != allocs[10] || allocs[1000] != allocs[10] {
+	// A per-subscriber allocation would add thousands; the race
+	// detector's runtime now and then adds one of its own to a run (seen:
+	// 10 instead of 9), which must not fail the test.
+	const slack = 2
+	if allocs[10000] > allocs[10]+slack || allocs[1000] > allocs[10]+slack {
 		t.Errorf("allocations per broadcast %v: they grow with the subscribers", allocs)
 	}
 }
