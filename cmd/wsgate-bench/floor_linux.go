@@ -606,14 +606,22 @@ func startEpollWaiter(cpu int, fds []int) (*epollWaiter, error) {
 				if err != nil {
 					return fmt.Errorf("epoll_wait: %w", err)
 				}
+				stop := false
 				for _, e := range evs[:n] {
 					if e.Fd == int32(w.stopfd) {
-						t1 := threadCPU()
-						w.cpu = threadTimes{Total: t1.Total - t0.Total, User: t1.User - t0.User, Sys: t1.Sys - t0.Sys}
-						return nil
+						stop = true
+					} else {
+						// Counted even in the batch that also stops the
+						// thread: a waiter that had not run before stop
+						// (a short phase) gets every pending event there.
+						w.events.Add(1)
 					}
 				}
-				w.events.Add(int64(n))
+				if stop {
+					t1 := threadCPU()
+					w.cpu = threadTimes{Total: t1.Total - t0.Total, User: t1.User - t0.User, Sys: t1.Sys - t0.Sys}
+					return nil
+				}
 			}
 		})
 	}()
