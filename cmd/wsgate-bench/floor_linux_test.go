@@ -28,16 +28,7 @@ func TestFloorScenario(t *testing.T) {
 	args := []string{"--scenario", "floor", "--json", "--conns", "20", "--rounds", "5", "--handshakes", "200", "--concurrency", "4",
 		// Pinned to a CPU this test may run on, which exercises the pinning.
 		"--floor-cpu", strconv.Itoa(cpu)}
-	var out, errOut bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if code := run(ctx, args, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
-	}
-	var rep report
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("%v: %s", err, out.String())
-	}
+	rep := runFloorReport(t, args)
 	if rep.Scenario != "floor" || rep.ErrorsTotal != 0 || rep.Gateway.PID != 0 || rep.Before != nil {
 		t.Fatalf("scenario %q, errors %v, gateway %+v, before %+v: want a floor run with no gateway and no error",
 			rep.Scenario, rep.Errors, rep.Gateway, rep.Before)
@@ -86,7 +77,9 @@ func TestFloorScenario(t *testing.T) {
 	}
 
 	// The text report names the figures the JSON has.
-	out.Reset()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	if code := run(ctx, []string{"--scenario", "floor", "--conns", "2", "--rounds", "1", "--floor-phases", "write"}, &out, &errOut); code != 0 {
 		t.Fatalf("text run: exit %d: %s", code, errOut.String())
 	}
@@ -136,16 +129,7 @@ func allowedCPU(t *testing.T) int {
 // first writable edge and its CPU is in the phase's.
 func TestFloorReadingPeers(t *testing.T) {
 	args := []string{"--scenario", "floor", "--json", "--conns", "20", "--rounds", "5", "--floor-phases", "writev-epoll,writev-read"}
-	var out, errOut bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if code := run(ctx, args, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
-	}
-	var rep report
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("%v: %s", err, out.String())
-	}
+	rep := runFloorReport(t, args)
 	f := rep.Results.Floor
 	if f == nil || f.DeliveryWritevRead == nil || f.DeliveryWritevEpoll == nil || f.Delivery != nil || f.DeliveryWritev != nil || f.Handshake != nil {
 		t.Fatalf("floor results %+v: want the writev-epoll and writev-read phases only", f)
@@ -161,4 +145,21 @@ func TestFloorReadingPeers(t *testing.T) {
 	if d.CPUSeconds <= 0 || d.CPUPerWriteUs <= 0 {
 		t.Errorf("CPU %g s, %g µs per write: want positive", d.CPUSeconds, d.CPUPerWriteUs)
 	}
+}
+
+// runFloorReport runs the tool with args (a --json floor run, within a
+// minute) and returns its report; a failed run or bad JSON fails t.
+func runFloorReport(t *testing.T, args []string) report {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if code := run(ctx, args, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
+	}
+	var rep report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	return rep
 }
