@@ -252,7 +252,7 @@ func replicasPatternsAndRetention(t *testing.T, fanout string) {
 			{"topic": "user/", "match": "prefix"},         // 0
 			{"topic": "public/", "match": "wildcard"},     // 1
 			{"topic": "user/alice", "get_retained": true}, // 2
-		}, "expect": "the-end", "waitMs": 20000})
+		}, "expect": "the-end", "expectCount": 2, "waitMs": 20000})
 	p.waitReady()
 	// A's PSUBSCRIBE follows the first pattern subscriber asynchronously:
 	// push probes through B until one arrives.

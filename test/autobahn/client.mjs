@@ -294,7 +294,11 @@ const scenarios = {
       r.pubs.push(await settle(session.publish(p.topic, p.args, {}, { acknowledge: true, ...(p.options || {}) })));
     }
     if (opts.expect) {
-      r.gotExpected = await waitFor(() => events.some((e) => JSON.stringify(e.args).includes(opts.expect)), opts.waitMs || 5000);
+      // opts.expectCount: as many events carrying it (one publication
+      // reaching several subscriptions of this session comes as several
+      // EVENTs, which may arrive in separate reads).
+      const want = opts.expectCount || 1;
+      r.gotExpected = await waitFor(() => events.filter((e) => JSON.stringify(e.args).includes(opts.expect)).length >= want, opts.waitMs || 5000);
     }
     r.events = events;
     connection.close();
