@@ -18,11 +18,14 @@ import (
 // Paths inside a DSN (libpq's sslrootcert, sslcert, sslkey; a Unix socket)
 // are not rewritten: the DSN is the app's, pasted as is, and its driver
 // reads them from the working directory (docs/configuration.md says so).
-var fileKeys = [][]string{
-	{"plugins"},
-	{"session", "symfony_security_yaml"},
-	{"session", "files", "path"},
+var fileKeys = []string{
+	"plugins",
+	"session.symfony_security_yaml",
+	keySessionFilesPath,
 }
+
+// keySessionFilesPath is the file key holding a PHP save path ("N;/path").
+const keySessionFilesPath = "session.files.path"
 
 // resolvePaths rewrites the relative paths of fileKeys in root against
 // baseDir; nodes that came from the environment are left alone.
@@ -31,11 +34,11 @@ func (d *decoder) resolvePaths(root *yaml.Node, baseDir string) {
 		return
 	}
 	for _, key := range fileKeys {
-		n := lookupNode(root, key)
+		n := nodeAt(root, key)
 		if n == nil {
 			continue
 		}
-		savePath := key[len(key)-1] == "path" && key[0] == "session"
+		savePath := key == keySessionFilesPath
 		var scalars []*yaml.Node
 		switch n.Kind {
 		case yaml.ScalarNode:
@@ -76,22 +79,4 @@ func resolveSavePath(savePath, baseDir string) string {
 		return n + ";" + mode + ";" + resolvePath(dir, baseDir)
 	}
 	return n + ";" + resolvePath(rest, baseDir)
-}
-
-// lookupNode is the value at path in the mapping root, nil when absent.
-func lookupNode(root *yaml.Node, path []string) *yaml.Node {
-	n := root
-	for _, key := range path {
-		if n == nil || n.Kind != yaml.MappingNode {
-			return nil
-		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				next = n.Content[i+1]
-			}
-		}
-		n = next
-	}
-	return n
 }
