@@ -174,6 +174,16 @@ func answers(addr, request, want string) bool {
 // to exit. Killing a stopped server does nothing.
 func (s *RedisServer) Kill() { s.proc.kill() }
 
+// Save writes the server's data to dump.rdb in its directory (SAVE), so
+// that the next Start loads it: a crash of a Redis with persistence, where
+// the keys outlive the outage. Without it a restarted server is empty.
+func (s *RedisServer) Save() {
+	s.t.Helper()
+	if !answers(s.Addr, "SAVE\r\n", "+OK") {
+		s.t.Fatalf("redis-server at %s: SAVE did not answer +OK", s.Addr)
+	}
+}
+
 // Dir is the server's working directory (its log is redis.log there).
 func (s *RedisServer) Dir() string { return s.dir }
 
