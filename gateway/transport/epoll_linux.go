@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -113,6 +114,7 @@ type epConn struct {
 type handshakeState struct {
 	request  requestBuf   // the upgrade request so far (phaseRequest only)
 	started  time.Time    // accepted: the handshake deadline runs from here
+	remote   net.Addr     // the peer's address, from accept (no getpeername later)
 	pend     pendingEntry // its place in the pending list (phaseRequest only)
 	lingerAt atomic.Int64 // unix nanoseconds phaseLinger began
 	lingered int          // bytes discarded in phaseLinger; touched by the reading worker only
@@ -277,7 +279,9 @@ func (l *eventLoop) accept() {
 	defer l.lmu.Unlock()
 	t := l.t
 	for l.lfd >= 0 {
-		fd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		// syscall's Accept4, not x/sys/unix's: the latter asks the socket
+		// for its protocol (a getsockopt) on every IPv4/IPv6 accept.
+		fd, sa, err := syscall.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
 			switch {
 			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
@@ -296,7 +300,8 @@ func (l *eventLoop) accept() {
 				return
 			}
 		}
-		if answer := t.admitSocket(sockaddrToAddr(sa)); answer != nil {
+		remote := sockaddrToAddr(sa)
+		if answer := t.admitSocket(remote); answer != nil {
 			unix.Write(fd, answer) // a fresh socket takes this at once
 			unix.Close(fd)
 			continue
@@ -305,7 +310,7 @@ func (l *eventLoop) accept() {
 		l.mu.Lock()
 		l.gen++
 		ec := &epConn{loop: l, fd: fd, gen: int32(l.gen)}
-		hs := &handshakeState{started: time.Now()}
+		hs := &handshakeState{started: time.Now(), remote: remote}
 		hs.pend.owner = ec
 		ec.hs.Store(hs)
 		l.conns[int32(fd)] = ec
@@ -564,11 +569,7 @@ func (l *eventLoop) upgrade(ec *epConn) {
 	t := l.t
 	state := ec.hs.Load()
 	deadline := state.started.Add(t.cfg.HandshakeTimeout)
-	var remote net.Addr
-	if sa, err := unix.Getpeername(ec.fd); err == nil {
-		remote = sockaddrToAddr(sa)
-	}
-	resp, hs, deflate := t.upgrade(state.request.b, remote, deadline)
+	resp, hs, deflate := t.upgrade(state.request.b, state.remote, deadline)
 	state.request = requestBuf{}
 	if hs == nil {
 		t.releaseHandshake()
@@ -915,11 +916,11 @@ func (q *readyQueue) close() {
 	q.cond.Broadcast()
 }
 
-func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
+func sockaddrToAddr(sa syscall.Sockaddr) net.Addr {
 	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
 	}
 	return nil
