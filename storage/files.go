@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -353,11 +352,11 @@ func (s *FilesStore) read(ctx context.Context, id string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("read session: %w", ErrNotFound)
 	}
-	f, err := os.OpenFile(p, os.O_RDONLY|filesOpenFlags, 0)
+	f, err := openSessionFile(p)
 	if err != nil {
 		return nil, s.fsError(err)
 	}
-	defer f.Close()
+	defer f.close()
 
 	for attempt := 1; ; attempt++ {
 		data, changed, err := s.readOnce(f)
@@ -387,40 +386,38 @@ func (s *FilesStore) read(ctx context.Context, id string) ([]byte, error) {
 
 // readOnce reads the whole open file and reports whether it changed (size or
 // mtime) while it was being read.
-func (s *FilesStore) readOnce(f *os.File) (data []byte, changed bool, err error) {
-	before, err := f.Stat()
+func (s *FilesStore) readOnce(f sessionFile) (data []byte, changed bool, err error) {
+	size, mtime, regular, err := f.stat()
 	if err != nil {
 		return nil, false, s.fsError(err)
 	}
-	if !before.Mode().IsRegular() {
+	if !regular {
 		// PHP only ever creates regular files; anything else is not a
 		// session (and reading a FIFO could block).
 		return nil, false, fmt.Errorf("read session: not a regular file: %w", ErrNotFound)
 	}
-	if s.expired(before.ModTime()) {
+	if s.expired(mtime) {
 		return nil, false, fmt.Errorf("read session: %w", ErrExpired)
 	}
-	if before.Size() > s.maxSize {
-		return nil, false, fmt.Errorf("read session: %d bytes, limit %d: %w", before.Size(), s.maxSize, ErrTooLarge)
+	if size > s.maxSize {
+		return nil, false, fmt.Errorf("read session: %d bytes, limit %d: %w", size, s.maxSize, ErrTooLarge)
 	}
 	// One byte past the size it had: a file that grew meanwhile fills it
 	// and counts as changed, and the next attempt judges its new size. One
 	// allocation of the right size, where a growing buffer would copy.
-	buf := make([]byte, before.Size()+1)
-	n, err := f.ReadAt(buf, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
+	buf := make([]byte, size+1)
+	n, err := f.readAt(buf)
+	if err != nil {
 		return nil, false, s.fsError(err)
 	}
 	if int64(n) > s.maxSize {
 		return nil, false, fmt.Errorf("read session: more than %d bytes: %w", s.maxSize, ErrTooLarge)
 	}
-	after, err := f.Stat()
+	afterSize, afterMtime, _, err := f.stat()
 	if err != nil {
 		return nil, false, s.fsError(err)
 	}
-	changed = after.Size() != before.Size() ||
-		!after.ModTime().Equal(before.ModTime()) ||
-		int64(n) != after.Size()
+	changed = afterSize != size || !afterMtime.Equal(mtime) || int64(n) != afterSize
 	return buf[:n:n], changed, nil
 }
 
