@@ -356,6 +356,10 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.wg.Add(1)
 			go s.receivePushes()
 		}
+		if s.cfg.Transport.ReleaseMemory {
+			s.wg.Add(1)
+			go s.releaseMemoryAfterBursts(memReleaseEvery)
+		}
 	}
 	return s.tr.Serve(ln)
 }

@@ -122,6 +122,9 @@ type Gateway struct {
 	// (epoch_changed, heartbeat_lost).
 	ClientStorageLosses *prometheus.CounterVec
 
+	// MemoryReleases counts the forced collections that returned free
+	// heap to the operating system after a burst of connections.
+	MemoryReleases prometheus.Counter
 	// LimitExceeded counts every time a client or a handshake ran into
 	// a configured bound, by limit: the limit's configuration key without
 	// the "limits." prefix (max_header_bytes, outbound_queue_bytes, ...).
@@ -249,6 +252,8 @@ func New(reg prometheus.Registerer) *Gateway {
 		"Times Redis lost this replica's client registration (restart without persistence, flush), by cause.", "cause")
 	g.LimitExceeded = f.counterVec("wsgate_limit_exceeded_total",
 		"Times a client or handshake hit a configured bound, by limit (the limits.* key).", "limit")
+	g.MemoryReleases = f.counter("wsgate_memory_releases_total",
+		"Times the gateway returned its free heap to the operating system after a burst of connections (transport.release_memory).")
 	g.IdentityBestEffort = f.counterVec("wsgate_identity_best_effort_total",
 		"Admitted clients whose identity is partly a guess (ambiguous user identifier property, or a token class Symfony does not ship), by firewall.", "firewall")
 	return g

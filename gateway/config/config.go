@@ -295,6 +295,11 @@ type TransportConfig struct {
 	// gateway's own messages stay uncompressed, so a fan-out is still
 	// encoded once for all subscribers.
 	PermessageDeflate bool `yaml:"permessage_deflate"`
+	// ReleaseMemory returns the heap's free pages to the operating system
+	// once a burst of new connections has ended (one forced collection
+	// per burst): without it an idle gateway's RSS stays near twice what
+	// its connections hold.
+	ReleaseMemory bool `yaml:"release_memory"`
 }
 
 // Transport modes.

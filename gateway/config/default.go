@@ -44,7 +44,7 @@ func Default() Config {
 			OnInvalid:     "close",
 		},
 		ClientStorage: ClientStorageConfig{Driver: "memory", TTL: 900 * time.Second, CheckInterval: time.Second, Prefix: "wsgate:", Redis: RedisConnConfig{Mode: "standalone"}},
-		Transport:     TransportConfig{Mode: transport.DefaultMode},
+		Transport:     TransportConfig{Mode: transport.DefaultMode, ReleaseMemory: true},
 		Keepalive:     KeepaliveConfig{Ping: false, Interval: 30 * time.Second},
 		Push:          PushConfig{Redis: RedisConnConfig{Mode: "standalone"}},
 		Cluster:       ClusterConfig{Fanout: "none", Prefix: "wsgate:", QueueSize: 4096, StreamRetention: 5 * time.Minute, StreamMaxLen: 100000, Redis: RedisConnConfig{Mode: "standalone"}},
