@@ -17,8 +17,8 @@ import (
 // 1.5 KB of live heap). RSS is what a Kubernetes memory limit counts.
 //
 // So once a burst has ended (connections were opened during one check
-// interval and none during the next) and the heap holds enough free
-// pages, the gateway forces one collection and returns the free pages
+// interval and none during the next) and enough of the heap is free or
+// garbage, the gateway forces one collection and returns the free pages
 // (debug.FreeOSMemory). That costs one full collection per burst, and
 // nothing while connections keep arriving or while nothing happens.
 
@@ -27,10 +27,10 @@ const (
 	// memReleaseEvery is how often the releaser looks: a burst has ended
 	// when a whole interval saw no new connection.
 	memReleaseEvery = 5 * time.Second
-	// memReleaseMinFree is the least free heap worth returning, and
-	// memReleaseFreeShare the least share of the live heap (free ≥ live /
-	// memReleaseFreeShare): below either, the collection costs more than
-	// the pages are worth.
+	// memReleaseMinFree is the least reclaimable heap worth a collection,
+	// and memReleaseFreeShare the least share of the live heap
+	// (reclaimable ≥ live / memReleaseFreeShare): below either, the
+	// collection costs more than the pages are worth.
 	memReleaseMinFree   = 8 << 20
 	memReleaseFreeShare = 4
 )
@@ -44,9 +44,9 @@ type burstEnd struct {
 }
 
 // check is called every interval with the number of connections ever
-// opened and the heap's free and live bytes (read only when needed: free
-// and live are called lazily). It reports whether to release now.
-func (b *burstEnd) check(conns uint64, heap func() (free, live uint64)) bool {
+// opened and a reader of the heap's reclaimable and live bytes (called
+// only when a burst has just ended). It reports whether to release now.
+func (b *burstEnd) check(conns uint64, heap func() (reclaimable, live uint64)) bool {
 	if conns != b.lastConns {
 		b.lastConns, b.inBurst = conns, true
 		return false // still arriving: wait for a quiet interval
@@ -55,19 +55,28 @@ func (b *burstEnd) check(conns uint64, heap func() (free, live uint64)) bool {
 		return false // quiet, and already looked since the last burst
 	}
 	b.inBurst = false
-	free, live := heap()
-	return free >= memReleaseMinFree && free >= live/memReleaseFreeShare
+	reclaimable, live := heap()
+	return reclaimable >= memReleaseMinFree && reclaimable >= live/memReleaseFreeShare
 }
 
-// heapFreeLive reads the heap's free (not yet returned) and live bytes
-// from runtime/metrics, which stops nothing.
-func heapFreeLive() (free, live uint64) {
+// heapReclaimable reads from runtime/metrics, which stops nothing, what a
+// collection and release could return: the free pages not yet returned,
+// plus the objects allocated beyond the live heap of the last collection
+// (garbage a collection would free; an idle gateway allocates little, so
+// no collection comes by itself and that garbage stays resident). live is
+// the live heap of the last collection.
+func heapReclaimable() (reclaimable, live uint64) {
 	s := []runtimemetrics.Sample{
 		{Name: "/memory/classes/heap/free:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"},
 	}
 	runtimemetrics.Read(s)
-	return s[0].Value.Uint64(), s[1].Value.Uint64()
+	free, objects, live := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
+	if objects > live {
+		free += objects - live
+	}
+	return free, live
 }
 
 // releaseMemoryAfterBursts runs until Shutdown (bgStop) and looks every
@@ -84,7 +93,7 @@ func (s *Server) releaseMemoryAfterBursts(interval time.Duration) {
 			return
 		case <-tick.C:
 		}
-		if !b.check(s.connSeq.Load(), heapFreeLive) {
+		if !b.check(s.connSeq.Load(), heapReclaimable) {
 			continue
 		}
 		start := time.Now()

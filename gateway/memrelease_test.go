@@ -14,7 +14,7 @@ func TestBurstEndDecides(t *testing.T) {
 	const mib = 1 << 20
 	type step struct {
 		conns      uint64
-		free, live uint64
+		free, live uint64 // reclaimable and live
 		release    bool
 	}
 	for _, tc := range []struct {
