@@ -36,7 +36,10 @@
 //
 // Sessions: with --session-dir the tool writes one PHP files-store session
 // (a real Symfony 5.4 session, user bench<i>) per client id into that
-// directory; point the gateway's session.files.path at it.
+// directory; point the gateway's session.files.path at it. With
+// --session-redis it writes the same sessions into Redis instead, as
+// Symfony's RedisSessionHandler does (SETEX <prefix><id>), for a gateway
+// with session.store redis and the same session.redis.prefix.
 //
 // The gateway's CPU time, RSS and threads come from /proc/<pid> (--gateway-pid,
 // or the process listening on the target port), its goroutines and
@@ -81,6 +84,9 @@ type config struct {
 	Concurrency  int           `json:"concurrency"`
 	Sources      []string      `json:"sources"`
 	SessionDir   string        `json:"session_dir,omitempty"`
+	SessionRedis string        `json:"session_redis,omitempty"`        // loopback host:port to seed sessions into
+	RedisPrefix  string        `json:"session_redis_prefix,omitempty"` // their key prefix, with SessionRedis
+	RedisTTL     time.Duration `json:"-"`                              // their keys' TTL
 	SessionIDs   int           `json:"session_ids"`
 	Cookie       string        `json:"cookie"`
 	Metrics      string        `json:"metrics,omitempty"`      // the first target's
@@ -165,6 +171,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "handshakes in flight at once")
 	fs.StringVar(&sources, "sources", "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4", "local source addresses, used round-robin (127.0.0.0/8)")
 	fs.StringVar(&c.SessionDir, "session-dir", "", "seed sess_<id> files here (the gateway's session.files.path); empty = sessions already exist")
+	fs.StringVar(&c.SessionRedis, "session-redis", "", "seed the sessions into the Redis at this loopback host:port instead (SETEX <prefix>wsgbench<i>; the gateway's session.store redis)")
+	fs.StringVar(&c.RedisPrefix, "session-redis-prefix", defaultRedisPrefix, "--session-redis: key prefix (the gateway's session.redis.prefix; sf_s is Symfony's RedisSessionHandler's)")
+	fs.DurationVar(&c.RedisTTL, "session-redis-ttl", defaultRedisTTL, "--session-redis: TTL of the seeded keys (whole seconds)")
 	fs.IntVar(&c.SessionIDs, "session-ids", 0, "distinct session ids bench<i> to use and seed (default: enough for every client)")
 	fs.StringVar(&c.Cookie, "cookie", "PHPSESSID", "session cookie name (session.cookie)")
 	fs.StringVar(&metrics, "metrics", defaultMetrics, "gateway /metrics URL (loopback; empty = none); with several --target one per target, comma-separated, and none by default")
@@ -254,6 +263,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.SessionIDs == 0 {
 		c.SessionIDs = c.clientsNeeded()
 	}
+	if err := c.checkSessionRedis(); err != nil {
+		return nil, err
+	}
 	if c.Cookie == "" || strings.ContainsAny(c.Cookie, "=; \t\r\n,") {
 		return nil, fmt.Errorf("--cookie %q is not a cookie name", c.Cookie)
 	}
@@ -313,6 +325,38 @@ func (c *config) checkFloor(phases string) error {
 	c.FloorRoundGapS = c.FloorRoundGap.Seconds()
 	if c.FloorCPU < -1 || c.FloorCPU >= 1024 {
 		return errors.New("--floor-cpu must be -1 (none) or a CPU number")
+	}
+	return nil
+}
+
+// checkSessionRedis validates the Redis seeding flags. Like every address
+// the tool talks to, the Redis must be on loopback: the tool writes keys
+// there.
+func (c *config) checkSessionRedis() error {
+	if c.SessionRedis == "" {
+		c.RedisPrefix = "" // not reported without --session-redis
+		return nil
+	}
+	if c.SessionDir != "" {
+		return errors.New("--session-dir and --session-redis: seed one store, not both")
+	}
+	host, port, err := net.SplitHostPort(c.SessionRedis)
+	if err != nil {
+		return fmt.Errorf("--session-redis %q: not host:port: %w", c.SessionRedis, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("--session-redis %q: bad port", c.SessionRedis)
+	}
+	if !loopbackHost(host) {
+		return fmt.Errorf("--session-redis %q: not a loopback address", c.SessionRedis)
+	}
+	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " \t\r\n*?[]\\") {
+		// Empty would be read as sf_s by the gateway; glob characters
+		// would make a cleanup's SCAN pattern match other keys.
+		return fmt.Errorf("--session-redis-prefix %q: empty, or has blanks or glob characters", c.RedisPrefix)
+	}
+	if c.RedisTTL < time.Second || c.RedisTTL%time.Second != 0 {
+		return fmt.Errorf("--session-redis-ttl %s: whole seconds, at least one", c.RedisTTL)
 	}
 	return nil
 }
@@ -483,6 +527,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	raiseNoFile(stderr)
 	if cfg.SessionDir != "" && cfg.Scenario != "floor" {
 		if err := seedSessions(cfg.SessionDir, cfg.SessionIDs); err != nil {
+			fmt.Fprintln(stderr, "wsgate-bench: seeding sessions:", err)
+			return 1
+		}
+	}
+	if cfg.SessionRedis != "" && cfg.Scenario != "floor" {
+		if err := seedRedisSessions(ctx, cfg.SessionRedis, cfg.RedisPrefix, cfg.SessionIDs, cfg.RedisTTL); err != nil {
 			fmt.Fprintln(stderr, "wsgate-bench: seeding sessions:", err)
 			return 1
 		}

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
 )
 
 // sessionTemplate is a real Symfony 5.4 session written by PHP (a copy of
@@ -82,6 +87,65 @@ func seedSessions(dir string, n int) error {
 		}
 		if err := os.WriteFile(filepath.Join(dir, "sess_"+sessionID(i)), data, 0o600); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// Defaults of the Redis seeding flags.
+const (
+	// defaultRedisPrefix is the key prefix of Symfony's RedisSessionHandler
+	// ("sf_s"), which is also what wsgate's redis store reads by default
+	// (storage.DefaultRedisPrefix, session.redis.prefix); not imported, so
+	// the tool does not link every session store. A test checks they agree.
+	defaultRedisPrefix = "sf_s"
+	// defaultRedisTTL outlasts any run (--duration and --setup-timeout are
+	// each at most an hour): a key expiring mid-run would, with
+	// session.watch, close the connections of its session.
+	defaultRedisTTL = 2 * time.Hour
+	// redisSeedBatch is how many SETEX go in one pipelined round trip: a
+	// batch holds about 1 MB of sessions, and 15,000 sessions take 15.
+	redisSeedBatch = 1000
+	// redisSeedTimeout bounds the whole seeding, as every phase is bounded.
+	redisSeedTimeout = 30 * time.Second
+)
+
+// seedRedisSessions writes, on the Redis at addr (host:port), the key
+// prefix+sessionID(i) for i in [0, n) holding the same bytes seedSessions
+// writes to sess_<sessionID(i)>, each with a TTL of ttl, as Symfony's
+// RedisSessionHandler writes a session (SETEX with the session lifetime).
+// Existing keys are overwritten, which also renews their TTL. The commands
+// are pipelined, redisSeedBatch per round trip.
+func seedRedisSessions(ctx context.Context, addr, prefix string, n int, ttl time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, redisSeedTimeout)
+	defer cancel()
+	rdb, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:  []string{addr},
+		DisableCache: true, // writes only: no client tracking needed
+		Dialer:       net.Dialer{Timeout: 5 * time.Second},
+	})
+	if err != nil {
+		return fmt.Errorf("connecting to redis %s: %w", addr, err)
+	}
+	defer rdb.Close()
+	secs := int64(ttl / time.Second)
+	if secs < 1 {
+		return fmt.Errorf("redis TTL %s: less than a second", ttl)
+	}
+	cmds := make(rueidis.Commands, 0, min(n, redisSeedBatch))
+	for start := 0; start < n; start += redisSeedBatch {
+		cmds = cmds[:0]
+		for i := start; i < min(n, start+redisSeedBatch); i++ {
+			data, err := sessionFor(sessionTemplate, userName(i))
+			if err != nil {
+				return err
+			}
+			cmds = append(cmds, rdb.B().Setex().Key(prefix+sessionID(i)).Seconds(secs).Value(rueidis.BinaryString(data)).Build())
+		}
+		for j, r := range rdb.DoMulti(ctx, cmds...) {
+			if err := r.Error(); err != nil {
+				return fmt.Errorf("redis %s: SETEX of session %d: %w", addr, start+j, err)
+			}
 		}
 	}
 	return nil
