@@ -63,6 +63,14 @@ type floorResults struct {
 	// them) that a thread on the measuring CPU waits on; that thread's CPU
 	// is added. Not run by default (writev-epoll).
 	DeliveryWritevEpoll *deliveryFloor `json:"delivery_writev_epoll,omitempty"`
+	// DeliveryWritevWake is DeliveryWritev with every write landing on a
+	// reader asleep in epoll_wait on another CPU, as a gateway's write to
+	// its subscribers does at one publish per second: the write pays for
+	// waking it. Paced (one write, its read, then the next), at most
+	// wakeMaxRounds rounds; the cost is each writev's wall time on the
+	// writer's dedicated CPU (no user/sys split). Not run by default
+	// (writev-wake).
+	DeliveryWritevWake *deliveryFloor `json:"delivery_writev_wake,omitempty"`
 	// Handshake is the minimal server's CPU per connection.
 	Handshake *handshakeFloor `json:"handshake,omitempty"`
 	// CPU is the measuring thread's CPU, if it was pinned (--floor-cpu).
@@ -77,7 +85,10 @@ type deliveryFloor struct {
 	Rounds     int    `json:"rounds"`
 	FrameBytes int    `json:"frame_bytes"`
 	Writes     int64  `json:"writes"` // complete writes
-	// ReadBytes is what the peers read (writev-read only): every byte
+	// ClockCostUs is the cost of the two clock reads around each write,
+	// taken out of the figures (writev-wake only).
+	ClockCostUs float64 `json:"clock_cost_us,omitempty"`
+	// ReadBytes is what the peers read (writev-read, writev-wake): every byte
 	// written, or the phase reports floor_unread.
 	ReadBytes int64 `json:"read_bytes,omitempty"`
 	// WaiterCPUSeconds and EpollEvents are the epoll waiter's thread CPU
@@ -198,7 +209,7 @@ var errBadFloorResponse = errors.New("floor: unexpected response")
 // floorPhases are the phases --floor-phases may list, in the order they run;
 // defaultFloorPhases those it runs by default.
 var (
-	floorPhases        = []string{"write", "writev", "writev-epoll", "writev-read", "handshake"}
+	floorPhases        = []string{"write", "writev", "writev-epoll", "writev-read", "writev-wake", "handshake"}
 	defaultFloorPhases = []string{"write", "writev", "handshake"}
 )
 
@@ -238,14 +249,19 @@ func parseFloorPhases(v string) ([]string, error) {
 // writeText prints the floor figures for a human.
 func (f *floorResults) writeText(w io.Writer) {
 	fmt.Fprintf(w, "scenario floor (no gateway), measuring thread on CPU %d (-1: not pinned)\n", f.CPU)
-	for _, d := range []*deliveryFloor{f.Delivery, f.DeliveryWritev, f.DeliveryWritevEpoll, f.DeliveryWritevRead} {
+	for _, d := range []*deliveryFloor{f.Delivery, f.DeliveryWritev, f.DeliveryWritevEpoll, f.DeliveryWritevRead, f.DeliveryWritevWake} {
 		if d == nil {
 			continue
 		}
 		fmt.Fprintf(w, "delivery floor, %s of %d bytes: %d pairs × %d rounds, %d complete writes (would block %d, short %d)\n",
 			d.Syscall, d.FrameBytes, d.Pairs, d.Rounds, d.Writes, d.WouldBlock, d.ShortWrites)
-		fmt.Fprintf(w, "  CPU per write %.2f µs (user %.2f, sys %.2f); thread CPU %.2f s in %.2f s\n",
-			d.CPUPerWriteUs, d.UserPerWriteUs, d.SysPerWriteUs, d.CPUSeconds, d.WallSeconds)
+		if d.ClockCostUs > 0 {
+			fmt.Fprintf(w, "  CPU per write %.2f µs (wall time in writev, less %.3f µs of clock reads); %.2f s of writes in %.2f s\n",
+				d.CPUPerWriteUs, d.ClockCostUs, d.CPUSeconds, d.WallSeconds)
+		} else {
+			fmt.Fprintf(w, "  CPU per write %.2f µs (user %.2f, sys %.2f); thread CPU %.2f s in %.2f s\n",
+				d.CPUPerWriteUs, d.UserPerWriteUs, d.SysPerWriteUs, d.CPUSeconds, d.WallSeconds)
+		}
 		if r := d.PerRound; r != nil {
 			fmt.Fprintf(w, "  per round, µs per write: first %.2f, min %.2f, median %.2f, max %.2f, last %.2f\n", r.First, r.Min, r.Median, r.Max, r.Last)
 		}
@@ -284,6 +300,11 @@ type floorRatios struct {
 	// with reading peers (writev-read, if it ran): the floor that includes
 	// waking the reader (broadcast).
 	CPUPerDeliveryReading *float64 `json:"cpu_per_delivery_x_reading_floor,omitempty"`
+	// CPUPerDeliveryWaking is cpu_per_delivery_us over the writev floor
+	// whose every write wakes a sleeping reader (writev-wake, if it ran):
+	// the kernel's cost per delivery at one publish per second, when the
+	// subscribers' reader waits for each event (broadcast).
+	CPUPerDeliveryWaking *float64 `json:"cpu_per_delivery_x_waking_floor,omitempty"`
 	// CPUPerCall is cpu_per_call_us over the write floor: a call costs the
 	// gateway at least the write of its result; the read of the CALL is not
 	// in the floor, so 1 is not reachable (rpc).
@@ -330,6 +351,9 @@ func ratiosToFloor(r *results, f *floorResults) *floorRatios {
 	if d := f.DeliveryWritevRead; d != nil {
 		out.CPUPerDeliveryReading = ratioTo(r.CPUPerDeliveryUs, d.CPUPerWriteUs)
 	}
+	if d := f.DeliveryWritevWake; d != nil {
+		out.CPUPerDeliveryWaking = ratioTo(r.CPUPerDeliveryUs, d.CPUPerWriteUs)
+	}
 	out.RSSPerConnOverSlab = ratioTo(r.RSSPerConnBytes, slab)
 	return out
 }
@@ -344,6 +368,7 @@ func (q *floorRatios) writeText(w io.Writer) {
 		{"CPU per delivery × writev floor", q.CPUPerDeliveryWritev},
 		{"CPU per delivery × write floor", q.CPUPerDeliveryWrite},
 		{"CPU per delivery × writev floor with reading peers", q.CPUPerDeliveryReading},
+		{"CPU per delivery × writev floor waking a sleeping reader", q.CPUPerDeliveryWaking},
 		{"CPU per call × write floor", q.CPUPerCall},
 		{"RSS per connection × kernel slab per socket", q.RSSPerConnOverSlab},
 	} {

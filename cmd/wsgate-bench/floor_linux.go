@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +40,7 @@ func (b *bench) floor(ctx context.Context, rep *report) error {
 func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
 	cfg := b.cfg
 	fr := &floorResults{CPU: cfg.FloorCPU}
-	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev") || cfg.floorPhase("writev-read") || cfg.floorPhase("writev-epoll")
+	deliveries := cfg.floorPhase("write") || cfg.floorPhase("writev") || cfg.floorPhase("writev-read") || cfg.floorPhase("writev-epoll") || cfg.floorPhase("writev-wake")
 	if deliveries {
 		var rl syscall.Rlimit
 		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && uint64(2*cfg.FloorPairs+floorFDReserve) > rl.Cur {
@@ -67,6 +68,11 @@ func (b *bench) measureFloor(ctx context.Context) (*floorResults, error) {
 	if cfg.floorPhase("writev-read") {
 		if fr.DeliveryWritevRead, err = b.deliveryFloorReading(phase); err != nil {
 			return fr, fmt.Errorf("floor, writev-read phase: %w", err)
+		}
+	}
+	if cfg.floorPhase("writev-wake") {
+		if fr.DeliveryWritevWake, err = b.deliveryFloorWaking(phase); err != nil {
+			return fr, fmt.Errorf("floor, writev-wake phase: %w", err)
 		}
 	}
 	if cfg.floorPhase("handshake") {
@@ -218,6 +224,63 @@ func (b *bench) deliveryFloorReading(ctx context.Context) (*deliveryFloor, error
 	return b.deliveryPhase(ctx, true, true, false)
 }
 
+// floorPairs are loopback connections for a delivery phase: writers are
+// the accepted ends (non-blocking, TCP_NODELAY, as the gateway's), peers
+// the connecting ends; a peer set to -1 was handed to someone who closes
+// it.
+type floorPairs struct {
+	writers, peers []int
+	// slabPerSocket is the kernel's slab memory per socket opened, before
+	// anything was written (0 when /proc/meminfo did not say).
+	slabPerSocket float64
+}
+
+// openFloorPairs opens n pairs; close them with close, even on error.
+func openFloorPairs(ctx context.Context, n int) (*floorPairs, error) {
+	p := &floorPairs{writers: make([]int, 0, n), peers: make([]int, 0, n)}
+	lfd, sa, err := loopbackListener(min(n, 4096), floorIOTimeoutMs*time.Millisecond)
+	if err != nil {
+		return p, err
+	}
+	defer unix.Close(lfd)
+	slab0 := slabBytes()
+	for i := 0; i < n; i++ {
+		if ctx.Err() != nil {
+			return p, ctx.Err()
+		}
+		cfd, err := connectLoopback(sa)
+		if err != nil {
+			return p, fmt.Errorf("pair %d: %w", i, err)
+		}
+		p.peers = append(p.peers, cfd)
+		sfd, err := accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		if err != nil {
+			return p, fmt.Errorf("pair %d: accept: %w", i, err)
+		}
+		p.writers = append(p.writers, sfd)
+		// As the gateway does for every accepted socket.
+		if err := unix.SetsockoptInt(sfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return p, fmt.Errorf("pair %d: TCP_NODELAY: %w", i, err)
+		}
+	}
+	if slab1 := slabBytes(); slab0 > 0 && slab1 > slab0 && n > 0 {
+		p.slabPerSocket = float64(slab1-slab0) / float64(2*n)
+	}
+	return p, nil
+}
+
+// close closes every descriptor the pairs still own.
+func (p *floorPairs) close() {
+	for _, fd := range p.writers {
+		unix.Close(fd)
+	}
+	for _, fd := range p.peers {
+		if fd >= 0 { // -1: handed to a reader's net.Conn
+			unix.Close(fd)
+		}
+	}
+}
+
 // deliveryPhase is one delivery phase (see deliveryFloor); reading starts a
 // reader per peer before the rounds and checks that they read every byte.
 func (b *bench) deliveryPhase(ctx context.Context, writev, reading, epolled bool) (*deliveryFloor, error) {
@@ -236,47 +299,13 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading, epolled bool
 		d.Syscall = "writev, sockets in an epoll"
 	}
 
-	lfd, sa, err := loopbackListener(min(cfg.FloorPairs, 4096), floorIOTimeoutMs*time.Millisecond)
+	pairs, err := openFloorPairs(ctx, cfg.FloorPairs)
+	defer pairs.close()
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(lfd)
-	writers := make([]int, 0, cfg.FloorPairs)
-	peers := make([]int, 0, cfg.FloorPairs)
-	defer func() {
-		for _, fd := range writers {
-			unix.Close(fd)
-		}
-		for _, fd := range peers {
-			if fd >= 0 { // -1: handed to a reader's net.Conn
-				unix.Close(fd)
-			}
-		}
-	}()
-	slab0 := slabBytes()
-	for i := 0; i < cfg.FloorPairs; i++ {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		cfd, err := connectLoopback(sa)
-		if err != nil {
-			return nil, fmt.Errorf("pair %d: %w", i, err)
-		}
-		peers = append(peers, cfd)
-		sfd, err := accept4(lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
-		if err != nil {
-			return nil, fmt.Errorf("pair %d: accept: %w", i, err)
-		}
-		writers = append(writers, sfd)
-		// As the gateway does for every accepted socket.
-		if err := unix.SetsockoptInt(sfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-			return nil, fmt.Errorf("pair %d: TCP_NODELAY: %w", i, err)
-		}
-	}
-
-	if slab1 := slabBytes(); slab0 > 0 && slab1 > slab0 && cfg.FloorPairs > 0 {
-		d.SlabPerSocketBytes = float64(slab1-slab0) / float64(2*cfg.FloorPairs)
-	}
+	writers, peers := pairs.writers, pairs.peers
+	d.SlabPerSocketBytes = pairs.slabPerSocket
 
 	var readers sync.WaitGroup
 	var read atomic.Int64
@@ -398,6 +427,246 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading, epolled bool
 	}
 	d.PerRound = summarizeRounds(perRound)
 	return d, ctx.Err()
+}
+
+// Pacing of the writev-wake phase.
+const (
+	// wakeMaxRounds bounds its rounds: each write waits for its read, so
+	// a round of 9,000 pairs takes about half a second.
+	wakeMaxRounds = 10
+	// wakeSettle is how long the writer waits after the reader has read
+	// before the next write, so that the reader is back asleep in
+	// epoll_wait (it calls it right after counting what it read).
+	wakeSettle = 30 * time.Microsecond
+	// wakeReadTimeout bounds the wait for one write's read.
+	wakeReadTimeout = 2 * time.Second
+	// wakeClockSamples is how many empty clock pairs measure the clock's
+	// own cost.
+	wakeClockSamples = 20000
+)
+
+// deliveryFloorWaking is the writev phase with every write landing on a
+// sleeping reader, as a gateway's write to its subscribers does at one
+// publish per second: there the subscribers' reader (the load tool, on
+// the other CPU) often reads each event faster than the next is written
+// and goes back to sleep, so a write wakes it. One thread, pinned to
+// another CPU of the tool's than the writer's, waits in epoll_wait on
+// every peer and reads what arrives; the writer writes to one pair, waits until that frame is
+// read and wakeSettle more, then writes the next. The writer's CPU is
+// taken around each writev alone (its thread CPU clock before and after,
+// less the cost of that pair of clock reads, measured in the phase): the
+// waits are not in it. Run the tool on another CPU than --floor-cpu, or
+// the reader cannot be asleep on another CPU when the write lands.
+func (b *bench) deliveryFloorWaking(ctx context.Context) (*deliveryFloor, error) {
+	cfg := b.cfg
+	header, payload := floorFrame(cfg.FrameBytes)
+	iov := [][]byte{header, payload}
+	frameLen := len(header) + len(payload)
+	rounds := min(cfg.Rounds, wakeMaxRounds)
+	d := &deliveryFloor{Syscall: "writev, each waking a sleeping reader", Pairs: cfg.FloorPairs, Rounds: rounds, FrameBytes: frameLen}
+
+	pairs, err := openFloorPairs(ctx, cfg.FloorPairs)
+	defer pairs.close()
+	if err != nil {
+		return nil, err
+	}
+	d.SlabPerSocketBytes = pairs.slabPerSocket
+
+	// The writer and the reader are each locked to a thread, and the
+	// reader blocks in epoll_wait holding its P: with fewer Ps than
+	// threads that need one, each would wait for the runtime to take a
+	// P back.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), 4)))
+	r, err := startSleepingReader(pairs.peers, otherCPU(cfg.FloorCPU))
+	if err != nil {
+		return nil, err
+	}
+	defer r.stop()
+
+	var spent time.Duration // wall time in writev, clock reads included
+	perRound := make([]float64, 0, rounds)
+	start := time.Now()
+	err = onThread(cfg.FloorCPU, func() error {
+		d.ClockCostUs = float64(clockPairCost()) / float64(time.Microsecond)
+		want := int64(0)
+		for round := 0; round < rounds && ctx.Err() == nil; round++ {
+			var roundCPU time.Duration // wall time in writev this round
+			var ok int64
+			for _, fd := range pairs.writers {
+				c0 := time.Now()
+				n, err := writevRetrying(fd, iov)
+				roundCPU += time.Since(c0)
+				switch {
+				case err == unix.EAGAIN:
+					d.WouldBlock++
+					continue
+				case err != nil:
+					return fmt.Errorf("%s: %w", d.Syscall, err)
+				case n < frameLen:
+					d.ShortWrites++
+				default:
+					ok++
+				}
+				want += int64(n)
+				if !r.waitRead(want, wakeReadTimeout) {
+					return fmt.Errorf("%s: the reader read %d of %d bytes within %v", d.Syscall, r.read.Load(), want, wakeReadTimeout)
+				}
+				for t := time.Now(); time.Since(t) < wakeSettle; {
+				}
+			}
+			spent += roundCPU
+			if ok > 0 {
+				perRound = append(perRound, (float64(roundCPU)/float64(ok)-float64(time.Duration(d.ClockCostUs*1e3)))/float64(time.Microsecond))
+			}
+			d.Writes += ok
+		}
+		return nil
+	})
+	d.WallSeconds = time.Since(start).Seconds()
+	if err != nil {
+		return nil, err
+	}
+	d.ReadBytes = r.read.Load()
+	if d.ReadBytes != d.Writes*int64(frameLen) {
+		b.fail("floor_unread")
+	}
+	b.failN("floor_would_block", d.WouldBlock)
+	b.failN("floor_short_write", d.ShortWrites)
+	if d.Writes > 0 {
+		clock := time.Duration(d.ClockCostUs*1e3) * time.Duration(d.Writes)
+		d.CPUSeconds = (spent - clock).Seconds()
+		d.CPUPerWriteUs = d.CPUSeconds / float64(d.Writes) * 1e6
+	}
+	d.PerRound = summarizeRounds(perRound)
+	return d, ctx.Err()
+}
+
+// writevRetrying is one writev of iov, retried on EINTR.
+func writevRetrying(fd int, iov [][]byte) (int, error) {
+	for {
+		n, err := unix.Writev(fd, iov)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
+// clockPairCost is the median cost of reading the clock twice with
+// nothing between: what each measured writev of the writev-wake phase
+// carries beside the write.
+func clockPairCost() time.Duration {
+	samples := make([]time.Duration, wakeClockSamples)
+	for i := range samples {
+		c0 := time.Now()
+		samples[i] = time.Since(c0)
+	}
+	slices.Sort(samples)
+	return samples[len(samples)/2]
+}
+
+// sleepingReader is one thread that waits in epoll_wait (level-triggered
+// EPOLLIN) on the peers and reads everything that arrives (writev-wake).
+type sleepingReader struct {
+	epfd   int
+	read   atomic.Int64 // bytes read so far, counted after each batch of events
+	halt   atomic.Bool
+	done   chan error
+	closed bool
+}
+
+// otherCPU is a CPU of this thread's affinity mask other than cpu, for the
+// writev-wake reader: pinned away from the writer, as the tool's
+// subscribers are from the gateway (threads the runtime starts from a
+// pinned thread inherit its pin, so not pinning is not enough). -1 when
+// cpu is not pinned or there is no other.
+func otherCPU(cpu int) int {
+	if cpu < 0 {
+		return -1
+	}
+	var set unix.CPUSet
+	if unix.SchedGetaffinity(0, &set) != nil {
+		return -1
+	}
+	for i := range 1024 {
+		if i != cpu && set.IsSet(i) {
+			return i
+		}
+	}
+	return -1
+}
+
+// startSleepingReader registers peers (made non-blocking) and starts the
+// reading thread, pinned to cpu when cpu ≥ 0.
+func startSleepingReader(peers []int, cpu int) (*sleepingReader, error) {
+	r := &sleepingReader{done: make(chan error, 1)}
+	var err error
+	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	for _, fd := range peers {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(r.epfd)
+			return nil, fmt.Errorf("non-blocking peer: %w", err)
+		}
+		if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			unix.Close(r.epfd)
+			return nil, fmt.Errorf("epoll_ctl: %w", err)
+		}
+	}
+	go func() {
+		r.done <- onThread(cpu, func() error {
+			evs := make([]unix.EpollEvent, 64)
+			buf := make([]byte, 4096)
+			for !r.halt.Load() {
+				n, err := unix.EpollWait(r.epfd, evs, 100)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("epoll_wait: %w", err)
+				}
+				var got int64
+				for _, e := range evs[:n] {
+					for {
+						m, err := unix.Read(int(e.Fd), buf)
+						if m > 0 {
+							got += int64(m)
+						}
+						if m <= 0 || err != nil {
+							break
+						}
+					}
+				}
+				r.read.Add(got)
+			}
+			return nil
+		})
+	}()
+	return r, nil
+}
+
+// waitRead spins until the reader has read want bytes in all, or d passed.
+func (r *sleepingReader) waitRead(want int64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for r.read.Load() < want {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// stop ends the reading thread (within its 100 ms wait) and closes the
+// epoll instance. Idempotent.
+func (r *sleepingReader) stop() error {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.halt.Store(true)
+	err := <-r.done
+	unix.Close(r.epfd)
+	return err
 }
 
 // handshakeFloor serves cfg.Handshakes connections on one measured thread

@@ -147,6 +147,25 @@ func TestFloorReadingPeers(t *testing.T) {
 	}
 }
 
+// TestFloorWakingReader runs the writev-wake phase small: every write is
+// complete and read, each paced after the last one's read, the rounds are
+// capped, and the clock's cost is measured and taken out.
+func TestFloorWakingReader(t *testing.T) {
+	args := []string{"--scenario", "floor", "--json", "--conns", "20", "--rounds", "12", "--floor-phases", "writev-wake"}
+	rep := runFloorReport(t, args)
+	f := rep.Results.Floor
+	if f == nil || f.DeliveryWritevWake == nil || f.DeliveryWritev != nil || f.DeliveryWritevRead != nil || f.Handshake != nil {
+		t.Fatalf("floor results %+v: want the writev-wake phase only", f)
+	}
+	d := f.DeliveryWritevWake
+	if d.Rounds != wakeMaxRounds || d.Writes != 20*wakeMaxRounds || d.ReadBytes != 20*wakeMaxRounds*112 || d.WouldBlock != 0 || d.ShortWrites != 0 || rep.ErrorsTotal != 0 {
+		t.Errorf("%+v, errors %v: want %d rounds of 20 complete writes of 112 bytes, all read", d, rep.Errors, wakeMaxRounds)
+	}
+	if d.ClockCostUs <= 0 || d.CPUPerWriteUs <= 0 || d.PerRound == nil {
+		t.Errorf("clock %g µs, %g µs per write, rounds %+v: want positive, with the rounds' spread", d.ClockCostUs, d.CPUPerWriteUs, d.PerRound)
+	}
+}
+
 // runFloorReport runs the tool with args (a --json floor run, within a
 // minute) and returns its report; a failed run or bad JSON fails t.
 func runFloorReport(t *testing.T, args []string) report {

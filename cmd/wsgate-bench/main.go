@@ -196,7 +196,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.WithFloor, "with-floor", false, "idle/connect/broadcast/rpc: measure the kernel floor first, in the same run (--floor-pairs, --rounds, --handshakes, --floor-cpu, --floor-phases), and report the gateway's figures also as ratios to it")
 	fs.DurationVar(&c.FloorRoundGap, "floor-round-gap", 0, "floor: pause between the delivery phases' rounds (not measured; e.g. 1s with writev-read, so every reader is asleep when its write lands)")
 	fs.IntVar(&c.FloorPairs, "floor-pairs", 9000, "--with-floor: loopback pairs of the delivery floor (the floor scenario takes --conns)")
-	floorPhaseList := fs.String("floor-phases", strings.Join(defaultFloorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ",")+" (writev-read: writev with the peers reading)")
+	floorPhaseList := fs.String("floor-phases", strings.Join(defaultFloorPhases, ","), "floor: phases to run, of "+strings.Join(floorPhases, ",")+" (writev-read: writev with the peers reading; writev-wake: every write waking a sleeping reader)")
 	var err error
 	if err = fs.Parse(args); err != nil {
 		return nil, err
