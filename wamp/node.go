@@ -252,20 +252,20 @@ func (n *Node) Open(p Peer, info ClientInfo) *Session {
 // now until Close, and Close must be called however the connection ends.
 func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	s := &Session{
-		node:    n,
-		peer:    p,
-		proto:   proto,
-		connID:  info.ConnID,
-		headers: info.Headers,
-		extra:   info.Extra,
+		node:   n,
+		peer:   p,
+		proto:  proto,
+		connID: info.ConnID,
+	}
+	if info.Headers != nil || info.Extra != nil {
+		s.opened = &openedInfo{headers: info.Headers, extra: info.Extra}
 	}
 	if info.ConnectedAt.IsZero() {
 		info.ConnectedAt = time.Now()
 	}
 	s.connectedAt = info.ConnectedAt.UnixNano()
 	if proto.V2() {
-		s.numID = newGlobalID()
-		s.id = strconv.FormatUint(s.numID, 10)
+		s.id = strconv.FormatUint(newGlobalID(), 10)
 	} else {
 		s.proto = ProtocolV1
 		s.id = newSessionIDV1()

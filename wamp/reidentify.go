@@ -97,7 +97,8 @@ func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
 				unsubscribed = append(unsubscribed, encodeRevokedV2(sub.subID, errURINotAuthorized))
 			}
 		}
-		s.revoked = append(s.revoked, l)
+		m := s.moreFields()
+		m.revoked = append(m.revoked, l)
 	}
 	return len(gone), unsubscribed
 }

@@ -62,7 +62,7 @@ func (s *Session) addSub(uri string, sub *subscription) error {
 	if !s.allowed(*sub.access) || !sub.mayKeep(s.identity.Load()) {
 		return errDenied
 	}
-	if s.subs.len()+len(s.patKeys) >= s.node.limits.MaxSubscriptions {
+	if s.subs.len()+s.patternCount() >= s.node.limits.MaxSubscriptions {
 		return errTooMany
 	}
 	sub.subscribing = true
@@ -92,10 +92,12 @@ func (s *Session) finishSubscribe(uri string, sub *subscription, err error) {
 		s.removeSub(uri, sub)
 		return
 	}
-	for i, l := range s.revoked {
-		if l.sub == sub {
-			s.revoked = append(s.revoked[:i], s.revoked[i+1:]...)
-			break
+	if m := s.more.Load(); m != nil {
+		for i, l := range m.revoked {
+			if l.sub == sub {
+				m.revoked = append(m.revoked[:i], m.revoked[i+1:]...)
+				break
+			}
 		}
 	}
 }
@@ -226,21 +228,28 @@ func (s *Session) announceBatch(reason string, g leaveGroup) {
 // subSet is a session's subscriptions, by topic URI and, for a v2
 // session, by subscription id. Most sessions subscribe to one topic, and a
 // map holding one entry costs ≈ 200 B (an empty one 48 B): the first
-// subscription sits in one, and a map (two for v2) is made from the second
-// on and kept. Guarded by Session.mu.
+// subscription sits in one, and the maps (subIndex) are made from the
+// second on and kept. Guarded by Session.mu.
 type subSet struct {
 	// one is the only subscription while many is nil.
 	one *subscription
-	// many holds every subscription, by subscription.uri, once there were
-	// two at a time; ids (v2 sessions only) the same, by subID.
-	many map[string]*subscription
-	ids  map[uint64]*subscription
+	// many holds every subscription once there were two at a time: one
+	// pointer here, where the two maps took 16 B of every Session.
+	many *subIndex
+}
+
+// subIndex is a subSet with two subscriptions or more.
+type subIndex struct {
+	// byURI holds every subscription, by subscription.uri; byID (v2
+	// sessions only) the same, by subID.
+	byURI map[string]*subscription
+	byID  map[uint64]*subscription
 }
 
 // get returns the subscription to uri, or nil.
 func (ss *subSet) get(uri string) *subscription {
 	if ss.many != nil {
-		return ss.many[uri]
+		return ss.many.byURI[uri]
 	}
 	if ss.one != nil && ss.one.uri == uri {
 		return ss.one
@@ -251,7 +260,7 @@ func (ss *subSet) get(uri string) *subscription {
 // byID returns the v2 subscription with id, or nil.
 func (ss *subSet) byID(id uint64) *subscription {
 	if ss.many != nil {
-		return ss.ids[id]
+		return ss.many.byID[id]
 	}
 	if ss.one != nil && ss.one.subID == id {
 		return ss.one
@@ -267,15 +276,15 @@ func (ss *subSet) put(sub *subscription, v2 bool) {
 			ss.one = sub
 			return
 		}
-		ss.many = map[string]*subscription{ss.one.uri: ss.one}
+		ss.many = &subIndex{byURI: map[string]*subscription{ss.one.uri: ss.one}}
 		if v2 {
-			ss.ids = map[uint64]*subscription{ss.one.subID: ss.one}
+			ss.many.byID = map[uint64]*subscription{ss.one.subID: ss.one}
 		}
 		ss.one = nil
 	}
-	ss.many[sub.uri] = sub
-	if ss.ids != nil {
-		ss.ids[sub.subID] = sub
+	ss.many.byURI[sub.uri] = sub
+	if ss.many.byID != nil {
+		ss.many.byID[sub.subID] = sub
 	}
 }
 
@@ -287,10 +296,10 @@ func (ss *subSet) del(sub *subscription) {
 		}
 		return
 	}
-	if ss.many[sub.uri] == sub {
-		delete(ss.many, sub.uri)
-		if ss.ids[sub.subID] == sub {
-			delete(ss.ids, sub.subID)
+	if ss.many.byURI[sub.uri] == sub {
+		delete(ss.many.byURI, sub.uri)
+		if ss.many.byID[sub.subID] == sub {
+			delete(ss.many.byID, sub.subID)
 		}
 	}
 }
@@ -298,7 +307,7 @@ func (ss *subSet) del(sub *subscription) {
 // len is the number of subscriptions.
 func (ss *subSet) len() int {
 	if ss.many != nil {
-		return len(ss.many)
+		return len(ss.many.byURI)
 	}
 	if ss.one != nil {
 		return 1
@@ -316,7 +325,7 @@ func (ss *subSet) all() iter.Seq[*subscription] {
 			}
 			return
 		}
-		for _, sub := range ss.many {
+		for _, sub := range ss.many.byURI {
 			if !yield(sub) {
 				return
 			}

@@ -108,8 +108,8 @@ func TestSubSet(t *testing.T) {
 			if ss.many == nil || ss.one != nil || ss.len() != 3 || !slices.Equal(uris(), []string{"a", "b", "c"}) {
 				t.Fatalf("many: %+v %v", ss, uris())
 			}
-			if (ss.ids != nil) != v2 {
-				t.Fatalf("id index %v for v2=%v", ss.ids, v2)
+			if (ss.many.byID != nil) != v2 {
+				t.Fatalf("id index %v for v2=%v", ss.many.byID, v2)
 			}
 			if v2 && (ss.byID(2) != b || ss.byID(1) != a2 || ss.byID(9) != nil) {
 				t.Fatal("byID in the map form")
