@@ -120,3 +120,13 @@ func TestSessionSizeClass(t *testing.T) {
 		t.Errorf("Session is %d bytes, over the 192-byte size class: +16 B or more per connection", got)
 	}
 }
+
+// TestSubscriptionSizeClass guards the subscription's size class (48
+// bytes; 112 before issue 19 took the handler.Request out of it), for the
+// same reason as TestSessionSizeClass: every subscribed connection holds
+// one per topic.
+func TestSubscriptionSizeClass(t *testing.T) {
+	if got := unsafe.Sizeof(subscription{}); got > 48 {
+		t.Errorf("subscription is %d bytes, over the 48-byte size class: +16 B or more per subscription", got)
+	}
+}

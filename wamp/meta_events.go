@@ -97,10 +97,7 @@ func (s *Session) metaSubscription(uri string) (*subscription, error) {
 		s.node.obs.RoutingMiss("topic")
 		return nil, ErrNoRoute
 	}
-	th := &topicHandler{topic: presenceTopicHandler{}}
-	rule := s.node.meta.accessRule()
-	sub := &subscription{handler: th, access: &rule}
-	sub.req.URI = uri
+	sub := &subscription{route: s.node.metaRoute, uri: uri}
 	if err := s.addSub(uri, sub); err != nil {
 		return nil, err
 	}

@@ -127,6 +127,9 @@ type Node struct {
 	limits      Limits
 	// meta is the session meta API access (NodeConfig.MetaAPI).
 	meta metaAccess
+	// metaRoute is the route of every meta topic subscription: no name,
+	// the meta API's access rule, a handler that does nothing.
+	metaRoute *route[*topicHandler]
 	// routerRoles are the WELCOME roles, fixed at NewNode.
 	routerRoles map[string]any
 	// patterns: pattern-based subscriptions are served (the Relay, if
@@ -215,6 +218,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if n.meta, err = parseMetaAPI(cfg.MetaAPI); err != nil {
 		return nil, err
 	}
+	n.metaRoute = &route[*topicHandler]{handler: &topicHandler{topic: presenceTopicHandler{}}, access: n.meta.accessRule()}
 	n.routerRoles = newRouterRoles(n.meta.enabled)
 	n.patterns = patternsAvailable(cfg.Relay)
 	n.retained = cfg.Retained

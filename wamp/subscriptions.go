@@ -15,21 +15,33 @@ import (
 // (reidentify.go).
 
 // subscription is one topic a session is subscribed to, as the session
-// keeps it (the broker keeps the subscribers of each topic).
+// keeps it (the broker keeps the subscribers of each topic). It is 48 B
+// (TestSubscriptionSizeClass): the handler.Request its callbacks get is
+// made from it when they are called (request), not kept: a whole Request
+// (64 B, with a Kwargs that a subscription never has and the URI a second
+// time) and copies of what the route has took the struct to 112 B.
 type subscription struct {
-	handler *topicHandler
-	// uri is the topic the session subscribed to, its key in Session.subs
-	// (req.URI is the route's: a presence companion's is the topic's).
+	// route is the route the subscription went through, shared with it:
+	// its name (Request.Route), access rule (rechecked by Reidentify) and
+	// handler. A presence companion's is its topic's route (the handler is
+	// the companion's, topicHandler.companion); a meta topic's the node's
+	// metaRoute.
+	route *route[*topicHandler]
+	// uri is the topic the session subscribed to, its key in Session.subs:
+	// the broker topic's own string once added (broker.add), so the
+	// subscribers of a topic share one copy of it.
 	uri string
-	req handler.Request
-	// access is the route's rule (rechecked by Reidentify), shared with
-	// the route: a copy was 32 B of every subscription, and took the
-	// struct from the 112- to the 144-byte class.
-	access *accessRule
-	subID  uint64 // v2 subscription id
+	// attrs is Request.Attributes: the broker topic's map, shared by its
+	// subscribers through the same route with the same values (read-only,
+	// as handler.Request says).
+	attrs map[string]string
+	subID uint64 // v2 subscription id
 	// presence: the route has RouteConfig.Presence (the session is
 	// present on the topic while subscribed).
 	presence bool
+	// companion: uri is a presence companion topic (PresencePrefix +
+	// the topic route matched); Request.URI is the topic.
+	companion bool
 	// subscribing is true while SUBSCRIBE is not finished (SUBSCRIBED
 	// may not be sent yet, OnSubscribe is queued or running). Guarded by
 	// Session.mu.
@@ -39,11 +51,31 @@ type subscription struct {
 	failed bool
 }
 
+// handler returns the subscription's topic handler.
+func (sub *subscription) handler() *topicHandler {
+	if sub.companion {
+		return sub.route.handler.companion
+	}
+	return sub.route.handler
+}
+
+// request returns the handler.Request the subscription's callbacks get:
+// the route's name, the topic (a presence companion's is the topic's, not
+// the companion's) and the attributes. It allocates nothing.
+func (sub *subscription) request() handler.Request {
+	uri := sub.uri
+	if sub.companion {
+		uri = uri[len(PresencePrefix):]
+	}
+	return handler.Request{Route: sub.route.name, URI: uri, Attributes: sub.attrs}
+}
+
 // mayKeep reports whether the topic handler (a handler.SubscribeAuthorizer)
 // admits who to this subscription; handlers that do not decide admit
 // everyone the route's access rule admits.
 func (sub *subscription) mayKeep(who *handler.Identity) bool {
-	return sub.handler.authz == nil || sub.handler.authz.MaySubscribe(*who, sub.req)
+	authz := sub.handler().authz
+	return authz == nil || authz.MaySubscribe(*who, sub.request())
 }
 
 var (
@@ -59,17 +91,16 @@ var (
 func (s *Session) addSub(uri string, sub *subscription) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.allowed(*sub.access) || !sub.mayKeep(s.identity.Load()) {
+	if !s.allowed(sub.route.access) || !sub.mayKeep(s.identity.Load()) {
 		return errDenied
 	}
 	if s.subs.len()+s.patternCount() >= s.node.limits.MaxSubscriptions {
 		return errTooMany
 	}
 	sub.subscribing = true
-	sub.uri = uri
-	sub.subID, sub.req.Attributes = s.node.broker.add(s.node, uri, s, sub.handler.topic, sub.req)
+	sub.subID, sub.uri, sub.attrs = s.node.broker.add(s.node, uri, s, sub.handler().topic, sub.request())
 	s.subs.put(sub, s.proto.V2())
-	s.node.subscribed(uri, s, sub)
+	s.node.subscribed(sub.uri, s, sub)
 	return nil
 }
 
@@ -173,10 +204,10 @@ func (s *Session) announceLeave(reason string, left []leaving) {
 		}
 		for _, l := range g.left {
 			err := s.invoke(context.Background(), false, "onUnSubscribe", l.uri, func(ctx context.Context) error {
-				return g.handler.topic.OnUnsubscribe(ctx, s, topicRef{n: s.node, uri: l.uri}, l.sub.req)
+				return g.handler.topic.OnUnsubscribe(ctx, s, topicRef{n: s.node, uri: l.uri}, l.sub.request())
 			})
 			if err != nil {
-				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topic", l.uri, "route", l.sub.req.Route, "err", err)
+				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topic", l.uri, "route", l.sub.route.name, "err", err)
 			}
 		}
 	}
@@ -200,10 +231,11 @@ func (s *Session) groupByHandler(left []leaving) []leaveGroup {
 			continue
 		}
 		i := len(groups) - 1
-		for ; i >= 0 && groups[i].handler != l.sub.handler; i-- {
+		h := l.sub.handler()
+		for ; i >= 0 && groups[i].handler != h; i-- {
 		}
 		if i < 0 {
-			groups = append(groups, leaveGroup{handler: l.sub.handler})
+			groups = append(groups, leaveGroup{handler: h})
 			i = len(groups) - 1
 		}
 		groups[i].left = append(groups[i].left, l)
@@ -215,7 +247,7 @@ func (s *Session) groupByHandler(left []leaving) []leaveGroup {
 func (s *Session) announceBatch(reason string, g leaveGroup) {
 	subs := make([]handler.Subscription, len(g.left))
 	for i, l := range g.left {
-		subs[i] = handler.Subscription{Topic: topicRef{n: s.node, uri: l.uri}, Request: l.sub.req}
+		subs[i] = handler.Subscription{Topic: topicRef{n: s.node, uri: l.uri}, Request: l.sub.request()}
 	}
 	err := s.invoke(context.Background(), false, "onUnSubscribeBatch", g.left[0].uri, func(ctx context.Context) error {
 		return g.handler.batch.OnUnsubscribeBatch(ctx, s, reason, subs)
