@@ -468,13 +468,10 @@ type topicGrants struct {
 // handler's SubscribeAuthorizer). Decisions are cached per identity.
 func (s *Session) mayReceive(r *route[*topicHandler], req *handler.Request) bool {
 	m := s.more.Load()
-	if m == nil {
+	if m == nil { // no pattern subscription (addPatternSub makes it first)
 		return false
 	}
-	g := m.grants.Load()
-	if g == nil {
-		return false
-	}
+	g := &m.grants
 	who := s.identity.Load()
 	g.mu.Lock()
 	if g.who != who {
@@ -521,10 +518,7 @@ func (s *Session) addPatternSub(key patternKey) (uint64, error) {
 	if s.subs.len()+s.patternCount() >= s.node.limits.MaxSubscriptions {
 		return 0, errTooMany
 	}
-	m := s.moreFields()
-	if m.grants.Load() == nil {
-		m.grants.Store(&topicGrants{})
-	}
+	m := s.moreFields() // before the pattern index shows s to fan-outs
 	id := s.node.broker.addPattern(s.node, key, s)
 	if id == 0 {
 		return 0, errTooManyPatterns

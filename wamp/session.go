@@ -129,10 +129,18 @@ type openedInfo struct {
 // sessionMore is the part of a Session that an idle session, subscribed to
 // a topic or a few, never uses: CURIE prefixes, revoked subscriptions,
 // pattern subscriptions. It is made on first use (Session.more) and kept;
-// moving these 56 B out of the Session took it from the 320-byte size
-// class to the 192-byte one, with the other cuts (issue 19). Each field
-// keeps the guard it had in the Session.
+// moving these fields (56 B of the Session, with grants a pointer then)
+// out of it took the Session from the 320-byte size class to the 192-byte
+// one, with the other cuts (issue 19). Each field keeps the guard it had
+// in the Session.
 type sessionMore struct {
+	// grants caches the access decisions of topics delivered through the
+	// pattern subscriptions (its own mu guards it) for fan-outs, which
+	// read it without Session.mu. It is in this struct, not behind a
+	// pointer of its own, and first: a pattern fan-out reaches it from
+	// the Session through one pointer, as it did when the Session held
+	// the pointer.
+	grants topicGrants
 	// prefixes are the v1 CURIE prefixes; touched only by Handle (and
 	// cleanup, which never overlaps it).
 	prefixes map[string]string
@@ -144,10 +152,6 @@ type sessionMore struct {
 	// Session.mu.
 	patKeys map[patternKey]uint64
 	patIDs  map[uint64]patternKey
-	// grants caches the access decisions of topics delivered through the
-	// pattern subscriptions; set (once) with the first one, read by
-	// fan-outs without mu.
-	grants atomic.Pointer[topicGrants]
 }
 
 // moreFields returns the session's sessionMore, making it on first use.
