@@ -56,19 +56,23 @@ type topicState struct {
 	// heap). handler.Request documents Attributes as read-only.
 	route string
 	attrs map[string]string
+	// uri is the topic's key in broker.topics, the same string: its
+	// subscriptions keep it (add).
+	uri string
 }
 
-// add subscribes s to uri and returns the topic's v2 subscription id and
-// the attributes the subscription keeps: the topic's shared map when
-// req.Attributes equals it (same route, same values), else req.Attributes.
-// The first subscriber of a topic served by a PeriodicTopic handler starts
-// its timer.
-func (b *broker) add(n *Node, uri string, s *Session, h handler.Topic, req handler.Request) (uint64, map[string]string) {
+// add subscribes s to uri and returns the topic's v2 subscription id, its
+// URI (the topic's own string, which the subscription keeps instead of its
+// own copy: one per topic, not one per subscriber) and the attributes the
+// subscription keeps: the topic's shared map when req.Attributes equals it
+// (same route, same values), else req.Attributes. The first subscriber of
+// a topic served by a PeriodicTopic handler starts its timer.
+func (b *broker) add(n *Node, uri string, s *Session, h handler.Topic, req handler.Request) (uint64, string, map[string]string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t := b.topics[uri]
 	if t == nil {
-		t = &topicState{subscribers: map[*Session]struct{}{}, subID: n.subSeq.Add(1), route: req.Route, attrs: req.Attributes}
+		t = &topicState{subscribers: map[*Session]struct{}{}, subID: n.subSeq.Add(1), uri: uri, route: req.Route, attrs: req.Attributes}
 		b.topics[uri] = t
 		if b.relay != nil {
 			b.relay.Watch(uri)
@@ -83,9 +87,9 @@ func (b *broker) add(n *Node, uri string, s *Session, h handler.Topic, req handl
 		t.snap.Store(nil)
 	}
 	if t.route == req.Route && maps.Equal(t.attrs, req.Attributes) {
-		return t.subID, t.attrs
+		return t.subID, t.uri, t.attrs
 	}
-	return t.subID, req.Attributes
+	return t.subID, t.uri, req.Attributes
 }
 
 // remove unsubscribes s from uri and deletes the topic when it is empty, so

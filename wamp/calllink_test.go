@@ -30,8 +30,8 @@ func TestLinkedCalls(t *testing.T) {
 	for _, i := range []int{2, 0, 4, 1, 3} {
 		s.unlinkCall(ids[i])
 	}
-	if s.call1 != nil || s.call1ID != 0 || s.callN != nil {
-		t.Fatalf("after every call finished: call1 set %v (id %d), callN %v: want nothing kept", s.call1 != nil, s.call1ID, s.callN)
+	if s.call1 != nil || s.call1ID != 0 || s.callMore != nil {
+		t.Fatalf("after every call finished: call1 set %v (id %d), callMore %v: want nothing kept", s.call1 != nil, s.call1ID, s.callMore)
 	}
 	for i, ctx := range ctxs {
 		if ctx.Err() != nil {
@@ -67,7 +67,7 @@ func TestLinkedCalls(t *testing.T) {
 	if d.Err() == nil {
 		t.Error("a call linked after Close was not cancelled at once")
 	}
-	if s.call1 != nil || s.callN != nil {
+	if s.call1 != nil || s.callMore != nil {
 		t.Error("a call linked after Close was kept")
 	}
 	s.cancel() // idempotent

@@ -88,14 +88,6 @@ type pendingCall struct {
 	state callState
 }
 
-// callTable lists a session's running v2 calls by request id.
-type callTable struct {
-	mu sync.Mutex // guards m
-	// m is made on the first call and emptied as calls end: an idle
-	// session carries no map.
-	m map[uint64]*pendingCall
-}
-
 // beginCallV2 lists the call reqID and returns the context its handler
 // runs with: ctx, cancelled by a CANCEL or the caller's timeout, and
 // carrying the progress sender when the caller asked for progressive
@@ -111,38 +103,36 @@ func (s *Session) beginCallV2(ctx context.Context, reqID uint64, o callOptions) 
 		pc.timeout = d
 		pc.timer = time.AfterFunc(d, pc.timedOut)
 	}
-	t := &s.calls
-	t.mu.Lock()
-	if t.m == nil {
-		t.m = map[uint64]*pendingCall{}
+	s.callMu.Lock()
+	if s.calls == nil {
+		s.calls = map[uint64]*pendingCall{}
 	}
-	if _, dup := t.m[reqID]; !dup {
-		t.m[reqID] = pc
+	if _, dup := s.calls[reqID]; !dup {
+		s.calls[reqID] = pc
 	}
-	t.mu.Unlock()
+	s.callMu.Unlock()
 	return ctx, pc
 }
 
 // runningCall returns the running call reqID, or nil.
 func (s *Session) runningCall(reqID uint64) *pendingCall {
-	t := &s.calls
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[reqID]
+	s.callMu.Lock()
+	defer s.callMu.Unlock()
+	return s.calls[reqID]
 }
 
 // end takes the call off the list (if it is the one listed under its id)
 // and cancels its ctx, releasing what the handler left to it.
 func (pc *pendingCall) end() {
-	t := &pc.s.calls
-	t.mu.Lock()
-	if t.m[pc.reqID] == pc {
-		delete(t.m, pc.reqID)
-		if len(t.m) == 0 {
-			t.m = nil
+	s := pc.s
+	s.callMu.Lock()
+	if s.calls[pc.reqID] == pc {
+		delete(s.calls, pc.reqID)
+		if len(s.calls) == 0 {
+			s.calls = nil
 		}
 	}
-	t.mu.Unlock()
+	s.callMu.Unlock()
 	if pc.timer != nil {
 		pc.timer.Stop()
 	}

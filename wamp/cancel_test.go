@@ -357,9 +357,9 @@ func TestWelcomeDealerFeatures(t *testing.T) {
 
 // runningCalls is how many calls s lists, for the tests.
 func (s *Session) runningCalls() int {
-	s.calls.mu.Lock()
-	defer s.calls.mu.Unlock()
-	return len(s.calls.m)
+	s.callMu.Lock()
+	defer s.callMu.Unlock()
+	return len(s.calls)
 }
 
 // The caller's timeout (CALL option timeout, ms) ends a call that gives no

@@ -93,6 +93,11 @@ type topicHandler struct {
 	offload bool                        // handler.OffloadedTopic: callbacks run on the session's lane
 	batch   handler.BatchUnsubscriber   // nil unless implemented
 	authz   handler.SubscribeAuthorizer // nil unless implemented
+	// companion serves the presence companion topics of this handler's
+	// topics: nothing to do on subscribe, publishing refused, the same
+	// SubscribeAuthorizer (a client that may not subscribe to a topic may
+	// not see its presence). One per handler, shared by its routes.
+	companion *topicHandler
 }
 
 // newTopicHandler asks h once what it opts into.
@@ -103,6 +108,7 @@ func newTopicHandler(h handler.Topic) *topicHandler {
 	}
 	th.batch, _ = h.(handler.BatchUnsubscriber)
 	th.authz, _ = h.(handler.SubscribeAuthorizer)
+	th.companion = &topicHandler{topic: presenceTopicHandler{}, authz: th.authz}
 	return th
 }
 

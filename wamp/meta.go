@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/wsgate/wsgate/wamp/handler"
@@ -190,13 +191,13 @@ func (n *Node) metaSessions(roles []string) []uint64 {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	for s := range n.byUser.all() {
-		if s.numID == 0 || !s.welcomed.Load() {
+		if !s.proto.V2() || !s.welcomed.Load() {
 			continue
 		}
 		if roles != nil && !hasRole(filter, s.identity.Load()) {
 			continue
 		}
-		ids = append(ids, s.numID)
+		ids = append(ids, s.v2ID())
 	}
 	return ids
 }
@@ -204,10 +205,11 @@ func (n *Node) metaSessions(roles []string) []uint64 {
 // metaSession returns the details of this node's joined WAMP v2 session
 // with id id.
 func (n *Node) metaSession(id uint64) (sessionMeta, bool) {
+	sid := strconv.FormatUint(id, 10) // a v2 session's id is its decimal form
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	for s := range n.byUser.all() {
-		if s.numID != id || !s.welcomed.Load() {
+		if s.id != sid || !s.proto.V2() || !s.welcomed.Load() {
 			continue
 		}
 		who := s.identity.Load()

@@ -97,10 +97,7 @@ func (s *Session) metaSubscription(uri string) (*subscription, error) {
 		s.node.obs.RoutingMiss("topic")
 		return nil, ErrNoRoute
 	}
-	th := &topicHandler{topic: presenceTopicHandler{}}
-	rule := s.node.meta.accessRule()
-	sub := &subscription{handler: th, access: &rule}
-	sub.req.URI = uri
+	sub := &subscription{route: s.node.metaRoute, uri: uri}
 	if err := s.addSub(uri, sub); err != nil {
 		return nil, err
 	}
@@ -120,10 +117,10 @@ func (n *Node) metaPublish(topic string, build func() []byte) {
 
 // metaSessionID is s's id as a meta event argument: null for v1.
 func metaSessionID(b []byte, s *Session) []byte {
-	if s.numID == 0 {
+	if !s.proto.V2() {
 		return append(b, "null"...)
 	}
-	return appendID(b, s.numID)
+	return append(b, s.id...) // the decimal form of the v2 id
 }
 
 // sessionJoined publishes wamp.session.on_join for a v2 session that was
@@ -134,7 +131,7 @@ func (n *Node) sessionJoined(s *Session) {
 		b, _ := appendJSON(nil, struct {
 			sessionMeta
 			Transport map[string]string `json:"transport"`
-		}{sessionMeta{Session: s.numID, AuthID: who.UserIdentifier, AuthRole: authRole(who), AuthMethod: "cookie", AuthProvider: "symfony"},
+		}{sessionMeta{Session: s.v2ID(), AuthID: who.UserIdentifier, AuthRole: authRole(who), AuthMethod: "cookie", AuthProvider: "symfony"},
 			map[string]string{"protocol": s.proto.Subprotocol()}})
 		return b
 	})
@@ -143,12 +140,12 @@ func (n *Node) sessionJoined(s *Session) {
 // sessionLeft publishes wamp.session.on_leave for a v2 session that had
 // joined and is closing.
 func (n *Node) sessionLeft(s *Session) {
-	if s.numID == 0 || !s.welcomed.Load() {
+	if !s.proto.V2() || !s.welcomed.Load() {
 		return
 	}
 	n.metaPublish(metaOnLeave, func() []byte {
 		who := s.identity.Load()
-		b := appendID(nil, s.numID)
+		b := append([]byte(nil), s.id...) // the decimal form of the v2 id
 		b = append(b, ',')
 		b = appendJSONString(b, who.UserIdentifier)
 		b = append(b, ',')
@@ -347,8 +344,8 @@ func (b *broker) subscribersByID(id uint64) (string, []uint64, bool) {
 		}
 		out := make([]uint64, 0, len(t.subscribers))
 		for s := range t.subscribers {
-			if s.numID != 0 {
-				out = append(out, s.numID)
+			if s.proto.V2() {
+				out = append(out, s.v2ID())
 			}
 		}
 		return uri, out, true
@@ -413,8 +410,8 @@ func (b *broker) patternSubscribersByID(id uint64) (patternKey, []uint64, bool) 
 		}
 		out := make([]uint64, 0, len(p.subscribers))
 		for s := range p.subscribers {
-			if s.numID != 0 {
-				out = append(out, s.numID)
+			if s.proto.V2() {
+				out = append(out, s.v2ID())
 			}
 		}
 		return key, out, true

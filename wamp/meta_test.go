@@ -73,7 +73,7 @@ func TestMetaAPI(t *testing.T) {
 	ids := func(ss ...*Session) string {
 		var out []uint64
 		for _, s := range ss {
-			out = append(out, s.numID)
+			out = append(out, s.v2ID())
 		}
 		slices.Sort(out)
 		b, _ := json.Marshal(out)

@@ -127,6 +127,9 @@ type Node struct {
 	limits      Limits
 	// meta is the session meta API access (NodeConfig.MetaAPI).
 	meta metaAccess
+	// metaRoute is the route of every meta topic subscription: no name,
+	// the meta API's access rule, a handler that does nothing.
+	metaRoute *route[*topicHandler]
 	// routerRoles are the WELCOME roles, fixed at NewNode.
 	routerRoles map[string]any
 	// patterns: pattern-based subscriptions are served (the Relay, if
@@ -215,6 +218,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if n.meta, err = parseMetaAPI(cfg.MetaAPI); err != nil {
 		return nil, err
 	}
+	n.metaRoute = &route[*topicHandler]{handler: &topicHandler{topic: presenceTopicHandler{}}, access: n.meta.accessRule()}
 	n.routerRoles = newRouterRoles(n.meta.enabled)
 	n.patterns = patternsAvailable(cfg.Relay)
 	n.retained = cfg.Retained
@@ -252,20 +256,20 @@ func (n *Node) Open(p Peer, info ClientInfo) *Session {
 // now until Close, and Close must be called however the connection ends.
 func (n *Node) OpenProtocol(p Peer, info ClientInfo, proto Protocol) *Session {
 	s := &Session{
-		node:    n,
-		peer:    p,
-		proto:   proto,
-		connID:  info.ConnID,
-		headers: info.Headers,
-		extra:   info.Extra,
+		node:   n,
+		peer:   p,
+		proto:  proto,
+		connID: info.ConnID,
+	}
+	if info.Headers != nil || info.Extra != nil {
+		s.opened = &openedInfo{headers: info.Headers, extra: info.Extra}
 	}
 	if info.ConnectedAt.IsZero() {
 		info.ConnectedAt = time.Now()
 	}
 	s.connectedAt = info.ConnectedAt.UnixNano()
 	if proto.V2() {
-		s.numID = newGlobalID()
-		s.id = strconv.FormatUint(s.numID, 10)
+		s.id = strconv.FormatUint(newGlobalID(), 10)
 	} else {
 		s.proto = ProtocolV1
 		s.id = newSessionIDV1()

@@ -147,7 +147,7 @@ func (s *Session) runCall(h *rpcHandler, finish, busy func()) {
 // it is what a disconnect or an identity change leaves, bounded by the
 // subscriptions.
 func (s *Session) acquireOffload(must bool) bool {
-	if s.offloaded.Add(1) > int64(s.node.limits.MaxOffloadedCallsPerSession) && !must {
+	if int(s.offloaded.Add(1)) > s.node.limits.MaxOffloadedCallsPerSession && !must {
 		s.offloaded.Add(-1)
 		s.node.obs.Limit(LimitPendingCallsPerClient)
 		return false

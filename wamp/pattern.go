@@ -467,10 +467,11 @@ type topicGrants struct {
 // whether it could subscribe to it directly now (r's access rule and the
 // handler's SubscribeAuthorizer). Decisions are cached per identity.
 func (s *Session) mayReceive(r *route[*topicHandler], req *handler.Request) bool {
-	g := s.grants.Load()
-	if g == nil {
+	m := s.more.Load()
+	if m == nil { // no pattern subscription (addPatternSub makes it first)
 		return false
 	}
+	g := &m.grants
 	who := s.identity.Load()
 	g.mu.Lock()
 	if g.who != who {
@@ -506,28 +507,28 @@ type patternSub struct {
 func (s *Session) addPatternSub(key patternKey) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id, dup := s.patKeys[key]; dup {
-		return id, nil
+	if m := s.more.Load(); m != nil {
+		if id, dup := m.patKeys[key]; dup {
+			return id, nil
+		}
 	}
 	if s.closing {
 		return 0, ErrClosed
 	}
-	if s.subs.len()+len(s.patKeys) >= s.node.limits.MaxSubscriptions {
+	if s.subs.len()+s.patternCount() >= s.node.limits.MaxSubscriptions {
 		return 0, errTooMany
 	}
-	if s.grants.Load() == nil {
-		s.grants.Store(&topicGrants{})
-	}
+	m := s.moreFields() // before the pattern index shows s to fan-outs
 	id := s.node.broker.addPattern(s.node, key, s)
 	if id == 0 {
 		return 0, errTooManyPatterns
 	}
-	if s.patKeys == nil {
-		s.patKeys = map[patternKey]uint64{}
-		s.patIDs = map[uint64]patternKey{}
+	if m.patKeys == nil {
+		m.patKeys = map[patternKey]uint64{}
+		m.patIDs = map[uint64]patternKey{}
 	}
-	s.patKeys[key] = id
-	s.patIDs[id] = key
+	m.patKeys[key] = id
+	m.patIDs[id] = key
 	return id, nil
 }
 
@@ -538,12 +539,16 @@ var errTooManyPatterns = errors.New("too many distinct patterns on the node")
 func (s *Session) takePatternSub(subID uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key, ok := s.patIDs[subID]
+	m := s.more.Load()
+	if m == nil {
+		return false
+	}
+	key, ok := m.patIDs[subID]
 	if !ok {
 		return false
 	}
-	delete(s.patIDs, subID)
-	delete(s.patKeys, key)
+	delete(m.patIDs, subID)
+	delete(m.patKeys, key)
 	s.node.broker.removePattern(key, s)
 	return true
 }
@@ -551,11 +556,15 @@ func (s *Session) takePatternSub(subID uint64) bool {
 // dropPatternSubs removes every pattern subscription (cleanup); s.mu must
 // be held.
 func (s *Session) dropPatternSubs() {
-	for key := range s.patKeys {
+	m := s.more.Load()
+	if m == nil {
+		return
+	}
+	for key := range m.patKeys {
 		s.node.broker.removePattern(key, s)
 	}
-	clear(s.patKeys)
-	clear(s.patIDs)
+	clear(m.patKeys)
+	clear(m.patIDs)
 }
 
 // subscribePatternV2 answers a SUBSCRIBE with match prefix or wildcard:

@@ -329,7 +329,7 @@ func (s *Session) presenceRoute(topic string) (*route[*topicHandler], handler.Re
 // so that Reidentify revokes it when the client could no longer subscribe
 // to topic.
 func (s *Session) presenceSubscription(uri string) (*subscription, error) {
-	r, req, err := s.presenceRoute(strings.TrimPrefix(uri, PresencePrefix))
+	r, req, err := s.presenceRoute(uri[len(PresencePrefix):])
 	if errors.Is(err, errNoPresence) {
 		s.node.obs.RoutingMiss("topic")
 		return nil, ErrNoRoute
@@ -337,8 +337,7 @@ func (s *Session) presenceSubscription(uri string) (*subscription, error) {
 	if err != nil {
 		return nil, err
 	}
-	th := &topicHandler{topic: presenceTopicHandler{}, authz: r.handler.authz}
-	sub := &subscription{handler: th, req: req, access: &r.access}
+	sub := &subscription{route: r, uri: uri, attrs: req.Attributes, companion: true}
 	if err := s.addSub(uri, sub); err != nil {
 		return nil, err
 	}

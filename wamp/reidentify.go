@@ -80,7 +80,7 @@ func (s *Session) Reidentify(info ClientInfo) int {
 func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
 	var gone []*subscription
 	for sub := range s.subs.all() {
-		if !sub.access.allows(who.Anonymous, who.Roles) || !sub.mayKeep(who) {
+		if !sub.route.access.allows(who.Anonymous, who.Roles) || !sub.mayKeep(who) {
 			gone = append(gone, sub)
 		}
 	}
@@ -97,7 +97,8 @@ func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
 				unsubscribed = append(unsubscribed, encodeRevokedV2(sub.subID, errURINotAuthorized))
 			}
 		}
-		s.revoked = append(s.revoked, l)
+		m := s.moreFields()
+		m.revoked = append(m.revoked, l)
 	}
 	return len(gone), unsubscribed
 }
@@ -110,7 +111,7 @@ func (s *Session) revokeLocked(who *handler.Identity) (int, [][]byte) {
 func (s *Session) announceRevoked(revoked []leaving) {
 	var inline, offloaded []leaving
 	for _, l := range revoked {
-		if l.sub.handler.offload {
+		if l.sub.handler().offload {
 			offloaded = append(offloaded, l)
 		} else {
 			inline = append(inline, l)

@@ -130,7 +130,7 @@ func (s *Session) newSubscription(uri string) (*subscription, error) {
 		s.node.obs.RoutingMiss("topic")
 		return nil, ErrNoRoute
 	}
-	sub := &subscription{handler: r.handler, req: handler.Request{Route: r.name, URI: uri, Attributes: attrs}, access: &r.access, presence: r.presence}
+	sub := &subscription{route: r, uri: uri, attrs: attrs, presence: r.presence}
 	err := s.addSub(uri, sub)
 	if errors.Is(err, errDenied) {
 		s.logAt(slog.LevelInfo, "wamp: subscribe access denied", "uri", uri, "route", r.name)
@@ -150,16 +150,17 @@ func (s *Session) newSubscription(uri string) (*subscription, error) {
 // subscription undone, when the task is refused: the caller answers busy.
 func (s *Session) runOnSubscribe(ctx context.Context, uri string, sub *subscription, joined func(), failed func(error)) bool {
 	ref := topicRef{n: s.node, uri: uri}
-	if s.topicTask(sub.handler, false, func() {
+	h := sub.handler()
+	if s.topicTask(h, false, func() {
 		if joined != nil {
 			joined()
 		}
 		err := s.invoke(ctx, true, "onSubscribe", uri, func(ctx context.Context) error {
-			return sub.handler.topic.OnSubscribe(ctx, s, ref, sub.req)
+			return h.topic.OnSubscribe(ctx, s, ref, sub.request())
 		})
 		s.finishSubscribe(uri, sub, err)
 		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+			s.logAt(slog.LevelWarn, "wamp: topic subscribe failed", "uri", uri, "route", sub.route.name, "err", err)
 			failed(err)
 		}
 	}) {
@@ -174,15 +175,16 @@ func (s *Session) runOnSubscribe(ctx context.Context, uri string, sub *subscript
 // the handler's failure to the client. It is never refused: each follows a
 // subscription that was taken, so the handler always hears of it.
 func (s *Session) runOnUnsubscribe(ctx context.Context, uri string, sub *subscription, onErr func(error)) {
-	s.topicTask(sub.handler, true, func() {
+	h := sub.handler()
+	s.topicTask(h, true, func() {
 		if s.isFailed(sub) {
 			return
 		}
 		err := s.invoke(ctx, true, "onUnSubscribe", uri, func(ctx context.Context) error {
-			return sub.handler.topic.OnUnsubscribe(ctx, s, topicRef{n: s.node, uri: uri}, sub.req)
+			return h.topic.OnUnsubscribe(ctx, s, topicRef{n: s.node, uri: uri}, sub.request())
 		})
 		if err != nil {
-			s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.req.Route, "err", err)
+			s.logAt(slog.LevelWarn, "wamp: topic unsubscribe failed", "uri", uri, "route", sub.route.name, "err", err)
 			onErr(err)
 		}
 	})

@@ -202,7 +202,7 @@ func (s *Session) sendRetained(ctx context.Context, uri string, sub *subscriptio
 		}
 		s.send("EVENT", encodeEventV2(sub.subID, newGlobalID(), retainedDetails, p))
 	}
-	if !s.node.retained.Blocking() && !sub.handler.offload {
+	if !s.node.retained.Blocking() && !sub.handler().offload {
 		task()
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,51 +29,57 @@ type Session struct {
 	id    string
 	peer  Peer
 	proto Protocol
+	// joined (v2: WELCOME sent) is touched only by Handle (and cleanup,
+	// which never overlaps it); here in proto's padding.
+	joined bool
+	// callsEnded (Close happened: a call linked from now on is cancelled
+	// at once) is guarded by callMu; here in proto's padding.
+	callsEnded bool
 	// callSeq is the last linkedCall id given out (0 is none); guarded by
 	// callMu, here in proto's padding.
 	callSeq uint32
 
 	node *Node
-	// offloaded counts this session's offloaded work queued or running.
-	offloaded atomic.Int64
 	// lane runs this session's offloaded topic callbacks in order. It is
 	// made on first use (by enqueueLane, with cb held) and then kept: most
 	// sessions never offload a topic callback, and an idle one should not
 	// carry it.
 	lane *lane
-	// calls lists the running v2 calls, for CANCEL and progressive
-	// results (cancel.go).
-	calls callTable
-	// numID is the WAMP v2 session id (id is its decimal form); 0 for v1.
-	numID uint64
 	// seq is the node-wide open order.
 	seq uint64
 	// connectedAt is ClientInfo.ConnectedAt in Unix nanoseconds: 8 bytes,
 	// where a time.Time would take the Session to the next size class.
 	connectedAt int64
-	// connID is set in Open and never changes (id above neither).
+	// connID is set in Open and never changes (id above neither). A v2
+	// session's numeric id is not kept: id is its decimal form (v2ID).
 	connID string
-	// headers are ClientInfo.Headers, fixed at Open.
-	headers map[string]string
-	// extra is ClientInfo.Extra, fixed at Open.
-	extra json.RawMessage
+	// opened holds ClientInfo.Headers and Extra, fixed at Open; nil when
+	// the handshake left neither (no upstream forwards headers, no connect
+	// event attached extra), which saves 24 B of every such session.
+	opened *openedInfo
 
 	// identity is the client's current one. It is replaced as a whole by
 	// Reidentify (with mu and the node's mu held, so that the client
 	// index and subscription checks agree with it) and read without locks.
 	identity atomic.Pointer[handler.Identity]
 
-	// callMu guards callSeq, callsEnded, call1ID, call1 and callN: the
-	// handler calls in flight that Close cancels (invoke's linked ones).
-	// A plain list, not a context.Context per session: a session's context
-	// grew a children map and a done channel the first time a call linked
-	// to it (≈ 460 B per idle connection that ever made a call) and kept
-	// them. call1 (with call1ID) is the one call in flight, the common
-	// case; callN the others, let go when empty. The small fields sit in
-	// other fields' padding: the Session stays in the 256-byte size class.
-	callMu sync.Mutex
-	call1  context.CancelFunc
-	callN  []linkedCall
+	// callMu guards callSeq, callsEnded, call1ID, call1 and callMore: the
+	// handler calls in flight that Close cancels (invoke's linked ones);
+	// and calls, the running v2 calls (cancel.go). A plain list, not a
+	// context.Context per session: a session's context grew a children
+	// map and a done channel the first time a call linked to it (≈ 460 B
+	// per idle connection that ever made a call) and kept them. call1
+	// (with call1ID) is the one call in flight, the common case; callMore
+	// the others, one small node each, nil when there are none. The small
+	// fields sit in other fields' padding: the Session stays in the
+	// 192-byte size class (TestSessionSizeClass).
+	callMu   sync.Mutex
+	call1    context.CancelFunc
+	callMore *linkedCall
+	// calls lists the running v2 calls by request id, for CANCEL and
+	// progressive results (cancel.go). Made on the first call and let go
+	// when the last ends: an idle session carries no map.
+	calls map[uint64]*pendingCall
 
 	// cb is held by whoever runs this client's handler callbacks: the
 	// reader for a whole Handle, or a goroutine running the work
@@ -83,39 +90,121 @@ type Session struct {
 	// holder, who looks for work after releasing it (runDeferred).
 	cb sync.Mutex
 
-	// mu guards the fields below. It is never held across Peer.Send or a
+	// mu guards inHandle, closing, cleaned and subs, and the sessionMore
+	// fields its comments name. It is never held across Peer.Send or a
 	// handler callback.
 	mu       sync.Mutex
 	inHandle bool
 	closing  bool
 	cleaned  bool
-	// callsEnded (Close happened: a call linked from now on is cancelled
-	// at once) and call1ID are guarded by callMu; here for the padding.
-	callsEnded bool
-	call1ID    uint32
-	// revoked are subscriptions Reidentify took whose handlers have not
-	// heard of it yet (announceRevoked).
-	revoked []leaving
+	// call1ID is guarded by callMu; here for the padding.
+	call1ID uint32
 
 	// subs is changed only under mu: by Handle (the reader),
-	// Reidentify and cleanup. prefixes and joined are touched only by
-	// Handle (and cleanup, which never overlaps it).
-	subs     subSet            // by topic URI, and v2 subscription id
-	prefixes map[string]string // v1 CURIE prefixes
-	joined   bool              // v2: WELCOME sent
-	// patKeys and patIDs are the pattern subscriptions (pattern.go), by
-	// pattern and by subscription id; nil until the first one. Changed
-	// only under mu.
-	patKeys map[patternKey]uint64
-	patIDs  map[uint64]patternKey
-	// grants caches the access decisions of topics delivered through the
-	// pattern subscriptions; set (once) with the first one, read by
-	// fan-outs without mu.
-	grants atomic.Pointer[topicGrants]
+	// Reidentify and cleanup.
+	subs subSet // by topic URI, and v2 subscription id
 	// welcomed is joined once set, for readers other than Handle (the
 	// session meta API); it is never cleared, and a closed session leaves
 	// the node's index anyway.
 	welcomed atomic.Bool
+	// offloaded counts this session's offloaded work queued or running
+	// (at most Limits.MaxOffloadedCallsPerSession, plus the must work a
+	// disconnect or an identity change leaves, bounded by the
+	// subscriptions): 4 bytes, beside welcomed.
+	offloaded atomic.Int32
+	// more holds what an idle session never uses (sessionMore): made on
+	// first use by whoever needs it (more()), then kept, never replaced.
+	more atomic.Pointer[sessionMore]
+}
+
+// openedInfo is what a session keeps of ClientInfo beyond the identity,
+// fixed at Open and never modified (see Session.opened).
+type openedInfo struct {
+	// headers are ClientInfo.Headers.
+	headers map[string]string
+	// extra is ClientInfo.Extra.
+	extra json.RawMessage
+}
+
+// sessionMore is the part of a Session that an idle session, subscribed to
+// a topic or a few, never uses: CURIE prefixes, revoked subscriptions,
+// pattern subscriptions. It is made on first use (Session.more) and kept;
+// moving these fields (56 B of the Session, with grants a pointer then)
+// out of it took the Session from the 320-byte size class to the 192-byte
+// one, with the other cuts (issue 19). Each field keeps the guard it had
+// in the Session.
+type sessionMore struct {
+	// grants caches the access decisions of topics delivered through the
+	// pattern subscriptions (its own mu guards it) for fan-outs, which
+	// read it without Session.mu. It is in this struct, not behind a
+	// pointer of its own, and first: a pattern fan-out reaches it from
+	// the Session through one pointer, as it did when the Session held
+	// the pointer.
+	grants topicGrants
+	// prefixes are the v1 CURIE prefixes; touched only by Handle (and
+	// cleanup, which never overlaps it).
+	prefixes map[string]string
+	// revoked are subscriptions Reidentify took whose handlers have not
+	// heard of it yet (announceRevoked). Guarded by Session.mu.
+	revoked []leaving
+	// patKeys and patIDs are the pattern subscriptions (pattern.go), by
+	// pattern and by subscription id; nil until the first one. Guarded by
+	// Session.mu.
+	patKeys map[patternKey]uint64
+	patIDs  map[uint64]patternKey
+}
+
+// moreFields returns the session's sessionMore, making it on first use.
+// Any goroutine may call it: the pointer is set once, by compare and swap,
+// and never changes after.
+func (s *Session) moreFields() *sessionMore {
+	if m := s.more.Load(); m != nil {
+		return m
+	}
+	m := &sessionMore{}
+	if s.more.CompareAndSwap(nil, m) {
+		return m
+	}
+	return s.more.Load()
+}
+
+// takeRevoked returns and clears the revoked subscriptions; s.mu must be
+// held.
+func (s *Session) takeRevoked() []leaving {
+	m := s.more.Load()
+	if m == nil {
+		return nil
+	}
+	revoked := m.revoked
+	m.revoked = nil
+	return revoked
+}
+
+// hasRevoked reports whether revoked subscriptions wait to be announced;
+// s.mu must be held.
+func (s *Session) hasRevoked() bool {
+	m := s.more.Load()
+	return m != nil && len(m.revoked) > 0
+}
+
+// patternCount is the number of pattern subscriptions; s.mu must be held.
+func (s *Session) patternCount() int {
+	if m := s.more.Load(); m != nil {
+		return len(m.patKeys)
+	}
+	return 0
+}
+
+// v2ID returns the WAMP v2 session id (id is its decimal form), 0 for a
+// v1 session. It is parsed from id rather than kept: only WELCOME, the
+// meta API and publisher disclosure need it, and 8 bytes took the Session
+// over a size class.
+func (s *Session) v2ID() uint64 {
+	if !s.proto.V2() {
+		return 0
+	}
+	id, _ := strconv.ParseUint(s.id, 10, 64)
+	return id
 }
 
 // sessionIdentity is the identity of the session with id sid as the node
@@ -168,7 +257,12 @@ func (s *Session) ConnectedAt() time.Time { return time.Unix(0, s.connectedAt) }
 
 // Extra implements handler.Client: what the application attached on
 // connect, fixed for the life of the connection.
-func (s *Session) Extra() json.RawMessage { return s.extra }
+func (s *Session) Extra() json.RawMessage {
+	if s.opened == nil {
+		return nil
+	}
+	return s.opened.extra
+}
 
 // Firewall implements handler.Client. It changes with Reidentify.
 func (s *Session) Firewall() string { return s.identity.Load().Firewall }
@@ -177,7 +271,10 @@ func (s *Session) Firewall() string { return s.identity.Load().Firewall }
 // handlers (ClientInfo.Headers), or "". It lets an HTTP upstream forward,
 // say, the browser's Cookie to the PHP app.
 func (s *Session) HandshakeHeader(name string) string {
-	return s.headers[textproto.CanonicalMIMEHeaderKey(name)]
+	if s.opened == nil {
+		return ""
+	}
+	return s.opened.headers[textproto.CanonicalMIMEHeaderKey(name)]
 }
 
 // allowed reports whether the current identity passes a route's access
@@ -261,8 +358,7 @@ func (s *Session) beginHandle() error {
 func (s *Session) endHandle() {
 	for {
 		s.mu.Lock()
-		revoked := s.revoked
-		s.revoked = nil
+		revoked := s.takeRevoked()
 		if len(revoked) == 0 {
 			s.inHandle = false
 			s.mu.Unlock()
@@ -296,15 +392,14 @@ func (s *Session) Close() {
 func (s *Session) runDeferred() {
 	for {
 		s.mu.Lock()
-		pending := len(s.revoked) > 0 || s.closing && !s.inHandle && !s.cleaned
+		pending := s.hasRevoked() || s.closing && !s.inHandle && !s.cleaned
 		s.mu.Unlock()
 		if !pending || !s.cb.TryLock() {
 			return
 		}
 		for {
 			s.mu.Lock()
-			revoked := s.revoked
-			s.revoked = nil
+			revoked := s.takeRevoked()
 			clean := len(revoked) == 0 && s.closing && !s.inHandle && !s.cleaned
 			if clean {
 				s.cleaned = true
@@ -412,10 +507,14 @@ func (s *Session) invoke(parent context.Context, linked bool, what, uri string, 
 	return fn(ctx)
 }
 
-// linkedCall is a handler call in flight that Close cancels.
+// linkedCall is a handler call in flight that Close cancels, beyond the
+// session's first (Session.callMore): a list of one node per call, so that
+// a session keeps nothing once its calls ended, and the Session holds one
+// pointer where a slice header took 24 bytes.
 type linkedCall struct {
 	id     uint32
 	cancel context.CancelFunc
+	next   *linkedCall
 }
 
 // linkCall records cancel to be called by Close and returns its id for
@@ -435,14 +534,13 @@ func (s *Session) linkCall(cancel context.CancelFunc) uint32 {
 	if s.call1 == nil {
 		s.call1, s.call1ID = cancel, id
 	} else {
-		s.callN = append(s.callN, linkedCall{id: id, cancel: cancel})
+		s.callMore = &linkedCall{id: id, cancel: cancel, next: s.callMore}
 	}
 	s.callMu.Unlock()
 	return id
 }
 
-// unlinkCall forgets the call linkCall returned id for (0: none). The list
-// of extra calls is let go when it empties, so an idle session keeps none.
+// unlinkCall forgets the call linkCall returned id for (0: none).
 func (s *Session) unlinkCall(id uint32) {
 	if id == 0 {
 		return
@@ -453,15 +551,9 @@ func (s *Session) unlinkCall(id uint32) {
 		s.call1, s.call1ID = nil, 0
 		return
 	}
-	for i, c := range s.callN {
-		if c.id == id && c.cancel != nil {
-			last := len(s.callN) - 1
-			s.callN[i] = s.callN[last]
-			s.callN[last] = linkedCall{}
-			s.callN = s.callN[:last]
-			if last == 0 {
-				s.callN = nil
-			}
+	for p := &s.callMore; *p != nil; p = &(*p).next {
+		if (*p).id == id {
+			*p = (*p).next
 			return
 		}
 	}
@@ -472,13 +564,13 @@ func (s *Session) unlinkCall(id uint32) {
 func (s *Session) cancel() {
 	s.callMu.Lock()
 	s.callsEnded = true
-	one, rest := s.call1, s.callN
-	s.call1, s.call1ID, s.callN = nil, 0, nil
+	one, rest := s.call1, s.callMore
+	s.call1, s.call1ID, s.callMore = nil, 0, nil
 	s.callMu.Unlock()
 	if one != nil {
 		one()
 	}
-	for _, c := range rest {
+	for c := rest; c != nil; c = c.next {
 		c.cancel()
 	}
 }

@@ -15,21 +15,33 @@ import (
 // (reidentify.go).
 
 // subscription is one topic a session is subscribed to, as the session
-// keeps it (the broker keeps the subscribers of each topic).
+// keeps it (the broker keeps the subscribers of each topic). It is 48 B
+// (TestSubscriptionSizeClass): the handler.Request its callbacks get is
+// made from it when they are called (request), not kept: a whole Request
+// (64 B, with a Kwargs that a subscription never has and the URI a second
+// time) and copies of what the route has took the struct to 112 B.
 type subscription struct {
-	handler *topicHandler
-	// uri is the topic the session subscribed to, its key in Session.subs
-	// (req.URI is the route's: a presence companion's is the topic's).
+	// route is the route the subscription went through, shared with it:
+	// its name (Request.Route), access rule (rechecked by Reidentify) and
+	// handler. A presence companion's is its topic's route (the handler is
+	// the companion's, topicHandler.companion); a meta topic's the node's
+	// metaRoute.
+	route *route[*topicHandler]
+	// uri is the topic the session subscribed to, its key in Session.subs:
+	// the broker topic's own string once added (broker.add), so the
+	// subscribers of a topic share one copy of it.
 	uri string
-	req handler.Request
-	// access is the route's rule (rechecked by Reidentify), shared with
-	// the route: a copy was 32 B of every subscription, and took the
-	// struct from the 112- to the 144-byte class.
-	access *accessRule
-	subID  uint64 // v2 subscription id
+	// attrs is Request.Attributes: the broker topic's map, shared by its
+	// subscribers through the same route with the same values (read-only,
+	// as handler.Request says).
+	attrs map[string]string
+	subID uint64 // v2 subscription id
 	// presence: the route has RouteConfig.Presence (the session is
 	// present on the topic while subscribed).
 	presence bool
+	// companion: uri is a presence companion topic (PresencePrefix +
+	// the topic route matched); Request.URI is the topic.
+	companion bool
 	// subscribing is true while SUBSCRIBE is not finished (SUBSCRIBED
 	// may not be sent yet, OnSubscribe is queued or running). Guarded by
 	// Session.mu.
@@ -39,11 +51,31 @@ type subscription struct {
 	failed bool
 }
 
+// handler returns the subscription's topic handler.
+func (sub *subscription) handler() *topicHandler {
+	if sub.companion {
+		return sub.route.handler.companion
+	}
+	return sub.route.handler
+}
+
+// request returns the handler.Request the subscription's callbacks get:
+// the route's name, the topic (a presence companion's is the topic's, not
+// the companion's) and the attributes. It allocates nothing.
+func (sub *subscription) request() handler.Request {
+	uri := sub.uri
+	if sub.companion {
+		uri = uri[len(PresencePrefix):]
+	}
+	return handler.Request{Route: sub.route.name, URI: uri, Attributes: sub.attrs}
+}
+
 // mayKeep reports whether the topic handler (a handler.SubscribeAuthorizer)
 // admits who to this subscription; handlers that do not decide admit
 // everyone the route's access rule admits.
 func (sub *subscription) mayKeep(who *handler.Identity) bool {
-	return sub.handler.authz == nil || sub.handler.authz.MaySubscribe(*who, sub.req)
+	authz := sub.handler().authz
+	return authz == nil || authz.MaySubscribe(*who, sub.request())
 }
 
 var (
@@ -59,17 +91,16 @@ var (
 func (s *Session) addSub(uri string, sub *subscription) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.allowed(*sub.access) || !sub.mayKeep(s.identity.Load()) {
+	if !s.allowed(sub.route.access) || !sub.mayKeep(s.identity.Load()) {
 		return errDenied
 	}
-	if s.subs.len()+len(s.patKeys) >= s.node.limits.MaxSubscriptions {
+	if s.subs.len()+s.patternCount() >= s.node.limits.MaxSubscriptions {
 		return errTooMany
 	}
 	sub.subscribing = true
-	sub.uri = uri
-	sub.subID, sub.req.Attributes = s.node.broker.add(s.node, uri, s, sub.handler.topic, sub.req)
+	sub.subID, sub.uri, sub.attrs = s.node.broker.add(s.node, uri, s, sub.handler().topic, sub.request())
 	s.subs.put(sub, s.proto.V2())
-	s.node.subscribed(uri, s, sub)
+	s.node.subscribed(sub.uri, s, sub)
 	return nil
 }
 
@@ -92,10 +123,12 @@ func (s *Session) finishSubscribe(uri string, sub *subscription, err error) {
 		s.removeSub(uri, sub)
 		return
 	}
-	for i, l := range s.revoked {
-		if l.sub == sub {
-			s.revoked = append(s.revoked[:i], s.revoked[i+1:]...)
-			break
+	if m := s.more.Load(); m != nil {
+		for i, l := range m.revoked {
+			if l.sub == sub {
+				m.revoked = append(m.revoked[:i], m.revoked[i+1:]...)
+				break
+			}
 		}
 	}
 }
@@ -171,10 +204,10 @@ func (s *Session) announceLeave(reason string, left []leaving) {
 		}
 		for _, l := range g.left {
 			err := s.invoke(context.Background(), false, "onUnSubscribe", l.uri, func(ctx context.Context) error {
-				return g.handler.topic.OnUnsubscribe(ctx, s, topicRef{n: s.node, uri: l.uri}, l.sub.req)
+				return g.handler.topic.OnUnsubscribe(ctx, s, topicRef{n: s.node, uri: l.uri}, l.sub.request())
 			})
 			if err != nil {
-				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topic", l.uri, "route", l.sub.req.Route, "err", err)
+				s.logAt(slog.LevelWarn, "wamp: topic handler failed on leave", "reason", reason, "topic", l.uri, "route", l.sub.route.name, "err", err)
 			}
 		}
 	}
@@ -198,10 +231,11 @@ func (s *Session) groupByHandler(left []leaving) []leaveGroup {
 			continue
 		}
 		i := len(groups) - 1
-		for ; i >= 0 && groups[i].handler != l.sub.handler; i-- {
+		h := l.sub.handler()
+		for ; i >= 0 && groups[i].handler != h; i-- {
 		}
 		if i < 0 {
-			groups = append(groups, leaveGroup{handler: l.sub.handler})
+			groups = append(groups, leaveGroup{handler: h})
 			i = len(groups) - 1
 		}
 		groups[i].left = append(groups[i].left, l)
@@ -213,7 +247,7 @@ func (s *Session) groupByHandler(left []leaving) []leaveGroup {
 func (s *Session) announceBatch(reason string, g leaveGroup) {
 	subs := make([]handler.Subscription, len(g.left))
 	for i, l := range g.left {
-		subs[i] = handler.Subscription{Topic: topicRef{n: s.node, uri: l.uri}, Request: l.sub.req}
+		subs[i] = handler.Subscription{Topic: topicRef{n: s.node, uri: l.uri}, Request: l.sub.request()}
 	}
 	err := s.invoke(context.Background(), false, "onUnSubscribeBatch", g.left[0].uri, func(ctx context.Context) error {
 		return g.handler.batch.OnUnsubscribeBatch(ctx, s, reason, subs)
@@ -226,21 +260,28 @@ func (s *Session) announceBatch(reason string, g leaveGroup) {
 // subSet is a session's subscriptions, by topic URI and, for a v2
 // session, by subscription id. Most sessions subscribe to one topic, and a
 // map holding one entry costs ≈ 200 B (an empty one 48 B): the first
-// subscription sits in one, and a map (two for v2) is made from the second
-// on and kept. Guarded by Session.mu.
+// subscription sits in one, and the maps (subIndex) are made from the
+// second on and kept. Guarded by Session.mu.
 type subSet struct {
 	// one is the only subscription while many is nil.
 	one *subscription
-	// many holds every subscription, by subscription.uri, once there were
-	// two at a time; ids (v2 sessions only) the same, by subID.
-	many map[string]*subscription
-	ids  map[uint64]*subscription
+	// many holds every subscription once there were two at a time: one
+	// pointer here, where the two maps took 16 B of every Session.
+	many *subIndex
+}
+
+// subIndex is a subSet with two subscriptions or more.
+type subIndex struct {
+	// byURI holds every subscription, by subscription.uri; byID (v2
+	// sessions only) the same, by subID.
+	byURI map[string]*subscription
+	byID  map[uint64]*subscription
 }
 
 // get returns the subscription to uri, or nil.
 func (ss *subSet) get(uri string) *subscription {
 	if ss.many != nil {
-		return ss.many[uri]
+		return ss.many.byURI[uri]
 	}
 	if ss.one != nil && ss.one.uri == uri {
 		return ss.one
@@ -251,7 +292,7 @@ func (ss *subSet) get(uri string) *subscription {
 // byID returns the v2 subscription with id, or nil.
 func (ss *subSet) byID(id uint64) *subscription {
 	if ss.many != nil {
-		return ss.ids[id]
+		return ss.many.byID[id]
 	}
 	if ss.one != nil && ss.one.subID == id {
 		return ss.one
@@ -267,15 +308,15 @@ func (ss *subSet) put(sub *subscription, v2 bool) {
 			ss.one = sub
 			return
 		}
-		ss.many = map[string]*subscription{ss.one.uri: ss.one}
+		ss.many = &subIndex{byURI: map[string]*subscription{ss.one.uri: ss.one}}
 		if v2 {
-			ss.ids = map[uint64]*subscription{ss.one.subID: ss.one}
+			ss.many.byID = map[uint64]*subscription{ss.one.subID: ss.one}
 		}
 		ss.one = nil
 	}
-	ss.many[sub.uri] = sub
-	if ss.ids != nil {
-		ss.ids[sub.subID] = sub
+	ss.many.byURI[sub.uri] = sub
+	if ss.many.byID != nil {
+		ss.many.byID[sub.subID] = sub
 	}
 }
 
@@ -287,10 +328,10 @@ func (ss *subSet) del(sub *subscription) {
 		}
 		return
 	}
-	if ss.many[sub.uri] == sub {
-		delete(ss.many, sub.uri)
-		if ss.ids[sub.subID] == sub {
-			delete(ss.ids, sub.subID)
+	if ss.many.byURI[sub.uri] == sub {
+		delete(ss.many.byURI, sub.uri)
+		if ss.many.byID[sub.subID] == sub {
+			delete(ss.many.byID, sub.subID)
 		}
 	}
 }
@@ -298,7 +339,7 @@ func (ss *subSet) del(sub *subscription) {
 // len is the number of subscriptions.
 func (ss *subSet) len() int {
 	if ss.many != nil {
-		return len(ss.many)
+		return len(ss.many.byURI)
 	}
 	if ss.one != nil {
 		return 1
@@ -316,7 +357,7 @@ func (ss *subSet) all() iter.Seq[*subscription] {
 			}
 			return
 		}
-		for _, sub := range ss.many {
+		for _, sub := range ss.many.byURI {
 			if !yield(sub) {
 				return
 			}

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // attrsOf returns the attributes session s keeps for its subscription to
@@ -15,9 +16,20 @@ func attrsOf(s *Session, uri string) map[string]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sub := s.subs.get(uri); sub != nil {
-		return sub.req.Attributes
+		return sub.attrs
 	}
 	return nil
+}
+
+// uriOf returns the URI string session s keeps for its subscription to
+// uri, or "".
+func uriOf(s *Session, uri string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sub := s.subs.get(uri); sub != nil {
+		return sub.uri
+	}
+	return ""
 }
 
 // sameMap reports whether a and b are the same map, not equal ones.
@@ -28,7 +40,9 @@ func sameMap(a, b map[string]string) bool {
 // TestSubscribersShareAttributes: every subscription to a topic through
 // one route keeps the same Request.Attributes map (the broker's), which is
 // what makes handler.Request.Attributes read-only; another topic gets its
-// own, and a topic that empties and comes back starts a new one.
+// own, and a topic that empties and comes back starts a new one. The
+// subscriptions share the topic's URI string too, not a copy each from
+// their SUBSCRIBE.
 func TestSubscribersShareAttributes(t *testing.T) {
 	f := newFixture(t, nil)
 	var sessions []*Session
@@ -51,6 +65,11 @@ func TestSubscribersShareAttributes(t *testing.T) {
 	for _, s := range sessions[1:] {
 		if !sameMap(attrsOf(s, "chan/a"), a0) || !sameMap(attrsOf(s, "chan/b"), b0) {
 			t.Fatalf("session %s keeps its own attributes map", s.ConnID())
+		}
+		for _, uri := range []string{"chan/a", "chan/b"} {
+			if got, first := uriOf(s, uri), uriOf(sessions[0], uri); got != uri || unsafe.StringData(got) != unsafe.StringData(first) {
+				t.Fatalf("session %s keeps its own copy of %q (%q)", s.ConnID(), uri, got)
+			}
 		}
 	}
 	for _, s := range sessions {
@@ -108,8 +127,8 @@ func TestSubSet(t *testing.T) {
 			if ss.many == nil || ss.one != nil || ss.len() != 3 || !slices.Equal(uris(), []string{"a", "b", "c"}) {
 				t.Fatalf("many: %+v %v", ss, uris())
 			}
-			if (ss.ids != nil) != v2 {
-				t.Fatalf("id index %v for v2=%v", ss.ids, v2)
+			if (ss.many.byID != nil) != v2 {
+				t.Fatalf("id index %v for v2=%v", ss.many.byID, v2)
 			}
 			if v2 && (ss.byID(2) != b || ss.byID(1) != a2 || ss.byID(9) != nil) {
 				t.Fatal("byID in the map form")

@@ -282,14 +282,15 @@ func (s *Session) handleV1(ctx context.Context, msg []byte) error {
 // is known. Like PHP's explode/list, only the text up to a second ':' is
 // kept as the action.
 func (s *Session) expandCURIE(uri string) string {
-	if len(s.prefixes) == 0 || containsHTTPScheme(uri) {
+	m := s.more.Load()
+	if m == nil || len(m.prefixes) == 0 || containsHTTPScheme(uri) {
 		return uri
 	}
 	i := strings.IndexByte(uri, ':')
 	if i < 0 {
 		return uri
 	}
-	base, ok := s.prefixes[uri[:i]]
+	base, ok := m.prefixes[uri[:i]]
 	if !ok {
 		return uri
 	}
@@ -337,13 +338,14 @@ func (s *Session) prefixV1(m messageV1) error {
 	if err := s.checkURI("PREFIX uri", m.uri); err != nil {
 		return err
 	}
-	if _, exists := s.prefixes[m.prefix]; !exists && len(s.prefixes) >= s.node.limits.MaxPrefixes {
+	more := s.moreFields() // most clients define no prefix
+	if _, exists := more.prefixes[m.prefix]; !exists && len(more.prefixes) >= s.node.limits.MaxPrefixes {
 		return limitErr(LimitPrefixes, "more than %d prefixes", s.node.limits.MaxPrefixes)
 	}
-	if s.prefixes == nil {
-		s.prefixes = make(map[string]string, 1) // most clients define none
+	if more.prefixes == nil {
+		more.prefixes = make(map[string]string, 1)
 	}
-	s.prefixes[m.prefix] = m.uri
+	more.prefixes[m.prefix] = m.uri
 	return nil
 }
 

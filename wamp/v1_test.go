@@ -189,11 +189,12 @@ func TestMalformedIsProtocolError(t *testing.T) {
 }
 
 func TestResolveCURIE(t *testing.T) {
-	s := &Session{prefixes: map[string]string{
+	s := &Session{}
+	s.moreFields().prefixes = map[string]string{
 		"calc": "http://example.com/calc",
 		"p":    "base",
 		"":     "empty",
-	}}
+	}
 	cases := map[string]string{
 		"calc:add":               "http://example.com/calc#add",
 		"p:x":                    "base#x",

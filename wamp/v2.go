@@ -390,9 +390,9 @@ func (s *Session) publisherDetails() []byte {
 	who := s.identity.Load()
 	b := make([]byte, 0, 96)
 	b = append(b, '{')
-	if s.numID != 0 {
+	if s.proto.V2() {
 		b = append(b, `"publisher":`...)
-		b = appendID(b, s.numID)
+		b = append(b, s.id...) // the decimal form of the v2 id
 		b = append(b, ',')
 	}
 	b = append(b, `"publisher_authid":`...)
@@ -645,7 +645,7 @@ func (s *Session) helloV2(m messageV2) error {
 	}
 	s.joined = true
 	s.welcomed.Store(true)
-	s.send("WELCOME", encodeWelcomeV2(s.numID, welcomeDetails{
+	s.send("WELCOME", encodeWelcomeV2(s.v2ID(), welcomeDetails{
 		Realm: m.uri, AuthID: who.UserIdentifier, AuthRole: role,
 		AuthMethod: "cookie", AuthProvider: "symfony",
 		AuthExtra: welcomeExtra{Roles: roles, Firewall: who.Firewall, Anonymous: who.Anonymous},
