@@ -61,6 +61,11 @@ type Conn struct {
 	early    bool   // the socket closed before Open returned
 	ended    bool   // Handler.Closed was called
 
+	// slot is the connection's place in Transport.conns plus one (0: not
+	// listed); guarded by the Transport's mu. In the padding after the
+	// flags, so the Conn stays in the 192-byte class.
+	slot int32
+
 	// stopped mirrors closing || dead for the reader, which checks it after
 	// every message without taking mu: once the connection closes, nothing
 	// more a client sent is handled. (Beside the flags, where it fits in

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -62,8 +63,11 @@ type eventLoop struct {
 	lfd    int   // our dup of the listener's descriptor; -1 once closed; guarded by lmu
 	lfdNum int32 // lfd's number, fixed, to recognise its events without the lock
 
-	mu    sync.Mutex        // guards conns and gen
-	conns map[int32]*epConn // by descriptor: every socket, from accept to close
+	mu sync.Mutex // guards conns and gen
+	// conns holds every socket from accept to close at its descriptor's
+	// number (descriptors are small and dense; a map took ≈ 36 B per idle
+	// connection, the slice 8–16, issue 19).
+	conns []*epConn
 	gen   uint32
 
 	reads, writes readyQueue
@@ -181,7 +185,7 @@ func newEventLoop(t *Transport, ln *net.TCPListener) (*eventLoop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll: non-blocking: %w", err)
 	}
-	l := &eventLoop{t: t, epfd: epfd, epFile: os.NewFile(uintptr(epfd), "epoll"), wakefd: wakefd, lfd: lfd, lfdNum: int32(lfd), conns: make(map[int32]*epConn), done: make(chan struct{}), upgrades: make(chan *epConn)}
+	l := &eventLoop{t: t, epfd: epfd, epFile: os.NewFile(uintptr(epfd), "epoll"), wakefd: wakefd, lfd: lfd, lfdNum: int32(lfd), done: make(chan struct{}), upgrades: make(chan *epConn)}
 	l.reads.init()
 	l.writes.init()
 	for _, fd := range []int{wakefd, lfd} {
@@ -257,9 +261,7 @@ func (l *eventLoop) route(events []unix.EpollEvent) (stop bool) {
 			l.accept()
 			continue
 		}
-		l.mu.Lock()
-		ec := l.conns[ev.Fd]
-		l.mu.Unlock()
+		ec := l.conn(ev.Fd)
 		if ec == nil || ec.gen != ev.Pad {
 			continue // closed since; the descriptor may be reused
 		}
@@ -313,7 +315,13 @@ func (l *eventLoop) accept() {
 		hs := &handshakeState{started: time.Now(), remote: remote}
 		hs.pend.owner = ec
 		ec.hs.Store(hs)
-		l.conns[int32(fd)] = ec
+		if fd >= len(l.conns) {
+			// Amortised doubling; every slot up to the capacity is
+			// usable (and nil until a socket takes it).
+			grown := slices.Grow(l.conns, fd+1-len(l.conns))
+			l.conns = grown[:cap(grown)]
+		}
+		l.conns[fd] = ec
 		l.mu.Unlock()
 		if !t.listPending(&hs.pend) {
 			ec.closeFD() // not accepting any more
@@ -354,19 +362,35 @@ func (l *eventLoop) stop() {
 	unix.Write(l.wakefd, one[:])
 	l.reads.close()
 	l.writes.close()
-	l.mu.Lock()
-	conns := make([]*epConn, 0, len(l.conns))
-	for _, ec := range l.conns {
-		conns = append(conns, ec)
-	}
-	l.mu.Unlock()
-	for _, ec := range conns {
+	for _, ec := range l.snapshot(nil) {
 		if c := ec.c.Load(); c != nil {
 			c.Kill(ReasonDrain)
 		} else {
 			ec.closeFD()
 		}
 	}
+}
+
+// conn returns the socket at descriptor fd, nil if none.
+func (l *eventLoop) conn(fd int32) *epConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if int(fd) < len(l.conns) {
+		return l.conns[fd]
+	}
+	return nil
+}
+
+// snapshot appends every socket to buf and returns it.
+func (l *eventLoop) snapshot(buf []*epConn) []*epConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ec := range l.conns {
+		if ec != nil {
+			buf = append(buf, ec)
+		}
+	}
+	return buf
 }
 
 // closeAll releases the loop's own descriptors; the loop goroutine has
@@ -524,7 +548,7 @@ func (l *eventLoop) consumeRequest(ec *epConn, data []byte) bool {
 // at most) do not matter, and they end when the storm is over.
 const (
 	maxParkedUpgraders = 128
-	upgraderIdle       = 10 * time.Second
+	upgraderIdle       = 2 * time.Second
 )
 
 // upgrader runs the upgrade of ec, then parks for the next handshake
@@ -804,8 +828,8 @@ func (ec *epConn) closeFD() {
 		l.t.pending.remove(&hs.pend)
 	}
 	l.mu.Lock()
-	if l.conns[int32(ec.fd)] == ec {
-		delete(l.conns, int32(ec.fd))
+	if ec.fd < len(l.conns) && l.conns[ec.fd] == ec {
+		l.conns[ec.fd] = nil
 	}
 	l.mu.Unlock()
 	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ec.fd, nil)
@@ -833,12 +857,7 @@ func (l *eventLoop) sweep() {
 			return
 		case <-tick.C:
 		}
-		l.mu.Lock()
-		all = all[:0]
-		for _, ec := range l.conns {
-			all = append(all, ec)
-		}
-		l.mu.Unlock()
+		all = l.snapshot(all[:0])
 		now := time.Now()
 		for _, ec := range all {
 			switch ec.phase.Load() {
