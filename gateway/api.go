@@ -285,7 +285,7 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 func (s *Server) closeUserConnections(user string, before time.Time) int {
 	n := 0
 	for _, c := range s.snapshotClients() {
-		if id := c.identity(); !id.Anonymous && id.UserIdentifier == user && !c.connectedAt.After(before) {
+		if id := c.identity(); !id.Anonymous && id.UserIdentifier == user && !c.connectedAt().After(before) {
 			c.conn.Close(closeAppDisconnect, "disconnected by the application", upstream.ReasonAppDisconnect)
 			n++
 		}

@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"errors"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -33,13 +33,18 @@ type client struct {
 	conn *transport.Conn
 	sess *wamp.Session
 
-	id          string    // the connection id, unique across replicas
-	sessionID   string    // the PHP session id of its cookie, "" without one
-	connectedAt time.Time // the connect event's, so both events of a pair agree
-
-	mu      sync.Mutex // guards userKey
-	userKey string     // counted in Server.userConns under this key; "" when not
+	id        string // the connection id, unique across replicas
+	sessionID string // the PHP session id of its cookie, "" without one
+	// userKey is the key it is counted under in Server.userConns, nil
+	// when not (no per-user limit, or anonymous); swapped as a whole.
+	// When it connected is its WAMP session's (connectedAt): the client
+	// keeps no copy, so that it stays in the 64-byte size class.
+	userKey atomic.Pointer[string]
 }
+
+// connectedAt is when the connection was accepted: the connect event's
+// time, which its WAMP session keeps (so both events of a pair agree).
+func (c *client) connectedAt() time.Time { return c.sess.ConnectedAt() }
 
 var _ transport.Handler = (*client)(nil)
 
@@ -106,11 +111,9 @@ func (c *client) Closed(reason string) {
 	c.sess.Close()
 	s.unwatchClient(c)
 	s.registry.remove(c.id)
-	c.mu.Lock()
-	userKey := c.userKey
-	c.userKey = ""
-	c.mu.Unlock()
-	s.releaseUser(userKey)
+	if key := c.userKey.Swap(nil); key != nil {
+		s.releaseUser(*key)
+	}
 	s.metrics.Connections.Dec()
 	s.metrics.Disconnects.WithLabelValues(reason).Inc()
 	if s.events != nil && s.cfg.Events.Disconnect {
@@ -120,7 +123,7 @@ func (c *client) Closed(reason string) {
 		sess := c.sess
 		s.events.Disconnected(upstream.ConnEvent{
 			ConnID: c.id, SessionID: sess.ID(), Identity: sess.Identity(), Protocol: sess.Protocol().Subprotocol(),
-			ConnectedAt: c.connectedAt, Extra: sess.Extra(), Reason: reason,
+			ConnectedAt: c.connectedAt(), Extra: sess.Extra(), Reason: reason,
 		})
 	}
 	s.log.Debug("client disconnected", "conn", c.id, "reason", reason)

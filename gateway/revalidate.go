@@ -118,14 +118,15 @@ func (s *Server) revalidateBatch(conns []*client) {
 // (subscriptions its routes no longer allow are dropped), its client storage
 // entry and its per-user count follow.
 func (s *Server) reidentify(c *client, id handler.Identity) {
-	c.mu.Lock()
-	oldKey := c.userKey
-	c.userKey = ""
+	var newKey, oldKey string
+	var next *string
 	if !id.Anonymous && s.cfg.Limits.MaxConnectionsPerUser > 0 {
-		c.userKey = userKey(id)
+		newKey = userKey(id)
+		next = &newKey
 	}
-	newKey := c.userKey
-	c.mu.Unlock()
+	if old := c.userKey.Swap(next); old != nil {
+		oldKey = *old
+	}
 	if newKey != oldKey {
 		s.releaseUser(oldKey)
 		if newKey != "" {

@@ -700,22 +700,26 @@ func (s *Server) abandon(h *handshake, reason string) {
 // client storage.
 func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 	c := &client{
-		srv:         s,
-		conn:        conn,
-		id:          h.connID,
-		sessionID:   h.sessionID,
-		connectedAt: h.connectedAt, // the connect event's, so both events agree
-		userKey:     h.userKey,
+		srv:       s,
+		conn:      conn,
+		id:        h.connID,
+		sessionID: h.sessionID,
+	}
+	if h.userKey != "" {
+		key := h.userKey
+		c.userKey.Store(&key)
 	}
 	if c.id == "" {
 		c.id = fmt.Sprintf("%s-%d", s.nodeID, s.connSeq.Add(1))
 	}
-	if c.connectedAt.IsZero() {
-		c.connectedAt = time.Now()
-	}
 	h.info.ConnID = c.id
 	h.info.Headers = h.headers
-	h.info.ConnectedAt = c.connectedAt
+	// The connect event's time, so both events of a pair agree; the
+	// WAMP session keeps it.
+	h.info.ConnectedAt = h.connectedAt
+	if h.info.ConnectedAt.IsZero() {
+		h.info.ConnectedAt = time.Now()
+	}
 	if s.isDraining() {
 		s.releaseUser(h.userKey)
 		s.abandon(h, upstream.ReasonDrain)
@@ -741,7 +745,7 @@ func (s *Server) register(conn *transport.Conn, h *handshake) *client {
 func (s *Server) clientEntry(c *client) storage.ClientEntry {
 	return storage.ClientEntry{
 		ConnID: c.id, WAMPSessionID: c.sess.ID(), Identity: c.sess.Identity(),
-		ConnectedAt: c.connectedAt, Extra: c.sess.Extra(),
+		ConnectedAt: c.connectedAt(), Extra: c.sess.Extra(),
 	}
 }
 
