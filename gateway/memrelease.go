@@ -19,8 +19,9 @@ import (
 // So once a burst has ended (connections were opened during one check
 // interval and none during the next) and enough of the heap is free or
 // garbage, the gateway forces one collection and returns the free pages
-// (debug.FreeOSMemory). That costs one full collection per burst, and
-// nothing while connections keep arriving or while nothing happens.
+// (debug.FreeOSMemory). That costs one full collection per burst, at most
+// one a minute, and nothing while connections keep arriving or while
+// nothing happens.
 
 // Defaults of the releaser.
 const (
@@ -33,20 +34,27 @@ const (
 	// collection costs more than the pages are worth.
 	memReleaseMinFree   = 8 << 20
 	memReleaseFreeShare = 4
+	// memReleaseMinGap spaces releases: with connections trickling in
+	// (one every other interval) every interval could end a burst, and a
+	// forced collection of a large heap costs about a second of CPU per
+	// GiB of live heap. At most one per minute bounds that.
+	memReleaseMinGap = time.Minute
 )
 
 // burstEnd decides when a burst of connections has ended and the free heap
 // is worth returning. It is the releaser goroutine's state; nothing else
 // touches it.
 type burstEnd struct {
-	lastConns uint64 // the connection count at the previous check
-	inBurst   bool   // connections were opened since the last release check
+	lastConns   uint64    // the connection count at the previous check
+	inBurst     bool      // connections were opened since the last release check
+	lastRelease time.Time // when check last said to release
 }
 
-// check is called every interval with the number of connections ever
-// opened and a reader of the heap's reclaimable and live bytes (called
-// only when a burst has just ended). It reports whether to release now.
-func (b *burstEnd) check(conns uint64, heap func() (reclaimable, live uint64)) bool {
+// check is called every interval, at now, with the number of connections
+// ever opened and a reader of the heap's reclaimable and live bytes
+// (called only when a burst has just ended). It reports whether to
+// release now.
+func (b *burstEnd) check(now time.Time, conns uint64, heap func() (reclaimable, live uint64)) bool {
 	if conns != b.lastConns {
 		b.lastConns, b.inBurst = conns, true
 		return false // still arriving: wait for a quiet interval
@@ -54,9 +62,16 @@ func (b *burstEnd) check(conns uint64, heap func() (reclaimable, live uint64)) b
 	if !b.inBurst {
 		return false // quiet, and already looked since the last burst
 	}
+	if !b.lastRelease.IsZero() && now.Sub(b.lastRelease) < memReleaseMinGap {
+		return false // too soon: look again at the next quiet interval
+	}
 	b.inBurst = false
 	reclaimable, live := heap()
-	return reclaimable >= memReleaseMinFree && reclaimable >= live/memReleaseFreeShare
+	if reclaimable < memReleaseMinFree || reclaimable < live/memReleaseFreeShare {
+		return false
+	}
+	b.lastRelease = now
+	return true
 }
 
 // heapReclaimable reads from runtime/metrics, which stops nothing, what a
@@ -93,7 +108,7 @@ func (s *Server) releaseMemoryAfterBursts(interval time.Duration) {
 			return
 		case <-tick.C:
 		}
-		if !b.check(s.connSeq.Load(), heapReclaimable) {
+		if !b.check(time.Now(), s.connSeq.Load(), heapReclaimable) {
 			continue
 		}
 		start := time.Now()

@@ -13,6 +13,7 @@ import (
 func TestBurstEndDecides(t *testing.T) {
 	const mib = 1 << 20
 	type step struct {
+		at         time.Duration // since the first check
 		conns      uint64
 		free, live uint64 // reclaimable and live
 		release    bool
@@ -21,18 +22,20 @@ func TestBurstEndDecides(t *testing.T) {
 		name  string
 		steps []step
 	}{
-		{"nothing happens", []step{{0, 64 * mib, 10 * mib, false}, {0, 64 * mib, 10 * mib, false}}},
-		{"burst then quiet", []step{{100, 64 * mib, 10 * mib, false}, {100, 64 * mib, 10 * mib, true}, {100, 64 * mib, 10 * mib, false}}},
-		{"still arriving", []step{{100, 64 * mib, 10 * mib, false}, {200, 64 * mib, 10 * mib, false}, {300, 64 * mib, 10 * mib, false}, {300, 64 * mib, 10 * mib, true}}},
-		{"too little free", []step{{100, 4 * mib, 1 * mib, false}, {100, 4 * mib, 1 * mib, false}}},
-		{"free small beside live", []step{{100, 20 * mib, 100 * mib, false}, {100, 20 * mib, 100 * mib, false}}},
-		{"free a quarter of live", []step{{100, 25 * mib, 100 * mib, false}, {100, 25 * mib, 100 * mib, true}}},
-		{"one look per burst", []step{{100, 4 * mib, 1 * mib, false}, {100, 4 * mib, 1 * mib, false}, {100, 64 * mib, 1 * mib, false}, {101, 64 * mib, 1 * mib, false}, {101, 64 * mib, 1 * mib, true}}},
+		{"nothing happens", []step{{0 * memReleaseEvery, 0, 64 * mib, 10 * mib, false}, {1 * memReleaseEvery, 0, 64 * mib, 10 * mib, false}}},
+		{"burst then quiet", []step{{0 * memReleaseEvery, 100, 64 * mib, 10 * mib, false}, {1 * memReleaseEvery, 100, 64 * mib, 10 * mib, true}, {2 * memReleaseEvery, 100, 64 * mib, 10 * mib, false}}},
+		{"still arriving", []step{{0 * memReleaseEvery, 100, 64 * mib, 10 * mib, false}, {1 * memReleaseEvery, 200, 64 * mib, 10 * mib, false}, {2 * memReleaseEvery, 300, 64 * mib, 10 * mib, false}, {3 * memReleaseEvery, 300, 64 * mib, 10 * mib, true}}},
+		{"too little free", []step{{0 * memReleaseEvery, 100, 4 * mib, 1 * mib, false}, {1 * memReleaseEvery, 100, 4 * mib, 1 * mib, false}}},
+		{"free small beside live", []step{{0 * memReleaseEvery, 100, 20 * mib, 100 * mib, false}, {1 * memReleaseEvery, 100, 20 * mib, 100 * mib, false}}},
+		{"free a quarter of live", []step{{0 * memReleaseEvery, 100, 25 * mib, 100 * mib, false}, {1 * memReleaseEvery, 100, 25 * mib, 100 * mib, true}}},
+		{"at most one a minute", []step{{0, 100, 64 * mib, 1 * mib, false}, {memReleaseEvery, 100, 64 * mib, 1 * mib, true}, {2 * memReleaseEvery, 101, 64 * mib, 1 * mib, false}, {3 * memReleaseEvery, 101, 64 * mib, 1 * mib, false}, {memReleaseEvery + memReleaseMinGap, 101, 64 * mib, 1 * mib, true}}},
+		{"one look per burst", []step{{0 * memReleaseEvery, 100, 4 * mib, 1 * mib, false}, {1 * memReleaseEvery, 100, 4 * mib, 1 * mib, false}, {2 * memReleaseEvery, 100, 64 * mib, 1 * mib, false}, {3 * memReleaseEvery, 101, 64 * mib, 1 * mib, false}, {4 * memReleaseEvery, 101, 64 * mib, 1 * mib, true}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b burstEnd
+			t0 := time.Now()
 			for i, s := range tc.steps {
-				got := b.check(s.conns, func() (uint64, uint64) { return s.free, s.live })
+				got := b.check(t0.Add(s.at), s.conns, func() (uint64, uint64) { return s.free, s.live })
 				if got != s.release {
 					t.Fatalf("step %d (%d connections, free %d, live %d): release %v, want %v", i, s.conns, s.free, s.live, got, s.release)
 				}
