@@ -434,6 +434,17 @@ func (l *eventLoop) readWorker() {
 	}
 }
 
+// goIdle ends a worker's read of ec once the socket is drained: ec goes
+// idle (the next EPOLLIN schedules it) unless an edge came while it was
+// read, in which case it stays queued and goIdle reports false: read on.
+func (ec *epConn) goIdle() bool {
+	if ec.rstate.CompareAndSwap(readQueued, readIdle) {
+		return true
+	}
+	ec.rstate.Store(readQueued)
+	return false
+}
+
 // maxReadsPerTurn bounds how long one busy connection keeps a worker before
 // it goes to the back of the queue.
 const maxReadsPerTurn = 16
@@ -459,17 +470,23 @@ func (l *eventLoop) read(ec *epConn, buf []byte) {
 			if !l.consume(ec, buf[:n]) {
 				return // closing or upgrading: no more reads are scheduled here
 			}
-			continue
+			if n == len(buf) || !ec.goIdle() {
+				continue
+			}
+			// A short read emptied the socket's receive queue: no need
+			// for a read that only says EAGAIN (one system call per
+			// message saved, issue 19). Whatever arrives after it
+			// raises a new edge (Linux signals every arrival on an
+			// edge-triggered socket), which goIdle or the loop sees.
+			return
 		}
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if errors.Is(err, unix.EAGAIN) {
-			// Drained. Go idle unless an edge came while reading.
-			if ec.rstate.CompareAndSwap(readQueued, readIdle) {
+			if ec.goIdle() {
 				return
 			}
-			ec.rstate.Store(readQueued)
 			continue
 		}
 		// EOF (n == 0) or a socket error.
