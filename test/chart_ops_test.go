@@ -18,6 +18,7 @@ func minimalArgs(extra ...string) []string {
 }
 
 func TestChartIngress(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	if objs := parseObjects(t, mustHelm(t, minimalArgs()...)); len(byKind(objs, "Ingress")) != 0 {
 		t.Errorf("Ingress rendered by default")
@@ -85,6 +86,7 @@ func TestChartIngress(t *testing.T) {
 // only; metrics and the push API stay on the internal ClusterIP Service,
 // which the ServiceMonitor scrapes.
 func TestChartPublicService(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	full := filepath.Join(chartDir, "ci", "standalone-full-values.yaml") // api.listen 0.0.0.0:9091
 	objs := parseObjects(t, mustHelm(t, "template", "rel", chartDir, "-f", full,
@@ -130,6 +132,7 @@ func TestChartPublicService(t *testing.T) {
 // helm template (lookup is empty), so no checksum, and podAnnotations is
 // the hook for a secret manager's version.
 func TestChartSecretChecksum(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	own := []string{"template", "rel", chartDir, "--set", "existingSecret=", "--set", "secret.create=true",
 		"--set", "secretEnv.api\\.token=api-token", "--set", "config.api.listen=0.0.0.0:9091"}
@@ -211,6 +214,7 @@ func TestChartSecretChecksum(t *testing.T) {
 // TestChartSchema: bad values fail lint (and install) with a message that
 // names the value and what is allowed.
 func TestChartSchema(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	for _, tc := range []struct {
 		set  []string
@@ -244,6 +248,7 @@ func TestChartSchema(t *testing.T) {
 // TestChartPackage: `helm package` (what `make chart-package` leaves in
 // bin/charts) holds the schema and lints and renders like the source.
 func TestChartPackage(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	dir := t.TempDir()
 	out := mustHelm(t, "package", chartDir, "--destination", dir)

@@ -204,6 +204,7 @@ func checkExpr(expr string, series map[string]map[string]bool) []string {
 }
 
 func TestChartPrometheusRules(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	series := exportedSeries(t)
 	runbook, err := os.ReadFile("../docs/operations.md")

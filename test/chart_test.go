@@ -44,7 +44,10 @@ var (
 // helm returns the helm binary that test/setup-helm.sh found or built
 // (`make test` starts that build first, in the background, so it never
 // runs inside this package's -timeout; this waits for it). Without one
-// the test is skipped, or failed under CI=true.
+// the test is skipped, or failed under CI=true. Every test that needs it
+// calls t.Parallel first: parallel tests run after the package's serial
+// ones, so on a cold machine the e2e tests run while helm still builds
+// instead of queueing behind a chart test that waits for it.
 func helm(t *testing.T) string {
 	t.Helper()
 	helmOnce.Do(func() { helmPath, helmErr = findHelm() })
@@ -476,6 +479,7 @@ func configCheck(t *testing.T, cfg wsgateConfig, env []string) {
 }
 
 func TestChartExamples(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	for _, vc := range valuesCases(t) {
 		t.Run(vc.name, func(t *testing.T) {
@@ -702,6 +706,7 @@ func renderSidecarApp(t *testing.T, app string, args ...string) ([]obj, obj, wsg
 }
 
 func TestChartSidecarApp(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	app := sidecarApp(t)
 	if out, err := runHelm(t, "lint", "--strict", app); err != nil || !strings.Contains(out, "0 chart(s) failed") {
@@ -793,6 +798,7 @@ func podChecksum(t *testing.T, args ...string) string {
 }
 
 func TestChartConfigChecksum(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	minimal := filepath.Join(chartDir, "ci", "standalone-minimal-values.yaml")
 	base := []string{"template", "rel", chartDir, "-f", minimal}
@@ -818,6 +824,7 @@ func TestChartConfigChecksum(t *testing.T) {
 }
 
 func TestChartDrainGrace(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	minimal := filepath.Join(chartDir, "ci", "standalone-minimal-values.yaml")
 	for _, tc := range []struct {
@@ -845,6 +852,7 @@ func TestChartDrainGrace(t *testing.T) {
 
 // TestChartRefusals: values that cannot work stop the render with a message.
 func TestChartRefusals(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	helm(t)
 	minimal := filepath.Join(chartDir, "ci", "standalone-minimal-values.yaml")
 	for _, tc := range []struct {
@@ -869,6 +877,7 @@ func TestChartRefusals(t *testing.T) {
 }
 
 func TestChartDashboard(t *testing.T) {
+	t.Parallel() // runs after the serial tests: see helm
 	raw, err := os.ReadFile(filepath.Join(chartDir, "files", "grafana-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)
