@@ -362,18 +362,7 @@ func (b *bench) deliveryPhase(ctx context.Context, writev, reading, epolled bool
 			r0 := threadCPU()
 			var ok int64
 			for _, fd := range writers {
-				var n int
-				var err error
-				for {
-					if writev {
-						n, err = unix.Writev(fd, iov)
-					} else {
-						n, err = unix.Write(fd, frame)
-					}
-					if err != unix.EINTR {
-						break
-					}
-				}
+				n, err := writeFrame(fd, writev, iov, frame)
 				switch {
 				case err == unix.EAGAIN:
 					d.WouldBlock++
@@ -494,7 +483,7 @@ func (b *bench) deliveryFloorWaking(ctx context.Context) (*deliveryFloor, error)
 			var ok int64
 			for _, fd := range pairs.writers {
 				c0 := time.Now()
-				n, err := writevRetrying(fd, iov)
+				n, err := writeFrame(fd, true, iov, nil)
 				roundCPU += time.Since(c0)
 				switch {
 				case err == unix.EAGAIN:
@@ -541,10 +530,17 @@ func (b *bench) deliveryFloorWaking(ctx context.Context) (*deliveryFloor, error)
 	return d, ctx.Err()
 }
 
-// writevRetrying is one writev of iov, retried on EINTR.
-func writevRetrying(fd int, iov [][]byte) (int, error) {
+// writeFrame is one writev of iov (writev) or write of frame, retried on
+// EINTR: what every delivery phase does per delivery.
+func writeFrame(fd int, writev bool, iov [][]byte, frame []byte) (int, error) {
 	for {
-		n, err := unix.Writev(fd, iov)
+		var n int
+		var err error
+		if writev {
+			n, err = unix.Writev(fd, iov)
+		} else {
+			n, err = unix.Write(fd, frame)
+		}
 		if err != unix.EINTR {
 			return n, err
 		}
